@@ -1,0 +1,13 @@
+// `foresight-bench` is assembled from benchmark groups, each owned by its module, in the manner of
+// client/cli/commands.h. A subcommand's callback stores its exit code in *exit_code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace foresight::bench {
+
+void AddTiersBench(CLI::App& app, int* exit_code);      // bench/tiers_bench.cc
+void AddPredictorBench(CLI::App& app, int* exit_code);  // bench/predictor_bench.cc
+void AddDecodeBench(CLI::App& app, int* exit_code);     // bench/decode_bench.cc
+
+}  // namespace foresight::bench

@@ -1,0 +1,57 @@
+#include "common/units.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+namespace foresight {
+
+StatusOr<uint64_t> ParseByteSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0)
+    return InvalidArgument("bad size '" + text + "': expected a number with an optional unit, e.g. 512MiB");
+  const std::string number = text.substr(0, i);
+  std::string unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  char* end = nullptr;
+  const double value = std::strtod(number.c_str(), &end);
+  if (end != number.c_str() + number.size())
+    return InvalidArgument("bad size '" + text + "': '" + number + "' is not a number");
+  std::string u;
+  for (char c : unit) u.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  double scale = 0;
+  if (u.empty() || u == "b") scale = 1;
+  else if (u == "k" || u == "kib") scale = 1024.0;
+  else if (u == "m" || u == "mib") scale = 1024.0 * 1024;
+  else if (u == "g" || u == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (u == "t" || u == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (u == "kb") scale = 1e3;
+  else if (u == "mb") scale = 1e6;
+  else if (u == "gb") scale = 1e9;
+  else if (u == "tb") scale = 1e12;
+  else
+    return InvalidArgument("bad size '" + text + "': unknown unit '" + unit +
+                           "' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)");
+  const double bytes = value * scale;
+  if (bytes > 1.8e19) return OutOfRange("size '" + text + "' is too large");
+  if (bytes != std::floor(bytes)) return InvalidArgument("size '" + text + "' is not a whole number of bytes");
+  return static_cast<uint64_t>(bytes);
+}
+
+std::string FormatByteSize(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
+  else std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[u]);
+  return buf;
+}
+
+}  // namespace foresight

@@ -1,0 +1,5 @@
+#include "client/cli/commands.h"
+
+namespace foresight::cli {
+void AddPredictorCommands(CLI::App& app, int* exit_code) {}
+}  // namespace foresight::cli
