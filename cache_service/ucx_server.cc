@@ -1,0 +1,1 @@
+// UCX data plane, server side (in progress).

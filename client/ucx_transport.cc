@@ -1,0 +1,1 @@
+// UCX data plane, client side (in progress).
