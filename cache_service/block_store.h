@@ -147,6 +147,8 @@ class BlockStore {
   virtual uint64_t arena_bytes() const = 0;
 
  protected:
+  friend class WriteSlot;
+  friend class ReadLease;
   BlockStore() = default;
   // For WriteSlot / ReadLease destructors.
   virtual void AbortSlot(uint64_t handle) = 0;
@@ -155,6 +157,7 @@ class BlockStore {
   static ReadLease MakeLease(BlockStore* s, uint64_t h, const uint8_t* d, uint64_t n, uint64_t c, bool ram);
   static uint64_t SlotHandle(const WriteSlot& slot) { return slot.handle_; }
   static void Disarm(WriteSlot& slot) { slot.store_ = nullptr; }
+  static bool OwnedBy(const WriteSlot& slot, const BlockStore* store) { return slot.store_ == store; }
 };
 
 }  // namespace foresight
