@@ -1,0 +1,172 @@
+// SelectionPolicy: the one interface behind which every block-selection method sits
+// (AttentionPredictor, Quest, H2O, SnapKV, StreamingLLM, Oracle, Dense), so that the worker's decode
+// loop, the offline evaluation and the benchmarks drive them all the same way.
+//
+// One policy object serves one layer of one sequence. Per decode step the loop asks which blocks
+// each KV head needs (`Select`), computes attention over them (dense when `WantsDenseRow()`), and
+// reports what it computed (`Observe`). Selection is per query head; with grouped-query attention
+// the fetch unit is the KV head, which gets the union of its query heads' blocks.
+//
+// Example (one sequence, all layers):
+//
+//   std::vector<std::unique_ptr<SelectionPolicy>> policies;
+//   for (int l = 0; l < layers; ++l) {
+//     FS_ASSIGN_OR_RETURN(auto p, MakeSelectionPolicy(spec, geometry, l));
+//     policies.push_back(std::move(p));
+//   }
+//   // After a dense prefill of P tokens:
+//   for (int l ...) FS_RETURN_IF_ERROR(policies[l]->ObservePrefill(prefill_obs[l]));
+//   for (int64_t step = 0; ; ++step) {           // decode token at position P + step
+//     for (int l ...) {
+//       SelectionPolicy& p = *policies[l];
+//       StepInputs in;
+//       in.key_tokens = P + step + 1;             // keys this token attends, its own included
+//       if (p.needs().query) in.query = q[l];     // [q_heads, head_dim], post-RoPE
+//       if (p.needs().key_digests) in.key_digests = &digests[l];
+//       BlockSelection sel;
+//       FS_RETURN_IF_ERROR(p.Select(in, &sel));   // prefetch sel.per_kv_head[h]
+//       bool dense = p.WantsDenseRow();          // calibration step: attend every block
+//       ... attention over sel.per_query_head[h] (or all blocks when dense) ...
+//       AttentionObservation obs{in.key_tokens, dense, block_max, block_sum};
+//       FS_RETURN_IF_ERROR(p.Observe(obs));       // advances the policy's step counter
+//     }
+//   }
+//
+// Prefetch ahead of need: a policy whose needs() are all false (AttentionPredictor, H2O, SnapKV,
+// StreamingLLM, Dense) may be asked for step t+1 right after Observe(t), before step t+1's query
+// exists; Select is a pure function of the policy's state and `key_tokens`, so asking twice for
+// the same step returns the same blocks.
+//
+// Thread-safety: a policy object is not thread-safe; use one per (sequence, layer) and drive each
+// from one thread at a time. Different objects may run concurrently. Implementations may use
+// OpenMP internally over query heads (PolicySpec::threads).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "predictor/key_digests.h"
+#include "predictor/selection_budget.h"
+
+namespace foresight::predictor {
+
+class CnnWeights;
+
+// Attention geometry of one layer.
+struct LayerGeometry {
+  int q_heads = 0;
+  int kv_heads = 0;   // q_heads % kv_heads == 0; query head h belongs to KV head h / (q_heads / kv_heads)
+  int head_dim = 0;
+  int group_size() const { return kv_heads == 0 ? 0 : q_heads / kv_heads; }
+};
+
+// What a policy needs in StepInputs before it can select; all false means it can be asked ahead
+// of the step (prefetch) with only key_tokens.
+struct PolicyNeeds {
+  bool query = false;         // Quest
+  bool key_digests = false;   // Quest
+  bool dense_row = false;     // Oracle (an upper bound, not a real method)
+  bool block_sum = false;     // H2O: observations must carry block_sum
+};
+
+// Known before this step's attention.
+struct StepInputs {
+  int64_t key_tokens = 0;                    // keys this step attends, the current token's included
+  std::span<const float> query;              // [q_heads, head_dim], post-RoPE; when needs().query
+  const KeyDigests* key_digests = nullptr;   // per-block key min/max; when needs().key_digests
+  // [q_heads, ceil(key_tokens / block_tokens)] dense attention mass per block of this very step;
+  // only Oracle reads it (offline evaluation).
+  std::span<const float> dense_block_sum;
+};
+
+// What attention produced at one decode step, pooled over blocks of `block_tokens` keys.
+// Rows are softmax probabilities of the attention that was actually computed: over every key when
+// `dense`, else over the attended blocks only (0 elsewhere).
+struct AttentionObservation {
+  int64_t key_tokens = 0;
+  bool dense = false;
+  std::span<const float> block_max;  // [q_heads, num_blocks] max probability within each block
+  std::span<const float> block_sum;  // [q_heads, num_blocks] probability mass per block; may be
+                                     // empty unless needs().block_sum
+};
+
+// The dense prefill of `prompt_tokens` tokens. Row r of the R = min(64, prompt_tokens) rows is the
+// causal attention row of query prompt_tokens - R + r (keys beyond it are 0), pooled over blocks.
+struct PrefillObservation {
+  int64_t prompt_tokens = 0;
+  int64_t rows = 0;                        // R
+  std::span<const float> block_max;        // [q_heads, R, num_blocks]
+  std::span<const float> block_sum;        // [q_heads, R, num_blocks] (SnapKV's window vote)
+  std::span<const float> block_sum_total;  // [q_heads, num_blocks] mass summed over every prompt
+                                           // query (H2O's accumulated score); may be empty
+};
+
+// Sorted, duplicate-free block indices; sink and local blocks included.
+struct BlockSelection {
+  std::vector<std::vector<int32_t>> per_query_head;  // [q_heads]
+  std::vector<std::vector<int32_t>> per_kv_head;     // [kv_heads]: union over the group
+};
+
+class SelectionPolicy {
+ public:
+  virtual ~SelectionPolicy() = default;
+
+  // "attention_predictor", "quest", "h2o", "snapkv", "streaming_llm", "oracle", "dense".
+  virtual std::string_view name() const = 0;
+  virtual PolicyNeeds needs() const = 0;
+
+  // Once, after the dense prefill; resets any decode state.
+  virtual Status ObservePrefill(const PrefillObservation& prefill) = 0;
+
+  // Blocks for the step with in.key_tokens keys. Does not advance the policy.
+  virtual Status Select(const StepInputs& in, BlockSelection* out) = 0;
+
+  // True when the current step's observation should be dense (calibration for AttentionPredictor
+  // every M-th decode step). Policies that never ask return false.
+  virtual bool WantsDenseRow() const { return false; }
+
+  // Reports the current step's attention and advances to the next step.
+  virtual Status Observe(const AttentionObservation& observation) = 0;
+
+  // Decode steps observed since ObservePrefill.
+  virtual int64_t step() const = 0;
+};
+
+enum class PolicyKind { kAttentionPredictor, kQuest, kH2O, kSnapKV, kStreamingLLM, kOracle, kDense };
+
+// "attention_predictor" (also "ap"), "quest", "h2o", "snapkv", "streaming_llm" (also "streaming"),
+// "oracle", "dense".
+StatusOr<PolicyKind> ParsePolicyKind(std::string_view name);
+std::string_view PolicyKindName(PolicyKind kind);
+std::vector<PolicyKind> AllPolicyKinds();
+
+struct PolicySpec {
+  PolicyKind kind = PolicyKind::kAttentionPredictor;
+  SelectionBudget budget;
+  // AttentionPredictor: the CNN (required) and its calibration period M: every M-th decode step
+  // (steps M-1, 2M-1, ...) pushes a dense row. 0 disables calibration.
+  std::shared_ptr<const CnnWeights> weights;
+  int calibration_period = 5;
+  // AttentionPredictor: recompute the CNN over all 64 rows each step instead of incrementally
+  // (same output; for checking and benchmarking).
+  bool full_cnn = false;
+  // Layers below this index select every block (the published method may keep layers 0-1 dense).
+  int dense_first_layers = 0;
+  // SnapKV: how many of the last prefill queries vote.
+  int snapkv_window = 32;
+  // OpenMP threads a policy may use inside one call; 1 keeps it single-threaded.
+  int threads = 1;
+};
+
+// One policy for layer `layer` of one sequence. Fails when the spec is inconsistent (for example
+// AttentionPredictor without weights, a geometry whose q_heads is not a multiple of kv_heads).
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeSelectionPolicy(const PolicySpec& spec,
+                                                               const LayerGeometry& geometry,
+                                                               int layer);
+
+}  // namespace foresight::predictor
