@@ -1,0 +1,306 @@
+#include "worker/quantized_kernels.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/half.h"
+
+namespace foresight::worker {
+namespace {
+
+constexpr int kQK = 32;  // values per block of the 32-wide quantised types
+
+inline float LoadHalf(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return HalfToFloat(h);
+}
+
+inline uint16_t FloatToHalf(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+
+inline uint16_t FloatToBFloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
+  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float HorizontalSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// 8 unsigned bytes -> 8 floats.
+inline __m256 U8ToFloat(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+inline __m256 I8ToFloat(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)); }
+
+// sum over 32 values: lo nibbles pair with x[0..16), hi nibbles with x[16..32). `bias` is
+// subtracted from each nibble (8 for Q4_0, 0 for Q4_1).
+inline __m256 NibbleDot(const uint8_t* qs, const float* x, __m256 bias) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(packed, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+  __m256 s = _mm256_mul_ps(_mm256_sub_ps(U8ToFloat(lo), bias), _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(lo, 8)), bias), _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(_mm256_sub_ps(U8ToFloat(hi), bias), _mm256_loadu_ps(x + 16), s);
+  s = _mm256_fmadd_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(hi, 8)), bias), _mm256_loadu_ps(x + 24), s);
+  return s;
+}
+
+inline __m256 Sum32(const float* x) {
+  __m256 s = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+  return _mm256_add_ps(s, _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24)));
+}
+
+float DotF32(const float* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float s = HorizontalSum(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+float DotF16(const uint8_t* w, const float* x, int64_t n) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+    acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), acc);
+  }
+  float s = HorizontalSum(acc);
+  for (; i < n; ++i) s += HalfToFloat(h[i]) * x[i];
+  return s;
+}
+
+float DotBF16(const uint8_t* w, const float* x, int64_t n) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))), 16);
+    acc = _mm256_fmadd_ps(_mm256_castsi256_ps(wide), _mm256_loadu_ps(x + i), acc);
+  }
+  float s = HorizontalSum(acc);
+  for (; i < n; ++i) s += BFloat16ToFloat(h[i]) * x[i];
+  return s;
+}
+
+float DotQ8_0(const uint8_t* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / kQK; ++b, w += 34, x += kQK) {
+    const uint8_t* qs = w + 2;
+    __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16));
+    __m256 s = _mm256_mul_ps(I8ToFloat(q0), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(I8ToFloat(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(I8ToFloat(q1), _mm256_loadu_ps(x + 16), s);
+    s = _mm256_fmadd_ps(I8ToFloat(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(x + 24), s);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w)), s, acc);
+  }
+  return HorizontalSum(acc);
+}
+
+float DotQ4_0(const uint8_t* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256 bias = _mm256_set1_ps(8.0f);
+  for (int64_t b = 0; b < n / kQK; ++b, w += 18, x += kQK) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w)), NibbleDot(w + 2, x, bias), acc);
+  }
+  return HorizontalSum(acc);
+}
+
+float DotQ4_1(const uint8_t* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / kQK; ++b, w += 20, x += kQK) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w)), NibbleDot(w + 4, x, zero), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w + 2)), Sum32(x), acc);
+  }
+  return HorizontalSum(acc);
+}
+
+void DequantQ5(const uint8_t* w, int64_t n, float* dst, bool with_min) {
+  const int bytes = with_min ? 24 : 22;
+  for (int64_t b = 0; b < n / kQK; ++b, w += bytes, dst += kQK) {
+    const float d = LoadHalf(w);
+    const float m = with_min ? LoadHalf(w + 2) : 0.0f;
+    const uint8_t* p = w + (with_min ? 4 : 2);
+    uint32_t qh;
+    std::memcpy(&qh, p, 4);
+    const uint8_t* qs = p + 4;
+    const int offset = with_min ? 0 : 16;
+    for (int j = 0; j < 16; ++j) {
+      const int h0 = ((qh >> j) << 4) & 0x10;
+      const int h1 = (qh >> (j + 12)) & 0x10;
+      dst[j] = static_cast<float>(((qs[j] & 0x0f) | h0) - offset) * d + m;
+      dst[j + 16] = static_cast<float>(((qs[j] >> 4) | h1) - offset) * d + m;
+    }
+  }
+}
+
+float DotByDequant(TensorType type, const uint8_t* w, const float* x, int64_t n) {
+  float buf[256];
+  float s = 0;
+  const int64_t bytes_per_256 = TensorTypeBytes(type, 256);
+  for (int64_t i = 0; i < n; i += 256, w += bytes_per_256) {
+    const int64_t len = std::min<int64_t>(256, n - i);
+    DequantizeRow(type, w, len, buf);
+    s += DotF32(buf, x + i, len);
+  }
+  return s;
+}
+
+}  // namespace
+
+bool KernelSupports(TensorType type) {
+  switch (type) {
+    case TensorType::kF32: case TensorType::kF16: case TensorType::kBF16: case TensorType::kQ8_0:
+    case TensorType::kQ4_0: case TensorType::kQ4_1: case TensorType::kQ5_0: case TensorType::kQ5_1:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void DequantizeRow(TensorType type, const uint8_t* src, int64_t n, float* dst) {
+  switch (type) {
+    case TensorType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case TensorType::kF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = LoadHalf(src + 2 * i);
+      return;
+    case TensorType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = BFloat16ToFloat(h);
+      }
+      return;
+    case TensorType::kQ8_0:
+      for (int64_t b = 0; b < n / kQK; ++b, src += 34) {
+        const float d = LoadHalf(src);
+        for (int j = 0; j < kQK; ++j) dst[b * kQK + j] = d * static_cast<int8_t>(src[2 + j]);
+      }
+      return;
+    case TensorType::kQ4_0:
+      for (int64_t b = 0; b < n / kQK; ++b, src += 18) {
+        const float d = LoadHalf(src);
+        for (int j = 0; j < 16; ++j) {
+          dst[b * kQK + j] = d * ((src[2 + j] & 0x0f) - 8);
+          dst[b * kQK + j + 16] = d * ((src[2 + j] >> 4) - 8);
+        }
+      }
+      return;
+    case TensorType::kQ4_1:
+      for (int64_t b = 0; b < n / kQK; ++b, src += 20) {
+        const float d = LoadHalf(src), m = LoadHalf(src + 2);
+        for (int j = 0; j < 16; ++j) {
+          dst[b * kQK + j] = d * (src[4 + j] & 0x0f) + m;
+          dst[b * kQK + j + 16] = d * (src[4 + j] >> 4) + m;
+        }
+      }
+      return;
+    case TensorType::kQ5_0:
+      DequantQ5(src, n, dst, false);
+      return;
+    case TensorType::kQ5_1:
+      DequantQ5(src, n, dst, true);
+      return;
+    default:
+      std::fill(dst, dst + n, std::nanf(""));
+  }
+}
+
+float DotRow(TensorType type, const uint8_t* row, const float* x, int64_t n) {
+  switch (type) {
+    case TensorType::kF32: return DotF32(reinterpret_cast<const float*>(row), x, n);
+    case TensorType::kF16: return DotF16(row, x, n);
+    case TensorType::kBF16: return DotBF16(row, x, n);
+    case TensorType::kQ8_0: return DotQ8_0(row, x, n);
+    case TensorType::kQ4_0: return DotQ4_0(row, x, n);
+    case TensorType::kQ4_1: return DotQ4_1(row, x, n);
+    default: return DotByDequant(type, row, x, n);
+  }
+}
+
+StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, int64_t n) {
+  std::vector<uint8_t> out(TensorTypeBytes(type, n));
+  uint8_t* p = out.data();
+  auto put_half = [](uint8_t* at, float f) {
+    uint16_t h = FloatToHalf(f);
+    std::memcpy(at, &h, 2);
+  };
+  switch (type) {
+    case TensorType::kF32:
+      std::memcpy(p, src, n * 4);
+      return out;
+    case TensorType::kF16:
+      for (int64_t i = 0; i < n; ++i) put_half(p + 2 * i, src[i]);
+      return out;
+    case TensorType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h = FloatToBFloat16(src[i]);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+      return out;
+    default:
+      break;
+  }
+  if (n % kQK != 0) return InvalidArgument("row length " + std::to_string(n) + " is not a multiple of 32");
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const float* x = src + b * kQK;
+    if (type == TensorType::kQ8_0) {
+      float amax = 0;
+      for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      put_half(p, d);
+      for (int j = 0; j < kQK; ++j) p[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
+      p += 34;
+    } else if (type == TensorType::kQ4_0) {
+      float amax = 0, extreme = 0;
+      for (int j = 0; j < kQK; ++j) {
+        if (std::fabs(x[j]) > amax) { amax = std::fabs(x[j]); extreme = x[j]; }
+      }
+      const float d = extreme / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      put_half(p, d);
+      for (int j = 0; j < 16; ++j) {
+        const int q0 = std::clamp(static_cast<int>(std::floor(x[j] * id + 8.5f)), 0, 15);
+        const int q1 = std::clamp(static_cast<int>(std::floor(x[j + 16] * id + 8.5f)), 0, 15);
+        p[2 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+      }
+      p += 18;
+    } else if (type == TensorType::kQ4_1) {
+      float lo = x[0], hi = x[0];
+      for (int j = 1; j < kQK; ++j) { lo = std::min(lo, x[j]); hi = std::max(hi, x[j]); }
+      const float d = (hi - lo) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      put_half(p, d);
+      put_half(p + 2, lo);
+      for (int j = 0; j < 16; ++j) {
+        const int q0 = std::clamp(static_cast<int>(std::floor((x[j] - lo) * id + 0.5f)), 0, 15);
+        const int q1 = std::clamp(static_cast<int>(std::floor((x[j + 16] - lo) * id + 0.5f)), 0, 15);
+        p[4 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+      }
+      p += 20;
+    } else {
+      return Unimplemented(std::string("quantising to ") + TensorTypeName(type) + " is not supported");
+    }
+  }
+  return out;
+}
+
+}  // namespace foresight::worker
