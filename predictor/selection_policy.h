@@ -155,6 +155,16 @@ struct PolicySpec {
   // AttentionPredictor: recompute the CNN over all 64 rows each step instead of incrementally
   // (same output; for checking and benchmarking).
   bool full_cnn = false;
+  // AttentionPredictor cost-reduction options beside the exact method (docs/predictor.md reports
+  // their speed and recovery):
+  //   predict_per_kv_head: one CNN per KV head over the element-wise max of its query heads'
+  //     histories; every query head of the group gets that prediction.
+  //   reuse_steps k > 1: run the CNN (full) every k-th step only and reuse its scores between.
+  //   prune_threshold t > 0: columns whose receptive field (5 columns x 64 rows) holds no value
+  //     >= t get the CNN's score for an all-zero field instead of being computed.
+  bool predict_per_kv_head = false;
+  int reuse_steps = 1;
+  float prune_threshold = 0.0f;
   // Layers below this index select every block (the published method may keep layers 0-1 dense).
   int dense_first_layers = 0;
   // SnapKV: how many of the last prefill queries vote.
