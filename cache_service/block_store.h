@@ -138,7 +138,8 @@ class BlockStore {
   virtual size_t LongestPrefix(std::span<const BlockKey> chain) = 0;
   // Up to `limit` blocks, in key order.
   virtual std::vector<BlockInfo> List(size_t limit) = 0;
-  // Writes every RAM-only block down to NVMe (no-op without an NVMe tier).
+  // Writes every RAM-only block down to NVMe and makes the NVMe tier's files current (no-op
+  // without an NVMe tier). After Flush every block survives a crash.
   virtual Status Flush() = 0;
   virtual StoreStats Stats() = 0;
 

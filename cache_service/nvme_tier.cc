@@ -87,8 +87,18 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
   return tier;
 }
 
+Status NvmeTier::Sync() {
+  for (auto* cf : {meta_cf_, blocks_cf_}) {
+    rocksdb::Status s = db_->Flush(rocksdb::FlushOptions(), cf);
+    if (!s.ok()) return Unavailable("flushing the NVMe tier in " + dir_ + ": " + s.ToString());
+  }
+  return Status::OK();
+}
+
 NvmeTier::~NvmeTier() {
   if (db_) {
+    Status s = Sync();
+    if (!s.ok()) spdlog::warn("{}", s.message());
     for (auto* h : {meta_cf_, blocks_cf_, default_cf_})
       if (h != nullptr) db_->DestroyColumnFamilyHandle(h);
     db_->Close();

@@ -60,6 +60,9 @@ class NvmeTier {
   bool Contains(const BlockKey& key);
   std::optional<Meta> Lookup(const BlockKey& key);
   Status Delete(const BlockKey& key);
+  // Moves everything written so far from RocksDB's memtables into its SST and blob files, so a
+  // restart need not replay the log (also done on destruction).
+  Status Sync();
   // Calls fn for every key (index order unspecified).
   void ForEach(const std::function<void(const BlockKey&, const Meta&)>& fn);
   Counters counters();

@@ -266,7 +266,7 @@ class TieredBlockStore final : public BlockStore {
         if (!entries_[id].on_nvme) ids.push_back(id);
     }
     for (uint64_t id : ids) FS_RETURN_IF_ERROR(WriteDown(id, /*then_evict=*/false));
-    return Status::OK();
+    return nvme_->Sync();
   }
 
   StoreStats Stats() override {

@@ -1,0 +1,306 @@
+#include "client/cache_client.h"
+
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "common/checksum.h"
+#include "proto/foresight.grpc.pb.h"
+
+namespace foresight {
+
+namespace {
+
+Status FromGrpc(const grpc::Status& s, const std::string& address, const std::string& call) {
+  if (s.ok()) return Status::OK();
+  std::string msg = s.error_message();
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+    msg = "node " + address + " is unreachable (" + msg + "); is foresight-cached running there?";
+  else
+    msg = "node " + address + ": " + call + ": " + msg;
+  return Status(static_cast<StatusCode>(s.error_code()), msg);
+}
+
+Status ItemStatus(const v1::ItemStatus& s) {
+  if (s.code() == 0) return Status::OK();
+  return Status(static_cast<StatusCode>(s.code()), s.message());
+}
+
+v1::Key ToProto(const BlockKey& key) {
+  v1::Key k;
+  k.set_id(std::string(key.view()));
+  return k;
+}
+
+RemoteBlockInfo FromProto(const v1::BlockMeta& m) {
+  RemoteBlockInfo info;
+  if (m.key().id().size() == BlockKey::kSize) info.key = BlockKey::FromBytes(m.key().id().data());
+  info.size = m.size();
+  info.checksum = m.checksum();
+  info.in_ram = m.in_ram();
+  info.on_nvme = m.on_nvme();
+  return info;
+}
+
+Status FirstFailure(std::span<const Status> statuses) {
+  for (const Status& s : statuses)
+    if (!s.ok()) return s;
+  return Status::OK();
+}
+
+class GrpcCacheClient final : public CacheClient {
+ public:
+  GrpcCacheClient(CacheClientOptions options, std::shared_ptr<grpc::Channel> channel)
+      : options_(std::move(options)), channel_(std::move(channel)), stub_(v1::CacheNode::NewStub(channel_)) {
+    stats_.data_path = "grpc";
+  }
+
+  void set_fallback_reason(std::string reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.fallback_reason = std::move(reason);
+  }
+
+  Status RegisterBuffer(void*, uint64_t) override { return Status::OK(); }
+
+  Status PutBatch(std::span<BlockPut> items) override {
+    v1::PutRequest req;
+    uint64_t bytes = 0;
+    for (const BlockPut& item : items) {
+      v1::PutItem* p = req.add_items();
+      *p->mutable_key() = ToProto(item.key);
+      p->set_data(item.data, item.size);
+      p->set_checksum(BlockChecksum(item.data, item.size));
+      bytes += item.size;
+    }
+    v1::PutResponse resp;
+    auto ctx = Context();
+    Status s = FromGrpc(stub_->Put(ctx.get(), req, &resp), options_.address, "put");
+    std::vector<Status> statuses;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!s.ok()) items[i].status = s;
+      else if (static_cast<int>(i) >= resp.results_size())
+        items[i].status = Internal("node " + options_.address + " answered fewer put results than items");
+      else
+        items[i].status = ItemStatus(resp.results(static_cast<int>(i))).WithContext("put " + items[i].key.ToHex());
+      statuses.push_back(items[i].status);
+    }
+    Account(/*put=*/true, items.size(), s.ok() ? bytes : 0, statuses);
+    return FirstFailure(statuses);
+  }
+
+  Status GetBatch(std::span<BlockGet> items) override {
+    v1::GetRequest req;
+    for (const BlockGet& item : items) {
+      v1::GetItem* g = req.add_items();
+      *g->mutable_key() = ToProto(item.key);
+      for (const ByteRange& r : item.ranges) {
+        v1::ByteRange* pr = g->add_ranges();
+        pr->set_offset(r.offset);
+        pr->set_length(r.length);
+      }
+    }
+    v1::GetResponse resp;
+    auto ctx = Context();
+    Status s = FromGrpc(stub_->Get(ctx.get(), req, &resp), options_.address, "get");
+    std::vector<Status> statuses;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      BlockGet& item = items[i];
+      item.bytes = 0;
+      if (!s.ok()) {
+        item.status = s;
+      } else if (static_cast<int>(i) >= resp.results_size()) {
+        item.status = Internal("node " + options_.address + " answered fewer get results than items");
+      } else {
+        const v1::GetResult& r = resp.results(static_cast<int>(i));
+        item.status = ItemStatus(r.status());
+        if (item.status.ok()) {
+          if (BlockChecksum(r.data().data(), r.data().size()) != r.checksum()) {
+            item.status = DataLoss("block " + item.key.ToHex() + " from " + options_.address +
+                                   " failed its checksum on arrival; not delivered");
+          } else if (r.data().size() > item.capacity) {
+            item.status = InvalidArgument("block " + item.key.ToHex() + " has " + std::to_string(r.data().size()) +
+                                          " bytes but the buffer holds " + std::to_string(item.capacity));
+          } else {
+            std::memcpy(item.dest, r.data().data(), r.data().size());
+            item.bytes = r.data().size();
+            bytes += item.bytes;
+          }
+        }
+      }
+      statuses.push_back(item.status);
+    }
+    Account(/*put=*/false, items.size(), bytes, statuses);
+    return FirstFailure(statuses);
+  }
+
+  std::future<Status> PutBatchAsync(std::span<BlockPut> items) override {
+    return std::async(std::launch::async, [this, items] { return PutBatch(items); });
+  }
+  std::future<Status> GetBatchAsync(std::span<BlockGet> items) override {
+    return std::async(std::launch::async, [this, items] { return GetBatch(items); });
+  }
+
+  StatusOr<NodeInfo> Info() override {
+    v1::InfoResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->Info(ctx.get(), v1::InfoRequest(), &resp), options_.address, "info"));
+    NodeInfo info;
+    info.node_id = resp.node_id();
+    info.version = resp.version();
+    info.ucx_port = resp.ucx_port();
+    info.max_block_bytes = resp.max_block_bytes();
+    info.ram_bytes = resp.ram_bytes();
+    info.nvme_bytes = resp.nvme_bytes();
+    info.nvme_enabled = resp.nvme_enabled();
+    return info;
+  }
+
+  Status Health() override {
+    v1::HealthResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->Health(ctx.get(), v1::HealthRequest(), &resp), options_.address, "health"));
+    if (!resp.serving()) return Unavailable("node " + options_.address + " is not serving");
+    return Status::OK();
+  }
+
+  StatusOr<RemoteBlockInfo> Stat(const BlockKey& key) override {
+    v1::StatRequest req;
+    *req.mutable_key() = ToProto(key);
+    v1::StatResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->Stat(ctx.get(), req, &resp), options_.address, "stat"));
+    return FromProto(resp.block());
+  }
+
+  StatusOr<std::vector<RemoteBlockInfo>> List(uint32_t limit) override {
+    v1::ListRequest req;
+    req.set_limit(limit);
+    v1::ListResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->List(ctx.get(), req, &resp), options_.address, "list"));
+    std::vector<RemoteBlockInfo> out;
+    for (const auto& m : resp.blocks()) out.push_back(FromProto(m));
+    return out;
+  }
+
+  Status Evict(const BlockKey& key) override {
+    v1::EvictRequest req;
+    *req.mutable_key() = ToProto(key);
+    v1::EvictResponse resp;
+    auto ctx = Context();
+    return FromGrpc(stub_->Evict(ctx.get(), req, &resp), options_.address, "evict " + key.ToHex() + "");
+  }
+
+  StatusOr<uint32_t> LongestPrefix(std::span<const BlockKey> chain) override {
+    v1::PrefixRequest req;
+    for (const BlockKey& k : chain) *req.add_chain() = ToProto(k);
+    v1::PrefixResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->LongestPrefix(ctx.get(), req, &resp), options_.address, "prefix"));
+    return resp.length();
+  }
+
+  Status Flush() override {
+    v1::FlushResponse resp;
+    auto ctx = Context();
+    return FromGrpc(stub_->Flush(ctx.get(), v1::FlushRequest(), &resp), options_.address, "flush");
+  }
+
+  StatusOr<RemoteNodeStats> NodeStats() override {
+    v1::NodeStatsResponse resp;
+    auto ctx = Context();
+    FS_RETURN_IF_ERROR(FromGrpc(stub_->NodeStats(ctx.get(), v1::NodeStatsRequest(), &resp), options_.address, "stats"));
+    auto tier = [](const v1::TierStats& t) {
+      return RemoteTierStats{t.capacity_bytes(), t.used_bytes(), t.items(), t.hits(), t.misses(), t.evictions()};
+    };
+    RemoteNodeStats s;
+    s.ram = tier(resp.ram());
+    s.nvme = tier(resp.nvme());
+    s.checksum_failures = resp.checksum_failures();
+    s.promotions = resp.promotions();
+    s.demotions = resp.demotions();
+    s.active_leases = resp.active_leases();
+    s.bytes_in = resp.bytes_in();
+    s.bytes_out = resp.bytes_out();
+    s.uptime_seconds = resp.uptime_seconds();
+    return s;
+  }
+
+  ClientStats stats() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  const std::string& address() const override { return options_.address; }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + options_.timeout);
+    if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+    return ctx;
+  }
+
+  void Account(bool put, size_t n, uint64_t bytes, const std::vector<Status>& statuses) {
+    std::lock_guard<std::mutex> lock(mu_);
+    (put ? stats_.puts : stats_.gets) += n;
+    (put ? stats_.bytes_out : stats_.bytes_in) += bytes;
+    for (const Status& s : statuses)
+      if (!s.ok()) stats_.errors++;
+  }
+
+  const CacheClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::CacheNode::Stub> stub_;
+  std::mutex mu_;
+  ClientStats stats_;  // guarded by mu_
+};
+
+}  // namespace
+
+Status CacheClient::Put(const BlockKey& key, const void* data, uint64_t size) {
+  BlockPut item{key, data, size, {}};
+  return PutBatch(std::span<BlockPut>(&item, 1));
+}
+
+StatusOr<uint64_t> CacheClient::Get(const BlockKey& key, void* dest, uint64_t capacity, std::vector<ByteRange> ranges) {
+  BlockGet item;
+  item.key = key;
+  item.ranges = std::move(ranges);
+  item.dest = dest;
+  item.capacity = capacity;
+  FS_RETURN_IF_ERROR(GetBatch(std::span<BlockGet>(&item, 1)));
+  return item.bytes;
+}
+
+StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOptions& options) {
+  if (options.address.empty()) return InvalidArgument("no cache node address given (--cache HOST:PORT)");
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    std::ifstream in(options.tls_ca);
+    if (!in) return NotFound("cannot read TLS CA file " + options.tls_ca);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ss.str();
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(512 << 20);
+  args.SetMaxSendMessageSize(512 << 20);
+  auto channel = grpc::CreateCustomChannel(options.address, creds, args);
+  auto grpc_client = std::make_unique<GrpcCacheClient>(options, channel);
+  auto info = grpc_client->Info();
+  if (!info.ok()) return info.status();
+  if (options.data_path == DataPath::kUcx)
+    return Unimplemented("UCX data path requested but this build's client has no UCX transport yet");
+  if (info->ucx_port == 0) grpc_client->set_fallback_reason("node offers no UCX listener");
+  else grpc_client->set_fallback_reason("UCX transport not wired into the client yet");
+  return std::unique_ptr<CacheClient>(std::move(grpc_client));
+}
+
+}  // namespace foresight

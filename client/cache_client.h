@@ -1,0 +1,131 @@
+// CacheClient: the C++ client of one cache node, linked by the worker and the CLI.
+//
+// Control calls (stat, list, evict, prefix lookup, stats) go over gRPC. Block data goes over UCX
+// (shared memory on one host, TCP across hosts, RDMA where present) when the node offers it and
+// the client can reach it; otherwise over gRPC, slower, and stats().data_path says so, with the
+// reason in stats().fallback_reason. Every get is verified against its checksum before it is
+// reported OK: a block is never delivered with wrong bytes.
+//
+//   CacheClientOptions o;
+//   o.address = "127.0.0.1:7600";
+//   auto client = CacheClient::Connect(o);
+//   if (!client.ok()) ...
+//   Status s = (*client)->Put(key, data, size);
+//   auto n = (*client)->Get(key, buffer, capacity);
+//
+// Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/block_key.h"
+#include "common/block_layout.h"
+#include "common/status.h"
+
+namespace foresight {
+
+enum class DataPath { kAuto, kUcx, kGrpc };
+
+struct CacheClientOptions {
+  std::string address;       // the node's gRPC HOST:PORT
+  std::string token;         // empty: no authentication
+  DataPath data_path = DataPath::kAuto;  // kUcx fails Connect when UCX cannot be used
+  std::string ucx_transports = "auto";   // "auto", "shm" or "tcp" (UCX_TLS for this client)
+  std::chrono::milliseconds timeout{10000};  // per call
+  std::string tls_ca;        // PEM file of the CA; non-empty: use TLS for gRPC
+};
+
+struct ClientStats {
+  std::string data_path;        // "ucx" or "grpc"
+  std::string ucx_transport;    // e.g. "posix/memory", "tcp" (UCX only)
+  std::string fallback_reason;  // why UCX is not used, when it is not
+  uint64_t puts = 0, gets = 0, errors = 0;
+  uint64_t bytes_out = 0, bytes_in = 0;
+  uint64_t reconnects = 0;
+};
+
+struct BlockPut {
+  BlockKey key;
+  const void* data = nullptr;
+  uint64_t size = 0;
+  Status status;  // filled by the call
+};
+
+struct BlockGet {
+  BlockKey key;
+  std::vector<ByteRange> ranges;  // empty: the whole block; else these ranges, concatenated
+  void* dest = nullptr;
+  uint64_t capacity = 0;
+  uint64_t bytes = 0;  // filled: bytes written to dest
+  Status status;       // filled: NOT_FOUND, DATA_LOSS, ...
+};
+
+struct NodeInfo {
+  std::string node_id, version;
+  uint32_t ucx_port = 0;
+  uint64_t max_block_bytes = 0, ram_bytes = 0, nvme_bytes = 0;
+  bool nvme_enabled = false;
+};
+
+struct RemoteBlockInfo {
+  BlockKey key;
+  uint64_t size = 0, checksum = 0;
+  bool in_ram = false, on_nvme = false;
+};
+
+struct RemoteTierStats {
+  uint64_t capacity_bytes = 0, used_bytes = 0, items = 0, hits = 0, misses = 0, evictions = 0;
+};
+struct RemoteNodeStats {
+  RemoteTierStats ram, nvme;
+  uint64_t checksum_failures = 0, promotions = 0, demotions = 0, active_leases = 0;
+  uint64_t bytes_in = 0, bytes_out = 0, uptime_seconds = 0;
+};
+
+class CacheClient {
+ public:
+  // Checks the node answers (Info) and sets up the data path. Errors name the address.
+  static StatusOr<std::unique_ptr<CacheClient>> Connect(const CacheClientOptions& options);
+  virtual ~CacheClient() = default;
+  CacheClient(const CacheClient&) = delete;
+  CacheClient& operator=(const CacheClient&) = delete;
+
+  // Registers a buffer that will be used for puts and gets, once, so that transfers into and out
+  // of it need no staging copies (a no-op on the gRPC path).
+  virtual Status RegisterBuffer(void* data, uint64_t size) = 0;
+
+  // Batched data calls: each item gets its own status; the call's status is the first failure.
+  virtual Status PutBatch(std::span<BlockPut> items) = 0;
+  virtual Status GetBatch(std::span<BlockGet> items) = 0;
+  // Asynchronous forms: `items` must stay alive until the future is ready.
+  virtual std::future<Status> PutBatchAsync(std::span<BlockPut> items) = 0;
+  virtual std::future<Status> GetBatchAsync(std::span<BlockGet> items) = 0;
+
+  // Single-block conveniences.
+  Status Put(const BlockKey& key, const void* data, uint64_t size);
+  // Returns the bytes written to dest.
+  StatusOr<uint64_t> Get(const BlockKey& key, void* dest, uint64_t capacity, std::vector<ByteRange> ranges = {});
+
+  virtual StatusOr<NodeInfo> Info() = 0;
+  virtual Status Health() = 0;
+  virtual StatusOr<RemoteBlockInfo> Stat(const BlockKey& key) = 0;
+  virtual StatusOr<std::vector<RemoteBlockInfo>> List(uint32_t limit) = 0;
+  virtual Status Evict(const BlockKey& key) = 0;
+  virtual StatusOr<uint32_t> LongestPrefix(std::span<const BlockKey> chain) = 0;
+  virtual Status Flush() = 0;
+  virtual StatusOr<RemoteNodeStats> NodeStats() = 0;
+
+  virtual ClientStats stats() = 0;
+  virtual const std::string& address() const = 0;
+
+ protected:
+  CacheClient() = default;
+};
+
+}  // namespace foresight

@@ -1,0 +1,342 @@
+// Integration tests: the real foresight-cached over real sockets on loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "client/cache_client.h"
+#include "common/checksum.h"
+#include "proto/foresight.grpc.pb.h"
+#include "tests/integration/node_process.h"
+
+namespace foresight {
+namespace {
+
+using testing::NodeProcess;
+using testing::TempDir;
+
+std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
+  std::vector<uint8_t> v(size);
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < v.size(); i += 4) {
+    const uint32_t r = rng();
+    std::memcpy(v.data() + i, &r, std::min<size_t>(4, v.size() - i));
+  }
+  return v;
+}
+
+std::unique_ptr<NodeProcess> StartNode(std::vector<std::string> args) {
+  auto node = NodeProcess::Start(std::move(args));
+  EXPECT_TRUE(node.ok()) << node.status().ToString();
+  return node.ok() ? std::move(*node) : nullptr;
+}
+
+std::unique_ptr<CacheClient> Connect(const NodeProcess& node, DataPath path, std::string token = "") {
+  CacheClientOptions o;
+  o.address = node.address();
+  o.data_path = path;
+  o.token = std::move(token);
+  auto client = CacheClient::Connect(o);
+  EXPECT_TRUE(client.ok()) << client.status().ToString();
+  return client.ok() ? std::move(*client) : nullptr;
+}
+
+// Puts `n` blocks of `size` bytes named "b<i>"; returns their contents.
+std::vector<std::vector<uint8_t>> PutBlocks(CacheClient& client, int n, uint64_t size, uint32_t seed = 0) {
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < n; ++i) {
+    data.push_back(Bytes(size, seed + i));
+    Status s = client.Put(PlainKey("t", "b" + std::to_string(i)), data.back().data(), size);
+    EXPECT_TRUE(s.ok()) << i << ": " << s.ToString();
+  }
+  return data;
+}
+
+void ExpectBlocksIntact(CacheClient& client, const std::vector<std::vector<uint8_t>>& data) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<uint8_t> out(data[i].size());
+    auto n = client.Get(PlainKey("t", "b" + std::to_string(i)), out.data(), out.size());
+    ASSERT_TRUE(n.ok()) << i << ": " << n.status().ToString();
+    ASSERT_EQ(*n, data[i].size());
+    ASSERT_EQ(out, data[i]) << "block " << i << " came back with wrong bytes";
+  }
+}
+
+TEST(CacheNodeTest, GrpcFallbackRoundTripWholeBlocksAndHeadRanges) {
+  auto node = StartNode({"--ram-bytes", "64MiB"});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  EXPECT_EQ(client->stats().data_path, "grpc");
+  auto data = PutBlocks(*client, 20, 3 * 4096 + 17);
+  ExpectBlocksIntact(*client, data);
+
+  // Per-KV-head ranges (SmolLM2 geometry: 3 heads of 4096 bytes): one contiguous range each.
+  BlockLayout layout(16, 3, 64, 2);
+  auto block = Bytes(layout.block_bytes(), 99);
+  const BlockKey key = PlainKey("t", "layered");
+  ASSERT_TRUE(client->Put(key, block.data(), block.size()).ok());
+  std::vector<uint8_t> out(2 * layout.head_bytes());
+  auto n = client->Get(key, out.data(), out.size(), {layout.head_range(0), layout.head_range(2)});
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  ASSERT_EQ(*n, 2 * layout.head_bytes());
+  EXPECT_TRUE(std::equal(out.begin(), out.begin() + layout.head_bytes(), block.begin()));
+  EXPECT_TRUE(std::equal(out.begin() + layout.head_bytes(), out.end(), block.begin() + 2 * layout.head_bytes()));
+
+  // Missing is an answer.
+  std::vector<uint8_t> buf(100);
+  EXPECT_EQ(client->Get(PlainKey("t", "nope"), buf.data(), buf.size()).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(node->Stop(), 0) << node->Log();
+}
+
+TEST(CacheNodeTest, EvictionWritesDownToNvmeAndReadsPromoteBack) {
+  TempDir dir("evict");
+  auto node = StartNode({"--ram-bytes", "16MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  auto data = PutBlocks(*client, 48, 1 << 20);  // three times the RAM tier
+  auto before = client->NodeStats();
+  ASSERT_TRUE(before.ok());
+  EXPECT_GE(before->demotions, 32u);
+  EXPECT_GE(before->nvme.items, 32u);
+  EXPECT_LE(before->ram.used_bytes, 16u << 20);
+  ExpectBlocksIntact(*client, data);
+  auto after = client->NodeStats();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->promotions, 32u);
+  EXPECT_GE(after->nvme.hits, 32u);
+  EXPECT_EQ(after->checksum_failures, 0u);
+}
+
+TEST(CacheNodeTest, Kill9AndRestartServesEveryNvmeBlockIntact) {
+  TempDir dir("kill9");
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<bool> on_nvme;
+  {
+    auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+    ASSERT_TRUE(node);
+    auto client = Connect(*node, DataPath::kGrpc);
+    ASSERT_TRUE(client);
+    data = PutBlocks(*client, 30, 700000);
+    for (size_t i = 0; i < data.size(); ++i) {
+      auto info = client->Stat(PlainKey("t", "b" + std::to_string(i)));
+      ASSERT_TRUE(info.ok());
+      on_nvme.push_back(info->on_nvme);
+    }
+    node->Kill9();
+  }
+  const int expected = static_cast<int>(std::count(on_nvme.begin(), on_nvme.end(), true));
+  EXPECT_GE(expected, 15);
+  auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  int served = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<uint8_t> out(data[i].size());
+    auto n = client->Get(PlainKey("t", "b" + std::to_string(i)), out.data(), out.size());
+    if (on_nvme[i]) {
+      ASSERT_TRUE(n.ok()) << "block " << i << " had reached NVMe but is not served: " << n.status().ToString();
+    }
+    if (n.ok()) {
+      ASSERT_EQ(out, data[i]);
+      ++served;
+    } else {
+      EXPECT_EQ(n.status().code(), StatusCode::kNotFound);  // RAM-only blocks are not durable
+    }
+  }
+  EXPECT_GE(served, expected);
+}
+
+TEST(CacheNodeTest, FlippedByteOnNvmeIsReportedCorruptNeverServed) {
+  TempDir dir("flip");
+  std::vector<std::vector<uint8_t>> data;
+  {
+    auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+    ASSERT_TRUE(node);
+    auto client = Connect(*node, DataPath::kGrpc);
+    ASSERT_TRUE(client);
+    data = PutBlocks(*client, 6, 1 << 20);
+    ASSERT_TRUE(client->Flush().ok());
+    node->Kill9();
+  }
+  // Flip one byte in the middle of every blob file (the block bytes).
+  int flipped = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    if (entry.path().extension() != ".blob") continue;
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = std::filesystem::file_size(entry.path());
+    f.seekg(static_cast<std::streamoff>(size / 2));
+    char c;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.write(&c, 1);
+    ++flipped;
+  }
+  ASSERT_GE(flipped, 1) << "no blob file found in " << dir.path();
+  auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  int corrupt = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<uint8_t> out(data[i].size());
+    auto n = client->Get(PlainKey("t", "b" + std::to_string(i)), out.data(), out.size());
+    if (n.ok()) {
+      ASSERT_EQ(out, data[i]) << "block " << i << " served with wrong bytes";
+    } else {
+      EXPECT_EQ(n.status().code(), StatusCode::kDataLoss) << n.status().ToString();
+      ++corrupt;
+      // Dropped, not served later either.
+      EXPECT_EQ(client->Get(PlainKey("t", "b" + std::to_string(i)), out.data(), out.size()).status().code(),
+                StatusCode::kNotFound);
+    }
+  }
+  EXPECT_GE(corrupt, 1);
+  auto stats = client->NodeStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->checksum_failures, static_cast<uint64_t>(corrupt));
+}
+
+TEST(CacheNodeTest, CallsWithoutTheTokenAreRefused) {
+  TempDir dir("auth");
+  const std::string token_file = dir.path() + "/token";
+  std::ofstream(token_file) << "s3cret-token\n";
+  auto node = StartNode({"--ram-bytes", "16MiB", "--token-file", token_file});
+  ASSERT_TRUE(node);
+  CacheClientOptions o;
+  o.address = node->address();
+  o.data_path = DataPath::kGrpc;
+  auto anonymous = CacheClient::Connect(o);
+  ASSERT_FALSE(anonymous.ok());
+  EXPECT_EQ(anonymous.status().code(), StatusCode::kUnauthenticated);
+  o.token = "wrong";
+  auto wrong = CacheClient::Connect(o);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kUnauthenticated);
+
+  // A raw stub without metadata cannot read or write either.
+  auto channel = grpc::CreateChannel(node->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::CacheNode::NewStub(channel);
+  grpc::ClientContext ctx;
+  v1::GetRequest req;
+  req.add_items()->mutable_key()->set_id(std::string(PlainKey("t", "x").view()));
+  v1::GetResponse resp;
+  EXPECT_EQ(stub->Get(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  o.token = "s3cret-token";
+  auto good = CacheClient::Connect(o);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  auto data = PutBlocks(**good, 3, 5000);
+  ExpectBlocksIntact(**good, data);
+}
+
+TEST(CacheNodeTest, MalformedRequestsGetErrorsAndTheNodeKeepsServing) {
+  auto node = StartNode({"--ram-bytes", "16MiB", "--max-block-bytes", "1MiB"});
+  ASSERT_TRUE(node);
+  auto channel = grpc::CreateChannel(node->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::CacheNode::NewStub(channel);
+
+  {  // A key of the wrong length.
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    auto* item = req.add_items();
+    item->mutable_key()->set_id("short");
+    item->set_data("abc");
+    v1::PutResponse resp;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.results_size(), 1);
+    EXPECT_EQ(resp.results(0).code(), static_cast<int>(StatusCode::kInvalidArgument));
+    EXPECT_NE(resp.results(0).message().find("malformed key"), std::string::npos);
+  }
+  {  // A wrong checksum.
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    auto* item = req.add_items();
+    item->mutable_key()->set_id(std::string(PlainKey("t", "c").view()));
+    item->set_data("hello");
+    item->set_checksum(12345);
+    v1::PutResponse resp;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.results(0).code(), static_cast<int>(StatusCode::kDataLoss));
+  }
+  {  // Too large, and empty.
+    grpc::ClientContext ctx;
+    v1::PutRequest req;
+    std::string big((1 << 20) + 1, 'x');
+    auto* item = req.add_items();
+    item->mutable_key()->set_id(std::string(PlainKey("t", "big").view()));
+    item->set_checksum(BlockChecksum(big.data(), big.size()));
+    item->set_data(big);
+    auto* empty = req.add_items();
+    empty->mutable_key()->set_id(std::string(PlainKey("t", "empty").view()));
+    v1::PutResponse resp;
+    ASSERT_TRUE(stub->Put(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.results(0).code(), static_cast<int>(StatusCode::kInvalidArgument));
+    EXPECT_NE(resp.results(0).message().find("maximum block size"), std::string::npos);
+    EXPECT_EQ(resp.results(1).code(), static_cast<int>(StatusCode::kInvalidArgument));
+  }
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  auto data = PutBlocks(*client, 2, 8192);
+  {  // A range outside the block.
+    std::vector<uint8_t> out(100);
+    auto n = client->Get(PlainKey("t", "b0"), out.data(), out.size(), {ByteRange{8000, 500}});
+    EXPECT_EQ(n.status().code(), StatusCode::kOutOfRange);
+  }
+  {  // Bytes that are not a protobuf message at all.
+    grpc::GenericStub generic(channel);
+    grpc::ClientContext ctx;
+    grpc::Slice garbage(std::string("\xff\xff\xff\xff\x0f garbage", 13));
+    grpc::ByteBuffer request(&garbage, 1), response;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    generic.UnaryCall(&ctx, "/foresight.v1.CacheNode/Put", grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status s) {
+                        std::lock_guard<std::mutex> lock(mu);
+                        status = s;
+                        done = true;
+                        cv.notify_one();
+                      });
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+    EXPECT_FALSE(status.ok());
+  }
+  {  // Raw garbage on the socket.
+    const auto colon = node->address().rfind(':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(node->address().substr(colon + 1))));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const char junk[] = "GET / HTTP/1.1\r\n\r\n\x00\x01\x02garbage";
+    (void)!write(fd, junk, sizeof(junk));
+    close(fd);
+  }
+  ASSERT_TRUE(node->running());
+  EXPECT_TRUE(client->Health().ok());
+  ExpectBlocksIntact(*client, data);
+  EXPECT_EQ(node->Stop(), 0);
+}
+
+TEST(CacheNodeTest, BadFlagsAreRefusedWithAClearMessage) {
+  auto node = NodeProcess::Start({"--ram-bytes", "12XB"});
+  ASSERT_FALSE(node.ok());
+  EXPECT_NE(node.status().message().find("--ram-bytes"), std::string::npos) << node.status().message();
+}
+
+}  // namespace
+}  // namespace foresight

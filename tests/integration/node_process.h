@@ -1,0 +1,54 @@
+// NodeProcess: starts a real foresight-cached on loopback for integration tests, with a free
+// port chosen at run time, and always stops it (SIGTERM, then SIGKILL) on destruction.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace foresight::testing {
+
+class NodeProcess {
+ public:
+  // `args` are extra flags (e.g. {"--ram-bytes", "64MiB", "--nvme-dir", dir}).
+  static StatusOr<std::unique_ptr<NodeProcess>> Start(std::vector<std::string> args);
+  ~NodeProcess();
+
+  const std::string& address() const { return address_; }  // gRPC HOST:PORT
+  int ucx_port() const { return ucx_port_; }
+  pid_t pid() const { return pid_; }
+  bool running();
+
+  // SIGTERM and wait; returns the exit status (0 = clean).
+  int Stop();
+  // SIGKILL and wait (a crash).
+  void Kill9();
+  // Everything the node wrote to stderr so far (its log).
+  std::string Log();
+
+ private:
+  NodeProcess() = default;
+  pid_t pid_ = -1;
+  std::string address_;
+  int ucx_port_ = 0;
+  std::string log_path_;
+};
+
+// A directory under the test temp dir, removed on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name);
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string BinDir();
+
+}  // namespace foresight::testing
