@@ -7,7 +7,7 @@
 //   - sink blocks:  [0, sink_blocks) with sink_blocks = ceil(sink_tokens / block_tokens);
 //   - local blocks: [first_local_block, num_blocks), the blocks holding any of the last
 //     `local_tokens` tokens (so the local region is local_tokens .. local_tokens + block_tokens - 1
-//     tokens long; the partial last block is always local);
+//     tokens long; the last block, holding the current token, is always local);
 //   - candidate blocks: [sink_blocks, first_local_block), the ones a policy ranks;
 //   - a policy keeps predicted_blocks = (budget - sink - local) / block_tokens candidates. With fewer
 //     than 3 candidates, or when the budget covers them all, every candidate is kept.
@@ -51,7 +51,8 @@ struct CandidateWindow {
     w.num_blocks = (key_tokens + b - 1) / b;
     w.sink_blocks = std::min(w.num_blocks, (budget.sink_tokens + b - 1) / b);
     const int64_t local_start_token = std::max<int64_t>(0, key_tokens - budget.local_tokens);
-    w.first_local_block = std::max(w.sink_blocks, local_start_token / b);
+    // The block holding the current token is always attended, even with no local window.
+    w.first_local_block = std::max(w.sink_blocks, std::min(local_start_token / b, w.num_blocks - 1));
     const int64_t candidates = w.first_local_block - w.sink_blocks;
     // Fewer than 3 candidates: ranking them is noise; the published method keeps them all.
     w.keep_blocks = candidates < 3 ? candidates : std::min(candidates, budget.PredictedBlocks());

@@ -1,0 +1,164 @@
+#include "predictor/recovery_eval.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <mutex>
+
+namespace foresight::predictor {
+namespace {
+
+struct LayerTally {
+  double recovery = 0.0;
+  double union_recovery = 0.0;
+  double selected_blocks = 0.0;
+  int64_t samples = 0;
+  double seconds = 0.0;
+};
+
+double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
+  double mass = 0.0;
+  for (int32_t b : blocks) mass += block_sum[b];
+  return mass;
+}
+
+// Replays one layer of one trace under one policy and budget.
+Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union,
+                   LayerTally* tally) {
+  const TraceGeometry& g = trace.geometry();
+  const LayerGeometry lg = g.layer();
+  FS_ASSIGN_OR_RETURN(auto policy, MakeSelectionPolicy(spec, lg, layer));
+  using Clock = std::chrono::steady_clock;
+  double seconds = 0.0;
+  auto t0 = Clock::now();
+  FS_RETURN_IF_ERROR(policy->ObservePrefill(trace.prefill(layer)));
+  seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  std::vector<float> dense_max, dense_sum, sparse_max, sparse_sum;
+  BlockSelection selection;
+  const int group = lg.group_size();
+  for (int64_t s = 0; s < trace.decode_steps(); ++s) {
+    trace.DecodeRows(layer, s, &dense_max, &dense_sum);
+    const int64_t nb = g.blocks_at(s);
+    StepInputs in;
+    in.key_tokens = g.key_tokens(s);
+    in.query = trace.query(layer, s);
+    in.key_digests = &trace.key_digests(layer);
+    in.dense_block_sum = dense_sum;
+    t0 = Clock::now();
+    FS_RETURN_IF_ERROR(policy->Select(in, &selection));
+    const bool dense = policy->WantsDenseRow();
+    seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    AttentionObservation obs;
+    obs.key_tokens = in.key_tokens;
+    obs.dense = dense;
+    if (!dense) {
+      sparse_max.assign(dense_max.size(), 0.0f);
+      sparse_sum.assign(dense_sum.size(), 0.0f);
+    }
+    for (int h = 0; h < lg.q_heads; ++h) {
+      const float* row_sum = &dense_sum[h * nb];
+      const auto& own = selection.per_query_head[h];
+      const auto& fetched = selection.per_kv_head[h / group];
+      const double own_mass = MassOf(row_sum, own);
+      const double union_mass = MassOf(row_sum, fetched);
+      tally->recovery += own_mass;
+      tally->union_recovery += union_mass;
+      tally->selected_blocks += static_cast<double>(own.size());
+      ++tally->samples;
+      if (dense) continue;
+      // Softmax over the attended blocks = the dense row restricted to them, renormalised.
+      const auto& attended = attend_kv_union ? fetched : own;
+      const double mass = attend_kv_union ? union_mass : own_mass;
+      const float scale = mass > 0.0 ? static_cast<float>(1.0 / mass) : 0.0f;
+      for (int32_t b : attended) {
+        sparse_max[h * nb + b] = dense_max[h * nb + b] * scale;
+        sparse_sum[h * nb + b] = row_sum[b] * scale;
+      }
+    }
+    obs.block_max = dense ? dense_max : sparse_max;
+    obs.block_sum = dense ? dense_sum : sparse_sum;
+    t0 = Clock::now();
+    FS_RETURN_IF_ERROR(policy->Observe(obs));
+    seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  tally->seconds += seconds;
+  return Status::OK();
+}
+
+}  // namespace
+
+StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* const> traces,
+                                                       const RecoveryOptions& options) {
+  if (traces.empty()) return InvalidArgument("recovery: no traces");
+  if (options.variants.empty() || options.budgets.empty()) {
+    return InvalidArgument("recovery: no policies or no budgets to evaluate");
+  }
+  const TraceGeometry& g0 = traces[0]->geometry();
+  for (const Trace* t : traces) {
+    const TraceGeometry& g = t->geometry();
+    if (g.layers != g0.layers || g.q_heads != g0.q_heads || g.kv_heads != g0.kv_heads ||
+        g.head_dim != g0.head_dim || g.block_tokens != g0.block_tokens) {
+      return InvalidArgument("recovery: traces have different model geometries");
+    }
+  }
+  const int layers = g0.layers;
+  const size_t V = options.variants.size(), B = options.budgets.size(), T = traces.size();
+  // One task per (variant, budget, trace, layer); tallies per (variant, budget, layer).
+  std::vector<LayerTally> tallies(V * B * layers);
+  const int64_t tasks = static_cast<int64_t>(V * B * T * layers);
+  std::mutex mu;
+  Status first_error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(options.threads) if (options.threads > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int layer = static_cast<int>(task % layers);
+    const size_t t = (task / layers) % T;
+    const size_t b = (task / layers / T) % B;
+    const size_t v = task / layers / T / B;
+    PolicySpec spec = options.variants[v].spec;
+    spec.budget.budget_tokens = options.budgets[b];
+    spec.budget.block_tokens = g0.block_tokens;
+    spec.threads = 1;
+    LayerTally local;
+    Status s = ReplayLayer(*traces[t], layer, spec, options.attend_kv_union, &local);
+    std::lock_guard<std::mutex> lock(mu);
+    if (!s.ok()) {
+      if (first_error.ok()) {
+        first_error = s.WithContext("policy " + options.variants[v].label + ", budget " +
+                                    std::to_string(options.budgets[b]) + ", layer " +
+                                    std::to_string(layer));
+      }
+      continue;
+    }
+    LayerTally& dst = tallies[(v * B + b) * layers + layer];
+    dst.recovery += local.recovery;
+    dst.union_recovery += local.union_recovery;
+    dst.selected_blocks += local.selected_blocks;
+    dst.samples += local.samples;
+    dst.seconds += local.seconds;
+  }
+  if (!first_error.ok()) return first_error;
+  std::vector<RecoveryResult> results;
+  for (size_t v = 0; v < V; ++v) {
+    for (size_t b = 0; b < B; ++b) {
+      RecoveryResult r;
+      r.label = options.variants[v].label;
+      r.budget = options.budgets[b];
+      double blocks = 0.0;
+      for (int l = 0; l < layers; ++l) {
+        const LayerTally& t = tallies[(v * B + b) * layers + l];
+        const double n = t.samples > 0 ? static_cast<double>(t.samples) : 1.0;
+        r.per_layer.push_back(t.recovery / n);
+        r.recovery += t.recovery / n / layers;
+        r.kv_union_recovery += t.union_recovery / n / layers;
+        blocks += t.selected_blocks;
+        r.samples += t.samples;
+        r.select_seconds += t.seconds;
+      }
+      r.mean_selected_blocks = r.samples > 0 ? blocks / r.samples : 0.0;
+      results.push_back(std::move(r));
+    }
+  }
+  return results;
+}
+
+}  // namespace foresight::predictor

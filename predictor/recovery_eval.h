@@ -1,0 +1,56 @@
+// Offline evaluation of selection policies on recorded traces: the attention recovery rate, the
+// share of the dense attention mass (softmax row) that falls on the selected blocks, averaged over
+// layers, query heads and decode steps, with the per-layer breakdown.
+//
+// Replay is faithful to what a policy would have seen live: a policy that attends sparsely
+// observes its own sparse attention (the dense row restricted to its selection, renormalised) and
+// the dense row only when it asks for one (AttentionPredictor's calibration steps). Recovery is
+// counted at every step, calibration steps included, for the query head's own selection
+// (`recovery`) and for the union its KV head fetches (`kv_union_recovery`).
+//
+// Thread-safety: EvaluateRecovery is reentrant; it uses up to `threads` OpenMP threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "predictor/selection_policy.h"
+#include "predictor/trace.h"
+
+namespace foresight::predictor {
+
+// A policy with its settings, under a label for the table ("attention_predictor",
+// "ap_per_kv_head", ...). The budget in spec is replaced by each evaluated budget.
+struct PolicyVariant {
+  std::string label;
+  PolicySpec spec;
+};
+
+struct RecoveryOptions {
+  std::vector<PolicyVariant> variants;
+  std::vector<int64_t> budgets;  // tokens, sink and local included
+  // Sparse steps attend (and observe) the KV head's union instead of the query head's own blocks.
+  bool attend_kv_union = false;
+  int threads = 1;
+};
+
+struct RecoveryResult {
+  std::string label;
+  int64_t budget = 0;
+  double recovery = 0.0;           // mean over layers of the per-layer mean
+  double kv_union_recovery = 0.0;
+  std::vector<double> per_layer;   // [layers]
+  int64_t samples = 0;             // (trace, layer, head, step) samples
+  double mean_selected_blocks = 0.0;  // per query head and step, sink and local included
+  double select_seconds = 0.0;     // policy time (Select + Observe), summed over threads
+};
+
+// Every variant at every budget over every trace (all traces must share the geometry).
+// Results are ordered by variant, then budget.
+StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* const> traces,
+                                                       const RecoveryOptions& options);
+
+}  // namespace foresight::predictor
