@@ -1,1 +1,908 @@
-// UCX data plane, client side (in progress).
+// UCX data plane, client side. See ucx_transport.h.
+#include "client/ucx_transport.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "common/checksum.h"
+#include "proto/ucx_messages.h"
+
+namespace foresight {
+
+using namespace ucxwire;  // NOLINT: this file is the wire format's second owner
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string UcsText(ucs_status_t s) { return ucs_status_string(s); }
+
+Clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string TlsFor(const std::string& transports) {
+  if (transports == "auto" || transports.empty()) return "";
+  if (transports == "shm") return "posix,sysv,cma,self,tcp";
+  if (transports == "tcp") return "tcp";
+  return transports;
+}
+
+}  // namespace
+
+class UcxTransport::Impl {
+ public:
+  Impl(std::string host, uint16_t port, std::string token, UcxTransportOptions options)
+      : host_(std::move(host)), port_(port), token_(std::move(token)), options_(std::move(options)) {
+    node_ = host_ + ":" + std::to_string(port_);
+  }
+  ~Impl();
+
+  Status Init();
+  Status EnsureConnected();
+  StatusOr<UcxBuffer> AddRegion(void* data, uint64_t bytes, bool allocate);
+  StatusOr<UcxBatch> Submit(std::vector<UcxGet>* gets, std::vector<UcxPut>* puts);
+  std::vector<UcxItemResult> Wait(UcxBatch batch, double timeout_s);
+  UcxTransportStats Stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    UcxTransportStats s = stats_;
+    s.connected = connected_;
+    return s;
+  }
+
+ private:
+  struct Region {
+    uint32_t id = 0;
+    uint8_t* data = nullptr;
+    uint64_t size = 0;
+    ucp_mem_h memh = nullptr;
+    bool allocated = false;
+    bool fast_path = false;
+    std::vector<uint8_t> rkey;
+  };
+  // One request in flight; progress thread only.
+  struct Op {
+    uint64_t req_id = 0;
+    UcxBatch batch = 0;  // 0: a control request (HELLO, REGISTER)
+    size_t index = 0;
+    bool get = true;
+    BlockKey key;
+    uint8_t* dest = nullptr;
+    uint64_t capacity = 0;
+    ucp_mem_h memh = nullptr;
+    Clock::time_point start;
+    std::function<void(const Status&, const ReplyBody&)> on_control_reply;
+  };
+  struct SendCtx {
+    std::vector<uint8_t> header;
+    std::vector<uint8_t> data;
+  };
+  struct Batch {
+    std::vector<UcxItemResult> results;
+    std::vector<uint64_t> checksums;  // expected, for gets
+    std::vector<const uint8_t*> dests;
+    std::vector<bool> done;
+    size_t remaining = 0;
+    bool get = true;
+    std::vector<BlockKey> keys;
+  };
+  struct PendingSend {
+    std::vector<uint8_t> header;
+    std::vector<uint8_t> data_copy;
+    const void* data = nullptr;
+    size_t length = 0;
+    ucp_mem_h memh = nullptr;
+    Op op;
+  };
+
+  // Progress thread.
+  void ProgressLoop();
+  void RunSync(std::function<void()> fn);
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(post_mu_);
+      posted_.push_back(std::move(fn));
+    }
+    ucp_worker_signal(worker_);
+  }
+  Status DoConnect();
+  Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
+                          double timeout_s);
+  Status SendRegister(Region& region);
+  void StartOp(PendingSend ps);
+  void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum);
+  void DropConnection(const Status& status);
+  void Sweep();
+  void DescribeEndpoint();
+  static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param);
+  ucs_status_t HandleReply(const void* header, size_t header_length, void* data, size_t length,
+                           const ucp_am_recv_param_t* param);
+  static void SendDone(void* request, ucs_status_t status, void* user_data);
+  static void RecvDone(void* request, ucs_status_t status, size_t length, void* user_data);
+
+  std::string What(const Op& op) const {
+    return std::string(op.get ? "GET " : "PUT ") + op.key.ToHex() + " on node " + node_;
+  }
+
+  const std::string host_;
+  const uint16_t port_;
+  const std::string token_;
+  const UcxTransportOptions options_;
+  std::string node_;
+
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  int epoll_fd_ = -1;
+  std::thread progress_thread_;
+  std::atomic<bool> stop_{false};
+
+  std::mutex post_mu_;
+  std::deque<std::function<void()>> posted_;
+
+  // Progress thread only.
+  ucp_ep_h ep_ = nullptr;
+  bool ep_failed_ = false;
+  ucs_status_t ep_error_ = UCS_OK;
+  std::unordered_map<uint64_t, Op> ops_;
+  Clock::time_point last_sweep_;
+
+  std::mutex connect_mu_;  // serializes reconnects
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool connected_ = false;  // GUARDED_BY(mu_)
+  std::vector<Region> regions_;  // GUARDED_BY(mu_); appended only
+  std::unordered_map<UcxBatch, Batch> batches_;  // GUARDED_BY(mu_)
+  UcxBatch next_batch_ = 1;
+  std::atomic<uint64_t> next_req_id_{1};
+  uint32_t next_region_id_ = 1;
+  bool ever_connected_ = false;
+  UcxTransportStats stats_;  // GUARDED_BY(mu_)
+};
+
+// ---------------------------------------------------------------------------------------------
+
+Status UcxTransport::Impl::Init() {
+  ucp_config_t* config = nullptr;
+  ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
+  if (st != UCS_OK) return Internal("UCX client: reading the UCX config failed: " + UcsText(st));
+  const std::string tls = TlsFor(options_.transports);
+  if (!tls.empty() && ucp_config_modify(config, "TLS", tls.c_str()) != UCS_OK) {
+    ucp_config_release(config);
+    return InvalidArgument("UCX client: transports '" + options_.transports + "' are not valid");
+  }
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  st = ucp_init(&params, config, &context_);
+  ucp_config_release(config);
+  if (st != UCS_OK) {
+    return Unavailable("UCX client: ucp_init with transports '" + options_.transports +
+                       "' failed: " + UcsText(st));
+  }
+  ucp_worker_params_t wparams{};
+  wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
+  st = ucp_worker_create(context_, &wparams, &worker_);
+  if (st != UCS_OK) return Internal("UCX client: ucp_worker_create failed: " + UcsText(st));
+  ucp_am_handler_param_t am{};
+  am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                  UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  am.id = kUcxReplyAmId;
+  am.cb = &Impl::OnReplyAm;
+  am.arg = this;
+  am.flags = UCP_AM_FLAG_WHOLE_MSG;
+  st = ucp_worker_set_am_recv_handler(worker_, &am);
+  if (st != UCS_OK) return Internal("UCX client: setting the AM handler failed: " + UcsText(st));
+  int efd = -1;
+  st = ucp_worker_get_efd(worker_, &efd);
+  if (st != UCS_OK) return Internal("UCX client: ucp_worker_get_efd failed: " + UcsText(st));
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = efd;
+  if (epoll_fd_ < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, efd, &ev) != 0) {
+    return Internal("UCX client: epoll setup failed: " + std::string(strerror(errno)));
+  }
+  stats_.node = node_;
+  progress_thread_ = std::thread([this] { ProgressLoop(); });
+  return Status::OK();
+}
+
+UcxTransport::Impl::~Impl() {
+  if (progress_thread_.joinable()) {
+    RunSync([this] { DropConnection(Unavailable("UCX client for node " + node_ + " is closing")); });
+    stop_ = true;
+    ucp_worker_signal(worker_);
+    progress_thread_.join();
+  }
+  for (Region& r : regions_) {
+    if (r.memh != nullptr) ucp_mem_unmap(context_, r.memh);
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+}
+
+void UcxTransport::Impl::RunSync(std::function<void()> fn) {
+  std::promise<void> done;
+  auto fut = done.get_future();
+  Post([&fn, &done] {
+    fn();
+    done.set_value();
+  });
+  fut.wait();
+}
+
+void UcxTransport::Impl::ProgressLoop() {
+  constexpr auto kSpin = std::chrono::microseconds(50);
+  auto idle_since = Clock::now();
+  while (!stop_) {
+    std::deque<std::function<void()>> batch;
+    {
+      std::lock_guard<std::mutex> lock(post_mu_);
+      batch.swap(posted_);
+    }
+    for (auto& fn : batch) fn();
+    unsigned n = ucp_worker_progress(worker_);
+    if (ep_failed_ && ep_ != nullptr) {
+      DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
+    }
+    auto now = Clock::now();
+    if (now - last_sweep_ > std::chrono::milliseconds(50)) {
+      last_sweep_ = now;
+      Sweep();
+    }
+    if (n > 0 || !batch.empty()) {
+      idle_since = now;
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(post_mu_);
+      if (!posted_.empty()) continue;
+    }
+    if (now - idle_since < kSpin) continue;
+    if (ucp_worker_arm(worker_) == UCS_OK) {
+      epoll_event ev;
+      epoll_wait(epoll_fd_, &ev, 1, 50);
+    }
+    idle_since = Clock::now();
+  }
+}
+
+void UcxTransport::Impl::Sweep() {
+  auto limit = Seconds(options_.request_timeout_s);
+  auto now = Clock::now();
+  for (auto& [id, op] : ops_) {
+    if (op.batch != 0 && now - op.start > limit) {
+      DropConnection(DeadlineExceeded(What(op) + ": no answer within " +
+                                      std::to_string(options_.request_timeout_s) +
+                                      " s (request_timeout_s); connection dropped"));
+      return;
+    }
+  }
+}
+
+void UcxTransport::Impl::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
+  auto* self = static_cast<Impl*>(arg);
+  if (ep != self->ep_) return;
+  self->ep_failed_ = true;
+  self->ep_error_ = status;
+}
+
+void UcxTransport::Impl::DropConnection(const Status& status) {
+  if (ep_ != nullptr) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;  // fails our outstanding sends and receives
+    void* req = ucp_ep_close_nbx(ep_, &p);
+    if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+      auto deadline = Clock::now() + std::chrono::seconds(5);
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
+        ucp_worker_progress(worker_);
+      }
+      ucp_request_free(req);
+    }
+    ep_ = nullptr;
+  }
+  ep_failed_ = false;
+  std::vector<uint64_t> ids;
+  for (auto& [id, op] : ops_) ids.push_back(id);
+  for (uint64_t id : ids) CompleteOp(id, status, 0, 0);
+  std::lock_guard<std::mutex> lock(mu_);
+  connected_ = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting.
+
+Status UcxTransport::Impl::EnsureConnected() {
+  std::lock_guard<std::mutex> connect_lock(connect_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connected_) return Status::OK();
+  }
+  Status result;
+  RunSync([&] { result = DoConnect(); });
+  return result;
+}
+
+Status UcxTransport::Impl::DoConnect() {
+  if (ep_ != nullptr) DropConnection(Unavailable("reconnecting to node " + node_));
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host_.c_str(), std::to_string(port_).c_str(), &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    return Unavailable("UCX: cannot resolve node " + node_ + ": " + gai_strerror(rc));
+  }
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  socklen_t len = res->ai_addrlen;
+  freeaddrinfo(res);
+
+  ucp_ep_params_t p{};
+  p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                 UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  p.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  p.sockaddr.addr = reinterpret_cast<const sockaddr*>(&ss);
+  p.sockaddr.addrlen = len;
+  // NONE keeps shared memory (PEER drops it, DESIGN.md); failures surface through the connection
+  // manager (OnEpError) and the request deadlines.
+  p.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+  p.err_handler.cb = &Impl::OnEpError;
+  p.err_handler.arg = this;
+  ep_failed_ = false;
+  ucs_status_t st = ucp_ep_create(worker_, &p, &ep_);
+  if (st != UCS_OK) {
+    ep_ = nullptr;
+    return Unavailable("UCX: cannot connect to node " + node_ + ": " + UcsText(st));
+  }
+  ReplyBody reply;
+  std::vector<uint8_t> token(token_.begin(), token_.end());
+  Status s = ControlRoundTrip(EncodeHello(next_req_id_++), std::move(token), &reply,
+                              options_.connect_timeout_s);
+  if (s.ok()) {
+    std::vector<Region> regions;
+    {
+      std::lock_guard<std::mutex> lock(mu_);  // regions_ is appended by other threads
+      regions = regions_;
+    }
+    for (Region& r : regions) {
+      s = SendRegister(r);
+      if (!s.ok()) break;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; s.ok() && i < regions.size(); ++i) regions_[i].fast_path = regions[i].fast_path;
+  }
+  if (!s.ok()) {
+    DropConnection(s);
+    return s;
+  }
+  DescribeEndpoint();
+  std::lock_guard<std::mutex> lock(mu_);
+  connected_ = true;
+  if (ever_connected_) stats_.reconnects++;
+  ever_connected_ = true;
+  return Status::OK();
+}
+
+Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data,
+                                            ReplyBody* reply, double timeout_s) {
+  bool done = false;
+  Status result;
+  PendingSend ps;
+  std::string error;
+  auto decoded = DecodeHeader(header.data(), header.size(), &error);
+  ps.op.req_id = decoded->header.req_id;
+  ps.op.batch = 0;
+  ps.op.start = Clock::now();
+  const char* what = MsgTypeName(decoded->header.type);
+  ps.op.on_control_reply = [&](const Status& s, const ReplyBody& r) {
+    done = true;
+    result = s;
+    *reply = r;
+  };
+  ps.header = std::move(header);
+  ps.data_copy = std::move(data);
+  StartOp(std::move(ps));
+  auto deadline = Clock::now() + Seconds(timeout_s);
+  while (!done && !ep_failed_ && Clock::now() < deadline) ucp_worker_progress(worker_);
+  if (done) return result;
+  ops_.erase(decoded->header.req_id);
+  if (ep_failed_) {
+    return Unavailable("UCX: cannot reach node " + node_ + " (" + what + "): " + UcsText(ep_error_));
+  }
+  return Unavailable("UCX: node " + node_ + " did not answer " + what + " within " +
+                     std::to_string(timeout_s) + " s");
+}
+
+Status UcxTransport::Impl::SendRegister(Region& r) {
+  RegisterBody body;
+  body.region_id = r.id;
+  body.base = reinterpret_cast<uint64_t>(r.data);
+  body.length = r.size;
+  ReplyBody reply;
+  Status s = ControlRoundTrip(EncodeRegister(next_req_id_++, body), r.rkey, &reply,
+                              options_.connect_timeout_s);
+  if (!s.ok()) return s;
+  r.fast_path = reply.flags & kReplyMapped;
+  return Status::OK();
+}
+
+void UcxTransport::Impl::DescribeEndpoint() {
+  char* buf = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&buf, &size);
+  if (f == nullptr) return;
+  ucp_ep_print_info(ep_, f);
+  fclose(f);
+  std::string text(buf, size);
+  free(buf);
+  std::string transport = "unknown";
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    // "#   lane[1]:  3:sysv/memory.0 md[2] -> md[2]/sysv/sysdev[255] am am_bw#0"
+    if (line.find("lane[") == std::string::npos || line.find(" am ") == std::string::npos) continue;
+    size_t colon = line.find(':', line.find("lane["));
+    size_t tl_start = line.find(':', colon + 1);
+    size_t slash = line.find('/', tl_start);
+    if (tl_start != std::string::npos && slash != std::string::npos) {
+      transport = line.substr(tl_start + 1, slash - tl_start - 1);
+    }
+    break;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.lanes = text;
+  stats_.transport = transport;
+  if (transport == "sysv" || transport == "posix" || transport == "xpmem" || transport == "knem") {
+    stats_.path = "shm";
+  } else if (transport == "tcp") {
+    stats_.path = "tcp";
+  } else {
+    stats_.path = transport;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffers.
+
+StatusOr<UcxBuffer> UcxTransport::Impl::AddRegion(void* data, uint64_t bytes, bool allocate) {
+  if (bytes == 0) return InvalidArgument("UCX client: cannot register an empty buffer");
+  Status result;
+  UcxBuffer out;
+  RunSync([&] {
+    Region r;
+    ucp_mem_map_params_t mp{};
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                    UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    mp.address = allocate ? nullptr : data;
+    mp.length = bytes;
+    mp.flags = allocate ? UCP_MEM_MAP_ALLOCATE : 0;
+    ucs_status_t st = ucp_mem_map(context_, &mp, &r.memh);
+    if (st != UCS_OK) {
+      result = ResourceExhausted("UCX client: cannot " + std::string(allocate ? "allocate" : "register") +
+                                 " a " + std::to_string(bytes) + "-byte buffer: " + UcsText(st));
+      return;
+    }
+    ucp_mem_attr_t attr{};
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+    ucp_mem_query(r.memh, &attr);
+    r.data = static_cast<uint8_t*>(attr.address);
+    r.size = bytes;
+    r.allocated = allocate;
+    void* rkey = nullptr;
+    size_t rkey_len = 0;
+    st = ucp_rkey_pack(context_, r.memh, &rkey, &rkey_len);
+    if (st != UCS_OK) {
+      ucp_mem_unmap(context_, r.memh);
+      result = Internal("UCX client: ucp_rkey_pack failed: " + UcsText(st));
+      return;
+    }
+    r.rkey.assign(static_cast<uint8_t*>(rkey), static_cast<uint8_t*>(rkey) + rkey_len);
+    ucp_rkey_buffer_release(rkey);
+    bool connected;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      r.id = next_region_id_++;
+      connected = connected_;
+    }
+    if (connected) {
+      Status s = SendRegister(r);  // a failure only means no fast path for this buffer
+      if (!s.ok()) r.fast_path = false;
+    }
+    out.data = r.data;
+    out.size = r.size;
+    out.region_id = r.id;
+    out.fast_path = r.fast_path;
+    std::lock_guard<std::mutex> lock(mu_);
+    regions_.push_back(std::move(r));
+  });
+  if (!result.ok()) return result;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers.
+
+StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::vector<UcxPut>* puts) {
+  const bool is_get = gets != nullptr;
+  const size_t n = is_get ? gets->size() : puts->size();
+  if (n == 0) return InvalidArgument("UCX client: empty batch");
+  for (size_t i = 0; i < n; ++i) {
+    if (is_get && ((*gets)[i].dest == nullptr || (*gets)[i].capacity == 0)) {
+      return InvalidArgument("GET " + (*gets)[i].key.ToHex() + ": no destination buffer");
+    }
+    if (is_get && (*gets)[i].ranges.size() > kMaxRanges) {
+      return InvalidArgument("GET " + (*gets)[i].key.ToHex() + ": more than " +
+                             std::to_string(kMaxRanges) + " ranges");
+    }
+    if (!is_get && ((*puts)[i].src == nullptr || (*puts)[i].size == 0)) {
+      return InvalidArgument("PUT " + (*puts)[i].key.ToHex() + ": empty block");
+    }
+  }
+  FS_RETURN_IF_ERROR(EnsureConnected());
+
+  std::vector<PendingSend> sends(n);
+  UcxBatch id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_batch_++;
+    Batch& b = batches_[id];
+    b.get = is_get;
+    b.remaining = n;
+    b.results.resize(n);
+    b.checksums.resize(n);
+    b.dests.resize(n);
+    b.done.assign(n, false);
+    b.keys.resize(n);
+    auto find_region = [&](const uint8_t* p, uint64_t len) -> const Region* {
+      for (const Region& r : regions_) {
+        if (p >= r.data && len <= r.size && p - r.data <= static_cast<ptrdiff_t>(r.size - len)) return &r;
+      }
+      return nullptr;
+    };
+    for (size_t i = 0; i < n; ++i) {
+      PendingSend& ps = sends[i];
+      ps.op.req_id = next_req_id_++;
+      ps.op.batch = id;
+      ps.op.index = i;
+      ps.op.get = is_get;
+      if (is_get) {
+        UcxGet& g = (*gets)[i];
+        const Region* r = find_region(g.dest, g.capacity);
+        GetBody body;
+        body.key = g.key;
+        body.capacity = g.capacity;
+        body.range_count = static_cast<uint32_t>(g.ranges.size());
+        if (r != nullptr && r->fast_path) {
+          body.flags = kViaRegion;
+          body.region_id = r->id;
+          body.region_offset = static_cast<uint64_t>(g.dest - r->data);
+          stats_.fast_path_ops++;
+        }
+        ps.op.key = g.key;
+        ps.op.dest = g.dest;
+        ps.op.capacity = g.capacity;
+        ps.op.memh = r != nullptr ? r->memh : nullptr;
+        ps.header = EncodeGet(ps.op.req_id, body);
+        ps.data_copy = EncodeRanges(g.ranges);
+        b.dests[i] = g.dest;
+        b.keys[i] = g.key;
+        stats_.gets++;
+      } else {
+        UcxPut& u = (*puts)[i];
+        const Region* r = find_region(u.src, u.size);
+        PutBody body;
+        body.key = u.key;
+        body.size = u.size;
+        body.checksum = u.checksum;
+        if (r != nullptr && r->fast_path) {
+          body.flags = kViaRegion;
+          body.region_id = r->id;
+          body.region_offset = static_cast<uint64_t>(u.src - r->data);
+          stats_.fast_path_ops++;
+        } else {
+          ps.data = u.src;
+          ps.length = u.size;
+          ps.memh = r != nullptr ? r->memh : nullptr;
+        }
+        ps.op.key = u.key;
+        ps.header = EncodePut(ps.op.req_id, body);
+        b.keys[i] = u.key;
+        stats_.puts++;
+      }
+    }
+  }
+  auto shared = std::make_shared<std::vector<PendingSend>>(std::move(sends));
+  Post([this, shared] {
+    for (PendingSend& ps : *shared) {
+      if (ep_ == nullptr) {
+        ops_.emplace(ps.op.req_id, ps.op);
+        CompleteOp(ps.op.req_id, Unavailable(What(ps.op) + ": not connected"), 0, 0);
+        continue;
+      }
+      StartOp(std::move(ps));
+    }
+  });
+  return id;
+}
+
+void UcxTransport::Impl::StartOp(PendingSend ps) {
+  auto* ctx = new SendCtx;
+  ctx->header = std::move(ps.header);
+  ctx->data = std::move(ps.data_copy);
+  const void* data = ps.data != nullptr ? ps.data : ctx->data.data();
+  const size_t length = ps.data != nullptr ? ps.length : ctx->data.size();
+  const uint64_t req_id = ps.op.req_id;
+  ps.op.start = Clock::now();
+  ops_.emplace(req_id, std::move(ps.op));
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_AM_SEND_FLAG_REPLY;
+  p.cb.send = &Impl::SendDone;
+  p.user_data = new std::pair<Impl*, std::pair<SendCtx*, uint64_t>>(this, {ctx, req_id});
+  if (ps.memh != nullptr) {
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+    p.memh = ps.memh;
+  }
+  void* req = ucp_am_send_nbx(ep_, kUcxRequestAmId, ctx->header.data(), ctx->header.size(),
+                              length > 0 ? data : nullptr, length, &p);
+  if (req == nullptr) {
+    delete static_cast<std::pair<Impl*, std::pair<SendCtx*, uint64_t>>*>(p.user_data);
+    delete ctx;
+  } else if (UCS_PTR_IS_ERR(req)) {
+    delete static_cast<std::pair<Impl*, std::pair<SendCtx*, uint64_t>>*>(p.user_data);
+    delete ctx;
+    auto it = ops_.find(req_id);
+    if (it != ops_.end()) {
+      CompleteOp(req_id, Unavailable(What(it->second) + ": send failed: " +
+                                     UcsText(UCS_PTR_STATUS(req))), 0, 0);
+    }
+  }
+}
+
+void UcxTransport::Impl::SendDone(void* request, ucs_status_t status, void* user_data) {
+  auto* info = static_cast<std::pair<Impl*, std::pair<SendCtx*, uint64_t>>*>(user_data);
+  Impl* self = info->first;
+  delete info->second.first;
+  const uint64_t req_id = info->second.second;
+  delete info;
+  ucp_request_free(request);
+  if (status != UCS_OK) {
+    auto it = self->ops_.find(req_id);
+    if (it != self->ops_.end()) {
+      self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": send failed: " + UcsText(status)),
+                       0, 0);
+    }
+  }
+}
+
+struct RecvInfo {
+  UcxTransport::Impl* impl;
+  uint64_t req_id;
+  uint64_t checksum;
+};
+
+void UcxTransport::Impl::RecvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
+  auto* info = static_cast<RecvInfo*>(user_data);
+  Impl* self = info->impl;
+  const uint64_t req_id = info->req_id;
+  const uint64_t checksum = info->checksum;
+  delete info;
+  ucp_request_free(request);
+  auto it = self->ops_.find(req_id);
+  if (it == self->ops_.end()) return;
+  if (status != UCS_OK) {
+    self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": receiving failed: " + UcsText(status)),
+                     0, 0);
+  } else {
+    self->CompleteOp(req_id, Status::OK(), length, checksum);
+  }
+}
+
+ucs_status_t UcxTransport::Impl::OnReplyAm(void* arg, const void* header, size_t header_length,
+                                           void* data, size_t length,
+                                           const ucp_am_recv_param_t* param) {
+  return static_cast<Impl*>(arg)->HandleReply(header, header_length, data, length, param);
+}
+
+ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_length, void* data,
+                                             size_t length, const ucp_am_recv_param_t* param) {
+  const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
+  std::string error;
+  auto msg = DecodeHeader(header, header_length, &error);
+  if (!msg) return UCS_OK;  // not ours to answer; dropped
+  std::optional<ReplyBody> reply = DecodeReply(*msg, &error);
+  auto it = ops_.find(msg->header.req_id);
+  if (it == ops_.end()) {
+    if (msg->header.type == MsgType::kError && reply && (reply->flags & kReplyCloses)) {
+      ep_failed_ = true;
+      ep_error_ = UCS_ERR_REJECTED;
+    }
+    return UCS_OK;  // a late answer to a request we gave up on
+  }
+  Op& op = it->second;
+  if (!reply) {
+    if (op.on_control_reply) {
+      op.on_control_reply(Internal("node " + node_ + " sent a malformed reply: " + error), ReplyBody{});
+      ops_.erase(it);
+      return UCS_OK;
+    }
+    CompleteOp(op.req_id, Internal(What(op) + ": malformed reply: " + error), 0, 0);
+    return UCS_OK;
+  }
+  Status status;
+  if (reply->status != 0) {
+    std::string text = (!rndv && data != nullptr) ? std::string(static_cast<const char*>(data), length) : "";
+    status = Status(static_cast<StatusCode>(reply->status), text);
+  }
+  if (op.on_control_reply) {
+    auto cb = std::move(op.on_control_reply);
+    ops_.erase(it);
+    cb(status, *reply);
+    return UCS_OK;
+  }
+  if (!status.ok()) {
+    CompleteOp(op.req_id, status, 0, 0);
+    return UCS_OK;
+  }
+  if (!op.get) {
+    CompleteOp(op.req_id, Status::OK(), reply->length, 0);
+    return UCS_OK;
+  }
+  if (reply->flags & kReplyWroteRegion) {
+    if (reply->length > op.capacity) {
+      CompleteOp(op.req_id, DataLoss(What(op) + ": node claims " + std::to_string(reply->length) +
+                                     " bytes for a " + std::to_string(op.capacity) + "-byte buffer"),
+                 0, 0);
+    } else {
+      CompleteOp(op.req_id, Status::OK(), reply->length, reply->checksum);
+    }
+    return UCS_OK;
+  }
+  if (reply->length != length || length > op.capacity) {
+    CompleteOp(op.req_id, DataLoss(What(op) + ": reply carries " + std::to_string(length) +
+                                   " bytes, header says " + std::to_string(reply->length) +
+                                   ", buffer holds " + std::to_string(op.capacity)),
+               0, 0);
+    return UCS_OK;
+  }
+  if (!rndv) {
+    std::memcpy(op.dest, data, length);
+    CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+    return UCS_OK;
+  }
+  auto* info = new RecvInfo{this, op.req_id, reply->checksum};
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  p.cb.recv_am = &Impl::RecvDone;
+  p.user_data = info;
+  if (op.memh != nullptr) {
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+    p.memh = op.memh;
+  }
+  void* req = ucp_am_recv_data_nbx(worker_, data, op.dest, length, &p);
+  if (req == nullptr) {
+    delete info;
+    CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+  } else if (UCS_PTR_IS_ERR(req)) {
+    delete info;
+    CompleteOp(op.req_id, Unavailable(What(op) + ": receive failed: " + UcsText(UCS_PTR_STATUS(req))), 0, 0);
+  }
+  return UCS_INPROGRESS;
+}
+
+void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes,
+                                    uint64_t checksum) {
+  auto it = ops_.find(req_id);
+  if (it == ops_.end()) return;
+  Op op = std::move(it->second);
+  ops_.erase(it);
+  if (op.on_control_reply) {
+    op.on_control_reply(status, ReplyBody{});
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = batches_.find(op.batch);
+  if (b == batches_.end() || b->second.done[op.index]) return;
+  Batch& batch = b->second;
+  batch.done[op.index] = true;
+  batch.results[op.index].status = status;
+  batch.results[op.index].bytes = status.ok() ? bytes : 0;
+  batch.checksums[op.index] = checksum;
+  if (status.ok()) {
+    (op.get ? stats_.bytes_in : stats_.bytes_out) += bytes;
+  } else {
+    stats_.failures++;
+  }
+  if (--batch.remaining == 0) cv_.notify_all();
+}
+
+std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_s) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = batches_.find(id);
+  if (it == batches_.end()) return {};
+  const auto deadline = Clock::now() + Seconds(timeout_s);
+  bool finished = cv_.wait_until(lock, deadline, [&] {
+    auto b = batches_.find(id);
+    return b->second.remaining == 0;
+  });
+  if (!finished) {
+    lock.unlock();
+    // Nothing may land in the caller's buffers after we return: drop the connection.
+    RunSync([&] {
+      DropConnection(DeadlineExceeded("UCX batch on node " + node_ + " not done within " +
+                                      std::to_string(timeout_s) + " s (Wait timeout); connection dropped"));
+    });
+    lock.lock();
+  }
+  Batch batch = std::move(batches_[id]);
+  batches_.erase(id);
+  lock.unlock();
+  for (size_t i = 0; i < batch.results.size(); ++i) {
+    UcxItemResult& r = batch.results[i];
+    if (!batch.done[i]) {
+      r.status = DeadlineExceeded((batch.get ? "GET " : "PUT ") + batch.keys[i].ToHex() + " on node " +
+                                  node_ + ": not done within " + std::to_string(timeout_s) + " s");
+      continue;
+    }
+    if (!batch.get || !r.status.ok()) continue;
+    const uint64_t actual = BlockChecksum(batch.dests[i], r.bytes);
+    if (actual != batch.checksums[i]) {
+      r.status = DataLoss("GET " + batch.keys[i].ToHex() + " on node " + node_ +
+                          ": checksum mismatch on the delivered bytes (the block was not delivered)");
+      r.bytes = 0;
+      std::lock_guard<std::mutex> stats_lock(mu_);
+      stats_.failures++;
+    }
+  }
+  return std::move(batch.results);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+UcxTransport::UcxTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+UcxTransport::~UcxTransport() = default;
+
+StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(const std::string& host, uint16_t port,
+                                                              const std::string& token,
+                                                              UcxTransportOptions options) {
+  auto impl = std::make_unique<Impl>(host, port, token, std::move(options));
+  FS_RETURN_IF_ERROR(impl->Init());
+  FS_RETURN_IF_ERROR(impl->EnsureConnected());
+  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(impl)));
+}
+
+StatusOr<UcxBuffer> UcxTransport::Allocate(uint64_t bytes) { return impl_->AddRegion(nullptr, bytes, true); }
+StatusOr<UcxBuffer> UcxTransport::Register(void* data, uint64_t bytes) {
+  if (data == nullptr) return InvalidArgument("UCX client: cannot register a null buffer");
+  return impl_->AddRegion(data, bytes, false);
+}
+StatusOr<UcxBatch> UcxTransport::SubmitGets(std::vector<UcxGet> gets) { return impl_->Submit(&gets, nullptr); }
+StatusOr<UcxBatch> UcxTransport::SubmitPuts(std::vector<UcxPut> puts) { return impl_->Submit(nullptr, &puts); }
+std::vector<UcxItemResult> UcxTransport::Wait(UcxBatch batch, double timeout_s) {
+  return impl_->Wait(batch, timeout_s);
+}
+std::string UcxTransport::transport_name() const { return impl_->Stats().transport; }
+UcxTransportStats UcxTransport::Stats() const { return impl_->Stats(); }
+
+}  // namespace foresight

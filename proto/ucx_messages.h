@@ -1,0 +1,323 @@
+// The UCX data plane's wire format: the messages a client (client/ucx_transport.h) and a cache
+// node (cache_service/ucx_server.h) exchange as UCX active messages.
+//
+// Every message travels as one active message. Its UCX "header" carries a fixed, little-endian
+// MsgHeader followed by the fixed body of its type; its UCX "data" carries the variable part (a
+// token, a list of byte ranges, a packed remote key, block bytes, or an error text). Requests go
+// to the node under kUcxRequestAmId, replies come back under kUcxReplyAmId; the type field says
+// what the message is, so that an unknown type can still be answered with an error (UCX drops
+// messages to unknown AM ids silently).
+//
+//   client -> node                         node -> client
+//   HELLO     data: token                  HELLO_REPLY    status, data: error text
+//   REGISTER  region, data: packed rkey    REGISTER_REPLY status, flags (kReplyMapped)
+//   GET       key, ranges, destination     GET_REPLY      status, checksum, length,
+//             (data: ranges)                              data: block bytes or error text
+//   PUT       key, size, checksum, source  PUT_REPLY      status, data: error text
+//             (data: block bytes)
+//   (any)                                  ERROR          status, data: error text
+//
+// Versioning: MsgHeader.version is kUcxWireVersion; a node answers a request of another version
+// with ERROR (FAILED_PRECONDITION) naming both versions. Bodies only ever grow at their end;
+// `body_bytes` says how many fixed bytes follow the header, so a reader accepts longer bodies.
+//
+// This header only encodes and decodes; it holds no state. Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/block_key.h"
+#include "common/block_layout.h"
+
+namespace foresight::ucxwire {
+
+inline constexpr uint32_t kUcxMagic = 0x58555346;  // "FSUX"
+inline constexpr uint16_t kUcxWireVersion = 1;
+inline constexpr unsigned kUcxRequestAmId = 17;
+inline constexpr unsigned kUcxReplyAmId = 18;
+
+// Limits a node enforces before touching anything (absurd lengths are answered with errors).
+inline constexpr uint32_t kMaxRanges = 4096;
+inline constexpr uint32_t kMaxTokenBytes = 4096;
+inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
+inline constexpr uint32_t kMaxHeaderBytes = 1024;
+
+enum class MsgType : uint16_t {
+  kHello = 1,
+  kHelloReply = 2,
+  kRegister = 3,
+  kRegisterReply = 4,
+  kGet = 5,
+  kGetReply = 6,
+  kPut = 7,
+  kPutReply = 8,
+  kError = 9,
+};
+
+// GET / PUT flags.
+inline constexpr uint32_t kViaRegion = 1u << 0;  // bytes move through a mapped client region
+// Reply flags.
+inline constexpr uint32_t kReplyMapped = 1u << 0;  // REGISTER_REPLY: the node mapped the region
+inline constexpr uint32_t kReplyWroteRegion = 1u << 1;  // GET_REPLY: bytes are in the region
+inline constexpr uint32_t kReplyCloses = 1u << 2;  // the node drops the connection after this
+
+// 24 bytes on the wire.
+struct MsgHeader {
+  uint32_t magic = kUcxMagic;
+  uint16_t version = kUcxWireVersion;
+  MsgType type = MsgType::kError;
+  uint64_t req_id = 0;
+  uint32_t body_bytes = 0;  // fixed body bytes following the header
+  uint32_t reserved = 0;
+};
+inline constexpr size_t kHeaderWireBytes = 24;
+
+struct RegisterBody {  // 24 bytes
+  uint32_t region_id = 0;
+  uint32_t reserved = 0;
+  uint64_t base = 0;    // the region's address in the client
+  uint64_t length = 0;
+};
+
+struct GetBody {  // 48 bytes; data: range_count x {offset u64, length u64} (none: whole block)
+  BlockKey key;
+  uint32_t flags = 0;
+  uint32_t region_id = 0;       // with kViaRegion: where the node writes the bytes
+  uint64_t region_offset = 0;
+  uint64_t capacity = 0;        // room at the destination; a longer answer is an error
+  uint32_t range_count = 0;
+  uint32_t reserved = 0;
+};
+
+struct PutBody {  // 48 bytes; data: the block bytes unless kViaRegion
+  BlockKey key;
+  uint64_t size = 0;
+  uint64_t checksum = 0;        // BlockChecksum of the block, computed by the writer
+  uint32_t flags = 0;
+  uint32_t region_id = 0;       // with kViaRegion: where the node reads the bytes
+  uint64_t region_offset = 0;
+};
+
+// Every reply (and ERROR). 32 bytes.
+// For GET: `checksum` is BlockChecksum of exactly the bytes delivered: the writer's checksum for
+// a whole block, the node's XXH3 over the concatenated ranges for a subset.
+struct ReplyBody {
+  int32_t status = 0;           // foresight::StatusCode
+  uint32_t flags = 0;
+  uint64_t checksum = 0;
+  uint64_t length = 0;          // bytes delivered (GET) or stored (PUT)
+  uint64_t reserved = 0;
+};
+
+// --- Little-endian primitives. ---
+namespace internal {
+inline void PutLE(std::vector<uint8_t>& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+inline uint64_t GetLE(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+inline std::vector<uint8_t> Start(MsgType type, uint64_t req_id, uint32_t body_bytes) {
+  std::vector<uint8_t> out;
+  out.reserve(kHeaderWireBytes + body_bytes);
+  PutLE(out, kUcxMagic, 4);
+  PutLE(out, kUcxWireVersion, 2);
+  PutLE(out, static_cast<uint16_t>(type), 2);
+  PutLE(out, req_id, 8);
+  PutLE(out, body_bytes, 4);
+  PutLE(out, 0, 4);
+  return out;
+}
+inline void PutKey(std::vector<uint8_t>& out, const BlockKey& key) {
+  out.insert(out.end(), key.data(), key.data() + BlockKey::kSize);
+}
+}  // namespace internal
+
+inline constexpr uint32_t kRegisterBodyBytes = 24;
+inline constexpr uint32_t kGetBodyBytes = 48;
+inline constexpr uint32_t kPutBodyBytes = 48;
+inline constexpr uint32_t kReplyBodyBytes = 32;
+
+inline const char* MsgTypeName(MsgType type) {
+  switch (type) {
+    case MsgType::kHello: return "HELLO";
+    case MsgType::kHelloReply: return "HELLO_REPLY";
+    case MsgType::kRegister: return "REGISTER";
+    case MsgType::kRegisterReply: return "REGISTER_REPLY";
+    case MsgType::kGet: return "GET";
+    case MsgType::kGetReply: return "GET_REPLY";
+    case MsgType::kPut: return "PUT";
+    case MsgType::kPutReply: return "PUT_REPLY";
+    case MsgType::kError: return "ERROR";
+  }
+  return "UNKNOWN";
+}
+
+// --- Encoding: header + body into one buffer (the UCX AM header). ---
+inline std::vector<uint8_t> EncodeHello(uint64_t req_id) {
+  return internal::Start(MsgType::kHello, req_id, 0);
+}
+inline std::vector<uint8_t> EncodeRegister(uint64_t req_id, const RegisterBody& b) {
+  auto out = internal::Start(MsgType::kRegister, req_id, kRegisterBodyBytes);
+  internal::PutLE(out, b.region_id, 4);
+  internal::PutLE(out, 0, 4);
+  internal::PutLE(out, b.base, 8);
+  internal::PutLE(out, b.length, 8);
+  return out;
+}
+inline std::vector<uint8_t> EncodeGet(uint64_t req_id, const GetBody& b) {
+  auto out = internal::Start(MsgType::kGet, req_id, kGetBodyBytes);
+  internal::PutKey(out, b.key);
+  internal::PutLE(out, b.flags, 4);
+  internal::PutLE(out, b.region_id, 4);
+  internal::PutLE(out, b.region_offset, 8);
+  internal::PutLE(out, b.capacity, 8);
+  internal::PutLE(out, b.range_count, 4);
+  internal::PutLE(out, 0, 4);
+  return out;
+}
+inline std::vector<uint8_t> EncodePut(uint64_t req_id, const PutBody& b) {
+  auto out = internal::Start(MsgType::kPut, req_id, kPutBodyBytes);
+  internal::PutKey(out, b.key);
+  internal::PutLE(out, b.size, 8);
+  internal::PutLE(out, b.checksum, 8);
+  internal::PutLE(out, b.flags, 4);
+  internal::PutLE(out, b.region_id, 4);
+  internal::PutLE(out, b.region_offset, 8);
+  return out;
+}
+inline std::vector<uint8_t> EncodeReply(MsgType type, uint64_t req_id, const ReplyBody& b) {
+  auto out = internal::Start(type, req_id, kReplyBodyBytes);
+  internal::PutLE(out, static_cast<uint32_t>(b.status), 4);
+  internal::PutLE(out, b.flags, 4);
+  internal::PutLE(out, b.checksum, 8);
+  internal::PutLE(out, b.length, 8);
+  internal::PutLE(out, 0, 8);
+  return out;
+}
+inline std::vector<uint8_t> EncodeRanges(const std::vector<ByteRange>& ranges) {
+  std::vector<uint8_t> out;
+  out.reserve(ranges.size() * 16);
+  for (const ByteRange& r : ranges) {
+    internal::PutLE(out, r.offset, 8);
+    internal::PutLE(out, r.length, 8);
+  }
+  return out;
+}
+
+// --- Decoding. Each returns nullopt (and a reason in *error) when the bytes are malformed. ---
+struct Decoded {
+  MsgHeader header;
+  const uint8_t* body = nullptr;  // header.body_bytes bytes
+};
+
+inline std::optional<Decoded> DecodeHeader(const void* data, size_t size, std::string* error) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (p == nullptr || size < kHeaderWireBytes) {
+    *error = "message header of " + std::to_string(size) + " bytes is shorter than the " +
+             std::to_string(kHeaderWireBytes) + "-byte minimum";
+    return std::nullopt;
+  }
+  Decoded d;
+  d.header.magic = static_cast<uint32_t>(internal::GetLE(p, 4));
+  d.header.version = static_cast<uint16_t>(internal::GetLE(p + 4, 2));
+  d.header.type = static_cast<MsgType>(internal::GetLE(p + 6, 2));
+  d.header.req_id = internal::GetLE(p + 8, 8);
+  d.header.body_bytes = static_cast<uint32_t>(internal::GetLE(p + 16, 4));
+  if (d.header.magic != kUcxMagic) {
+    *error = "bad magic in message header (not a Foresight data-plane message)";
+    return std::nullopt;
+  }
+  if (d.header.version != kUcxWireVersion) {
+    *error = "wire version " + std::to_string(d.header.version) + " is not supported (this side speaks " +
+             std::to_string(kUcxWireVersion) + ")";
+    return std::nullopt;
+  }
+  if (d.header.body_bytes > size - kHeaderWireBytes) {
+    *error = "message header announces a " + std::to_string(d.header.body_bytes) +
+             "-byte body but only " + std::to_string(size - kHeaderWireBytes) + " bytes follow";
+    return std::nullopt;
+  }
+  d.body = p + kHeaderWireBytes;
+  return d;
+}
+
+namespace internal {
+inline bool NeedBody(const Decoded& msg, uint32_t bytes, const char* what, std::string* error) {
+  if (msg.header.body_bytes >= bytes) return true;
+  *error = std::string(what) + " body of " + std::to_string(msg.header.body_bytes) +
+           " bytes is shorter than " + std::to_string(bytes);
+  return false;
+}
+}  // namespace internal
+
+inline std::optional<RegisterBody> DecodeRegister(const Decoded& msg, std::string* error) {
+  if (!internal::NeedBody(msg, kRegisterBodyBytes, "REGISTER", error)) return std::nullopt;
+  const uint8_t* p = msg.body;
+  RegisterBody b;
+  b.region_id = static_cast<uint32_t>(internal::GetLE(p, 4));
+  b.base = internal::GetLE(p + 8, 8);
+  b.length = internal::GetLE(p + 16, 8);
+  return b;
+}
+inline std::optional<GetBody> DecodeGet(const Decoded& msg, std::string* error) {
+  if (!internal::NeedBody(msg, kGetBodyBytes, "GET", error)) return std::nullopt;
+  const uint8_t* p = msg.body;
+  GetBody b;
+  b.key = BlockKey::FromBytes(p);
+  b.flags = static_cast<uint32_t>(internal::GetLE(p + 16, 4));
+  b.region_id = static_cast<uint32_t>(internal::GetLE(p + 20, 4));
+  b.region_offset = internal::GetLE(p + 24, 8);
+  b.capacity = internal::GetLE(p + 32, 8);
+  b.range_count = static_cast<uint32_t>(internal::GetLE(p + 40, 4));
+  return b;
+}
+inline std::optional<PutBody> DecodePut(const Decoded& msg, std::string* error) {
+  if (!internal::NeedBody(msg, kPutBodyBytes, "PUT", error)) return std::nullopt;
+  const uint8_t* p = msg.body;
+  PutBody b;
+  b.key = BlockKey::FromBytes(p);
+  b.size = internal::GetLE(p + 16, 8);
+  b.checksum = internal::GetLE(p + 24, 8);
+  b.flags = static_cast<uint32_t>(internal::GetLE(p + 32, 4));
+  b.region_id = static_cast<uint32_t>(internal::GetLE(p + 36, 4));
+  b.region_offset = internal::GetLE(p + 40, 8);
+  return b;
+}
+inline std::optional<ReplyBody> DecodeReply(const Decoded& msg, std::string* error) {
+  if (!internal::NeedBody(msg, kReplyBodyBytes, "reply", error)) return std::nullopt;
+  const uint8_t* p = msg.body;
+  ReplyBody b;
+  b.status = static_cast<int32_t>(internal::GetLE(p, 4));
+  b.flags = static_cast<uint32_t>(internal::GetLE(p + 4, 4));
+  b.checksum = internal::GetLE(p + 8, 8);
+  b.length = internal::GetLE(p + 16, 8);
+  return b;
+}
+inline std::optional<std::vector<ByteRange>> DecodeRanges(const void* data, size_t size,
+                                                          uint32_t count, std::string* error) {
+  if (count > kMaxRanges) {
+    *error = std::to_string(count) + " ranges exceed the limit of " + std::to_string(kMaxRanges);
+    return std::nullopt;
+  }
+  if (size != uint64_t{count} * 16 || (count > 0 && data == nullptr)) {
+    *error = "range list of " + std::to_string(size) + " bytes does not hold " +
+             std::to_string(count) + " ranges of 16 bytes";
+    return std::nullopt;
+  }
+  std::vector<ByteRange> ranges(count);
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (uint32_t i = 0; i < count; ++i) {
+    ranges[i].offset = internal::GetLE(p + 16 * i, 8);
+    ranges[i].length = internal::GetLE(p + 16 * i + 8, 8);
+  }
+  return ranges;
+}
+
+}  // namespace foresight::ucxwire

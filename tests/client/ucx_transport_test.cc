@@ -1,0 +1,474 @@
+// The UCX data plane end to end: UcxServer over a real BlockStore, UcxTransport as the client,
+// plus a raw UCP client that sends hand-made (and malformed) messages.
+#include "client/ucx_transport.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <ucp/api/ucp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "cache_service/block_store.h"
+#include "cache_service/ucx_server.h"
+#include "common/checksum.h"
+#include "proto/ucx_messages.h"
+
+namespace foresight {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
+  std::vector<uint8_t> v(size);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+BlockKey Key(const std::string& name) { return PlainKey("ucx-test", name); }
+
+struct Node {
+  std::unique_ptr<BlockStore> store;
+  std::unique_ptr<UcxServer> server;
+};
+
+Node StartNode(const std::string& token = "", double transfer_timeout_s = 30) {
+  Node node;
+  BlockStoreOptions so;
+  so.ram_bytes = 128ull << 20;
+  so.max_block_bytes = 4u << 20;
+  auto store = BlockStore::Open(so);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  node.store = std::move(*store);
+  UcxServerOptions uo;
+  uo.host = "127.0.0.1";
+  uo.token = token;
+  uo.transfer_timeout_s = transfer_timeout_s;
+  auto server = UcxServer::Start(node.store.get(), uo);
+  EXPECT_TRUE(server.ok()) << server.status().ToString();
+  node.server = std::move(*server);
+  return node;
+}
+
+std::unique_ptr<UcxTransport> ConnectOrDie(const Node& node, const std::string& transports,
+                                           const std::string& token = "") {
+  UcxTransportOptions o;
+  o.transports = transports;
+  auto t = UcxTransport::Connect("127.0.0.1", node.server->port(), token, o);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+Status PutOne(UcxTransport& t, const BlockKey& key, const uint8_t* data, uint64_t size) {
+  auto batch = t.SubmitPuts({UcxPut{key, data, size, BlockChecksum(data, size)}});
+  if (!batch.ok()) return batch.status();
+  auto results = t.Wait(*batch, 10);
+  if (results.size() != 1) return Internal("wrong result count");
+  return results[0].status;
+}
+
+UcxItemResult GetOne(UcxTransport& t, const BlockKey& key, std::vector<ByteRange> ranges, uint8_t* dest,
+                     uint64_t capacity) {
+  auto batch = t.SubmitGets({UcxGet{key, std::move(ranges), dest, capacity}});
+  if (!batch.ok()) return UcxItemResult{batch.status(), 0};
+  auto results = t.Wait(*batch, 10);
+  if (results.size() != 1) return UcxItemResult{Internal("wrong result count"), 0};
+  return results[0];
+}
+
+class UcxPathTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UcxPathTest, PutGetRoundTripThroughBothBufferKinds) {
+  Node node = StartNode();
+  auto t = ConnectOrDie(node, GetParam());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Stats().path, GetParam()) << t->Stats().lanes;
+
+  auto buffer = t->Allocate(16u << 20);
+  ASSERT_TRUE(buffer.ok()) << buffer.status().ToString();
+  if (GetParam() == "shm") {
+    EXPECT_TRUE(buffer->fast_path);
+  }
+  if (GetParam() == "tcp") {
+    EXPECT_FALSE(buffer->fast_path);
+  }
+
+  const std::vector<uint64_t> sizes = {4097, 16 << 10, 1 << 20, 4 << 20};
+  // Through the allocated buffer (fast path on shm).
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto bytes = Bytes(sizes[i], 100 + i);
+    std::memcpy(buffer->data, bytes.data(), bytes.size());
+    ASSERT_TRUE(PutOne(*t, Key("a" + std::to_string(i)), buffer->data, bytes.size()).ok());
+    std::memset(buffer->data + (8 << 20), 0, bytes.size());
+    auto r = GetOne(*t, Key("a" + std::to_string(i)), {}, buffer->data + (8 << 20), 8 << 20);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(r.bytes, bytes.size());
+    EXPECT_EQ(0, std::memcmp(buffer->data + (8 << 20), bytes.data(), bytes.size()));
+  }
+  // Through plain heap memory (active-message rendezvous).
+  std::vector<uint8_t> out(4 << 20);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto bytes = Bytes(sizes[i], 200 + i);
+    ASSERT_TRUE(PutOne(*t, Key("b" + std::to_string(i)), bytes.data(), bytes.size()).ok());
+    auto r = GetOne(*t, Key("b" + std::to_string(i)), {}, out.data(), out.size());
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    ASSERT_EQ(r.bytes, bytes.size());
+    EXPECT_EQ(0, std::memcmp(out.data(), bytes.data(), bytes.size()));
+  }
+  // A batch of 16 in flight.
+  std::vector<UcxGet> gets;
+  for (int i = 0; i < 16; ++i) {
+    gets.push_back(UcxGet{Key("a" + std::to_string(i % 3)), {}, buffer->data + i * (1 << 20), 1 << 20});
+  }
+  auto batch = t->SubmitGets(gets);
+  ASSERT_TRUE(batch.ok());
+  for (const auto& r : t->Wait(*batch, 10)) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+
+  // Missing keys and short buffers are errors naming the key.
+  auto missing = GetOne(*t, Key("missing"), {}, out.data(), out.size());
+  EXPECT_EQ(missing.status.code(), StatusCode::kNotFound) << missing.status.ToString();
+  EXPECT_NE(missing.status.message().find(Key("missing").ToHex()), std::string::npos);
+  auto small = GetOne(*t, Key("b2"), {}, out.data(), 1000);
+  EXPECT_EQ(small.status.code(), StatusCode::kOutOfRange) << small.status.ToString();
+  auto bad_put = t->SubmitPuts({UcxPut{Key("c"), out.data(), 1000, 12345}});
+  ASSERT_TRUE(bad_put.ok());
+  EXPECT_EQ(t->Wait(*bad_put, 10)[0].status.code(), StatusCode::kDataLoss);
+
+  auto stats = node.store->Stats();
+  EXPECT_EQ(stats.active_leases, 0u);
+  EXPECT_EQ(stats.pending_writes, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxPathTest, ::testing::Values("shm", "tcp"));
+
+TEST(UcxTransportTest, PerHeadRangeGetIsConcatenatedAndChecksummed) {
+  Node node = StartNode();
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  BlockLayout layout(16, 8, 64, 2);  // 8 KV heads of 4 KiB
+  auto block = Bytes(layout.block_bytes(), 7);
+  ASSERT_TRUE(PutOne(*t, Key("heads"), block.data(), block.size()).ok());
+
+  auto shared = t->Allocate(1 << 20);
+  ASSERT_TRUE(shared.ok());
+  std::vector<uint8_t> heap(1 << 20);
+  for (uint8_t* dest : {shared->data, heap.data()}) {
+    for (const std::vector<uint32_t>& heads : std::vector<std::vector<uint32_t>>{{5}, {1, 6, 2}, {0, 7}}) {
+      std::vector<ByteRange> ranges;
+      std::vector<uint8_t> expect;
+      for (uint32_t h : heads) {
+        ranges.push_back(layout.head_range(h));
+        expect.insert(expect.end(), block.begin() + layout.head_range(h).offset,
+                      block.begin() + layout.head_range(h).offset + layout.head_bytes());
+      }
+      auto r = GetOne(*t, Key("heads"), ranges, dest, 1 << 20);
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+      ASSERT_EQ(r.bytes, expect.size());
+      EXPECT_EQ(0, std::memcmp(dest, expect.data(), expect.size()));
+    }
+  }
+  auto outside = GetOne(*t, Key("heads"), {ByteRange{layout.block_bytes() - 10, 20}}, heap.data(), 1 << 20);
+  EXPECT_EQ(outside.status.code(), StatusCode::kOutOfRange) << outside.status.ToString();
+}
+
+// A bare UCP client: sends whatever header bytes it is given and collects the replies.
+class RawClient {
+ public:
+  explicit RawClient(uint16_t port) {
+    ucp_config_t* config;
+    ucp_config_read(nullptr, nullptr, &config);
+    ucp_config_modify(config, "TLS", "tcp");
+    ucp_params_t p{};
+    p.field_mask = UCP_PARAM_FIELD_FEATURES;
+    p.features = UCP_FEATURE_AM;
+    ucp_init(&p, config, &context_);
+    ucp_config_release(config);
+    ucp_worker_params_t wp{};
+    ucp_worker_create(context_, &wp, &worker_);
+    ucp_am_handler_param_t am{};
+    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    am.id = ucxwire::kUcxReplyAmId;
+    am.flags = UCP_AM_FLAG_WHOLE_MSG;
+    am.arg = this;
+    am.cb = [](void* arg, const void* header, size_t header_length, void* data, size_t length,
+               const ucp_am_recv_param_t* param) -> ucs_status_t {
+      auto* self = static_cast<RawClient*>(arg);
+      std::string error;
+      auto msg = ucxwire::DecodeHeader(header, header_length, &error);
+      if (!msg) return UCS_OK;
+      auto body = ucxwire::DecodeReply(*msg, &error);
+      if (!body) return UCS_OK;
+      Reply r;
+      r.type = msg->header.type;
+      r.req_id = msg->header.req_id;
+      r.status = static_cast<StatusCode>(body->status);
+      r.flags = body->flags;
+      if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+        r.text.assign(static_cast<const char*>(data), length);
+      }
+      self->replies_.push_back(r);
+      return UCS_OK;
+    };
+    ucp_worker_set_am_recv_handler(worker_, &am);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&sa);
+    ep.sockaddr.addrlen = sizeof sa;
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;  // must match the node's (UCX refuses asymmetry)
+    ep.err_handler.arg = this;
+    ep.err_handler.cb = [](void* arg, ucp_ep_h, ucs_status_t) { static_cast<RawClient*>(arg)->failed_ = true; };
+    ucp_ep_create(worker_, &ep, &ep_);
+  }
+  ~RawClient() {
+    if (ep_ != nullptr) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* req = ucp_ep_close_nbx(ep_, &p);
+      if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+        while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+        ucp_request_free(req);
+      }
+    }
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(context_);
+  }
+  struct Reply {
+    ucxwire::MsgType type = ucxwire::MsgType::kError;
+    uint64_t req_id = 0;
+    StatusCode status = StatusCode::kOk;
+    uint32_t flags = 0;
+    std::string text;
+  };
+  // Sends one message and waits (up to 5 s) for one reply.
+  std::optional<Reply> Call(const std::vector<uint8_t>& header, const std::vector<uint8_t>& data) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    void* req = ucp_am_send_nbx(ep_, ucxwire::kUcxRequestAmId, header.data(), header.size(),
+                                data.empty() ? nullptr : data.data(), data.size(), &p);
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
+        ucp_worker_progress(worker_);
+      }
+      ucp_request_free(req);
+    }
+    while (replies_.empty() && Clock::now() < deadline) ucp_worker_progress(worker_);
+    if (replies_.empty()) return std::nullopt;
+    Reply r = replies_.front();
+    replies_.erase(replies_.begin());
+    return r;
+  }
+  // Progresses for a while; true when the node dropped the connection.
+  bool WaitForDrop(double seconds) {
+    auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    while (!failed_ && Clock::now() < deadline) ucp_worker_progress(worker_);
+    return failed_;
+  }
+
+ private:
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_ep_h ep_ = nullptr;
+  bool failed_ = false;
+  std::vector<Reply> replies_;
+};
+
+TEST(UcxTransportTest, AuthenticationRefusesWrongAndMissingTokens) {
+  Node node = StartNode("s3cret");
+  UcxTransportOptions o;
+  o.transports = "tcp";
+  auto wrong = UcxTransport::Connect("127.0.0.1", node.server->port(), "guess", o);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kUnauthenticated) << wrong.status().ToString();
+  auto none = UcxTransport::Connect("127.0.0.1", node.server->port(), "", o);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kUnauthenticated) << none.status().ToString();
+
+  {  // A GET before HELLO is refused and the connection dropped.
+    RawClient raw(node.server->port());
+    ucxwire::GetBody body;
+    body.key = Key("x");
+    body.capacity = 1 << 20;
+    auto reply = raw.Call(ucxwire::EncodeGet(7, body), {});
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_EQ(reply->status, StatusCode::kUnauthenticated) << reply->text;
+    EXPECT_EQ(reply->req_id, 7u);
+    EXPECT_TRUE(reply->flags & ucxwire::kReplyCloses);
+    EXPECT_TRUE(raw.WaitForDrop(5));
+  }
+  auto good = ConnectOrDie(node, "tcp", "s3cret");
+  ASSERT_NE(good, nullptr);
+  auto bytes = Bytes(20000, 3);
+  EXPECT_TRUE(PutOne(*good, Key("auth"), bytes.data(), bytes.size()).ok());
+}
+
+TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
+  Node node = StartNode();
+  RawClient raw(node.server->port());
+  auto expect_invalid = [&](const std::vector<uint8_t>& header, const std::vector<uint8_t>& data,
+                            const char* what) {
+    auto reply = raw.Call(header, data);
+    ASSERT_TRUE(reply.has_value()) << what << ": no reply";
+    EXPECT_EQ(reply->status, StatusCode::kInvalidArgument) << what << ": " << reply->text;
+    EXPECT_FALSE(reply->text.empty()) << what;
+  };
+  expect_invalid(std::vector<uint8_t>(10, 0xab), {}, "short header");
+  auto hello = ucxwire::EncodeHello(1);
+  auto unknown = hello;
+  unknown[6] = 99;  // type
+  expect_invalid(unknown, {}, "unknown type");
+  auto bad_magic = hello;
+  bad_magic[0] ^= 0xff;
+  expect_invalid(bad_magic, {}, "bad magic");
+  auto long_body = hello;
+  long_body[16] = 0xff;  // body_bytes beyond the header
+  expect_invalid(long_body, {}, "body length");
+  ucxwire::GetBody get;
+  get.key = Key("x");
+  get.capacity = 1 << 20;
+  get.range_count = 1000000;
+  expect_invalid(ucxwire::EncodeGet(2, get), std::vector<uint8_t>(16, 0), "absurd range count");
+  get.range_count = 2;
+  expect_invalid(ucxwire::EncodeGet(3, get), std::vector<uint8_t>(16, 0), "short range list");
+  ucxwire::PutBody put;
+  put.key = Key("x");
+  put.size = 1ull << 40;
+  expect_invalid(ucxwire::EncodePut(4, put), std::vector<uint8_t>(100, 0), "size mismatch");
+  auto truncated = ucxwire::EncodePut(5, put);
+  truncated.resize(30);
+  truncated[16] = 6;
+  expect_invalid(truncated, {}, "truncated body");
+  get.range_count = 0;
+  get.flags = ucxwire::kViaRegion;
+  get.region_id = 42;
+  expect_invalid(ucxwire::EncodeGet(6, get), {}, "unregistered region");
+
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  auto bytes = Bytes(70000, 9);
+  ASSERT_TRUE(PutOne(*t, Key("after"), bytes.data(), bytes.size()).ok());
+  std::vector<uint8_t> out(bytes.size());
+  auto r = GetOne(*t, Key("after"), {}, out.data(), out.size());
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(out, bytes);
+}
+
+// Runs only as the child of ClientKilledMidTransferLeaksNothing: starts big transfers and dies.
+TEST(UcxChild, StartTransfersThenDie) {
+  const char* port = std::getenv("FORESIGHT_UCX_CHILD_PORT");
+  if (port == nullptr) GTEST_SKIP() << "helper for ClientKilledMidTransferLeaksNothing";
+  UcxTransportOptions o;
+  o.transports = "tcp";
+  auto t = UcxTransport::Connect("127.0.0.1", static_cast<uint16_t>(std::atoi(port)), "", o);
+  if (!t.ok()) _exit(3);
+  std::vector<uint8_t> data = Bytes(4 << 20, 1);
+  std::vector<uint8_t> sink(16u << 22);
+  std::vector<UcxPut> puts;
+  std::vector<UcxGet> gets;
+  for (int i = 0; i < 8; ++i) {
+    puts.push_back(UcxPut{Key("dying" + std::to_string(i)), data.data(), data.size(),
+                          BlockChecksum(data.data(), data.size())});
+    gets.push_back(UcxGet{Key("big" + std::to_string(i % 4)), {}, sink.data() + (uint64_t(i) << 22), 4 << 20});
+  }
+  (void)(*t)->SubmitGets(gets);
+  (void)(*t)->SubmitPuts(puts);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  kill(getpid(), SIGKILL);
+}
+
+TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
+  Node node = StartNode("", /*transfer_timeout_s=*/3);
+  {
+    auto t = ConnectOrDie(node, "tcp");
+    ASSERT_NE(t, nullptr);
+    auto big = Bytes(4 << 20, 5);
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(PutOne(*t, Key("big" + std::to_string(i)), big.data(), big.size()).ok());
+  }
+  for (int round = 0; round < 3; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::string port = std::to_string(node.server->port());
+      setenv("FORESIGHT_UCX_CHILD_PORT", port.c_str(), 1);
+      execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.StartTransfersThenDie", nullptr);
+      _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "child exit status " << status;
+    auto deadline = Clock::now() + std::chrono::seconds(15);
+    StoreStats stats = node.store->Stats();
+    while ((stats.active_leases != 0 || stats.pending_writes != 0) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stats = node.store->Stats();
+    }
+    EXPECT_EQ(stats.active_leases, 0u) << "round " << round;
+    EXPECT_EQ(stats.pending_writes, 0u) << "round " << round;
+  }
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  std::vector<uint8_t> out(4 << 20);
+  auto r = GetOne(*t, Key("big1"), {}, out.data(), out.size());
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_GE(node.server->Stats().dropped_connections, 3u);
+}
+
+TEST(UcxTransportTest, ReconnectsAfterTheNodeRestarts) {
+  BlockStoreOptions so;
+  so.ram_bytes = 64ull << 20;
+  auto store = BlockStore::Open(so);
+  ASSERT_TRUE(store.ok());
+  UcxServerOptions uo;
+  uo.host = "127.0.0.1";
+  auto server = UcxServer::Start(store->get(), uo);
+  ASSERT_TRUE(server.ok());
+  const uint16_t port = (*server)->port();
+  UcxTransportOptions o;
+  o.transports = "tcp";
+  o.request_timeout_s = 2;
+  auto t = UcxTransport::Connect("127.0.0.1", port, "", o);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  auto bytes = Bytes(30000, 11);
+  ASSERT_TRUE(PutOne(**t, Key("r"), bytes.data(), bytes.size()).ok());
+  server->reset();
+  // The next call fails (the node is gone) ...
+  std::vector<uint8_t> out(bytes.size());
+  auto failed = GetOne(**t, Key("r"), {}, out.data(), out.size());
+  EXPECT_FALSE(failed.status.ok());
+  EXPECT_NE(failed.status.message().find(std::to_string(port)), std::string::npos) << failed.status.ToString();
+  // ... and once it is back on the same port, a later call reconnects.
+  uo.port = port;
+  auto again = UcxServer::Start(store->get(), uo);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  UcxItemResult r;
+  for (int i = 0; i < 20; ++i) {
+    r = GetOne(**t, Key("r"), {}, out.data(), out.size());
+    if (r.status.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(out, bytes);
+  EXPECT_GE((*t)->Stats().reconnects, 1u);
+}
+
+}  // namespace
+}  // namespace foresight
