@@ -1,6 +1,7 @@
 // Trace writer and reader: a round trip through the file keeps every value; misuse is reported.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "predictor/trace.h"
@@ -46,6 +47,20 @@ TEST(TraceTest, SaveLoadRoundTrip) {
   ExpectSameTrace(trace, *loaded);
   EXPECT_EQ(loaded->metadata().at("source"), "synthetic");
   std::filesystem::remove(path);
+}
+
+// Writes a larger synthetic trace where FORESIGHT_SYNTHETIC_TRACE_OUT points, for exercising
+// `foresight predictor eval` by hand; synthetic numbers are never model results.
+TEST(TraceTest, WritesSyntheticTraceOnRequest) {
+  const char* out = std::getenv("FORESIGHT_SYNTHETIC_TRACE_OUT");
+  if (out == nullptr) GTEST_SKIP() << "set FORESIGHT_SYNTHETIC_TRACE_OUT to write a synthetic trace";
+  testing::SyntheticTraceOptions o;
+  o.layers = 4;
+  o.q_heads = 8;
+  o.kv_heads = 2;
+  o.prompt_tokens = 2000;
+  o.decode_steps = 64;
+  ASSERT_TRUE(testing::MakeSyntheticTrace(o).Save(out).ok());
 }
 
 TEST(TraceTest, WriterProducesTheSameTraceStepByStep) {
