@@ -32,7 +32,8 @@ class ControlService final : public v1::CacheNode::Service {
  public:
   ControlService(BlockStore* store, NodeMetrics* metrics, ControlServiceOptions options);
 
-  void set_ucx_port(uint32_t port) { options_.ucx_port = port; }
+  // Set once, before serving.
+  void set_node_id(std::string id) { options_.node_id = std::move(id); }
 
   grpc::Status Info(grpc::ServerContext* ctx, const v1::InfoRequest* req, v1::InfoResponse* resp) override;
   grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req, v1::HealthResponse* resp) override;

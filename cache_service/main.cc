@@ -18,10 +18,7 @@
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
 #include "cache_service/node_metrics.h"
-#if __has_include("cache_service/ucx_server.h")  // TEMPORARY until the UCX data plane lands
 #include "cache_service/ucx_server.h"
-#define FORESIGHT_HAS_UCX_SERVER 1
-#endif
 #include "common/units.h"
 
 namespace {
@@ -114,7 +111,6 @@ int Run(const Flags& f) {
     if (!s.ok()) return fail(s);
   }
 
-#ifdef FORESIGHT_HAS_UCX_SERVER
   std::unique_ptr<UcxServer> ucx;
   if (!f.no_ucx) {
     UcxServerOptions uo;
@@ -136,16 +132,11 @@ int Run(const Flags& f) {
     if (!started.ok()) return fail(started.status().WithContext("starting the UCX data plane"));
     ucx = std::move(*started);
   }
-#else
-  std::unique_ptr<int> ucx;
-#endif
 
   ControlServiceOptions co;
   co.node_id = f.node_id.empty() ? f.listen : f.node_id;
   co.token = token;
-  #ifdef FORESIGHT_HAS_UCX_SERVER
-  co.ucx_port = ucx ? ucx->port() : 0;
-#endif
+    co.ucx_port = ucx ? ucx->port() : 0;
   co.max_block_bytes = store_options.max_block_bytes;
   co.nvme_bytes = store_options.nvme_bytes;
   co.nvme_enabled = !store_options.nvme_dir.empty();
@@ -173,6 +164,10 @@ int Run(const Flags& f) {
   if (!server || bound_port == 0)
     return fail(Unavailable("cannot listen on " + f.listen + " (address in use, or not a local address?)"));
 
+  if (f.node_id.empty()) {
+    co.node_id = listen->first + ":" + std::to_string(bound_port);
+    service.set_node_id(co.node_id);
+  }
   spdlog::info("foresight-cached {} serving gRPC on {}:{}, UCX on port {}, RAM {} , NVMe {}", co.node_id,
                listen->first, bound_port, co.ucx_port, FormatByteSize(store->get()->arena_bytes()),
                f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);

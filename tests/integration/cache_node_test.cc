@@ -15,13 +15,11 @@
 #include "client/cache_client.h"
 #include "common/checksum.h"
 #include "proto/foresight.grpc.pb.h"
-#include "tests/integration/node_process.h"
+#include "client/local_node.h"
 
 namespace foresight {
 namespace {
 
-using testing::NodeProcess;
-using testing::TempDir;
 
 std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
   std::vector<uint8_t> v(size);
@@ -33,13 +31,13 @@ std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
   return v;
 }
 
-std::unique_ptr<NodeProcess> StartNode(std::vector<std::string> args) {
-  auto node = NodeProcess::Start(std::move(args));
+std::unique_ptr<LocalNode> StartNode(std::vector<std::string> args) {
+  auto node = LocalNode::Start(std::move(args));
   EXPECT_TRUE(node.ok()) << node.status().ToString();
   return node.ok() ? std::move(*node) : nullptr;
 }
 
-std::unique_ptr<CacheClient> Connect(const NodeProcess& node, DataPath path, std::string token = "") {
+std::unique_ptr<CacheClient> Connect(const LocalNode& node, DataPath path, std::string token = "") {
   CacheClientOptions o;
   o.address = node.address();
   o.data_path = path;
@@ -333,7 +331,7 @@ TEST(CacheNodeTest, MalformedRequestsGetErrorsAndTheNodeKeepsServing) {
 }
 
 TEST(CacheNodeTest, BadFlagsAreRefusedWithAClearMessage) {
-  auto node = NodeProcess::Start({"--ram-bytes", "12XB"});
+  auto node = LocalNode::Start({"--ram-bytes", "12XB"});
   ASSERT_FALSE(node.ok());
   EXPECT_NE(node.status().message().find("--ram-bytes"), std::string::npos) << node.status().message();
 }

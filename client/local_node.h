@@ -1,5 +1,8 @@
-// NodeProcess: starts a real foresight-cached on loopback for integration tests, with a free
-// port chosen at run time, and always stops it (SIGTERM, then SIGKILL) on destruction.
+// LocalNode: starts a real foresight-cached process on this host (for tests, benchmarks and
+// local launchers), with a free port chosen at run time, and always stops it (SIGTERM, then
+// SIGKILL) on destruction.
+//
+// Thread-safety: one owner thread.
 #pragma once
 
 #include <sys/types.h>
@@ -10,13 +13,14 @@
 
 #include "common/status.h"
 
-namespace foresight::testing {
+namespace foresight {
 
-class NodeProcess {
+class LocalNode {
  public:
-  // `args` are extra flags (e.g. {"--ram-bytes", "64MiB", "--nvme-dir", dir}).
-  static StatusOr<std::unique_ptr<NodeProcess>> Start(std::vector<std::string> args);
-  ~NodeProcess();
+  // `args` are extra flags (e.g. {"--ram-bytes", "64MiB", "--nvme-dir", dir}). `binary` is the
+  // foresight-cached to run; empty: the one beside this executable.
+  static StatusOr<std::unique_ptr<LocalNode>> Start(std::vector<std::string> args, std::string binary = "");
+  ~LocalNode();
 
   const std::string& address() const { return address_; }  // gRPC HOST:PORT
   int ucx_port() const { return ucx_port_; }
@@ -31,7 +35,7 @@ class NodeProcess {
   std::string Log();
 
  private:
-  NodeProcess() = default;
+  LocalNode() = default;
   pid_t pid_ = -1;
   std::string address_;
   int ucx_port_ = 0;
@@ -49,6 +53,7 @@ class TempDir {
   std::string path_;
 };
 
-std::string BinDir();
+// The directory of the running executable (where the build puts every binary).
+std::string ExecutableDir();
 
-}  // namespace foresight::testing
+}  // namespace foresight

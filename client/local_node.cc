@@ -1,4 +1,4 @@
-#include "tests/integration/node_process.h"
+#include "client/local_node.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -13,18 +13,24 @@
 #include <sstream>
 #include <thread>
 
-namespace foresight::testing {
+namespace foresight {
 
-std::string BinDir() { return FORESIGHT_BIN_DIR; }
+std::string ExecutableDir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
 
-StatusOr<std::unique_ptr<NodeProcess>> NodeProcess::Start(std::vector<std::string> args) {
-  std::unique_ptr<NodeProcess> node(new NodeProcess());
+StatusOr<std::unique_ptr<LocalNode>> LocalNode::Start(std::vector<std::string> args, std::string binary) {
+  std::unique_ptr<LocalNode> node(new LocalNode());
   static int counter = 0;
   node->log_path_ = std::filesystem::temp_directory_path().string() + "/foresight-node-" + std::to_string(getpid()) +
                     "-" + std::to_string(counter++) + ".log";
   int out[2];
   if (pipe(out) != 0) return Internal("pipe failed");
-  std::vector<std::string> argv_s = {BinDir() + "/foresight-cached", "--listen", "127.0.0.1:0"};
+  if (binary.empty()) binary = ExecutableDir() + "/foresight-cached";
+  if (access(binary.c_str(), X_OK) != 0) return NotFound("cannot run " + binary + " (build foresight-cached first)");
+  std::vector<std::string> argv_s = {binary, "--listen", "127.0.0.1:0"};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   pid_t pid = fork();
   if (pid < 0) return Internal("fork failed");
@@ -73,7 +79,7 @@ StatusOr<std::unique_ptr<NodeProcess>> NodeProcess::Start(std::vector<std::strin
   return DeadlineExceeded("foresight-cached did not become ready within 30 s: " + node->Log());
 }
 
-bool NodeProcess::running() {
+bool LocalNode::running() {
   if (pid_ <= 0) return false;
   int status;
   if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -83,7 +89,7 @@ bool NodeProcess::running() {
   return true;
 }
 
-int NodeProcess::Stop() {
+int LocalNode::Stop() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);
   int status = 0;
@@ -98,7 +104,7 @@ int NodeProcess::Stop() {
   return -2;
 }
 
-void NodeProcess::Kill9() {
+void LocalNode::Kill9() {
   if (pid_ <= 0) return;
   kill(pid_, SIGKILL);
   int status;
@@ -106,14 +112,14 @@ void NodeProcess::Kill9() {
   pid_ = -1;
 }
 
-std::string NodeProcess::Log() {
+std::string LocalNode::Log() {
   std::ifstream in(log_path_);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
 
-NodeProcess::~NodeProcess() {
+LocalNode::~LocalNode() {
   if (pid_ > 0) Stop();
   std::filesystem::remove(log_path_);
 }
@@ -126,4 +132,4 @@ TempDir::TempDir(const std::string& name) {
 
 TempDir::~TempDir() { std::filesystem::remove_all(path_); }
 
-}  // namespace foresight::testing
+}  // namespace foresight

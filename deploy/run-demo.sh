@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The main job: installs, builds, fetches the default model, starts a local cache node (RAM + NVMe
+# tiers) and exercises it, then runs a generation with the default model, and stops everything.
+#   KEEP_RUNNING=1   leave the node running at the end (prints how to stop it)
+#   FORESIGHT_MODELS models cache (default ~/.cache/foresight/models)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+bash deploy/build.sh
+model=$(bash deploy/fetch-model.sh)
+bin=build/bin
+
+work=$(mktemp -d /tmp/foresight-demo.XXXXXX)
+node_pid=""
+cleanup() {
+  if [ -n "$node_pid" ] && [ -z "${KEEP_RUNNING:-}" ]; then
+    kill -TERM "$node_pid" 2>/dev/null || true
+    wait "$node_pid" 2>/dev/null || true
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+
+echo "== Starting a cache node: 256MiB RAM, NVMe tier in $work/nvme"
+"$bin/foresight-cached" --listen 127.0.0.1:0 --ram-bytes 256MiB --nvme-dir "$work/nvme" \
+  --metrics 127.0.0.1:0 >"$work/node.out" 2>"$work/node.log" &
+node_pid=$!
+for _ in $(seq 1 100); do
+  grep -q READY "$work/node.out" 2>/dev/null && break
+  sleep 0.1
+done
+addr=$(sed -n 's/^READY grpc=\([^ ]*\) .*/\1/p' "$work/node.out")
+[ -n "$addr" ] || { echo "node did not start:"; cat "$work/node.log"; exit 1; }
+echo "   node at $addr (log: $work/node.log)"
+cli() { "$bin/foresight" --cache "$addr" "$@"; }
+
+echo "== put / get / stat"
+head -c 3000000 "$model" > "$work/chunk.bin"
+split -b 1000000 -d "$work/chunk.bin" "$work/part."
+for p in "$work"/part.*; do cli put "demo/$(basename "$p")" "$p"; done
+cli get demo/part.01 "$work/back.bin"
+cmp "$work/back.bin" "$work/part.01" && echo "   round trip intact"
+cli ls --limit 10
+cli stat
+
+if "$bin/foresight" --help 2>/dev/null | grep -qE "^ +generate"; then
+  echo "== Generating with the default model ($model)"
+  printf '%s\n' "Explain in two sentences why caching the attention keys and values speeds up text generation." \
+    > "$work/prompt.txt"
+  "$bin/foresight" generate --model "$model" --prompt-file "$work/prompt.txt" --max-tokens 64
+fi
+
+if [ -n "${KEEP_RUNNING:-}" ]; then
+  echo "== Node left running: pid $node_pid at $addr; stop it with: kill $node_pid"
+else
+  echo "== Stopping the node"
+fi
