@@ -9,5 +9,6 @@ namespace foresight::bench {
 void AddTiersBench(CLI::App& app, int* exit_code);      // bench/tiers_bench.cc
 void AddPredictorBench(CLI::App& app, int* exit_code);  // bench/predictor_bench.cc
 void AddDecodeBench(CLI::App& app, int* exit_code);     // bench/decode_bench.cc
+void AddLoadBench(CLI::App& app, int* exit_code);       // bench/load_bench.cc
 
 }  // namespace foresight::bench

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/checksum.h"
+#include "client/ucx_transport.h"
 #include "proto/foresight.grpc.pb.h"
 
 namespace foresight {
@@ -65,6 +66,12 @@ class GrpcCacheClient final : public CacheClient {
   }
 
   Status RegisterBuffer(void*, uint64_t) override { return Status::OK(); }
+
+  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    buffers_.emplace_back(new uint8_t[size]);
+    return buffers_.back().get();
+  }
 
   Status PutBatch(std::span<BlockPut> items) override {
     v1::PutRequest req;
@@ -258,6 +265,99 @@ class GrpcCacheClient final : public CacheClient {
   std::unique_ptr<v1::CacheNode::Stub> stub_;
   std::mutex mu_;
   ClientStats stats_;  // guarded by mu_
+  std::vector<std::unique_ptr<uint8_t[]>> buffers_;  // guarded by mu_
+};
+
+// Data over UCX, control (and everything else) over gRPC.
+class UcxCacheClient final : public CacheClient {
+ public:
+  UcxCacheClient(std::unique_ptr<GrpcCacheClient> control, std::unique_ptr<UcxTransport> ucx, double timeout_s)
+      : control_(std::move(control)), ucx_(std::move(ucx)), timeout_s_(timeout_s) {}
+
+  Status RegisterBuffer(void* data, uint64_t size) override { return ucx_->Register(data, size).status(); }
+
+  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+    FS_ASSIGN_OR_RETURN(UcxBuffer buffer, ucx_->Allocate(size));
+    return buffer.data;
+  }
+
+  Status PutBatch(std::span<BlockPut> items) override { return PutBatchAsync(items).get(); }
+  Status GetBatch(std::span<BlockGet> items) override { return GetBatchAsync(items).get(); }
+
+  std::future<Status> PutBatchAsync(std::span<BlockPut> items) override {
+    std::vector<UcxPut> puts;
+    puts.reserve(items.size());
+    for (const BlockPut& item : items)
+      puts.push_back(UcxPut{item.key, static_cast<const uint8_t*>(item.data), item.size,
+                            BlockChecksum(item.data, item.size)});
+    auto batch = ucx_->SubmitPuts(std::move(puts));
+    return std::async(std::launch::deferred, [this, items, batch]() -> Status {
+      if (!batch.ok()) {
+        for (BlockPut& item : items) item.status = batch.status();
+        return batch.status();
+      }
+      std::vector<UcxItemResult> results = ucx_->Wait(*batch, timeout_s_);
+      std::vector<Status> statuses;
+      for (size_t i = 0; i < items.size(); ++i) {
+        items[i].status = i < results.size() ? results[i].status
+                                             : Internal("UCX transport returned fewer results than items");
+        statuses.push_back(items[i].status);
+      }
+      return FirstFailure(statuses);
+    });
+  }
+
+  std::future<Status> GetBatchAsync(std::span<BlockGet> items) override {
+    std::vector<UcxGet> gets;
+    gets.reserve(items.size());
+    for (const BlockGet& item : items)
+      gets.push_back(UcxGet{item.key, item.ranges, static_cast<uint8_t*>(item.dest), item.capacity});
+    auto batch = ucx_->SubmitGets(std::move(gets));
+    return std::async(std::launch::deferred, [this, items, batch]() -> Status {
+      if (!batch.ok()) {
+        for (BlockGet& item : items) item.status = batch.status();
+        return batch.status();
+      }
+      std::vector<UcxItemResult> results = ucx_->Wait(*batch, timeout_s_);
+      std::vector<Status> statuses;
+      for (size_t i = 0; i < items.size(); ++i) {
+        items[i].status = i < results.size() ? results[i].status
+                                             : Internal("UCX transport returned fewer results than items");
+        items[i].bytes = items[i].status.ok() ? results[i].bytes : 0;
+        statuses.push_back(items[i].status);
+      }
+      return FirstFailure(statuses);
+    });
+  }
+
+  StatusOr<NodeInfo> Info() override { return control_->Info(); }
+  Status Health() override { return control_->Health(); }
+  StatusOr<RemoteBlockInfo> Stat(const BlockKey& key) override { return control_->Stat(key); }
+  StatusOr<std::vector<RemoteBlockInfo>> List(uint32_t limit) override { return control_->List(limit); }
+  Status Evict(const BlockKey& key) override { return control_->Evict(key); }
+  StatusOr<uint32_t> LongestPrefix(std::span<const BlockKey> chain) override { return control_->LongestPrefix(chain); }
+  Status Flush() override { return control_->Flush(); }
+  StatusOr<RemoteNodeStats> NodeStats() override { return control_->NodeStats(); }
+
+  ClientStats stats() override {
+    const UcxTransportStats u = ucx_->Stats();
+    ClientStats s;
+    s.data_path = "ucx";
+    s.ucx_transport = u.path.empty() ? u.transport : u.path + " (" + u.transport + ")";
+    s.puts = u.puts;
+    s.gets = u.gets;
+    s.errors = u.failures;
+    s.bytes_out = u.bytes_out;
+    s.bytes_in = u.bytes_in;
+    s.reconnects = u.reconnects;
+    return s;
+  }
+  const std::string& address() const override { return control_->address(); }
+
+ private:
+  std::unique_ptr<GrpcCacheClient> control_;
+  std::unique_ptr<UcxTransport> ucx_;
+  const double timeout_s_;
 };
 
 }  // namespace
@@ -296,10 +396,28 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
   auto grpc_client = std::make_unique<GrpcCacheClient>(options, channel);
   auto info = grpc_client->Info();
   if (!info.ok()) return info.status();
-  if (options.data_path == DataPath::kUcx)
-    return Unimplemented("UCX data path requested but this build's client has no UCX transport yet");
-  if (info->ucx_port == 0) grpc_client->set_fallback_reason("node offers no UCX listener");
-  else grpc_client->set_fallback_reason("UCX transport not wired into the client yet");
+  if (options.data_path == DataPath::kGrpc) {
+    grpc_client->set_fallback_reason("gRPC data path requested");
+    return std::unique_ptr<CacheClient>(std::move(grpc_client));
+  }
+  Status ucx_failure;
+  if (info->ucx_port == 0) {
+    ucx_failure = Unavailable("node " + options.address + " offers no UCX listener (started with --no-ucx?)");
+  } else {
+    const std::string host = options.address.substr(0, options.address.rfind(':'));
+    UcxTransportOptions uo;
+    uo.transports = options.ucx_transports;
+    uo.request_timeout_s = std::chrono::duration<double>(options.timeout).count();
+    auto ucx = UcxTransport::Connect(host, static_cast<uint16_t>(info->ucx_port), options.token, uo);
+    if (ucx.ok()) {
+      return std::unique_ptr<CacheClient>(new UcxCacheClient(
+          std::move(grpc_client), std::move(*ucx), std::chrono::duration<double>(options.timeout).count()));
+    }
+    ucx_failure = ucx.status();
+  }
+  if (options.data_path == DataPath::kUcx) return ucx_failure;
+  spdlog::warn("cache node {}: using the gRPC data path (slower): {}", options.address, ucx_failure.message());
+  grpc_client->set_fallback_reason(ucx_failure.message());
   return std::unique_ptr<CacheClient>(std::move(grpc_client));
 }
 

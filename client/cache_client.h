@@ -99,6 +99,9 @@ class CacheClient {
   // Registers a buffer that will be used for puts and gets, once, so that transfers into and out
   // of it need no staging copies (a no-op on the gRPC path).
   virtual Status RegisterBuffer(void* data, uint64_t size) = 0;
+  // A buffer owned by the client (freed with it), placed where transfers are fastest: on one host,
+  // shared memory the node copies into directly. Prefer it to RegisterBuffer for hot paths.
+  virtual StatusOr<uint8_t*> AllocateBuffer(uint64_t size) = 0;
 
   // Batched data calls: each item gets its own status; the call's status is the first failure.
   virtual Status PutBatch(std::span<BlockPut> items) = 0;

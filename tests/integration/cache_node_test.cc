@@ -338,3 +338,97 @@ TEST(CacheNodeTest, BadFlagsAreRefusedWithAClearMessage) {
 
 }  // namespace
 }  // namespace foresight
+
+namespace foresight {
+namespace {
+
+class UcxPathTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(UcxPathTest, RoundTripWholeBlocksAndHeadRangesOverUcx) {
+  TempDir dir(std::string("ucx-") + GetParam());
+  auto node = StartNode({"--ram-bytes", "16MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path()});
+  ASSERT_TRUE(node);
+  ASSERT_GT(node->ucx_port(), 0);
+  CacheClientOptions o;
+  o.address = node->address();
+  o.data_path = DataPath::kUcx;
+  o.ucx_transports = GetParam();
+  auto connected = CacheClient::Connect(o);
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  CacheClient& client = **connected;
+  EXPECT_EQ(client.stats().data_path, "ucx");
+  // Three times the RAM tier: the gets below also promote from NVMe.
+  auto data = PutBlocks(client, 48, 1 << 20, /*seed=*/500);
+  ExpectBlocksIntact(client, data);
+
+  // Batched, asynchronous gets of per-KV-head ranges into one allocated buffer.
+  BlockLayout layout(16, 8, 128, 2);  // Llama-3.1-8B geometry, f16: 64 KiB per block
+  std::vector<std::vector<uint8_t>> blocks;
+  for (int i = 0; i < 8; ++i) {
+    blocks.push_back(Bytes(layout.block_bytes(), 700 + i));
+    ASSERT_TRUE(client.Put(PlainKey("t", "kv" + std::to_string(i)), blocks[i].data(), blocks[i].size()).ok());
+  }
+  auto buffer = client.AllocateBuffer(8 * layout.head_bytes());
+  ASSERT_TRUE(buffer.ok()) << buffer.status().ToString();
+  std::vector<BlockGet> gets(8);
+  for (int i = 0; i < 8; ++i) {
+    gets[i].key = PlainKey("t", "kv" + std::to_string(i));
+    gets[i].ranges = {layout.head_range(i % 8)};
+    gets[i].dest = *buffer + i * layout.head_bytes();
+    gets[i].capacity = layout.head_bytes();
+  }
+  auto pending = client.GetBatchAsync(gets);
+  ASSERT_TRUE(pending.get().ok());
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(gets[i].status.ok()) << gets[i].status.ToString();
+    ASSERT_EQ(gets[i].bytes, layout.head_bytes());
+    const ByteRange r = layout.head_range(i % 8);
+    EXPECT_EQ(std::memcmp(*buffer + i * layout.head_bytes(), blocks[i].data() + r.offset, r.length), 0) << i;
+  }
+  std::vector<uint8_t> small(10);
+  EXPECT_EQ(client.Get(PlainKey("t", "missing"), small.data(), small.size()).status().code(), StatusCode::kNotFound);
+  auto stats = client.NodeStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GT(stats->promotions, 0u);
+  EXPECT_EQ(stats->checksum_failures, 0u);
+  EXPECT_EQ(stats->active_leases, 0u);
+  EXPECT_EQ(node->Stop(), 0) << node->Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxPathTest, ::testing::Values("shm", "tcp"));
+
+TEST(CacheNodeTest, UcxRefusesAWrongTokenAndAutoDoesNotFallBackSilently) {
+  TempDir dir("ucx-auth");
+  const std::string token_file = dir.path() + "/token";
+  std::ofstream(token_file) << "tok\n";
+  auto node = StartNode({"--ram-bytes", "16MiB", "--token-file", token_file});
+  ASSERT_TRUE(node);
+  CacheClientOptions o;
+  o.address = node->address();
+  o.data_path = DataPath::kUcx;
+  o.token = "tok";
+  auto good = CacheClient::Connect(o);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  auto data = PutBlocks(**good, 2, 100000);
+  ExpectBlocksIntact(**good, data);
+  o.token = "bad";
+  auto bad = CacheClient::Connect(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST(CacheNodeTest, AutoFallsBackToGrpcAndSaysWhy) {
+  auto node = StartNode({"--ram-bytes", "16MiB", "--no-ucx"});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kAuto);
+  ASSERT_TRUE(client);
+  EXPECT_EQ(client->stats().data_path, "grpc");
+  EXPECT_NE(client->stats().fallback_reason.find("no UCX listener"), std::string::npos);
+  CacheClientOptions o;
+  o.address = node->address();
+  o.data_path = DataPath::kUcx;
+  EXPECT_FALSE(CacheClient::Connect(o).ok());
+}
+
+}  // namespace
+}  // namespace foresight
