@@ -1,5 +1,549 @@
+// `foresight-bench tiers`: put and get throughput and latency of a cache node per data path, next
+// to the ceilings measured in the same run.
+//
+// Paths (each against a node running in a child process, so shared memory is really cross-process):
+//   ram-shm   RAM-resident blocks over UCX shared memory (buffers from UcxTransport::Allocate, which
+//             the node maps: one memcpy per block on the node)       ceiling: memcpy
+//   ram-tcp   RAM-resident blocks over UCX TCP (active-message rendezvous)
+//                                                                      ceiling: ucx_perftest ucp_am_bw, UCX_TLS=tcp
+//   nvme      gets of blocks evicted to the NVMe tier (a node with a small RAM tier), over shared memory;
+//             each get promotes a block from RocksDB                  ceiling: none
+//   (hook)    the gRPC fallback row plugs in as another BenchPath (see MakeGrpcPath below).
+// The memcpy ceiling copies blocks of the same size out of an arena as large as the node's,
+// striding across it so the source is not cache-resident, into a ring of 16 destination slots, as a
+// transfer would. Throughput is in GB/s (1e9 bytes per second).
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
 #include "bench/commands.h"
+#include "cache_service/block_store.h"
+#include "cache_service/ucx_server.h"
+#include "client/ucx_transport.h"
+#include "common/checksum.h"
+#include "common/units.h"
 
 namespace foresight::bench {
-void AddTiersBench(CLI::App& app, int* exit_code) {}
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct TiersFlags {
+  bool json = false;
+  bool quick = false;
+  std::string ram = "";          // node RAM tier; default 1GiB (quick: 512MiB)
+  std::string nvme_dir = "";     // default: a temp dir
+  std::string perftest = "ucx_perftest";
+};
+
+struct Row {
+  std::string path, op;
+  uint64_t block_bytes = 0;
+  int inflight = 0;
+  double gbps = 0, p50_us = 0, p99_us = 0;
+  std::optional<double> ceiling_gbps;
+  std::string ceiling;  // what the ceiling is
+  uint64_t errors = 0;
+  std::string transport;
+};
+
+// --- The node, in a child process. -------------------------------------------------------------
+
+struct ChildNode {
+  pid_t pid = -1;
+  int control_fd = -1;  // closing it stops the node
+  uint16_t port = 0;
+};
+
+// Forks a node (BlockStore::Open + UcxServer). Must run before this process starts threads or UCX.
+StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
+  int port_pipe[2], control_pipe[2];
+  if (pipe(port_pipe) != 0 || pipe(control_pipe) != 0) return Internal("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return Internal("fork failed");
+  if (pid == 0) {
+    close(port_pipe[0]);
+    close(control_pipe[1]);
+    uint16_t port = 0;
+    std::string error;
+    auto store = BlockStore::Open(options);
+    std::unique_ptr<UcxServer> server;
+    if (store.ok()) {
+      UcxServerOptions uo;
+      uo.host = "127.0.0.1";
+      auto started = UcxServer::Start(store->get(), uo);
+      if (started.ok()) {
+        server = std::move(*started);
+        port = server->port();
+      } else {
+        error = started.status().ToString();
+      }
+    } else {
+      error = store.status().ToString();
+    }
+    if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(2);
+    if (port == 0) {
+      ssize_t ignored = write(port_pipe[1], error.data(), error.size());
+      (void)ignored;
+      _exit(1);
+    }
+    close(port_pipe[1]);
+    char c;
+    while (read(control_pipe[0], &c, 1) > 0) {
+    }
+    server.reset();
+    store->reset();
+    _exit(0);
+  }
+  close(port_pipe[1]);
+  close(control_pipe[0]);
+  ChildNode node;
+  node.pid = pid;
+  node.control_fd = control_pipe[1];
+  uint16_t port = 0;
+  if (read(port_pipe[0], &port, sizeof port) != sizeof port || port == 0) {
+    char buf[512] = {};
+    ssize_t n = read(port_pipe[0], buf, sizeof buf - 1);
+    close(port_pipe[0]);
+    waitpid(pid, nullptr, 0);
+    return Unavailable("bench node failed to start: " + std::string(buf, n > 0 ? n : 0));
+  }
+  close(port_pipe[0]);
+  node.port = port;
+  return node;
+}
+
+void StopNode(ChildNode& node) {
+  if (node.pid <= 0) return;
+  close(node.control_fd);
+  int status;
+  for (int i = 0; i < 100; ++i) {
+    if (waitpid(node.pid, &status, WNOHANG) == node.pid) {
+      node.pid = -1;
+      return;
+    }
+    usleep(100000);
+  }
+  kill(node.pid, SIGKILL);
+  waitpid(node.pid, &status, 0);
+  node.pid = -1;
+}
+
+// --- Ceilings. ---------------------------------------------------------------------------------
+
+double MemcpyCeilingGbps(uint8_t* arena, uint64_t arena_bytes, uint64_t block, double seconds) {
+  std::vector<uint8_t> dest(16 * block);
+  std::memset(dest.data(), 1, dest.size());
+  const uint64_t blocks = arena_bytes / block;
+  // Stride by a prime number of blocks so that consecutive copies are far apart in the arena.
+  const uint64_t stride = 7919 % blocks == 0 ? 1 : 7919 % blocks;
+  uint64_t at = 0, bytes = 0;
+  auto start = Clock::now();
+  auto deadline = start + std::chrono::duration<double>(seconds);
+  uint64_t i = 0;
+  while (Clock::now() < deadline) {
+    for (int k = 0; k < 16; ++k, ++i) {
+      std::memcpy(dest.data() + (i % 16) * block, arena + at * block, block);
+      at = (at + stride) % blocks;
+      bytes += block;
+    }
+  }
+  double s = std::chrono::duration<double>(Clock::now() - start).count();
+  return bytes / s / 1e9;
+}
+
+uint16_t FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& tls, int stdout_fd) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  setenv("UCX_TLS", tls.c_str(), 1);
+  int devnull = open("/dev/null", O_WRONLY);
+  dup2(stdout_fd >= 0 ? stdout_fd : devnull, 1);
+  dup2(devnull, 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execvp(args[0], args.data());
+  _exit(127);
+}
+
+// ucx_perftest ucp_am_bw between two processes on loopback with UCX_TLS=tls; GB/s or nullopt.
+std::optional<double> PerftestGbps(const std::string& binary, const std::string& tls, uint64_t block,
+                                   int iters, std::string* note) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const std::string port = std::to_string(FreePort());
+    pid_t server = Spawn({binary, "-p", port}, tls, -1);
+    usleep(300000);
+    int out[2];
+    if (pipe(out) != 0) return std::nullopt;
+    pid_t client = Spawn({binary, "127.0.0.1", "-p", port, "-t", "ucp_am_bw", "-s", std::to_string(block),
+                          "-n", std::to_string(iters), "-w", std::to_string(std::max(10, iters / 20))},
+                         tls, out[1]);
+    close(out[1]);
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;) text.append(buf, n);
+    close(out[0]);
+    int status = 0;
+    waitpid(client, &status, 0);
+    for (int i = 0; i < 50 && waitpid(server, nullptr, WNOHANG) == 0; ++i) usleep(100000);
+    kill(server, SIGKILL);
+    waitpid(server, nullptr, 0);
+    // "Final:  <iters> <typ lat> <avg lat> <overall lat> <avg bw> <overall bw> <avg rate> <overall rate>"
+    size_t at = text.find("Final:");
+    if (at == std::string::npos) {
+      *note = "ucx_perftest gave no result (exit status " + std::to_string(status) + ")";
+      continue;
+    }
+    std::istringstream line(text.substr(at + 6));
+    double iters_done, typ, avg_lat, overall_lat, avg_bw, overall_bw;
+    if (line >> iters_done >> typ >> avg_lat >> overall_lat >> avg_bw >> overall_bw) {
+      return overall_bw * 1048576.0 / 1e9;  // perftest's MB is 2^20 bytes
+    }
+  }
+  return std::nullopt;
+}
+
+// --- Paths. ------------------------------------------------------------------------------------
+
+// One way of moving blocks to and from a node. Hook: the gRPC fallback row is another BenchPath
+// (wrapping CacheClient with DataPath::kGrpc), added to the list in RunTiers.
+class BenchPath {
+ public:
+  virtual ~BenchPath() = default;
+  virtual std::string transport() = 0;
+  // Starts one transfer of `bytes` through slot `slot` (0..15) of the path's buffers.
+  virtual StatusOr<uint64_t> SubmitPut(const BlockKey& key, int slot, uint64_t bytes) = 0;
+  virtual StatusOr<uint64_t> SubmitGet(const BlockKey& key, int slot, uint64_t bytes) = 0;
+  virtual Status Wait(uint64_t handle) = 0;
+};
+
+class UcxBenchPath : public BenchPath {
+ public:
+  static StatusOr<std::unique_ptr<UcxBenchPath>> Connect(uint16_t port, const std::string& transports,
+                                                         uint64_t max_block) {
+    UcxTransportOptions o;
+    o.transports = transports;
+    o.request_timeout_s = 60;
+    auto t = UcxTransport::Connect("127.0.0.1", port, "", o);
+    if (!t.ok()) return t.status();
+    auto path = std::unique_ptr<UcxBenchPath>(new UcxBenchPath);
+    path->t_ = std::move(*t);
+    path->max_block_ = max_block;
+    auto src = path->t_->Allocate(16 * max_block);
+    if (!src.ok()) return src.status();
+    auto dst = path->t_->Allocate(16 * max_block);
+    if (!dst.ok()) return dst.status();
+    path->src_ = *src;
+    path->dst_ = *dst;
+    std::mt19937_64 rng(42);
+    for (uint64_t i = 0; i < src->size / 8; ++i) reinterpret_cast<uint64_t*>(src->data)[i] = rng();
+    std::memset(dst->data, 0, dst->size);
+    return path;
+  }
+  std::string transport() override {
+    auto s = t_->Stats();
+    return s.transport + (src_.fast_path ? "+mapped" : "");
+  }
+  void PrepareChecksums(uint64_t bytes) {
+    if (checksum_bytes_ == bytes) return;
+    checksum_bytes_ = bytes;
+    for (int i = 0; i < 16; ++i) checksums_[i] = BlockChecksum(src_.data + i * max_block_, bytes);
+  }
+  StatusOr<uint64_t> SubmitPut(const BlockKey& key, int slot, uint64_t bytes) override {
+    PrepareChecksums(bytes);
+    return t_->SubmitPuts({UcxPut{key, src_.data + slot * max_block_, bytes, checksums_[slot]}});
+  }
+  StatusOr<uint64_t> SubmitGet(const BlockKey& key, int slot, uint64_t bytes) override {
+    return t_->SubmitGets({UcxGet{key, {}, dst_.data + slot * max_block_, max_block_}});
+  }
+  Status Wait(uint64_t handle) override {
+    auto results = t_->Wait(handle, 60);
+    if (results.size() != 1) return Internal("lost batch");
+    return results[0].status;
+  }
+
+ private:
+  std::unique_ptr<UcxTransport> t_;
+  uint64_t max_block_ = 0;
+  UcxBuffer src_, dst_;
+  uint64_t checksum_bytes_ = 0;
+  uint64_t checksums_[16] = {};
+};
+
+BlockKey BenchKey(const std::string& path, uint64_t block, uint64_t i) {
+  return PlainKey("bench-tiers", path + "/" + std::to_string(block) + "/" + std::to_string(i));
+}
+
+// Keeps `inflight` transfers going over `ops` operations on keys 0..keys-1 (cyclic).
+Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, int inflight,
+            uint64_t ops, uint64_t keys) {
+  Row row;
+  row.path = name;
+  row.op = put ? "put" : "get";
+  row.block_bytes = block;
+  row.inflight = inflight;
+  std::deque<std::pair<uint64_t, Clock::time_point>> window;
+  std::vector<double> lat_us;
+  lat_us.reserve(ops);
+  uint64_t ok_bytes = 0, next = 0;
+  auto start = Clock::now();
+  auto finish_one = [&] {
+    auto [handle, t0] = window.front();
+    window.pop_front();
+    Status s = path.Wait(handle);
+    auto t1 = Clock::now();
+    if (s.ok()) {
+      ok_bytes += block;
+      lat_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    } else {
+      if (row.errors++ == 0) std::cerr << "tiers: " << name << " " << row.op << ": " << s.ToString() << "\n";
+    }
+  };
+  while (next < ops || !window.empty()) {
+    if (next < ops && window.size() < static_cast<size_t>(inflight)) {
+      const int slot = static_cast<int>(next % 16);
+      BlockKey key = BenchKey(name, block, next % keys);
+      auto t0 = Clock::now();
+      auto h = put ? path.SubmitPut(key, slot, block) : path.SubmitGet(key, slot, block);
+      ++next;
+      if (!h.ok()) {
+        if (row.errors++ == 0) std::cerr << "tiers: " << name << ": " << h.status().ToString() << "\n";
+        continue;
+      }
+      window.emplace_back(*h, t0);
+      continue;
+    }
+    finish_one();
+  }
+  double s = std::chrono::duration<double>(Clock::now() - start).count();
+  row.gbps = ok_bytes / s / 1e9;
+  if (!lat_us.empty()) {
+    std::sort(lat_us.begin(), lat_us.end());
+    row.p50_us = lat_us[lat_us.size() / 2];
+    row.p99_us = lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)];
+  }
+  row.transport = path.transport();
+  return row;
+}
+
+void PrintTable(const std::vector<Row>& rows) {
+  std::printf("%-9s %-4s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s",
+              "p50_us", "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
+  for (const Row& r : rows) {
+    char ceil[32] = "-", ratio[32] = "-";
+    if (r.ceiling_gbps && *r.ceiling_gbps > 0) {
+      std::snprintf(ceil, sizeof ceil, "%.2f", *r.ceiling_gbps);
+      std::snprintf(ratio, sizeof ratio, "%.2f", r.gbps / *r.ceiling_gbps);
+    }
+    std::printf("%-9s %-4s %8s %8d %9.2f %9.1f %9.1f %10s %7s  %s / %s%s\n", r.path.c_str(), r.op.c_str(),
+                FormatByteSize(r.block_bytes).c_str(), r.inflight, r.gbps, r.p50_us, r.p99_us, ceil, ratio,
+                r.ceiling.empty() ? "none" : r.ceiling.c_str(), r.transport.c_str(),
+                r.errors ? (" ERRORS=" + std::to_string(r.errors)).c_str() : "");
+  }
+  std::fflush(stdout);
+}
+
+void PrintJson(const std::vector<Row>& rows) {
+  for (const Row& r : rows) {
+    nlohmann::json j;
+    j["path"] = r.path;
+    j["op"] = r.op;
+    j["block_bytes"] = r.block_bytes;
+    j["inflight"] = r.inflight;
+    j["gbps"] = r.gbps;
+    j["p50_us"] = r.p50_us;
+    j["p99_us"] = r.p99_us;
+    if (r.ceiling_gbps && *r.ceiling_gbps > 0) {
+      j["ceiling_gbps"] = *r.ceiling_gbps;
+      j["ratio"] = r.gbps / *r.ceiling_gbps;
+    } else {
+      j["ceiling_gbps"] = nullptr;
+      j["ratio"] = nullptr;
+    }
+    j["ceiling"] = r.ceiling;
+    j["transport"] = r.transport;
+    j["errors"] = r.errors;
+    std::cout << j.dump() << "\n";
+  }
+  std::cout.flush();
+}
+
+int RunTiers(const TiersFlags& flags) {
+  const uint64_t max_block = 4u << 20;
+  uint64_t ram = flags.quick ? 512ull << 20 : 1ull << 30;
+  if (!flags.ram.empty()) {
+    auto parsed = ParseByteSize(flags.ram);
+    if (!parsed.ok()) {
+      std::cerr << "tiers: --ram: " << parsed.status().ToString() << "\n";
+      return 2;
+    }
+    ram = *parsed;
+  }
+  const uint64_t nvme_ram = 64ull << 20;
+  std::string nvme_dir = flags.nvme_dir;
+  bool remove_nvme_dir = false;
+  if (nvme_dir.empty()) {
+    nvme_dir = (std::filesystem::temp_directory_path() / ("foresight-tiers-" + std::to_string(getpid()))).string();
+    remove_nvme_dir = true;
+  }
+  std::filesystem::remove_all(nvme_dir);
+  std::filesystem::create_directories(nvme_dir);
+
+  const std::vector<uint64_t> sizes = flags.quick
+      ? std::vector<uint64_t>{1u << 20}
+      : std::vector<uint64_t>{16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u << 20};
+  const std::vector<int> inflights = flags.quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16};
+  const uint64_t bytes_per_row = flags.quick ? (256ull << 20) : (1ull << 30);
+  const uint64_t nvme_bytes_per_row = flags.quick ? (64ull << 20) : (256ull << 20);
+
+  // Nodes first: fork before this process has threads or UCX state.
+  BlockStoreOptions ram_options;
+  ram_options.ram_bytes = ram;
+  ram_options.max_block_bytes = max_block;
+  auto ram_node = ForkNode(ram_options);
+  if (!ram_node.ok()) {
+    std::cerr << "tiers: " << ram_node.status().ToString() << "\n";
+    return 1;
+  }
+  BlockStoreOptions nvme_options;
+  nvme_options.ram_bytes = nvme_ram;
+  nvme_options.max_block_bytes = max_block;
+  nvme_options.nvme_dir = nvme_dir;
+  auto nvme_node = ForkNode(nvme_options);
+  if (!nvme_node.ok()) {
+    std::cerr << "tiers: " << nvme_node.status().ToString() << "\n";
+    StopNode(*ram_node);
+    return 1;
+  }
+
+  std::vector<Row> rows;
+  int status = 0;
+  {
+    // Ceilings, measured in this run: memcpy over an arena of the node's size, ucx_perftest.
+    std::vector<double> memcpy_gbps(sizes.size()), perftest_tcp(sizes.size(), 0);
+    std::string perftest_note;
+    {
+      std::unique_ptr<uint8_t[]> arena(new uint8_t[ram]);
+      std::memset(arena.get(), 3, ram);
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        memcpy_gbps[i] = MemcpyCeilingGbps(arena.get(), ram, sizes[i], flags.quick ? 0.5 : 1.0);
+      }
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const int iters = static_cast<int>(
+          std::clamp<uint64_t>((flags.quick ? 256ull << 20 : 1ull << 30) / sizes[i], 100, 20000));
+      auto g = PerftestGbps(flags.perftest, "tcp", sizes[i], iters, &perftest_note);
+      perftest_tcp[i] = g.value_or(0);
+    }
+    if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
+
+    struct PathSpec {
+      std::string name;
+      uint16_t port;
+      std::string transports;
+      bool nvme;
+    };
+    const std::vector<PathSpec> specs = {
+        {"ram-shm", ram_node->port, "shm", false},
+        {"ram-tcp", ram_node->port, "tcp", false},
+        {"nvme", nvme_node->port, "shm", true},
+        // Hook: {"ram-grpc", ...} once a gRPC BenchPath exists (CacheClient, DataPath::kGrpc).
+    };
+    for (const PathSpec& spec : specs) {
+      auto path = UcxBenchPath::Connect(spec.port, spec.transports, max_block);
+      if (!path.ok()) {
+        std::cerr << "tiers: " << spec.name << ": " << path.status().ToString() << "\n";
+        status = 1;
+        continue;
+      }
+      for (size_t si = 0; si < sizes.size(); ++si) {
+        const uint64_t block = sizes[si];
+        uint64_t ops, keys;
+        if (spec.nvme) {
+          // Four times the RAM tier, read cyclically: with LRU every get misses RAM and promotes.
+          keys = std::max<uint64_t>(4 * nvme_ram / block, 32);
+          ops = std::max<uint64_t>(nvme_bytes_per_row / block, 64);
+        } else {
+          keys = std::max<uint64_t>(std::min<uint64_t>(ram * 4 / 10 / block, 1 << 16), 16);
+          ops = std::max<uint64_t>(bytes_per_row / block, 64);
+        }
+        for (bool put : {true, false}) {
+          for (int inflight : inflights) {
+            const uint64_t n = put ? std::max<uint64_t>(ops, keys) : ops;
+            Row row = Measure(**path, spec.name, put, block, inflight, n, keys);
+            if (spec.name == "ram-shm") {
+              row.ceiling_gbps = memcpy_gbps[si];
+              row.ceiling = "memcpy";
+            } else if (spec.name == "ram-tcp") {
+              row.ceiling_gbps = perftest_tcp[si];
+              row.ceiling = "ucx_perftest ucp_am_bw tcp";
+            }
+            if (row.errors > 0) status = 1;
+            rows.push_back(row);
+            if (!flags.json) {
+              std::fprintf(stderr, "tiers: %s %s %s x%d: %.2f GB/s\n", row.path.c_str(), row.op.c_str(),
+                           FormatByteSize(block).c_str(), inflight, row.gbps);
+            }
+          }
+        }
+      }
+    }
+  }
+  StopNode(*ram_node);
+  StopNode(*nvme_node);
+  if (remove_nvme_dir) std::filesystem::remove_all(nvme_dir);
+  if (flags.json) {
+    PrintJson(rows);
+  } else {
+    PrintTable(rows);
+  }
+  return status;
+}
+
+}  // namespace
+
+void AddTiersBench(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<TiersFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "tiers", "Put/get throughput and latency per data path (UCX shm, UCX TCP, NVMe) against ceilings");
+  cmd->add_flag("--json", flags->json, "Print JSON rows (one object per line)");
+  cmd->add_flag("--quick", flags->quick, "Short run: 1 MiB blocks only (CI smoke)");
+  cmd->add_option("--ram", flags->ram, "RAM tier of the benchmark node (default 1GiB; quick 512MiB)");
+  cmd->add_option("--nvme-dir", flags->nvme_dir, "Directory for the NVMe node (default: a temp dir)");
+  cmd->add_option("--perftest", flags->perftest, "ucx_perftest binary");
+  cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
+}
+
 }  // namespace foresight::bench

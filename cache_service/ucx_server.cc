@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -100,7 +101,9 @@ class WorkerPool {
 
 class UcxServer::Impl {
  public:
-  Impl(BlockStore* store, UcxServerOptions options) : store_(store), options_(std::move(options)) {}
+  Impl(BlockStore* store, UcxServerOptions options) : store_(store), options_(std::move(options)) {
+    if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) options_.spin_us = std::atof(spin);
+  }
   ~Impl() { Shutdown(); }
 
   Status Init();
@@ -201,7 +204,8 @@ class UcxServer::Impl {
   ucs_status_t HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
   ucs_status_t HandlePut(Session* s, const Decoded& msg, void* data, size_t length, bool rndv);
 
-  void FinishGet(std::unique_ptr<GetTask> task);
+  void ExecuteGet(GetTask* task);  // Lease, checks, copy or pin; any thread
+  void FinishGet(std::unique_ptr<GetTask> task, bool from_pool);
   void PutReserved(std::unique_ptr<PutTask> task);
   void PutReceived(std::unique_ptr<PutTask> task);
   void FinishPut(std::unique_ptr<PutTask> task);
@@ -396,7 +400,7 @@ void UcxServer::Impl::RunPosted() {
 }
 
 void UcxServer::Impl::ProgressLoop() {
-  constexpr auto kSpin = std::chrono::microseconds(50);
+  const auto kSpin = std::chrono::microseconds(static_cast<int64_t>(options_.spin_us));
   constexpr auto kSweepEvery = std::chrono::milliseconds(100);
   auto idle_since = Clock::now();
   auto last_sweep = idle_since;
@@ -723,10 +727,27 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
     }
     task->region_dest = r->second.mapped + body->region_offset;
   }
+  // A block already in RAM is served right here: a lease and at most one memcpy, cheaper than two
+  // thread hand-offs. Anything else (a promotion from NVMe) goes to the pool.
+  StatusOr<BlockInfo> info = store_->Stat(task->body.key);
+  if (info.ok() && info->in_ram) {
+    ExecuteGet(task.get());
+    FinishGet(std::move(task), /*from_pool=*/false);
+    return UCS_OK;
+  }
   s->pending_tasks++;
   GetTask* raw = task.release();
   pool_->Submit([this, raw] {
     std::unique_ptr<GetTask> t(raw);
+    ExecuteGet(t.get());
+    GetTask* done = t.release();
+    Post([this, done] { FinishGet(std::unique_ptr<GetTask>(done), /*from_pool=*/true); });
+  });
+  return UCS_OK;
+}
+
+void UcxServer::Impl::ExecuteGet(GetTask* t) {
+  {
     const std::string what = Node() + ": GET " + t->body.key.ToHex();
     StatusOr<ReadLease> lease = store_->Lease(t->body.key);
     if (!lease.ok()) {
@@ -787,15 +808,12 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
         }
       }
     }
-    GetTask* done = t.release();
-    Post([this, done] { FinishGet(std::unique_ptr<GetTask>(done)); });
-  });
-  return UCS_OK;
+  }
 }
 
-void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t) {
+void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t, bool from_pool) {
   Session* s = FindSession(t->session_id);
-  if (s != nullptr) s->pending_tasks--;
+  if (s != nullptr && from_pool) s->pending_tasks--;
   if (s == nullptr || s->closing) {
     Observe(UcxRequestEvent::Op::kGet, Status(StatusCode::kAborted, "connection closed"), 0, t->arrival,
             t->region_dest != nullptr);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -44,12 +45,17 @@ std::string TlsFor(const std::string& transports) {
   return transports;
 }
 
+UcxTransportOptions WithEnv(UcxTransportOptions o) {
+  if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) o.spin_us = std::atof(spin);
+  return o;
+}
+
 }  // namespace
 
 class UcxTransport::Impl {
  public:
   Impl(std::string host, uint16_t port, std::string token, UcxTransportOptions options)
-      : host_(std::move(host)), port_(port), token_(std::move(token)), options_(std::move(options)) {
+      : host_(std::move(host)), port_(port), token_(std::move(token)), options_(WithEnv(std::move(options))) {
     node_ = host_ + ":" + std::to_string(port_);
   }
   ~Impl();
@@ -252,7 +258,7 @@ void UcxTransport::Impl::RunSync(std::function<void()> fn) {
 }
 
 void UcxTransport::Impl::ProgressLoop() {
-  constexpr auto kSpin = std::chrono::microseconds(50);
+  const auto kSpin = std::chrono::microseconds(static_cast<int64_t>(options_.spin_us));
   auto idle_since = Clock::now();
   while (!stop_) {
     std::deque<std::function<void()>> batch;

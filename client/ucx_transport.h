@@ -47,6 +47,9 @@ struct UcxTransportOptions {
   std::string transports = "auto";
   double connect_timeout_s = 5;
   double request_timeout_s = 10;
+  // After activity the progress thread polls this long before sleeping on the worker's event fd
+  // (FORESIGHT_UCX_SPIN_US overrides when set).
+  double spin_us = 50;
 };
 
 struct UcxBuffer {
