@@ -23,6 +23,7 @@
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
 #include "predictor/incremental_cnn.h"
+#include "predictor/selection_policy.h"
 
 namespace foresight::bench {
 namespace {
@@ -38,6 +39,9 @@ struct PredictorBenchArgs {
   double min_seconds = 0.3;  // per measurement, at least one repetition
   std::string weights;
   bool json = false;
+  bool variants = false;
+  int kv_heads = 8;
+  float prune_threshold = 1e-3f;
 };
 
 std::vector<int64_t> ParseList(const std::string& s) {
@@ -74,6 +78,103 @@ double TimeMicros(double min_seconds, Fn fn) {
   return elapsed * 1e6 / reps;
 }
 
+// AttentionPredictor policy per decode step (Observe the step's row, Select the next step's blocks)
+// for the exact method and each cost-reduction option, one layer of `heads` query heads.
+int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeights> weights) {
+  struct Variant {
+    const char* name;
+    bool per_kv_head;
+    int reuse;
+    float prune;
+    bool full;
+  };
+  const Variant variants[] = {{"exact_incremental", false, 1, 0.0f, false},
+                              {"exact_full", false, 1, 0.0f, true},
+                              {"per_kv_head", true, 1, 0.0f, false},
+                              {"reuse4", false, 4, 0.0f, false},
+                              {"reuse16", false, 16, 0.0f, false},
+                              {"prune", false, 1, a.prune_threshold, false}};
+  std::vector<int64_t> thread_counts =
+      a.threads.empty() ? std::vector<int64_t>{1, omp_get_num_procs()} : ParseList(a.threads);
+  if (!a.json) {
+    std::printf("AttentionPredictor policy per decode step (Observe + Select), %d query / %d KV heads\n",
+                a.heads, a.kv_heads);
+    std::printf("%-18s %7s %7s %12s\n", "variant", "blocks", "threads", "policy_us");
+  }
+  std::mt19937 rng(11);
+  const LayerGeometry geometry{a.heads, a.kv_heads, 128};
+  for (int64_t blocks : ParseList(a.blocks)) {
+    const int64_t prompt = blocks * 16 - 8;
+    const int64_t nb = (prompt + 15) / 16;
+    std::vector<float> prefill_rows;
+    for (int h = 0; h < a.heads * kCnnRows; ++h) {
+      auto row = RandomRow(rng, nb);
+      prefill_rows.insert(prefill_rows.end(), row.begin(), row.end());
+    }
+    std::vector<std::vector<float>> step_rows;
+    for (int i = 0; i < 4; ++i) {
+      std::vector<float> rows;
+      for (int h = 0; h < a.heads; ++h) {
+        auto row = RandomRow(rng, nb);
+        rows.insert(rows.end(), row.begin(), row.end());
+      }
+      step_rows.push_back(std::move(rows));
+    }
+    for (int64_t threads : thread_counts) {
+      for (const Variant& v : variants) {
+        PolicySpec spec;
+        spec.kind = PolicyKind::kAttentionPredictor;
+        spec.budget.budget_tokens = a.budget;
+        spec.weights = weights;
+        spec.predict_per_kv_head = v.per_kv_head;
+        spec.reuse_steps = v.reuse;
+        spec.prune_threshold = v.prune;
+        spec.full_cnn = v.full;
+        spec.threads = static_cast<int>(threads);
+        auto policy = MakeSelectionPolicy(spec, geometry, 0);
+        if (!policy.ok()) {
+          std::fprintf(stderr, "predictor bench: %s\n", policy.status().ToString().c_str());
+          return 1;
+        }
+        PrefillObservation prefill{.prompt_tokens = prompt, .rows = kCnnRows, .block_max = prefill_rows,
+                                   .block_sum = prefill_rows};
+        if (Status s = (*policy)->ObservePrefill(prefill); !s.ok()) {
+          std::fprintf(stderr, "predictor bench: %s\n", s.ToString().c_str());
+          return 1;
+        }
+        // The key length stays within one block so every step costs the same.
+        BlockSelection selection;
+        int step = 0;
+        Status failed;
+        const double us = TimeMicros(a.min_seconds, [&] {
+          AttentionObservation obs{.key_tokens = prompt + 1, .dense = false,
+                                   .block_max = step_rows[step % step_rows.size()]};
+          Status s = (*policy)->Observe(obs);
+          StepInputs in{.key_tokens = prompt + 2};
+          if (s.ok()) s = (*policy)->Select(in, &selection);
+          if (!s.ok()) failed = s;
+          ++step;
+        });
+        if (!failed.ok()) {
+          std::fprintf(stderr, "predictor bench: %s\n", failed.ToString().c_str());
+          return 1;
+        }
+        if (a.json) {
+          std::printf("{\"bench\": \"predictor_variants\", \"variant\": \"%s\", \"blocks\": %lld, "
+                      "\"heads\": %d, \"kv_heads\": %d, \"threads\": %d, \"policy_us\": %.1f}\n",
+                      v.name, static_cast<long long>(blocks), a.heads, a.kv_heads,
+                      static_cast<int>(threads), us);
+        } else {
+          std::printf("%-18s %7lld %7d %12.0f\n", v.name, static_cast<long long>(blocks),
+                      static_cast<int>(threads), us);
+        }
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
 int RunPredictorBench(const PredictorBenchArgs& a) {
   std::shared_ptr<const CnnWeights> weights;
   if (!a.weights.empty()) {
@@ -86,6 +187,7 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
   } else {
     weights = CnnWeights::Random(1);
   }
+  if (a.variants) return RunVariantBench(a, weights);
   std::vector<int64_t> thread_counts =
       a.threads.empty() ? std::vector<int64_t>{1, omp_get_num_procs()} : ParseList(a.threads);
   thread_counts.erase(std::unique(thread_counts.begin(), thread_counts.end()), thread_counts.end());
@@ -174,6 +276,11 @@ void AddPredictorBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--min-seconds", args->min_seconds, "minimum time per measurement");
   cmd->add_option("--weights", args->weights, "CNN weights (default: random; the cost does not depend on them)");
   cmd->add_flag("--json", args->json, "one JSON object per row");
+  cmd->add_flag("--variants", args->variants,
+                "time the AttentionPredictor policy per step: exact (incremental, full) and the "
+                "cost-reduction options (per KV head, reuse, pruning)");
+  cmd->add_option("--kv-heads", args->kv_heads, "KV heads for --variants");
+  cmd->add_option("--prune-threshold", args->prune_threshold, "receptive-field threshold for --variants");
   cmd->callback([args, exit_code] { *exit_code = RunPredictorBench(*args); });
 }
 
