@@ -172,6 +172,22 @@ double MemcpyCeilingGbps(uint8_t* arena, uint64_t arena_bytes, uint64_t block, d
   return bytes / s / 1e9;
 }
 
+// XXH3 (BlockChecksum) over a cache-resident block: what a client pays to verify a get.
+double VerifyGbps(uint64_t block, double seconds) {
+  std::vector<uint8_t> data(block, 7);
+  uint64_t bytes = 0, sink = 0;
+  auto start = Clock::now();
+  auto deadline = start + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    for (int k = 0; k < 8; ++k) {
+      sink += BlockChecksum(data.data(), block);
+      bytes += block;
+    }
+  }
+  double s = std::chrono::duration<double>(Clock::now() - start).count();
+  return sink == 1 ? 0 : bytes / s / 1e9;
+}
+
 uint16_t FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in sa{};
@@ -359,7 +375,7 @@ Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, 
 }
 
 void PrintTable(const std::vector<Row>& rows) {
-  std::printf("%-9s %-4s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s",
+  std::printf("%-9s %-15s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s",
               "p50_us", "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
   for (const Row& r : rows) {
     char ceil[32] = "-", ratio[32] = "-";
@@ -367,7 +383,7 @@ void PrintTable(const std::vector<Row>& rows) {
       std::snprintf(ceil, sizeof ceil, "%.2f", *r.ceiling_gbps);
       std::snprintf(ratio, sizeof ratio, "%.2f", r.gbps / *r.ceiling_gbps);
     }
-    std::printf("%-9s %-4s %8s %8d %9.2f %9.1f %9.1f %10s %7s  %s / %s%s\n", r.path.c_str(), r.op.c_str(),
+    std::printf("%-9s %-15s %8s %8d %9.2f %9.1f %9.1f %10s %7s  %s / %s%s\n", r.path.c_str(), r.op.c_str(),
                 FormatByteSize(r.block_bytes).c_str(), r.inflight, r.gbps, r.p50_us, r.p99_us, ceil, ratio,
                 r.ceiling.empty() ? "none" : r.ceiling.c_str(), r.transport.c_str(),
                 r.errors ? (" ERRORS=" + std::to_string(r.errors)).c_str() : "");
@@ -425,8 +441,8 @@ int RunTiers(const TiersFlags& flags) {
       ? std::vector<uint64_t>{1u << 20}
       : std::vector<uint64_t>{16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u << 20};
   const std::vector<int> inflights = flags.quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16};
-  const uint64_t bytes_per_row = flags.quick ? (256ull << 20) : (1ull << 30);
-  const uint64_t nvme_bytes_per_row = flags.quick ? (64ull << 20) : (256ull << 20);
+  const uint64_t bytes_per_row = flags.quick ? (128ull << 20) : (256ull << 20);
+  const uint64_t nvme_bytes_per_row = flags.quick ? (32ull << 20) : (64ull << 20);
 
   // Nodes first: fork before this process has threads or UCX state.
   BlockStoreOptions ram_options;
@@ -448,27 +464,12 @@ int RunTiers(const TiersFlags& flags) {
     return 1;
   }
 
+  // The machine may be shared: every figure, ceilings included, is the best of `trials` runs,
+  // interleaved (ceiling, then each path, per trial), so that both sides see the same conditions.
+  const int trials = 3;
   std::vector<Row> rows;
   int status = 0;
   {
-    // Ceilings, measured in this run: memcpy over an arena of the node's size, ucx_perftest.
-    std::vector<double> memcpy_gbps(sizes.size()), perftest_tcp(sizes.size(), 0);
-    std::string perftest_note;
-    {
-      std::unique_ptr<uint8_t[]> arena(new uint8_t[ram]);
-      std::memset(arena.get(), 3, ram);
-      for (size_t i = 0; i < sizes.size(); ++i) {
-        memcpy_gbps[i] = MemcpyCeilingGbps(arena.get(), ram, sizes[i], flags.quick ? 0.5 : 1.0);
-      }
-    }
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      const int iters = static_cast<int>(
-          std::clamp<uint64_t>((flags.quick ? 256ull << 20 : 1ull << 30) / sizes[i], 100, 20000));
-      auto g = PerftestGbps(flags.perftest, "tcp", sizes[i], iters, &perftest_note);
-      perftest_tcp[i] = g.value_or(0);
-    }
-    if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
-
     struct PathSpec {
       std::string name;
       uint16_t port;
@@ -481,45 +482,96 @@ int RunTiers(const TiersFlags& flags) {
         {"nvme", nvme_node->port, "shm", true},
         // Hook: {"ram-grpc", ...} once a gRPC BenchPath exists (CacheClient, DataPath::kGrpc).
     };
-    for (const PathSpec& spec : specs) {
-      auto path = UcxBenchPath::Connect(spec.port, spec.transports, max_block);
+    std::vector<std::unique_ptr<UcxBenchPath>> paths(specs.size());
+    for (size_t pi = 0; pi < specs.size(); ++pi) {
+      auto path = UcxBenchPath::Connect(specs[pi].port, specs[pi].transports, max_block);
       if (!path.ok()) {
-        std::cerr << "tiers: " << spec.name << ": " << path.status().ToString() << "\n";
+        std::cerr << "tiers: " << specs[pi].name << ": " << path.status().ToString() << "\n";
         status = 1;
         continue;
       }
-      for (size_t si = 0; si < sizes.size(); ++si) {
-        const uint64_t block = sizes[si];
-        uint64_t ops, keys;
-        if (spec.nvme) {
-          // Four times the RAM tier, read cyclically: with LRU every get misses RAM and promotes.
-          keys = std::max<uint64_t>(4 * nvme_ram / block, 32);
-          ops = std::max<uint64_t>(nvme_bytes_per_row / block, 64);
-        } else {
-          keys = std::max<uint64_t>(std::min<uint64_t>(ram * 4 / 10 / block, 1 << 16), 16);
-          ops = std::max<uint64_t>(bytes_per_row / block, 64);
-        }
-        for (bool put : {true, false}) {
-          for (int inflight : inflights) {
-            const uint64_t n = put ? std::max<uint64_t>(ops, keys) : ops;
-            Row row = Measure(**path, spec.name, put, block, inflight, n, keys);
-            if (spec.name == "ram-shm") {
-              row.ceiling_gbps = memcpy_gbps[si];
-              row.ceiling = "memcpy";
-            } else if (spec.name == "ram-tcp") {
-              row.ceiling_gbps = perftest_tcp[si];
-              row.ceiling = "ucx_perftest ucp_am_bw tcp";
-            }
-            if (row.errors > 0) status = 1;
-            rows.push_back(row);
-            if (!flags.json) {
-              std::fprintf(stderr, "tiers: %s %s %s x%d: %.2f GB/s\n", row.path.c_str(), row.op.c_str(),
-                           FormatByteSize(block).c_str(), inflight, row.gbps);
+      paths[pi] = std::move(*path);
+    }
+    std::unique_ptr<uint8_t[]> arena(new uint8_t[ram]);  // for the memcpy ceiling
+    std::memset(arena.get(), 3, ram);
+    std::string perftest_note;
+    for (size_t si = 0; si < sizes.size(); ++si) {
+      const uint64_t block = sizes[si];
+      double memcpy_best = 0, perftest_best = 0, perftest_shm_best = 0, verify_best = 0;
+      std::vector<Row> best;  // per (path, op, inflight), in order
+      for (int trial = 0; trial < trials; ++trial) {
+        memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena.get(), ram, block, flags.quick ? 0.2 : 0.3));
+        const int iters = static_cast<int>(
+            std::clamp<uint64_t>((flags.quick ? 128ull << 20 : 256ull << 20) / block, 100, 20000));
+        perftest_best = std::max(perftest_best,
+                                 PerftestGbps(flags.perftest, "tcp", block, iters, &perftest_note).value_or(0));
+        perftest_shm_best = std::max(
+            perftest_shm_best,
+            PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, &perftest_note).value_or(0));
+        verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
+        size_t at = 0;
+        for (size_t pi = 0; pi < specs.size(); ++pi) {
+          if (paths[pi] == nullptr) continue;
+          const PathSpec& spec = specs[pi];
+          uint64_t ops, keys;
+          if (spec.nvme) {
+            // Four times the RAM tier, read cyclically: with LRU every get misses RAM and promotes.
+            keys = std::max<uint64_t>(4 * nvme_ram / block, 32);
+            ops = std::max<uint64_t>(nvme_bytes_per_row / block, 64);
+          } else {
+            keys = std::max<uint64_t>(std::min<uint64_t>(ram * 4 / 10 / block, 1 << 16), 16);
+            ops = std::max<uint64_t>(bytes_per_row / block, 64);
+          }
+          for (bool put : {true, false}) {
+            for (int inflight : inflights) {
+              // The first trial's puts write every key, so that every later get finds its block.
+              const uint64_t n = put && trial == 0 ? std::max<uint64_t>(ops, keys) : ops;
+              Row row = Measure(*paths[pi], spec.name, put, block, inflight, n, keys);
+              if (!flags.json) {
+                std::fprintf(stderr, "tiers: trial %d %s %s %s x%d: %.2f GB/s\n", trial + 1, row.path.c_str(),
+                             row.op.c_str(), FormatByteSize(block).c_str(), inflight, row.gbps);
+              }
+              if (row.errors > 0) status = 1;
+              if (at == best.size()) {
+                best.push_back(row);
+              } else {
+                const uint64_t errors = best[at].errors + row.errors;
+                if (row.gbps > best[at].gbps) best[at] = row;
+                best[at].errors = errors;
+              }
+              ++at;
             }
           }
         }
       }
+      for (Row& row : best) {
+        if (row.path == "ram-shm") {
+          row.ceiling_gbps = memcpy_best;
+          row.ceiling = "memcpy";
+        } else if (row.path == "ram-tcp") {
+          row.ceiling_gbps = perftest_best;
+          row.ceiling = "ucx_perftest ucp_am_bw tcp";
+        }
+        rows.push_back(row);
+      }
+      // The references themselves, as rows of path "ceiling".
+      auto reference = [&](const char* op, double gbps) {
+        Row r;
+        r.path = "ceiling";
+        r.op = op;
+        r.block_bytes = block;
+        r.inflight = 0;
+        r.gbps = gbps;
+        r.transport = "-";
+        rows.push_back(r);
+      };
+      reference("memcpy", memcpy_best);
+      reference("xxh3-verify", verify_best);
+      reference("memcpy+verify", 1.0 / (1.0 / memcpy_best + 1.0 / verify_best));
+      reference("perftest-am-tcp", perftest_best);
+      reference("perftest-am-shm", perftest_shm_best);
     }
+    if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
   }
   StopNode(*ram_node);
   StopNode(*nvme_node);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include <spdlog/spdlog.h>
 #include <ucp/api/ucp.h>
 
 #include <atomic>
@@ -258,7 +259,7 @@ class UcxServer::Impl {
   uint64_t next_session_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::unordered_map<ucp_ep_h, uint64_t> session_by_ep_;
-  std::vector<ucp_ep_h> failed_eps_;
+  std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
   std::vector<uint64_t> refused_sessions_;  // to close politely (after their last reply)
 
   std::atomic<uint64_t> connections_{0}, connections_total_{0}, requests_{0}, errors_sent_{0},
@@ -412,10 +413,10 @@ void UcxServer::Impl::ProgressLoop() {
     if (!failed_eps_.empty()) {
       auto failed = std::move(failed_eps_);
       failed_eps_.clear();
-      for (ucp_ep_h ep : failed) {
+      for (auto [ep, status] : failed) {
         auto it = session_by_ep_.find(ep);
         if (it != session_by_ep_.end()) {
-          if (Session* s = FindSession(it->second)) CloseSession(s, "the client went away");
+          if (Session* s = FindSession(it->second)) CloseSession(s, "the client went away: " + UcsText(status));
         }
       }
     }
@@ -510,6 +511,8 @@ void UcxServer::Impl::CloseSession(Session* s, const std::string& why, bool forc
   if (s->closing) return;
   s->closing = true;
   dropped_++;
+  spdlog::info("UCX data plane: closing the connection from {} ({}; {} transfers outstanding)", s->peer, why,
+               s->outstanding.size() + s->held_descs.size());
   connections_--;
   for (auto& [desc, t] : s->held_descs) ucp_am_data_release(worker_, desc);
   s->held_descs.clear();
@@ -558,11 +561,12 @@ void UcxServer::Impl::OnConnRequest(ucp_conn_request_h request, void* arg) {
   self->sessions_[s->id] = std::move(s);
   self->connections_++;
   self->connections_total_++;
+  spdlog::debug("UCX data plane: connection from {}", peer);
 }
 
 void UcxServer::Impl::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
   // Deferred: closing an endpoint from inside its own error callback is not allowed.
-  static_cast<Impl*>(arg)->failed_eps_.push_back(ep);
+  static_cast<Impl*>(arg)->failed_eps_.emplace_back(ep, status);
 }
 
 // ---------------------------------------------------------------------------------------------
