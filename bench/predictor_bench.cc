@@ -8,6 +8,8 @@
 // the values.
 #include <omp.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -64,17 +66,27 @@ std::vector<float> RandomRow(std::mt19937& rng, int64_t columns) {
   return row;
 }
 
-// Mean microseconds per call of `fn`, repeated until min_seconds have passed.
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Mean microseconds per call of `fn`, repeated until min_seconds have passed. When `cpu_us` is
+// given it receives the process CPU time per call (all threads): on a shared machine wall time
+// includes waiting for a core, CPU time does not.
 template <typename Fn>
-double TimeMicros(double min_seconds, Fn fn) {
+double TimeMicros(double min_seconds, Fn fn, double* cpu_us = nullptr) {
   int reps = 0;
   const auto t0 = Clock::now();
+  const double c0 = ProcessCpuSeconds();
   double elapsed = 0.0;
   do {
     fn();
     ++reps;
     elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   } while (elapsed < min_seconds);
+  if (cpu_us) *cpu_us = (ProcessCpuSeconds() - c0) * 1e6 / reps;
   return elapsed * 1e6 / reps;
 }
 
@@ -195,8 +207,8 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
   if (!a.json) {
     std::printf("predictor cost per decode step, %d heads, budget %lld tokens (sink 64, local 64)\n",
                 a.heads, static_cast<long long>(a.budget));
-    std::printf("%7s %7s %12s %15s %10s %9s\n", "blocks", "threads", "full_us", "incremental_us",
-                "select_us", "speedup");
+    std::printf("%7s %7s %12s %15s %10s %9s %12s %15s\n", "blocks", "threads", "full_us", "incremental_us",
+                "select_us", "speedup", "full_cpu_us", "incremental_cpu_us");
   }
   std::mt19937 rng(7);
   for (int64_t blocks : block_counts) {
@@ -222,7 +234,9 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
         images.push_back(histories[h].Image(0, blocks));
         outs.push_back(scores[h].data());
       }
-      const double full_us = TimeMicros(a.min_seconds, [&] { RunCnnBatch(*weights, images, outs, t); });
+      double full_cpu_us = 0.0, incremental_cpu_us = 0.0;
+      const double full_us =
+          TimeMicros(a.min_seconds, [&] { RunCnnBatch(*weights, images, outs, t); }, &full_cpu_us);
       // Incremental: push a row, update; one head per thread.
       std::vector<std::unique_ptr<IncrementalCnn>> cnns;
       for (int h = 0; h < a.heads; ++h) {
@@ -235,7 +249,7 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
           histories[h].Push(new_rows[h]);
           cnns[h]->Advance(histories[h].Image(0, blocks), scores[h].data());
         }
-      });
+      }, &incremental_cpu_us);
       // Selection: top-k of the candidates plus sink and local, per head.
       SelectionBudget budget;
       budget.budget_tokens = a.budget;
@@ -252,11 +266,12 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
       if (a.json) {
         std::printf("{\"bench\": \"predictor\", \"blocks\": %lld, \"heads\": %d, \"threads\": %d, "
                     "\"full_us\": %.1f, \"incremental_us\": %.1f, \"select_us\": %.1f, "
-                    "\"speedup\": %.2f}\n",
-                    static_cast<long long>(blocks), a.heads, t, full_us, incremental_us, select_us, speedup);
+                    "\"speedup\": %.2f, \"full_cpu_us\": %.1f, \"incremental_cpu_us\": %.1f}\n",
+                    static_cast<long long>(blocks), a.heads, t, full_us, incremental_us, select_us, speedup,
+                    full_cpu_us, incremental_cpu_us);
       } else {
-        std::printf("%7lld %7d %12.0f %15.0f %10.1f %8.1fx\n", static_cast<long long>(blocks), t,
-                    full_us, incremental_us, select_us, speedup);
+        std::printf("%7lld %7d %12.0f %15.0f %10.1f %8.1fx %12.0f %15.0f\n", static_cast<long long>(blocks), t,
+                    full_us, incremental_us, select_us, speedup, full_cpu_us, incremental_cpu_us);
       }
       std::fflush(stdout);
     }

@@ -15,12 +15,16 @@ using internal::TileScratch;
 // Output columns [tile.begin, tile.end) of one image: slides a 3-row window of conv1 rows down the
 // image, accumulating conv2 rows into the per-channel sum over time.
 void RunTile(const CnnWeights& w, const HistoryImage& image, const CnnTile& tile, float* out) {
-  TileScratch scratch(tile);
+  TileScratch& scratch = internal::ThreadScratch();
+  scratch.Prepare(tile);
   const int64_t A = tile.a1_stride(), P = tile.padded_width();
   const size_t block = static_cast<size_t>(kCnnChannels1) * A;
-  std::vector<float> a1(3 * block);
-  std::vector<float> row_out(static_cast<size_t>(kCnnChannels2) * P);
-  std::vector<float> sum(static_cast<size_t>(kCnnChannels2) * P, 0.0f);
+  std::vector<float>& a1 = scratch.a1;
+  std::vector<float>& row_out = scratch.rows;
+  std::vector<float>& sum = scratch.sum;
+  if (a1.size() < 3 * block) a1.resize(3 * block);
+  row_out.resize(static_cast<size_t>(kCnnChannels2) * P);
+  sum.assign(static_cast<size_t>(kCnnChannels2) * P, 0.0f);
   float* ring[3] = {a1.data(), a1.data() + block, a1.data() + 2 * block};
   // ring[0] = row h-1, ring[1] = row h, ring[2] = row h+1
   internal::Conv1Row(w, image, -1, tile, scratch, ring[0]);

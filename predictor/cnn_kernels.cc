@@ -12,8 +12,16 @@ CnnTile::CnnTile(int64_t begin, int64_t end, int64_t columns)
   padded_width_ = (end - begin + 15) / 16 * 16;
 }
 
-TileScratch::TileScratch(const CnnTile& tile)
-    : x(3 * tile.x_stride()), zero(kCnnChannels1 * tile.a1_stride(), 0.0f) {}
+void TileScratch::Prepare(const CnnTile& tile) {
+  const size_t x_size = 3 * tile.x_stride(), zero_size = kCnnChannels1 * tile.a1_stride();
+  if (x.size() < x_size) x.resize(x_size);
+  if (zero.size() < zero_size) zero.assign(zero_size, 0.0f);
+}
+
+TileScratch& ThreadScratch() {
+  thread_local TileScratch scratch;
+  return scratch;
+}
 
 void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const CnnTile& tile,
               TileScratch& scratch, float* a1) {

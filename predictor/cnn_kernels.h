@@ -34,12 +34,23 @@ struct CnnTile {
   int64_t padded_width_ = 0;
 };
 
-// Per-thread buffers sized for one tile.
+// Buffers for one tile, reused across calls: tiles are at most kTileColumns wide, so after the
+// first call nothing is allocated (large allocations would otherwise be fresh zeroed pages from
+// the kernel on every decode step).
 struct TileScratch {
-  explicit TileScratch(const CnnTile& tile);
   std::vector<float> x;      // 3 input rows, x_stride each
   std::vector<float> zero;   // a zero conv1 row block (16 x a1_stride): padding above/below
+  std::vector<float> a1;     // conv1 rows (the caller decides how many)
+  std::vector<float> rows;   // conv2 rows
+  std::vector<float> sum;    // per-channel float sums
+  std::vector<double> dsum;  // per-channel double sums
+
+  // Sizes x and zero for `tile`; the others are sized by their users.
+  void Prepare(const CnnTile& tile);
 };
+
+// This thread's scratch (one per OpenMP worker thread).
+TileScratch& ThreadScratch();
 
 // conv1 + ReLU of image row `row` (-1 and 64 give the zero padding row) over the tile:
 // a1[i * a1_stride + j], i < 16. Columns outside the image are 0 (conv2's zero padding).

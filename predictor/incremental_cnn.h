@@ -53,11 +53,16 @@ class IncrementalCnn {
   void IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void Run(const HistoryImage& image, int64_t incremental_end, float* out, int threads);
 
+  // Grows the state to `columns`, keeping values; capacity doubles so appends are amortised.
+  void Grow(int64_t columns);
+
   std::shared_ptr<const CnnWeights> weights_;
   bool initialized_ = false;
   int64_t columns_ = 0;
-  std::vector<double> interior_sum_;  // [columns][32]: sum of conv2 rows 2..61
-  std::vector<float> leaving_row_;    // [columns][32]: conv2 row 2, which leaves at the next shift
+  int64_t capacity_ = 0;
+  // Channel-major so the per-step update streams through contiguous memory.
+  std::vector<double> interior_sum_;  // [32][capacity_]: sum of conv2 rows 2..61
+  std::vector<float> leaving_row_;    // [32][capacity_]: conv2 row 2, which leaves at the next shift
 };
 
 }  // namespace foresight::predictor
