@@ -35,6 +35,7 @@ struct BlockStoreOptions {
   uint64_t max_block_bytes = 4u << 20;  // largest block accepted (and the arena's page size)
   double high_watermark = 0.95;        // background eviction starts above this share of the arena
   double low_watermark = 0.85;         // ... and stops below this one
+  bool background_eviction = true;     // false: evict only when a put finds no room (tests)
   std::string nvme_dir;                // empty: no NVMe tier (evicted blocks are dropped)
   uint64_t nvme_bytes = 0;             // capacity of the NVMe tier (0: unlimited)
 };

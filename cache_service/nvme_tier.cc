@@ -1,5 +1,6 @@
 #include "cache_service/nvme_tier.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <rocksdb/db.h>
@@ -13,23 +14,26 @@ namespace foresight {
 
 namespace {
 
-constexpr uint32_t kMetaMagic = 0x31425346;  // "FSB1"
+constexpr uint32_t kMetaMagic = 0x32425346;  // "FSB2": magic, size, checksum, generation
+constexpr size_t kMetaBytes = 28;
 
 std::string EncodeMeta(const NvmeTier::Meta& m) {
-  std::string out(20, '\0');
+  std::string out(kMetaBytes, '\0');
   std::memcpy(out.data(), &kMetaMagic, 4);
   std::memcpy(out.data() + 4, &m.size, 8);
   std::memcpy(out.data() + 12, &m.checksum, 8);
+  std::memcpy(out.data() + 20, &m.generation, 8);
   return out;
 }
 
 bool DecodeMeta(const rocksdb::Slice& s, NvmeTier::Meta* m) {
   uint32_t magic = 0;
-  if (s.size() != 20) return false;
+  if (s.size() != kMetaBytes) return false;
   std::memcpy(&magic, s.data(), 4);
   if (magic != kMetaMagic) return false;
   std::memcpy(&m->size, s.data() + 4, 8);
   std::memcpy(&m->checksum, s.data() + 12, 8);
+  std::memcpy(&m->generation, s.data() + 20, 8);
   return true;
 }
 
@@ -78,6 +82,7 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
     tier->index_[key] = Entry{meta, std::prev(tier->lru_.end())};
     tier->counters_.items++;
     tier->counters_.used_bytes += meta.size;
+    tier->max_generation_ = std::max(tier->max_generation_, meta.generation);
   }
   if (!it->status().ok())
     return DataLoss("scanning the NVMe tier in " + dir + " failed: " + it->status().ToString());
@@ -106,18 +111,22 @@ NvmeTier::~NvmeTier() {
   }
 }
 
-Status NvmeTier::Put(const BlockKey& key, const uint8_t* data, uint64_t size, uint64_t checksum,
-                     const std::function<void(const BlockKey&)>& on_drop) {
-  const Meta meta{size, checksum};
+Status NvmeTier::Put(const BlockKey& key, const uint8_t* data, const Meta& meta,
+                     const std::function<void(const BlockKey&)>& on_drop, bool* superseded) {
+  const uint64_t size = meta.size;
   rocksdb::WriteBatch batch;
   batch.Put(meta_cf_, KeySlice(key), EncodeMeta(meta));
   batch.Put(blocks_cf_, KeySlice(key), rocksdb::Slice(reinterpret_cast<const char*>(data), size));
-  rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
-  if (!s.ok()) return Unavailable("writing block " + key.ToHex() + " to " + dir_ + ": " + s.ToString());
-
   std::vector<BlockKey> dropped;
+  if (superseded != nullptr) *superseded = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (auto current = index_.find(key); current != index_.end() && current->second.meta.generation > meta.generation) {
+      if (superseded != nullptr) *superseded = true;
+      return Status::OK();
+    }
+    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+    if (!s.ok()) return Unavailable("writing block " + key.ToHex() + " to " + dir_ + ": " + s.ToString());
     auto found = index_.find(key);
     if (found != index_.end()) {
       counters_.used_bytes -= found->second.meta.size;
@@ -146,20 +155,28 @@ Status NvmeTier::Put(const BlockKey& key, const uint8_t* data, uint64_t size, ui
 }
 
 StatusOr<NvmeTier::Meta> NvmeTier::Get(const BlockKey& key, std::vector<uint8_t>* out) {
-  Meta meta;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = index_.find(key);
     if (found == index_.end()) return NotFound("block " + key.ToHex() + " is not on NVMe");
-    meta = found->second.meta;
     lru_.splice(lru_.begin(), lru_, found->second.lru);
   }
-  rocksdb::PinnableSlice value;
+  // Meta and bytes from one snapshot: a concurrent Put or Delete is seen whole or not at all.
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
   rocksdb::ReadOptions read_options;
   read_options.verify_checksums = true;
-  rocksdb::Status s = db_->Get(read_options, blocks_cf_, KeySlice(key), &value);
+  read_options.snapshot = snapshot;
+  std::string meta_value;
+  rocksdb::PinnableSlice value;
+  rocksdb::Status ms = db_->Get(read_options, meta_cf_, KeySlice(key), &meta_value);
+  rocksdb::Status s = ms.ok() ? db_->Get(read_options, blocks_cf_, KeySlice(key), &value) : ms;
+  db_->ReleaseSnapshot(snapshot);
+  if (ms.IsNotFound()) return NotFound("block " + key.ToHex() + " is not on NVMe");
+  Meta meta;
   Status failure;
-  if (s.IsNotFound()) {
+  if (!ms.ok() || !DecodeMeta(meta_value, &meta)) {
+    failure = DataLoss("the index entry of block " + key.ToHex() + " in " + dir_ + " is unreadable: " + ms.ToString());
+  } else if (s.IsNotFound()) {
     failure = DataLoss("block " + key.ToHex() + " is indexed but its bytes are missing from " + dir_);
   } else if (!s.ok()) {
     failure = DataLoss("block " + key.ToHex() + " in " + dir_ + " is unreadable: " + s.ToString());
@@ -173,7 +190,9 @@ StatusOr<NvmeTier::Meta> NvmeTier::Get(const BlockKey& key, std::vector<uint8_t>
     spdlog::error("NVMe tier: {}; dropping the block", failure.message());
     std::lock_guard<std::mutex> lock(mu_);
     counters_.corrupt++;
-    (void)DeleteLocked(key);
+    auto found = index_.find(key);
+    // Drop only the version found corrupt, not one written since.
+    if (found != index_.end() && (!ms.ok() || found->second.meta.checksum == meta.checksum)) (void)DeleteLocked(key);
     return failure;
   }
   out->assign(value.data(), value.data() + value.size());
@@ -192,9 +211,11 @@ std::optional<NvmeTier::Meta> NvmeTier::Lookup(const BlockKey& key) {
   return found->second.meta;
 }
 
-Status NvmeTier::Delete(const BlockKey& key) {
+Status NvmeTier::Delete(const BlockKey& key, std::optional<uint64_t> only_if_checksum) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (index_.count(key) == 0) return NotFound("block " + key.ToHex() + " is not on NVMe");
+  auto found = index_.find(key);
+  if (found == index_.end()) return NotFound("block " + key.ToHex() + " is not on NVMe");
+  if (only_if_checksum && found->second.meta.checksum != *only_if_checksum) return Status::OK();
   return DeleteLocked(key);
 }
 

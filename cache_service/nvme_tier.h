@@ -18,6 +18,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -34,9 +35,12 @@ namespace foresight {
 
 class NvmeTier {
  public:
+  // `generation` orders versions of one key: the block store numbers every committed version
+  // from one increasing counter, and the tier never lets an older version overwrite a newer one.
   struct Meta {
     uint64_t size = 0;
     uint64_t checksum = 0;
+    uint64_t generation = 0;
   };
   struct Counters {
     uint64_t items = 0;
@@ -51,15 +55,18 @@ class NvmeTier {
   NvmeTier(const NvmeTier&) = delete;
   NvmeTier& operator=(const NvmeTier&) = delete;
 
-  // Stores a block whose checksum the caller has verified. Drops LRU blocks to stay in capacity;
-  // `on_drop` is told which keys left the tier that way.
-  Status Put(const BlockKey& key, const uint8_t* data, uint64_t size, uint64_t checksum,
-             const std::function<void(const BlockKey&)>& on_drop = {});
+  // Stores a block whose checksum the caller has verified, unless a newer generation of the key is
+  // already here (then nothing is written and *superseded, when given, is set). Drops LRU blocks to
+  // stay in capacity; `on_drop` is told which keys left the tier that way.
+  Status Put(const BlockKey& key, const uint8_t* data, const Meta& meta,
+             const std::function<void(const BlockKey&)>& on_drop = {}, bool* superseded = nullptr);
   // Reads the block into `out` (resized), verifying its checksum against the stored one.
   StatusOr<Meta> Get(const BlockKey& key, std::vector<uint8_t>* out);
   bool Contains(const BlockKey& key);
   std::optional<Meta> Lookup(const BlockKey& key);
-  Status Delete(const BlockKey& key);
+  // Deletes the block; with `only_if_checksum`, only when the stored version has that checksum
+  // (so that removing a stale version never removes a newer one written meanwhile).
+  Status Delete(const BlockKey& key, std::optional<uint64_t> only_if_checksum = std::nullopt);
   // Moves everything written so far from RocksDB's memtables into its SST and blob files, so a
   // restart need not replay the log (also done on destruction).
   Status Sync();
@@ -67,6 +74,8 @@ class NvmeTier {
   void ForEach(const std::function<void(const BlockKey&, const Meta&)>& fn);
   Counters counters();
   uint64_t capacity_bytes() const { return capacity_bytes_; }
+  // The highest generation recovered at open (the store's counter continues above it).
+  uint64_t max_generation() const { return max_generation_; }
   const std::string& dir() const { return dir_; }
 
  private:
@@ -79,12 +88,15 @@ class NvmeTier {
 
   const std::string dir_;
   const uint64_t capacity_bytes_;
+  uint64_t max_generation_ = 0;
   rocksdb::DB* db_ = nullptr;  // owned; closed and deleted in the destructor
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* blocks_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
 
-  std::mutex mu_;  // guards the index, the LRU and the counters (not RocksDB's I/O on reads)
+  // Guards the index, the LRU and the counters, and serialises writes and deletes with their index
+  // updates. Reads take a RocksDB snapshot instead, so they never hold it across I/O.
+  std::mutex mu_;
   std::unordered_map<BlockKey, Entry, BlockKeyHash> index_;
   std::list<BlockKey> lru_;  // front = most recent
   Counters counters_;

@@ -14,6 +14,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -92,7 +93,8 @@ class TieredBlockStore final : public BlockStore {
         arena_bytes_(arena_bytes),
         alloc_(arena_bytes, options.max_block_bytes),
         nvme_(std::move(nvme)) {
-    evictor_ = std::thread([this] { EvictorLoop(); });
+    if (nvme_) next_id_ = nvme_->max_generation() + 1;
+    if (options_.background_eviction) evictor_ = std::thread([this] { EvictorLoop(); });
   }
 
   ~TieredBlockStore() override {
@@ -101,7 +103,7 @@ class TieredBlockStore final : public BlockStore {
       stopping_ = true;
     }
     evictor_cv_.notify_all();
-    evictor_.join();
+    if (evictor_.joinable()) evictor_.join();
     nvme_.reset();
     ::munmap(arena_, arena_bytes_);
   }
@@ -129,60 +131,71 @@ class TieredBlockStore final : public BlockStore {
                       ": checksum mismatch on put (the bytes were damaged in transit, or the writer's "
                       "checksum is wrong); nothing was stored");
     }
-    uint64_t stale_nvme = 0;
+    std::optional<uint64_t> stale_nvme;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      PublishLocked(handle, checksum, /*on_nvme=*/false, /*pin=*/false, &stale_nvme);
+      stale_nvme = PublishLocked(handle, checksum, /*generation=*/handle, /*pin=*/false);
     }
-    if (stale_nvme != 0 && nvme_) (void)nvme_->Delete(slot.key());
+    // Conditional: if this block has been written down meanwhile, its copy stays.
+    if (stale_nvme) (void)nvme_->Delete(slot.key(), *stale_nvme);
     MaybeWakeEvictor();
     return Status::OK();
   }
 
   StatusOr<ReadLease> Lease(const BlockKey& key) override {
-    {
+    for (int attempt = 0;; ++attempt) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto found = index_.find(key);
+        if (found != index_.end()) {
+          ram_hits_++;
+          return PinLocked(found->second, /*was_in_ram=*/true);
+        }
+        ram_misses_++;
+      }
+      if (!nvme_) return NotFound("block " + key.ToHex() + " is not in this node (RAM tier; no NVMe tier)");
+      std::vector<uint8_t> bytes;
+      auto meta = nvme_->Get(key, &bytes);
+      if (!meta.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (meta.status().code() == StatusCode::kNotFound) {
+          nvme_misses_++;
+          return NotFound("block " + key.ToHex() + " is not in this node (neither RAM nor NVMe)");
+        }
+        checksum_failures_++;
+        return meta.status();
+      }
+      // Promote: the bytes were verified by NvmeTier::Get.
+      auto handle = AllocatePending(key, bytes.size());
+      if (!handle.ok()) return handle.status().WithContext("promoting block " + key.ToHex() + " from NVMe");
+      uint8_t* dest;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        dest = arena_ + pending_[*handle].offset;
+      }
+      std::memcpy(dest, bytes.data(), bytes.size());
       std::lock_guard<std::mutex> lock(mu_);
       auto found = index_.find(key);
       if (found != index_.end()) {
-        ram_hits_++;
-        return PinLocked(found->second, /*was_in_ram=*/true);
+        // Promoted by another reader, or a put committed meanwhile: the RAM block is as new or
+        // newer than the NVMe copy read here, so it wins.
+        FreePendingLocked(*handle);
+        nvme_hits_++;
+        return PinLocked(found->second, /*was_in_ram=*/false);
       }
-      ram_misses_++;
-    }
-    if (!nvme_) return NotFound("block " + key.ToHex() + " is not in this node (RAM tier; no NVMe tier)");
-    std::vector<uint8_t> bytes;
-    auto meta = nvme_->Get(key, &bytes);
-    if (!meta.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (meta.status().code() == StatusCode::kNotFound) {
-        nvme_misses_++;
-        return NotFound("block " + key.ToHex() + " is not in this node (neither RAM nor NVMe)");
+      auto current = nvme_->Lookup(key);
+      if (!current || current->generation != meta->generation) {
+        // A newer version reached NVMe (or the block was removed) while this one was read.
+        FreePendingLocked(*handle);
+        if (attempt < 8) continue;
+        return Aborted("block " + key.ToHex() + " kept changing while being read; retry");
       }
-      checksum_failures_++;
-      return meta.status();
+      nvme_hits_++;
+      promotions_++;
+      (void)PublishLocked(*handle, meta->checksum, meta->generation, /*pin=*/true);
+      const Entry& e = entries_[*handle];
+      return MakeLease(this, *handle, arena_ + e.offset, e.size, e.checksum, /*ram=*/false);
     }
-    // Promote: the bytes were verified by NvmeTier::Get.
-    auto handle = AllocatePending(key, bytes.size());
-    if (!handle.ok()) return handle.status().WithContext("promoting block " + key.ToHex() + " from NVMe");
-    uint8_t* dest;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      dest = arena_ + pending_[*handle].offset;
-    }
-    std::memcpy(dest, bytes.data(), bytes.size());
-    std::lock_guard<std::mutex> lock(mu_);
-    nvme_hits_++;
-    promotions_++;
-    auto found = index_.find(key);
-    if (found != index_.end() && entries_[found->second].checksum == meta->checksum) {
-      // Promoted concurrently by another reader: use theirs.
-      FreePendingLocked(*handle);
-      return PinLocked(found->second, /*was_in_ram=*/false);
-    }
-    uint64_t stale = 0;
-    const uint64_t id = PublishLocked(*handle, meta->checksum, /*on_nvme=*/true, /*pin=*/true, &stale);
-    const Entry& e = entries_[id];
-    return MakeLease(this, id, arena_ + e.offset, e.size, e.checksum, /*ram=*/false);
   }
 
   StatusOr<BlockInfo> Stat(const BlockKey& key) override {
@@ -316,6 +329,7 @@ class TieredBlockStore final : public BlockStore {
     uint64_t offset = 0;
     uint64_t size = 0;
     uint64_t checksum = 0;
+    uint64_t generation = 0;  // orders versions of a key (see NvmeTier::Meta)
     uint32_t refs = 0;        // leases and write-downs in progress
     bool linked = true;       // in index_ and lru_; false: replaced or removed, freed at refs == 0
     bool on_nvme = false;     // an identical copy is on NVMe
@@ -384,7 +398,7 @@ class TieredBlockStore final : public BlockStore {
   Status WriteDown(uint64_t id, bool then_evict) {
     BlockKey key;
     const uint8_t* data;
-    uint64_t size, checksum;
+    uint64_t size, checksum, generation;
     bool need_write;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -397,6 +411,7 @@ class TieredBlockStore final : public BlockStore {
       data = arena_ + e.offset;
       size = e.size;
       checksum = e.checksum;
+      generation = e.generation;
       need_write = nvme_ && !e.on_nvme;
     }
     Status result;
@@ -406,22 +421,36 @@ class TieredBlockStore final : public BlockStore {
         corrupt = true;
         result = DataLoss("block " + key.ToHex() + " failed its checksum in RAM; dropped");
       } else {
-        result = nvme_->Put(key, data, size, checksum, [this](const BlockKey& dropped) { OnNvmeDrop(dropped); });
+        bool superseded = false;
+        result = nvme_->Put(key, data, NvmeTier::Meta{size, checksum, generation},
+                            [this](const BlockKey& dropped) { OnNvmeDrop(dropped); }, &superseded);
+        // A newer version is on NVMe already: this one was replaced meanwhile and needs no copy.
+        if (superseded) need_write = false;
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    Entry& e = entries_[id];
-    e.writing_down = false;
-    if (need_write && result.ok()) {
-      e.on_nvme = true;
-      demotions_++;
+    bool wrote_superseded = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Entry& e = entries_[id];
+      e.writing_down = false;
+      if (need_write && result.ok()) {
+        e.on_nvme = true;
+        demotions_++;
+        if (!e.linked) {
+          // Replaced or removed while it was being written: the copy just written must not
+          // resurface, unless the current block is the same bytes.
+          auto current = index_.find(key);
+          wrote_superseded = current == index_.end() || entries_[current->second].checksum != checksum;
+        }
+      }
+      if (corrupt) checksum_failures_++;
+      if ((then_evict || corrupt) && e.linked && e.refs == 1) {
+        ram_evictions_++;
+        UnlinkLocked(id);  // frees once unpinned below
+      }
+      UnpinLocked(id);
     }
-    if (corrupt) checksum_failures_++;
-    if ((then_evict || corrupt) && e.linked && e.refs == 1) {
-      ram_evictions_++;
-      UnlinkLocked(id);  // frees once unpinned below
-    }
-    UnpinLocked(id);
+    if (wrote_superseded) (void)nvme_->Delete(key, checksum);
     return result;
   }
 
@@ -431,22 +460,20 @@ class TieredBlockStore final : public BlockStore {
     if (found != index_.end()) entries_[found->second].on_nvme = false;
   }
 
-  // Turns pending write `handle` into a visible entry; returns its id. Replaces an older entry
-  // under the same key; sets *stale_nvme when that older block's NVMe copy no longer matches.
-  uint64_t PublishLocked(uint64_t handle, uint64_t checksum, bool on_nvme, bool pin, uint64_t* stale_nvme) {
+  // Turns pending write `handle` into a visible entry (its id is the handle), replacing an older
+  // entry under the same key. Returns the checksum of an NVMe copy that this block supersedes, for
+  // the caller to delete (conditionally, outside the lock).
+  std::optional<uint64_t> PublishLocked(uint64_t handle, uint64_t checksum, uint64_t generation, bool pin) {
     Pending p = pending_[handle];
     pending_.erase(handle);
     auto found = index_.find(p.key);
-    if (found != index_.end()) {
-      const Entry& old = entries_[found->second];
-      if (old.on_nvme && old.checksum == checksum) on_nvme = true;
-      else if (old.on_nvme) *stale_nvme = 1;
-      UnlinkLocked(found->second);
-    } else if (!on_nvme && nvme_) {
-      // An older version may sit on NVMe only; it must not resurface after this one is evicted.
+    if (found != index_.end()) UnlinkLocked(found->second);
+    bool on_nvme = false;
+    std::optional<uint64_t> stale;
+    if (nvme_) {
       if (auto meta = nvme_->Lookup(p.key)) {
         if (meta->checksum == checksum) on_nvme = true;
-        else *stale_nvme = 1;
+        else stale = meta->checksum;
       }
     }
     const uint64_t id = handle;  // handles and entry ids share one counter
@@ -455,6 +482,7 @@ class TieredBlockStore final : public BlockStore {
     e.offset = p.offset;
     e.size = p.size;
     e.checksum = checksum;
+    e.generation = generation;
     e.on_nvme = on_nvme;
     e.refs = pin ? 1 : 0;
     if (pin) active_leases_++;
@@ -462,7 +490,7 @@ class TieredBlockStore final : public BlockStore {
     e.lru = lru_.begin();
     index_[p.key] = id;
     ram_used_bytes_ += p.size;
-    return id;
+    return stale;
   }
 
   ReadLease PinLocked(uint64_t id, bool was_in_ram) {
