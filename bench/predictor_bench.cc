@@ -72,22 +72,23 @@ double ProcessCpuSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Mean microseconds per call of `fn`, repeated until min_seconds have passed. When `cpu_us` is
-// given it receives the process CPU time per call (all threads): on a shared machine wall time
-// includes waiting for a core, CPU time does not.
+// Fastest wall-clock microseconds of one call of `fn`, over at least 3 calls and min_seconds
+// (the minimum, because on a shared machine the slow calls are the ones that waited for a core).
+// When `cpu_us` is given it receives the mean process CPU time per call (all threads).
 template <typename Fn>
 double TimeMicros(double min_seconds, Fn fn, double* cpu_us = nullptr) {
   int reps = 0;
   const auto t0 = Clock::now();
   const double c0 = ProcessCpuSeconds();
-  double elapsed = 0.0;
+  double best = 1e300;
   do {
+    const auto t = Clock::now();
     fn();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t).count());
     ++reps;
-    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  } while (elapsed < min_seconds);
+  } while (reps < 3 || std::chrono::duration<double>(Clock::now() - t0).count() < min_seconds);
   if (cpu_us) *cpu_us = (ProcessCpuSeconds() - c0) * 1e6 / reps;
-  return elapsed * 1e6 / reps;
+  return best * 1e6;
 }
 
 // AttentionPredictor policy per decode step (Observe the step's row, Select the next step's blocks)
