@@ -678,7 +678,11 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
   Region r;
   r.base = body->base;
   r.length = body->length;
-  ucs_status_t st = ucp_ep_rkey_unpack(s->ep, data, &r.rkey);
+  // ucp_ep_rkey_unpack takes no length: unpack from a zero-padded copy so that a malformed key
+  // reads our zeros, never past the message.
+  std::vector<uint8_t> packed(length + 4096, 0);
+  std::memcpy(packed.data(), data, length);
+  ucs_status_t st = ucp_ep_rkey_unpack(s->ep, packed.data(), &r.rkey);
   if (st != UCS_OK) {
     SendError(s, MsgType::kRegisterReply, msg.header.req_id,
               InvalidArgument(Node() + ": cannot unpack the remote key of region " +

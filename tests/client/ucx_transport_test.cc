@@ -362,6 +362,23 @@ TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
   get.region_id = 42;
   expect_invalid(ucxwire::EncodeGet(6, get), {}, "unregistered region");
 
+  ucxwire::RegisterBody reg;
+  reg.region_id = 1;
+  reg.base = 0x10000;
+  reg.length = 1 << 20;
+  expect_invalid(ucxwire::EncodeRegister(7, reg), {}, "register without a key");
+  {
+    // Garbage where a packed remote key belongs: the node must answer, not crash.
+    std::mt19937 rng(5);
+    for (int i = 0; i < 40; ++i) {
+      std::vector<uint8_t> junk(1 + rng() % 400);
+      for (auto& b : junk) b = static_cast<uint8_t>(rng());
+      auto reply = raw.Call(ucxwire::EncodeRegister(8, reg), junk);
+      ASSERT_TRUE(reply.has_value()) << "junk rkey of " << junk.size() << " bytes: no reply";
+      EXPECT_FALSE(reply->flags & ucxwire::kReplyMapped);
+    }
+  }
+
   auto t = ConnectOrDie(node, "shm");
   ASSERT_NE(t, nullptr);
   auto bytes = Bytes(70000, 9);
