@@ -106,9 +106,11 @@ int Run(const Flags& f) {
   if (!store.ok()) return fail(store.status());
 
   NodeMetrics metrics;
+  int metrics_port = 0;
   if (!f.metrics.empty()) {
-    Status s = metrics.Serve(f.metrics);
-    if (!s.ok()) return fail(s);
+    auto port = metrics.Serve(f.metrics);
+    if (!port.ok()) return fail(port.status());
+    metrics_port = *port;
   }
 
   std::unique_ptr<UcxServer> ucx;
@@ -172,7 +174,8 @@ int Run(const Flags& f) {
                listen->first, bound_port, co.ucx_port, FormatByteSize(store->get()->arena_bytes()),
                f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);
   // One parseable line for launchers and tests.
-  std::cout << "READY grpc=" << listen->first << ":" << bound_port << " ucx=" << co.ucx_port << std::endl;
+  std::cout << "READY grpc=" << listen->first << ":" << bound_port << " ucx=" << co.ucx_port
+            << " metrics=" << metrics_port << std::endl;
 
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {

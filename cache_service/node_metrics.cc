@@ -57,14 +57,15 @@ struct NodeMetrics::Impl {
 NodeMetrics::NodeMetrics() : impl_(std::make_unique<Impl>()) {}
 NodeMetrics::~NodeMetrics() = default;
 
-Status NodeMetrics::Serve(const std::string& host_port) {
+StatusOr<int> NodeMetrics::Serve(const std::string& host_port) {
   try {
     impl_->exposer = std::make_unique<prometheus::Exposer>(host_port);
   } catch (const std::exception& e) {
     return Unavailable("cannot serve metrics on " + host_port + ": " + e.what());
   }
   impl_->exposer->RegisterCollectable(impl_->registry);
-  return Status::OK();
+  const std::vector<int> ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
 }
 
 void NodeMetrics::RecordRequest(Op op, Path path, double seconds, bool ok, uint64_t bytes_in, uint64_t bytes_out) {

@@ -29,8 +29,9 @@ class NodeMetrics {
 
   NodeMetrics();
   ~NodeMetrics();
-  // Starts the HTTP endpoint; errors name the address.
-  Status Serve(const std::string& host_port);
+  // Starts the HTTP endpoint (GET /metrics); returns the bound port (HOST:0 picks a free one).
+  // Errors name the address.
+  StatusOr<int> Serve(const std::string& host_port);
 
   void RecordRequest(Op op, Path path, double seconds, bool ok, uint64_t bytes_in, uint64_t bytes_out);
   // Copies the store's tier gauges and counters.

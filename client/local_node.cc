@@ -60,10 +60,11 @@ StatusOr<std::unique_ptr<LocalNode>> LocalNode::Start(std::vector<std::string> a
       auto pos = buffer.find("READY grpc=");
       if (pos != std::string::npos && buffer.find('\n', pos) != std::string::npos) {
         std::istringstream line(buffer.substr(pos));
-        std::string ready, grpc, ucx;
-        line >> ready >> grpc >> ucx;
+        std::string ready, grpc, ucx, metrics;
+        line >> ready >> grpc >> ucx >> metrics;
         node->address_ = grpc.substr(5);
         node->ucx_port_ = std::stoi(ucx.substr(4));
+        if (metrics.rfind("metrics=", 0) == 0) node->metrics_port_ = std::stoi(metrics.substr(8));
         close(out[0]);
         return node;
       }

@@ -24,6 +24,7 @@ class LocalNode {
 
   const std::string& address() const { return address_; }  // gRPC HOST:PORT
   int ucx_port() const { return ucx_port_; }
+  int metrics_port() const { return metrics_port_; }  // 0 unless started with --metrics
   pid_t pid() const { return pid_; }
   bool running();
 
@@ -39,6 +40,7 @@ class LocalNode {
   pid_t pid_ = -1;
   std::string address_;
   int ucx_port_ = 0;
+  int metrics_port_ = 0;
   std::string log_path_;
 };
 

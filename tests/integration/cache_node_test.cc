@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -415,6 +416,49 @@ TEST(CacheNodeTest, UcxRefusesAWrongTokenAndAutoDoesNotFallBackSilently) {
   auto bad = CacheClient::Connect(o);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kUnauthenticated);
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
+  TempDir dir("metrics");
+  auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path(),
+                         "--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(node);
+  ASSERT_GT(node->metrics_port(), 0);
+  auto client = Connect(*node, DataPath::kAuto);
+  ASSERT_TRUE(client);
+  auto data = PutBlocks(*client, 16, 1 << 20);
+  ExpectBlocksIntact(*client, data);
+  std::vector<uint8_t> buf(10);
+  (void)client->Get(PlainKey("t", "absent"), buf.data(), buf.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // gauges refresh every second
+  const std::string text = HttpGet(node->metrics_port(), "/metrics");
+  for (const char* needle :
+       {"foresight_tier_bytes{tier=\"ram\"}", "foresight_tier_items{tier=\"nvme\"}", "foresight_tier_hits_total",
+        "foresight_tier_misses_total{tier=\"nvme\"} 1", "foresight_evictions_total{tier=\"ram\"}",
+        "foresight_bytes_in_total", "foresight_bytes_out_total", "foresight_request_seconds_bucket",
+        "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}"}) {
+    EXPECT_NE(text.find(needle), std::string::npos) << "missing " << needle << " in:\n" << text.substr(0, 3000);
+  }
 }
 
 TEST(CacheNodeTest, AutoFallsBackToGrpcAndSaysWhy) {
