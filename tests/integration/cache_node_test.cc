@@ -461,6 +461,42 @@ TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
   }
 }
 
+TEST(CacheNodeTest, TlsOnTheControlPlane) {
+  TempDir dir("tls");
+  const std::string cert = dir.path() + "/cert.pem", key = dir.path() + "/key.pem";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " + cert +
+                          " -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost "
+                          ">/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a test certificate";
+  auto node = StartNode({"--ram-bytes", "16MiB", "--tls-cert", cert, "--tls-key", key});
+  ASSERT_TRUE(node);
+  CacheClientOptions o;
+  o.address = node->address();
+  o.tls_ca = cert;
+  auto client = CacheClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto data = PutBlocks(**client, 3, 70000);
+  ExpectBlocksIntact(**client, data);
+  o.tls_ca.clear();
+  o.timeout = std::chrono::milliseconds(2000);
+  EXPECT_FALSE(CacheClient::Connect(o).ok());  // plaintext against a TLS port
+}
+
+TEST(CacheNodeTest, FlagsFromAConfigFile) {
+  TempDir dir("config");
+  const std::string config = dir.path() + "/node.toml";
+  std::ofstream(config) << "ram-bytes = \"24MiB\"\nmax-block-bytes = \"2MiB\"\nno-ucx = true\n";
+  auto node = StartNode({"--config", config});
+  ASSERT_TRUE(node);
+  EXPECT_EQ(node->ucx_port(), 0);
+  auto client = Connect(*node, DataPath::kAuto);
+  ASSERT_TRUE(client);
+  auto info = client->Info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->ram_bytes, 24u << 20);
+  EXPECT_EQ(info->max_block_bytes, 2u << 20);
+}
+
 TEST(CacheNodeTest, AutoFallsBackToGrpcAndSaysWhy) {
   auto node = StartNode({"--ram-bytes", "16MiB", "--no-ucx"});
   ASSERT_TRUE(node);
