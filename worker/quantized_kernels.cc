@@ -164,7 +164,88 @@ float DotByDequant(TensorType type, const uint8_t* w, const float* x, int64_t n)
   return s;
 }
 
+inline float HalfRound(float f) { return _cvtsh_ss(FloatToHalf(f)); }
+
+inline int32_t HorizontalSumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// 32 unsigned (<128) x 32 signed bytes -> 8 int32 partial sums.
+inline __m256i DotU8S8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+inline __m256i UnpackNibbles(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(packed, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+  return _mm256_set_m128i(hi, lo);
+}
+
 }  // namespace
+
+bool UsesQ8Activations(TensorType type) {
+  return type == TensorType::kQ4_0 || type == TensorType::kQ4_1 || type == TensorType::kQ8_0;
+}
+
+void QuantizeActivations(const float* x, int64_t n, Q8Activations* out) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      const int q = static_cast<int>(std::nearbyint(x[j] * id));  // round half to even
+      out[b].q[j] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    out[b].d = HalfRound(d);
+    out[b].s = HalfRound(d * static_cast<float>(sum));
+    out[b].sum = sum;
+  }
+}
+
+void RoundActivationsToQ8(float* x, int64_t n) {
+  Q8Activations blocks[8];
+  for (int64_t at = 0; at < n; at += 8 * kQK) {
+    const int64_t len = std::min<int64_t>(8 * kQK, n - at);
+    QuantizeActivations(x + at, len, blocks);
+    for (int64_t i = 0; i < len; ++i) x[at + i] = blocks[i / kQK].d * blocks[i / kQK].q[i % kQK];
+  }
+}
+
+float DotRowQ8(TensorType type, const uint8_t* w, const Q8Activations* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  float extra = 0;
+  const int64_t nb = n / kQK;
+  if (type == TensorType::kQ8_0) {
+    for (int64_t b = 0; b < nb; ++b, w += 34) {
+      const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      const __m256i dot = DotU8S8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w) * x[b].d), _mm256_cvtepi32_ps(dot), acc);
+    }
+  } else if (type == TensorType::kQ4_1) {
+    for (int64_t b = 0; b < nb; ++b, w += 20) {
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      const __m256i dot = DotU8S8(UnpackNibbles(w + 4), qx);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w) * x[b].d), _mm256_cvtepi32_ps(dot), acc);
+      extra += LoadHalf(w + 2) * x[b].s;
+    }
+  } else {  // Q4_0: sum (q - 8) * qx = sum q * qx - 8 * sum qx
+    for (int64_t b = 0; b < nb; ++b, w += 18) {
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      const int32_t dot = HorizontalSumI32(DotU8S8(UnpackNibbles(w + 2), qx)) - 8 * x[b].sum;
+      extra += LoadHalf(w) * x[b].d * static_cast<float>(dot);
+    }
+  }
+  return HorizontalSum(acc) + extra;
+}
 
 bool KernelSupports(TensorType type) {
   switch (type) {

@@ -25,6 +25,24 @@ void DequantizeRow(TensorType type, const uint8_t* src, int64_t n, float* dst);
 // sum_i row[i] * x[i] over n values.
 float DotRow(TensorType type, const uint8_t* row, const float* x, int64_t n);
 
+// Activations quantised to 8 bits in blocks of 32, for integer dot products with Q4_0, Q4_1 and
+// Q8_0 rows (llama.cpp computes these types the same way: d = max|x|/127 and q = round(x/d), with
+// d and d*sum(q) rounded to half precision).
+struct Q8Activations {
+  float d;     // scale (half-rounded)
+  float s;     // d * sum(q) (half-rounded)
+  int32_t sum; // sum(q)
+  int8_t q[32];
+};
+
+// True for weight types with an integer kernel against Q8Activations.
+bool UsesQ8Activations(TensorType type);
+void QuantizeActivations(const float* x, int64_t n, Q8Activations* out);
+// x[i] replaced by its 8-bit quantised value d*q (the float path's view of the same numbers).
+void RoundActivationsToQ8(float* x, int64_t n);
+// sum_i row[i] * x[i] for a Q4_0, Q4_1 or Q8_0 row.
+float DotRowQ8(TensorType type, const uint8_t* row, const Q8Activations* x, int64_t n);
+
 // Encodes n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1), round-to-nearest; returns the bytes.
 StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, int64_t n);
 

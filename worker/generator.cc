@@ -1,0 +1,32 @@
+#include "worker/generator.h"
+
+#include <algorithm>
+
+namespace foresight::worker {
+
+StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options) {
+  if (prompt.empty()) return InvalidArgument("the prompt is empty (no tokens)");
+  const int64_t limit = model.config().max_context;
+  if (limit > 0 && static_cast<int64_t>(prompt.size()) >= limit) {
+    return OutOfRange("the prompt has " + std::to_string(prompt.size()) + " tokens; the model's context is " +
+                      std::to_string(limit));
+  }
+  Sequence seq(model, options.prefill_chunk);
+  std::vector<float> logits;
+  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits));
+  GenerateResult result;
+  const Tokenizer* tok = model.tokenizer();
+  for (int32_t i = 0; i < options.max_tokens; ++i) {
+    const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    result.tokens.push_back(next);
+    if (options.on_token) options.on_token(next);
+    if (options.stop_at_end_of_generation && tok != nullptr && tok->IsEndOfGeneration(next)) break;
+    if (i + 1 == options.max_tokens) break;
+    if (limit > 0 && seq.position() + 1 >= limit) break;
+    FS_RETURN_IF_ERROR(seq.Decode(next, &logits, options.hook));
+  }
+  result.stats = seq.stats();
+  return result;
+}
+
+}  // namespace foresight::worker

@@ -1,0 +1,48 @@
+// KvCache: one sequence's keys and values, per layer, in blocks of `block_tokens` (16) tokens laid
+// out as common/block_layout.h says (head-major: one KV head's K then V contiguous), IEEE half
+// elements (as llama.cpp's default cache: half the memory and traffic of float32). A block's bytes
+// are exactly what the cache service stores for (sequence, layer, block).
+//
+// Thread-safety: none; owned by one Sequence. Distinct layers/heads may be written concurrently.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/block_layout.h"
+
+namespace foresight::worker {
+
+class KvCache {
+ public:
+  KvCache(int32_t n_layers, int32_t kv_heads, int32_t head_dim, int32_t block_tokens = 16);
+
+  const BlockLayout& layout() const { return layout_; }
+  int32_t block_tokens() const { return static_cast<int32_t>(layout_.block_tokens()); }
+  int64_t tokens() const { return tokens_; }
+  int64_t blocks() const { return (tokens_ + block_tokens() - 1) / block_tokens(); }
+
+  // Grows (or shrinks: rewinding a sequence) to hold `tokens` positions.
+  void Resize(int64_t tokens);
+
+  uint16_t* key(int32_t layer, int32_t head, int64_t pos) { return at(layer, pos) + k_off_[head] + (pos % block_tokens()) * head_dim_; }
+  uint16_t* value(int32_t layer, int32_t head, int64_t pos) { return at(layer, pos) + v_off_[head] + (pos % block_tokens()) * head_dim_; }
+  const uint16_t* key(int32_t layer, int32_t head, int64_t pos) const { return const_cast<KvCache*>(this)->key(layer, head, pos); }
+  const uint16_t* value(int32_t layer, int32_t head, int64_t pos) const { return const_cast<KvCache*>(this)->value(layer, head, pos); }
+  // The bytes of one block (layout().block_bytes() long).
+  const uint8_t* block_data(int32_t layer, int64_t block) const {
+    return reinterpret_cast<const uint8_t*>(layers_[layer].data() + block * block_elems_);
+  }
+
+ private:
+  uint16_t* at(int32_t layer, int64_t pos) { return layers_[layer].data() + (pos / block_tokens()) * block_elems_; }
+
+  BlockLayout layout_;
+  int32_t head_dim_;
+  int64_t block_elems_;
+  std::vector<int64_t> k_off_, v_off_;  // per head, in elements within a block
+  int64_t tokens_ = 0;
+  std::vector<std::vector<uint16_t>> layers_;
+};
+
+}  // namespace foresight::worker

@@ -1,0 +1,220 @@
+#include "worker/sequence.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+namespace foresight::worker {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Sequence::Sequence(const Model& model, int32_t prefill_chunk)
+    : model_(model),
+      c_(model.config()),
+      chunk_(std::max(1, prefill_chunk)),
+      rope_(model.config()),
+      kv_(model.config().n_layers, model.config().n_kv_heads, model.config().head_dim) {}
+
+Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits) {
+  if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
+  const double t0 = Now();
+  const int64_t vocab = c_.vocab_size;
+  if (logits != nullptr) logits->assign(all_logits ? tokens.size() * vocab : vocab, 0.0f);
+  for (size_t at = 0; at < tokens.size(); at += chunk_) {
+    const int64_t n = std::min<int64_t>(chunk_, tokens.size() - at);
+    const bool last = at + n == tokens.size();
+    float* out = nullptr;
+    if (logits != nullptr && all_logits) out = logits->data() + at * vocab;
+    if (logits != nullptr && !all_logits && last) out = logits->data();
+    FS_RETURN_IF_ERROR(Forward(tokens.data() + at, n, out, all_logits, nullptr));
+  }
+  stats_.prefill_tokens += tokens.size();
+  stats_.prefill_seconds += Now() - t0;
+  return Status::OK();
+}
+
+Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
+  const double t0 = Now();
+  if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
+  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook));
+  stats_.decode_tokens += 1;
+  stats_.decode_seconds += Now() - t0;
+  return Status::OK();
+}
+
+Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook) {
+  const ModelWeights& w = model_.weights();
+  const int64_t d = c_.d_model, qo = int64_t{c_.n_heads} * c_.head_dim, kvo = int64_t{c_.n_kv_heads} * c_.head_dim;
+  const int64_t p0 = kv_.tokens();
+  if (p0 + n > c_.max_context && c_.max_context > 0) {
+    return OutOfRange("sequence of " + std::to_string(p0 + n) + " tokens exceeds the model's context of " +
+                      std::to_string(c_.max_context));
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= c_.vocab_size) {
+      return InvalidArgument("token id " + std::to_string(tokens[t]) + " is outside the vocabulary of " +
+                             std::to_string(c_.vocab_size));
+    }
+  }
+  kv_.Resize(p0 + n);
+  x_.resize(n * d);
+  h_.resize(n * d);
+  q_.resize(n * qo);
+  k_.resize(n * kvo);
+  v_.resize(n * kvo);
+  att_.resize(n * qo);
+  gate_.resize(n * c_.ffn_dim);
+  up_.resize(n * c_.ffn_dim);
+  for (int64_t t = 0; t < n; ++t) w.token_embedding.DequantizeRowTo(tokens[t], x_.data() + t * d);
+
+  for (int32_t l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& L = w.layers[l];
+    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * d, L.attn_norm.data(), d, c_.rms_eps, h_.data() + t * d);
+    L.wq.Multiply(h_.data(), n, q_.data(), &gemm_);
+    L.wk.Multiply(h_.data(), n, k_.data(), &gemm_);
+    L.wv.Multiply(h_.data(), n, v_.data(), &gemm_);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      float* qt = q_.data() + t * qo;
+      float* kt = k_.data() + t * kvo;
+      float* vt = v_.data() + t * kvo;
+      if (c_.qkv_bias) {
+        for (int64_t i = 0; i < qo; ++i) qt[i] += L.bq[i];
+        for (int64_t i = 0; i < kvo; ++i) kt[i] += L.bk[i];
+        for (int64_t i = 0; i < kvo; ++i) vt[i] += L.bv[i];
+      }
+      rope_.Apply(qt, c_.n_heads, p0 + t);
+      RoundToHalf(qt, qo);
+      rope_.Apply(kt, c_.n_kv_heads, p0 + t);
+      for (int32_t h = 0; h < c_.n_kv_heads; ++h) {
+        FloatToHalfRow(kt + h * c_.head_dim, c_.head_dim, kv_.key(l, h, p0 + t));
+        FloatToHalfRow(vt + h * c_.head_dim, c_.head_dim, kv_.value(l, h, p0 + t));
+      }
+    }
+    if (n == 1) {
+      const double ta = Now();
+      DecodeAttention(l, p0, q_.data(), att_.data(), hook);
+      stats_.attention_seconds += Now() - ta;
+    } else {
+      ChunkAttention(l, n, p0, q_.data(), att_.data());
+    }
+    L.wo.Multiply(att_.data(), n, h_.data(), &gemm_);
+    for (int64_t i = 0; i < n * d; ++i) x_[i] += h_[i];
+
+    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * d, L.ffn_norm.data(), d, c_.rms_eps, h_.data() + t * d);
+    L.w_gate.Multiply(h_.data(), n, gate_.data(), &gemm_);
+    L.w_up.Multiply(h_.data(), n, up_.data(), &gemm_);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * c_.ffn_dim, up_.data() + t * c_.ffn_dim, c_.ffn_dim);
+    L.w_down.Multiply(gate_.data(), n, h_.data(), &gemm_);
+    for (int64_t i = 0; i < n * d; ++i) x_[i] += h_[i];
+  }
+
+  if (logits == nullptr) return Status::OK();
+  const int64_t first = all_logits ? 0 : n - 1;
+  const int64_t rows = n - first;
+  for (int64_t t = first; t < n; ++t) RmsNorm(x_.data() + t * d, w.output_norm.data(), d, c_.rms_eps, h_.data() + (t - first) * d);
+  w.output.Multiply(h_.data(), rows, logits, &gemm_);
+  return Status::OK();
+}
+
+void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out) {
+  const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd, ctx = p0 + n;
+  const int32_t group = c_.n_heads / c_.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  SingleThreadedBlas();
+  kgather_.resize(c_.n_kv_heads * ctx * hd);
+  vgather_.resize(c_.n_kv_heads * ctx * hd);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int32_t kvh = 0; kvh < c_.n_kv_heads; ++kvh) {
+    for (int64_t p = 0; p < ctx; ++p) {
+      HalfToFloatRow(kv_.key(layer, kvh, p), hd, kgather_.data() + (kvh * ctx + p) * hd);
+      HalfToFloatRow(kv_.value(layer, kvh, p), hd, vgather_.data() + (kvh * ctx + p) * hd);
+    }
+  }
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(n * ctx));
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t h = 0; h < c_.n_heads; ++h) {
+      const int32_t kvh = h / group;
+      const float* kg = kgather_.data() + kvh * ctx * hd;
+      const float* vg = vgather_.data() + kvh * ctx * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(ctx),
+                  static_cast<int>(hd), scale, q + h * hd, static_cast<int>(qo), kg, static_cast<int>(hd), 0.0f,
+                  scores.data(), static_cast<int>(ctx));
+      for (int64_t t = 0; t < n; ++t) {
+        float* row = scores.data() + t * ctx;
+        const int64_t visible = p0 + t + 1;
+        Softmax(row, visible);
+        RoundToHalf(row, visible);
+        std::fill(row + visible, row + ctx, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd),
+                  static_cast<int>(ctx), 1.0f, scores.data(), static_cast<int>(ctx), vg, static_cast<int>(hd), 0.0f,
+                  out + h * hd, static_cast<int>(qo));
+    }
+  }
+}
+
+void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook) {
+  const int64_t hd = c_.head_dim, ctx = pos + 1, bt = kv_.block_tokens();
+  const int64_t n_blocks = kv_.blocks();
+  const int32_t group = c_.n_heads / c_.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  bool sparse = false;
+  if (hook != nullptr) {
+    selected_.assign(c_.n_kv_heads, {});
+    sparse = hook->SelectBlocks(layer, pos, q, kv_, &selected_);
+  }
+  if (!sparse) {
+    selected_.assign(c_.n_kv_heads, {});
+    for (auto& s : selected_) {
+      s.resize(n_blocks);
+      for (int64_t b = 0; b < n_blocks; ++b) s[b] = static_cast<int32_t>(b);
+    }
+  }
+  for (const auto& s : selected_) stats_.blocks_attended += static_cast<int64_t>(s.size());
+  stats_.blocks_total += n_blocks * c_.n_kv_heads;
+  pooled_.assign(c_.n_heads * n_blocks, 0.0f);
+  scores_.resize(static_cast<size_t>(c_.n_heads) * ctx);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int32_t h = 0; h < c_.n_heads; ++h) {
+    const int32_t kvh = h / group;
+    const std::vector<int32_t>& blocks = selected_[kvh];
+    const float* qh = q + h * hd;
+    float* sc = scores_.data() + static_cast<int64_t>(h) * ctx;
+    int64_t m = 0;
+    for (int32_t b : blocks) {
+      const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
+      for (int64_t p = b * bt; p < end; ++p) sc[m++] = DotHalf(kv_.key(layer, kvh, p), qh, hd) * scale;
+    }
+    Softmax(sc, m);
+    RoundToHalf(sc, m);
+    float* oh = out + h * hd;
+    std::fill(oh, oh + hd, 0.0f);
+    float* pooled = pooled_.data() + h * n_blocks;
+    m = 0;
+    for (int32_t b : blocks) {
+      const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
+      float mx = 0;
+      for (int64_t p = b * bt; p < end; ++p) {
+        const float pr = sc[m++];
+        mx = std::max(mx, pr);
+        AxpyHalf(pr, kv_.value(layer, kvh, p), oh, hd);
+      }
+      pooled[b] = mx;
+    }
+  }
+  if (hook != nullptr) hook->OnAttention(layer, pos, pooled_.data(), n_blocks);
+}
+
+}  // namespace foresight::worker

@@ -1,0 +1,77 @@
+// Sequence: one running generation on a Model: its KV cache (blocks of 16 tokens) and the forward
+// pass. Prefill runs chunks of tokens with dense causal attention (sgemm); Decode runs one token
+// and may attend only selected KV blocks per layer and KV head (sparse decode).
+//
+// Thread-safety: none; one thread drives a Sequence (its kernels use all cores through OpenMP and
+// OpenBLAS).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/kv_cache.h"
+#include "worker/model.h"
+#include "worker/transformer_kernels.h"
+
+namespace foresight::worker {
+
+// Chooses, per layer, which KV blocks each KV head attends in a decode step, and hears back how
+// attention fell. Implemented over predictor/ policies (worker/sparse_attention.h).
+class DecodeAttentionHook {
+ public:
+  virtual ~DecodeAttentionHook() = default;
+  // Before layer `layer` attends: `queries` are the roped queries [n_heads x head_dim] of the new
+  // token at `position`, whose KV is already in the cache (n_blocks blocks). Fill `blocks` (one
+  // ascending list per KV head) and return true, or return false to attend densely.
+  virtual bool SelectBlocks(int32_t layer, int64_t position, const float* queries, const KvCache& kv,
+                            std::vector<std::vector<int32_t>>* blocks) = 0;
+  // After attention: per query head, the max attention probability in each block
+  // [n_heads x n_blocks] (0 where a block was not attended).
+  virtual void OnAttention(int32_t layer, int64_t position, const float* pooled, int64_t n_blocks) {}
+};
+
+struct SequenceStats {
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0;
+  int64_t decode_tokens = 0;
+  double decode_seconds = 0;
+  double attention_seconds = 0;      // decode attention only
+  int64_t blocks_attended = 0;       // over decode steps, layers and KV heads
+  int64_t blocks_total = 0;          // what dense attention would have read
+};
+
+class Sequence {
+ public:
+  explicit Sequence(const Model& model, int32_t prefill_chunk = 512);
+
+  // Appends `tokens` (dense attention). `logits` (if not null) receives the logits of the last
+  // token [vocab], or of every token [n x vocab] when all_logits.
+  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false);
+  // Appends one token; logits [vocab] of the next. `hook` may restrict attention (null: dense).
+  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr);
+
+  int64_t position() const { return kv_.tokens(); }
+  // Forgets everything from `position` on.
+  void Rewind(int64_t position) { kv_.Resize(position); }
+  const KvCache& kv() const { return kv_; }
+  const SequenceStats& stats() const { return stats_; }
+  void ResetStats() { stats_ = {}; }
+
+ private:
+  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook);
+  void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out);
+  void DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook);
+
+  const Model& model_;
+  const ModelConfig& c_;
+  int32_t chunk_;
+  Rope rope_;
+  KvCache kv_;
+  SequenceStats stats_;
+  // Scratch, reused across calls.
+  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, kgather_, vgather_, scores_, pooled_;
+  std::vector<std::vector<int32_t>> selected_;
+};
+
+}  // namespace foresight::worker

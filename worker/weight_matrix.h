@@ -1,0 +1,49 @@
+// WeightMatrix: a [rows x cols] weight in any supported encoding, multiplied without being copied
+// into float32 at load time. y = W x for each activation row.
+//
+// Decode (few activation rows): vectorised row dot products on the encoded rows, rows split
+// across OpenMP threads. Prefill (many rows): the matrix is dequantised into a float32 scratch and
+// multiplied with OpenBLAS sgemm.
+//
+// Thread-safety: immutable; MultiplyRows may be called from one thread at a time per scratch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "worker/tensor_type.h"
+
+namespace foresight::worker {
+
+// Parallelism is OpenMP's alone: OpenBLAS's own thread pool is set to one thread on first use, so
+// the two pools never compete for cores (they did: 20x slower on a busy machine). Process-wide.
+void SingleThreadedBlas();
+
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+  // A view of encoded rows (the bytes outlive this object: a memory map or `owned`).
+  WeightMatrix(TensorType type, int64_t rows, int64_t cols, const uint8_t* data,
+               std::shared_ptr<const std::vector<uint8_t>> owned = nullptr);
+
+  TensorType type() const { return type_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  bool empty() const { return data_ == nullptr; }
+  const uint8_t* row(int64_t r) const { return data_ + r * row_bytes_; }
+  uint64_t bytes() const { return row_bytes_ * rows_; }
+
+  void DequantizeRowTo(int64_t r, float* out) const;
+  // y[n x rows] = x[n x cols] * W^T. `scratch` holds the float32 copy in the sgemm path.
+  void Multiply(const float* x, int64_t n, float* y, std::vector<float>* scratch) const;
+
+ private:
+  TensorType type_ = TensorType::kF32;
+  int64_t rows_ = 0, cols_ = 0;
+  uint64_t row_bytes_ = 0;
+  const uint8_t* data_ = nullptr;
+  std::shared_ptr<const std::vector<uint8_t>> owned_;
+};
+
+}  // namespace foresight::worker
