@@ -1,0 +1,45 @@
+// PrefillRecorder: turns a dense prefill's causal softmax rows, one query at a time, into the
+// PrefillObservation every policy starts from (and a trace records): the last min(64, P) rows
+// pooled per block (max and mass) and the mass per block summed over all prompt queries.
+//
+//   PrefillRecorder recorder(q_heads, prompt_tokens);
+//   for each query head h, prompt position i: recorder.AddRow(h, i, softmax_row_of_i);  // i+1 keys
+//   FS_RETURN_IF_ERROR(policy->ObservePrefill(recorder.Observation()));
+//
+// Thread-safety: AddRow for different query heads may run concurrently (disjoint memory); rows of
+// one head must not. Observation() after all rows are added.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "predictor/selection_policy.h"
+
+namespace foresight::predictor {
+
+class PrefillRecorder {
+ public:
+  PrefillRecorder(int q_heads, int64_t prompt_tokens, int block_tokens = 16);
+
+  // `probs`: the softmax row of prompt query `query` over keys 0..query (query + 1 values).
+  void AddRow(int q_head, int64_t query, std::span<const float> probs);
+
+  // Views into this recorder; valid while it lives.
+  PrefillObservation Observation() const;
+
+  int64_t rows() const { return rows_; }
+  int64_t blocks() const { return blocks_; }
+
+ private:
+  int q_heads_;
+  int64_t prompt_tokens_;
+  int block_tokens_;
+  int64_t rows_;
+  int64_t blocks_;
+  std::vector<float> block_max_;        // [q_heads, rows, blocks]
+  std::vector<float> block_sum_;        // [q_heads, rows, blocks]
+  std::vector<float> block_sum_total_;  // [q_heads, blocks]
+};
+
+}  // namespace foresight::predictor
