@@ -14,7 +14,8 @@
 //     FS_ASSIGN_OR_RETURN(auto p, MakeSelectionPolicy(spec, geometry, l));
 //     policies.push_back(std::move(p));
 //   }
-//   // After a dense prefill of P tokens:
+//   // After a dense prefill of P tokens (PrefillRecorder, predictor/prefill_recorder.h, turns
+//   // the prefill's softmax rows into prefill_obs[l]):
 //   for (int l ...) FS_RETURN_IF_ERROR(policies[l]->ObservePrefill(prefill_obs[l]));
 //   for (int64_t step = 0; ; ++step) {           // decode token at position P + step
 //     for (int l ...) {
@@ -27,6 +28,8 @@
 //       FS_RETURN_IF_ERROR(p.Select(in, &sel));   // prefetch sel.per_kv_head[h]
 //       bool dense = p.WantsDenseRow();          // calibration step: attend every block
 //       ... attention over sel.per_query_head[h] (or all blocks when dense) ...
+//       // block_max / block_sum: PoolAttentionRow (predictor/attention_pooling.h) of each query
+//       // head's softmax row; attended blocks only on sparse steps.
 //       AttentionObservation obs{in.key_tokens, dense, block_max, block_sum};
 //       FS_RETURN_IF_ERROR(p.Observe(obs));       // advances the policy's step counter
 //     }
