@@ -17,6 +17,7 @@
 
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
+#include "cache_service/membership.h"
 #include "cache_service/node_metrics.h"
 #include "cache_service/ucx_server.h"
 #include "common/units.h"
@@ -38,6 +39,9 @@ struct Flags {
   std::string tls_cert, tls_key;
   std::string node_id;
   std::string log_level = "info";
+  // Cluster membership (cache_service/membership.h).
+  std::string etcd, advertise, etcd_prefix = "/foresight/nodes/";
+  int64_t etcd_ttl = 10;
 };
 
 StatusOr<std::string> ReadSecretFile(const std::string& path, const char* what) {
@@ -177,12 +181,31 @@ int Run(const Flags& f) {
   std::cout << "READY grpc=" << listen->first << ":" << bound_port << " ucx=" << co.ucx_port
             << " metrics=" << metrics_port << std::endl;
 
+  std::unique_ptr<NodeMembership> membership;
+  if (!f.etcd.empty()) {
+    MembershipOptions mo;
+    mo.etcd = f.etcd;
+    mo.prefix = f.etcd_prefix;
+    mo.node_id = co.node_id;
+    mo.advertise = f.advertise.empty() ? listen->first + ":" + std::to_string(bound_port) : f.advertise;
+    mo.ucx_port = co.ucx_port;
+    mo.nvme = co.nvme_enabled;
+    mo.ttl_seconds = f.etcd_ttl;
+    auto m = NodeMembership::Start(mo);
+    if (!m.ok()) {
+      server->Shutdown();
+      return fail(m.status().WithContext("joining the cluster"));
+    }
+    membership = std::move(*m);
+  }
+
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("signal {}: shutting down", sig);
     stopping = true;
+    if (membership) (void)membership->Stop();  // clients stop routing here before the node goes away
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   std::thread metrics_thread([&] {
@@ -192,6 +215,7 @@ int Run(const Flags& f) {
     }
   });
   server->Wait();
+  if (membership) (void)membership->Stop();
   if (!stopping) {  // Wait() returned on its own: wake the signal thread.
     stopping = true;
     kill(getpid(), SIGTERM);
@@ -222,6 +246,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", f.tls_cert, "PEM certificate for gRPC TLS");
   app.add_option("--tls-key", f.tls_key, "PEM private key for gRPC TLS");
   app.add_option("--node-id", f.node_id, "Name of this node (default: the listen address)");
+  app.add_option("--etcd", f.etcd, "Join the cluster: etcd endpoints http://HOST:PORT[,...]");
+  app.add_option("--advertise", f.advertise, "gRPC HOST:PORT clients should dial (default: the bound address)");
+  app.add_option("--etcd-ttl", f.etcd_ttl, "Membership lease TTL in seconds")->capture_default_str();
+  app.add_option("--etcd-prefix", f.etcd_prefix, "etcd key prefix of the member list")->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return Run(f);

@@ -1,0 +1,106 @@
+#include "cache_service/membership.h"
+
+#include <ctime>
+#include <random>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace foresight {
+
+StatusOr<std::unique_ptr<NodeMembership>> NodeMembership::Start(const MembershipOptions& options) {
+  if (options.node_id.empty()) return InvalidArgument("--node-id is required with --etcd");
+  if (options.node_id.find('/') != std::string::npos)
+    return InvalidArgument("--node-id '" + options.node_id + "' must not contain '/'");
+  if (options.advertise.empty() || options.advertise.find(':') == std::string::npos)
+    return InvalidArgument("--advertise '" + options.advertise + "' must be HOST:PORT that clients can reach");
+  if (options.ttl_seconds < 2) return InvalidArgument("--etcd-ttl must be at least 2 seconds");
+  std::unique_ptr<NodeMembership> m(new NodeMembership(options));
+  FS_ASSIGN_OR_RETURN(m->etcd_, EtcdClient::Create(options.etcd));
+  Status first = m->Register();
+  if (!first.ok())
+    spdlog::warn("membership: cannot register {} in etcd yet ({}); serving anyway, retrying", m->key_,
+                 first.ToString());
+  m->refresher_ = std::thread([raw = m.get()] { raw->Refresh(); });
+  return m;
+}
+
+NodeMembership::NodeMembership(MembershipOptions options) : options_(std::move(options)) {
+  key_ = options_.prefix + options_.node_id;
+  std::random_device rd;
+  const uint64_t incarnation = (uint64_t(rd()) << 32) | rd();
+  nlohmann::json v = {{"node_id", options_.node_id},
+                      {"grpc", options_.advertise},
+                      {"ucx_port", options_.ucx_port},
+                      {"nvme", options_.nvme},
+                      {"incarnation", std::to_string(incarnation)},
+                      {"started_at", static_cast<int64_t>(std::time(nullptr))}};
+  value_ = v.dump();
+}
+
+NodeMembership::~NodeMembership() { (void)Stop(); }
+
+Status NodeMembership::Register() {
+  FS_ASSIGN_OR_RETURN(int64_t lease, etcd_->GrantLease(options_.ttl_seconds));
+  FS_RETURN_IF_ERROR(etcd_->Put(key_, value_, lease));
+  lease_ = lease;
+  registered_ = true;
+  spdlog::info("membership: registered {} -> {} (lease {:x}, ttl {} s)", key_, options_.advertise, lease,
+               options_.ttl_seconds);
+  return Status::OK();
+}
+
+void NodeMembership::Refresh() {
+  const auto period = std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3);
+  bool warned = false;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    // After a failure, retry sooner so that a short etcd outage costs little.
+    cv_.wait_for(lock, registered_ ? period : std::chrono::milliseconds(500), [&] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    Status s;
+    if (lease_ != 0) {
+      auto ttl = etcd_->KeepAliveOnce(lease_);
+      if (ttl.ok()) {
+        s = Status::OK();
+      } else if (ttl.status().code() == StatusCode::kNotFound) {
+        spdlog::warn("membership: lease of {} expired (etcd unreachable for longer than its TTL?); registering again",
+                     key_);
+        registered_ = false;
+        lease_ = 0;
+        s = Register();
+      } else {
+        s = ttl.status();
+      }
+    } else {
+      s = Register();
+    }
+    if (!s.ok() && !warned) {
+      spdlog::warn("membership: etcd unreachable ({}); still serving, retrying", s.ToString());
+      warned = true;
+    } else if (s.ok() && warned) {
+      spdlog::info("membership: etcd reachable again; {} registered", key_);
+      warned = false;
+    }
+    lock.lock();
+  }
+}
+
+Status NodeMembership::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status::OK();
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+  if (lease_ == 0) return Status::OK();
+  Status s = etcd_->RevokeLease(lease_);
+  registered_ = false;
+  if (s.ok()) spdlog::info("membership: deregistered {}", key_);
+  else spdlog::warn("membership: could not deregister {} ({}); etcd drops it when the lease expires", key_, s.ToString());
+  return s;
+}
+
+}  // namespace foresight
