@@ -4,6 +4,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <type_traits>
 
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
@@ -291,20 +292,7 @@ class UcxCacheClient final : public CacheClient {
       puts.push_back(UcxPut{item.key, static_cast<const uint8_t*>(item.data), item.size,
                             BlockChecksum(item.data, item.size)});
     auto batch = ucx_->SubmitPuts(std::move(puts));
-    return std::async(std::launch::deferred, [this, items, batch]() -> Status {
-      if (!batch.ok()) {
-        for (BlockPut& item : items) item.status = batch.status();
-        return batch.status();
-      }
-      std::vector<UcxItemResult> results = ucx_->Wait(*batch, timeout_s_);
-      std::vector<Status> statuses;
-      for (size_t i = 0; i < items.size(); ++i) {
-        items[i].status = i < results.size() ? results[i].status
-                                             : Internal("UCX transport returned fewer results than items");
-        statuses.push_back(items[i].status);
-      }
-      return FirstFailure(statuses);
-    });
+    return std::async(std::launch::deferred, [this, items, batch] { return Finish(batch, items); });
   }
 
   std::future<Status> GetBatchAsync(std::span<BlockGet> items) override {
@@ -313,21 +301,7 @@ class UcxCacheClient final : public CacheClient {
     for (const BlockGet& item : items)
       gets.push_back(UcxGet{item.key, item.ranges, static_cast<uint8_t*>(item.dest), item.capacity});
     auto batch = ucx_->SubmitGets(std::move(gets));
-    return std::async(std::launch::deferred, [this, items, batch]() -> Status {
-      if (!batch.ok()) {
-        for (BlockGet& item : items) item.status = batch.status();
-        return batch.status();
-      }
-      std::vector<UcxItemResult> results = ucx_->Wait(*batch, timeout_s_);
-      std::vector<Status> statuses;
-      for (size_t i = 0; i < items.size(); ++i) {
-        items[i].status = i < results.size() ? results[i].status
-                                             : Internal("UCX transport returned fewer results than items");
-        items[i].bytes = items[i].status.ok() ? results[i].bytes : 0;
-        statuses.push_back(items[i].status);
-      }
-      return FirstFailure(statuses);
-    });
+    return std::async(std::launch::deferred, [this, items, batch] { return Finish(batch, items); });
   }
 
   StatusOr<NodeInfo> Info() override { return control_->Info(); }
@@ -355,6 +329,24 @@ class UcxCacheClient final : public CacheClient {
   const std::string& address() const override { return control_->address(); }
 
  private:
+  // Waits for a submitted batch and copies each item's outcome into `items`.
+  template <typename Item>
+  Status Finish(const StatusOr<UcxBatch>& batch, std::span<Item> items) {
+    if (!batch.ok()) {
+      for (Item& item : items) item.status = batch.status();
+      return batch.status();
+    }
+    std::vector<UcxItemResult> results = ucx_->Wait(*batch, timeout_s_);
+    std::vector<Status> statuses;
+    for (size_t i = 0; i < items.size(); ++i) {
+      items[i].status =
+          i < results.size() ? results[i].status : Internal("UCX transport returned fewer results than items");
+      if constexpr (std::is_same_v<Item, BlockGet>) items[i].bytes = items[i].status.ok() ? results[i].bytes : 0;
+      statuses.push_back(items[i].status);
+    }
+    return FirstFailure(statuses);
+  }
+
   std::unique_ptr<GrpcCacheClient> control_;
   std::unique_ptr<UcxTransport> ucx_;
   const double timeout_s_;
