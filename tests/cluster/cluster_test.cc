@@ -1,0 +1,347 @@
+// Issue 6 acceptance on loopback: real etcd, real foresight-cached nodes, the ClusterClient.
+// Every test skips with a message when the etcd binary is absent.
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "client/cluster_client.h"
+#include "client/local_node.h"
+#include "tests/cluster/local_etcd.h"
+
+namespace foresight {
+namespace {
+
+using namespace std::chrono_literals;
+
+#define SKIP_WITHOUT_ETCD() \
+  if (LocalEtcd::Binary().empty()) GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)"
+
+std::vector<uint8_t> Content(uint64_t size, uint64_t seed) {
+  std::vector<uint8_t> v(size);
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < size; i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(v.data() + i, &r, std::min<size_t>(8, size - i));
+  }
+  return v;
+}
+
+// An etcd plus cache nodes n0, n1, ... that register in it; NVMe dirs survive restarts.
+class LocalCluster {
+ public:
+  explicit LocalCluster(std::string ram = "64MiB") : ram_(std::move(ram)), dir_("cluster") {
+    auto etcd = LocalEtcd::Start();
+    EXPECT_TRUE(etcd.ok()) << etcd.status().ToString();
+    if (etcd.ok()) etcd_ = std::move(*etcd);
+  }
+  bool ok() const { return etcd_ != nullptr; }
+  LocalEtcd& etcd() { return *etcd_; }
+
+  // Starts (or restarts) node `i`.
+  ::testing::AssertionResult StartNode(int i) {
+    if (nodes_.size() <= static_cast<size_t>(i)) nodes_.resize(i + 1);
+    const std::string id = "n" + std::to_string(i);
+    auto node = LocalNode::Start({"--ram-bytes", ram_, "--nvme-dir", dir_.path() + "/" + id, "--nvme-bytes", "1GiB",
+                                  "--etcd", etcd_->url(), "--node-id", id, "--etcd-ttl", "2"});
+    if (!node.ok()) return ::testing::AssertionFailure() << id << ": " << node.status().ToString();
+    nodes_[i] = std::move(*node);
+    return ::testing::AssertionSuccess();
+  }
+  LocalNode& node(int i) { return *nodes_[i]; }
+
+  std::unique_ptr<ClusterClient> Client(int replication, bool repair = false) {
+    ClusterClientOptions o;
+    o.etcd = etcd_->url();
+    o.replication = replication;
+    o.background_repair = repair;
+    o.node.timeout = 2000ms;
+    o.refresh_interval = 200ms;
+    auto c = ClusterClient::Connect(o);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+ private:
+  std::string ram_;
+  TempDir dir_;
+  std::unique_ptr<LocalEtcd> etcd_;
+  std::vector<std::unique_ptr<LocalNode>> nodes_;
+};
+
+bool WaitForMembers(ClusterClient& c, size_t n, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    (void)c.RefreshMembership();
+    if (c.members().size() == n) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+BlockKey KeyOf(const std::string& prefix, uint64_t i) { return PlainKey("cluster-test", prefix + std::to_string(i)); }
+
+TEST(ClusterTest, RendezvousSpreadsKeysAndMovesAboutOneNthWhenANodeJoins) {
+  // Pure routing figures over many keys (no processes), the property every client relies on.
+  std::vector<std::string> ids = {"n0", "n1", "n2"};
+  const int keys = 30000;
+  std::map<std::string, int> owners_before;
+  std::vector<size_t> first(keys);
+  for (int i = 0; i < keys; ++i) first[i] = RendezvousOrder(KeyOf("k", i), ids)[0];
+  ids.push_back("n3");
+  int moved = 0, moved_elsewhere = 0;
+  for (int i = 0; i < keys; ++i) {
+    const size_t now = RendezvousOrder(KeyOf("k", i), ids)[0];
+    if (now != first[i]) {
+      ++moved;
+      if (now != 3) ++moved_elsewhere;
+    }
+  }
+  std::printf("[routing] %d keys, 3 -> 4 nodes: %d moved (%.3f of keys; 1/N = 0.25), %d between old nodes\n", keys,
+              moved, double(moved) / keys, moved_elsewhere);
+  EXPECT_EQ(moved_elsewhere, 0);
+  EXPECT_LE(moved, 1.5 / 4 * keys);
+}
+
+// Acceptance 1: three nodes spread keys within 15% of even; a fourth moves at most 1.5/N.
+TEST(ClusterTest, ThreeNodesSpreadEvenlyAndAFourthMovesAtMostOnePointFiveOverN) {
+  SKIP_WITHOUT_ETCD();
+  LocalCluster cluster;
+  ASSERT_TRUE(cluster.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.StartNode(i));
+  auto client = cluster.Client(1);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(WaitForMembers(*client, 3, 5s));
+
+  const int keys = 3000;
+  const uint64_t size = 1024;
+  std::vector<std::vector<uint8_t>> data(keys);
+  for (int base = 0; base < keys; base += 100) {
+    std::vector<BlockPut> batch;
+    for (int i = base; i < base + 100; ++i) {
+      data[i] = Content(size, i);
+      batch.push_back({KeyOf("k", i), data[i].data(), size, {}});
+    }
+    ASSERT_TRUE(client->PutBatch(batch).ok());
+  }
+  std::printf("[spread] %d keys over 3 nodes:", keys);
+  for (const auto& m : client->members()) {
+    auto node = client->NodeClient(m.node_id);
+    ASSERT_TRUE(node.ok());
+    auto st = (*node)->NodeStats();
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    const uint64_t items = st->ram.items + st->nvme.items;
+    const double deviation = (double(items) - keys / 3.0) / (keys / 3.0);
+    std::printf(" %s=%llu (%+.1f%%)", m.node_id.c_str(), static_cast<unsigned long long>(items), deviation * 100);
+    EXPECT_LE(std::abs(deviation), 0.15) << m.node_id;
+  }
+  std::printf("\n");
+
+  std::vector<std::string> before(keys);
+  for (int i = 0; i < keys; ++i) before[i] = client->Owners(KeyOf("k", i))[0];
+  ASSERT_TRUE(cluster.StartNode(3));
+  ASSERT_TRUE(WaitForMembers(*client, 4, 5s));
+  int moved = 0;
+  for (int i = 0; i < keys; ++i) moved += client->Owners(KeyOf("k", i))[0] != before[i];
+  std::printf("[join] 4th node: %d of %d keys change owner (%.3f; limit 1.5/N = %.3f)\n", moved, keys,
+              double(moved) / keys, 1.5 / 4);
+  EXPECT_LE(moved, 1.5 / 4 * keys);
+  EXPECT_GT(moved, 0);
+
+  // Before any repair, every key is still served (its old owner is next in its order).
+  std::vector<uint8_t> out(size);
+  for (int i = 0; i < keys; ++i) {
+    auto n = client->Get(KeyOf("k", i), out.data(), out.size());
+    ASSERT_TRUE(n.ok()) << i << ": " << n.status().ToString();
+    ASSERT_EQ(out, data[i]);
+  }
+  // Rebalancing copies exactly the moved keys to the new node.
+  ASSERT_TRUE(client->RepairOnce().ok()) << client->repair_stats().last_error;
+  auto n3 = client->NodeClient("n3");
+  ASSERT_TRUE(n3.ok());
+  auto st = (*n3)->NodeStats();
+  ASSERT_TRUE(st.ok());
+  std::printf("[rebalance] copied %llu blocks; n3 holds %llu\n",
+              static_cast<unsigned long long>(client->repair_stats().blocks_copied),
+              static_cast<unsigned long long>(st->ram.items + st->nvme.items));
+  EXPECT_EQ(client->repair_stats().blocks_copied, static_cast<uint64_t>(moved));
+  EXPECT_EQ(st->ram.items + st->nvme.items, static_cast<uint64_t>(moved));
+}
+
+// Acceptance 2: R=2, eight clients under load, kill -9 one node; zero failed or wrong gets of
+// acknowledged blocks; the node restarts, rejoins and is repaired.
+TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRejoinedNode) {
+  SKIP_WITHOUT_ETCD();
+  LocalCluster cluster("16MiB");  // small RAM: many blocks reach NVMe before the crash
+  ASSERT_TRUE(cluster.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.StartNode(i));
+  auto repairer = cluster.Client(2, /*repair=*/true);
+  ASSERT_TRUE(repairer);
+  ASSERT_TRUE(WaitForMembers(*repairer, 3, 5s));
+
+  constexpr int kClients = 8;
+  constexpr uint64_t kSize = 16 * 1024;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> puts_acked{0}, put_failures{0}, gets_ok{0}, gets_failed{0}, gets_wrong{0};
+  std::vector<std::vector<uint64_t>> acked(kClients);  // per client: acknowledged block numbers
+  std::vector<std::string> first_errors(kClients);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&, t] {
+      auto client = cluster.Client(2);
+      if (!client) return;
+      std::mt19937 rng(t);
+      std::vector<uint8_t> out(kSize);
+      uint64_t next = 0;
+      while (!stop) {
+        if (acked[t].empty() || rng() % 2 == 0) {
+          const uint64_t j = next++;
+          auto data = Content(kSize, (uint64_t(t) << 32) | j);
+          Status s = client->Put(KeyOf("c" + std::to_string(t) + "-", j), data.data(), kSize);
+          if (s.ok()) {
+            acked[t].push_back(j);
+            ++puts_acked;
+          } else {
+            ++put_failures;
+          }
+        } else {
+          const uint64_t j = acked[t][rng() % acked[t].size()];
+          auto n = client->Get(KeyOf("c" + std::to_string(t) + "-", j), out.data(), out.size());
+          if (!n.ok()) {
+            ++gets_failed;
+            if (first_errors[t].empty()) first_errors[t] = n.status().ToString();
+          } else if (out != Content(kSize, (uint64_t(t) << 32) | j)) {
+            ++gets_wrong;
+          } else {
+            ++gets_ok;
+          }
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(3s);
+  const uint64_t acked_before_kill = puts_acked;
+  cluster.node(1).Kill9();
+  std::this_thread::sleep_for(5s);  // the lease (2 s) expires; clients route around n1
+  const uint64_t acked_while_down = puts_acked - acked_before_kill;
+  ASSERT_TRUE(cluster.StartNode(1));
+  std::this_thread::sleep_for(4s);
+  stop = true;
+  for (auto& th : threads) th.join();
+
+  ASSERT_TRUE(WaitForMembers(*repairer, 3, 5s));
+  auto n1 = repairer->NodeClient("n1");
+  ASSERT_TRUE(n1.ok()) << n1.status().ToString();
+  ASSERT_TRUE(repairer->WaitForRepair(30s));
+  const RepairStats rs = repairer->repair_stats();
+
+  // Every acknowledged block, read back through a new client after the dust settled.
+  auto verifier = cluster.Client(2);
+  ASSERT_TRUE(verifier);
+  uint64_t final_ok = 0, final_bad = 0;
+  std::vector<uint8_t> out(kSize);
+  for (int t = 0; t < kClients; ++t) {
+    for (uint64_t j : acked[t]) {
+      auto n = verifier->Get(KeyOf("c" + std::to_string(t) + "-", j), out.data(), out.size());
+      if (n.ok() && out == Content(kSize, (uint64_t(t) << 32) | j)) ++final_ok;
+      else ++final_bad;
+    }
+  }
+  // After repair, both owners of every block hold it (the rejoined node included).
+  uint64_t under_replicated = 0;
+  for (int t = 0; t < kClients; ++t) {
+    for (uint64_t j : acked[t]) {
+      const BlockKey key = KeyOf("c" + std::to_string(t) + "-", j);
+      for (const auto& owner : verifier->Owners(key)) {
+        auto c = verifier->NodeClient(owner);
+        if (!c.ok() || !(*c)->Stat(key).ok()) ++under_replicated;
+      }
+    }
+  }
+  std::printf("[kill -9] 8 clients, R=2: puts acked %llu (%llu while n1 was down), put failures %llu; "
+              "gets ok %llu, failed %llu, wrong %llu\n",
+              (unsigned long long)puts_acked.load(), (unsigned long long)acked_while_down,
+              (unsigned long long)put_failures.load(), (unsigned long long)gets_ok.load(),
+              (unsigned long long)gets_failed.load(), (unsigned long long)gets_wrong.load());
+  std::printf("[rejoin] repair passes %llu, blocks copied %llu, copy errors %llu; final check: %llu of %llu "
+              "acknowledged blocks intact, %llu owner copies missing\n",
+              (unsigned long long)rs.passes, (unsigned long long)rs.blocks_copied, (unsigned long long)rs.copy_errors,
+              (unsigned long long)final_ok, (unsigned long long)(final_ok + final_bad),
+              (unsigned long long)under_replicated);
+  for (int t = 0; t < kClients; ++t)
+    if (!first_errors[t].empty()) std::printf("  client %d first get error: %s\n", t, first_errors[t].c_str());
+  EXPECT_GT(puts_acked.load(), 100u);
+  EXPECT_GT(acked_while_down, 0u);
+  EXPECT_EQ(gets_failed.load(), 0u);
+  EXPECT_EQ(gets_wrong.load(), 0u);
+  EXPECT_EQ(final_bad, 0u);
+  EXPECT_EQ(under_replicated, 0u);
+}
+
+// Acceptance 3: etcd stopped for 10 s; reads and writes to known nodes go on, a node that starts
+// meanwhile joins once etcd is back, nothing is lost.
+TEST(ClusterTest, EtcdOutageOfTenSecondsLosesNothing) {
+  SKIP_WITHOUT_ETCD();
+  LocalCluster cluster;
+  ASSERT_TRUE(cluster.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.StartNode(i));
+  auto client = cluster.Client(2);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(WaitForMembers(*client, 3, 5s));
+  constexpr uint64_t kSize = 8192;
+  uint64_t written = 0;
+  auto put_some = [&](int n) {
+    for (int i = 0; i < n; ++i, ++written) {
+      auto data = Content(kSize, written);
+      Status s = client->Put(KeyOf("e", written), data.data(), kSize);
+      if (!s.ok()) return s;
+    }
+    return Status::OK();
+  };
+  ASSERT_TRUE(put_some(300).ok());
+
+  cluster.etcd().Stop();
+  const auto outage_end = std::chrono::steady_clock::now() + 10s;
+  ASSERT_TRUE(cluster.StartNode(3));  // its registration has to wait for etcd
+  uint64_t puts_during = 0, gets_during = 0, failures_during = 0;
+  std::vector<uint8_t> out(kSize);
+  std::mt19937 rng(1);
+  while (std::chrono::steady_clock::now() < outage_end) {
+    Status s = put_some(20);
+    if (s.ok()) puts_during += 20;
+    else ++failures_during;
+    for (int i = 0; i < 20; ++i) {
+      const uint64_t j = rng() % written;
+      auto n = client->Get(KeyOf("e", j), out.data(), out.size());
+      if (n.ok() && out == Content(kSize, j)) ++gets_during;
+      else ++failures_during;
+    }
+  }
+  const ClusterStats during = client->stats();
+  EXPECT_FALSE(during.etcd_reachable);
+  EXPECT_EQ(client->members().size(), 3u) << "the member list must not change while etcd is down";
+
+  ASSERT_TRUE(cluster.etcd().Restart().ok());
+  const bool joined = WaitForMembers(*client, 4, 15s);
+  uint64_t intact = 0;
+  for (uint64_t j = 0; j < written; ++j) {
+    auto n = client->Get(KeyOf("e", j), out.data(), out.size());
+    if (n.ok() && out == Content(kSize, j)) ++intact;
+  }
+  std::printf("[etcd down 10 s] puts %llu, gets %llu, failures %llu during the outage (etcd errors seen %llu); "
+              "after: %llu of %llu blocks intact, members %zu (the 4th joined: %s)\n",
+              (unsigned long long)puts_during, (unsigned long long)gets_during, (unsigned long long)failures_during,
+              (unsigned long long)during.etcd_errors, (unsigned long long)intact, (unsigned long long)written,
+              client->members().size(), joined ? "yes" : "no");
+  EXPECT_GT(puts_during, 0u);
+  EXPECT_GT(gets_during, 0u);
+  EXPECT_EQ(failures_during, 0u);
+  EXPECT_TRUE(joined);
+  EXPECT_EQ(intact, written);
+}
+
+}  // namespace
+}  // namespace foresight
