@@ -1,9 +1,177 @@
 #include "worker/hf_model_loader.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "common/safetensors.h"
+
 namespace foresight::worker {
+namespace {
+
+class HfTensors {
+ public:
+  Status Open(const std::string& dir) {
+    dir_ = dir;
+    std::vector<std::string> paths;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".safetensors") paths.push_back(entry.path().string());
+    }
+    if (ec) return Unavailable("cannot list " + dir + ": " + ec.message());
+    if (paths.empty()) return NotFound("no *.safetensors files in " + dir);
+    std::sort(paths.begin(), paths.end());
+    for (const std::string& p : paths) {
+      FS_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> f, SafetensorsFile::Open(p));
+      std::shared_ptr<const SafetensorsFile> shared(std::move(f));
+      for (const auto& [name, view] : shared->tensors()) index_[name] = {&view, shared};
+      files_.push_back(shared);
+    }
+    return Status::OK();
+  }
+
+  bool Has(const std::string& name) const { return index_.count(name) != 0; }
+
+  StatusOr<const TensorView*> Get(const std::string& name) const {
+    auto it = index_.find(name);
+    if (it == index_.end()) return NotFound("Hugging Face folder " + dir_ + ": no tensor " + name + " in any shard");
+    return it->second.view;
+  }
+
+  StatusOr<WeightMatrix> Matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    FS_ASSIGN_OR_RETURN(const TensorView* t, Get(name));
+    if (t->shape != std::vector<int64_t>{rows, cols}) {
+      return DataLoss("Hugging Face folder " + dir_ + ": tensor " + name + " has shape " + Shape(t->shape) +
+                      ", expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    }
+    TensorType type;
+    switch (t->dtype) {
+      case DType::kF32: type = TensorType::kF32; break;
+      case DType::kF16: type = TensorType::kF16; break;
+      case DType::kBF16: type = TensorType::kBF16; break;
+      default:
+        return Unimplemented("Hugging Face folder " + dir_ + ": tensor " + name + " has dtype " +
+                             DTypeName(t->dtype) + " (F32, F16 and BF16 are supported)");
+    }
+    return WeightMatrix(type, rows, cols, t->data);
+  }
+
+  StatusOr<std::vector<float>> Vector(const std::string& name, int64_t n) const {
+    FS_ASSIGN_OR_RETURN(const TensorView* t, Get(name));
+    if (t->numel() != n) {
+      return DataLoss("Hugging Face folder " + dir_ + ": tensor " + name + " has " + std::to_string(t->numel()) +
+                      " values, expected " + std::to_string(n));
+    }
+    return t->ToFloat32();
+  }
+
+  std::vector<std::shared_ptr<const SafetensorsFile>> files_;
+
+ private:
+  static std::string Shape(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  }
+  struct Entry {
+    const TensorView* view;
+    std::shared_ptr<const SafetensorsFile> file;
+  };
+  std::string dir_;
+  std::map<std::string, Entry> index_;
+};
+
+}  // namespace
 
 StatusOr<HfModel> LoadHfModel(const std::string& dir) {
-  return Unimplemented("loading Hugging Face folders (" + dir + ") is not implemented yet");
+  const std::string config_path = dir + "/config.json";
+  std::ifstream in(config_path);
+  if (!in) return NotFound("Hugging Face folder " + dir + " has no config.json");
+  nlohmann::json cfg = nlohmann::json::parse(in, nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object()) return DataLoss(config_path + " is not valid JSON");
+
+  HfModel out;
+  ModelConfig& c = out.weights.config;
+  std::string arch = cfg.value("model_type", "");
+  if (arch != "llama" && arch != "mistral" && arch != "qwen2") {
+    return Unimplemented(config_path + ": model_type \"" + arch + "\" is not supported (llama, mistral, qwen2)");
+  }
+  auto need = [&](const char* key) -> StatusOr<int64_t> {
+    if (!cfg.contains(key) || !cfg[key].is_number_integer()) return DataLoss(config_path + ": missing integer \"" + key + "\"");
+    return cfg[key].get<int64_t>();
+  };
+  c.architecture = arch;
+  FS_ASSIGN_OR_RETURN(int64_t d, need("hidden_size"));
+  FS_ASSIGN_OR_RETURN(int64_t ffn, need("intermediate_size"));
+  FS_ASSIGN_OR_RETURN(int64_t layers, need("num_hidden_layers"));
+  FS_ASSIGN_OR_RETURN(int64_t heads, need("num_attention_heads"));
+  FS_ASSIGN_OR_RETURN(int64_t vocab, need("vocab_size"));
+  const int64_t kv = cfg.value("num_key_value_heads", heads);
+  int64_t head_dim = d / heads;
+  if (cfg.contains("head_dim") && cfg["head_dim"].is_number_integer()) head_dim = cfg["head_dim"].get<int64_t>();
+  if (heads % kv != 0) return DataLoss(config_path + ": num_attention_heads is not a multiple of num_key_value_heads");
+  c.d_model = static_cast<int32_t>(d);
+  c.ffn_dim = static_cast<int32_t>(ffn);
+  c.n_layers = static_cast<int32_t>(layers);
+  c.n_heads = static_cast<int32_t>(heads);
+  c.n_kv_heads = static_cast<int32_t>(kv);
+  c.head_dim = static_cast<int32_t>(head_dim);
+  c.vocab_size = static_cast<int32_t>(vocab);
+  c.max_context = cfg.value("max_position_embeddings", 4096);
+  c.rms_eps = cfg.value("rms_norm_eps", 1e-5f);
+  c.rope_theta = cfg.value("rope_theta", 10000.0f);
+  c.rope_style = RopeStyle::kHalves;
+  c.qkv_bias = arch == "qwen2";
+  c.tied_embeddings = cfg.value("tie_word_embeddings", false);
+  if (cfg.contains("rope_scaling") && cfg["rope_scaling"].is_object()) {
+    const auto& rs = cfg["rope_scaling"];
+    const std::string type = rs.value("rope_type", rs.value("type", ""));
+    if (type == "llama3") {
+      c.rope_freq_factors = Llama3RopeFreqFactors(c.head_dim, c.rope_theta, rs.value("factor", 8.0f),
+                                                  rs.value("low_freq_factor", 1.0f), rs.value("high_freq_factor", 4.0f),
+                                                  rs.value("original_max_position_embeddings", 8192.0f));
+    } else if (!type.empty() && type != "default") {
+      return Unimplemented(config_path + ": rope_scaling type \"" + type + "\" is not supported (llama3)");
+    }
+  }
+
+  HfTensors t;
+  FS_RETURN_IF_ERROR(t.Open(dir));
+  ModelWeights& w = out.weights;
+  const int64_t qo = heads * head_dim, kvo = kv * head_dim;
+  FS_ASSIGN_OR_RETURN(w.token_embedding, t.Matrix("model.embed_tokens.weight", vocab, d));
+  FS_ASSIGN_OR_RETURN(w.output_norm, t.Vector("model.norm.weight", d));
+  if (t.Has("lm_head.weight")) {
+    FS_ASSIGN_OR_RETURN(w.output, t.Matrix("lm_head.weight", vocab, d));
+    c.tied_embeddings = false;
+  } else {
+    w.output = w.token_embedding;
+    c.tied_embeddings = true;
+  }
+  c.qkv_bias = t.Has("model.layers.0.self_attn.q_proj.bias");
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerWeights L;
+    FS_ASSIGN_OR_RETURN(L.attn_norm, t.Vector(p + "input_layernorm.weight", d));
+    FS_ASSIGN_OR_RETURN(L.ffn_norm, t.Vector(p + "post_attention_layernorm.weight", d));
+    FS_ASSIGN_OR_RETURN(L.wq, t.Matrix(p + "self_attn.q_proj.weight", qo, d));
+    FS_ASSIGN_OR_RETURN(L.wk, t.Matrix(p + "self_attn.k_proj.weight", kvo, d));
+    FS_ASSIGN_OR_RETURN(L.wv, t.Matrix(p + "self_attn.v_proj.weight", kvo, d));
+    FS_ASSIGN_OR_RETURN(L.wo, t.Matrix(p + "self_attn.o_proj.weight", d, qo));
+    if (c.qkv_bias) {
+      FS_ASSIGN_OR_RETURN(L.bq, t.Vector(p + "self_attn.q_proj.bias", qo));
+      FS_ASSIGN_OR_RETURN(L.bk, t.Vector(p + "self_attn.k_proj.bias", kvo));
+      FS_ASSIGN_OR_RETURN(L.bv, t.Vector(p + "self_attn.v_proj.bias", kvo));
+    }
+    FS_ASSIGN_OR_RETURN(L.w_gate, t.Matrix(p + "mlp.gate_proj.weight", ffn, d));
+    FS_ASSIGN_OR_RETURN(L.w_up, t.Matrix(p + "mlp.up_proj.weight", ffn, d));
+    FS_ASSIGN_OR_RETURN(L.w_down, t.Matrix(p + "mlp.down_proj.weight", d, ffn));
+    w.layers.push_back(std::move(L));
+  }
+  for (auto& f : t.files_) w.storage.push_back(f);
+  return out;
 }
 
 }  // namespace foresight::worker
