@@ -2,6 +2,7 @@
 #include "cache_service/ucx_server.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -316,22 +317,31 @@ Status UcxServer::Impl::Init() {
     }
   }
 
+  // The listen address: an IP literal or a resolvable name (IPv4 preferred).
   sockaddr_storage ss{};
   socklen_t ss_len = 0;
-  if (inet_pton(AF_INET, options_.host.c_str(), &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(options_.port);
-    ss_len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, options_.host.c_str(),
-                       &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(options_.port);
-    ss_len = sizeof(sockaddr_in6);
-  } else {
-    return InvalidArgument("UCX data plane: listen host '" + options_.host +
-                           "' is not an IP address (give e.g. 0.0.0.0 or 127.0.0.1)");
+  {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(options_.host.empty() ? nullptr : options_.host.c_str(),
+                         std::to_string(options_.port).c_str(), &hints, &res);
+    if (rc != 0 || res == nullptr) {
+      return InvalidArgument("UCX data plane: cannot resolve listen host '" + options_.host +
+                             "': " + gai_strerror(rc));
+    }
+    const addrinfo* pick = res;
+    for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+      if (a->ai_family == AF_INET) {
+        pick = a;
+        break;
+      }
+    }
+    std::memcpy(&ss, pick->ai_addr, pick->ai_addrlen);
+    ss_len = pick->ai_addrlen;
+    freeaddrinfo(res);
   }
   ucp_listener_params_t lp{};
   lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;

@@ -360,9 +360,16 @@ Status UcxTransport::Impl::DoConnect() {
   if (rc != 0 || res == nullptr) {
     return Unavailable("UCX: cannot resolve node " + node_ + ": " + gai_strerror(rc));
   }
+  const addrinfo* pick = res;  // IPv4 preferred: "localhost" may list ::1 first
+  for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  }
   sockaddr_storage ss{};
-  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
-  socklen_t len = res->ai_addrlen;
+  std::memcpy(&ss, pick->ai_addr, pick->ai_addrlen);
+  socklen_t len = pick->ai_addrlen;
   freeaddrinfo(res);
 
   ucp_ep_params_t p{};

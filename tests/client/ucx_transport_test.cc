@@ -151,6 +151,25 @@ TEST_P(UcxPathTest, PutGetRoundTripThroughBothBufferKinds) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxPathTest, ::testing::Values("shm", "tcp"));
 
+TEST(UcxTransportTest, HostNamesResolve) {
+  BlockStoreOptions so;
+  so.ram_bytes = 32ull << 20;
+  auto store = BlockStore::Open(so);
+  ASSERT_TRUE(store.ok());
+  UcxServerOptions uo;
+  uo.host = "localhost";
+  auto server = UcxServer::Start(store->get(), uo);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  UcxTransportOptions o;
+  o.transports = "tcp";
+  auto t = UcxTransport::Connect("localhost", (*server)->port(), "", o);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  UcxServerOptions bad;
+  bad.host = "no-such-host.invalid";
+  auto refused = UcxServer::Start(store->get(), bad);
+  EXPECT_FALSE(refused.ok());
+}
+
 TEST(UcxTransportTest, PerHeadRangeGetIsConcatenatedAndChecksummed) {
   Node node = StartNode();
   auto t = ConnectOrDie(node, "shm");
