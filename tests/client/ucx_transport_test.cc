@@ -8,7 +8,9 @@
 #include <unistd.h>
 #include <ucp/api/ucp.h>
 
+#include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -310,6 +312,127 @@ class RawClient {
   bool failed_ = false;
   std::vector<Reply> replies_;
 };
+
+// A fake node that answers HELLO and answers every GET with bytes that do not match the checksum
+// it claims: the client must report DATA_LOSS, never success.
+class LyingNode {
+ public:
+  LyingNode() {
+    ucp_config_t* config;
+    ucp_config_read(nullptr, nullptr, &config);
+    ucp_config_modify(config, "TLS", "tcp");
+    ucp_params_t p{};
+    p.field_mask = UCP_PARAM_FIELD_FEATURES;
+    p.features = UCP_FEATURE_AM;
+    ucp_init(&p, config, &context_);
+    ucp_config_release(config);
+    ucp_worker_params_t wp{};
+    ucp_worker_create(context_, &wp, &worker_);
+    ucp_am_handler_param_t am{};
+    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    am.id = ucxwire::kUcxRequestAmId;
+    am.flags = UCP_AM_FLAG_WHOLE_MSG;
+    am.arg = this;
+    am.cb = [](void* arg, const void* header, size_t header_length, void*, size_t,
+               const ucp_am_recv_param_t* param) -> ucs_status_t {
+      auto* self = static_cast<LyingNode*>(arg);
+      std::string error;
+      auto msg = ucxwire::DecodeHeader(header, header_length, &error);
+      if (!msg || param->reply_ep == nullptr) return UCS_OK;
+      ucxwire::ReplyBody body;
+      const void* data = nullptr;
+      size_t length = 0;
+      ucxwire::MsgType type = ucxwire::MsgType::kHelloReply;
+      if (msg->header.type == ucxwire::MsgType::kGet) {
+        type = ucxwire::MsgType::kGetReply;
+        data = self->payload_.data();
+        length = self->payload_.size();
+        body.length = length;
+        body.checksum = BlockChecksum(data, length) ^ 1;  // a lie
+      }
+      self->headers_.push_back(ucxwire::EncodeReply(type, msg->header.req_id, body));
+      ucp_request_param_t rp{};
+      void* req = ucp_am_send_nbx(param->reply_ep, ucxwire::kUcxReplyAmId, self->headers_.back().data(),
+                                  self->headers_.back().size(), data, length, &rp);
+      if (req != nullptr && !UCS_PTR_IS_ERR(req)) self->requests_.push_back(req);
+      return UCS_OK;
+    };
+    ucp_worker_set_am_recv_handler(worker_, &am);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ucp_listener_params_t lp{};
+    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+    lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&sa);
+    lp.sockaddr.addrlen = sizeof sa;
+    lp.conn_handler.arg = this;
+    lp.conn_handler.cb = [](ucp_conn_request_h request, void* arg) {
+      auto* self = static_cast<LyingNode*>(arg);
+      ucp_ep_params_t ep{};
+      ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+      ep.conn_request = request;
+      ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+      ucp_ep_h created;
+      if (ucp_ep_create(self->worker_, &ep, &created) == UCS_OK) self->eps_.push_back(created);
+    };
+    ucp_listener_create(worker_, &lp, &listener_);
+    ucp_listener_attr_t la{};
+    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+    ucp_listener_query(listener_, &la);
+    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) ucp_worker_progress(worker_);
+    });
+  }
+  ~LyingNode() {
+    stop_ = true;
+    thread_.join();
+    for (void* r : requests_) {
+      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(r);
+    }
+    for (ucp_ep_h ep : eps_) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* req = ucp_ep_close_nbx(ep, &p);
+      if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+        while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+        ucp_request_free(req);
+      }
+    }
+    ucp_listener_destroy(listener_);
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(context_);
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_listener_h listener_ = nullptr;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<uint8_t> payload_ = Bytes(100000, 77);
+  std::deque<std::vector<uint8_t>> headers_;
+  std::vector<void*> requests_;
+  std::vector<ucp_ep_h> eps_;
+};
+
+TEST(UcxTransportTest, ClientRefusesBytesThatFailTheirChecksum) {
+  LyingNode liar;
+  UcxTransportOptions o;
+  o.transports = "tcp";
+  auto t = UcxTransport::Connect("127.0.0.1", liar.port(), "", o);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  std::vector<uint8_t> out(1 << 20);
+  auto r = GetOne(**t, Key("lie"), {}, out.data(), out.size());
+  EXPECT_EQ(r.status.code(), StatusCode::kDataLoss) << r.status.ToString();
+  EXPECT_EQ(r.bytes, 0u);
+  EXPECT_NE(r.status.message().find(Key("lie").ToHex()), std::string::npos);
+}
 
 TEST(UcxTransportTest, AuthenticationRefusesWrongAndMissingTokens) {
   Node node = StartNode("s3cret");
