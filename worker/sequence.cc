@@ -23,7 +23,8 @@ Sequence::Sequence(const Model& model, int32_t prefill_chunk)
       rope_(model.config()),
       kv_(model.config().n_layers, model.config().n_kv_heads, model.config().head_dim) {}
 
-Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits) {
+Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
+                         PrefillAttentionObserver* observer) {
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
   const double t0 = Now();
   const int64_t vocab = c_.vocab_size;
@@ -34,7 +35,7 @@ Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>*
     float* out = nullptr;
     if (logits != nullptr && all_logits) out = logits->data() + at * vocab;
     if (logits != nullptr && !all_logits && last) out = logits->data();
-    FS_RETURN_IF_ERROR(Forward(tokens.data() + at, n, out, all_logits, nullptr));
+    FS_RETURN_IF_ERROR(Forward(tokens.data() + at, n, out, all_logits, nullptr, observer));
   }
   stats_.prefill_tokens += tokens.size();
   stats_.prefill_seconds += Now() - t0;
@@ -44,13 +45,14 @@ Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>*
 Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
   const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook));
+  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr));
   stats_.decode_tokens += 1;
   stats_.decode_seconds += Now() - t0;
   return Status::OK();
 }
 
-Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook) {
+Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
+                         PrefillAttentionObserver* observer) {
   const ModelWeights& w = model_.weights();
   const int64_t d = c_.d_model, qo = int64_t{c_.n_heads} * c_.head_dim, kvo = int64_t{c_.n_kv_heads} * c_.head_dim;
   const int64_t p0 = kv_.tokens();
@@ -99,12 +101,12 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
         FloatToHalfRow(vt + h * c_.head_dim, c_.head_dim, kv_.value(l, h, p0 + t));
       }
     }
-    if (n == 1) {
+    if (n == 1 && observer == nullptr) {
       const double ta = Now();
       DecodeAttention(l, p0, q_.data(), att_.data(), hook);
       stats_.attention_seconds += Now() - ta;
     } else {
-      ChunkAttention(l, n, p0, q_.data(), att_.data());
+      ChunkAttention(l, n, p0, q_.data(), att_.data(), observer);
     }
     L.wo.Multiply(att_.data(), n, h_.data(), &gemm_);
     for (int64_t i = 0; i < n * d; ++i) x_[i] += h_[i];
@@ -126,7 +128,8 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
   return Status::OK();
 }
 
-void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out) {
+void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
+                              PrefillAttentionObserver* observer) {
   const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd, ctx = p0 + n;
   const int32_t group = c_.n_heads / c_.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -157,6 +160,7 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
         Softmax(row, visible);
         RoundToHalf(row, visible);
         std::fill(row + visible, row + ctx, 0.0f);
+        if (observer != nullptr) observer->OnRow(layer, h, p0 + t, row);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd),
                   static_cast<int>(ctx), 1.0f, scores.data(), static_cast<int>(ctx), vg, static_cast<int>(hd), 0.0f,
@@ -185,6 +189,7 @@ void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float
   for (const auto& s : selected_) stats_.blocks_attended += static_cast<int64_t>(s.size());
   stats_.blocks_total += n_blocks * c_.n_kv_heads;
   pooled_.assign(c_.n_heads * n_blocks, 0.0f);
+  pooled_sum_.assign(c_.n_heads * n_blocks, 0.0f);
   scores_.resize(static_cast<size_t>(c_.n_heads) * ctx);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int32_t h = 0; h < c_.n_heads; ++h) {
@@ -202,19 +207,22 @@ void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float
     float* oh = out + h * hd;
     std::fill(oh, oh + hd, 0.0f);
     float* pooled = pooled_.data() + h * n_blocks;
+    float* pooled_sum = pooled_sum_.data() + h * n_blocks;
     m = 0;
     for (int32_t b : blocks) {
       const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
-      float mx = 0;
+      float mx = 0, sum = 0;
       for (int64_t p = b * bt; p < end; ++p) {
         const float pr = sc[m++];
         mx = std::max(mx, pr);
+        sum += pr;
         AxpyHalf(pr, kv_.value(layer, kvh, p), oh, hd);
       }
       pooled[b] = mx;
+      pooled_sum[b] = sum;
     }
   }
-  if (hook != nullptr) hook->OnAttention(layer, pos, pooled_.data(), n_blocks);
+  if (hook != nullptr) hook->OnAttention(layer, pos, q, !sparse, pooled_.data(), pooled_sum_.data(), n_blocks);
 }
 
 }  // namespace foresight::worker

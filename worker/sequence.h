@@ -26,9 +26,20 @@ class DecodeAttentionHook {
   // ascending list per KV head) and return true, or return false to attend densely.
   virtual bool SelectBlocks(int32_t layer, int64_t position, const float* queries, const KvCache& kv,
                             std::vector<std::vector<int32_t>>* blocks) = 0;
-  // After attention: per query head, the max attention probability in each block
-  // [n_heads x n_blocks] (0 where a block was not attended).
-  virtual void OnAttention(int32_t layer, int64_t position, const float* pooled, int64_t n_blocks) {}
+  // After attention, per query head over the sequence's n_blocks blocks: the max probability and
+  // the probability mass in each block, [n_heads x n_blocks] each (0 where not attended).
+  // `queries` as in SelectBlocks; `dense` tells whether every block was attended.
+  virtual void OnAttention(int32_t layer, int64_t position, const float* queries, bool dense, const float* block_max,
+                           const float* block_sum, int64_t n_blocks) {}
+};
+
+// Hears every causal softmax row of a dense prefill (e.g. predictor::PrefillRecorder). Called
+// concurrently for different query heads; rows of one head arrive in query order.
+class PrefillAttentionObserver {
+ public:
+  virtual ~PrefillAttentionObserver() = default;
+  // `probs`: the row of prompt query `query` over keys 0..query (query + 1 values).
+  virtual void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) = 0;
 };
 
 struct SequenceStats {
@@ -47,7 +58,8 @@ class Sequence {
 
   // Appends `tokens` (dense attention). `logits` (if not null) receives the logits of the last
   // token [vocab], or of every token [n x vocab] when all_logits.
-  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false);
+  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
+                 PrefillAttentionObserver* observer = nullptr);
   // Appends one token; logits [vocab] of the next. `hook` may restrict attention (null: dense).
   Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr);
 
@@ -59,8 +71,9 @@ class Sequence {
   void ResetStats() { stats_ = {}; }
 
  private:
-  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook);
-  void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out);
+  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
+                 PrefillAttentionObserver* observer);
+  void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out, PrefillAttentionObserver* observer);
   void DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook);
 
   const Model& model_;
@@ -70,7 +83,7 @@ class Sequence {
   KvCache kv_;
   SequenceStats stats_;
   // Scratch, reused across calls.
-  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, kgather_, vgather_, scores_, pooled_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, kgather_, vgather_, scores_, pooled_, pooled_sum_;
   std::vector<std::vector<int32_t>> selected_;
 };
 

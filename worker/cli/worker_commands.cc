@@ -11,6 +11,7 @@
 #include "worker/default_model.h"
 #include "worker/generator.h"
 #include "worker/model.h"
+#include "worker/trace_recorder.h"
 
 namespace foresight::cli {
 namespace {
@@ -131,6 +132,38 @@ Status RunGenerate(const GenerateFlags& f) {
   return Status::OK();
 }
 
+struct TraceFlags {
+  std::string model;
+  std::string prompt_file;
+  std::string prompt_tokens;
+  int decode = 64;
+  std::string out;
+  bool chat = false;
+};
+
+Status RunTrace(const TraceFlags& f) {
+  FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Open(model_path));
+  std::vector<TokenId> prompt;
+  if (!f.prompt_tokens.empty()) {
+    FS_ASSIGN_OR_RETURN(prompt, ParseTokenList(f.prompt_tokens));
+  } else {
+    if (f.prompt_file.empty()) return InvalidArgument("give --prompt-file F or --prompt-tokens IDS");
+    FS_ASSIGN_OR_RETURN(std::string text, ReadFile(f.prompt_file));
+    if (model->tokenizer() == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
+    if (f.chat) {
+      FS_ASSIGN_OR_RETURN(text, model->tokenizer()->FormatChat(text));
+    }
+    prompt = model->tokenizer()->Encode(text, true, f.chat);
+  }
+  FS_ASSIGN_OR_RETURN(worker::TraceSummary s,
+                      worker::RecordTrace(*model, prompt, f.decode, f.out, {{"prompt_file", f.prompt_file}}));
+  std::printf("wrote %s: %lld prompt tokens, %lld dense decode steps, %d layers, %.1f s\n", f.out.c_str(),
+              static_cast<long long>(s.prompt_tokens), static_cast<long long>(s.decode_steps), model->config().n_layers,
+              s.seconds);
+  return Status::OK();
+}
+
 void Report(const Status& s, int* exit_code) {
   if (s.ok()) {
     *exit_code = 0;
@@ -159,6 +192,17 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
   gen->add_flag("--print-tokens", flags->print_tokens, "Also print the generated token ids");
   gen->callback([flags, exit_code] { Report(RunGenerate(*flags), exit_code); });
+
+  auto tflags = std::make_shared<TraceFlags>();
+  CLI::App* trace = app.add_subcommand(
+      "trace", "Record an attention trace (dense prefill + N dense decode steps) for the predictor");
+  trace->add_option("--model", tflags->model, "GGUF file or Hugging Face folder (default: SmolLM2)");
+  trace->add_option("--prompt-file", tflags->prompt_file, "File holding the prompt text");
+  trace->add_option("--prompt-tokens", tflags->prompt_tokens, "Prompt as comma-separated token ids");
+  trace->add_option("--decode", tflags->decode, "Dense decode steps to record")->check(CLI::NonNegativeNumber);
+  trace->add_option("--out", tflags->out, "Trace file to write (safetensors, docs/trace-format.md)")->required();
+  trace->add_flag("--chat", tflags->chat, "Wrap the prompt in the model's chat template");
+  trace->callback([tflags, exit_code] { Report(RunTrace(*tflags), exit_code); });
 }
 
 }  // namespace foresight::cli
