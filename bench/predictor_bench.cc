@@ -154,7 +154,7 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
           return 1;
         }
         PrefillObservation prefill{.prompt_tokens = prompt, .rows = kCnnRows, .block_max = prefill_rows,
-                                   .block_sum = prefill_rows};
+                                   .block_sum = prefill_rows, .block_sum_total = {}};
         if (Status s = (*policy)->ObservePrefill(prefill); !s.ok()) {
           std::fprintf(stderr, "predictor bench: %s\n", s.ToString().c_str());
           return 1;
@@ -166,9 +166,10 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
         double cpu_us = 0.0;
         const double us = TimeMicros(a.min_seconds, [&] {
           AttentionObservation obs{.key_tokens = prompt + 1, .dense = false,
-                                   .block_max = step_rows[step % step_rows.size()]};
+                                   .block_max = step_rows[step % step_rows.size()], .block_sum = {}};
           Status s = (*policy)->Observe(obs);
-          StepInputs in{.key_tokens = prompt + 2};
+          StepInputs in;
+          in.key_tokens = prompt + 2;
           if (s.ok()) s = (*policy)->Select(in, &selection);
           if (!s.ok()) failed = s;
           ++step;

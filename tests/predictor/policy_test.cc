@@ -162,7 +162,10 @@ TEST(PolicyTest, QuestRanksByKeyBoundComputedFromRawKeys) {
   LayerGeometry g{q_heads, kv_heads, d};
   auto policy = MakeSelectionPolicy(spec, g, 0);
   ASSERT_TRUE(policy.ok());
-  StepInputs in{.key_tokens = tokens, .query = query, .key_digests = &digests};
+  StepInputs in;
+  in.key_tokens = tokens;
+  in.query = query;
+  in.key_digests = &digests;
   BlockSelection sel;
   ASSERT_TRUE((*policy)->Select(in, &sel).ok());
   for (int h = 0; h < q_heads; ++h) {
@@ -182,7 +185,8 @@ TEST(PolicyTest, QuestRanksByKeyBoundComputedFromRawKeys) {
     EXPECT_EQ(sel.per_query_head[h], ReferenceSelect(scores, tokens, spec.budget)) << "head " << h;
   }
   ExpectUnionsMatch(sel, g);
-  StepInputs missing{.key_tokens = tokens};
+  StepInputs missing;
+  missing.key_tokens = tokens;
   EXPECT_FALSE((*policy)->Select(missing, &sel).ok());
 }
 
@@ -275,7 +279,8 @@ void CheckAttentionPredictor(bool per_kv_head, bool full_cnn) {
   for (int64_t s = 0; s < f.trace.decode_steps(); ++s) {
     f.trace.DecodeRows(0, s, &bmax, &bsum);
     const int64_t nb = g.blocks_at(s), n = g.key_tokens(s);
-    StepInputs in{.key_tokens = n};
+    StepInputs in;
+    in.key_tokens = n;
     BlockSelection sel;
     ASSERT_TRUE((*policy)->Select(in, &sel).ok());
     const CandidateWindow window = CandidateWindow::For(n, spec.budget);

@@ -47,7 +47,9 @@ TEST(RecoveryEvalTest, DenseIsOneOracleBoundsEveryPolicyAndUnionBoundsOwn) {
     EXPECT_NEAR(recovery("dense", b), 1.0, 1e-5);
     for (const auto& [key, r] : by) {
       // Dense ignores the budget; every other policy keeps at most the budget's blocks.
-      if (key.second == b && key.first != "dense") EXPECT_LE(r.recovery, recovery("oracle", b) + 1e-6) << key.first;
+      if (key.second == b && key.first != "dense") {
+        EXPECT_LE(r.recovery, recovery("oracle", b) + 1e-6) << key.first;
+      }
     }
   }
   EXPECT_LT(recovery("oracle", 192), recovery("oracle", 384));
