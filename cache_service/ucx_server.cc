@@ -135,6 +135,7 @@ class UcxServer::Impl {
     std::string peer;
     bool authenticated = false;
     bool closing = false;
+    Clock::time_point closed_at;
     void* close_request = nullptr;
     int pending_tasks = 0;  // worker tasks not yet posted back
     std::unordered_map<uint32_t, Region> regions;
@@ -150,6 +151,7 @@ class UcxServer::Impl {
     std::string text;
     std::shared_ptr<void> keep;
     std::function<void(ucs_status_t, size_t)> done;
+    bool abandoned = false;  // finished by us; UCX may still call back once, then it is freed
   };
   struct GetTask {
     uint64_t session_id = 0;
@@ -220,6 +222,7 @@ class UcxServer::Impl {
   static void SendDone(void* request, ucs_status_t status, void* user_data);
   static void RecvDone(void* request, ucs_status_t status, size_t length, void* user_data);
   void Complete(Outstanding* o, ucs_status_t status, size_t length);
+  void Abandon(Outstanding* o);
   // force: fail outstanding transfers at once (dead or stuck peers); otherwise flush first, so
   // that the peer receives our last reply and then sees the disconnect.
   void CloseSession(Session* s, const std::string& why, bool force = true);
@@ -506,6 +509,12 @@ void UcxServer::Impl::ReapSessions() {
         s->ep = nullptr;
       }
     }
+    if (s->closing && s->ep == nullptr && !s->outstanding.empty() &&
+        Clock::now() - s->closed_at > std::chrono::seconds(1)) {
+      auto stuck = std::move(s->outstanding);
+      s->outstanding.clear();
+      for (Outstanding* o : stuck) Abandon(o);
+    }
     if (s->closing && s->ep == nullptr && s->pending_tasks == 0 && s->outstanding.empty()) {
       for (auto& [rid, r] : s->regions) {
         if (r.rkey != nullptr) ucp_rkey_destroy(r.rkey);
@@ -520,6 +529,7 @@ void UcxServer::Impl::ReapSessions() {
 void UcxServer::Impl::CloseSession(Session* s, const std::string& why, bool force) {
   if (s->closing) return;
   s->closing = true;
+  s->closed_at = Clock::now();
   dropped_++;
   spdlog::info("UCX data plane: closing the connection from {} ({}; {} transfers outstanding)", s->peer, why,
                s->outstanding.size() + s->held_descs.size());
@@ -1088,9 +1098,24 @@ void UcxServer::Impl::RecvDone(void* request, ucs_status_t status, size_t length
 }
 
 void UcxServer::Impl::Complete(Outstanding* o, ucs_status_t status, size_t length) {
+  if (o->abandoned) {  // the late callback of a transfer we already gave up on
+    delete o;
+    return;
+  }
   if (Session* s = FindSession(o->session_id)) s->outstanding.erase(o);
   if (o->done) o->done(status, length);
   delete o;
+}
+
+void UcxServer::Impl::Abandon(Outstanding* o) {
+  // UCX 1.13 does not always complete a rendezvous send whose peer died, even after a forced
+  // close; its endpoint is gone, so no byte can move any more. Free what the transfer holds (the
+  // lease or the slot) and keep only the small record, in case UCX calls back after all.
+  o->abandoned = true;
+  auto done = std::move(o->done);
+  o->done = nullptr;
+  if (done) done(UCS_ERR_CANCELED, 0);
+  o->keep.reset();
 }
 
 // ---------------------------------------------------------------------------------------------

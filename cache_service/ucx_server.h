@@ -32,6 +32,8 @@
 // memory transports (DESIGN.md). Dead clients are found by the connection manager's disconnect
 // event and by a per-transfer timeout (options.transfer_timeout_s): the connection is then closed
 // by force, which fails its outstanding sends and receives, and their leases and slots are freed.
+// (UCX 1.13 leaves some rendezvous sends to a dead peer pending even after a forced close; one
+// second after the close the node finishes those itself and frees what they held.)
 // Malformed messages (short header, unknown type, absurd lengths) are answered with ERROR.
 //
 // Thread-safety: Start() and the destructor from one thread; port() from any. The node runs one
