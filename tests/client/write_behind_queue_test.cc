@@ -1,0 +1,79 @@
+#include "client/write_behind_queue.h"
+
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "client/local_node.h"
+
+namespace foresight {
+namespace {
+
+std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
+  std::vector<uint8_t> v(size);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+class WriteBehindQueueTest : public ::testing::TestWithParam<DataPath> {};
+
+TEST_P(WriteBehindQueueTest, EverythingEnqueuedArrivesIntactUnderBackPressure) {
+  auto node = LocalNode::Start({"--ram-bytes", "64MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  CacheClientOptions o;
+  o.address = (*node)->address();
+  o.data_path = GetParam();
+  auto client = CacheClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  std::vector<std::vector<uint8_t>> blocks;
+  {
+    // A ring of 1 MiB for 12 MiB of blocks: producers must wait for acknowledgements.
+    WriteBehindQueue queue(client->get(), {.ring_bytes = 1 << 20, .max_batch = 8, .max_batches_in_flight = 2});
+    for (int i = 0; i < 200; ++i) {
+      blocks.push_back(Bytes(65536 - 4096 * (i % 3), i));  // sizes that do not divide the ring
+      std::vector<uint8_t> scratch = blocks.back();
+      ASSERT_TRUE(queue.Enqueue(PlainKey("wb", std::to_string(i)), scratch.data(), scratch.size()).ok());
+      std::fill(scratch.begin(), scratch.end(), 0);  // the caller may reuse its buffer at once
+    }
+    ASSERT_TRUE(queue.Flush().ok());
+    WriteBehindStats s = queue.stats();
+    EXPECT_EQ(s.enqueued, 200u);
+    EXPECT_EQ(s.acknowledged, 200u);
+    EXPECT_EQ(s.failed, 0u);
+  }
+  for (int i = 0; i < 200; ++i) {
+    std::vector<uint8_t> out(blocks[i].size());
+    auto n = (*client)->Get(PlainKey("wb", std::to_string(i)), out.data(), out.size());
+    ASSERT_TRUE(n.ok()) << i << ": " << n.status().ToString();
+    ASSERT_EQ(out, blocks[i]) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, WriteBehindQueueTest, ::testing::Values(DataPath::kUcx, DataPath::kGrpc),
+                         [](const auto& info) { return info.param == DataPath::kUcx ? "ucx" : "grpc"; });
+
+TEST(WriteBehindQueueFailureTest, ALostNodeIsReportedNotIgnored) {
+  auto node = LocalNode::Start({"--ram-bytes", "64MiB"});
+  ASSERT_TRUE(node.ok());
+  CacheClientOptions o;
+  o.address = (*node)->address();
+  o.timeout = std::chrono::milliseconds(2000);
+  auto client = CacheClient::Connect(o);
+  ASSERT_TRUE(client.ok());
+  WriteBehindQueue queue(client->get(), {.ring_bytes = 1 << 20});
+  auto block = Bytes(100000, 1);
+  EXPECT_EQ(queue.Enqueue(PlainKey("wb", "big"), block.data(), 2 << 20).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(queue.Enqueue(PlainKey("wb", "a"), block.data(), block.size()).ok());
+  ASSERT_TRUE(queue.Flush().ok());
+  (*node)->Kill9();
+  Status s;
+  for (int i = 0; i < 50 && s.ok(); ++i) s = queue.Enqueue(PlainKey("wb", std::to_string(i)), block.data(), block.size());
+  if (s.ok()) s = queue.Flush();
+  EXPECT_FALSE(s.ok());
+  EXPECT_GE(queue.stats().failed, 1u);
+}
+
+}  // namespace
+}  // namespace foresight
