@@ -13,7 +13,8 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
   }
   Sequence seq(model, options.prefill_chunk);
   std::vector<float> logits;
-  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits));
+  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits, false, options.prefill_observer));
+  if (options.after_prefill) FS_RETURN_IF_ERROR(options.after_prefill());
   GenerateResult result;
   const Tokenizer* tok = model.tokenizer();
   for (int32_t i = 0; i < options.max_tokens; ++i) {
@@ -24,6 +25,7 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
     if (i + 1 == options.max_tokens) break;
     if (limit > 0 && seq.position() + 1 >= limit) break;
     FS_RETURN_IF_ERROR(seq.Decode(next, &logits, options.hook));
+    if (options.after_step) FS_RETURN_IF_ERROR(options.after_step());
   }
   result.stats = seq.stats();
   return result;

@@ -21,6 +21,11 @@ struct GenerateOptions {
   int32_t prefill_chunk = 512;
   bool stop_at_end_of_generation = true;
   DecodeAttentionHook* hook = nullptr;  // null: dense decode
+  PrefillAttentionObserver* prefill_observer = nullptr;
+  // Called after the prefill (e.g. to seed selection policies) and after each decode step (to
+  // surface a hook's error); a non-OK status ends generation with it.
+  std::function<Status()> after_prefill;
+  std::function<Status()> after_step;
   // Called with each new token as it is produced (for streaming output).
   std::function<void(TokenId)> on_token;
 };

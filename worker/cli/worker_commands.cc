@@ -1,5 +1,7 @@
 // `foresight generate` (and, as they land, `trace` and `eval quality`): the worker engine from the
 // command line.
+#include <omp.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -10,7 +12,10 @@
 #include "client/cli/commands.h"
 #include "worker/default_model.h"
 #include "worker/generator.h"
+#include "predictor/cnn_weights.h"
+#include "predictor/selection_policy.h"
 #include "worker/model.h"
+#include "worker/policy_attention.h"
 #include "worker/trace_recorder.h"
 
 namespace foresight::cli {
@@ -30,7 +35,12 @@ struct GenerateFlags {
   bool print_tokens = false;
   std::string policy = "dense";
   int budget = 1024;
+  int sink = 64;
+  int local = 64;
+  int dense_layers = 0;
+  std::string weights;
   int prefill_chunk = 512;
+  int threads = 0;
 };
 
 StatusOr<std::string> ResolveModel(const std::string& flag) {
@@ -61,9 +71,7 @@ StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
 }
 
 Status RunGenerate(const GenerateFlags& f) {
-  if (f.policy != "dense") {
-    return Unimplemented("--policy " + f.policy + ": sparse decode policies are not wired into generate yet; use dense");
-  }
+  if (f.threads > 0) omp_set_num_threads(f.threads);
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
   const auto t0 = std::chrono::steady_clock::now();
   FS_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Open(model_path));
@@ -87,6 +95,27 @@ Status RunGenerate(const GenerateFlags& f) {
   }
 
   worker::GenerateOptions options;
+  std::unique_ptr<worker::PolicyDecodeAttention> policy;
+  if (f.policy != "dense") {
+    predictor::PolicySpec spec;
+    FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(f.policy));
+    spec.budget.budget_tokens = f.budget;
+    spec.budget.sink_tokens = f.sink;
+    spec.budget.local_tokens = f.local;
+    spec.dense_first_layers = f.dense_layers;
+    if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
+      if (f.weights.empty()) {
+        return InvalidArgument("--policy " + f.policy +
+                               " needs --weights (the CNN, e.g. ../shared/reference/attention_predictor/cnn_llama3.1.safetensors)");
+      }
+      FS_ASSIGN_OR_RETURN(spec.weights, predictor::CnnWeights::Load(f.weights));
+    }
+    FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size())));
+    options.hook = policy.get();
+    options.prefill_observer = policy.get();
+    options.after_prefill = [&] { return policy->FinishPrefill(); };
+    options.after_step = [&] { return policy->status(); };
+  }
   options.max_tokens = f.max_tokens;
   options.prefill_chunk = f.prefill_chunk;
   if (!f.json && tok != nullptr) {
@@ -101,6 +130,8 @@ Status RunGenerate(const GenerateFlags& f) {
   const double decode_tps = s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
   const double blocks_per_step = s.decode_tokens > 0 ? static_cast<double>(s.blocks_attended) / s.decode_tokens : 0;
   const std::string text = tok != nullptr ? tok->Decode(result.tokens) : std::string();
+  const double predictor_ms =
+      policy != nullptr && s.decode_tokens > 0 ? 1e3 * policy->predictor_seconds() / s.decode_tokens : 0.0;
   if (f.json) {
     nlohmann::json j;
     j["model"] = model_path;
@@ -115,7 +146,7 @@ Status RunGenerate(const GenerateFlags& f) {
     j["decode_attention_seconds"] = s.attention_seconds;
     j["blocks_attended_per_step"] = blocks_per_step;
     j["blocks_total_per_step"] = s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0;
-    j["predictor_ms_per_step"] = 0.0;
+    j["predictor_ms_per_step"] = predictor_ms;
     std::cout << j.dump(2) << std::endl;
   } else {
     std::printf("\n");
@@ -125,9 +156,10 @@ Status RunGenerate(const GenerateFlags& f) {
     }
     std::fprintf(stderr,
                  "-- %s: prompt %zu tokens, generated %zu; prefill %.1f tok/s, decode %.1f tok/s; "
-                 "blocks attended %.1f per step (all layers and KV heads); policy %s; predictor 0.00 ms/step\n",
+                 "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s; predictor %.2f ms/step\n",
                  model_path.c_str(), prompt.size(), result.tokens.size(), prefill_tps, decode_tps, blocks_per_step,
-                 f.policy.c_str());
+                 s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0, f.policy.c_str(),
+                 predictor_ms);
   }
   return Status::OK();
 }
@@ -186,8 +218,14 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as comma-separated token ids");
   gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(CLI::PositiveNumber);
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
-  gen->add_option("--policy", flags->policy, "Decode attention policy (dense)");
-  gen->add_option("--budget", flags->budget, "Tokens of KV per head attended by sparse policies");
+  gen->add_option("--policy", flags->policy,
+                  "Decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm");
+  gen->add_option("--budget", flags->budget, "Tokens attended per KV head by sparse policies (sink and local included)");
+  gen->add_option("--sink", flags->sink, "Sink tokens always attended");
+  gen->add_option("--local", flags->local, "Most recent tokens always attended");
+  gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense");
+  gen->add_option("--weights", flags->weights, "AttentionPredictor CNN weights (safetensors)");
+  gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)");
   gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
   gen->add_flag("--print-tokens", flags->print_tokens, "Also print the generated token ids");
