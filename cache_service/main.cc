@@ -177,10 +177,7 @@ int Run(const Flags& f) {
   spdlog::info("foresight-cached {} serving gRPC on {}:{}, UCX on port {}, RAM {} , NVMe {}", co.node_id,
                listen->first, bound_port, co.ucx_port, FormatByteSize(store->get()->arena_bytes()),
                f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);
-  // One parseable line for launchers and tests.
-  std::cout << "READY grpc=" << listen->first << ":" << bound_port << " ucx=" << co.ucx_port
-            << " metrics=" << metrics_port << std::endl;
-
+  // Join the cluster before announcing READY, so that READY means "listed" when etcd answers.
   std::unique_ptr<NodeMembership> membership;
   if (!f.etcd.empty()) {
     MembershipOptions mo;
@@ -198,6 +195,9 @@ int Run(const Flags& f) {
     }
     membership = std::move(*m);
   }
+  // One parseable line for launchers and tests.
+  std::cout << "READY grpc=" << listen->first << ":" << bound_port << " ucx=" << co.ucx_port
+            << " metrics=" << metrics_port << std::endl;
 
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -150,6 +151,13 @@ class ClusterClient::Impl {
     if (!c.ok()) {
       node.retry_connect_after = Clock::now() + options_.suspect_for / 2;
       return c.status().WithContext("node " + node.member.node_id);
+    }
+    {
+      std::lock_guard<std::mutex> b(buffers_mu_);
+      for (const auto& [data, size] : buffers_) {
+        Status s = (*c)->RegisterBuffer(data, size);
+        if (!s.ok()) return s.WithContext("registering a buffer with node " + node.member.node_id);
+      }
     }
     node.client = std::move(*c);
     return node.client;
@@ -496,8 +504,23 @@ class ClusterClient::Impl {
     return r;
   }
 
+  Status RegisterBuffer(void* data, uint64_t size) {
+    {
+      std::lock_guard<std::mutex> b(buffers_mu_);
+      buffers_.push_back({data, size});
+    }
+    for (const auto& node : Snapshot()->nodes) {
+      std::lock_guard<std::mutex> lock(node->mu);
+      if (!node->client) continue;
+      FS_RETURN_IF_ERROR(node->client->RegisterBuffer(data, size).WithContext("node " + node->member.node_id));
+    }
+    return Status::OK();
+  }
+
   ClusterClientOptions options_;
   std::unique_ptr<EtcdClient> etcd_;
+  std::mutex buffers_mu_;
+  std::vector<std::pair<void*, uint64_t>> buffers_;  // guarded by buffers_mu_
 
  private:
   mutable std::mutex mu_;
@@ -561,10 +584,176 @@ StatusOr<std::shared_ptr<CacheClient>> ClusterClient::NodeClient(const std::stri
   return NotFound("node " + node_id + " is not in the member list");
 }
 
+Status ClusterClient::RegisterBuffer(void* data, uint64_t size) { return impl_->RegisterBuffer(data, size); }
 Status ClusterClient::RefreshMembership() { return impl_->RefreshMembership(); }
 Status ClusterClient::RepairOnce() { return impl_->RepairOnce(); }
 bool ClusterClient::WaitForRepair(std::chrono::milliseconds timeout) { return impl_->WaitForRepair(timeout); }
 ClusterStats ClusterClient::stats() const { return impl_->stats(); }
 RepairStats ClusterClient::repair_stats() const { return impl_->repair_stats(); }
+
+namespace {
+
+class ClusterCacheClient final : public CacheClient {
+ public:
+  ClusterCacheClient(std::unique_ptr<ClusterClient> cluster, std::string address)
+      : cluster_(std::move(cluster)), address_(std::move(address)) {}
+
+  Status RegisterBuffer(void* data, uint64_t size) override { return cluster_->RegisterBuffer(data, size); }
+  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+    auto buffer = std::make_unique<uint8_t[]>(size);
+    FS_RETURN_IF_ERROR(cluster_->RegisterBuffer(buffer.get(), size));
+    std::lock_guard<std::mutex> lock(mu_);
+    buffers_.push_back(std::move(buffer));
+    return buffers_.back().get();
+  }
+  Status PutBatch(std::span<BlockPut> items) override { return Count(cluster_->PutBatch(items), items); }
+  Status GetBatch(std::span<BlockGet> items) override { return Count(cluster_->GetBatch(items), items); }
+  std::future<Status> PutBatchAsync(std::span<BlockPut> items) override {
+    return std::async(std::launch::async, [this, items] { return PutBatch(items); });
+  }
+  std::future<Status> GetBatchAsync(std::span<BlockGet> items) override {
+    return std::async(std::launch::async, [this, items] { return GetBatch(items); });
+  }
+
+  StatusOr<NodeInfo> Info() override {
+    NodeInfo info;
+    info.node_id = address_;
+    info.version = "cluster";
+    bool first = true;
+    for (const auto& m : cluster_->members()) {
+      auto c = cluster_->NodeClient(m.node_id);
+      if (!c.ok()) continue;
+      auto i = (*c)->Info();
+      if (!i.ok()) continue;
+      info.max_block_bytes = first ? i->max_block_bytes : std::min(info.max_block_bytes, i->max_block_bytes);
+      info.ram_bytes += i->ram_bytes;
+      info.nvme_bytes += i->nvme_bytes;
+      info.nvme_enabled = info.nvme_enabled || i->nvme_enabled;
+      first = false;
+    }
+    if (first) return Unavailable("no member of cluster " + address_ + " answered Info");
+    return info;
+  }
+  Status Health() override {
+    for (const auto& m : cluster_->members()) {
+      auto c = cluster_->NodeClient(m.node_id);
+      if (!c.ok()) return c.status();
+      FS_RETURN_IF_ERROR((*c)->Health().WithContext("node " + m.node_id));
+    }
+    return Status::OK();
+  }
+  StatusOr<RemoteBlockInfo> Stat(const BlockKey& key) override {
+    Status last = NotFound("block " + key.ToHex() + " is on none of its owners");
+    for (const auto& owner : cluster_->Owners(key)) {
+      auto c = cluster_->NodeClient(owner);
+      if (!c.ok()) continue;
+      auto info = (*c)->Stat(key);
+      if (info.ok()) return info;
+      if (info.status().code() != StatusCode::kNotFound) last = info.status();
+    }
+    return last;
+  }
+  StatusOr<std::vector<RemoteBlockInfo>> List(uint32_t limit) override {
+    std::vector<RemoteBlockInfo> out;
+    std::set<BlockKey> seen;
+    for (const auto& m : cluster_->members()) {
+      FS_ASSIGN_OR_RETURN(auto c, cluster_->NodeClient(m.node_id));
+      FS_ASSIGN_OR_RETURN(auto blocks, c->List(limit));
+      for (auto& b : blocks)
+        if (seen.insert(b.key).second && out.size() < limit) out.push_back(b);
+    }
+    return out;
+  }
+  Status Evict(const BlockKey& key) override {
+    bool any = false;
+    for (const auto& m : cluster_->members()) {
+      FS_ASSIGN_OR_RETURN(auto c, cluster_->NodeClient(m.node_id));
+      Status s = c->Evict(key);
+      if (s.ok()) any = true;
+      else if (s.code() != StatusCode::kNotFound) return s.WithContext("node " + m.node_id);
+    }
+    return any ? Status::OK() : NotFound("block " + key.ToHex() + " is on no member");
+  }
+  StatusOr<uint32_t> LongestPrefix(std::span<const BlockKey> chain) override {
+    uint32_t n = 0;
+    for (const BlockKey& key : chain) {
+      if (!Stat(key).ok()) break;
+      ++n;
+    }
+    return n;
+  }
+  Status Flush() override {
+    for (const auto& m : cluster_->members()) {
+      FS_ASSIGN_OR_RETURN(auto c, cluster_->NodeClient(m.node_id));
+      FS_RETURN_IF_ERROR(c->Flush().WithContext("node " + m.node_id));
+    }
+    return Status::OK();
+  }
+  StatusOr<RemoteNodeStats> NodeStats() override {
+    RemoteNodeStats sum;
+    auto add = [](RemoteTierStats& a, const RemoteTierStats& b) {
+      a.capacity_bytes += b.capacity_bytes;
+      a.used_bytes += b.used_bytes;
+      a.items += b.items;
+      a.hits += b.hits;
+      a.misses += b.misses;
+      a.evictions += b.evictions;
+    };
+    for (const auto& m : cluster_->members()) {
+      FS_ASSIGN_OR_RETURN(auto c, cluster_->NodeClient(m.node_id));
+      FS_ASSIGN_OR_RETURN(auto s, c->NodeStats());
+      add(sum.ram, s.ram);
+      add(sum.nvme, s.nvme);
+      sum.checksum_failures += s.checksum_failures;
+      sum.promotions += s.promotions;
+      sum.demotions += s.demotions;
+      sum.active_leases += s.active_leases;
+      sum.bytes_in += s.bytes_in;
+      sum.bytes_out += s.bytes_out;
+      sum.uptime_seconds = std::max(sum.uptime_seconds, s.uptime_seconds);
+    }
+    return sum;
+  }
+  ClientStats stats() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ClientStats s = stats_;
+    s.data_path = "cluster";
+    return s;
+  }
+  const std::string& address() const override { return address_; }
+
+ private:
+  template <typename Item>
+  Status Count(Status s, std::span<Item> items) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& it : items) {
+      if (!it.status.ok()) {
+        ++stats_.errors;
+        continue;
+      }
+      if constexpr (std::is_same_v<Item, BlockPut>) {
+        ++stats_.puts;
+        stats_.bytes_out += it.size;
+      } else {
+        ++stats_.gets;
+        stats_.bytes_in += it.bytes;
+      }
+    }
+    return s;
+  }
+
+  std::unique_ptr<ClusterClient> cluster_;
+  std::string address_;
+  std::mutex mu_;
+  ClientStats stats_;                             // guarded by mu_
+  std::vector<std::unique_ptr<uint8_t[]>> buffers_;  // guarded by mu_
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CacheClient>> ConnectClusterAsCacheClient(const ClusterClientOptions& options) {
+  FS_ASSIGN_OR_RETURN(auto cluster, ClusterClient::Connect(options));
+  return std::unique_ptr<CacheClient>(new ClusterCacheClient(std::move(cluster), "cluster:" + options.etcd));
+}
 
 }  // namespace foresight

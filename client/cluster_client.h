@@ -112,6 +112,10 @@ class ClusterClient {
   // A client of one member (for per-node calls such as NodeStats).
   StatusOr<std::shared_ptr<CacheClient>> NodeClient(const std::string& node_id);
 
+  // Registers a buffer for transfers with every node client, present and future (see
+  // CacheClient::RegisterBuffer). The buffer must outlive this client.
+  Status RegisterBuffer(void* data, uint64_t size);
+
   // Re-reads the member list now. Errors when etcd is unreachable (the old list stays).
   Status RefreshMembership();
   // Runs one repair pass now, in the caller's thread (also what the background repairer runs).
@@ -127,5 +131,11 @@ class ClusterClient {
   explicit ClusterClient(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// A CacheClient over the whole cluster, for code written against one node (the worker): data
+// calls are routed and replicated as above; Stat and Evict go to the key's owners (Evict to every
+// member that holds it), LongestPrefix asks each key's owners in turn; List, Flush and Health
+// cover every member, NodeStats is their sum, Info describes the cluster ("cluster:<etcd>").
+StatusOr<std::unique_ptr<CacheClient>> ConnectClusterAsCacheClient(const ClusterClientOptions& options);
 
 }  // namespace foresight

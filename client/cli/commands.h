@@ -13,5 +13,7 @@ void AddCacheCommands(CLI::App& app, int* exit_code);
 void AddPredictorCommands(CLI::App& app, int* exit_code);
 // generate/trace/eval quality (worker/cli/worker_commands.cc).
 void AddWorkerCommands(CLI::App& app, int* exit_code);
+// cluster status|repair across the nodes listed in etcd (client/cli/cluster_commands.cc).
+void AddClusterCommands(CLI::App& app, int* exit_code);
 
 }  // namespace foresight::cli

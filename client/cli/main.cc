@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   foresight::cli::AddCacheCommands(app, &exit_code);
   foresight::cli::AddPredictorCommands(app, &exit_code);
   foresight::cli::AddWorkerCommands(app, &exit_code);
+  foresight::cli::AddClusterCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

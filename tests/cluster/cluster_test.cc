@@ -228,6 +228,17 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   std::this_thread::sleep_for(5s);  // the lease (2 s) expires; clients route around n1
   const uint64_t acked_while_down = puts_acked - acked_before_kill;
   ASSERT_TRUE(cluster.StartNode(1));
+  uint64_t kept_on_nvme = 0;  // what the restarted node serves before any repair
+  {
+    CacheClientOptions o;
+    o.address = cluster.node(1).address();
+    o.data_path = DataPath::kGrpc;
+    auto direct = CacheClient::Connect(o);
+    ASSERT_TRUE(direct.ok()) << direct.status().ToString();
+    auto blocks = (*direct)->List(100000);
+    ASSERT_TRUE(blocks.ok());
+    kept_on_nvme = blocks->size();
+  }
   std::this_thread::sleep_for(4s);
   stop = true;
   for (auto& th : threads) th.join();
@@ -266,6 +277,7 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
               (unsigned long long)puts_acked.load(), (unsigned long long)acked_while_down,
               (unsigned long long)put_failures.load(), (unsigned long long)gets_ok.load(),
               (unsigned long long)gets_failed.load(), (unsigned long long)gets_wrong.load());
+  std::printf("[rejoin] n1 came back serving %llu blocks from its NVMe tier\n", (unsigned long long)kept_on_nvme);
   std::printf("[rejoin] repair passes %llu, blocks copied %llu, copy errors %llu; final check: %llu of %llu "
               "acknowledged blocks intact, %llu owner copies missing\n",
               (unsigned long long)rs.passes, (unsigned long long)rs.blocks_copied, (unsigned long long)rs.copy_errors,
@@ -279,6 +291,7 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   EXPECT_EQ(gets_wrong.load(), 0u);
   EXPECT_EQ(final_bad, 0u);
   EXPECT_EQ(under_replicated, 0u);
+  EXPECT_GT(kept_on_nvme, 0u);
 }
 
 // Acceptance 3: etcd stopped for 10 s; reads and writes to known nodes go on, a node that starts
@@ -341,6 +354,50 @@ TEST(ClusterTest, EtcdOutageOfTenSecondsLosesNothing) {
   EXPECT_EQ(failures_during, 0u);
   EXPECT_TRUE(joined);
   EXPECT_EQ(intact, written);
+}
+
+// The cluster behind the single-node CacheClient interface (what the worker is written against).
+TEST(ClusterTest, ClusterServesTheCacheClientInterface) {
+  SKIP_WITHOUT_ETCD();
+  LocalCluster cluster;
+  ASSERT_TRUE(cluster.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.StartNode(i));
+  ClusterClientOptions o;
+  o.etcd = cluster.etcd().url();
+  o.replication = 2;
+  auto client = ConnectClusterAsCacheClient(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  CacheClient& c = **client;
+  auto buffer = c.AllocateBuffer(4096);
+  ASSERT_TRUE(buffer.ok());
+  std::vector<BlockKey> chain;
+  for (int i = 0; i < 20; ++i) {
+    chain.push_back(KeyOf("chain", i));
+    auto data = Content(4096, i);
+    ASSERT_TRUE(c.Put(chain.back(), data.data(), data.size()).ok());
+  }
+  for (int i = 0; i < 20; ++i) {
+    auto n = c.Get(chain[i], *buffer, 4096);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(std::vector<uint8_t>(*buffer, *buffer + 4096), Content(4096, i));
+  }
+  auto info = c.Stat(chain[3]);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->size, 4096u);
+  chain.push_back(KeyOf("chain-missing", 0));
+  auto prefix = c.LongestPrefix(chain);
+  ASSERT_TRUE(prefix.ok());
+  EXPECT_EQ(*prefix, 20u);
+  auto stats = c.NodeStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->ram.items + stats->nvme.items, 40u) << "20 blocks, 2 replicas each";
+  auto list = c.List(1000);
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 20u);
+  ASSERT_TRUE(c.Evict(chain[0]).ok());
+  EXPECT_EQ(c.Stat(chain[0]).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(c.Health().ok());
+  EXPECT_EQ(c.stats().data_path, "cluster");
 }
 
 }  // namespace
