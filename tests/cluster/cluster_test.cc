@@ -222,7 +222,21 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
       }
     });
   }
-  std::this_thread::sleep_for(3s);
+  // Load for at least 3 s, and until n1 has written blocks down to NVMe (its RAM tier overflowed),
+  // so that the restart shows what the NVMe tier keeps across a crash.
+  {
+    CacheClientOptions o;
+    o.address = cluster.node(1).address();
+    o.data_path = DataPath::kGrpc;
+    auto direct = CacheClient::Connect(o);
+    ASSERT_TRUE(direct.ok()) << direct.status().ToString();
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < 20s) {
+      std::this_thread::sleep_for(200ms);
+      auto st = (*direct)->NodeStats();
+      if (std::chrono::steady_clock::now() - start >= 3s && st.ok() && st->nvme.items > 0) break;
+    }
+  }
   const uint64_t acked_before_kill = puts_acked;
   cluster.node(1).Kill9();
   std::this_thread::sleep_for(5s);  // the lease (2 s) expires; clients route around n1
