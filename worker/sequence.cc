@@ -42,6 +42,26 @@ Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>*
   return Status::OK();
 }
 
+void Sequence::TEST_FillRandomKv(int64_t tokens, uint32_t seed) {
+  kv_.Resize(tokens);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < tokens; ++p) {
+    uint32_t state = seed ^ static_cast<uint32_t>(p * 2654435761u);
+    std::vector<float> row(c_.head_dim);
+    for (int32_t l = 0; l < c_.n_layers; ++l) {
+      for (int32_t h = 0; h < c_.n_kv_heads; ++h) {
+        for (int pass = 0; pass < 2; ++pass) {
+          for (float& v : row) {
+            state = state * 1664525u + 1013904223u;
+            v = static_cast<float>(static_cast<int32_t>(state >> 8) % 2001 - 1000) * 1e-3f;
+          }
+          FloatToHalfRow(row.data(), c_.head_dim, pass == 0 ? kv_.key(l, h, p) : kv_.value(l, h, p));
+        }
+      }
+    }
+  }
+}
+
 Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
   const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);

@@ -67,6 +67,9 @@ class Sequence {
   // Forgets everything from `position` on.
   void Rewind(int64_t position) { kv_.Resize(position); }
   const KvCache& kv() const { return kv_; }
+  // Benchmarks only: makes the sequence `tokens` long with random keys and values and no prefill
+  // (decode speed at contexts whose prefill would take hours on a CPU). Never quality.
+  void TEST_FillRandomKv(int64_t tokens, uint32_t seed);
   const SequenceStats& stats() const { return stats_; }
   void ResetStats() { stats_ = {}; }
 
