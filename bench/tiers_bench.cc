@@ -8,7 +8,8 @@
 //                                                                      ceiling: ucx_perftest ucp_am_bw, UCX_TLS=tcp
 //   nvme      gets of blocks evicted to the NVMe tier (a node with a small RAM tier), over shared memory;
 //             each get promotes a block from RocksDB                  ceiling: none
-//   (hook)    the gRPC fallback row plugs in as another BenchPath (see MakeGrpcPath below).
+//   ram-grpc  RAM-resident blocks over the gRPC fallback data path (CacheClient, DataPath::kGrpc)
+//                                                                      ceiling: none (memcpy shown)
 // The memcpy ceiling copies blocks of the same size out of an arena as large as the node's,
 // striding across it so the source is not cache-resident, into a ring of 16 destination slots, as a
 // transfer would. Throughput is in GB/s (1e9 bytes per second).
@@ -27,7 +28,9 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <span>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -37,7 +40,12 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/commands.h"
+#include <grpcpp/grpcpp.h>
+
 #include "cache_service/block_store.h"
+#include "cache_service/control_service.h"
+#include "cache_service/node_metrics.h"
+#include "client/cache_client.h"
 #include "cache_service/ucx_server.h"
 #include "client/ucx_transport.h"
 #include "common/checksum.h"
@@ -73,6 +81,7 @@ struct ChildNode {
   pid_t pid = -1;
   int control_fd = -1;  // closing it stops the node
   uint16_t port = 0;
+  uint16_t grpc_port = 0;
 };
 
 // Forks a node (BlockStore::Open + UcxServer). Must run before this process starts threads or UCX.
@@ -85,9 +94,13 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
     close(port_pipe[0]);
     close(control_pipe[1]);
     uint16_t port = 0;
+    int grpc_port = 0;
     std::string error;
     auto store = BlockStore::Open(options);
     std::unique_ptr<UcxServer> server;
+    NodeMetrics metrics;
+    std::unique_ptr<ControlService> control;
+    std::unique_ptr<grpc::Server> grpc_server;
     if (store.ok()) {
       UcxServerOptions uo;
       uo.host = "127.0.0.1";
@@ -95,6 +108,16 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
       if (started.ok()) {
         server = std::move(*started);
         port = server->port();
+        ControlServiceOptions co;
+        co.ucx_port = port;
+        co.max_block_bytes = options.max_block_bytes;
+        control = std::make_unique<ControlService>(store->get(), &metrics, co);
+        grpc::ServerBuilder builder;
+        builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &grpc_port);
+        builder.RegisterService(control.get());
+        builder.SetMaxReceiveMessageSize(512 << 20);
+        builder.SetMaxSendMessageSize(512 << 20);
+        grpc_server = builder.BuildAndStart();
       } else {
         error = started.status().ToString();
       }
@@ -102,6 +125,8 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
       error = store.status().ToString();
     }
     if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(2);
+    const uint16_t grpc_port16 = static_cast<uint16_t>(grpc_port);
+    if (write(port_pipe[1], &grpc_port16, sizeof grpc_port16) != sizeof grpc_port16) _exit(2);
     if (port == 0) {
       ssize_t ignored = write(port_pipe[1], error.data(), error.size());
       (void)ignored;
@@ -111,6 +136,8 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
     char c;
     while (read(control_pipe[0], &c, 1) > 0) {
     }
+    if (grpc_server) grpc_server->Shutdown();
+    grpc_server.reset();
     server.reset();
     store->reset();
     _exit(0);
@@ -128,8 +155,11 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
     waitpid(pid, nullptr, 0);
     return Unavailable("bench node failed to start: " + std::string(buf, n > 0 ? n : 0));
   }
+  uint16_t grpc_port = 0;
+  if (read(port_pipe[0], &grpc_port, sizeof grpc_port) != sizeof grpc_port) grpc_port = 0;
   close(port_pipe[0]);
   node.port = port;
+  node.grpc_port = grpc_port;
   return node;
 }
 
@@ -318,6 +348,65 @@ class UcxBenchPath : public BenchPath {
   uint64_t checksums_[16] = {};
 };
 
+// The gRPC fallback data path, through CacheClient (each transfer is one async Put/Get call).
+class GrpcBenchPath : public BenchPath {
+ public:
+  static StatusOr<std::unique_ptr<GrpcBenchPath>> Connect(uint16_t grpc_port, uint64_t max_block) {
+    CacheClientOptions o;
+    o.address = "127.0.0.1:" + std::to_string(grpc_port);
+    o.data_path = DataPath::kGrpc;
+    o.timeout = std::chrono::seconds(60);
+    auto client = CacheClient::Connect(o);
+    if (!client.ok()) return client.status();
+    auto path = std::unique_ptr<GrpcBenchPath>(new GrpcBenchPath);
+    path->client_ = std::move(*client);
+    path->max_block_ = max_block;
+    path->src_.resize(16 * max_block);
+    path->dst_.resize(16 * max_block);
+    std::mt19937_64 rng(43);
+    for (auto& b : path->src_) b = static_cast<uint8_t>(rng());
+    return path;
+  }
+  std::string transport() override { return "grpc"; }
+  StatusOr<uint64_t> SubmitPut(const BlockKey& key, int slot, uint64_t bytes) override {
+    auto op = std::make_unique<Op>();
+    op->put = BlockPut{key, src_.data() + slot * max_block_, bytes, {}};
+    op->done = client_->PutBatchAsync(std::span<BlockPut>(&op->put, 1));
+    return Track(std::move(op));
+  }
+  StatusOr<uint64_t> SubmitGet(const BlockKey& key, int slot, uint64_t bytes) override {
+    auto op = std::make_unique<Op>();
+    op->get.key = key;
+    op->get.dest = dst_.data() + slot * max_block_;
+    op->get.capacity = max_block_;
+    op->done = client_->GetBatchAsync(std::span<BlockGet>(&op->get, 1));
+    return Track(std::move(op));
+  }
+  Status Wait(uint64_t handle) override {
+    auto it = ops_.find(handle);
+    if (it == ops_.end()) return Internal("lost transfer");
+    Status s = it->second->done.get();
+    ops_.erase(it);
+    return s;
+  }
+
+ private:
+  struct Op {
+    BlockPut put;
+    BlockGet get;
+    std::future<Status> done;
+  };
+  uint64_t Track(std::unique_ptr<Op> op) {
+    ops_[next_] = std::move(op);
+    return next_++;
+  }
+  std::unique_ptr<CacheClient> client_;
+  uint64_t max_block_ = 0;
+  std::vector<uint8_t> src_, dst_;
+  std::map<uint64_t, std::unique_ptr<Op>> ops_;
+  uint64_t next_ = 1;
+};
+
 BlockKey BenchKey(const std::string& path, uint64_t block, uint64_t i) {
   return PlainKey("bench-tiers", path + "/" + std::to_string(block) + "/" + std::to_string(i));
 }
@@ -473,18 +562,27 @@ int RunTiers(const TiersFlags& flags) {
     struct PathSpec {
       std::string name;
       uint16_t port;
-      std::string transports;
+      std::string transports;  // "grpc": the gRPC fallback on the node's gRPC port
       bool nvme;
     };
     const std::vector<PathSpec> specs = {
         {"ram-shm", ram_node->port, "shm", false},
         {"ram-tcp", ram_node->port, "tcp", false},
+        {"ram-grpc", ram_node->grpc_port, "grpc", false},
         {"nvme", nvme_node->port, "shm", true},
-        // Hook: {"ram-grpc", ...} once a gRPC BenchPath exists (CacheClient, DataPath::kGrpc).
     };
-    std::vector<std::unique_ptr<UcxBenchPath>> paths(specs.size());
+    std::vector<std::unique_ptr<BenchPath>> paths(specs.size());
     for (size_t pi = 0; pi < specs.size(); ++pi) {
-      auto path = UcxBenchPath::Connect(specs[pi].port, specs[pi].transports, max_block);
+      StatusOr<std::unique_ptr<BenchPath>> path = Unavailable("not connected");
+      if (specs[pi].transports == "grpc") {
+        auto p = GrpcBenchPath::Connect(specs[pi].port, max_block);
+        if (p.ok()) path = std::unique_ptr<BenchPath>(std::move(*p));
+        else path = p.status();
+      } else {
+        auto p = UcxBenchPath::Connect(specs[pi].port, specs[pi].transports, max_block);
+        if (p.ok()) path = std::unique_ptr<BenchPath>(std::move(*p));
+        else path = p.status();
+      }
       if (!path.ok()) {
         std::cerr << "tiers: " << specs[pi].name << ": " << path.status().ToString() << "\n";
         status = 1;
@@ -519,7 +617,7 @@ int RunTiers(const TiersFlags& flags) {
             keys = std::max<uint64_t>(4 * nvme_ram / block, 32);
             ops = std::max<uint64_t>(nvme_bytes_per_row / block, 64);
           } else {
-            // Two paths share the RAM node: each keeps a fifth of its arena, so nothing is evicted.
+            // Three paths share the RAM node: each keeps a fifth of its arena, so nothing is evicted.
             keys = std::max<uint64_t>(std::min<uint64_t>(ram * 2 / 10 / block, 1 << 16), 16);
             ops = std::max<uint64_t>(bytes_per_row / block, 64);
           }
@@ -546,7 +644,7 @@ int RunTiers(const TiersFlags& flags) {
         }
       }
       for (Row& row : best) {
-        if (row.path == "ram-shm") {
+        if (row.path == "ram-shm" || row.path == "ram-grpc") {
           row.ceiling_gbps = memcpy_best;
           row.ceiling = "memcpy";
         } else if (row.path == "ram-tcp") {
