@@ -14,6 +14,11 @@ StatusOr<std::unique_ptr<NodeMembership>> NodeMembership::Start(const Membership
     return InvalidArgument("--node-id '" + options.node_id + "' must not contain '/'");
   if (options.advertise.empty() || options.advertise.find(':') == std::string::npos)
     return InvalidArgument("--advertise '" + options.advertise + "' must be HOST:PORT that clients can reach");
+  const std::string host = options.advertise.substr(0, options.advertise.rfind(':'));
+  if (host == "0.0.0.0" || host == "::" || host == "[::]" || host.empty())
+    return InvalidArgument("--advertise '" + options.advertise +
+                           "' is not an address clients can dial; give --advertise HOST:PORT when listening on all "
+                           "interfaces");
   if (options.ttl_seconds < 2) return InvalidArgument("--etcd-ttl must be at least 2 seconds");
   std::unique_ptr<NodeMembership> m(new NodeMembership(options));
   FS_ASSIGN_OR_RETURN(m->etcd_, EtcdClient::Create(options.etcd));

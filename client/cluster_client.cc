@@ -468,8 +468,10 @@ class ClusterClient::Impl {
   void RepairLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stopping_) {
-      cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stopping_ || repair_pending_; });
+      const auto wait = options_.repair_interval.count() > 0 ? options_.repair_interval : std::chrono::milliseconds(5000);
+      const bool woken = cv_.wait_for(lock, wait, [&] { return stopping_ || repair_pending_; });
       if (stopping_) break;
+      if (!woken && options_.repair_interval.count() > 0) repair_pending_ = true;  // the periodic pass
       if (!repair_pending_) continue;
       repair_pending_ = false;
       repair_running_ = true;

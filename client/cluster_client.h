@@ -16,7 +16,9 @@
 //
 // Repair and rebalancing (`background_repair`): after every membership change (a node joined,
 // left, or restarted with a new incarnation), a background thread lists every node's blocks and
-// copies each block to those of its current owners that lack it. Traffic never waits for it.
+// copies each block to those of its current owners that lack it; it also runs every
+// `repair_interval` (blocks written to a fallback node while an owner was failing go home).
+// Traffic never waits for it.
 // A restarted node serves what its NVMe tier kept; what it missed is copied back by the repairer,
 // and repair_stats() says how far that got. Copies on nodes that no longer own a key are left in
 // place (they are extra replicas until evicted). One repairer per cluster is enough: enable it on
@@ -54,6 +56,9 @@ struct ClusterClientOptions {
   std::chrono::milliseconds refresh_interval{500};
   std::chrono::milliseconds suspect_for{2000};  // a node that failed is tried last for this long
   bool background_repair = false;
+  // The repairer also runs a pass this often without a membership change (0: only on changes), so
+  // that blocks written to a fallback node during a brief node failure go home.
+  std::chrono::milliseconds repair_interval{60000};
 };
 
 // One entry of the member list, as the node wrote it.
