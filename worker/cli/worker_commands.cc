@@ -2,6 +2,7 @@
 // command line.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "predictor/selection_policy.h"
 #include "worker/model.h"
 #include "worker/policy_attention.h"
+#include "worker/quality_eval.h"
 #include "worker/trace_recorder.h"
 
 namespace foresight::cli {
@@ -196,6 +198,64 @@ Status RunTrace(const TraceFlags& f) {
   return Status::OK();
 }
 
+struct QualityFlags {
+  std::string model;
+  std::string text;
+  int64_t context = 4096;
+  int64_t predict = 64;
+  std::string policy = "all";
+  std::string budgets = "256,512,1024,2048";
+  std::string weights;
+  int dense_layers = 0;
+  bool json = false;
+};
+
+Status RunQuality(const QualityFlags& f) {
+  FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Open(model_path));
+  if (model->tokenizer() == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer");
+  FS_ASSIGN_OR_RETURN(std::string text, ReadFile(f.text));
+  const std::vector<TokenId> tokens = model->tokenizer()->Encode(text, true, false);
+  worker::QualitySpec spec;
+  spec.dense_first_layers = f.dense_layers;
+  std::stringstream budgets(f.budgets);
+  std::string item;
+  while (std::getline(budgets, item, ',')) spec.budgets.push_back(std::stoll(item));
+  if (f.policy == "all") {
+    for (predictor::PolicyKind k : predictor::AllPolicyKinds()) {
+      if (k == predictor::PolicyKind::kAttentionPredictor && f.weights.empty()) continue;
+      spec.policies.push_back(k);
+    }
+  } else {
+    std::stringstream ss(f.policy);
+    while (std::getline(ss, item, ',')) {
+      std::replace(item.begin(), item.end(), '-', '_');
+      FS_ASSIGN_OR_RETURN(predictor::PolicyKind k, predictor::ParsePolicyKind(item));
+      spec.policies.push_back(k);
+    }
+  }
+  if (!f.weights.empty()) {
+    FS_ASSIGN_OR_RETURN(spec.weights, predictor::CnnWeights::Load(f.weights));
+  }
+  FS_ASSIGN_OR_RETURN(std::vector<worker::QualityRow> rows,
+                      worker::EvaluateQuality(*model, tokens, f.context, f.predict, spec));
+  if (f.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : rows) {
+      j.push_back({{"policy", r.policy}, {"budget", r.budget}, {"context", r.context}, {"perplexity", r.perplexity},
+                   {"top1_agreement", r.top1_agreement}, {"recovery", nullptr}, {"blocks_fraction", r.blocks_fraction}});
+    }
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::printf("%-22s %7s %8s %11s %9s %8s\n", "policy", "budget", "context", "perplexity", "top1_agr", "blocks");
+    for (const auto& r : rows) {
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %8.3f\n", r.policy.c_str(), static_cast<long long>(r.budget),
+                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.blocks_fraction);
+    }
+  }
+  return Status::OK();
+}
+
 void Report(const Status& s, int* exit_code) {
   if (s.ok()) {
     *exit_code = 0;
@@ -241,6 +301,22 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   trace->add_option("--out", tflags->out, "Trace file to write (safetensors, docs/trace-format.md)")->required();
   trace->add_flag("--chat", tflags->chat, "Wrap the prompt in the model's chat template");
   trace->callback([tflags, exit_code] { Report(RunTrace(*tflags), exit_code); });
+
+  CLI::App* eval = app.add_subcommand("eval", "Evaluate the engine");
+  auto qflags = std::make_shared<QualityFlags>();
+  CLI::App* quality = eval->add_subcommand(
+      "quality", "Teacher-forced perplexity and top-1 agreement with dense decoding, per policy and budget");
+  quality->add_option("--model", qflags->model, "GGUF file or Hugging Face folder (default: SmolLM2)");
+  quality->add_option("--text", qflags->text, "Long text file (held-out document)")->required();
+  quality->add_option("--context", qflags->context, "Tokens prefilled densely");
+  quality->add_option("--predict", qflags->predict, "Tokens predicted after the context");
+  quality->add_option("--policy", qflags->policy, "all, or a comma list of policies");
+  quality->add_option("--budget", qflags->budgets, "Comma-separated token budgets");
+  quality->add_option("--weights", qflags->weights, "AttentionPredictor CNN weights (all includes it only with weights)");
+  quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense");
+  quality->add_flag("--json", qflags->json, "JSON rows");
+  quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });
+  eval->require_subcommand(1);
 }
 
 }  // namespace foresight::cli

@@ -1,0 +1,47 @@
+#include "worker/quality_eval.h"
+
+#include <gtest/gtest.h>
+
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+TEST(QualityEvalTest, FullBudgetEqualsDenseAndSmallBudgetIsSparse) {
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  std::vector<TokenId> tokens(420);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>((i * 61 + 11) % 256);
+  QualitySpec spec;
+  spec.policies = {predictor::PolicyKind::kStreamingLLM, predictor::PolicyKind::kQuest};
+  spec.budgets = {128, 4096};
+  auto rows = EvaluateQuality(**model, tokens, 400, 20, spec);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 5u);
+  const QualityRow& dense = (*rows)[0];
+  EXPECT_EQ(dense.policy, "dense");
+  EXPECT_DOUBLE_EQ(dense.top1_agreement, 1.0);
+  EXPECT_GT(dense.perplexity, 1.0);
+  for (const QualityRow& r : *rows) {
+    EXPECT_EQ(r.context, 400);
+    if (r.budget == 4096) {
+      EXPECT_NEAR(r.perplexity, dense.perplexity, 1e-6 * dense.perplexity) << r.policy;
+      EXPECT_DOUBLE_EQ(r.top1_agreement, 1.0) << r.policy;
+      EXPECT_DOUBLE_EQ(r.blocks_fraction, 1.0) << r.policy;
+    } else if (r.budget == 128) {
+      EXPECT_LT(r.blocks_fraction, 0.6) << r.policy;
+    }
+  }
+  EXPECT_EQ((*rows)[1].policy, "streaming-llm");
+}
+
+TEST(QualityEvalTest, TooShortTextIsRefused) {
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  auto rows = EvaluateQuality(**model, std::vector<TokenId>(10, 1), 8, 8, QualitySpec{});
+  ASSERT_FALSE(rows.ok());
+  EXPECT_NE(rows.status().message().find("16 tokens"), std::string::npos) << rows.status().ToString();
+}
+
+}  // namespace
+}  // namespace foresight::worker

@@ -1,0 +1,108 @@
+#include "worker/quality_eval.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "worker/policy_attention.h"
+#include "worker/sequence.h"
+
+namespace foresight::worker {
+namespace {
+
+// Forwards every prefill row to several observers (one per policy run).
+class FanOutObserver : public PrefillAttentionObserver {
+ public:
+  void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) override {
+    for (PrefillAttentionObserver* o : targets) o->OnRow(layer, q_head, query, probs);
+  }
+  std::vector<PrefillAttentionObserver*> targets;
+};
+
+double LogProb(const std::vector<float>& logits, TokenId token) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+  return static_cast<double>(logits[token]) - mx - std::log(sum);
+}
+
+std::string RowName(predictor::PolicyKind kind) {
+  std::string n(predictor::PolicyKindName(kind));
+  std::replace(n.begin(), n.end(), '_', '-');
+  return n;
+}
+
+}  // namespace
+
+StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std::vector<TokenId>& tokens,
+                                                  int64_t context, int64_t predict, const QualitySpec& spec) {
+  if (context <= 0 || predict <= 0 || static_cast<int64_t>(tokens.size()) < context + predict) {
+    return InvalidArgument("eval quality needs " + std::to_string(context + predict) + " tokens of text, got " +
+                           std::to_string(tokens.size()));
+  }
+  struct Run {
+    predictor::PolicyKind kind;
+    int64_t budget;
+    std::unique_ptr<PolicyDecodeAttention> hook;
+  };
+  std::vector<Run> runs;
+  for (predictor::PolicyKind kind : spec.policies) {
+    if (kind == predictor::PolicyKind::kDense || kind == predictor::PolicyKind::kOracle) continue;
+    for (int64_t budget : spec.budgets) {
+      predictor::PolicySpec ps;
+      ps.kind = kind;
+      ps.budget.budget_tokens = budget;
+      ps.weights = spec.weights;
+      ps.dense_first_layers = spec.dense_first_layers;
+      FS_ASSIGN_OR_RETURN(std::unique_ptr<PolicyDecodeAttention> hook,
+                          PolicyDecodeAttention::Create(model.config(), ps, context));
+      runs.push_back({kind, budget, std::move(hook)});
+    }
+  }
+  FanOutObserver fan;
+  for (Run& r : runs) fan.targets.push_back(r.hook.get());
+
+  Sequence seq(model);
+  std::vector<float> prefill_logits;
+  std::vector<TokenId> head(tokens.begin(), tokens.begin() + context);
+  FS_RETURN_IF_ERROR(seq.Prefill(head, &prefill_logits, false, &fan));
+  for (Run& r : runs) FS_RETURN_IF_ERROR(r.hook->FinishPrefill());
+
+  std::vector<TokenId> dense_top1;
+  auto evaluate = [&](PolicyDecodeAttention* hook, QualityRow* row) -> Status {
+    seq.Rewind(context);
+    seq.ResetStats();
+    std::vector<float> logits = prefill_logits;
+    double nll = 0;
+    int64_t agree = 0;
+    for (int64_t i = 0; i < predict; ++i) {
+      const TokenId target = tokens[context + i];
+      nll -= LogProb(logits, target);
+      const TokenId top = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      if (hook == nullptr) dense_top1.push_back(top);
+      agree += top == dense_top1[i];
+      if (i + 1 < predict) {
+        FS_RETURN_IF_ERROR(seq.Decode(target, &logits, hook));
+        if (hook != nullptr) FS_RETURN_IF_ERROR(hook->status());
+      }
+    }
+    row->context = context;
+    row->perplexity = std::exp(nll / predict);
+    row->top1_agreement = static_cast<double>(agree) / predict;
+    const SequenceStats& st = seq.stats();
+    row->blocks_fraction = st.blocks_total > 0 ? static_cast<double>(st.blocks_attended) / st.blocks_total : 1.0;
+    return Status::OK();
+  };
+  std::vector<QualityRow> rows;
+  QualityRow dense{"dense", 0};
+  FS_RETURN_IF_ERROR(evaluate(nullptr, &dense));
+  rows.push_back(dense);
+  for (Run& r : runs) {
+    QualityRow row{RowName(r.kind), r.budget};
+    FS_RETURN_IF_ERROR(evaluate(r.hook.get(), &row));
+    rows.push_back(row);
+    r.hook.reset();  // frees its prefill history
+  }
+  return rows;
+}
+
+}  // namespace foresight::worker

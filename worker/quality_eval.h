@@ -1,0 +1,39 @@
+// EvaluateQuality: teacher-forced quality of sparse decode against dense on one long text. The
+// first `context` tokens are prefilled densely (once; every policy is seeded from that prefill),
+// then the next `predict` tokens are fed one by one under each policy and budget; each row reports
+// the perplexity of those tokens and how often the policy's top-1 equals dense decoding's.
+//
+// Thread-safety: one call per thread; the Model may be shared.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "predictor/selection_policy.h"
+#include "worker/model.h"
+
+namespace foresight::worker {
+
+struct QualityRow {
+  std::string policy;  // "dense", "attention-predictor", "quest", "h2o", "snapkv", "streaming-llm"
+  int64_t budget = 0;  // 0 for dense
+  int64_t context = 0;
+  double perplexity = 0;
+  double top1_agreement = 0;  // vs dense, over the predicted tokens
+  double blocks_fraction = 0;  // attended / dense blocks over decode steps
+};
+
+struct QualitySpec {
+  std::vector<predictor::PolicyKind> policies;  // dense is always evaluated first
+  std::vector<int64_t> budgets;
+  std::shared_ptr<const predictor::CnnWeights> weights;  // for AttentionPredictor
+  int dense_first_layers = 0;
+};
+
+// `tokens` holds at least context + predict tokens.
+StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std::vector<TokenId>& tokens,
+                                                  int64_t context, int64_t predict, const QualitySpec& spec);
+
+}  // namespace foresight::worker
