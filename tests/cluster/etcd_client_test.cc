@@ -75,6 +75,14 @@ TEST(EtcdClientTest, KeysRangesDeletesAndLeasesOnRealEtcd) {
   EXPECT_EQ(c.Get("/l/k").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(c.KeepAliveOnce(*lease).status().code(), StatusCode::kNotFound);
 
+  // With several endpoints, a dead one is skipped.
+  auto multi = EtcdClient::Create("http://127.0.0.1:" + std::to_string(FreeLoopbackPort()) + "," + (*server)->url(),
+                                  std::chrono::milliseconds(500));
+  ASSERT_TRUE(multi.ok());
+  auto via_second = (*multi)->Get("/u/c");
+  ASSERT_TRUE(via_second.ok()) << via_second.status().ToString();
+  EXPECT_EQ(via_second->value, "3");
+
   // A lease that is not kept alive expires and takes its keys with it.
   auto short_lease = c.GrantLease(1);
   ASSERT_TRUE(short_lease.ok());
