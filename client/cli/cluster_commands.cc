@@ -1,9 +1,11 @@
-// foresight --etcd URL cluster status|repair: operator commands against a whole cluster.
+// foresight --etcd URL cluster status|repair|put|get: operator commands against a whole cluster.
 //
 // `status` reads the member list from etcd and asks every node for its stats (NodeStats over
 // gRPC): tiers' fill, hit rates, health. A node that is listed but does not answer is shown as
 // down, and the command exits 1 so that scripts notice. `repair` runs one repair pass
 // (client/cluster_client.h): every block is copied to those of its R owners that lack it.
+// `put KEY FILE` / `get KEY FILE` route one block as a worker would (R replicas, failover); KEY as
+// in the single-node commands: a plain name hashed under --namespace, or "hex:<32 hex digits>".
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -131,6 +133,74 @@ int Status_(CLI::App& root, const ClusterFlags& f) {
   return down == 0 ? 0 : 1;
 }
 
+StatusOr<std::unique_ptr<ClusterClient>> ConnectCluster(CLI::App& root, const ClusterFlags& f) {
+  FS_ASSIGN_OR_RETURN(std::string token, TokenFrom(root));
+  ClusterClientOptions o;
+  o.etcd = f.etcd;
+  o.prefix = f.prefix;
+  o.replication = f.replication;
+  o.node.token = token;
+  o.node.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000));
+  return ClusterClient::Connect(o);
+}
+
+// The root app's --namespace (cache_commands.cc owns the option), else "default".
+StatusOr<BlockKey> KeyFrom(CLI::App& root, const std::string& text) {
+  if (text.rfind("hex:", 0) == 0) return BlockKey::FromHex(text.substr(4));
+  if (text.empty()) return InvalidArgument("empty key");
+  CLI::Option* ns = root.get_option_no_throw("--namespace");
+  const std::string name_space = ns != nullptr && ns->count() > 0 ? ns->as<std::string>() : "default";
+  return PlainKey(name_space, text);
+}
+
+int Put(CLI::App& root, const ClusterFlags& f, const std::string& key_text, const std::string& file) {
+  auto key = KeyFrom(root, key_text);
+  if (!key.ok()) return Fail(key.status());
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Fail(NotFound("cannot read " + file));
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  auto cluster = ConnectCluster(root, f);
+  if (!cluster.ok()) return Fail(cluster.status());
+  Status s = (*cluster)->Put(*key, data.data(), data.size());
+  if (!s.ok()) return Fail(s);
+  std::string owners;
+  for (const auto& o : (*cluster)->Owners(*key)) owners += (owners.empty() ? "" : ",") + o;
+  std::cout << "put " << key->ToHex() << " " << data.size() << " bytes on " << f.replication << " node(s) (owners "
+            << owners << ")\n";
+  return 0;
+}
+
+int Get(CLI::App& root, const ClusterFlags& f, const std::string& key_text, const std::string& file) {
+  auto key = KeyFrom(root, key_text);
+  if (!key.ok()) return Fail(key.status());
+  auto cluster = ConnectCluster(root, f);
+  if (!cluster.ok()) return Fail(cluster.status());
+  // The block's size: ask its nodes in order until one has it.
+  uint64_t size = 0;
+  for (const auto& m : (*cluster)->members()) {
+    auto c = (*cluster)->NodeClient(m.node_id);
+    if (!c.ok()) continue;
+    auto info = (*c)->Stat(*key);
+    if (info.ok()) {
+      size = info->size;
+      break;
+    }
+  }
+  if (size == 0) return Fail(NotFound("block " + key->ToHex() + " is on no member of the cluster"));
+  std::vector<char> buffer(size);
+  auto n = (*cluster)->Get(*key, buffer.data(), buffer.size());
+  if (!n.ok()) return Fail(n.status());
+  if (file == "-") {
+    std::cout.write(buffer.data(), static_cast<std::streamsize>(*n));
+    return 0;
+  }
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out.write(buffer.data(), static_cast<std::streamsize>(*n));
+  if (!out) return Fail(Internal("cannot write " + file));
+  std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";
+  return 0;
+}
+
 int Repair(CLI::App& root, const ClusterFlags& f) {
   auto token = TokenFrom(root);
   if (!token.ok()) return Fail(token.status());
@@ -171,6 +241,25 @@ void AddClusterCommands(CLI::App& app, int* exit_code) {
   CLI::App* repair = cluster->add_subcommand("repair", "Copy every block to those of its owners that lack it");
   repair->add_option("--replication,-R", flags->replication, "Replication factor R")->capture_default_str();
   repair->fallthrough();
+
+  struct KeyFile {
+    std::string key, file;
+  };
+  auto put_args = std::make_shared<KeyFile>();
+  CLI::App* put = cluster->add_subcommand("put", "Store FILE as block KEY on its R owners");
+  put->add_option("KEY", put_args->key)->required();
+  put->add_option("FILE", put_args->file)->required();
+  put->add_option("--replication,-R", flags->replication, "Replication factor R")->capture_default_str();
+  put->fallthrough();
+  put->callback([&app, flags, put_args, exit_code] { *exit_code = Put(app, *flags, put_args->key, put_args->file); });
+
+  auto get_args = std::make_shared<KeyFile>();
+  CLI::App* get = cluster->add_subcommand("get", "Fetch block KEY from the cluster into FILE ('-' for stdout)");
+  get->add_option("KEY", get_args->key)->required();
+  get->add_option("FILE", get_args->file)->required();
+  get->add_option("--replication,-R", flags->replication, "Replication factor R")->capture_default_str();
+  get->fallthrough();
+  get->callback([&app, flags, get_args, exit_code] { *exit_code = Get(app, *flags, get_args->key, get_args->file); });
   repair->callback([&app, flags, exit_code] { *exit_code = Repair(app, *flags); });
 }
 

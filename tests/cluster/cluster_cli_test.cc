@@ -1,5 +1,7 @@
 // `foresight --etcd URL cluster status|repair` on a real 3-node cluster (the command group alone,
 // assembled into an app as client/cli/main.cc does).
+#include <fstream>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -64,6 +66,20 @@ TEST(ClusterCliTest, StatusListsNodesWithFillAndHealthAndRepairCopies) {
 
   ASSERT_EQ(RunCli({"--etcd", url, "cluster", "repair", "-R", "2"}, &out), 0) << out;
   EXPECT_NE(out.find("30 copied"), std::string::npos) << out;
+
+  // put/get of a file through the cluster, R=2.
+  TempDir files("cluster-cli");
+  const std::string in = files.path() + "/in.bin", back = files.path() + "/back.bin";
+  {
+    std::ofstream f(in, std::ios::binary);
+    for (int i = 0; i < 10000; ++i) f.put(static_cast<char>(i * 7));
+  }
+  ASSERT_EQ(RunCli({"--etcd", url, "cluster", "put", "doc", in, "-R", "2"}, &out), 0) << out;
+  EXPECT_NE(out.find("10000 bytes on 2 node(s)"), std::string::npos) << out;
+  ASSERT_EQ(RunCli({"--etcd", url, "cluster", "get", "doc", back, "-R", "2"}, &out), 0);
+  std::ifstream a(in, std::ios::binary), b(back, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}), std::string(std::istreambuf_iterator<char>(b), {}));
+  EXPECT_NE(RunCli({"--etcd", url, "cluster", "get", "absent", back}, &out), 0);
 
   // A listed node that does not answer is reported down, and the command fails.
   nodes[1]->Kill9();
