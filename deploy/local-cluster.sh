@@ -16,7 +16,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
-[ -n "$cmd" ] && shift || true
+if [ -n "$cmd" ]; then shift; fi
 n=3
 dir="${FORESIGHT_CLUSTER_DIR:-/tmp/foresight-cluster}"
 bin="$repo/build/bin"
@@ -72,7 +72,7 @@ stop_pid() {  # pidfile pattern
 
 up() {
   [ -x "$bin/foresight-cached" ] || die "$bin/foresight-cached not found (build first, or pass --bin DIR)"
-  [ -n "$etcd_bin" ] && [ -x "$etcd_bin" ] || die "etcd not found (apt-get install etcd-server)"
+  if [ -z "$etcd_bin" ] || [ ! -x "$etcd_bin" ]; then die "etcd not found (apt-get install etcd-server)"; fi
   command -v python3 >/dev/null || die "python3 not found (needed to pick free ports)"
   mkdir -p "$dir"
   alive "$dir/etcd.pid" etcd && die "a cluster is already up in $dir (run: $0 down --dir $dir)"
