@@ -82,6 +82,7 @@ class ClusterClient::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
+    abandon_repair_ = true;
     cv_.notify_all();
     if (refresher_.joinable()) refresher_.join();
     if (repairer_.joinable()) repairer_.join();
@@ -410,6 +411,7 @@ class ClusterClient::Impl {
     uint64_t copied = 0, copy_errors = 0;
     std::vector<uint8_t> buffer;
     for (const auto& [key, h] : blocks) {
+      if (abandon_repair_) return Aborted("repair pass abandoned: the client is closing");
       const auto order = RendezvousOrder(key, view->ids);
       for (size_t k = 0; k < std::min<size_t>(options_.replication, order.size()); ++k) {
         const size_t owner = order[k];
@@ -533,6 +535,7 @@ class ClusterClient::Impl {
   bool repair_pending_ = false;       // guarded by mu_
   bool repair_running_ = false;       // guarded by mu_
   bool stopping_ = false;             // guarded by mu_
+  std::atomic<bool> abandon_repair_{false};  // set by the destructor: a pass in progress stops early
   std::thread refresher_, repairer_;
 };
 
