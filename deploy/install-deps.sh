@@ -9,6 +9,7 @@ packages=(
   librocksdb-dev libucx-dev ucx-utils
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev libxxhash-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+  etcd-server etcd-client
 )
 missing=()
 for p in "${packages[@]}"; do
