@@ -5,6 +5,9 @@
 #   FORESIGHT_MODELS models cache (default ~/.cache/foresight/models)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# OpenMP threads sleep when idle: busy-waiting made decode ~12x slower on a shared 2-core box
+# (docs/worker.md).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 bash deploy/install-deps.sh
 bash deploy/build.sh
 model=$(bash deploy/fetch-model.sh)
