@@ -50,7 +50,18 @@ if "$bin/foresight" --help 2>/dev/null | grep -qE "^ +generate"; then
   echo "== Generating with the default model ($model)"
   printf '%s\n' "Explain in two sentences why caching the attention keys and values speeds up text generation." \
     > "$work/prompt.txt"
-  "$bin/foresight" generate --model "$model" --prompt-file "$work/prompt.txt" --max-tokens 64
+  "$bin/foresight" generate --model "$model" --prompt-file "$work/prompt.txt" --chat --max-tokens 64
+  if [ -r /usr/share/common-licenses/GPL-3 ]; then
+    # The published predictor weights, where the reference data sits beside the checkout; else Quest.
+    weights="$(pwd)/../shared/reference/attention_predictor/cnn_llama3.1.safetensors"
+    policy=(--policy ap --weights "$weights")
+    [ -r "$weights" ] || policy=(--policy quest)
+    echo "== Long prompt (the start of the GPL-3 text), sparse decode (${policy[1]}), budget 512 tokens"
+    { head -c 9000 /usr/share/common-licenses/GPL-3; printf '\n\nIn one sentence, what does this license require?\n'; } \
+      > "$work/long.txt"
+    "$bin/foresight" generate --model "$model" --prompt-file "$work/long.txt" --chat --max-tokens 48 \
+      --budget 512 "${policy[@]}"
+  fi
 fi
 
 if [ -n "${KEEP_RUNNING:-}" ]; then
