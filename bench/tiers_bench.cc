@@ -38,6 +38,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "bench/commands.h"
 #include <grpcpp/grpcpp.h>
@@ -93,6 +95,8 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
   if (pid == 0) {
     close(port_pipe[0]);
     close(control_pipe[1]);
+    // The node's logs must not mix with the table or the JSON rows on stdout.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("bench-node"));
     uint16_t port = 0;
     int grpc_port = 0;
     std::string error;
