@@ -41,10 +41,9 @@ Status WriteBehindQueue::Enqueue(const BlockKey& key, const void* data, uint64_t
   const uint64_t reserved = reserve_for();
   const uint64_t offset = (head_ + reserved - size) % options_.ring_bytes;
   head_ += reserved;
-  // The reserved bytes belong to this producer alone; copy outside the lock.
-  lock.unlock();
+  // Copied under the lock: the ring is freed in queue order, so items must be queued in the order
+  // their bytes were reserved.
   std::memcpy(ring_ + offset, data, size);
-  lock.lock();
   queued_.push_back(Item{key, offset, size, reserved});
   ++enqueued_seq_;
   stats_.enqueued++;

@@ -1,6 +1,7 @@
 #include "client/write_behind_queue.h"
 
 #include <random>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -73,6 +74,46 @@ TEST(WriteBehindQueueFailureTest, ALostNodeIsReportedNotIgnored) {
   if (s.ok()) s = queue.Flush();
   EXPECT_FALSE(s.ok());
   EXPECT_GE(queue.stats().failed, 1u);
+}
+
+}  // namespace
+}  // namespace foresight
+
+namespace foresight {
+namespace {
+
+TEST(WriteBehindQueueConcurrencyTest, SeveralProducersThroughASmallRingLoseAndMixNothing) {
+  auto node = LocalNode::Start({"--ram-bytes", "64MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  CacheClientOptions o;
+  o.address = (*node)->address();
+  auto client = CacheClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  constexpr int kThreads = 4, kPerThread = 60;
+  {
+    WriteBehindQueue queue(client->get(), {.ring_bytes = 300000, .max_batch = 4, .max_batches_in_flight = 2});
+    std::vector<std::thread> producers;
+    for (int t = 0; t < kThreads; ++t) {
+      producers.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          auto bytes = Bytes(20000 + 7919 * ((t + i) % 5), t * 1000 + i);
+          EXPECT_TRUE(queue.Enqueue(PlainKey("wbc", std::to_string(t * 1000 + i)), bytes.data(), bytes.size()).ok());
+        }
+      });
+    }
+    for (auto& p : producers) p.join();
+    ASSERT_TRUE(queue.Flush().ok());
+    EXPECT_EQ(queue.stats().acknowledged, static_cast<uint64_t>(kThreads * kPerThread));
+  }
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      auto expected = Bytes(20000 + 7919 * ((t + i) % 5), t * 1000 + i);
+      std::vector<uint8_t> out(expected.size());
+      auto n = (*client)->Get(PlainKey("wbc", std::to_string(t * 1000 + i)), out.data(), out.size());
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      ASSERT_EQ(out, expected) << t << "/" << i;
+    }
+  }
 }
 
 }  // namespace
