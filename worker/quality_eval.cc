@@ -35,6 +35,15 @@ std::string RowName(predictor::PolicyKind kind) {
 
 StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std::vector<TokenId>& tokens,
                                                   int64_t context, int64_t predict, const QualitySpec& spec) {
+  const int64_t max_context = model.config().max_context;
+  // Teacher forcing feeds all but the last predicted token after the context: check before the
+  // (long) prefill rather than fail after it.
+  if (max_context > 0 && context + predict - 1 > max_context) {
+    return InvalidArgument("--context " + std::to_string(context) + " plus --predict " + std::to_string(predict) +
+                           " needs " + std::to_string(context + predict - 1) + " positions, more than the model's context of " +
+                           std::to_string(max_context) + "; lower --context to at most " +
+                           std::to_string(max_context - predict + 1));
+  }
   if (context <= 0 || predict <= 0 || static_cast<int64_t>(tokens.size()) < context + predict) {
     return InvalidArgument("eval quality needs " + std::to_string(context + predict) + " tokens of text, got " +
                            std::to_string(tokens.size()));
