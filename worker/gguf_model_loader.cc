@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "worker/layer_loading.h"
 #include "worker/quantized_kernels.h"
 
 namespace foresight::worker {
@@ -106,21 +107,11 @@ StatusOr<ModelWeights> LoadGgufWeights(std::shared_ptr<const GgufFile> file) {
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
   for (int64_t i = 0; i < n_layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
-    LayerWeights L;
-    FS_ASSIGN_OR_RETURN(L.attn_norm, l.Vector(b + "attn_norm.weight", d_model));
-    FS_ASSIGN_OR_RETURN(L.ffn_norm, l.Vector(b + "ffn_norm.weight", d_model));
-    FS_ASSIGN_OR_RETURN(L.wq, l.Matrix(b + "attn_q.weight", q_out, d_model));
-    FS_ASSIGN_OR_RETURN(L.wk, l.Matrix(b + "attn_k.weight", kv_out, d_model));
-    FS_ASSIGN_OR_RETURN(L.wv, l.Matrix(b + "attn_v.weight", kv_out, d_model));
-    FS_ASSIGN_OR_RETURN(L.wo, l.Matrix(b + "attn_output.weight", d_model, q_out));
-    if (c.qkv_bias) {
-      FS_ASSIGN_OR_RETURN(L.bq, l.Vector(b + "attn_q.bias", q_out));
-      FS_ASSIGN_OR_RETURN(L.bk, l.Vector(b + "attn_k.bias", kv_out));
-      FS_ASSIGN_OR_RETURN(L.bv, l.Vector(b + "attn_v.bias", kv_out));
-    }
-    FS_ASSIGN_OR_RETURN(L.w_gate, l.Matrix(b + "ffn_gate.weight", ffn, d_model));
-    FS_ASSIGN_OR_RETURN(L.w_up, l.Matrix(b + "ffn_up.weight", ffn, d_model));
-    FS_ASSIGN_OR_RETURN(L.w_down, l.Matrix(b + "ffn_down.weight", d_model, ffn));
+    const LayerTensorNames names{b + "attn_norm.weight", b + "ffn_norm.weight",   b + "attn_q.weight",
+                                 b + "attn_k.weight",    b + "attn_v.weight",     b + "attn_output.weight",
+                                 b + "attn_q.bias",      b + "attn_k.bias",       b + "attn_v.bias",
+                                 b + "ffn_gate.weight",  b + "ffn_up.weight",     b + "ffn_down.weight"};
+    FS_ASSIGN_OR_RETURN(LayerWeights L, LoadLayerWeights(l, names, d_model, q_out, kv_out, ffn, c.qkv_bias));
     w.layers.push_back(std::move(L));
   }
   w.storage.push_back(std::move(file));

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
+#include "worker/layer_loading.h"
 
 namespace foresight::worker {
 namespace {
@@ -153,21 +154,13 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
   c.qkv_bias = t.Has("model.layers.0.self_attn.q_proj.bias");
   for (int64_t l = 0; l < layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerWeights L;
-    FS_ASSIGN_OR_RETURN(L.attn_norm, t.Vector(p + "input_layernorm.weight", d));
-    FS_ASSIGN_OR_RETURN(L.ffn_norm, t.Vector(p + "post_attention_layernorm.weight", d));
-    FS_ASSIGN_OR_RETURN(L.wq, t.Matrix(p + "self_attn.q_proj.weight", qo, d));
-    FS_ASSIGN_OR_RETURN(L.wk, t.Matrix(p + "self_attn.k_proj.weight", kvo, d));
-    FS_ASSIGN_OR_RETURN(L.wv, t.Matrix(p + "self_attn.v_proj.weight", kvo, d));
-    FS_ASSIGN_OR_RETURN(L.wo, t.Matrix(p + "self_attn.o_proj.weight", d, qo));
-    if (c.qkv_bias) {
-      FS_ASSIGN_OR_RETURN(L.bq, t.Vector(p + "self_attn.q_proj.bias", qo));
-      FS_ASSIGN_OR_RETURN(L.bk, t.Vector(p + "self_attn.k_proj.bias", kvo));
-      FS_ASSIGN_OR_RETURN(L.bv, t.Vector(p + "self_attn.v_proj.bias", kvo));
-    }
-    FS_ASSIGN_OR_RETURN(L.w_gate, t.Matrix(p + "mlp.gate_proj.weight", ffn, d));
-    FS_ASSIGN_OR_RETURN(L.w_up, t.Matrix(p + "mlp.up_proj.weight", ffn, d));
-    FS_ASSIGN_OR_RETURN(L.w_down, t.Matrix(p + "mlp.down_proj.weight", d, ffn));
+    const LayerTensorNames names{p + "input_layernorm.weight", p + "post_attention_layernorm.weight",
+                                 p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                                 p + "self_attn.v_proj.weight", p + "self_attn.o_proj.weight",
+                                 p + "self_attn.q_proj.bias",   p + "self_attn.k_proj.bias",
+                                 p + "self_attn.v_proj.bias",   p + "mlp.gate_proj.weight",
+                                 p + "mlp.up_proj.weight",      p + "mlp.down_proj.weight"};
+    FS_ASSIGN_OR_RETURN(LayerWeights L, LoadLayerWeights(t, names, d, qo, kvo, ffn, c.qkv_bias));
     w.layers.push_back(std::move(L));
   }
   for (auto& f : t.files_) w.storage.push_back(f);
