@@ -1,0 +1,220 @@
+// foresight-worker: one model behind a gRPC generation service (proto/worker.proto), its KV blocks
+// shared through the cache service. See README.md ("The main job") and docs/worker.md.
+#include <omp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "predictor/selection_policy.h"
+#include "worker/default_model.h"
+#include "worker/service/cache_connection.h"
+#include "worker/service/worker_service.h"
+
+namespace {
+
+using namespace foresight;
+
+struct Flags {
+  std::string listen = "127.0.0.1:7700";
+  std::string cache;
+  std::string etcd;
+  int replication = 1;
+  std::string model;
+  std::string token_file;
+  std::string key_namespace = "default";
+  std::string policy = "dense";
+  int budget = 1024;
+  int sink = 64;
+  int local = 64;
+  int dense_layers = 0;
+  std::string weights;
+  int prefill_chunk = 512;
+  int threads = 0;
+  std::string ucx_transports = "auto";
+  bool no_prefix_reuse = false;
+  bool no_publish = false;
+  std::string log_level = "info";
+};
+
+StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read --token-file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
+  if (text.empty()) return InvalidArgument("--token-file " + path + " is empty");
+  return text;
+}
+
+// The published AttentionPredictor weights where the reference data sits beside the checkout
+// (../shared/reference/attention_predictor/, as deploy/run-demo.sh finds them), or
+// $FORESIGHT_PREDICTOR_WEIGHTS. Empty when none is found.
+std::string FindDefaultWeights() {
+  if (const char* env = std::getenv("FORESIGHT_PREDICTOR_WEIGHTS"); env != nullptr && *env != '\0') return env;
+  const std::string rel = "shared/reference/attention_predictor/cnn_llama3.1.safetensors";
+  std::vector<std::filesystem::path> roots = {std::filesystem::current_path().parent_path()};
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) roots.push_back(exe.parent_path().parent_path().parent_path().parent_path());  // build/bin -> repo/..
+  for (const auto& root : roots) {
+    auto p = root / rel;
+    if (std::filesystem::exists(p, ec)) return p.string();
+  }
+  return "";
+}
+
+int Run(const Flags& f) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("foresight-worker"));
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+  signal(SIGPIPE, SIG_IGN);
+  auto fail = [](const Status& s) {
+    spdlog::error("{}", s.ToString());
+    std::cerr << "foresight-worker: " << s.message() << "\n";
+    return 2;
+  };
+  if (f.cache.empty() == f.etcd.empty()) {
+    return fail(InvalidArgument("give exactly one of --cache HOST:PORT (one node) and --etcd URL (a cluster)"));
+  }
+  if (f.threads > 0) omp_set_num_threads(f.threads);
+
+  std::string token;
+  if (!f.token_file.empty()) {
+    auto t = ReadSecretFile(f.token_file);
+    if (!t.ok()) return fail(t.status());
+    token = *t;
+  }
+
+  // Block termination signals in every thread; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::string model_path = f.model;
+  if (model_path.empty()) {
+    auto found = worker::FindDefaultModel();
+    if (!found.ok()) return fail(found.status().WithContext("--model not given"));
+    model_path = *found;
+  }
+  auto model = worker::Model::Open(model_path);
+  if (!model.ok()) return fail(model.status());
+
+  worker::WorkerServiceOptions so;
+  so.listen = f.listen;
+  so.key_namespace = f.key_namespace;
+  so.default_policy = f.policy;
+  so.default_budget = f.budget;
+  so.sink_tokens = f.sink;
+  so.local_tokens = f.local;
+  so.dense_first_layers = f.dense_layers;
+  so.prefill_chunk = f.prefill_chunk;
+  so.token = token;
+  so.prefix_reuse = !f.no_prefix_reuse;
+  so.publish = !f.no_publish;
+  {
+    auto kind = predictor::ParsePolicyKind(f.policy);
+    if (!kind.ok()) return fail(kind.status().WithContext("--policy"));
+  }
+  std::string weights = f.weights.empty() ? FindDefaultWeights() : f.weights;
+  if (!weights.empty()) {
+    auto w = predictor::CnnWeights::Load(weights);
+    if (!w.ok()) return fail(w.status().WithContext("--weights"));
+    so.weights = std::move(*w);
+  } else if (*predictor::ParsePolicyKind(f.policy) == predictor::PolicyKind::kAttentionPredictor) {
+    return fail(InvalidArgument("--policy " + f.policy + " needs --weights (the AttentionPredictor CNN, e.g. "
+                                "../shared/reference/attention_predictor/cnn_llama3.1.safetensors)"));
+  }
+
+  worker::CacheConnectionOptions co;
+  co.cache = f.cache;
+  co.etcd = f.etcd;
+  co.replication = f.replication;
+  co.token = token;
+  co.ucx_transports = f.ucx_transports;
+  worker::CacheConnection cache(co);
+  // The cache must answer at start (a typo in --cache should not wait for the first request);
+  // later failures are per request, and the worker reconnects.
+  if (auto c = cache.Get(); !c.ok()) return fail(c.status());
+
+  worker::WorkerService service(**model, model_path, &cache, so);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    return fail(Unavailable("cannot listen on " + f.listen + " (address in use, or not a local address?)"));
+  }
+  const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, policy {} budget {}, weights {}", model_path, host,
+               bound_port, cache.Describe(), f.policy, f.budget, weights.empty() ? "none" : weights);
+  // One parseable line for launchers and tests.
+  std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << service.fingerprint() << std::endl;
+
+  std::atomic<bool> stopping{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("signal {}: shutting down (a request in progress gets 5 s to finish)", sig);
+    stopping = true;
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  });
+  server->Wait();
+  if (!stopping) {
+    stopping = true;
+    kill(getpid(), SIGTERM);
+  }
+  signal_thread.join();
+  spdlog::info("stopped cleanly");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"foresight-worker: a model behind a gRPC generation service, KV shared through the cache service"};
+  Flags f;
+  app.set_config("--config", "", "Read flags from a TOML/INI file (keys are the long flag names)");
+  app.add_option("--listen", f.listen, "gRPC address HOST:PORT (port 0: pick a free one)")->capture_default_str();
+  app.add_option("--cache", f.cache, "The cache node's gRPC HOST:PORT");
+  app.add_option("--etcd", f.etcd, "Use a cache cluster instead: etcd endpoints http://HOST:PORT[,...]");
+  app.add_option("--replication", f.replication, "Cluster replication factor R (with --etcd)")->capture_default_str();
+  app.add_option("--model", f.model,
+                 "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct in $FORESIGHT_MODELS or "
+                 "~/.cache/foresight/models)");
+  app.add_option("--token-file", f.token_file,
+                 "Token presented to the cache service and required of this worker's clients");
+  app.add_option("--namespace", f.key_namespace, "Key namespace (tenant) of the KV blocks")->capture_default_str();
+  app.add_option("--policy", f.policy,
+                 "Default decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm")
+      ->capture_default_str();
+  app.add_option("--budget", f.budget, "Default tokens attended per KV head (sparse policies)")->capture_default_str();
+  app.add_option("--sink", f.sink, "Sink tokens always attended")->capture_default_str();
+  app.add_option("--local", f.local, "Most recent tokens always attended")->capture_default_str();
+  app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")->capture_default_str();
+  app.add_option("--weights", f.weights,
+                 "AttentionPredictor CNN weights (default: ../shared/reference/attention_predictor/"
+                 "cnn_llama3.1.safetensors or $FORESIGHT_PREDICTOR_WEIGHTS when present)");
+  app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
+  app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)");
+  app.add_option("--ucx-transports", f.ucx_transports, "auto, shm or tcp (the cache client's UCX_TLS)")
+      ->capture_default_str();
+  app.add_flag("--no-prefix-reuse", f.no_prefix_reuse, "Never import published prefixes (always prefill)");
+  app.add_flag("--no-publish", f.no_publish, "Never publish KV blocks to the cache service");
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return Run(f);
+}

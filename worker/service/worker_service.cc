@@ -1,0 +1,241 @@
+#include "worker/service/worker_service.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "predictor/selection_policy.h"
+#include "worker/policy_attention.h"
+#include "worker/sequence.h"
+
+namespace foresight::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+}  // namespace
+
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
+}
+
+Status FromGrpcStatus(const grpc::Status& s) {
+  if (s.ok()) return Status::OK();
+  return Status(static_cast<StatusCode>(s.error_code()), s.error_message());
+}
+
+// One Generate call: everything it needs, and its statistics.
+class WorkerService::Request {
+ public:
+  Request(WorkerService* service, grpc::ServerContext* context, const v1::GenerateRequest& request,
+          grpc::ServerWriter<v1::GenerateEvent>* writer, Clock::time_point arrival)
+      : s_(*service), context_(context), request_(request), writer_(writer), arrival_(arrival) {}
+
+  Status Run();
+  const v1::GenerateStats& stats() const { return stats_; }
+
+ private:
+  Status ParsePrompt();
+  Status MakePolicy();
+  Status Emit(TokenId id);
+
+  WorkerService& s_;
+  grpc::ServerContext* context_;
+  const v1::GenerateRequest& request_;
+  grpc::ServerWriter<v1::GenerateEvent>* writer_;
+  const Clock::time_point arrival_;
+  std::vector<TokenId> prompt_;
+  std::unique_ptr<PolicyDecodeAttention> policy_;
+  std::string policy_name_;
+  int32_t budget_ = 0;
+  v1::GenerateStats stats_;
+};
+
+Status WorkerService::Request::ParsePrompt() {
+  const bool has_text = !request_.prompt_text().empty();
+  const bool has_tokens = request_.prompt_tokens_size() > 0;
+  if (has_text == has_tokens) return InvalidArgument("give exactly one of prompt_text and prompt_tokens");
+  const ModelConfig& c = s_.model_.config();
+  if (has_tokens) {
+    for (int32_t id : request_.prompt_tokens()) {
+      if (id < 0 || id >= c.vocab_size) {
+        return InvalidArgument("prompt token " + std::to_string(id) + " is outside the vocabulary [0, " +
+                               std::to_string(c.vocab_size) + ")");
+      }
+      prompt_.push_back(id);
+    }
+    if (request_.chat()) return InvalidArgument("chat applies to prompt_text only");
+  } else {
+    const Tokenizer* tok = s_.model_.tokenizer();
+    if (tok == nullptr) return FailedPrecondition("model " + s_.model_path_ + " has no tokenizer; send prompt_tokens");
+    std::string text = request_.prompt_text();
+    if (request_.chat()) {
+      FS_ASSIGN_OR_RETURN(text, tok->FormatChat(text));
+    }
+    prompt_ = tok->Encode(text, /*add_bos=*/true, /*parse_special=*/request_.chat());
+  }
+  if (prompt_.empty()) return InvalidArgument("the prompt is empty (no tokens)");
+  if (c.max_context > 0 && static_cast<int64_t>(prompt_.size()) >= c.max_context) {
+    return OutOfRange("the prompt has " + std::to_string(prompt_.size()) + " tokens; the model's context is " +
+                      std::to_string(c.max_context));
+  }
+  return Status::OK();
+}
+
+Status WorkerService::Request::MakePolicy() {
+  const WorkerServiceOptions& o = s_.options_;
+  policy_name_ = request_.policy().empty() ? o.default_policy : request_.policy();
+  std::replace(policy_name_.begin(), policy_name_.end(), '-', '_');
+  budget_ = request_.budget() > 0 ? request_.budget() : o.default_budget;
+  if (request_.budget() < 0) return InvalidArgument("budget " + std::to_string(request_.budget()) + " is negative");
+  predictor::PolicySpec spec;
+  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy_name_));
+  policy_name_ = std::string(predictor::PolicyKindName(spec.kind));
+  if (spec.kind == predictor::PolicyKind::kDense) return Status::OK();
+  spec.budget.budget_tokens = budget_;
+  spec.budget.sink_tokens = o.sink_tokens;
+  spec.budget.local_tokens = o.local_tokens;
+  spec.dense_first_layers = o.dense_first_layers;
+  if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
+    if (o.weights == nullptr) {
+      return FailedPrecondition("policy attention_predictor needs the CNN weights: start foresight-worker with --weights");
+    }
+    spec.weights = o.weights;
+  }
+  FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(s_.model_.config(), spec, static_cast<int64_t>(prompt_.size())));
+  return Status::OK();
+}
+
+Status WorkerService::Request::Emit(TokenId id) {
+  if (stats_.generated_tokens() == 0) stats_.set_time_to_first_token_seconds(Seconds(arrival_, Clock::now()));
+  stats_.set_generated_tokens(stats_.generated_tokens() + 1);
+  v1::GenerateEvent event;
+  event.mutable_token()->set_id(id);
+  const Tokenizer* tok = s_.model_.tokenizer();
+  if (tok != nullptr) event.mutable_token()->set_piece(tok->TokenPiece(id, false));
+  if (!writer_->Write(event)) return Aborted("the client went away");
+  return Status::OK();
+}
+
+Status WorkerService::Request::Run() {
+  if (request_.max_tokens() <= 0) {
+    return InvalidArgument("max_tokens must be positive (got " + std::to_string(request_.max_tokens()) + ")");
+  }
+  if (!request_.greedy()) return Unimplemented("only greedy decoding is implemented (set greedy)");
+  FS_RETURN_IF_ERROR(ParsePrompt());
+  FS_RETURN_IF_ERROR(MakePolicy());
+  const ModelConfig& c = s_.model_.config();
+  stats_.set_prompt_tokens(static_cast<int64_t>(prompt_.size()));
+  stats_.set_policy(policy_name_);
+  stats_.set_budget(policy_ ? budget_ : 0);
+  stats_.set_kv_mode(s_.options_.kv_mode);
+  stats_.set_worker(s_.options_.listen);
+  stats_.set_cache(s_.cache_->Describe());
+
+  Sequence seq(s_.model_, s_.options_.prefill_chunk);
+  std::vector<float> logits;
+  const auto t_prefill = Clock::now();
+  FS_RETURN_IF_ERROR(seq.Prefill(prompt_, &logits, false, policy_.get()));
+  if (policy_) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
+  const auto t_prefilled = Clock::now();
+  stats_.set_prefill_tokens(static_cast<int64_t>(prompt_.size()));
+  stats_.set_prefill_seconds(Seconds(t_prefill, t_prefilled));
+  if (stats_.prefill_seconds() > 0) stats_.set_prefill_tokens_per_second(stats_.prefill_tokens() / stats_.prefill_seconds());
+
+  const Tokenizer* tok = s_.model_.tokenizer();
+  const auto t_decode = Clock::now();
+  int64_t decode_steps = 0;
+  for (int32_t i = 0; i < request_.max_tokens(); ++i) {
+    if (context_->IsCancelled()) return Aborted("the client cancelled the request");
+    const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    FS_RETURN_IF_ERROR(Emit(next));
+    if (tok != nullptr && tok->IsEndOfGeneration(next)) break;
+    if (i + 1 == request_.max_tokens()) break;
+    if (c.max_context > 0 && seq.position() + 1 >= c.max_context) break;
+    FS_RETURN_IF_ERROR(seq.Decode(next, &logits, policy_ ? policy_.get() : nullptr));
+    if (policy_) FS_RETURN_IF_ERROR(policy_->status());
+    ++decode_steps;
+  }
+  stats_.set_decode_seconds(Seconds(t_decode, Clock::now()));
+  if (decode_steps > 0 && stats_.decode_seconds() > 0) {
+    stats_.set_decode_tokens_per_second(decode_steps / stats_.decode_seconds());
+  }
+  const SequenceStats& ss = seq.stats();
+  if (ss.decode_tokens > 0) {
+    stats_.set_blocks_attended_per_step(static_cast<double>(ss.blocks_attended) / ss.decode_tokens);
+    stats_.set_blocks_total_per_step(static_cast<double>(ss.blocks_total) / ss.decode_tokens);
+  }
+  return Status::OK();
+}
+
+WorkerService::WorkerService(const Model& model, std::string model_path, CacheConnection* cache,
+                             WorkerServiceOptions options)
+    : model_(model), model_path_(std::move(model_path)), cache_(cache), options_(std::move(options)) {}
+
+WorkerService::~WorkerService() = default;
+
+grpc::Status WorkerService::CheckToken(grpc::ServerContext* context) const {
+  if (options_.token.empty()) return grpc::Status::OK;
+  const auto& md = context->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end() || std::string(it->second.data(), it->second.size()) != "Bearer " + options_.token) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this worker requires a token (authorization: Bearer <token>; foresight generate --token-file)");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                                     grpc::ServerWriter<v1::GenerateEvent>* writer) {
+  if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
+  const auto arrival = Clock::now();
+  std::lock_guard<std::mutex> lock(run_mu_);
+  Request r(this, context, *request, writer, arrival);
+  Status s = r.Run();
+  if (!s.ok()) {
+    ++failed_;
+    spdlog::warn("request failed after {} generated tokens: {}", r.stats().generated_tokens(), s.ToString());
+    return ToGrpc(s);
+  }
+  ++served_;
+  const v1::GenerateStats& st = r.stats();
+  spdlog::info("request: prompt {} tokens (prefix hit {}), generated {}; prefill {:.1f} tok/s, decode {:.1f} tok/s, "
+               "TTFT {:.3f} s",
+               st.prompt_tokens(), st.prefix_hit_tokens(), st.generated_tokens(), st.prefill_tokens_per_second(),
+               st.decode_tokens_per_second(), st.time_to_first_token_seconds());
+  v1::GenerateEvent event;
+  *event.mutable_stats() = st;
+  writer->Write(event);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Health(grpc::ServerContext* context, const v1::HealthRequest*,
+                                   v1::HealthResponse* response) {
+  if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
+  Status s = cache_->Check();
+  response->set_status(s.ok() ? "SERVING" : "DEGRADED: cache service " + cache_->Describe() + ": " + s.message());
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Info(grpc::ServerContext* context, const v1::InfoRequest*, v1::InfoResponse* response) {
+  if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
+  response->set_version("0.1.0");
+  response->set_model(model_path_);
+  response->set_fingerprint(fingerprint_);
+  response->set_n_layers(model_.config().n_layers);
+  response->set_max_context(static_cast<int32_t>(model_.config().max_context));
+  response->set_cache(cache_->Describe());
+  response->set_key_namespace(options_.key_namespace);
+  response->set_default_policy(options_.default_policy);
+  response->set_default_budget(options_.default_budget);
+  response->set_concurrency(1);
+  response->set_requests_served(served_);
+  response->set_requests_failed(failed_);
+  return grpc::Status::OK;
+}
+
+}  // namespace foresight::worker
