@@ -17,15 +17,25 @@ KvCache::KvCache(int32_t n_layers, int32_t kv_heads, int32_t head_dim, int32_t b
 
 void KvCache::Resize(int64_t tokens) {
   tokens_ = tokens;
-  const int64_t n_blocks = (tokens + block_tokens() - 1) / block_tokens();
+  const int64_t n_blocks = blocks();
   for (auto& layer : layers_) {
-    if (static_cast<int64_t>(layer.size()) < n_blocks * block_elems_) {
-      // Grow geometrically so appending one token at a time stays amortised O(1).
-      const size_t want = static_cast<size_t>(n_blocks * block_elems_);
-      if (layer.capacity() < want) layer.reserve(std::max(want, layer.capacity() * 2));
-      layer.resize(want, 0);
+    if (static_cast<int64_t>(layer.size()) > n_blocks) layer.resize(n_blocks);
+    for (int64_t b = static_cast<int64_t>(layer.size()); b < n_blocks; ++b) {
+      layer.push_back(std::make_unique<uint16_t[]>(block_elems_));  // value-initialised: zeros
     }
   }
+}
+
+void KvCache::RestoreBlock(int32_t layer, int64_t block) {
+  if (layers_[layer][block] == nullptr) layers_[layer][block] = std::make_unique<uint16_t[]>(block_elems_);
+}
+
+uint64_t KvCache::resident_bytes() const {
+  uint64_t n = 0;
+  for (const auto& layer : layers_) {
+    for (const auto& b : layer) n += b != nullptr ? block_elems_ * sizeof(uint16_t) : 0;
+  }
+  return n;
 }
 
 }  // namespace foresight::worker

@@ -1,6 +1,11 @@
 #include "worker/policy_attention.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+
+#include "predictor/attention_pooling.h"
+#include "worker/transformer_kernels.h"
 
 namespace foresight::worker {
 namespace {
@@ -11,8 +16,18 @@ double Now() {
 
 }  // namespace
 
-PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens)
-    : config_(config), dense_step_(config.n_layers, false) {
+PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens,
+                                             PolicyAttentionOptions options)
+    : config_(config),
+      dense_step_(config.n_layers, false),
+      calib_step_(config.n_layers, false),
+      options_(options),
+      compact_(config.n_layers),
+      compact_scale_(config.n_layers),
+      compact_tokens_(config.n_layers, 0),
+      peek_tokens_(config.n_layers, -1),
+      peek_step_(config.n_layers, -1),
+      peek_(config.n_layers) {
   for (int l = 0; l < config.n_layers; ++l) {
     recorders_.push_back(std::make_unique<predictor::PrefillRecorder>(config.n_heads, prompt_tokens));
     digests_.emplace_back(config.n_kv_heads, config.head_dim, 16);
@@ -22,12 +37,13 @@ PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t 
 
 StatusOr<std::unique_ptr<PolicyDecodeAttention>> PolicyDecodeAttention::Create(const ModelConfig& config,
                                                                                const predictor::PolicySpec& spec,
-                                                                               int64_t prompt_tokens) {
+                                                                               int64_t prompt_tokens,
+                                                                               PolicyAttentionOptions options) {
   if (spec.kind == predictor::PolicyKind::kOracle) {
     return InvalidArgument("policy oracle needs each step's dense attention and is offline-only; "
                            "use `foresight predictor eval` on a trace");
   }
-  std::unique_ptr<PolicyDecodeAttention> p(new PolicyDecodeAttention(config, prompt_tokens));
+  std::unique_ptr<PolicyDecodeAttention> p(new PolicyDecodeAttention(config, prompt_tokens, options));
   const predictor::LayerGeometry geometry{config.n_heads, config.n_kv_heads, config.head_dim};
   for (int l = 0; l < config.n_layers; ++l) {
     FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::SelectionPolicy> policy, predictor::MakeSelectionPolicy(spec, geometry, l));
@@ -48,40 +64,149 @@ Status PolicyDecodeAttention::FinishPrefill() {
   return Status::OK();
 }
 
+bool PolicyDecodeAttention::Calibrates() const {
+  for (const auto& p : policies_) {
+    if (p->name() == "attention_predictor") return true;
+  }
+  return false;
+}
+
+void PolicyDecodeAttention::AppendKeys(int32_t layer, const KvCache& kv, int64_t upto) {
+  const int32_t hd = config_.head_dim, heads = config_.n_kv_heads;
+  predictor::KeyDigests& digests = digests_[layer];
+  if (policies_[layer]->needs().key_digests) {
+    for (int64_t p = digests.tokens(); p < upto; ++p) {
+      for (int h = 0; h < heads; ++h) HalfToFloatRow(kv.key(layer, h, p), hd, key_row_.data() + h * hd);
+      digests.AppendToken(key_row_);
+    }
+  }
+  if (options_.calibration == CalibrationSource::kCompactKeys && Calibrates()) {
+    std::vector<int8_t>& q = compact_[layer];
+    std::vector<float>& scale = compact_scale_[layer];
+    int64_t& have = compact_tokens_[layer];
+    if (upto <= have) return;
+    q.resize(static_cast<size_t>(upto) * heads * hd);
+    scale.resize(static_cast<size_t>(upto) * heads);
+    std::vector<float> row(hd);
+    for (int64_t p = have; p < upto; ++p) {
+      for (int h = 0; h < heads; ++h) {
+        HalfToFloatRow(kv.key(layer, h, p), hd, row.data());
+        float mx = 0;
+        for (float v : row) mx = std::max(mx, std::fabs(v));
+        const float s = mx > 0 ? mx / 127.0f : 1.0f;
+        scale[p * heads + h] = s;
+        int8_t* out = q.data() + (p * heads + h) * hd;
+        for (int32_t d = 0; d < hd; ++d) out[d] = static_cast<int8_t>(std::lrint(row[d] / s));
+      }
+    }
+    have = upto;
+  }
+}
+
+void PolicyDecodeAttention::PrepareKeys(const KvCache& kv) {
+  for (int32_t l = 0; l < config_.n_layers; ++l) AppendKeys(l, kv, kv.tokens());
+}
+
+bool PolicyDecodeAttention::CanSelectAhead(int32_t layer) const {
+  const predictor::PolicyNeeds n = policies_[layer]->needs();
+  return !n.query && !n.key_digests && !n.dense_row;
+}
+
+bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std::vector<std::vector<int32_t>>* blocks) {
+  if (!status_.ok() || !CanSelectAhead(layer)) return false;
+  predictor::SelectionPolicy& policy = *policies_[layer];
+  if (policy.WantsDenseRow() && options_.calibration == CalibrationSource::kExact) return false;
+  if (peek_tokens_[layer] != key_tokens || peek_step_[layer] != policy.step()) {
+    const double t0 = Now();
+    predictor::StepInputs in;
+    in.key_tokens = key_tokens;
+    predictor::BlockSelection selection;
+    Status s = policy.Select(in, &selection);
+    predictor_seconds_ += Now() - t0;
+    if (!s.ok()) {
+      Fail(s);
+      return false;
+    }
+    peek_[layer] = std::move(selection.per_kv_head);
+    peek_tokens_[layer] = key_tokens;
+    peek_step_[layer] = policy.step();
+  }
+  *blocks = peek_[layer];
+  return true;
+}
+
 bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const float* queries, const KvCache& kv,
                                          std::vector<std::vector<int32_t>>* blocks) {
   const double t0 = Now();
   predictor::SelectionPolicy& policy = *policies_[layer];
-  predictor::KeyDigests& digests = digests_[layer];
-  if (policy.needs().key_digests) {
-    for (int64_t p = digests.tokens(); p <= position; ++p) {
-      for (int h = 0; h < config_.n_kv_heads; ++h) {
-        HalfToFloatRow(kv.key(layer, h, p), config_.head_dim, key_row_.data() + h * config_.head_dim);
-      }
-      digests.AppendToken(key_row_);
+  AppendKeys(layer, kv, position + 1);
+  const bool calibrate = policy.WantsDenseRow();
+  const bool exact_dense = calibrate && options_.calibration == CalibrationSource::kExact;
+  calib_step_[layer] = calibrate && !exact_dense;
+  Status s = status_;
+  if (s.ok() && !exact_dense) {
+    if (peek_tokens_[layer] == position + 1 && peek_step_[layer] == policy.step()) {
+      *blocks = peek_[layer];  // asked ahead for this very step; Select is pure
+    } else {
+      predictor::StepInputs in;
+      in.key_tokens = position + 1;
+      in.query = std::span<const float>(queries, static_cast<size_t>(config_.n_heads) * config_.head_dim);
+      in.key_digests = &digests_[layer];
+      predictor::BlockSelection selection;
+      s = policy.Select(in, &selection);
+      if (s.ok()) *blocks = std::move(selection.per_kv_head);
     }
   }
-  predictor::StepInputs in;
-  in.key_tokens = position + 1;
-  in.query = std::span<const float>(queries, static_cast<size_t>(config_.n_heads) * config_.head_dim);
-  in.key_digests = &digests;
-  predictor::BlockSelection selection;
-  Status s = status_.ok() ? policy.Select(in, &selection) : status_;
-  dense_step_[layer] = !s.ok() || policy.WantsDenseRow();
-  if (!s.ok()) Fail(s);
-  if (!dense_step_[layer]) *blocks = std::move(selection.per_kv_head);
+  dense_step_[layer] = !s.ok() || exact_dense;
+  if (!s.ok()) {
+    Fail(s);
+    calib_step_[layer] = false;
+  }
   predictor_seconds_ += Now() - t0;
   return !dense_step_[layer];
+}
+
+void PolicyDecodeAttention::CompactDenseRow(int32_t layer, int64_t position, const float* queries) {
+  const int32_t hd = config_.head_dim, heads = config_.n_kv_heads, group = config_.n_heads / config_.n_kv_heads;
+  const int64_t ctx = position + 1, n_blocks = (ctx + 15) / 16;
+  const float inv = 1.0f / std::sqrt(static_cast<float>(hd));
+  calib_max_.assign(static_cast<size_t>(config_.n_heads) * n_blocks, 0.0f);
+  calib_sum_.assign(static_cast<size_t>(config_.n_heads) * n_blocks, 0.0f);
+  calib_row_.resize(static_cast<size_t>(config_.n_heads) * ctx);
+  const int8_t* k8 = compact_[layer].data();
+  const float* scale = compact_scale_[layer].data();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int32_t h = 0; h < config_.n_heads; ++h) {
+    const int32_t kvh = h / group;
+    const float* q = queries + static_cast<int64_t>(h) * hd;
+    float* row = calib_row_.data() + static_cast<int64_t>(h) * ctx;
+    for (int64_t p = 0; p < ctx; ++p) {
+      const int8_t* k = k8 + (p * heads + kvh) * hd;
+      float dot = 0;
+      for (int32_t d = 0; d < hd; ++d) dot += q[d] * static_cast<float>(k[d]);
+      row[p] = dot * scale[p * heads + kvh] * inv;
+    }
+    Softmax(row, ctx);
+    predictor::PoolAttentionRow(std::span<const float>(row, ctx), 16,
+                                std::span<float>(calib_max_.data() + h * n_blocks, n_blocks),
+                                std::span<float>(calib_sum_.data() + h * n_blocks, n_blocks));
+  }
 }
 
 void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const float* queries, bool dense,
                                         const float* block_max, const float* block_sum, int64_t n_blocks) {
   if (!status_.ok()) return;
   const double t0 = Now();
-  const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
   predictor::AttentionObservation obs;
   obs.key_tokens = position + 1;
   obs.dense = dense;
+  if (calib_step_[layer]) {
+    CompactDenseRow(layer, position, queries);
+    block_max = calib_max_.data();
+    block_sum = calib_sum_.data();
+    obs.dense = true;
+  }
+  const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
   obs.block_max = std::span<const float>(block_max, rows);
   obs.block_sum = std::span<const float>(block_sum, rows);
   Status s = policies_[layer]->Observe(obs);

@@ -7,6 +7,17 @@
 // Oracle needs the dense row of the very step it selects for, so it is offline-only (predictor
 // eval over traces) and refused here.
 //
+// Calibration (AttentionPredictor's dense row every M steps) has two sources:
+//   kExact: that step attends every block densely (every block must be on the worker);
+//   kCompactKeys: attention stays over the selected blocks, and the dense row handed to the policy
+//     is scored against a compact copy of every key kept here (int8 per element with one float
+//     scale per token and KV head: (head_dim + 4) bytes per token and head, about a quarter of the
+//     K+V bytes), so calibration never moves the history. The output differs from kExact (sparse
+//     attention on that step too); the row is an estimate (docs/offload-design.md measures it).
+//
+// Prefetch: PeekSelection asks a layer's policy for a later step's blocks before that step runs
+// (policies that need no query), and SelectBlocks then reuses the answer.
+//
 // Thread-safety: one per Sequence, driven by that Sequence's thread.
 #pragma once
 
@@ -21,16 +32,37 @@
 
 namespace foresight::worker {
 
+enum class CalibrationSource { kExact, kCompactKeys };
+
+struct PolicyAttentionOptions {
+  CalibrationSource calibration = CalibrationSource::kExact;
+};
+
 class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentionObserver {
  public:
   static StatusOr<std::unique_ptr<PolicyDecodeAttention>> Create(const ModelConfig& config,
                                                                  const predictor::PolicySpec& spec,
-                                                                 int64_t prompt_tokens);
+                                                                 int64_t prompt_tokens,
+                                                                 PolicyAttentionOptions options = {});
 
   // PrefillAttentionObserver: every prompt row of the dense prefill.
   void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) override;
   // After the prefill: seeds every layer's policy.
   Status FinishPrefill();
+  // Reads every key of `kv` not yet seen into the key digests (Quest) and the compact key copy
+  // (kCompactKeys): call it after the prefill while the whole KV is still on the worker. Later keys
+  // are read as decode produces them (the most recent block is always on the worker).
+  void PrepareKeys(const KvCache& kv);
+
+  // Would this layer's policy select without the step's query? Then PeekSelection works.
+  bool CanSelectAhead(int32_t layer) const;
+  // The blocks per KV head that layer `layer` will attend at the step with `key_tokens` keys
+  // (the next step of that layer: called after its OnAttention for the current step). False when
+  // the policy cannot tell ahead, or the step will attend densely.
+  bool PeekSelection(int32_t layer, int64_t key_tokens, std::vector<std::vector<int32_t>>* blocks);
+  const PolicyAttentionOptions& options() const { return options_; }
+  // Whether any layer's policy asks for dense calibration rows.
+  bool Calibrates() const;
 
   bool SelectBlocks(int32_t layer, int64_t position, const float* queries, const KvCache& kv,
                     std::vector<std::vector<int32_t>>* blocks) override;
@@ -43,7 +75,9 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   double predictor_seconds() const { return predictor_seconds_; }
 
  private:
-  PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens);
+  PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens, PolicyAttentionOptions options);
+  void AppendKeys(int32_t layer, const KvCache& kv, int64_t upto);
+  void CompactDenseRow(int32_t layer, int64_t position, const float* queries);
   void Fail(const Status& s) {
     if (status_.ok()) status_ = s;
   }
@@ -54,6 +88,16 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   std::vector<predictor::KeyDigests> digests_;
   std::vector<float> key_row_;
   std::vector<bool> dense_step_;  // per layer: this step attends densely
+  std::vector<bool> calib_step_;  // per layer: this step's observation is a compact dense row
+  PolicyAttentionOptions options_;
+  // Compact keys per layer: int8 [token][kv_head][head_dim] and a scale per [token][kv_head].
+  std::vector<std::vector<int8_t>> compact_;
+  std::vector<std::vector<float>> compact_scale_;
+  std::vector<int64_t> compact_tokens_;
+  std::vector<float> calib_max_, calib_sum_, calib_row_;
+  // Per layer: a selection asked ahead (PeekSelection) for step `peek_step_` with `peek_tokens_` keys.
+  std::vector<int64_t> peek_tokens_, peek_step_;
+  std::vector<std::vector<std::vector<int32_t>>> peek_;
   Status status_;
   double predictor_seconds_ = 0;
 };

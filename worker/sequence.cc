@@ -62,17 +62,41 @@ void Sequence::TEST_FillRandomKv(int64_t tokens, uint32_t seed) {
   }
 }
 
-Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
+Status Sequence::ImportKv(int64_t n_blocks,
+                          const std::function<Status(int32_t, const std::vector<uint8_t*>&)>& fill) {
+  if (kv_.tokens() != 0) {
+    return FailedPrecondition("importing KV needs an empty sequence; this one holds " + std::to_string(kv_.tokens()) +
+                              " tokens");
+  }
+  const int64_t tokens = n_blocks * kv_.block_tokens();
+  if (n_blocks < 0 || (c_.max_context > 0 && tokens > c_.max_context)) {
+    return OutOfRange("importing " + std::to_string(n_blocks) + " blocks exceeds the model's context of " +
+                      std::to_string(c_.max_context));
+  }
+  kv_.Resize(tokens);
+  std::vector<uint8_t*> dests(n_blocks);
+  for (int32_t l = 0; l < c_.n_layers; ++l) {
+    for (int64_t b = 0; b < n_blocks; ++b) dests[b] = kv_.mutable_block_data(l, b);
+    Status s = fill(l, dests);
+    if (!s.ok()) {
+      kv_.Resize(0);
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
+Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook, KvBlockSource* source) {
   const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr));
+  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr, source));
   stats_.decode_tokens += 1;
   stats_.decode_seconds += Now() - t0;
   return Status::OK();
 }
 
 Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                         PrefillAttentionObserver* observer) {
+                         PrefillAttentionObserver* observer, KvBlockSource* source) {
   const ModelWeights& w = model_.weights();
   const int64_t d = c_.d_model, qo = int64_t{c_.n_heads} * c_.head_dim, kvo = int64_t{c_.n_kv_heads} * c_.head_dim;
   const int64_t p0 = kv_.tokens();
@@ -123,8 +147,12 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
     }
     if (n == 1 && observer == nullptr) {
       const double ta = Now();
-      DecodeAttention(l, p0, q_.data(), att_.data(), hook);
+      Status s = DecodeAttention(l, p0, q_.data(), att_.data(), hook, source);
       stats_.attention_seconds += Now() - ta;
+      if (!s.ok()) {
+        kv_.Resize(p0);  // the step did not happen
+        return s;
+      }
     } else {
       ChunkAttention(l, n, p0, q_.data(), att_.data(), observer);
     }
@@ -189,7 +217,8 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
   }
 }
 
-void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook) {
+Status Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
+                                 KvBlockSource* source) {
   const int64_t hd = c_.head_dim, ctx = pos + 1, bt = kv_.block_tokens();
   const int64_t n_blocks = kv_.blocks();
   const int32_t group = c_.n_heads / c_.n_kv_heads;
@@ -206,6 +235,23 @@ void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float
       for (int64_t b = 0; b < n_blocks; ++b) s[b] = static_cast<int32_t>(b);
     }
   }
+  heads_.resize(c_.n_kv_heads);
+  for (int32_t kvh = 0; kvh < c_.n_kv_heads; ++kvh) heads_[kvh].assign(selected_[kvh].size(), nullptr);
+  if (source != nullptr) FS_RETURN_IF_ERROR(source->AcquireLayer(layer, pos, selected_, &heads_));
+  const BlockLayout& layout = kv_.layout();
+  for (int32_t kvh = 0; kvh < c_.n_kv_heads; ++kvh) {
+    for (size_t i = 0; i < selected_[kvh].size(); ++i) {
+      if (heads_[kvh][i] != nullptr) continue;
+      const int32_t b = selected_[kvh][i];
+      const uint8_t* block = kv_.block_data(layer, b);
+      if (block == nullptr) {
+        if (source != nullptr) source->ReleaseLayer(layer, pos);
+        return Internal("layer " + std::to_string(layer) + " block " + std::to_string(b) +
+                        " is neither in the KV cache nor supplied by the block source");
+      }
+      heads_[kvh][i] = reinterpret_cast<const uint16_t*>(block + layout.head_range(kvh).offset);
+    }
+  }
   for (const auto& s : selected_) stats_.blocks_attended += static_cast<int64_t>(s.size());
   stats_.blocks_total += n_blocks * c_.n_kv_heads;
   pooled_.assign(c_.n_heads * n_blocks, 0.0f);
@@ -215,12 +261,15 @@ void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float
   for (int32_t h = 0; h < c_.n_heads; ++h) {
     const int32_t kvh = h / group;
     const std::vector<int32_t>& blocks = selected_[kvh];
+    const std::vector<const uint16_t*>& heads = heads_[kvh];
     const float* qh = q + h * hd;
     float* sc = scores_.data() + static_cast<int64_t>(h) * ctx;
     int64_t m = 0;
-    for (int32_t b : blocks) {
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const int32_t b = blocks[i];
       const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
-      for (int64_t p = b * bt; p < end; ++p) sc[m++] = DotHalf(kv_.key(layer, kvh, p), qh, hd) * scale;
+      const uint16_t* keys = heads[i];  // K[bt][hd] then V[bt][hd]
+      for (int64_t p = b * bt; p < end; ++p) sc[m++] = DotHalf(keys + (p - b * bt) * hd, qh, hd) * scale;
     }
     Softmax(sc, m);
     RoundToHalf(sc, m);
@@ -229,20 +278,24 @@ void Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, float
     float* pooled = pooled_.data() + h * n_blocks;
     float* pooled_sum = pooled_sum_.data() + h * n_blocks;
     m = 0;
-    for (int32_t b : blocks) {
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const int32_t b = blocks[i];
       const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
+      const uint16_t* values = heads[i] + bt * hd;
       float mx = 0, sum = 0;
       for (int64_t p = b * bt; p < end; ++p) {
         const float pr = sc[m++];
         mx = std::max(mx, pr);
         sum += pr;
-        AxpyHalf(pr, kv_.value(layer, kvh, p), oh, hd);
+        AxpyHalf(pr, values + (p - b * bt) * hd, oh, hd);
       }
       pooled[b] = mx;
       pooled_sum[b] = sum;
     }
   }
   if (hook != nullptr) hook->OnAttention(layer, pos, q, !sparse, pooled_.data(), pooled_sum_.data(), n_blocks);
+  if (source != nullptr) source->ReleaseLayer(layer, pos);
+  return Status::OK();
 }
 
 }  // namespace foresight::worker

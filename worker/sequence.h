@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common/status.h"
@@ -42,6 +43,22 @@ class PrefillAttentionObserver {
   virtual void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) = 0;
 };
 
+// Where decode attention reads KV blocks that the Sequence's own KvCache no longer holds (offload:
+// worker/offload/offloaded_sequence.h). Called on the Sequence's thread, once per layer and step.
+class KvBlockSource {
+ public:
+  virtual ~KvBlockSource() = default;
+  // Before layer `layer` attends `blocks` (ascending, per KV head) for the token at `position`:
+  // fill heads[kvh][i] with the bytes of KV head kvh of block blocks[kvh][i] (K then V, as
+  // BlockLayout::head_range), or nullptr to read the Sequence's KvCache (which must then hold the
+  // block). Those bytes stay valid until ReleaseLayer. An error fails the step: attention never
+  // runs over KV that could not be had.
+  virtual Status AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
+                              std::vector<std::vector<const uint16_t*>>* heads) = 0;
+  // After the layer's attention (the hook's OnAttention has run): the bytes may be reused.
+  virtual void ReleaseLayer(int32_t layer, int64_t position) = 0;
+};
+
 struct SequenceStats {
   int64_t prefill_tokens = 0;
   double prefill_seconds = 0;
@@ -61,12 +78,24 @@ class Sequence {
   Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
                  PrefillAttentionObserver* observer = nullptr);
   // Appends one token; logits [vocab] of the next. `hook` may restrict attention (null: dense).
-  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr);
+  // `source` (null: the KvCache) supplies blocks the KvCache has dropped.
+  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr,
+                KvBlockSource* source = nullptr);
+
+  // Shared prefixes: makes an empty sequence `n_blocks` full blocks long with KV it did not compute.
+  // `fill(layer, dests)` is called once per layer with the n_blocks destinations of that layer's
+  // blocks (layout().block_bytes() each) and writes them (e.g. fetched from the cache service,
+  // checksum-verified). The sequence then continues at n_blocks * block_tokens exactly as if it had
+  // prefilled those tokens (the KV is the same bytes a prefill would write). On error the sequence
+  // is left empty.
+  Status ImportKv(int64_t n_blocks, const std::function<Status(int32_t layer, const std::vector<uint8_t*>& dests)>& fill);
 
   int64_t position() const { return kv_.tokens(); }
   // Forgets everything from `position` on.
   void Rewind(int64_t position) { kv_.Resize(position); }
   const KvCache& kv() const { return kv_; }
+  // Offload only (OffloadedSequence): drops blocks whose bytes live in the cache service.
+  KvCache& mutable_kv() { return kv_; }
   // Benchmarks only: makes the sequence `tokens` long with random keys and values and no prefill
   // (decode speed at contexts whose prefill would take hours on a CPU). Never quality.
   void TEST_FillRandomKv(int64_t tokens, uint32_t seed);
@@ -75,9 +104,10 @@ class Sequence {
 
  private:
   Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                 PrefillAttentionObserver* observer);
+                 PrefillAttentionObserver* observer, KvBlockSource* source = nullptr);
   void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out, PrefillAttentionObserver* observer);
-  void DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook);
+  Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
+                         KvBlockSource* source);
 
   const Model& model_;
   const ModelConfig& c_;
@@ -88,6 +118,7 @@ class Sequence {
   // Scratch, reused across calls.
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, kgather_, vgather_, scores_, pooled_, pooled_sum_;
   std::vector<std::vector<int32_t>> selected_;
+  std::vector<std::vector<const uint16_t*>> heads_;
 };
 
 }  // namespace foresight::worker

@@ -1,0 +1,155 @@
+// KvPublisher and shared prefixes against a real foresight-cached (LocalNode).
+#include "worker/offload/kv_publisher.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "client/local_node.h"
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+std::vector<TokenId> Prompt(int n, int salt = 0) {
+  std::vector<TokenId> t(n);
+  for (int i = 0; i < n; ++i) t[i] = static_cast<TokenId>((i * 53 + 7 + salt * (i >= 100 ? 1 : 0)) % 256);
+  return t;
+}
+
+struct Node {
+  std::unique_ptr<LocalNode> node;
+  std::unique_ptr<CacheClient> client;
+};
+
+Node StartNode() {
+  Node n;
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  EXPECT_TRUE(node.ok()) << node.status().ToString();
+  if (!node.ok()) return n;
+  n.node = std::move(*node);
+  CacheClientOptions o;
+  o.address = n.node->address();
+  auto client = CacheClient::Connect(o);
+  EXPECT_TRUE(client.ok()) << client.status().ToString();
+  if (client.ok()) n.client = std::move(*client);
+  return n;
+}
+
+TEST(ModelFingerprintTest, StableAndSensitiveToWeights) {
+  auto a = MakeSyntheticModel(SyntheticModelSpec{});
+  auto b = MakeSyntheticModel(SyntheticModelSpec{});
+  SyntheticModelSpec other;
+  other.seed = 2;
+  auto c = MakeSyntheticModel(other);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(ModelFingerprint(**a), ModelFingerprint(**b));
+  EXPECT_EQ(ModelFingerprint(**a).size(), 32u);
+  EXPECT_NE(ModelFingerprint(**a), ModelFingerprint(**c));
+}
+
+TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
+  Node n = StartNode();
+  ASSERT_NE(n.client, nullptr);
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  const Model& m = **model;
+  const std::string fp = ModelFingerprint(m);
+  const std::vector<TokenId> a = Prompt(300);
+
+  // Worker 1 prefills A and publishes it (in two calls, as chunks arrive). Chunks of 16 tokens
+  // everywhere, so that the import boundary is a chunk boundary of the full prefill too (sgemm's
+  // rounding depends on the chunk's shape; with equal chunks the computation is the same).
+  Sequence s1(m, 16);
+  KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1.kv().layout());
+  std::vector<TokenId> first(a.begin(), a.begin() + 96);
+  ASSERT_TRUE(s1.Prefill(first, nullptr).ok());
+  ASSERT_TRUE(pub.Publish(first, s1.kv()).ok());
+  ASSERT_TRUE(s1.Prefill(std::vector<TokenId>(a.begin() + 96, a.end()), nullptr).ok());
+  ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+  ASSERT_TRUE(pub.Flush().ok());
+  EXPECT_EQ(pub.published_blocks(), 300 / 16);
+  EXPECT_EQ(pub.stats().puts, (300 / 16) * (m.config().n_layers + 1));
+
+  // A prompt sharing A's first 10 blocks (160 tokens) and diverging after.
+  std::vector<TokenId> b = a;
+  b.resize(250);
+  for (size_t i = 165; i < b.size(); ++i) b[i] = static_cast<TokenId>((b[i] + 1) % 256);
+  auto published = LongestPublishedPrefix(n.client.get(), "ns", fp, b);
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  EXPECT_EQ(*published, 10);
+  // Another namespace or model sees nothing.
+  EXPECT_EQ(*LongestPublishedPrefix(n.client.get(), "other", fp, b), 0);
+  EXPECT_EQ(*LongestPublishedPrefix(n.client.get(), "ns", std::string(32, '0'), b), 0);
+
+  // Worker 2 imports those blocks and prefills the rest; logits equal a full prefill's.
+  Sequence s2(m, 16);
+  ImportStats st;
+  ASSERT_TRUE(ImportPrefix(n.client.get(), "ns", fp, b, *published, &s2, &st).ok());
+  EXPECT_EQ(s2.position(), 160);
+  EXPECT_EQ(st.blocks, 10);
+  EXPECT_EQ(st.gets, 10 * (m.config().n_layers + 1));
+  for (int32_t l = 0; l < m.config().n_layers; ++l) {
+    for (int64_t blk = 0; blk < 10; ++blk) {
+      ASSERT_EQ(0, std::memcmp(s2.kv().block_data(l, blk), s1.kv().block_data(l, blk), s1.kv().layout().block_bytes()));
+    }
+  }
+  std::vector<float> imported, full;
+  ASSERT_TRUE(s2.Prefill(std::vector<TokenId>(b.begin() + 160, b.end()), &imported).ok());
+  Sequence s3(m, 16);
+  ASSERT_TRUE(s3.Prefill(b, &full).ok());
+  ASSERT_EQ(imported.size(), full.size());
+  EXPECT_EQ(imported, full);
+  // And a decode step after it too.
+  ASSERT_TRUE(s2.Decode(5, &imported).ok());
+  ASSERT_TRUE(s3.Decode(5, &full).ok());
+  EXPECT_EQ(imported, full);
+}
+
+TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
+  Node n = StartNode();
+  ASSERT_NE(n.client, nullptr);
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  const Model& m = **model;
+  const std::string fp = ModelFingerprint(m);
+  const std::vector<TokenId> a = Prompt(64);
+  Sequence s1(m);
+  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
+  {
+    KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1.kv().layout());
+    ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+    ASSERT_TRUE(pub.Flush().ok());
+  }
+  // Remove layer 1 of block 2: the prefix is still "published" (manifest present), so an import
+  // must fail naming the block rather than produce KV.
+  PrefixChain chain("ns", fp);
+  for (int b = 0; b <= 2; ++b) chain.Extend(std::span<const int32_t>(a.data() + b * 16, 16));
+  ASSERT_TRUE(n.client->Evict(chain.LayerKey(1)).ok());
+  Sequence s2(m);
+  Status s = ImportPrefix(n.client.get(), "ns", fp, a, 4, &s2);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("prefix block 2 layer 1"), std::string::npos) << s.ToString();
+  EXPECT_EQ(s2.position(), 0);
+  // Importing more blocks than the prompt holds is refused.
+  EXPECT_FALSE(ImportPrefix(n.client.get(), "ns", fp, a, 5, &s2).ok());
+}
+
+TEST(KvPublisherTest, ALostNodeIsReported) {
+  Node n = StartNode();
+  ASSERT_NE(n.client, nullptr);
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  const Model& m = **model;
+  Sequence s1(m);
+  const std::vector<TokenId> a = Prompt(128);
+  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
+  KvPublisher pub(n.client.get(), "ns", ModelFingerprint(m), m.config().n_layers, s1.kv().layout());
+  n.node->Kill9();
+  Status s = pub.Publish(a, s1.kv());
+  if (s.ok()) s = pub.Flush();
+  EXPECT_FALSE(s.ok());
+}
+
+}  // namespace
+}  // namespace foresight::worker

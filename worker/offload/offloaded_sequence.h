@@ -1,0 +1,150 @@
+// OffloadedSequence: one request run with its KV offloaded to the cache service (issue 5).
+//
+// The worker holds only part of the KV: sink blocks, the most recent blocks, and a resident pool
+// (ResidentPool) of budget/16 + margin blocks per (layer, KV head). Every full block is published
+// as it is produced (KvPublisher, write-behind) and, once acknowledged, dropped from the worker.
+// Decode attends the blocks the selection policy picks; those not resident are fetched per KV head
+// (BlockLayout::head_range) with CacheClient::GetBatchAsync into the pool, and used only after
+// their bytes match the producer's per-head checksum.
+//
+// Modes (OffloadMode): resident (nothing dropped, nothing fetched: the baseline), on-demand (fetch
+// a layer's missing blocks when the layer needs them), cross-layer (layer l+1's selection is
+// fetched while layer l computes, as InfiniGen), cross-token (right after layer l of step t, the
+// policy's selection for layer l at step t+1 is fetched; step t+1 waits only for what has not
+// arrived: a stall). `reuse = false` fetches the whole selected set every step (the paper's
+// CPU-to-GPU setting). Policies that need the query to select (Quest) cannot be asked ahead: their
+// layers fetch on demand in every mode.
+//
+// Calibration: AttentionPredictor's dense calibration rows are scored against a compact int8 key
+// copy on the worker (PolicyDecodeAttention, CalibrationSource::kCompactKeys) while attention
+// stays over the selected blocks, in every mode (resident included), so all modes give identical
+// tokens. Exact calibration (dense attention over every block) is resident-only.
+//
+// Shared prefixes: Prefill first asks the node for the longest published prefix of the prompt
+// (LongestPublishedPrefix) and imports it (ImportPrefix) instead of computing it.
+//
+//   auto seq = OffloadedSequence::Create(model, client, policy_spec, options);
+//   FS_RETURN_IF_ERROR((*seq)->Prefill(prompt, &logits));
+//   for (...) FS_RETURN_IF_ERROR((*seq)->Decode(next, &logits));
+//   (*seq)->stats();   // blocks fetched, bytes moved, stalls, prefix blocks imported, ...
+//
+// Thread-safety: one thread drives an OffloadedSequence; several may run on one Model and one
+// CacheClient concurrently.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "client/cache_client.h"
+#include "common/status.h"
+#include "predictor/selection_policy.h"
+#include "worker/model.h"
+#include "worker/offload/kv_publisher.h"
+#include "worker/policy_attention.h"
+#include "worker/sequence.h"
+
+namespace foresight::worker {
+
+enum class OffloadMode { kResident, kOnDemand, kCrossLayer, kCrossToken };
+// "resident", "on-demand", "cross-layer", "cross-token".
+StatusOr<OffloadMode> ParseOffloadMode(std::string_view name);
+std::string_view OffloadModeName(OffloadMode mode);
+
+struct OffloadOptions {
+  OffloadMode mode = OffloadMode::kCrossToken;
+  bool reuse = true;                 // false: every selected non-resident block is fetched every step
+  std::string name_space = "default";
+  std::string fingerprint;           // empty: ModelFingerprint(model), computed by Create
+  int64_t margin_blocks = 16;        // pool per (layer, KV head) = budget / 16 + margin
+  int64_t sink_blocks = 4;           // blocks [0, sink) are never dropped
+  int64_t local_blocks = 8;          // the most recent full blocks are never dropped
+  bool publish = true;               // publish KV (required by every mode but resident)
+  bool import_prefix = true;         // Prefill imports the longest published prefix
+  int32_t prefill_chunk = 512;
+  CalibrationSource calibration = CalibrationSource::kCompactKeys;
+  KvPublisherOptions publisher;
+};
+
+struct OffloadStats {
+  int64_t prefix_blocks_imported = 0;
+  double import_seconds = 0;
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0;        // import included
+  int64_t decode_tokens = 0;
+  double decode_seconds = 0;
+  int64_t heads_fetched = 0;         // (layer, block, KV head) units fetched
+  uint64_t bytes_fetched = 0;
+  int64_t pool_hits = 0, pool_misses = 0;  // selected non-resident units found / not found in the pool
+  int64_t stalls = 0;                // (step, layer) pairs that waited for a fetch
+  double stall_seconds = 0;          // time waiting for fetches (and their verification)
+  int64_t blocks_published = 0;
+  uint64_t bytes_published = 0;
+  double offload_wait_seconds = 0;   // publish back-pressure
+  uint64_t resident_kv_bytes = 0;    // worker KV storage after the last step (pool excluded)
+  uint64_t pool_bytes = 0;
+};
+
+class ResidentPool;
+
+class OffloadedSequence : public KvBlockSource {
+ public:
+  // `policy` null: dense attention (every block, so every mode but resident moves the whole
+  // history; useful only as a check). `client` must outlive the sequence; it may be null only in
+  // resident mode with publish = false.
+  static StatusOr<std::unique_ptr<OffloadedSequence>> Create(const Model& model, CacheClient* client,
+                                                             const std::optional<predictor::PolicySpec>& policy,
+                                                             OffloadOptions options);
+  ~OffloadedSequence() override;
+
+  // The prompt, once, before any Decode. Imports the published prefix when asked, prefills the
+  // rest densely, seeds the policy, publishes. `logits`: the last token's.
+  Status Prefill(const std::vector<TokenId>& prompt, std::vector<float>* logits);
+  // Benchmarks only: a context of `tokens` random KV (Sequence::TEST_FillRandomKv) with token ids
+  // `ids` (for keys), published like a prefill; the policy starts without prefill history.
+  Status TEST_FillRandom(const std::vector<TokenId>& ids, uint32_t seed);
+  // One token; logits of the next. An error (a block that cannot be fetched or fails its
+  // checksum, a failed publish) ends the request: the sequence is not advanced.
+  Status Decode(TokenId token, std::vector<float>* logits);
+  // Waits for every queued publish.
+  Status Flush();
+
+  int64_t position() const { return seq_.position(); }
+  const std::vector<TokenId>& tokens() const { return tokens_; }
+  OffloadStats stats() const;
+  const Sequence& sequence() const { return seq_; }
+  const OffloadOptions& options() const { return options_; }
+
+  // KvBlockSource (called by Sequence::Decode).
+  Status AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
+                      std::vector<std::vector<const uint16_t*>>* heads) override;
+  void ReleaseLayer(int32_t layer, int64_t position) override;
+
+ private:
+  OffloadedSequence(const Model& model, CacheClient* client, OffloadOptions options);
+  Status AfterContext();  // publish, drop, after prefill/fill
+  Status Publish();
+  void DropAcknowledged();
+  // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.
+  Status Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks);
+  Status PrefetchNext(int32_t layer, int64_t key_tokens);
+  bool Dropped(int32_t layer, int64_t block) const;
+
+  const Model& model_;
+  CacheClient* const client_;
+  const OffloadOptions options_;
+  std::optional<predictor::PolicySpec> spec_;
+  Sequence seq_;
+  std::vector<TokenId> tokens_;
+  std::unique_ptr<PolicyDecodeAttention> policy_;
+  std::unique_ptr<KvPublisher> publisher_;
+  std::unique_ptr<ResidentPool> pool_;
+  std::vector<int64_t> dropped_below_;  // unused placeholder for layout stability
+  int64_t dropped_upto_ = 0;            // blocks [sink, dropped_upto_) are dropped from seq_'s KV
+  OffloadStats stats_;
+  std::vector<float> logits_scratch_;
+};
+
+}  // namespace foresight::worker
