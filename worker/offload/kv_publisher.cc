@@ -162,31 +162,51 @@ Status KvPublisher::Publish(const std::vector<TokenId>& tokens, const KvCache& k
     return FailedPrecondition("the sequence was rewound to " + std::to_string(kv.tokens()) + " tokens below the " +
                               std::to_string(chains_.size()) + " blocks already published");
   }
-  const uint32_t heads = layout_.kv_heads();
   for (int64_t b = static_cast<int64_t>(chains_.size()); b < full; ++b) {
-    chains_.push_back(chain_.Extend(std::span<const int32_t>(tokens.data() + b * bt, bt)));
-    for (int32_t l = 0; l < n_layers_; ++l) {
-      const uint8_t* data = kv.block_data(l, b);
-      if (data == nullptr) return FailedPrecondition("block " + std::to_string(b) + " of layer " + std::to_string(l) +
-                                                     " was dropped before it was published");
-      layer_keys_.push_back(chain_.LayerKey(static_cast<uint32_t>(l)));
-      for (uint32_t h = 0; h < heads; ++h) {
-        const ByteRange r = layout_.head_range(h);
-        head_sums_.push_back(BlockChecksum(data + r.offset, r.length));
-      }
-      FS_RETURN_IF_ERROR(queue_->Enqueue(layer_keys_.back(), data, layout_.block_bytes())
-                             .WithContext("publishing block " + std::to_string(b) + " layer " + std::to_string(l)));
-      ++seq_;
-      stats_.puts++;
-      stats_.bytes += layout_.block_bytes();
-    }
-    last_seq_.push_back(seq_);
-    stats_.blocks_enqueued++;
+    FS_RETURN_IF_ERROR(AddBlock(tokens, kv, b, /*enqueue=*/true));
   }
   UpdateAcknowledged();
   Status s = EnqueueManifests(acknowledged_);
   stats_.publish_s += Now() - t0;
   return s;
+}
+
+Status KvPublisher::AddBlock(const std::vector<TokenId>& tokens, const KvCache& kv, int64_t b, bool enqueue) {
+  const int64_t bt = layout_.block_tokens();
+  const uint32_t heads = layout_.kv_heads();
+  chains_.push_back(chain_.Extend(std::span<const int32_t>(tokens.data() + b * bt, bt)));
+  for (int32_t l = 0; l < n_layers_; ++l) {
+    const uint8_t* data = kv.block_data(l, b);
+    if (data == nullptr) {
+      return FailedPrecondition("block " + std::to_string(b) + " of layer " + std::to_string(l) +
+                                " was dropped before it was published");
+    }
+    layer_keys_.push_back(chain_.LayerKey(static_cast<uint32_t>(l)));
+    for (uint32_t h = 0; h < heads; ++h) {
+      const ByteRange r = layout_.head_range(h);
+      head_sums_.push_back(BlockChecksum(data + r.offset, r.length));
+    }
+    if (!enqueue) continue;
+    FS_RETURN_IF_ERROR(queue_->Enqueue(layer_keys_.back(), data, layout_.block_bytes())
+                           .WithContext("publishing block " + std::to_string(b) + " layer " + std::to_string(l)));
+    ++seq_;
+    stats_.puts++;
+    stats_.bytes += layout_.block_bytes();
+  }
+  last_seq_.push_back(enqueue ? seq_ : 0);
+  if (enqueue) stats_.blocks_enqueued++;
+  return Status::OK();
+}
+
+Status KvPublisher::Adopt(const std::vector<TokenId>& tokens, const KvCache& kv, int64_t n_blocks) {
+  if (!chains_.empty()) return FailedPrecondition("Adopt must come before any Publish");
+  if (n_blocks * layout_.block_tokens() > std::min<int64_t>(static_cast<int64_t>(tokens.size()), kv.tokens())) {
+    return InvalidArgument("cannot adopt " + std::to_string(n_blocks) + " blocks of a " + std::to_string(kv.tokens()) +
+                           "-token sequence");
+  }
+  for (int64_t b = 0; b < n_blocks; ++b) FS_RETURN_IF_ERROR(AddBlock(tokens, kv, b, /*enqueue=*/false));
+  acknowledged_ = manifests_ = n_blocks;
+  return Status::OK();
 }
 
 Status KvPublisher::Flush() {

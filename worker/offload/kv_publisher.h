@@ -71,6 +71,9 @@ class KvPublisher {
   // put failed (the first failure, naming the block), or the sequence was rewound below what was
   // already published.
   Status Publish(const std::vector<TokenId>& tokens, const KvCache& kv);
+  // Records the first `n_blocks` full blocks of `kv` as already published (imported from the cache
+  // service: their keys and checksums are known, nothing is written). Only before any Publish.
+  Status Adopt(const std::vector<TokenId>& tokens, const KvCache& kv, int64_t n_blocks);
   // Waits until every queued block is acknowledged, then writes (and waits for) the remaining
   // manifests. After OK, blocks [0, published_blocks()) are in the cache service, findable.
   Status Flush();
@@ -91,6 +94,7 @@ class KvPublisher {
  private:
   Status EnqueueManifests(int64_t upto);
   void UpdateAcknowledged();
+  Status AddBlock(const std::vector<TokenId>& tokens, const KvCache& kv, int64_t b, bool enqueue);
 
   CacheClient* const client_;
   const std::string ns_;

@@ -78,8 +78,10 @@ struct OffloadStats {
   int64_t heads_fetched = 0;         // (layer, block, KV head) units fetched
   uint64_t bytes_fetched = 0;
   int64_t pool_hits = 0, pool_misses = 0;  // selected non-resident units found / not found in the pool
-  int64_t stalls = 0;                // (step, layer) pairs that waited for a fetch
-  double stall_seconds = 0;          // time waiting for fetches (and their verification)
+  int64_t stalls = 0;                // (step, layer) pairs that fetched on demand or waited > 50 us
+  double stall_seconds = 0;          // time the decode waited for fetches (client checksum included)
+  double verify_seconds = 0;         // end-to-end per-head checksum checks of fetched bytes
+  int64_t pool_evictions = 0;
   int64_t blocks_published = 0;
   uint64_t bytes_published = 0;
   double offload_wait_seconds = 0;   // publish back-pressure
@@ -128,9 +130,13 @@ class OffloadedSequence : public KvBlockSource {
   Status Publish();
   void DropAcknowledged();
   // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.
-  Status Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks);
-  Status PrefetchNext(int32_t layer, int64_t key_tokens);
-  bool Dropped(int32_t layer, int64_t block) const;
+  void Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks, int64_t step);
+  void PrefetchNext(int32_t layer, int64_t key_tokens, int64_t step);
+  // Completes every outstanding fetch of `layer`; the first failure, if any.
+  Status CompleteFetches(int32_t layer);
+  void AbandonFetches();
+  bool Dropped(int64_t block) const { return block >= options_.sink_blocks && block < dropped_upto_; }
+  int64_t DropBound() const;
 
   const Model& model_;
   CacheClient* const client_;
@@ -141,8 +147,9 @@ class OffloadedSequence : public KvBlockSource {
   std::unique_ptr<PolicyDecodeAttention> policy_;
   std::unique_ptr<KvPublisher> publisher_;
   std::unique_ptr<ResidentPool> pool_;
-  std::vector<int64_t> dropped_below_;  // unused placeholder for layout stability
-  int64_t dropped_upto_ = 0;            // blocks [sink, dropped_upto_) are dropped from seq_'s KV
+  struct FetchState;
+  std::unique_ptr<FetchState> fetch_;
+  int64_t dropped_upto_ = 0;  // blocks [sink, dropped_upto_) are dropped from seq_'s KV
   OffloadStats stats_;
   std::vector<float> logits_scratch_;
 };

@@ -1,0 +1,189 @@
+// OffloadedSequence against a real foresight-cached (LocalNode): where the blocks live never
+// changes the output (issue 5, acceptance 1).
+#include "worker/offload/offloaded_sequence.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "client/local_node.h"
+#include "predictor/cnn_weights.h"
+#include "worker/offload/resident_pool.h"
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+std::vector<TokenId> Prompt(int n) {
+  std::vector<TokenId> t(n);
+  for (int i = 0; i < n; ++i) t[i] = static_cast<TokenId>((i * 53 + 7) % 256);
+  return t;
+}
+
+TokenId Argmax(const std::vector<float>& v) {
+  return static_cast<TokenId>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+struct Run {
+  std::vector<TokenId> tokens;
+  OffloadStats stats;
+};
+
+StatusOr<Run> Generate(const Model& model, CacheClient* client, const predictor::PolicySpec& spec, OffloadOptions o,
+                       const std::vector<TokenId>& prompt, int steps) {
+  FS_ASSIGN_OR_RETURN(auto seq, OffloadedSequence::Create(model, client, spec, o));
+  std::vector<float> logits;
+  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits));
+  Run r;
+  for (int s = 0; s < steps; ++s) {
+    r.tokens.push_back(Argmax(logits));
+    FS_RETURN_IF_ERROR(seq->Decode(r.tokens.back(), &logits));
+  }
+  r.stats = seq->stats();
+  return r;
+}
+
+class OffloadSequenceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    node_ = std::move(*node);
+    CacheClientOptions o;
+    o.address = node_->address();
+    auto client = CacheClient::Connect(o);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    client_ = std::move(*client);
+    auto model = MakeSyntheticModel(SyntheticModelSpec{});
+    ASSERT_TRUE(model.ok());
+    model_ = std::move(*model);
+  }
+  std::unique_ptr<LocalNode> node_;
+  std::unique_ptr<CacheClient> client_;
+  std::unique_ptr<Model> model_;
+};
+
+// Greedy decoding with a budget far below the context: every offloaded mode, with and without
+// reuse, gives the tokens of the all-resident run, and really fetched from the node.
+TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
+  const std::vector<TokenId> prompt = Prompt(900);
+  const int steps = 24;
+  std::vector<predictor::PolicySpec> specs;
+  {
+    predictor::PolicySpec ap;
+    ap.kind = predictor::PolicyKind::kAttentionPredictor;
+    ap.weights = predictor::CnnWeights::Random(7);
+    ap.calibration_period = 5;
+    specs.push_back(ap);
+    predictor::PolicySpec h2o;
+    h2o.kind = predictor::PolicyKind::kH2O;
+    specs.push_back(h2o);
+    predictor::PolicySpec quest;  // needs the query: fetched on demand in every mode
+    quest.kind = predictor::PolicyKind::kQuest;
+    specs.push_back(quest);
+  }
+  int ns = 0;
+  for (predictor::PolicySpec spec : specs) {
+    spec.budget.budget_tokens = 256;  // 16 of the context's 57 blocks per KV head
+    OffloadOptions base;
+    base.import_prefix = false;
+    base.name_space = "t" + std::to_string(ns++);
+    base.mode = OffloadMode::kResident;
+    base.publish = false;
+    auto resident = Generate(*model_, client_.get(), spec, base, prompt, steps);
+    ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+    ASSERT_EQ(resident->stats.heads_fetched, 0);
+    for (OffloadMode mode : {OffloadMode::kOnDemand, OffloadMode::kCrossLayer, OffloadMode::kCrossToken}) {
+      for (bool reuse : {true, false}) {
+        OffloadOptions o = base;
+        o.mode = mode;
+        o.publish = true;
+        o.reuse = reuse;
+        o.local_blocks = 4;
+        o.margin_blocks = 4;
+        const std::string what = std::string(predictor::PolicyKindName(spec.kind)) + " " +
+                                 std::string(OffloadModeName(mode)) + (reuse ? "" : " no-reuse");
+        auto off = Generate(*model_, client_.get(), spec, o, prompt, steps);
+        ASSERT_TRUE(off.ok()) << what << ": " << off.status().ToString();
+        EXPECT_EQ(off->tokens, resident->tokens) << what;
+        EXPECT_GT(off->stats.heads_fetched, 0) << what;
+        EXPECT_GT(off->stats.bytes_fetched, 0u) << what;
+        // The worker really dropped the history: far less than the full KV stays on it.
+        EXPECT_LT(off->stats.resident_kv_bytes, 20u * model_->config().n_layers *
+                                                    SyntheticModelSpec{}.n_kv_heads * 2 * 16 * 16 * 2 * 2) << what;
+        if (!reuse && spec.kind != predictor::PolicyKind::kQuest) {
+          // Without reuse only prefetched blocks are hits (Quest cannot be asked ahead).
+          EXPECT_EQ(off->stats.pool_hits > 0, mode != OffloadMode::kOnDemand) << what;
+        }
+        if (spec.kind == predictor::PolicyKind::kH2O && mode == OffloadMode::kCrossToken && reuse) {
+          // Prefetched ahead: hardly any step had to fetch on demand.
+          EXPECT_GT(off->stats.pool_hits, 10 * off->stats.pool_misses) << what;
+        }
+      }
+    }
+  }
+}
+
+// A block that vanished from the node ends the request with an error naming it; no output is
+// made from missing KV.
+TEST_F(OffloadSequenceTest, AMissingBlockFailsTheStep) {
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kH2O;
+  spec.budget.budget_tokens = 256;
+  OffloadOptions o;
+  o.import_prefix = false;
+  o.mode = OffloadMode::kOnDemand;
+  o.local_blocks = 4;
+  auto seq = OffloadedSequence::Create(*model_, client_.get(), spec, o);
+  ASSERT_TRUE(seq.ok()) << seq.status().ToString();
+  std::vector<float> logits;
+  const std::vector<TokenId> prompt = Prompt(900);
+  ASSERT_TRUE((*seq)->Prefill(prompt, &logits).ok());
+  // Evict every layer-1 block of the context.
+  PrefixChain chain(o.name_space, ModelFingerprint(*model_));
+  for (int b = 0; b < 900 / 16; ++b) {
+    chain.Extend(std::span<const int32_t>(prompt.data() + b * 16, 16));
+    (void)client_->Evict(chain.LayerKey(1));
+  }
+  Status s;
+  for (int i = 0; i < 4 && s.ok(); ++i) s = (*seq)->Decode(Argmax(logits), &logits);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("layer 1 block"), std::string::npos) << s.ToString();
+}
+
+TEST_F(OffloadSequenceTest, RefusesInconsistentOptions) {
+  OffloadOptions o;
+  o.mode = OffloadMode::kOnDemand;
+  EXPECT_FALSE(OffloadedSequence::Create(*model_, client_.get(), std::nullopt, o).ok());
+  EXPECT_FALSE(OffloadedSequence::Create(*model_, nullptr, predictor::PolicySpec{}, o).ok());
+  predictor::PolicySpec ap;
+  ap.weights = predictor::CnnWeights::Random(1);
+  o.calibration = CalibrationSource::kExact;
+  EXPECT_FALSE(OffloadedSequence::Create(*model_, client_.get(), ap, o).ok());
+  EXPECT_FALSE(ParseOffloadMode("cross-tokens").ok());
+  EXPECT_EQ(*ParseOffloadMode("cross-layer"), OffloadMode::kCrossLayer);
+}
+
+TEST(ResidentPoolTest, EvictsLeastRecentlyUsedAndNeverPinned) {
+  std::vector<uint8_t> buf(3 * 8);
+  ResidentPool pool(buf.data(), 8, 3);
+  auto* a = pool.Insert({0, 0, 1}, 0);
+  auto* b = pool.Insert({0, 0, 2}, 0);
+  auto* c = pool.Insert({0, 0, 3}, 0);
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(pool.Insert({0, 0, 4}, 0), nullptr);  // all pinned by their fetches
+  for (auto* e : {a, b, c}) {
+    pool.MarkReady(e);
+    pool.Unpin(e);
+  }
+  pool.Pin(pool.Lookup({0, 0, 1}));  // a in use, b is now the least recently used
+  auto* d = pool.Insert({0, 0, 4}, 0);
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(pool.Lookup({0, 0, 2}), nullptr);
+  EXPECT_NE(pool.Lookup({0, 0, 1}), nullptr);
+  EXPECT_FALSE(pool.Lookup({0, 0, 4})->ready);
+  EXPECT_EQ(pool.evictions(), 1);
+}
+
+}  // namespace
+}  // namespace foresight::worker

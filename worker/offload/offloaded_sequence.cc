@@ -1,0 +1,400 @@
+#include "worker/offload/offloaded_sequence.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <list>
+
+#include "common/checksum.h"
+#include "worker/offload/resident_pool.h"
+
+namespace foresight::worker {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+StatusOr<OffloadMode> ParseOffloadMode(std::string_view name) {
+  if (name == "resident") return OffloadMode::kResident;
+  if (name == "on-demand") return OffloadMode::kOnDemand;
+  if (name == "cross-layer") return OffloadMode::kCrossLayer;
+  if (name == "cross-token") return OffloadMode::kCrossToken;
+  return InvalidArgument("unknown offload mode '" + std::string(name) +
+                         "' (resident, on-demand, cross-layer, cross-token)");
+}
+
+std::string_view OffloadModeName(OffloadMode mode) {
+  switch (mode) {
+    case OffloadMode::kResident: return "resident";
+    case OffloadMode::kOnDemand: return "on-demand";
+    case OffloadMode::kCrossLayer: return "cross-layer";
+    case OffloadMode::kCrossToken: return "cross-token";
+  }
+  return "?";
+}
+
+struct OffloadedSequence::FetchState {
+  struct Batch {
+    int32_t layer = 0;
+    std::vector<BlockGet> gets;
+    std::vector<ResidentPool::Entry*> entries;
+    std::future<Status> done;
+  };
+  std::list<Batch> batches;                                  // outstanding, oldest first
+  std::vector<std::vector<ResidentPool::Entry*>> pinned;     // per layer: pinned by the attention
+  std::vector<ResidentPool::Entry*> failed;                  // fetched wrong or not at all
+  int64_t step = 0;                                          // the decode step being computed
+};
+
+OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, OffloadOptions options)
+    : model_(model),
+      client_(client),
+      options_(std::move(options)),
+      seq_(model, options_.prefill_chunk),
+      fetch_(std::make_unique<FetchState>()) {
+  fetch_->pinned.resize(model.config().n_layers);
+}
+
+OffloadedSequence::~OffloadedSequence() { AbandonFetches(); }
+
+StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
+    const Model& model, CacheClient* client, const std::optional<predictor::PolicySpec>& policy, OffloadOptions options) {
+  const bool offload = options.mode != OffloadMode::kResident;
+  if (offload && !options.publish) return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) + " needs publish");
+  if ((offload || options.publish || options.import_prefix) && client == nullptr) {
+    return InvalidArgument("offload, publishing and prefix import need a cache client");
+  }
+  if (offload && !policy.has_value()) {
+    return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) +
+                           " needs a selection policy (dense attention would move the whole history every step)");
+  }
+  if (options.sink_blocks < 0 || options.local_blocks < 1 || options.margin_blocks < 0) {
+    return InvalidArgument("sink_blocks >= 0, local_blocks >= 1 and margin_blocks >= 0 are required");
+  }
+  if (offload && options.calibration == CalibrationSource::kExact && policy->kind == predictor::PolicyKind::kAttentionPredictor &&
+      policy->calibration_period > 0) {
+    return InvalidArgument("exact calibration attends every block densely; offloaded modes need compact-key calibration");
+  }
+  if (options.fingerprint.empty() && client != nullptr) options.fingerprint = ModelFingerprint(model);
+  std::unique_ptr<OffloadedSequence> s(new OffloadedSequence(model, client, std::move(options)));
+  s->spec_ = policy;
+  const OffloadOptions& o = s->options_;
+  const ModelConfig& c = model.config();
+  if (o.publish) {
+    s->publisher_ = std::make_unique<KvPublisher>(client, o.name_space, o.fingerprint, c.n_layers, s->seq_.kv().layout(),
+                                                  o.publisher);
+  }
+  if (offload) {
+    const BlockLayout& layout = s->seq_.kv().layout();
+    const int64_t per_head = (policy->budget.budget_tokens + 15) / 16 + o.margin_blocks;
+    const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
+    FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
+    s->pool_ = std::make_unique<ResidentPool>(buffer, layout.head_bytes(), slots);
+  }
+  return s;
+}
+
+int64_t OffloadedSequence::DropBound() const {
+  if (publisher_ == nullptr) return 0;
+  const int64_t full = seq_.position() / seq_.kv().block_tokens();
+  return std::max<int64_t>(0, std::min(publisher_->acknowledged_blocks(), full - options_.local_blocks));
+}
+
+void OffloadedSequence::DropAcknowledged() {
+  if (options_.mode == OffloadMode::kResident) return;
+  const int64_t bound = DropBound();
+  KvCache& kv = seq_.mutable_kv();
+  for (int64_t b = std::max(dropped_upto_, options_.sink_blocks); b < bound; ++b) {
+    for (int32_t l = 0; l < kv.n_layers(); ++l) kv.DropBlock(l, b);
+  }
+  dropped_upto_ = std::max(dropped_upto_, bound);
+}
+
+Status OffloadedSequence::Publish() {
+  if (publisher_ == nullptr) return Status::OK();
+  FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, seq_.kv()));
+  DropAcknowledged();
+  return Status::OK();
+}
+
+Status OffloadedSequence::AfterContext() {
+  if (policy_ != nullptr) policy_->PrepareKeys(seq_.kv());
+  if (publisher_ != nullptr) {
+    FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, seq_.kv()));
+    // Offloaded modes start decoding with the context in the cache service and off the worker.
+    if (options_.mode != OffloadMode::kResident) FS_RETURN_IF_ERROR(publisher_->Flush());
+    DropAcknowledged();
+  }
+  if (options_.mode == OffloadMode::kCrossToken) {
+    for (int32_t l = 0; l < model_.config().n_layers; ++l) PrefetchNext(l, seq_.position() + 1, 0);
+  }
+  return Status::OK();
+}
+
+Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vector<float>* logits) {
+  if (seq_.position() != 0) return FailedPrecondition("Prefill runs once, on an empty sequence");
+  if (prompt.empty()) return InvalidArgument("prefill needs at least one token");
+  const double t0 = Now();
+  const int64_t p = static_cast<int64_t>(prompt.size());
+  int64_t imported = 0;
+  if (options_.import_prefix && client_ != nullptr) {
+    FS_ASSIGN_OR_RETURN(int64_t published, LongestPublishedPrefix(client_, options_.name_space, options_.fingerprint, prompt));
+    // Keep the last 64 prompt tokens (at least one) to prefill: the policy learns from their rows.
+    const int64_t keep = spec_.has_value() ? std::min<int64_t>(64, p) : 1;
+    imported = std::min(published, (p - keep) / 16);
+    if (imported > 0) {
+      ImportStats st;
+      FS_RETURN_IF_ERROR(ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, &seq_, &st));
+      stats_.import_seconds += st.seconds;
+      stats_.prefix_blocks_imported = imported;
+      stats_.bytes_fetched += st.bytes;
+      if (publisher_ != nullptr) FS_RETURN_IF_ERROR(publisher_->Adopt(prompt, seq_.kv(), imported));
+    }
+  }
+  if (spec_.has_value()) {
+    PolicyAttentionOptions po;
+    po.calibration = options_.calibration;
+    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, po));
+  }
+  tokens_ = prompt;
+  std::vector<TokenId> rest(prompt.begin() + imported * 16, prompt.end());
+  FS_RETURN_IF_ERROR(seq_.Prefill(rest, logits, false, policy_.get()));
+  if (policy_ != nullptr) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
+  FS_RETURN_IF_ERROR(AfterContext());
+  stats_.prefill_tokens += p;
+  stats_.prefill_seconds += Now() - t0;
+  return Status::OK();
+}
+
+Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint32_t seed) {
+  if (seq_.position() != 0) return FailedPrecondition("TEST_FillRandom needs an empty sequence");
+  seq_.TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed);
+  tokens_ = ids;
+  if (spec_.has_value()) {
+    PolicyAttentionOptions po;
+    po.calibration = options_.calibration;
+    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, static_cast<int64_t>(ids.size()), po));
+    FS_RETURN_IF_ERROR(policy_->FinishPrefill());
+  }
+  return AfterContext();
+}
+
+Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
+  if (seq_.position() == 0) return FailedPrecondition("Decode needs a prefilled sequence");
+  const double t0 = Now();
+  fetch_->step = stats_.decode_tokens;
+  const bool offload = options_.mode != OffloadMode::kResident;
+  Status s = seq_.Decode(token, logits, policy_.get(), offload ? this : nullptr);
+  if (policy_ != nullptr && !policy_->status().ok()) {
+    s = policy_->status().WithContext("selection policy");
+  }
+  if (!s.ok()) {
+    AbandonFetches();
+    return s;
+  }
+  tokens_.push_back(token);
+  FS_RETURN_IF_ERROR(Publish());
+  stats_.decode_tokens++;
+  stats_.decode_seconds += Now() - t0;
+  return Status::OK();
+}
+
+Status OffloadedSequence::Flush() { return publisher_ != nullptr ? publisher_->Flush() : Status::OK(); }
+
+void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks, int64_t step) {
+  const int64_t bound = std::max(dropped_upto_, DropBound());
+  FetchState::Batch batch;
+  batch.layer = layer;
+  const BlockLayout& layout = seq_.kv().layout();
+  for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()); ++h) {
+    for (int32_t b : blocks[h]) {
+      if (b < options_.sink_blocks || b >= bound) continue;  // read from the worker's KV cache
+      ResidentPool::Entry* e = pool_->Lookup({layer, h, b});
+      if (e != nullptr && (options_.reuse || e->step == step)) continue;
+      if (e != nullptr) {
+        if (e->refs > 0) continue;  // in use; the step will fetch it on demand
+        pool_->Erase(e);
+      }
+      e = pool_->Insert({layer, h, b}, step);
+      if (e == nullptr) return;  // every slot pinned: the rest is fetched on demand
+      BlockGet g;
+      g.key = publisher_->layer_key(b, layer);
+      g.ranges = {layout.head_range(static_cast<uint32_t>(h))};
+      g.dest = pool_->data(e);
+      g.capacity = layout.head_bytes();
+      batch.gets.push_back(std::move(g));
+      batch.entries.push_back(e);
+    }
+  }
+  if (batch.gets.empty()) return;
+  fetch_->batches.push_back(std::move(batch));
+  FetchState::Batch& b = fetch_->batches.back();
+  b.done = client_->GetBatchAsync(b.gets);
+}
+
+void OffloadedSequence::PrefetchNext(int32_t layer, int64_t key_tokens, int64_t step) {
+  std::vector<std::vector<int32_t>> blocks;
+  if (policy_ == nullptr || !policy_->PeekSelection(layer, key_tokens, &blocks)) return;
+  Prefetch(layer, blocks, step);
+}
+
+Status OffloadedSequence::CompleteFetches(int32_t layer) {
+  Status first;
+  const BlockLayout& layout = seq_.kv().layout();
+  for (auto it = fetch_->batches.begin(); it != fetch_->batches.end();) {
+    if (it->layer != layer) {
+      ++it;
+      continue;
+    }
+    (void)it->done.get();  // per-item statuses below
+    const double tv = Now();
+    for (size_t i = 0; i < it->gets.size(); ++i) {
+      const BlockGet& g = it->gets[i];
+      ResidentPool::Entry* e = it->entries[i];
+      const PoolKey& k = e->key;
+      Status s = g.status;
+      if (s.ok() && g.bytes != layout.head_bytes()) {
+        s = DataLoss(std::to_string(g.bytes) + " bytes instead of " + std::to_string(layout.head_bytes()));
+      }
+      if (s.ok() && BlockChecksum(pool_->data(e), g.bytes) != publisher_->head_checksum(k.block, k.layer, k.head)) {
+        s = DataLoss("the fetched bytes differ from the producer's checksum");
+      }
+      if (s.ok()) {
+        pool_->MarkReady(e);
+        pool_->Unpin(e);
+        stats_.heads_fetched++;
+        stats_.bytes_fetched += g.bytes;
+      } else {
+        pool_->Unpin(e);
+        fetch_->failed.push_back(e);
+        if (first.ok()) {
+          first = s.WithContext("fetching layer " + std::to_string(k.layer) + " block " + std::to_string(k.block) +
+                                " KV head " + std::to_string(k.head) + " from " + client_->address());
+        }
+      }
+    }
+    stats_.verify_seconds += Now() - tv;
+    it = fetch_->batches.erase(it);
+  }
+  return first;
+}
+
+void OffloadedSequence::AbandonFetches() {
+  for (int32_t l = 0; l < static_cast<int32_t>(fetch_->pinned.size()); ++l) {
+    for (ResidentPool::Entry* e : fetch_->pinned[l]) pool_->Unpin(e);
+    fetch_->pinned[l].clear();
+  }
+  for (FetchState::Batch& b : fetch_->batches) {
+    (void)b.done.get();
+    for (ResidentPool::Entry* e : b.entries) {
+      pool_->Unpin(e);
+      fetch_->failed.push_back(e);  // not verified: never used
+    }
+  }
+  fetch_->batches.clear();
+  for (ResidentPool::Entry* e : fetch_->failed) {
+    if (e->refs == 0) pool_->Erase(e);
+  }
+  fetch_->failed.clear();
+}
+
+Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
+                                       std::vector<std::vector<const uint16_t*>>* heads) {
+  const int64_t step = fetch_->step;
+  if (options_.mode == OffloadMode::kCrossLayer && layer + 1 < model_.config().n_layers) {
+    PrefetchNext(layer + 1, position + 1, step);  // InfiniGen: the next layer's blocks during this one
+  }
+  std::vector<ResidentPool::Entry*>& pinned = fetch_->pinned[layer];
+  FetchState::Batch demand;
+  demand.layer = layer;
+  const BlockLayout& layout = seq_.kv().layout();
+  for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()); ++h) {
+    for (int32_t b : blocks[h]) {
+      if (!Dropped(b)) continue;
+      ResidentPool::Entry* e = pool_->Lookup({layer, h, b});
+      if (e != nullptr && !options_.reuse && e->step != step && e->refs == 0) {
+        pool_->Erase(e);  // no reuse: only what was fetched for this step counts
+        e = nullptr;
+      }
+      if (e != nullptr) {
+        stats_.pool_hits++;
+        pool_->Pin(e);
+      } else {
+        stats_.pool_misses++;
+        e = pool_->Insert({layer, h, b}, step);
+        if (e == nullptr) {
+          return ResourceExhausted("the resident pool (" + std::to_string(pool_->slots()) +
+                                   " slots) has no free slot for layer " + std::to_string(layer) + " block " +
+                                   std::to_string(b) + "; raise margin_blocks or lower the budget");
+        }
+        pool_->Pin(e);
+        BlockGet g;
+        g.key = publisher_->layer_key(b, layer);
+        g.ranges = {layout.head_range(static_cast<uint32_t>(h))};
+        g.dest = pool_->data(e);
+        g.capacity = layout.head_bytes();
+        demand.gets.push_back(std::move(g));
+        demand.entries.push_back(e);
+      }
+      pinned.push_back(e);
+    }
+  }
+  const double t0 = Now();
+  const bool on_demand = !demand.gets.empty();
+  if (on_demand) {
+    fetch_->batches.push_back(std::move(demand));
+    FetchState::Batch& d = fetch_->batches.back();
+    d.done = client_->GetBatchAsync(d.gets);
+  }
+  const double tv0 = stats_.verify_seconds;
+  Status s = CompleteFetches(layer);
+  const double waited = Now() - t0 - (stats_.verify_seconds - tv0);
+  stats_.stall_seconds += waited;
+  if (on_demand || waited > 50e-6) stats_.stalls++;
+  if (!s.ok()) {
+    ReleaseLayer(layer, -1);
+    AbandonFetches();
+    return s;
+  }
+  size_t at = 0;
+  for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()); ++h) {
+    for (size_t i = 0; i < blocks[h].size(); ++i) {
+      if (!Dropped(blocks[h][i])) continue;
+      ResidentPool::Entry* e = pinned[at++];
+      if (!e->ready) return Internal("pool entry not ready after its fetch completed");
+      (*heads)[h][i] = reinterpret_cast<const uint16_t*>(pool_->data(e));
+    }
+  }
+  return Status::OK();
+}
+
+void OffloadedSequence::ReleaseLayer(int32_t layer, int64_t position) {
+  for (ResidentPool::Entry* e : fetch_->pinned[layer]) pool_->Unpin(e);
+  fetch_->pinned[layer].clear();
+  if (position >= 0 && options_.mode == OffloadMode::kCrossToken) {
+    // The policy has observed this step; ask it for the next step and fetch while the rest of
+    // this step (and the next step's earlier layers) compute.
+    PrefetchNext(layer, position + 2, fetch_->step + 1);
+  }
+}
+
+OffloadStats OffloadedSequence::stats() const {
+  OffloadStats s = stats_;
+  if (publisher_ != nullptr) {
+    const KvPublisherStats p = publisher_->stats();
+    s.blocks_published = p.blocks_published;
+    s.bytes_published = p.bytes;
+    s.offload_wait_seconds = p.enqueue_wait_s;
+  }
+  s.resident_kv_bytes = seq_.kv().resident_bytes();
+  if (pool_ != nullptr) {
+    s.pool_bytes = pool_->slots() * pool_->slot_bytes();
+    s.pool_evictions = pool_->evictions();
+  }
+  return s;
+}
+
+}  // namespace foresight::worker
