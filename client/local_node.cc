@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -30,7 +31,11 @@ StatusOr<std::unique_ptr<LocalNode>> LocalNode::Start(std::vector<std::string> a
   if (pipe(out) != 0) return Internal("pipe failed");
   if (binary.empty()) binary = ExecutableDir() + "/foresight-cached";
   if (access(binary.c_str(), X_OK) != 0) return NotFound("cannot run " + binary + " (build foresight-cached first)");
-  std::vector<std::string> argv_s = {binary, "--listen", "127.0.0.1:0"};
+  std::vector<std::string> argv_s = {binary};
+  // A caller may pin the address (e.g. to restart a node where its clients expect it).
+  if (std::find(args.begin(), args.end(), "--listen") == args.end()) {
+    argv_s.insert(argv_s.end(), {"--listen", "127.0.0.1:0"});
+  }
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   pid_t pid = fork();
   if (pid < 0) return Internal("fork failed");
@@ -78,6 +83,125 @@ StatusOr<std::unique_ptr<LocalNode>> LocalNode::Start(std::vector<std::string> a
   }
   close(out[0]);
   return DeadlineExceeded("foresight-cached did not become ready within 30 s: " + node->Log());
+}
+
+namespace {
+
+// Forks `argv` with stdout on a pipe and stderr into `log_path`, and waits until stdout shows a
+// line starting with `ready` (returned, without the newline). On failure the child is reaped.
+StatusOr<std::string> SpawnUntilReady(const std::vector<std::string>& argv_s, const std::string& log_path,
+                                      const std::string& ready, int timeout_s, pid_t* pid_out) {
+  *pid_out = -1;
+  if (access(argv_s[0].c_str(), X_OK) != 0) return NotFound("cannot run " + argv_s[0] + " (build it first)");
+  int out[2];
+  if (pipe(out) != 0) return Internal("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return Internal("fork failed");
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) dup2(log, STDERR_FILENO);
+    close(out[0]);
+    std::vector<std::string> copy = argv_s;
+    std::vector<char*> argv;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string buffer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{out[0], POLLIN, 0};
+    if (poll(&p, 1, 100) > 0) {
+      char chunk[512];
+      ssize_t n = read(out[0], chunk, sizeof(chunk));
+      if (n <= 0) break;
+      buffer.append(chunk, static_cast<size_t>(n));
+      auto pos = buffer.find(ready);
+      auto end = pos == std::string::npos ? pos : buffer.find('\n', pos);
+      if (end != std::string::npos) {
+        close(out[0]);
+        *pid_out = pid;
+        return buffer.substr(pos, end - pos);
+      }
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      close(out[0]);
+      return Internal(argv_s[0] + " exited before it was ready");
+    }
+  }
+  close(out[0]);
+  kill(pid, SIGKILL);
+  int status;
+  waitpid(pid, &status, 0);
+  return DeadlineExceeded(argv_s[0] + " did not become ready within " + std::to_string(timeout_s) + " s");
+}
+
+int StopPid(pid_t* pid) {
+  if (*pid <= 0) return -1;
+  kill(*pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (waitpid(*pid, &status, WNOHANG) == *pid) {
+      *pid = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(*pid, SIGKILL);
+  waitpid(*pid, &status, 0);
+  *pid = -1;
+  return -2;
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<LocalWorker>> LocalWorker::Start(std::vector<std::string> args, std::string binary,
+                                                          int ready_timeout_s) {
+  std::unique_ptr<LocalWorker> w(new LocalWorker());
+  static int counter = 0;
+  w->log_path_ = std::filesystem::temp_directory_path().string() + "/foresight-worker-" + std::to_string(getpid()) +
+                 "-" + std::to_string(counter++) + ".log";
+  if (binary.empty()) binary = ExecutableDir() + "/foresight-worker";
+  std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto line = SpawnUntilReady(argv, w->log_path_, "READY grpc=", ready_timeout_s, &w->pid_);
+  if (!line.ok()) return Status(line.status().code(), line.status().message() + ": " + w->Log());
+  std::istringstream in(*line);
+  std::string ready, grpc, fingerprint;
+  in >> ready >> grpc >> fingerprint;
+  w->address_ = grpc.substr(5);
+  if (fingerprint.rfind("fingerprint=", 0) == 0) w->fingerprint_ = fingerprint.substr(12);
+  return w;
+}
+
+bool LocalWorker::running() {
+  if (pid_ <= 0) return false;
+  int status;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+int LocalWorker::Stop() { return StopPid(&pid_); }
+
+std::string LocalWorker::Log() { return ReadWhole(log_path_); }
+
+LocalWorker::~LocalWorker() {
+  if (pid_ > 0) Stop();
+  std::filesystem::remove(log_path_);
 }
 
 bool LocalNode::running() {

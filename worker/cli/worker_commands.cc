@@ -18,6 +18,7 @@
 #include "worker/model.h"
 #include "worker/policy_attention.h"
 #include "worker/quality_eval.h"
+#include "worker/service/worker_client.h"
 #include "worker/trace_recorder.h"
 
 namespace foresight::cli {
@@ -35,14 +36,17 @@ struct GenerateFlags {
   bool chat = false;
   bool json = false;
   bool print_tokens = false;
-  std::string policy = "dense";
-  int budget = 1024;
+  std::string policy;  // empty: dense here, the worker's default with --worker
+  int budget = 0;       // 0: 1024 here, the worker's default with --worker
   int sink = 64;
   int local = 64;
   int dense_layers = 0;
   std::string weights;
   int prefill_chunk = 512;
   int threads = 0;
+  std::string worker;      // HOST:PORT of a foresight-worker: generate there
+  std::string token_file;  // the worker's token
+  bool no_prefix_reuse = false;
 };
 
 StatusOr<std::string> ResolveModel(const std::string& flag) {
@@ -72,7 +76,118 @@ StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
   return out;
 }
 
-Status RunGenerate(const GenerateFlags& f) {
+StatusOr<std::string> ReadToken(const std::string& path) {
+  FS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
+  if (text.empty()) return InvalidArgument("--token-file " + path + " is empty");
+  return text;
+}
+
+// `generate --worker`: the request goes to a foresight-worker, tokens stream back as they come.
+Status RunRemoteGenerate(const GenerateFlags& f) {
+  if (!f.model.empty() || !f.weights.empty() || f.threads > 0 || f.dense_layers > 0 || f.sink != 64 || f.local != 64) {
+    return InvalidArgument("--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
+                           "settings (foresight-worker flags), not a request's; drop them with --worker");
+  }
+  worker::WorkerClientOptions o;
+  o.address = f.worker;
+  if (!f.token_file.empty()) {
+    FS_ASSIGN_OR_RETURN(o.token, ReadToken(f.token_file));
+  }
+  worker::v1::GenerateRequest r;
+  if (!f.prompt_tokens.empty()) {
+    FS_ASSIGN_OR_RETURN(std::vector<TokenId> ids, ParseTokenList(f.prompt_tokens));
+    for (TokenId id : ids) r.add_prompt_tokens(id);
+  } else {
+    std::string text = f.prompt;
+    if (!f.prompt_file.empty()) {
+      FS_ASSIGN_OR_RETURN(text, ReadFile(f.prompt_file));
+    }
+    if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
+    r.set_prompt_text(text);
+  }
+  r.set_chat(f.chat);
+  r.set_max_tokens(f.max_tokens);
+  r.set_policy(f.policy);
+  r.set_budget(f.budget);
+  r.set_greedy(true);
+  r.set_no_prefix_reuse(f.no_prefix_reuse);
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerClient> client, worker::WorkerClient::Connect(o));
+  std::string text;
+  std::vector<int32_t> ids;
+  auto on_token = [&](const worker::v1::Token& t) {
+    ids.push_back(t.id());
+    if (f.json) {
+      text += t.piece();
+    } else {
+      std::fwrite(t.piece().data(), 1, t.piece().size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  int64_t received = 0;
+  StatusOr<worker::v1::GenerateStats> stats = client->Generate(r, on_token, &received);
+  if (!stats.ok()) {
+    if (!f.json && received > 0) std::printf("\n");
+    if (received == 0) return stats.status();
+    return stats.status().WithContext("generation ended after " + std::to_string(received) + " tokens");
+  }
+  const worker::v1::GenerateStats& s = *stats;
+  if (f.json) {
+    nlohmann::json j;
+    j["worker"] = f.worker;
+    j["text"] = text;
+    if (f.print_tokens) j["tokens"] = ids;
+    j["prompt_tokens"] = s.prompt_tokens();
+    j["generated_tokens"] = s.generated_tokens();
+    j["prefix_hit_tokens"] = s.prefix_hit_tokens();
+    j["prefill_tokens"] = s.prefill_tokens();
+    j["prefill_tokens_per_second"] = s.prefill_tokens_per_second();
+    j["decode_tokens_per_second"] = s.decode_tokens_per_second();
+    j["time_to_first_token_seconds"] = s.time_to_first_token_seconds();
+    j["prefix_import_seconds"] = s.prefix_import_seconds();
+    j["prefill_seconds"] = s.prefill_seconds();
+    j["decode_seconds"] = s.decode_seconds();
+    j["blocks_fetched"] = s.blocks_fetched();
+    j["bytes_fetched"] = s.bytes_fetched();
+    j["blocks_published"] = s.blocks_published();
+    j["bytes_published"] = s.bytes_published();
+    j["stalls"] = s.stalls();
+    j["stall_seconds"] = s.stall_seconds();
+    j["blocks_attended_per_step"] = s.blocks_attended_per_step();
+    j["blocks_total_per_step"] = s.blocks_total_per_step();
+    j["policy"] = s.policy();
+    j["budget"] = s.budget();
+    j["kv_mode"] = s.kv_mode();
+    j["cache"] = s.cache();
+    std::cout << j.dump(2) << std::endl;
+  } else {
+    std::printf("\n");
+    if (f.print_tokens) {
+      for (int32_t id : ids) std::printf("%d ", id);
+      std::printf("\n");
+    }
+    std::fprintf(stderr,
+                 "-- worker %s (cache %s): prompt %lld tokens, prefix hit %lld, generated %lld; TTFT %.3f s; "
+                 "prefill %.1f tok/s, decode %.1f tok/s; fetched %lld blocks (%.1f MiB), published %lld blocks "
+                 "(%.1f MiB); stalls %lld (%.3f s); policy %s budget %d; KV %s\n",
+                 f.worker.c_str(), s.cache().c_str(), static_cast<long long>(s.prompt_tokens()),
+                 static_cast<long long>(s.prefix_hit_tokens()), static_cast<long long>(s.generated_tokens()),
+                 s.time_to_first_token_seconds(), s.prefill_tokens_per_second(), s.decode_tokens_per_second(),
+                 static_cast<long long>(s.blocks_fetched()), s.bytes_fetched() / 1048576.0,
+                 static_cast<long long>(s.blocks_published()), s.bytes_published() / 1048576.0,
+                 static_cast<long long>(s.stalls()), s.stall_seconds(), s.policy().c_str(), s.budget(),
+                 s.kv_mode().c_str());
+  }
+  return Status::OK();
+}
+
+Status RunGenerate(GenerateFlags f) {
+  if (!f.worker.empty()) return RunRemoteGenerate(f);
+  if (f.no_prefix_reuse || !f.token_file.empty()) {
+    return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
+  }
+  if (f.policy.empty()) f.policy = "dense";
+  if (f.budget <= 0) f.budget = 1024;
   if (f.threads > 0) omp_set_num_threads(f.threads);
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
   const auto t0 = std::chrono::steady_clock::now();
@@ -279,8 +394,11 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(CLI::PositiveNumber);
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
   gen->add_option("--policy", flags->policy,
-                  "Decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm");
-  gen->add_option("--budget", flags->budget, "Tokens attended per KV head by sparse policies (sink and local included)");
+                  "Decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm "
+                  "(default: dense; with --worker, the worker's default)");
+  gen->add_option("--budget", flags->budget,
+                  "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with "
+                  "--worker, the worker's default)");
   gen->add_option("--sink", flags->sink, "Sink tokens always attended");
   gen->add_option("--local", flags->local, "Most recent tokens always attended");
   gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense");
@@ -289,6 +407,11 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
   gen->add_flag("--print-tokens", flags->print_tokens, "Also print the generated token ids");
+  gen->add_option("--worker", flags->worker,
+                  "Generate on a foresight-worker at HOST:PORT (its model, KV shared through its cache service)");
+  gen->add_option("--token-file", flags->token_file, "With --worker: the worker's token");
+  gen->add_flag("--no-prefix-reuse", flags->no_prefix_reuse,
+                "With --worker: prefill the whole prompt even if a prefix of it is published (cold start)");
   gen->callback([flags, exit_code] { Report(RunGenerate(*flags), exit_code); });
 
   auto tflags = std::make_shared<TraceFlags>();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -42,6 +43,7 @@ struct Flags {
   int prefill_chunk = 512;
   int threads = 0;
   std::string ucx_transports = "auto";
+  int cache_timeout_ms = 10000;
   bool no_prefix_reuse = false;
   bool no_publish = false;
   std::string log_level = "info";
@@ -75,6 +77,14 @@ std::string FindDefaultWeights() {
   return "";
 }
 
+int g_signal_pipe[2] = {-1, -1};
+
+void OnTerminate(int sig) {
+  const int saved = errno;
+  (void)!write(g_signal_pipe[1], &sig, sizeof(sig));
+  errno = saved;
+}
+
 int Run(const Flags& f) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("foresight-worker"));
   spdlog::set_level(spdlog::level::from_str(f.log_level));
@@ -96,12 +106,15 @@ int Run(const Flags& f) {
     token = *t;
   }
 
-  // Block termination signals in every thread; one thread waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM/SIGINT: a handler writes to a pipe that one thread waits on. (Blocking the signals
+  // and sigwait, as foresight-cached does, is not enough here: OpenBLAS starts its threads before
+  // main with the default mask, and a signal delivered to one of them would kill the process.)
+  if (pipe(g_signal_pipe) != 0) return fail(Internal("pipe failed"));
+  struct sigaction sa {};
+  sa.sa_handler = OnTerminate;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 
   std::string model_path = f.model;
   if (model_path.empty()) {
@@ -113,7 +126,6 @@ int Run(const Flags& f) {
   if (!model.ok()) return fail(model.status());
 
   worker::WorkerServiceOptions so;
-  so.listen = f.listen;
   so.key_namespace = f.key_namespace;
   so.default_policy = f.policy;
   so.default_budget = f.budget;
@@ -144,6 +156,7 @@ int Run(const Flags& f) {
   co.replication = f.replication;
   co.token = token;
   co.ucx_transports = f.ucx_transports;
+  co.timeout = std::chrono::milliseconds(f.cache_timeout_ms);
   worker::CacheConnection cache(co);
   // The cache must answer at start (a typo in --cache should not wait for the first request);
   // later failures are per request, and the worker reconnects.
@@ -159,6 +172,7 @@ int Run(const Flags& f) {
     return fail(Unavailable("cannot listen on " + f.listen + " (address in use, or not a local address?)"));
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  service.set_address(host + ":" + std::to_string(bound_port));
   spdlog::info("foresight-worker serving {} on {}:{}, cache {}, policy {} budget {}, weights {}", model_path, host,
                bound_port, cache.Describe(), f.policy, f.budget, weights.empty() ? "none" : weights);
   // One parseable line for launchers and tests.
@@ -167,15 +181,16 @@ int Run(const Flags& f) {
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: shutting down (a request in progress gets 5 s to finish)", sig);
+    while (read(g_signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
+    }
+    if (!stopping) spdlog::info("signal {}: shutting down (a request in progress gets 5 s to finish)", sig);
     stopping = true;
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();
-  if (!stopping) {
+  if (!stopping) {  // Wait() returned on its own: wake the signal thread.
     stopping = true;
-    kill(getpid(), SIGTERM);
+    OnTerminate(0);
   }
   signal_thread.join();
   spdlog::info("stopped cleanly");
@@ -211,6 +226,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
   app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)");
   app.add_option("--ucx-transports", f.ucx_transports, "auto, shm or tcp (the cache client's UCX_TLS)")
+      ->capture_default_str();
+  app.add_option("--cache-timeout-ms", f.cache_timeout_ms,
+                 "Per-call timeout towards the cache service (a dead node fails a request after this)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--no-prefix-reuse", f.no_prefix_reuse, "Never import published prefixes (always prefill)");
   app.add_flag("--no-publish", f.no_publish, "Never publish KV blocks to the cache service");

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "predictor/selection_policy.h"
+#include "worker/offload/kv_publisher.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
 
@@ -39,6 +40,10 @@ class WorkerService::Request {
   const v1::GenerateStats& stats() const { return stats_; }
 
  private:
+  // Prompt tokens always prefilled (never imported): the rows a policy is seeded from.
+  static constexpr int64_t kPrefillRowsKept = 64;
+  Status RunWithCache();
+  Status Cache(Status s);
   Status ParsePrompt();
   Status MakePolicy();
   Status Emit(TokenId id);
@@ -53,6 +58,8 @@ class WorkerService::Request {
   std::string policy_name_;
   int32_t budget_ = 0;
   v1::GenerateStats stats_;
+  std::shared_ptr<CacheClient> client_;
+  bool cache_failed_ = false;
 };
 
 Status WorkerService::Request::ParsePrompt() {
@@ -128,24 +135,80 @@ Status WorkerService::Request::Run() {
   if (!request_.greedy()) return Unimplemented("only greedy decoding is implemented (set greedy)");
   FS_RETURN_IF_ERROR(ParsePrompt());
   FS_RETURN_IF_ERROR(MakePolicy());
-  const ModelConfig& c = s_.model_.config();
   stats_.set_prompt_tokens(static_cast<int64_t>(prompt_.size()));
   stats_.set_policy(policy_name_);
   stats_.set_budget(policy_ ? budget_ : 0);
   stats_.set_kv_mode(s_.options_.kv_mode);
-  stats_.set_worker(s_.options_.listen);
+  stats_.set_worker(s_.address_);
   stats_.set_cache(s_.cache_->Describe());
 
-  Sequence seq(s_.model_, s_.options_.prefill_chunk);
-  std::vector<float> logits;
+  // The cache service: any failure from here on ends the request with the error, and the next
+  // request reconnects.
+  StatusOr<std::shared_ptr<CacheClient>> connected = s_.cache_->Get();
+  if (!connected.ok()) return connected.status();
+  client_ = *connected;
+  Status s = RunWithCache();
+  if (!s.ok() && cache_failed_) s_.cache_->MarkBroken(client_);
+  return s;
+}
+
+// Marks a cache-service error: the connection is dropped at the end of the request.
+Status WorkerService::Request::Cache(Status s) {
+  if (!s.ok()) cache_failed_ = true;
+  return s;
+}
+
+Status WorkerService::Request::RunWithCache() {
+  const WorkerServiceOptions& o = s_.options_;
+  const ModelConfig& c = s_.model_.config();
+  Sequence seq(s_.model_, o.prefill_chunk);
+  const int64_t bt = seq.kv().layout().block_tokens();
+  const int64_t p = static_cast<int64_t>(prompt_.size());
+
+  // Shared prefix: import the longest published prefix instead of prefilling it. At least one
+  // prompt token is prefilled (it gives the logits); with a sparse policy the last min(P, 64), since
+  // a policy is seeded from the attention rows of the last 64 prompt queries
+  // (predictor/prefill_recorder.h).
+  int64_t hit_blocks = 0;
+  const auto t_import = Clock::now();
+  if (o.prefix_reuse && !request_.no_prefix_reuse()) {
+    StatusOr<int64_t> published = LongestPublishedPrefix(client_.get(), o.key_namespace, s_.fingerprint_, prompt_);
+    if (!published.ok()) return Cache(published.status().WithContext("looking up a shared prefix"));
+    const int64_t keep = policy_ ? std::min<int64_t>(p, kPrefillRowsKept) : 1;
+    hit_blocks = std::min(*published, (p - keep) / bt);
+    if (hit_blocks > 0) {
+      ImportStats is;
+      FS_RETURN_IF_ERROR(Cache(ImportPrefix(client_.get(), o.key_namespace, s_.fingerprint_, prompt_, hit_blocks, &seq, &is)
+                                   .WithContext("importing the shared prefix (" + std::to_string(hit_blocks) + " blocks)")));
+      stats_.set_blocks_fetched(is.gets);
+      stats_.set_bytes_fetched(static_cast<int64_t>(is.bytes));
+    }
+  }
   const auto t_prefill = Clock::now();
-  FS_RETURN_IF_ERROR(seq.Prefill(prompt_, &logits, false, policy_.get()));
+  stats_.set_prefix_import_seconds(Seconds(t_import, t_prefill));
+  stats_.set_prefix_hit_tokens(hit_blocks * bt);
+
+  std::vector<float> logits;
+  const std::vector<TokenId> rest(prompt_.begin() + hit_blocks * bt, prompt_.end());
+  FS_RETURN_IF_ERROR(seq.Prefill(rest, &logits, false, policy_.get()));
   if (policy_) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
   const auto t_prefilled = Clock::now();
-  stats_.set_prefill_tokens(static_cast<int64_t>(prompt_.size()));
+  stats_.set_prefill_tokens(static_cast<int64_t>(rest.size()));
   stats_.set_prefill_seconds(Seconds(t_prefill, t_prefilled));
-  if (stats_.prefill_seconds() > 0) stats_.set_prefill_tokens_per_second(stats_.prefill_tokens() / stats_.prefill_seconds());
+  if (stats_.prefill_seconds() > 0) {
+    stats_.set_prefill_tokens_per_second(static_cast<double>(rest.size()) / stats_.prefill_seconds());
+  }
 
+  // Publication is write-behind: the first token goes out before the prompt's blocks are queued,
+  // so it never waits for them. (Imported blocks are queued again, under the same keys: the
+  // publisher has no way yet to start past a prefix it did not produce.)
+  std::unique_ptr<KvPublisher> publisher;
+  const bool publish = o.publish && !request_.no_publish();
+  if (publish) {
+    publisher = std::make_unique<KvPublisher>(client_.get(), o.key_namespace, s_.fingerprint_, c.n_layers,
+                                              seq.kv().layout());
+  }
+  std::vector<TokenId> all = prompt_;
   const Tokenizer* tok = s_.model_.tokenizer();
   const auto t_decode = Clock::now();
   int64_t decode_steps = 0;
@@ -153,16 +216,26 @@ Status WorkerService::Request::Run() {
     if (context_->IsCancelled()) return Aborted("the client cancelled the request");
     const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     FS_RETURN_IF_ERROR(Emit(next));
+    if (publisher) FS_RETURN_IF_ERROR(Cache(publisher->Publish(all, seq.kv())));
     if (tok != nullptr && tok->IsEndOfGeneration(next)) break;
     if (i + 1 == request_.max_tokens()) break;
     if (c.max_context > 0 && seq.position() + 1 >= c.max_context) break;
     FS_RETURN_IF_ERROR(seq.Decode(next, &logits, policy_ ? policy_.get() : nullptr));
+    all.push_back(next);
     if (policy_) FS_RETURN_IF_ERROR(policy_->status());
     ++decode_steps;
   }
   stats_.set_decode_seconds(Seconds(t_decode, Clock::now()));
   if (decode_steps > 0 && stats_.decode_seconds() > 0) {
     stats_.set_decode_tokens_per_second(decode_steps / stats_.decode_seconds());
+  }
+  // Every full block is in the cache service (and findable) before the request reports success,
+  // so a request sent after this one, to any worker, can reuse it.
+  if (publisher) {
+    FS_RETURN_IF_ERROR(Cache(publisher->Flush().WithContext("publishing the request's KV")));
+    const KvPublisherStats ps = publisher->stats();
+    stats_.set_blocks_published(ps.blocks_enqueued * c.n_layers);
+    stats_.set_bytes_published(static_cast<int64_t>(ps.bytes));
   }
   const SequenceStats& ss = seq.stats();
   if (ss.decode_tokens > 0) {
@@ -174,9 +247,18 @@ Status WorkerService::Request::Run() {
 
 WorkerService::WorkerService(const Model& model, std::string model_path, CacheConnection* cache,
                              WorkerServiceOptions options)
-    : model_(model), model_path_(std::move(model_path)), cache_(cache), options_(std::move(options)) {}
+    : model_(model),
+      model_path_(std::move(model_path)),
+      cache_(cache),
+      options_(std::move(options)),
+      fingerprint_(ModelFingerprint(model)) {}
 
 WorkerService::~WorkerService() = default;
+
+void WorkerService::set_address(std::string address) {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  address_ = std::move(address);
+}
 
 grpc::Status WorkerService::CheckToken(grpc::ServerContext* context) const {
   if (options_.token.empty()) return grpc::Status::OK;
@@ -193,7 +275,7 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::Gen
                                      grpc::ServerWriter<v1::GenerateEvent>* writer) {
   if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
   const auto arrival = Clock::now();
-  std::lock_guard<std::mutex> lock(run_mu_);
+  std::lock_guard<std::mutex> lock(run_mu_);  // arrival order: gRPC threads queue on the mutex
   Request r(this, context, *request, writer, arrival);
   Status s = r.Run();
   if (!s.ok()) {

@@ -28,7 +28,6 @@
 namespace foresight::worker {
 
 struct WorkerServiceOptions {
-  std::string listen;                  // reported in stats
   std::string key_namespace = "default";
   std::string default_policy = "dense";
   int32_t default_budget = 1024;
@@ -55,6 +54,8 @@ class WorkerService final : public v1::WorkerService::Service {
   grpc::Status Info(grpc::ServerContext* context, const v1::InfoRequest* request, v1::InfoResponse* response) override;
 
   const std::string& fingerprint() const { return fingerprint_; }
+  // The bound HOST:PORT, reported in each request's statistics.
+  void set_address(std::string address);
 
  private:
   class Request;
@@ -64,8 +65,9 @@ class WorkerService final : public v1::WorkerService::Service {
   const std::string model_path_;
   CacheConnection* cache_;
   const WorkerServiceOptions options_;
-  std::string fingerprint_;
+  const std::string fingerprint_;
   std::mutex run_mu_;  // one request at a time
+  std::string address_;  // guarded by run_mu_
   std::atomic<int64_t> served_{0}, failed_{0};
 };
 

@@ -1,0 +1,256 @@
+// Integration tests of foresight-worker: real cache node and worker processes on loopback, a small
+// synthetic GGUF model (byte tokenizer), requests through WorkerClient (what `foresight generate
+// --worker` uses).
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "client/local_node.h"
+#include "worker/service/worker_client.h"
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+// A model big enough that a prompt spans many blocks and decode takes a moment, small enough for
+// a test: 4 layers, 2 KV heads.
+std::string WriteModel(const TempDir& dir) {
+  SyntheticModelSpec spec;
+  spec.n_layers = 4;
+  spec.d_model = 128;
+  spec.n_heads = 4;
+  spec.n_kv_heads = 2;
+  spec.head_dim = 32;
+  spec.ffn_dim = 256;
+  spec.max_context = 4096;
+  spec.seed = 7;
+  const std::string path = dir.path() + "/model.gguf";
+  Status s = WriteSyntheticGguf(spec, path);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return path;
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+std::unique_ptr<LocalWorker> StartWorker(const std::string& cache, const std::string& model,
+                                         std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--cache", cache, "--model", model, "--threads", "1", "--cache-timeout-ms", "2000"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto w = LocalWorker::Start(args);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  return w.ok() ? std::move(*w) : nullptr;
+}
+
+std::unique_ptr<WorkerClient> Client(const LocalWorker& w) {
+  WorkerClientOptions o;
+  o.address = w.address();
+  auto c = WorkerClient::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+// Text the byte tokenizer turns into `n` tokens (plus BOS).
+std::string Text(int n, int seed) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>('a' + (i * 7 + seed * 13 + i / 5) % 26));
+  return s;
+}
+
+v1::GenerateRequest Request(const std::string& text, int max_tokens) {
+  v1::GenerateRequest r;
+  r.set_prompt_text(text);
+  r.set_max_tokens(max_tokens);
+  r.set_greedy(true);
+  return r;
+}
+
+struct Outcome {
+  Status status;
+  v1::GenerateStats stats;
+  std::vector<int32_t> tokens;
+};
+
+Outcome Generate(WorkerClient& client, const v1::GenerateRequest& r) {
+  Outcome run;
+  auto stats = client.Generate(r, [&](const v1::Token& t) { run.tokens.push_back(t.id()); });
+  run.status = stats.ok() ? Status::OK() : stats.status();
+  if (stats.ok()) run.stats = *stats;
+  return run;
+}
+
+TEST(WorkerServiceTest, SecondWorkerImportsTheSharedPrefixAndGeneratesTheSameTokens) {
+  TempDir dir("worker-prefix");
+  const std::string model = WriteModel(dir);
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto w1 = StartWorker((*node)->address(), model);
+  auto w2 = StartWorker((*node)->address(), model);
+  ASSERT_TRUE(w1 && w2);
+  EXPECT_EQ(w1->fingerprint(), w2->fingerprint());
+  EXPECT_EQ(w1->fingerprint().size(), 32u);
+  auto c1 = Client(*w1);
+  auto c2 = Client(*w2);
+  ASSERT_TRUE(c1 && c2);
+
+  const std::string shared = Text(900, 1);
+  // First request: nothing published yet, so a cold prefill; it publishes its blocks.
+  Outcome first = Generate(*c1, Request(shared + "first question", 24));
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  EXPECT_EQ(first.stats.prefix_hit_tokens(), 0);
+  EXPECT_GE(first.stats.prompt_tokens(), 900 + 14);  // + BOS where the tokenizer has one
+  EXPECT_EQ(first.stats.prefill_tokens(), first.stats.prompt_tokens());
+  EXPECT_EQ(static_cast<int64_t>(first.tokens.size()), first.stats.generated_tokens());
+  EXPECT_EQ(first.stats.generated_tokens(), 24);
+  // Every full block of prompt + generated tokens (the last generated token has no KV yet), all layers.
+  EXPECT_EQ(first.stats.blocks_published(), (first.stats.prompt_tokens() + 23) / 16 * 4);
+  EXPECT_GT(first.stats.time_to_first_token_seconds(), 0);
+
+  // Second request, on the other worker, sharing the first 901 tokens: the whole blocks of the
+  // shared part are imported, the rest prefilled.
+  const auto second_req = Request(shared + "a different question", 24);
+  Outcome second = Generate(*c2, second_req);
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString();
+  EXPECT_EQ(second.stats.prefix_hit_tokens(), 901 / 16 * 16);
+  EXPECT_EQ(second.stats.prefill_tokens(), second.stats.prompt_tokens() - 901 / 16 * 16);
+  EXPECT_EQ(second.stats.blocks_fetched(), 901 / 16 * (4 + 1));  // every layer + the manifest
+  EXPECT_GT(second.stats.bytes_fetched(), 0);
+
+  // The same request prefilled cold gives the same tokens: imported KV equals computed KV.
+  auto cold_req = second_req;
+  cold_req.set_no_prefix_reuse(true);
+  Outcome cold = Generate(*c2, cold_req);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
+  EXPECT_EQ(cold.stats.prefix_hit_tokens(), 0);
+  EXPECT_EQ(cold.tokens, second.tokens);
+
+  // A sparse policy on an imported prefix works the same way.
+  auto sparse_req = second_req;
+  sparse_req.set_policy("quest");
+  sparse_req.set_budget(256);
+  Outcome sparse = Generate(*c1, sparse_req);
+  ASSERT_TRUE(sparse.status.ok()) << sparse.status.ToString();
+  // The last 64 prompt tokens are prefilled: the policy is seeded from their attention rows.
+  EXPECT_EQ(sparse.stats.prefix_hit_tokens(), (sparse.stats.prompt_tokens() - 64) / 16 * 16);
+  sparse_req.set_no_prefix_reuse(true);
+  Outcome sparse_cold = Generate(*c1, sparse_req);
+  ASSERT_TRUE(sparse_cold.status.ok()) << sparse_cold.status.ToString();
+  EXPECT_EQ(sparse.tokens, sparse_cold.tokens);
+  EXPECT_LT(sparse.stats.blocks_attended_per_step(), sparse.stats.blocks_total_per_step());
+
+  auto info = c2->Info();
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->fingerprint(), w2->fingerprint());
+  EXPECT_EQ(info->requests_served(), 2);
+  EXPECT_EQ(w1->Stop(), 0);
+  EXPECT_EQ(w2->Stop(), 0);
+}
+
+TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
+  TempDir dir("worker-errors");
+  const std::string model = WriteModel(dir);
+  auto node = LocalNode::Start({"--ram-bytes", "64MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto w = StartWorker((*node)->address(), model);
+  ASSERT_TRUE(w);
+  auto c = Client(*w);
+  ASSERT_TRUE(c);
+  auto expect_error = [&](v1::GenerateRequest r, StatusCode code, const std::string& words) {
+    Outcome run = Generate(*c, r);
+    EXPECT_EQ(run.status.code(), code) << run.status.ToString();
+    EXPECT_NE(run.status.message().find(words), std::string::npos) << run.status.ToString();
+    EXPECT_TRUE(run.tokens.empty());
+  };
+  expect_error(Request("hello", 0), StatusCode::kInvalidArgument, "max_tokens");
+  auto r = Request("hello", 4);
+  r.set_policy("nonsense");
+  expect_error(r, StatusCode::kInvalidArgument, "unknown policy 'nonsense'");
+  r = Request("", 4);
+  r.add_prompt_tokens(999);
+  expect_error(r, StatusCode::kInvalidArgument, "outside the vocabulary");
+  r = Request("", 4);
+  expect_error(r, StatusCode::kInvalidArgument, "exactly one of prompt_text and prompt_tokens");
+  expect_error(Request(Text(5000, 2), 4), StatusCode::kOutOfRange, "context is 4096");
+  r = Request("hello", 4);
+  r.set_greedy(false);
+  expect_error(r, StatusCode::kUnimplemented, "greedy");
+  auto health = c->Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, "SERVING");
+
+  // A worker whose cache node is not there refuses to start, saying which.
+  auto bad = LocalWorker::Start({"--cache", "127.0.0.1:" + std::to_string(FreePort()), "--model", model});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("cache node"), std::string::npos) << bad.status().ToString();
+}
+
+// kill -9 of the cache node during a decode: the request ends with an error naming the cache
+// service, every token streamed before it equals the uninterrupted run's, and once the node is
+// back (same address) the same worker serves new requests.
+TEST(WorkerServiceTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorThenServesAgain) {
+  TempDir dir("worker-kill");
+  const std::string model = WriteModel(dir);
+  const std::string address = "127.0.0.1:" + std::to_string(FreePort());
+  auto node = LocalNode::Start({"--listen", address, "--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto w = StartWorker(address, model);
+  ASSERT_TRUE(w);
+  auto c = Client(*w);
+  ASSERT_TRUE(c);
+
+  const auto req = Request(Text(600, 3), 1500);
+  Outcome reference = Generate(*c, req);
+  ASSERT_TRUE(reference.status.ok()) << reference.status.ToString();
+  ASSERT_EQ(reference.stats.generated_tokens(), 1500);
+
+  std::vector<int32_t> got;
+  auto killed = c->Generate(req, [&](const v1::Token& t) {
+    got.push_back(t.id());
+    if (got.size() == 40) (*node)->Kill9();
+  });
+  ASSERT_FALSE(killed.ok()) << "the request succeeded although its cache node died";
+  std::printf("request after kill -9 of the cache node, %zu tokens in: %s\n", got.size(), killed.status().ToString().c_str());
+  EXPECT_TRUE(killed.status().code() == StatusCode::kUnavailable ||
+              killed.status().code() == StatusCode::kDeadlineExceeded ||
+              killed.status().code() == StatusCode::kAborted)
+      << killed.status().ToString();
+  EXPECT_NE(killed.status().message().find("node"), std::string::npos) << killed.status().ToString();
+  ASSERT_GE(got.size(), 40u);
+  ASSERT_LE(got.size(), reference.tokens.size());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), reference.tokens.begin())) << "output differs from the reference run";
+
+  auto health = c->Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(health->rfind("DEGRADED", 0), 0u) << *health;
+  Outcome while_down = Generate(*c, Request("hello", 4));
+  EXPECT_EQ(while_down.status.code(), StatusCode::kUnavailable) << while_down.status.ToString();
+
+  auto back = LocalNode::Start({"--listen", address, "--ram-bytes", "256MiB"});
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  Outcome after = Generate(*c, req);
+  ASSERT_TRUE(after.status.ok()) << after.status.ToString();
+  EXPECT_EQ(after.tokens, reference.tokens);
+  health = c->Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, "SERVING");
+}
+
+}  // namespace
+}  // namespace foresight::worker
