@@ -6,7 +6,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "common/safetensors.h"
+#include "worker/hf_tokenizer.h"
 #include "worker/layer_loading.h"
 
 namespace foresight::worker {
@@ -164,6 +167,17 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
     w.layers.push_back(std::move(L));
   }
   for (auto& f : t.files_) w.storage.push_back(f);
+
+  // The tokenizer: optional (token ids only without one); a broken one is an error, an unsupported
+  // kind (e.g. SentencePiece-style) leaves the model usable with token ids.
+  auto tokenizer = LoadHfTokenizer(dir);
+  if (tokenizer.ok()) {
+    out.tokenizer = std::move(*tokenizer);
+  } else if (tokenizer.status().code() == StatusCode::kUnimplemented) {
+    spdlog::warn("{}; the model takes token ids only", tokenizer.status().message());
+  } else if (tokenizer.status().code() != StatusCode::kNotFound) {
+    return tokenizer.status();
+  }
   return out;
 }
 

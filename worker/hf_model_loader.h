@@ -3,7 +3,8 @@
 // read). Naming: model.embed_tokens, model.layers.N.{self_attn.{q,k,v,o}_proj,mlp.{gate,up,down}_proj,
 // input_layernorm,post_attention_layernorm}, model.norm, lm_head (absent when tied). Architectures
 // LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v biases). RoPE pairs halves.
-// The tokenizer (tokenizer.json) is optional: without it the model takes token ids only.
+// The tokenizer (tokenizer.json, worker/hf_tokenizer.h) is optional: without it, or when it is of a kind
+// not supported, the model takes token ids only.
 #pragma once
 
 #include <memory>
