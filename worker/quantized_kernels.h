@@ -40,8 +40,14 @@ bool UsesQ8Activations(TensorType type);
 void QuantizeActivations(const float* x, int64_t n, Q8Activations* out);
 // x[i] replaced by its 8-bit quantised value d*q (the float path's view of the same numbers).
 void RoundActivationsToQ8(float* x, int64_t n);
-// sum_i row[i] * x[i] for a Q4_0, Q4_1 or Q8_0 row.
+// sum_i row[i] * x[i] for a Q4_0, Q4_1 or Q8_0 row: integer products within a block, then
+// llama.cpp's float order (a vector accumulator of d_w * d_x * int sums over the blocks, its
+// horizontal sum, plus the Q4_1 rows' sum of m_w * s_x in block order).
 float DotRowQ8(TensorType type, const uint8_t* row, const Q8Activations* x, int64_t n);
+// The same for `count` consecutive rows (`row_bytes` apart) into out[0..count): identical results,
+// faster (the activation blocks are loaded once per 4 rows).
+void DotRowsQ8(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
+               int64_t n, float* out);
 
 // Encodes n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1), round-to-nearest; returns the bytes.
 StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, int64_t n);

@@ -7,11 +7,64 @@
 
 namespace foresight::worker {
 
+namespace {
+
+// Lanes 0-7 in lo, 8-15 in hi, summed in SumLanes' order: (j, j+8), then (j, j+4), (j, j+2), (0, 1).
+inline float SumLanes16(__m256 lo, __m256 hi) {
+  const __m256 t8 = _mm256_add_ps(lo, hi);
+  __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  t4 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+  t4 = _mm_add_ss(t4, _mm_movehdup_ps(t4));
+  return _mm_cvtss_f32(t4);
+}
+
+// j * 2^n for integral n in [-192, 192], rounded once (a result below the normal range rounds to a
+// subnormal or zero, above it to infinity).
+inline __m256 ScaleByPowerOfTwo(__m256 j, __m256 n) {
+  const __m256 n1 = _mm256_min_ps(_mm256_max_ps(n, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(127.0f));
+  const __m256 n2 = _mm256_sub_ps(n, n1);  // in [-66, 65]
+  auto pow2 = [](__m256 e) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(e), _mm256_set1_epi32(127)), 23));
+  };
+  return _mm256_mul_ps(_mm256_mul_ps(j, pow2(n1)), pow2(n2));  // the first product is exact
+}
+
+// exp(x): x = n ln2 + b with n = round(x / ln2) (ln2 in two parts), exp(b) by a degree-5
+// polynomial evaluated as 1 + b (c1 + ...), then scaled by 2^n. |n| > 192 gives 0 or infinity.
+inline __m256 ExpPoly8(__m256 x) {
+  const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+  const __m256 n = _mm256_sub_ps(z, shift);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+  const __m256 mid = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+  const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f));
+  const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, u, mid), u, lo);
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+  const __m256 far = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+  const __m256 in_range_n = _mm256_blendv_ps(n, _mm256_setzero_ps(), far);
+  const __m256 res = ScaleByPowerOfTwo(poly, in_range_n);
+  if (_mm256_movemask_ps(far) == 0) return res;
+  const __m256 positive = _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ);
+  const __m256 alt = _mm256_and_ps(positive, _mm256_set1_ps(INFINITY));
+  return _mm256_blendv_ps(res, alt, far);
+}
+
+}  // namespace
+
+float ExpPoly(float x) { return _mm256_cvtss_f32(ExpPoly8(_mm256_set1_ps(x))); }
+
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
   double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+  for (int64_t i = 0; i < n; ++i) {
+    const float sq = x[i] * x[i];  // squared in float, summed in double
+    ss += static_cast<double>(sq);
+  }
+  const float mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * weight[i];
 }
 
 Rope::Rope(const ModelConfig& c)
@@ -38,26 +91,54 @@ void Rope::Apply(float* heads, int32_t n_heads, int64_t position) const {
       const int a = style_ == RopeStyle::kInterleaved ? 2 * i : i;
       const int b = style_ == RopeStyle::kInterleaved ? 2 * i + 1 : i + half;
       const float x0 = x[a], x1 = x[b];
-      x[a] = x0 * cs[i] - x1 * sn[i];
-      x[b] = x0 * sn[i] + x1 * cs[i];
+      // Fused as llama.cpp's build fuses them (x0's product is the fused one): the last bit matters.
+      x[a] = std::fma(x0, cs[i], -(x1 * sn[i]));
+      x[b] = std::fma(x0, sn[i], x1 * cs[i]);
     }
   }
 }
 
 void SwiGlu(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {  // whole groups of 16 as in the reference (lanes are independent)
+    for (int64_t h = i; h < i + 16; h += 8) {
+      const __m256 x = _mm256_loadu_ps(gate + h);
+      const __m256 e = ExpPoly8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+      const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+      _mm256_storeu_ps(gate + h, _mm256_mul_ps(silu, _mm256_loadu_ps(up + h)));
+    }
+  }
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 void Softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  const float m = *std::max_element(x, x + n);
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  const __m256 mv = _mm256_set1_ps(m);
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    sum += x[i];
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 lo = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+    const __m256 hi = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mv));
+    _mm256_storeu_ps(x + i, lo);
+    _mm256_storeu_ps(x + i + 8, hi);
+    sum += static_cast<double>(SumLanes16(lo, hi));
+  }
+  if (i < n) {  // a partial group: the missing values are masked positions, exp = 0
+    alignas(32) float buf[16];
+    const int64_t rest = n - i;
+    for (int j = 0; j < 16; ++j) buf[j] = j < rest ? x[i + j] : -INFINITY;
+    __m256 lo = ExpPoly8(_mm256_sub_ps(_mm256_load_ps(buf), mv));
+    __m256 hi = ExpPoly8(_mm256_sub_ps(_mm256_load_ps(buf + 8), mv));
+    _mm256_store_ps(buf, lo);
+    _mm256_store_ps(buf + 8, hi);
+    for (int j = rest; j < 16; ++j) buf[j] = 0.0f;
+    sum += static_cast<double>(SumLanes16(_mm256_load_ps(buf), _mm256_load_ps(buf + 8)));
+    for (int64_t j = 0; j < rest; ++j) x[i + j] = buf[j];
   }
   const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+  for (int64_t j = 0; j < n; ++j) x[j] *= inv;
 }
 
 float Dot(const float* a, const float* b, int64_t n) {
@@ -84,18 +165,43 @@ void Axpy(float a, const float* x, float* y, int64_t n) {
 }
 
 float DotHalf(const uint16_t* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    lo = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                         _mm256_loadu_ps(b + i), lo);
+    hi = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 8))),
+                         _mm256_loadu_ps(b + i + 8), hi);
+  }
+  if (i < n) {  // a partial group of 16: the missing elements are zero
+    alignas(32) float pa[16] = {}, pb[16] = {};
+    for (int64_t j = 0; i + j < n; ++j) {
+      pa[j] = _cvtsh_ss(a[i + j]);
+      pb[j] = b[i + j];
+    }
+    lo = _mm256_fmadd_ps(_mm256_load_ps(pa), _mm256_load_ps(pb), lo);
+    hi = _mm256_fmadd_ps(_mm256_load_ps(pa + 8), _mm256_load_ps(pb + 8), hi);
+  }
+  return SumLanes16(lo, hi);
+}
+
+void SumLanes(const float* lanes, int64_t n, float* out) {
+  auto at = [&](int lane, int64_t i) { return _mm256_loadu_ps(lanes + lane * n + i); };
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
-                          _mm256_loadu_ps(b + i), acc);
+    __m256 t[8];
+    for (int j = 0; j < 8; ++j) t[j] = _mm256_add_ps(at(j, i), at(j + 8, i));
+    for (int j = 0; j < 4; ++j) t[j] = _mm256_add_ps(t[j], t[j + 4]);
+    for (int j = 0; j < 2; ++j) t[j] = _mm256_add_ps(t[j], t[j + 2]);
+    _mm256_storeu_ps(out + i, _mm256_add_ps(t[0], t[1]));
   }
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  float r = _mm_cvtss_f32(s);
-  for (; i < n; ++i) r += _cvtsh_ss(a[i]) * b[i];
-  return r;
+  for (; i < n; ++i) {
+    float t[8];
+    for (int j = 0; j < 8; ++j) t[j] = lanes[j * n + i] + lanes[(j + 8) * n + i];
+    for (int j = 0; j < 4; ++j) t[j] += t[j + 4];
+    for (int j = 0; j < 2; ++j) t[j] += t[j + 2];
+    out[i] = t[0] + t[1];
+  }
 }
 
 void AxpyHalf(float a, const uint16_t* x, float* y, int64_t n) {

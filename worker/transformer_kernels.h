@@ -2,6 +2,14 @@
 // embedding, SwiGLU's gate, softmax, and a float dot product. Each is the plain reference that the
 // CUDA kernels are tested against.
 //
+// Where llama.cpp's CPU backend is the reference (worker_model_reference_test), these follow its
+// arithmetic operation for operation, so that both engines round the same way: RMSNorm sums float
+// squares in double; SwiGLU and softmax use the same polynomial exp (exp2 range reduction and a
+// degree-5 polynomial, ExpPoly below); softmax sums groups of 16 in float and the groups in double;
+// half-precision dot products accumulate 16 lanes and reduce them pairwise (SumLanes). The order
+// matters on a 4-bit model: a last-bit difference flips an 8-bit activation rounding somewhere,
+// and that difference grows through the layers (docs/worker.md, "Verification").
+//
 // Thread-safety: pure functions.
 #pragma once
 
@@ -30,18 +38,33 @@ class Rope {
   std::vector<float> freq_factors_;
 };
 
-// gate[i] = silu(gate[i]) * up[i]
+// gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + ExpPoly(-x)).
 void SwiGlu(float* gate, const float* up, int64_t n);
 
-// In place over n values; returns nothing, the row sums to 1.
+// exp(x) by the polynomial the kernels above use (max error about 1.5 ulp; 0 below -104, inf above
+// 88.7). Scalar version of the vector code, for tests.
+float ExpPoly(float x);
+
+// In place over n values; the row sums to 1 (up to rounding). exp by ExpPoly; the sum is taken in
+// groups of 16 values (float, SumLanes' order), the group sums in double.
 void Softmax(float* x, int64_t n);
 
 float Dot(const float* a, const float* b, int64_t n);
 // y += a * x
 void Axpy(float a, const float* x, float* y, int64_t n);
-// The same with half-precision x (KV cache rows).
+// The same with half-precision x (KV cache rows). DotHalf accumulates kAttentionLanes lanes (lane
+// j holds the elements i with i % 16 == j, by fused multiply-adds in order of i) and returns their
+// SumLanes: llama.cpp's order for a query against a half key.
 float DotHalf(const uint16_t* a, const float* b, int64_t n);
 void AxpyHalf(float a, const uint16_t* x, float* y, int64_t n);
+
+// Attention's weighted sum of half value rows in llama.cpp's order: the row of position p is added
+// (AxpyHalf) into lane p % kAttentionLanes of a [kAttentionLanes x n] scratch that starts at zero,
+// then SumLanes folds the lanes into the output. Positions must be added in increasing order.
+constexpr int kAttentionLanes = 16;
+// out[i] = sum over the 16 lanes of lanes[lane * n + i], pairwise: lanes j and j+8, then j and
+// j+4, then j and j+2, then 0 and 1.
+void SumLanes(const float* lanes, int64_t n, float* out);
 void FloatToHalfRow(const float* x, int64_t n, uint16_t* out);
 void HalfToFloatRow(const uint16_t* x, int64_t n, float* out);
 // x[i] = (float)(half)x[i]: attention's operands are half precision, as in llama.cpp's CPU path

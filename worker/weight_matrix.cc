@@ -30,13 +30,22 @@ void WeightMatrix::DequantizeRowTo(int64_t r, float* out) const { DequantizeRow(
 
 void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<float>* scratch) const {
   const bool q8 = UsesQ8Activations(type_);
-  if (n < kGemmMinRows && q8) {
+  if (q8) {  // any number of rows: the integer kernels are llama.cpp's arithmetic, and fast
     const int64_t nb = cols_ / 32;
     std::vector<Q8Activations> xq(static_cast<size_t>(n * nb));
-    for (int64_t t = 0; t < n; ++t) QuantizeActivations(x + t * cols_, cols_, xq.data() + t * nb);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t t = 0; t < n; ++t) y[t * rows_ + r] = DotRowQ8(type_, row(r), xq.data() + t * nb, cols_);
+    constexpr int64_t kRowsPerTask = 16;  // a task's weight rows stay in L1 across the tokens
+    const int64_t tasks = (rows_ + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp parallel if (n * cols_ + rows_ * cols_ >= 32768)
+    {
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < n; ++t) QuantizeActivations(x + t * cols_, cols_, xq.data() + t * nb);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
+        for (int64_t t = 0; t < n; ++t) {
+          DotRowsQ8(type_, row(r0), row_bytes_, count, xq.data() + t * nb, cols_, y + t * rows_ + r0);
+        }
+      }
     }
     return;
   }
@@ -47,30 +56,11 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
     }
     return;
   }
-  // The same activation rounding as the integer path, so prefill and decode agree. For Q4_1 the
-  // integer path adds m * s with s = half(d * sum(q)); `correction` holds s - d * sum(q) per
-  // (token, block), multiplied below by the blocks' m.
-  std::vector<float> rounded, correction;
-  const int64_t nb = cols_ / 32;
-  if (q8) {
-    rounded.resize(n * cols_);
-    if (type_ == TensorType::kQ4_1) correction.resize(n * nb);
-    std::vector<Q8Activations> blocks(nb);
-    for (int64_t t = 0; t < n; ++t) {
-      QuantizeActivations(x + t * cols_, cols_, blocks.data());
-      for (int64_t b = 0; b < nb; ++b) {
-        for (int j = 0; j < 32; ++j) rounded[t * cols_ + b * 32 + j] = blocks[b].d * blocks[b].q[j];
-        if (!correction.empty()) correction[t * nb + b] = blocks[b].s - blocks[b].d * static_cast<float>(blocks[b].sum);
-      }
-    }
-    x = rounded.data();
-  }
   // One OpenMP team does everything: each thread dequantises its slice of rows and multiplies it
   // with a single-threaded sgemm (OpenBLAS's own threads are turned off; see SingleThreadedBlas).
   SingleThreadedBlas();
   const bool f32 = type_ == TensorType::kF32;
   if (!f32) scratch->resize(static_cast<size_t>(rows_ * cols_));
-  std::vector<float> mins(correction.empty() ? 0 : rows_ * nb);
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
@@ -86,14 +76,6 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r1 - r0),
                   static_cast<int>(cols_), 1.0f, x, static_cast<int>(cols_), w + r0 * cols_, static_cast<int>(cols_),
                   0.0f, y + r0, static_cast<int>(rows_));
-      if (!correction.empty()) {
-        for (int64_t r = r0; r < r1; ++r) {
-          for (int64_t b = 0; b < nb; ++b) mins[r * nb + b] = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(row(r) + b * 20 + 2));
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r1 - r0),
-                    static_cast<int>(nb), 1.0f, correction.data(), static_cast<int>(nb), mins.data() + r0 * nb,
-                    static_cast<int>(nb), 1.0f, y + r0, static_cast<int>(rows_));
-      }
     }
   }
 }

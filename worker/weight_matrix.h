@@ -1,9 +1,11 @@
 // WeightMatrix: a [rows x cols] weight in any supported encoding, multiplied without being copied
 // into float32 at load time. y = W x for each activation row.
 //
-// Decode (few activation rows): vectorised row dot products on the encoded rows, rows split
-// across OpenMP threads. Prefill (many rows): the matrix is dequantised into a float32 scratch and
-// multiplied with OpenBLAS sgemm.
+// Q4_0, Q4_1 and Q8_0 (any number of activation rows): the activations are quantised to 8 bits in
+// blocks of 32 and multiplied by integer dot products (DotRowsQ8), as llama.cpp's CPU backend does,
+// so both engines produce the same bits. Other types: few activation rows use vectorised row dot
+// products on the encoded rows; many rows dequantise the matrix into a float32 scratch and use
+// OpenBLAS sgemm. Rows are split across OpenMP threads.
 //
 // Thread-safety: immutable; MultiplyRows may be called from one thread at a time per scratch.
 #pragma once

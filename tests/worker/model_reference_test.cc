@@ -1,13 +1,17 @@
 // The engine's next-token logits for SmolLM2 against llama.cpp's on the same prompts and tokens.
 //
-// The engine follows llama.cpp's CPU arithmetic (8-bit activations against Q4_1/Q8_0 rows, half
-// K/V, half attention operands), so a prompt's first position agrees to float rounding. Later
-// positions differ by summation order, which this 4-bit model amplifies: llama.cpp against itself
-// (token by token vs batched, same file) agrees on top-1 at 224/233 of these positions with max
-// |diff| 1.46; the thresholds below sit at that noise floor.
+// The engine follows llama.cpp's CPU arithmetic operation for operation (8-bit activations against
+// Q4_1/Q8_0 rows, half K/V, half attention operands, the same exp polynomial, the same summation
+// orders: worker/transformer_kernels.h), so agreement is bit-exact where the forward pass uses those
+// kernels throughout: 233/233 top-1 and max |diff| 0 measured (docs/worker.md, "Verification").
+// The order emulated is that of llama.cpp built for AVX-512 (this machine); built for another CPU
+// llama.cpp itself sums differently, so the thresholds below sit at llama.cpp's own noise floor
+// (token by token vs batched: 224/233 top-1, max |diff| 1.46). FORESIGHT_REFERENCE_DETAIL=1
+// prints every position.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -68,6 +72,15 @@ TEST(ModelReferenceTest, LogitsMatchLlamaCpp) {
       const float* b = ref.data() + t * vocab;
       ++positions;
       top1_same += ArgMax(a, vocab) == ArgMax(b, vocab);
+      if (std::getenv("FORESIGHT_REFERENCE_DETAIL") != nullptr) {  // per position: the reference's top-2 margin
+        std::vector<float> top(b, b + vocab);
+        std::nth_element(top.begin(), top.begin() + 1, top.end(), std::greater<float>());
+        double diff = 0;
+        for (int64_t i = 0; i < vocab; ++i) diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+        std::printf("position %zu/%zu (%s) reference margin %.4f max |diff| %.4f%s\n", t, want_tokens.size(),
+                    t < split ? "prefill" : "decode", top[0] - top[1], diff,
+                    ArgMax(a, vocab) == ArgMax(b, vocab) ? "" : " TOP-1 DIFFERS");
+      }
       for (int64_t i = 0; i < vocab; ++i) {
         const double diff = std::fabs(static_cast<double>(a[i]) - b[i]);
         max_abs = std::max(max_abs, diff);

@@ -1,10 +1,13 @@
 #include "worker/quantized_kernels.h"
 
 #include <gtest/gtest.h>
+#include <immintrin.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
+
+#include "worker/transformer_kernels.h"
 
 namespace foresight::worker {
 namespace {
@@ -48,6 +51,207 @@ TEST(QuantizedKernelsTest, Q5DecodingRule) {
   float sum = 0;
   for (float v : out) sum += v;
   EXPECT_NEAR(DotRow(TensorType::kQ5_0, block.data(), x.data(), 32), sum, 1e-4);
+}
+
+
+uint16_t Half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+float FromHalf(uint16_t h) { return _cvtsh_ss(h); }
+
+// 8-bit activations: q = x * 127 / max|x| rounded half to even, d and d * sum(q) rounded to half.
+TEST(QuantizedKernelsTest, ActivationQuantisationRule) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(96);
+  for (float& v : x) v = dist(rng);
+  for (int j = 32; j < 64; ++j) x[j] = 0.0f;  // an all-zero block
+  x[70] = 0.5f * 127.0f / 127.0f;              // block 2: amax 127 gives id = 1, so 0.5 ties to 0
+  x[71] = 1.5f;                                // ... and 1.5 ties to 2
+  x[72] = 127.0f;
+  x[73] = -2.5f;                               // ... and -2.5 ties to -2
+  for (int j = 74; j < 96; ++j) x[j] = std::round(x[j]);
+  std::vector<Q8Activations> q(3);
+  QuantizeActivations(x.data(), 96, q.data());
+  for (int b = 0; b < 3; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float id = amax == 0 ? 0.0f : 127.0f / amax;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int want = static_cast<int>(std::nearbyint(x[b * 32 + j] * id));
+      ASSERT_EQ(q[b].q[j], want) << "block " << b << " value " << j;
+      ASSERT_LE(std::abs(want), 127);
+      sum += want;
+    }
+    EXPECT_EQ(q[b].sum, sum);
+    EXPECT_EQ(q[b].d, FromHalf(Half(amax / 127.0f)));
+    EXPECT_EQ(q[b].s, FromHalf(Half(amax / 127.0f * static_cast<float>(sum))));
+  }
+  EXPECT_EQ(q[2].q[6], 0);
+  EXPECT_EQ(q[2].q[7], 2);
+  EXPECT_EQ(q[2].q[9], -2);
+  EXPECT_EQ(q[1].d, 0.0f);
+}
+
+// A block of `type` with scale 1 (and min 0) holding the given integer weights.
+std::vector<uint8_t> IntegerBlock(TensorType type, const int* w) {
+  std::vector<uint8_t> blk(TensorTypeBytes(type, 32), 0);
+  const uint16_t one = Half(1.0f);
+  std::memcpy(blk.data(), &one, 2);
+  if (type == TensorType::kQ8_0) {
+    for (int j = 0; j < 32; ++j) blk[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(w[j]));
+  } else {
+    const int off = type == TensorType::kQ4_1 ? 4 : 2;  // Q4_1's min stays 0
+    const int bias = type == TensorType::kQ4_0 ? 8 : 0;
+    for (int j = 0; j < 16; ++j) blk[off + j] = static_cast<uint8_t>((w[j] + bias) | ((w[j + 16] + bias) << 4));
+  }
+  return blk;
+}
+
+// The integer part of the Q8 dot kernels, exactly: with unit scales and integer activations whose
+// block maximum is 127 (so d = 1 and q = x), the result is the integer dot product.
+TEST(QuantizedKernelsTest, IntegerDotsAreExact) {
+  std::mt19937 rng(5);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1}) {
+    const int lo = type == TensorType::kQ8_0 ? -127 : type == TensorType::kQ4_0 ? -8 : 0;
+    const int hi = type == TensorType::kQ8_0 ? 127 : type == TensorType::kQ4_0 ? 7 : 15;
+    std::uniform_int_distribution<int> wd(lo, hi), xd(-127, 127);
+    for (int trial = 0; trial < 50; ++trial) {
+      const int blocks = 1 + trial % 18;
+      std::vector<uint8_t> row;
+      std::vector<float> x(blocks * 32);
+      int64_t want = 0;
+      for (int b = 0; b < blocks; ++b) {
+        int w[32];
+        for (int j = 0; j < 32; ++j) {
+          w[j] = trial == 0 ? hi : wd(rng);  // trial 0: the extreme products
+          x[b * 32 + j] = static_cast<float>(trial == 0 ? (j % 2 ? 127 : -127) : xd(rng));
+        }
+        x[b * 32 + trial % 32] = (trial % 3 == 0) ? -127.0f : 127.0f;
+        for (int j = 0; j < 32; ++j) want += static_cast<int64_t>(w[j]) * static_cast<int64_t>(x[b * 32 + j]);
+        auto blk = IntegerBlock(type, w);
+        row.insert(row.end(), blk.begin(), blk.end());
+      }
+      std::vector<Q8Activations> q(blocks);
+      QuantizeActivations(x.data(), blocks * 32, q.data());
+      for (int b = 0; b < blocks; ++b) ASSERT_EQ(q[b].d, 1.0f);
+      EXPECT_EQ(DotRowQ8(type, row.data(), q.data(), blocks * 32), static_cast<float>(want))
+          << TensorTypeName(type) << " trial " << trial;
+    }
+  }
+}
+
+// The float part: general scales against a double reference built from the integer block sums,
+// and the multi-row kernel bit-identical to the single-row one.
+TEST(QuantizedKernelsTest, Q8DotsMatchScalarReference) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1}) {
+    for (int64_t n : {32, 576, 1536}) {
+      const int64_t rows = 9, nb = n / 32;
+      std::vector<uint8_t> mat;
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> w(n);
+        for (float& v : w) v = dist(rng) + (type == TensorType::kQ4_1 ? 0.3f : 0.0f);
+        auto bytes = QuantizeRow(type, w.data(), n);
+        ASSERT_TRUE(bytes.ok());
+        mat.insert(mat.end(), bytes->begin(), bytes->end());
+      }
+      const uint64_t row_bytes = TensorTypeBytes(type, n);
+      std::vector<float> x(n);
+      for (float& v : x) v = dist(rng);
+      std::vector<Q8Activations> q(nb);
+      QuantizeActivations(x.data(), n, q.data());
+      std::vector<float> many(rows);
+      DotRowsQ8(type, mat.data(), row_bytes, rows, q.data(), n, many.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = mat.data() + r * row_bytes;
+        double ref = 0, scale = 0;
+        for (int64_t b = 0; b < nb; ++b) {
+          float deq[32];
+          DequantizeRow(type, row + b * row_bytes / nb, 32, deq);
+          const float dw = FromHalf(*reinterpret_cast<const uint16_t*>(row + b * row_bytes / nb));
+          const float mw = type == TensorType::kQ4_1 ? FromHalf(*reinterpret_cast<const uint16_t*>(row + b * 20 + 2)) : 0.0f;
+          int64_t isum = 0;  // integer weights: (deq - m) / d
+          for (int j = 0; j < 32; ++j) isum += std::lround((deq[j] - mw) / dw) * q[b].q[j];
+          ref += static_cast<double>(dw) * q[b].d * isum + static_cast<double>(mw) * q[b].s;
+          scale += std::fabs(static_cast<double>(dw) * q[b].d * isum) + std::fabs(static_cast<double>(mw) * q[b].s);
+        }
+        const float one = DotRowQ8(type, row, q.data(), n);
+        EXPECT_NEAR(one, ref, 1e-6 * scale + 1e-6) << TensorTypeName(type) << " n=" << n << " row " << r;
+        EXPECT_EQ(one, many[r]) << "multi-row kernel differs at row " << r;
+      }
+    }
+  }
+}
+
+// The lane order of half dot products and of SumLanes, exactly (scalar fused multiply-adds).
+TEST(TransformerKernelsTest, HalfDotAndLaneSumOrder) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  auto pairwise = [](const float* l) {
+    float t[8];
+    for (int j = 0; j < 8; ++j) t[j] = l[j] + l[j + 8];
+    for (int j = 0; j < 4; ++j) t[j] += t[j + 4];
+    for (int j = 0; j < 2; ++j) t[j] += t[j + 2];
+    return t[0] + t[1];
+  };
+  for (int64_t n : {16, 64, 70, 128}) {
+    std::vector<uint16_t> a(n);
+    std::vector<float> b(n);
+    for (auto& v : a) v = Half(dist(rng));
+    for (auto& v : b) v = FromHalf(Half(dist(rng)));
+    float lanes[16] = {};
+    for (int64_t i = 0; i < n; ++i) lanes[i % 16] = std::fmaf(FromHalf(a[i]), b[i], lanes[i % 16]);
+    EXPECT_EQ(DotHalf(a.data(), b.data(), n), pairwise(lanes)) << "n=" << n;
+  }
+  const int64_t n = 67;
+  std::vector<float> l(16 * n), out(n);
+  for (float& v : l) v = dist(rng);
+  SumLanes(l.data(), n, out.data());
+  for (int64_t i = 0; i < n; ++i) {
+    float col[16];
+    for (int j = 0; j < 16; ++j) col[j] = l[j * n + i];
+    ASSERT_EQ(out[i], pairwise(col)) << i;
+  }
+}
+
+TEST(TransformerKernelsTest, ExpSoftmaxSwiGluRmsNorm) {
+  for (float x = -103.0f; x < 88.0f; x += 0.173f) {
+    const double want = std::exp(static_cast<double>(x));
+    ASSERT_NEAR(ExpPoly(x), want, 2.5 * want * 1.2e-7 + 1e-44) << x;
+  }
+  EXPECT_EQ(ExpPoly(0.0f), 1.0f);
+  EXPECT_EQ(ExpPoly(-200.0f), 0.0f);
+  EXPECT_TRUE(std::isinf(ExpPoly(200.0f)));
+
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  for (int64_t n : {1, 15, 16, 37, 256}) {
+    std::vector<float> x(n), y(n);
+    for (float& v : x) v = dist(rng);
+    y = x;
+    Softmax(y.data(), n);
+    const double m = *std::max_element(x.begin(), x.end());
+    double z = 0;
+    for (float v : x) z += std::exp(v - m);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], std::exp(x[i] - m) / z, 1e-6) << n;
+  }
+  std::vector<float> g(1536 + 5), u(g.size()), r(g.size());
+  for (size_t i = 0; i < g.size(); ++i) {
+    g[i] = dist(rng);
+    u[i] = dist(rng);
+  }
+  std::vector<float> out = g;
+  SwiGlu(out.data(), u.data(), static_cast<int64_t>(g.size()));
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double want = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+    ASSERT_NEAR(out[i], want, 1e-6 * (1 + std::fabs(want))) << i;
+  }
+  RmsNorm(g.data(), u.data(), 576, 1e-5f, r.data());
+  double ss = 0;
+  for (int i = 0; i < 576; ++i) ss += static_cast<double>(g[i]) * g[i];
+  const double scale = 1.0 / std::sqrt(ss / 576 + 1e-5);
+  for (int i = 0; i < 576; ++i) ASSERT_NEAR(r[i], g[i] * scale * u[i], 1e-5 * (1 + std::fabs(g[i] * scale * u[i])));
 }
 
 }  // namespace
