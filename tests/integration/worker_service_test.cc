@@ -204,7 +204,11 @@ TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
 // kill -9 of the cache node during a decode: the request ends with an error naming the cache
 // service, every token streamed before it equals the uninterrupted run's, and once the node is
 // back (same address) the same worker serves new requests.
-TEST(WorkerServiceTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorThenServesAgain) {
+// Dense requests keep their KV resident (only publication sees the failure); h2o with a small
+// budget runs offloaded (cross-token), so the failure hits block fetches.
+class WorkerKillTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorThenServesAgain) {
   TempDir dir("worker-kill");
   const std::string model = WriteModel(dir);
   const std::string address = "127.0.0.1:" + std::to_string(FreePort());
@@ -215,10 +219,18 @@ TEST(WorkerServiceTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearError
   auto c = Client(*w);
   ASSERT_TRUE(c);
 
-  const auto req = Request(Text(600, 3), 1500);
+  auto req = Request(Text(600, 3), 400);
+  req.set_policy(GetParam());
+  req.set_budget(256);
   Outcome reference = Generate(*c, req);
   ASSERT_TRUE(reference.status.ok()) << reference.status.ToString();
-  ASSERT_EQ(reference.stats.generated_tokens(), 1500);
+  ASSERT_EQ(reference.stats.generated_tokens(), 400);
+  if (GetParam() == "dense") {
+    EXPECT_EQ(reference.stats.kv_mode(), "resident");
+  } else {
+    EXPECT_EQ(reference.stats.kv_mode(), "cross-token") << reference.stats.policy() << " " << reference.stats.budget();
+    EXPECT_GT(reference.stats.blocks_fetched(), 0);  // decode really reads from the cache service
+  }
 
   std::vector<int32_t> got;
   auto killed = c->Generate(req, [&](const v1::Token& t) {
@@ -251,6 +263,8 @@ TEST(WorkerServiceTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearError
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(*health, "SERVING");
 }
+
+INSTANTIATE_TEST_SUITE_P(Policies, WorkerKillTest, ::testing::Values("dense", "h2o"));
 
 }  // namespace
 }  // namespace foresight::worker

@@ -44,6 +44,7 @@ struct Flags {
   int threads = 0;
   std::string ucx_transports = "auto";
   int cache_timeout_ms = 10000;
+  std::string kv_mode = "cross-token";
   bool no_prefix_reuse = false;
   bool no_publish = false;
   std::string log_level = "info";
@@ -137,6 +138,14 @@ int Run(const Flags& f) {
   so.prefix_reuse = !f.no_prefix_reuse;
   so.publish = !f.no_publish;
   {
+    auto mode = worker::ParseOffloadMode(f.kv_mode);
+    if (!mode.ok()) return fail(mode.status().WithContext("--kv-mode"));
+    so.kv_mode = *mode;
+    if (so.kv_mode != worker::OffloadMode::kResident && f.no_publish) {
+      return fail(InvalidArgument("--no-publish needs --kv-mode resident (offloaded KV lives in the cache service)"));
+    }
+  }
+  {
     auto kind = predictor::ParsePolicyKind(f.policy);
     if (!kind.ok()) return fail(kind.status().WithContext("--policy"));
   }
@@ -173,8 +182,8 @@ int Run(const Flags& f) {
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   service.set_address(host + ":" + std::to_string(bound_port));
-  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, policy {} budget {}, weights {}", model_path, host,
-               bound_port, cache.Describe(), f.policy, f.budget, weights.empty() ? "none" : weights);
+  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, weights {}", model_path, host,
+               bound_port, cache.Describe(), f.kv_mode, f.policy, f.budget, weights.empty() ? "none" : weights);
   // One parseable line for launchers and tests.
   std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << service.fingerprint() << std::endl;
 
@@ -230,6 +239,10 @@ int main(int argc, char** argv) {
   app.add_option("--cache-timeout-ms", f.cache_timeout_ms,
                  "Per-call timeout towards the cache service (a dead node fails a request after this)")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--kv-mode", f.kv_mode,
+                 "Where decode KV lives: resident (all on the worker), on-demand, cross-layer, cross-token (a budget's "
+                 "worth on the worker, the predictor's next blocks prefetched from the cache service)")
       ->capture_default_str();
   app.add_flag("--no-prefix-reuse", f.no_prefix_reuse, "Never import published prefixes (always prefill)");
   app.add_flag("--no-publish", f.no_publish, "Never publish KV blocks to the cache service");

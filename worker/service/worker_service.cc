@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
 #include "predictor/selection_policy.h"
-#include "worker/offload/kv_publisher.h"
-#include "worker/policy_attention.h"
-#include "worker/sequence.h"
+#include "worker/offload/offloaded_sequence.h"
 
 namespace foresight::worker {
 namespace {
@@ -40,9 +39,10 @@ class WorkerService::Request {
   const v1::GenerateStats& stats() const { return stats_; }
 
  private:
-  // Prompt tokens always prefilled (never imported): the rows a policy is seeded from.
-  static constexpr int64_t kPrefillRowsKept = 64;
   Status RunWithCache();
+  // Dense attention reads every block each step: offloading it would move the whole history every
+  // step, so dense requests keep their KV resident (and still publish it).
+  OffloadMode KvMode() const { return spec_ ? s_.options_.kv_mode : OffloadMode::kResident; }
   Status Cache(Status s);
   Status ParsePrompt();
   Status MakePolicy();
@@ -54,7 +54,7 @@ class WorkerService::Request {
   grpc::ServerWriter<v1::GenerateEvent>* writer_;
   const Clock::time_point arrival_;
   std::vector<TokenId> prompt_;
-  std::unique_ptr<PolicyDecodeAttention> policy_;
+  std::optional<predictor::PolicySpec> spec_;  // none: dense attention
   std::string policy_name_;
   int32_t budget_ = 0;
   v1::GenerateStats stats_;
@@ -102,6 +102,10 @@ Status WorkerService::Request::MakePolicy() {
   predictor::PolicySpec spec;
   FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy_name_));
   policy_name_ = std::string(predictor::PolicyKindName(spec.kind));
+  if (spec.kind == predictor::PolicyKind::kOracle) {
+    return InvalidArgument("policy oracle needs each step's dense attention and is offline-only; "
+                           "use `foresight predictor eval` on a trace");
+  }
   if (spec.kind == predictor::PolicyKind::kDense) return Status::OK();
   spec.budget.budget_tokens = budget_;
   spec.budget.sink_tokens = o.sink_tokens;
@@ -113,7 +117,7 @@ Status WorkerService::Request::MakePolicy() {
     }
     spec.weights = o.weights;
   }
-  FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(s_.model_.config(), spec, static_cast<int64_t>(prompt_.size())));
+  spec_ = spec;
   return Status::OK();
 }
 
@@ -137,8 +141,8 @@ Status WorkerService::Request::Run() {
   FS_RETURN_IF_ERROR(MakePolicy());
   stats_.set_prompt_tokens(static_cast<int64_t>(prompt_.size()));
   stats_.set_policy(policy_name_);
-  stats_.set_budget(policy_ ? budget_ : 0);
-  stats_.set_kv_mode(s_.options_.kv_mode);
+  stats_.set_budget(spec_ ? budget_ : 0);
+  stats_.set_kv_mode(std::string(OffloadModeName(KvMode())));
   stats_.set_worker(s_.address_);
   stats_.set_cache(s_.cache_->Describe());
 
@@ -161,54 +165,37 @@ Status WorkerService::Request::Cache(Status s) {
 Status WorkerService::Request::RunWithCache() {
   const WorkerServiceOptions& o = s_.options_;
   const ModelConfig& c = s_.model_.config();
-  Sequence seq(s_.model_, o.prefill_chunk);
-  const int64_t bt = seq.kv().layout().block_tokens();
-  const int64_t p = static_cast<int64_t>(prompt_.size());
-
-  // Shared prefix: import the longest published prefix instead of prefilling it. At least one
-  // prompt token is prefilled (it gives the logits); with a sparse policy the last min(P, 64), since
-  // a policy is seeded from the attention rows of the last 64 prompt queries
-  // (predictor/prefill_recorder.h).
-  int64_t hit_blocks = 0;
-  const auto t_import = Clock::now();
-  if (o.prefix_reuse && !request_.no_prefix_reuse()) {
-    StatusOr<int64_t> published = LongestPublishedPrefix(client_.get(), o.key_namespace, s_.fingerprint_, prompt_);
-    if (!published.ok()) return Cache(published.status().WithContext("looking up a shared prefix"));
-    const int64_t keep = policy_ ? std::min<int64_t>(p, kPrefillRowsKept) : 1;
-    hit_blocks = std::min(*published, (p - keep) / bt);
-    if (hit_blocks > 0) {
-      ImportStats is;
-      FS_RETURN_IF_ERROR(Cache(ImportPrefix(client_.get(), o.key_namespace, s_.fingerprint_, prompt_, hit_blocks, &seq, &is)
-                                   .WithContext("importing the shared prefix (" + std::to_string(hit_blocks) + " blocks)")));
-      stats_.set_blocks_fetched(is.gets);
-      stats_.set_bytes_fetched(static_cast<int64_t>(is.bytes));
-    }
-  }
-  const auto t_prefill = Clock::now();
-  stats_.set_prefix_import_seconds(Seconds(t_import, t_prefill));
-  stats_.set_prefix_hit_tokens(hit_blocks * bt);
+  OffloadOptions oo;
+  oo.mode = KvMode();
+  oo.name_space = o.key_namespace;
+  oo.fingerprint = s_.fingerprint_;
+  oo.prefill_chunk = o.prefill_chunk;
+  // Shared prefix: Prefill imports the longest published prefix instead of computing it, but
+  // prefills at least one token (the logits) and, with a policy, the last 64 (the policy is seeded
+  // from their attention rows).
+  oo.import_prefix = o.prefix_reuse && !request_.no_prefix_reuse();
+  // Every mode but resident needs the KV in the cache service; resident may skip publishing.
+  oo.publish = oo.mode != OffloadMode::kResident || (o.publish && !request_.no_publish());
+  StatusOr<std::unique_ptr<OffloadedSequence>> created = OffloadedSequence::Create(s_.model_, client_.get(), spec_, oo);
+  if (!created.ok()) return created.status();
+  OffloadedSequence& seq = **created;
 
   std::vector<float> logits;
-  const std::vector<TokenId> rest(prompt_.begin() + hit_blocks * bt, prompt_.end());
-  FS_RETURN_IF_ERROR(seq.Prefill(rest, &logits, false, policy_.get()));
-  if (policy_) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
-  const auto t_prefilled = Clock::now();
-  stats_.set_prefill_tokens(static_cast<int64_t>(rest.size()));
-  stats_.set_prefill_seconds(Seconds(t_prefill, t_prefilled));
-  if (stats_.prefill_seconds() > 0) {
-    stats_.set_prefill_tokens_per_second(static_cast<double>(rest.size()) / stats_.prefill_seconds());
+  const auto t_prefill = Clock::now();
+  FS_RETURN_IF_ERROR(Cache(seq.Prefill(prompt_, &logits)));
+  const double prefill_total = Seconds(t_prefill, Clock::now());
+  {
+    const OffloadStats st = seq.stats();
+    const int64_t hit = st.prefix_blocks_imported * seq.sequence().kv().layout().block_tokens();
+    stats_.set_prefix_hit_tokens(hit);
+    stats_.set_prefix_import_seconds(st.import_seconds);
+    stats_.set_prefill_tokens(static_cast<int64_t>(prompt_.size()) - hit);
+    stats_.set_prefill_seconds(std::max(0.0, prefill_total - st.import_seconds));
+    if (stats_.prefill_seconds() > 0) {
+      stats_.set_prefill_tokens_per_second(static_cast<double>(stats_.prefill_tokens()) / stats_.prefill_seconds());
+    }
   }
 
-  // Publication is write-behind: the first token goes out before the prompt's blocks are queued,
-  // so it never waits for them. (Imported blocks are queued again, under the same keys: the
-  // publisher has no way yet to start past a prefix it did not produce.)
-  std::unique_ptr<KvPublisher> publisher;
-  const bool publish = o.publish && !request_.no_publish();
-  if (publish) {
-    publisher = std::make_unique<KvPublisher>(client_.get(), o.key_namespace, s_.fingerprint_, c.n_layers,
-                                              seq.kv().layout());
-  }
-  std::vector<TokenId> all = prompt_;
   const Tokenizer* tok = s_.model_.tokenizer();
   const auto t_decode = Clock::now();
   int64_t decode_steps = 0;
@@ -216,13 +203,12 @@ Status WorkerService::Request::RunWithCache() {
     if (context_->IsCancelled()) return Aborted("the client cancelled the request");
     const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     FS_RETURN_IF_ERROR(Emit(next));
-    if (publisher) FS_RETURN_IF_ERROR(Cache(publisher->Publish(all, seq.kv())));
     if (tok != nullptr && tok->IsEndOfGeneration(next)) break;
     if (i + 1 == request_.max_tokens()) break;
     if (c.max_context > 0 && seq.position() + 1 >= c.max_context) break;
-    FS_RETURN_IF_ERROR(seq.Decode(next, &logits, policy_ ? policy_.get() : nullptr));
-    all.push_back(next);
-    if (policy_) FS_RETURN_IF_ERROR(policy_->status());
+    // A block that cannot be fetched, or fails its checksum, or a publish that fails, ends the
+    // request here: the step's logits are never used.
+    FS_RETURN_IF_ERROR(Cache(seq.Decode(next, &logits)));
     ++decode_steps;
   }
   stats_.set_decode_seconds(Seconds(t_decode, Clock::now()));
@@ -231,13 +217,15 @@ Status WorkerService::Request::RunWithCache() {
   }
   // Every full block is in the cache service (and findable) before the request reports success,
   // so a request sent after this one, to any worker, can reuse it.
-  if (publisher) {
-    FS_RETURN_IF_ERROR(Cache(publisher->Flush().WithContext("publishing the request's KV")));
-    const KvPublisherStats ps = publisher->stats();
-    stats_.set_blocks_published(ps.blocks_enqueued * c.n_layers);
-    stats_.set_bytes_published(static_cast<int64_t>(ps.bytes));
-  }
-  const SequenceStats& ss = seq.stats();
+  FS_RETURN_IF_ERROR(Cache(seq.Flush().WithContext("publishing the request's KV")));
+  const OffloadStats st = seq.stats();
+  stats_.set_blocks_fetched(st.prefix_blocks_imported * (c.n_layers + 1) + st.heads_fetched);
+  stats_.set_bytes_fetched(static_cast<int64_t>(st.bytes_fetched));
+  stats_.set_blocks_published(st.blocks_published * c.n_layers);
+  stats_.set_bytes_published(static_cast<int64_t>(st.bytes_published));
+  stats_.set_stalls(st.stalls);
+  stats_.set_stall_seconds(st.stall_seconds);
+  const SequenceStats& ss = seq.sequence().stats();
   if (ss.decode_tokens > 0) {
     stats_.set_blocks_attended_per_step(static_cast<double>(ss.blocks_attended) / ss.decode_tokens);
     stats_.set_blocks_total_per_step(static_cast<double>(ss.blocks_total) / ss.decode_tokens);
@@ -315,6 +303,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext* context, const v1::InfoReq
   response->set_default_policy(options_.default_policy);
   response->set_default_budget(options_.default_budget);
   response->set_concurrency(1);
+  response->set_kv_mode(std::string(OffloadModeName(options_.kv_mode)));
   response->set_requests_served(served_);
   response->set_requests_failed(failed_);
   return grpc::Status::OK;

@@ -1,8 +1,9 @@
 // WorkerService: the gRPC generation service of `foresight-worker` (proto/worker.proto). It runs
-// one request at a time on one Model: tokenises the prompt, imports the longest prefix of it that
-// any worker already published to the cache service, prefills the rest, decodes greedily with the
-// request's attention policy, streams each token as it comes, publishes every full KV block it
-// produces, and ends with a statistics event.
+// one request at a time on one Model, as an OffloadedSequence (worker/offload/): tokenises the
+// prompt, imports the longest prefix of it that any worker already published to the cache
+// service, prefills the rest, decodes greedily with the request's attention policy (KV offloaded
+// to the cache service, the predictor's next blocks prefetched), streams each token as it comes,
+// publishes every full KV block it produces, and ends with a statistics event.
 //
 // Failure rule: when the cache service fails (unreachable, a block missing or failing its
 // checksum) the request ends with that error, named (UNAVAILABLE / DATA_LOSS / NOT_FOUND with the
@@ -23,6 +24,7 @@
 #include "predictor/cnn_weights.h"
 #include "proto/worker.grpc.pb.h"
 #include "worker/model.h"
+#include "worker/offload/offloaded_sequence.h"
 #include "worker/service/cache_connection.h"
 
 namespace foresight::worker {
@@ -39,7 +41,9 @@ struct WorkerServiceOptions {
   std::string token;                   // required of callers (empty: none)
   bool prefix_reuse = true;            // look up and import published prefixes
   bool publish = true;                 // publish every full block
-  std::string kv_mode = "resident";    // where the KV lives during decode (see docs/worker.md)
+  // Where the KV lives during decode (worker/offload/offloaded_sequence.h): cross-token keeps a
+  // budget's worth on the worker and prefetches the predictor's next blocks.
+  OffloadMode kv_mode = OffloadMode::kCrossToken;
 };
 
 class WorkerService final : public v1::WorkerService::Service {
