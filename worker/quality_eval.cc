@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "worker/oracle_attention.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
 
@@ -48,36 +49,52 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     return InvalidArgument("eval quality needs " + std::to_string(context + predict) + " tokens of text, got " +
                            std::to_string(tokens.size()));
   }
+  // One run per (policy, budget). Oracle scores every key at every step inside the engine
+  // (OracleDecodeAttention); the others are the serving policies (PolicyDecodeAttention).
   struct Run {
     predictor::PolicyKind kind;
     int64_t budget;
-    std::unique_ptr<PolicyDecodeAttention> hook;
+    std::unique_ptr<PolicyDecodeAttention> policy;
+    std::unique_ptr<OracleDecodeAttention> oracle;
+    DecodeAttentionHook* hook() const { return policy ? static_cast<DecodeAttentionHook*>(policy.get()) : oracle.get(); }
+    Status status() const { return policy ? policy->status() : oracle->status(); }
   };
   std::vector<Run> runs;
   for (predictor::PolicyKind kind : spec.policies) {
-    if (kind == predictor::PolicyKind::kDense || kind == predictor::PolicyKind::kOracle) continue;
+    if (kind == predictor::PolicyKind::kDense) continue;
     for (int64_t budget : spec.budgets) {
       predictor::PolicySpec ps;
       ps.kind = kind;
       ps.budget.budget_tokens = budget;
       ps.weights = spec.weights;
       ps.dense_first_layers = spec.dense_first_layers;
-      FS_ASSIGN_OR_RETURN(std::unique_ptr<PolicyDecodeAttention> hook,
-                          PolicyDecodeAttention::Create(model.config(), ps, context));
-      runs.push_back({kind, budget, std::move(hook)});
+      Run run{kind, budget, nullptr, nullptr};
+      if (kind == predictor::PolicyKind::kOracle) {
+        FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
+      } else {
+        FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context));
+      }
+      runs.push_back(std::move(run));
     }
   }
   FanOutObserver fan;
-  for (Run& r : runs) fan.targets.push_back(r.hook.get());
+  for (Run& r : runs) {
+    if (r.policy) fan.targets.push_back(r.policy.get());
+  }
 
   Sequence seq(model);
   std::vector<float> prefill_logits;
   std::vector<TokenId> head(tokens.begin(), tokens.begin() + context);
   FS_RETURN_IF_ERROR(seq.Prefill(head, &prefill_logits, false, &fan));
-  for (Run& r : runs) FS_RETURN_IF_ERROR(r.hook->FinishPrefill());
+  for (Run& r : runs) {
+    if (r.policy) FS_RETURN_IF_ERROR(r.policy->FinishPrefill());
+  }
 
   std::vector<TokenId> dense_top1;
-  auto evaluate = [&](PolicyDecodeAttention* hook, QualityRow* row) -> Status {
+  auto evaluate = [&](const Run* run, QualityRow* row) -> Status {
+    std::unique_ptr<RecoveryMeter> meter;
+    if (run != nullptr) meter = std::make_unique<RecoveryMeter>(model.config(), run->hook());
+    DecodeAttentionHook* hook = meter.get();
     seq.Rewind(context);
     seq.ResetStats();
     std::vector<float> logits = prefill_logits;
@@ -91,10 +108,11 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
       agree += top == dense_top1[i];
       if (i + 1 < predict) {
         FS_RETURN_IF_ERROR(seq.Decode(target, &logits, hook));
-        if (hook != nullptr) FS_RETURN_IF_ERROR(hook->status());
+        if (run != nullptr) FS_RETURN_IF_ERROR(run->status());
       }
     }
     row->context = context;
+    row->recovery = meter ? meter->recovery() : 1.0;
     row->perplexity = std::exp(nll / predict);
     row->top1_agreement = static_cast<double>(agree) / predict;
     const SequenceStats& st = seq.stats();
@@ -107,9 +125,10 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   rows.push_back(dense);
   for (Run& r : runs) {
     QualityRow row{RowName(r.kind), r.budget};
-    FS_RETURN_IF_ERROR(evaluate(r.hook.get(), &row));
+    FS_RETURN_IF_ERROR(evaluate(&r, &row));
     rows.push_back(row);
-    r.hook.reset();  // frees its prefill history
+    r.policy.reset();  // frees its prefill history
+    r.oracle.reset();
   }
   return rows;
 }

@@ -1,7 +1,9 @@
 // EvaluateQuality: teacher-forced quality of sparse decode against dense on one long text. The
 // first `context` tokens are prefilled densely (once; every policy is seeded from that prefill),
 // then the next `predict` tokens are fed one by one under each policy and budget; each row reports
-// the perplexity of those tokens and how often the policy's top-1 equals dense decoding's.
+// the perplexity of those tokens, how often the policy's top-1 equals dense decoding's, and its
+// recovery rate (worker/oracle_attention.h RecoveryMeter). "oracle" (the exact top blocks of each
+// step) is the upper bound any predictor could reach at a budget.
 //
 // Thread-safety: one call per thread; the Model may be shared.
 #pragma once
@@ -17,12 +19,15 @@
 namespace foresight::worker {
 
 struct QualityRow {
-  std::string policy;  // "dense", "attention-predictor", "quest", "h2o", "snapkv", "streaming-llm"
+  std::string policy;  // "dense", "attention-predictor", "quest", "h2o", "snapkv", "streaming-llm", "oracle"
   int64_t budget = 0;  // 0 for dense
   int64_t context = 0;
   double perplexity = 0;
   double top1_agreement = 0;  // vs dense, over the predicted tokens
   double blocks_fraction = 0;  // attended / dense blocks over decode steps
+  // Share of the dense attention mass inside the attended blocks (per query head, KV-head union),
+  // averaged over decode steps, layers and query heads; dense steps and layers count as 1.
+  double recovery = 1.0;
 };
 
 struct QualitySpec {

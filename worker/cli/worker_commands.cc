@@ -358,14 +358,15 @@ Status RunQuality(const QualityFlags& f) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
       j.push_back({{"policy", r.policy}, {"budget", r.budget}, {"context", r.context}, {"perplexity", r.perplexity},
-                   {"top1_agreement", r.top1_agreement}, {"recovery", nullptr}, {"blocks_fraction", r.blocks_fraction}});
+                   {"top1_agreement", r.top1_agreement}, {"recovery", r.recovery}, {"blocks_fraction", r.blocks_fraction}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("%-22s %7s %8s %11s %9s %8s\n", "policy", "budget", "context", "perplexity", "top1_agr", "blocks");
+    std::printf("%-22s %7s %8s %11s %9s %9s %8s\n", "policy", "budget", "context", "perplexity", "top1_agr", "recovery",
+                "blocks");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %8.3f\n", r.policy.c_str(), static_cast<long long>(r.budget),
-                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.blocks_fraction);
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f\n", r.policy.c_str(), static_cast<long long>(r.budget),
+                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.recovery, r.blocks_fraction);
     }
   }
   return Status::OK();
