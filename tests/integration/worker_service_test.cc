@@ -11,7 +11,9 @@
 
 #include <gtest/gtest.h>
 
+#include "client/cache_client.h"
 #include "client/local_node.h"
+#include "tests/cluster/local_etcd.h"
 #include "worker/service/worker_client.h"
 #include "worker/synthetic_model.h"
 
@@ -265,6 +267,66 @@ TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorT
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, WorkerKillTest, ::testing::Values("dense", "h2o"));
+
+// Issue 6 point 4: workers on a 3-node cluster (etcd) instead of one node: the first request
+// publishes across the nodes, the second worker imports the shared prefix from them.
+TEST(WorkerServiceTest, WorkersOnAThreeNodeClusterShareAPrefix) {
+  if (LocalEtcd::Binary().empty()) GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)";
+  TempDir dir("worker-cluster");
+  const std::string model = WriteModel(dir);
+  auto etcd = LocalEtcd::Start();
+  ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
+  std::vector<std::unique_ptr<LocalNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    auto node = LocalNode::Start({"--ram-bytes", "128MiB", "--etcd", (*etcd)->url(), "--node-id", id, "--etcd-ttl", "2"});
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    nodes.push_back(std::move(*node));
+  }
+  std::vector<std::string> on_cluster = {"--etcd", (*etcd)->url(), "--model", model, "--threads", "1"};
+  auto w1 = LocalWorker::Start(on_cluster);
+  auto w2 = LocalWorker::Start(on_cluster);
+  ASSERT_TRUE(w1.ok() && w2.ok()) << (w1.ok() ? w2.status() : w1.status()).ToString();
+  auto c1 = Client(**w1);
+  auto c2 = Client(**w2);
+  ASSERT_TRUE(c1 && c2);
+  const std::string shared = Text(700, 5);
+  auto first_req = Request(shared + "first", 16);
+  first_req.set_policy("h2o");
+  first_req.set_budget(256);
+  Outcome first = Generate(*c1, first_req);
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  EXPECT_EQ(first.stats.prefix_hit_tokens(), 0);
+  EXPECT_EQ(first.stats.cache(), "etcd:" + (*etcd)->url());
+  // The blocks spread over the nodes (rendezvous routing).
+  int holding = 0;
+  for (auto& n : nodes) {
+    foresight::CacheClientOptions o;
+    o.address = n->address();
+    auto client = foresight::CacheClient::Connect(o);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    auto listed = (*client)->List(10);
+    ASSERT_TRUE(listed.ok());
+    if (!listed->empty()) ++holding;
+  }
+  EXPECT_EQ(holding, 3);
+
+  auto second_req = Request(shared + "second", 16);
+  second_req.set_policy("h2o");
+  second_req.set_budget(256);
+  Outcome second = Generate(*c2, second_req);
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString();
+  EXPECT_EQ(second.stats.prefix_hit_tokens(), (second.stats.prompt_tokens() - 64) / 16 * 16);
+  EXPECT_GT(second.stats.prefix_hit_tokens(), 0);
+  second_req.set_no_prefix_reuse(true);
+  Outcome cold = Generate(*c2, second_req);
+  ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
+  EXPECT_EQ(cold.tokens, second.tokens);
+  std::printf("cluster: request 1 on %s published %lld blocks; request 2 on %s imported %lld of %lld prompt tokens\n",
+              (*w1)->address().c_str(), static_cast<long long>(first.stats.blocks_published()),
+              (*w2)->address().c_str(), static_cast<long long>(second.stats.prefix_hit_tokens()),
+              static_cast<long long>(second.stats.prompt_tokens()));
+}
 
 }  // namespace
 }  // namespace foresight::worker
