@@ -2,8 +2,10 @@
 // to the ceilings measured in the same run.
 //
 // Paths (each against a node running in a child process, so shared memory is really cross-process):
-//   ram-shm   RAM-resident blocks over UCX shared memory (buffers from UcxTransport::Allocate, which
-//             the node maps: one memcpy per block on the node)       ceiling: memcpy
+//   ram-shm   RAM-resident blocks over UCX shared memory. Gets are one-sided: the client maps the
+//             node's arena read-only, leases a block, copies it out with XXH3 fused into the copy,
+//             releases (batched). Puts go through buffers from UcxTransport::Allocate, which the
+//             node maps (one memcpy on the node).                    ceiling: memcpy
 //   ram-tcp   RAM-resident blocks over UCX TCP (active-message rendezvous)
 //                                                                      ceiling: ucx_perftest ucp_am_bw, UCX_TLS=tcp
 //   nvme      gets of blocks evicted to the NVMe tier (a node with a small RAM tier), over shared memory;
@@ -64,7 +66,21 @@ struct TiersFlags {
   std::string ram = "";          // node RAM tier; default 1GiB (quick: 512MiB)
   std::string nvme_dir = "";     // default: a temp dir
   std::string perftest = "ucx_perftest";
+  std::string paths;     // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
+  std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
+  std::string inflight;  // comma-separated in-flight counts; empty: the default list
+  int trials = 3;
 };
+
+// "a,b,c" -> {"a","b","c"} (empty items dropped).
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
 
 struct Row {
   std::string path, op;
@@ -317,6 +333,10 @@ class UcxBenchPath : public BenchPath {
     if (!dst.ok()) return dst.status();
     path->src_ = *src;
     path->dst_ = *dst;
+    const UcxTransportStats stats = path->t_->Stats();
+    if (transports == "shm" && !stats.arena_mapped) {
+      std::cerr << "tiers: gets over shm are not one-sided: " << stats.arena_note << "\n";
+    }
     std::mt19937_64 rng(42);
     for (uint64_t i = 0; i < src->size / 8; ++i) reinterpret_cast<uint64_t*>(src->data)[i] = rng();
     std::memset(dst->data, 0, dst->size);
@@ -324,7 +344,7 @@ class UcxBenchPath : public BenchPath {
   }
   std::string transport() override {
     auto s = t_->Stats();
-    return s.transport + (src_.fast_path ? "+mapped" : "");
+    return s.transport + (s.arena_mapped ? "+arena" : "") + (src_.fast_path ? "+mapped" : "");
   }
   void PrepareChecksums(uint64_t bytes) {
     if (checksum_bytes_ == bytes) return;
@@ -530,10 +550,46 @@ int RunTiers(const TiersFlags& flags) {
   std::filesystem::remove_all(nvme_dir);
   std::filesystem::create_directories(nvme_dir);
 
-  const std::vector<uint64_t> sizes = flags.quick
+  std::vector<uint64_t> sizes = flags.quick
       ? std::vector<uint64_t>{1u << 20}
       : std::vector<uint64_t>{16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u << 20};
-  const std::vector<int> inflights = flags.quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16};
+  std::vector<int> inflights = flags.quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16};
+  if (!flags.sizes.empty()) {
+    sizes.clear();
+    for (const std::string& item : SplitList(flags.sizes)) {
+      auto parsed = ParseByteSize(item);
+      if (!parsed.ok() || *parsed == 0 || *parsed > max_block) {
+        std::cerr << "tiers: --sizes: '" << item << "' is not a block size between 1 byte and 4MiB\n";
+        return 2;
+      }
+      sizes.push_back(*parsed);
+    }
+  }
+  if (!flags.inflight.empty()) {
+    inflights.clear();
+    for (const std::string& item : SplitList(flags.inflight)) {
+      const int n = std::atoi(item.c_str());
+      if (n < 1 || n > 16) {
+        std::cerr << "tiers: --inflight: '" << item << "' is not a count between 1 and 16\n";
+        return 2;
+      }
+      inflights.push_back(n);
+    }
+  }
+  std::vector<std::string> wanted = SplitList(flags.paths);
+  for (const std::string& w : wanted) {
+    if (w != "ram-shm" && w != "ram-tcp" && w != "ram-grpc" && w != "nvme") {
+      std::cerr << "tiers: --paths: unknown path '" << w << "' (ram-shm, ram-tcp, ram-grpc, nvme)\n";
+      return 2;
+    }
+  }
+  auto want = [&](const std::string& name) {
+    return wanted.empty() || std::find(wanted.begin(), wanted.end(), name) != wanted.end();
+  };
+  if (flags.trials < 1 || flags.trials > 20) {
+    std::cerr << "tiers: --trials must be between 1 and 20\n";
+    return 2;
+  }
   const uint64_t bytes_per_row = flags.quick ? (128ull << 20) : (256ull << 20);
   const uint64_t nvme_bytes_per_row = flags.quick ? (32ull << 20) : (64ull << 20);
 
@@ -559,7 +615,7 @@ int RunTiers(const TiersFlags& flags) {
 
   // The machine may be shared: every figure, ceilings included, is the best of `trials` runs,
   // interleaved (ceiling, then each path, per trial), so that both sides see the same conditions.
-  const int trials = 3;
+  const int trials = flags.trials;
   std::vector<Row> rows;
   int status = 0;
   {
@@ -577,6 +633,7 @@ int RunTiers(const TiersFlags& flags) {
     };
     std::vector<std::unique_ptr<BenchPath>> paths(specs.size());
     for (size_t pi = 0; pi < specs.size(); ++pi) {
+      if (!want(specs[pi].name)) continue;
       StatusOr<std::unique_ptr<BenchPath>> path = Unavailable("not connected");
       if (specs[pi].transports == "grpc") {
         auto p = GrpcBenchPath::Connect(specs[pi].port, max_block);
@@ -605,11 +662,15 @@ int RunTiers(const TiersFlags& flags) {
         memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena.get(), ram, block, flags.quick ? 0.2 : 0.3));
         const int iters = static_cast<int>(
             std::clamp<uint64_t>((flags.quick ? 128ull << 20 : 256ull << 20) / block, 100, 20000));
-        perftest_best = std::max(perftest_best,
-                                 PerftestGbps(flags.perftest, "tcp", block, iters, &perftest_note).value_or(0));
-        perftest_shm_best = std::max(
-            perftest_shm_best,
-            PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, &perftest_note).value_or(0));
+        if (want("ram-tcp")) {
+          perftest_best = std::max(perftest_best,
+                                   PerftestGbps(flags.perftest, "tcp", block, iters, &perftest_note).value_or(0));
+        }
+        if (want("ram-shm")) {
+          perftest_shm_best = std::max(
+              perftest_shm_best,
+              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, &perftest_note).value_or(0));
+        }
         verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;
         for (size_t pi = 0; pi < specs.size(); ++pi) {
@@ -698,6 +759,10 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--ram", flags->ram, "RAM tier of the benchmark node (default 1GiB; quick 512MiB)");
   cmd->add_option("--nvme-dir", flags->nvme_dir, "Directory for the NVMe node (default: a temp dir)");
   cmd->add_option("--perftest", flags->perftest, "ucx_perftest binary");
+  cmd->add_option("--paths", flags->paths, "Only these paths, e.g. ram-shm,ram-tcp (default: all)");
+  cmd->add_option("--sizes", flags->sizes, "Block sizes, e.g. 1MiB,4MiB (default: 16KiB..4MiB; quick: 1MiB)");
+  cmd->add_option("--inflight", flags->inflight, "Requests in flight, e.g. 1,16 (default: 1,4,16; quick: 1,16)");
+  cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
   cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
 }
 

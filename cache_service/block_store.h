@@ -38,6 +38,20 @@ struct BlockStoreOptions {
   bool background_eviction = true;     // false: evict only when a put finds no room (tests)
   std::string nvme_dir;                // empty: no NVMe tier (evicted blocks are dropped)
   uint64_t nvme_bytes = 0;             // capacity of the NVMe tier (0: unlimited)
+  // Place the arena in an anonymous shared-memory file (memfd) that same-host clients may map
+  // read-only (UcxServer's one-sided get path). false, or a kernel without memfd: a private mapping.
+  bool shared_arena = true;
+};
+
+// The arena as a shared-memory file: the memfd holds a header page followed by the arena. The
+// header starts with kSharedArenaMagic and a random nonce, so that a client that opened the file
+// by /proc/<pid>/fd/<fd> can tell it mapped this node's arena and not another process's file.
+struct SharedArena {
+  static constexpr uint64_t kMagic = 0x414e4552414f4653ull;  // "FSOARENA"
+  int fd = -1;                   // -1: the arena is not shared
+  uint64_t arena_offset = 0;     // where the arena starts in the file (after the header page)
+  uint64_t file_bytes = 0;
+  uint8_t nonce[16] = {};        // also at header bytes 8..23
 };
 
 struct BlockInfo {
@@ -147,6 +161,8 @@ class BlockStore {
   // The arena, for registration with UCX.
   virtual uint8_t* arena_base() = 0;
   virtual uint64_t arena_bytes() const = 0;
+  // The arena's shared-memory file (fd -1 when the arena is private).
+  virtual SharedArena shared_arena() const { return SharedArena{}; }
 
  protected:
   friend class WriteSlot;

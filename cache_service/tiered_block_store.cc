@@ -4,6 +4,8 @@
 // held across NVMe I/O or a block-sized copy: an entry being written down is pinned (refs) and
 // flagged, the lock dropped, and the entry revisited afterwards.
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -87,10 +89,11 @@ namespace {
 class TieredBlockStore final : public BlockStore {
  public:
   TieredBlockStore(const BlockStoreOptions& options, uint8_t* arena, uint64_t arena_bytes,
-                   std::unique_ptr<NvmeTier> nvme)
+                   std::unique_ptr<NvmeTier> nvme, SharedArena shared)
       : options_(options),
         arena_(arena),
         arena_bytes_(arena_bytes),
+        shared_(shared),
         alloc_(arena_bytes, options.max_block_bytes),
         nvme_(std::move(nvme)) {
     if (nvme_) next_id_ = nvme_->max_generation() + 1;
@@ -105,7 +108,12 @@ class TieredBlockStore final : public BlockStore {
     evictor_cv_.notify_all();
     if (evictor_.joinable()) evictor_.join();
     nvme_.reset();
-    ::munmap(arena_, arena_bytes_);
+    if (shared_.fd >= 0) {
+      ::munmap(arena_ - shared_.arena_offset, shared_.file_bytes);
+      ::close(shared_.fd);
+    } else {
+      ::munmap(arena_, arena_bytes_);
+    }
   }
 
   StatusOr<WriteSlot> Reserve(const BlockKey& key, uint64_t size) override {
@@ -310,6 +318,7 @@ class TieredBlockStore final : public BlockStore {
 
   uint8_t* arena_base() override { return arena_; }
   uint64_t arena_bytes() const override { return arena_bytes_; }
+  SharedArena shared_arena() const override { return shared_; }
 
  protected:
   void AbortSlot(uint64_t handle) override {
@@ -570,6 +579,7 @@ class TieredBlockStore final : public BlockStore {
   const BlockStoreOptions options_;
   uint8_t* const arena_;
   const uint64_t arena_bytes_;
+  const SharedArena shared_;
 
   std::mutex mu_;
   ArenaAllocator alloc_;                                       // guarded by mu_
@@ -588,6 +598,40 @@ class TieredBlockStore final : public BlockStore {
   std::thread evictor_;
 };
 
+// The arena in a memfd: a header page (magic, nonce) and then the arena, mapped shared and
+// populated. Returns the arena's address; *shared describes the file.
+StatusOr<void*> MapSharedArena(uint64_t arena_bytes, SharedArena* shared) {
+  const uint64_t header = 4096;
+  const int fd = ::memfd_create("foresight-arena", MFD_CLOEXEC);
+  if (fd < 0) return Unavailable(std::string("memfd_create failed: ") + std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(header + arena_bytes)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ResourceExhausted("cannot size a " + FormatByteSize(arena_bytes) + " shared arena: " + std::strerror(err));
+  }
+  void* base = ::mmap(nullptr, header + arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (base == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    return ResourceExhausted("cannot map a " + FormatByteSize(arena_bytes) + " shared arena: " + std::strerror(err));
+  }
+  SharedArena s;
+  s.fd = fd;
+  s.arena_offset = header;
+  s.file_bytes = header + arena_bytes;
+  if (::getrandom(s.nonce, sizeof s.nonce, 0) != static_cast<ssize_t>(sizeof s.nonce)) {
+    ::munmap(base, header + arena_bytes);
+    ::close(fd);
+    return Unavailable("getrandom failed for the shared arena's nonce");
+  }
+  auto* h = static_cast<uint8_t*>(base);
+  const uint64_t magic = SharedArena::kMagic;
+  std::memcpy(h, &magic, 8);
+  std::memcpy(h + 8, s.nonce, sizeof s.nonce);
+  *shared = s;
+  return static_cast<void*>(h + header);
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const BlockStoreOptions& options) {
@@ -599,22 +643,43 @@ StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const BlockStoreOptions& 
   if (!(options.low_watermark > 0 && options.low_watermark < options.high_watermark && options.high_watermark <= 1))
     return InvalidArgument("watermarks must satisfy 0 < low < high <= 1");
   const uint64_t arena_bytes = options.ram_bytes / options.max_block_bytes * options.max_block_bytes;
-  void* arena = ::mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (arena == MAP_FAILED)
-    return ResourceExhausted("cannot allocate a RAM tier of " + FormatByteSize(arena_bytes) + ": " +
-                             std::strerror(errno));
-  ::madvise(arena, arena_bytes, MADV_HUGEPAGE);
+  SharedArena shared;
+  void* arena = MAP_FAILED;
+  if (options.shared_arena) {
+    auto made = MapSharedArena(arena_bytes, &shared);
+    if (made.ok()) {
+      arena = *made;
+    } else {
+      spdlog::warn("RAM tier: no shared-memory arena ({}); same-host clients use the copying path",
+                   made.status().message());
+    }
+  }
+  if (arena == MAP_FAILED) {
+    arena = ::mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (arena == MAP_FAILED)
+      return ResourceExhausted("cannot allocate a RAM tier of " + FormatByteSize(arena_bytes) + ": " +
+                               std::strerror(errno));
+    ::madvise(arena, arena_bytes, MADV_HUGEPAGE);
+  }
+  auto unmap = [&] {
+    if (shared.fd >= 0) {
+      ::munmap(static_cast<uint8_t*>(arena) - shared.arena_offset, shared.file_bytes);
+      ::close(shared.fd);
+    } else {
+      ::munmap(arena, arena_bytes);
+    }
+  };
   std::unique_ptr<NvmeTier> nvme;
   if (!options.nvme_dir.empty()) {
     auto opened = NvmeTier::Open(options.nvme_dir, options.nvme_bytes);
     if (!opened.ok()) {
-      ::munmap(arena, arena_bytes);
+      unmap();
       return opened.status();
     }
     nvme = std::move(*opened);
   }
   return std::unique_ptr<BlockStore>(
-      new TieredBlockStore(options, static_cast<uint8_t*>(arena), arena_bytes, std::move(nvme)));
+      new TieredBlockStore(options, static_cast<uint8_t*>(arena), arena_bytes, std::move(nvme), shared));
 }
 
 }  // namespace foresight

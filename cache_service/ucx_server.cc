@@ -24,6 +24,11 @@
 #include "common/checksum.h"
 #include "proto/ucx_messages.h"
 
+// XXH3 streaming, inline (AVX2), for the checksum of a lease's ranges without gathering them;
+// the same values as BlockChecksum over the concatenation.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 namespace foresight {
 
 using namespace ucxwire;  // NOLINT: this file is the wire format's second owner
@@ -141,6 +146,13 @@ class UcxServer::Impl {
     std::unordered_map<uint32_t, Region> regions;
     std::unordered_set<Outstanding*> outstanding;
     std::unordered_map<void*, Clock::time_point> held_descs;  // rendezvous/persistent data we hold
+    bool arena_granted = false;  // ARENA answered: LEASE allowed
+    uint64_t next_lease_id = 1;
+    struct Held {
+      ReadLease lease;
+      Clock::time_point since;
+    };
+    std::unordered_map<uint64_t, Held> leases;  // one-sided gets the client is copying
   };
   // One UCX send or receive in flight, with what it keeps alive.
   struct Outstanding {
@@ -167,6 +179,9 @@ class UcxServer::Impl {
     bool from_arena = false;
     uint64_t length = 0;
     uint64_t checksum = 0;
+    bool one_sided = false;  // LEASE: answer where the block lies; the client copies
+    uint64_t block_offset = 0;
+    uint64_t block_bytes = 0;
   };
   struct PutTask {
     uint64_t session_id = 0;
@@ -205,7 +220,10 @@ class UcxServer::Impl {
                              size_t length, const ucp_am_recv_param_t* param);
   void HandleHello(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
   void HandleRegister(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
-  ucs_status_t HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
+  ucs_status_t HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv,
+                         bool one_sided);
+  void HandleArena(Session* s, const Decoded& msg);
+  void HandleRelease(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
   ucs_status_t HandlePut(Session* s, const Decoded& msg, void* data, size_t length, bool rndv);
 
   void ExecuteGet(GetTask* task);  // Lease, checks, copy or pin; any thread
@@ -491,6 +509,7 @@ void UcxServer::Impl::Sweep(Clock::time_point now) {
     bool expired = false;
     for (Outstanding* o : s->outstanding) expired |= now - o->start > limit;
     for (auto& [desc, t] : s->held_descs) expired |= now - t > limit;
+    for (auto& [lid, held] : s->leases) expired |= now - held.since > limit;
     if (expired) {
       CloseSession(s.get(), "a transfer made no progress for " +
                                 std::to_string(options_.transfer_timeout_s) + " s");
@@ -536,6 +555,7 @@ void UcxServer::Impl::CloseSession(Session* s, const std::string& why, bool forc
   connections_--;
   for (auto& [desc, t] : s->held_descs) ucp_am_data_release(worker_, desc);
   s->held_descs.clear();
+  s->leases.clear();  // the client's one-sided copies: a dead client's pins go with it
   session_by_ep_.erase(s->ep);
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
@@ -640,7 +660,15 @@ ucs_status_t UcxServer::Impl::HandleRequest(Session* s, const void* header, size
       HandleRegister(s, *msg, data, length, rndv);
       return UCS_OK;
     case MsgType::kGet:
-      return HandleGet(s, *msg, data, length, rndv);
+      return HandleGet(s, *msg, data, length, rndv, /*one_sided=*/false);
+    case MsgType::kLease:
+      return HandleGet(s, *msg, data, length, rndv, /*one_sided=*/true);
+    case MsgType::kArena:
+      HandleArena(s, *msg);
+      return UCS_OK;
+    case MsgType::kRelease:
+      HandleRelease(s, *msg, data, length, rndv);
+      return UCS_OK;
     case MsgType::kPut:
       return HandlePut(s, *msg, data, length, rndv);
     default:
@@ -724,16 +752,56 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
             nullptr);
 }
 
+void UcxServer::Impl::HandleArena(Session* s, const Decoded& msg) {
+  const SharedArena shared = store_->shared_arena();
+  if (shared.fd < 0) {
+    SendError(s, MsgType::kArenaReply, msg.header.req_id,
+              FailedPrecondition(Node() + ": ARENA: this node's arena is not in shared memory"), false);
+    return;
+  }
+  ArenaGrant g;
+  g.pid = static_cast<uint32_t>(getpid());
+  g.fd = shared.fd;
+  g.file_bytes = shared.file_bytes;
+  g.arena_offset = shared.arena_offset;
+  g.arena_bytes = store_->arena_bytes();
+  std::memcpy(g.nonce, shared.nonce, sizeof g.nonce);
+  std::vector<uint8_t> bytes = EncodeArenaGrant(g);
+  s->arena_granted = true;
+  SendReply(s, MsgType::kArenaReply, msg.header.req_id, ReplyBody{}, nullptr, 0,
+            std::string(bytes.begin(), bytes.end()), nullptr, false, nullptr);
+}
+
+void UcxServer::Impl::HandleRelease(Session* s, const Decoded& msg, const void* data, size_t length,
+                                    bool rndv) {
+  std::string error;
+  std::optional<std::vector<uint64_t>> ids;
+  if (!rndv) ids = DecodeIds(data, length, &error);
+  if (!ids) {
+    if (error.empty()) error = "lease id list is too large";
+    SendError(s, MsgType::kError, msg.header.req_id, InvalidArgument(Node() + ": RELEASE: " + error), false);
+    return;
+  }
+  for (uint64_t id : *ids) s->leases.erase(id);  // unknown ids (expired, or never ours): ignored
+}
+
 ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const void* data,
-                                        size_t length, bool rndv) {
+                                        size_t length, bool rndv, bool one_sided) {
+  const MsgType reply_type = one_sided ? MsgType::kLeaseReply : MsgType::kGetReply;
+  const char* name = one_sided ? "LEASE" : "GET";
   std::string error;
   auto body = DecodeGet(msg, &error);
   std::optional<std::vector<ByteRange>> ranges;
   if (body && !rndv) ranges = DecodeRanges(data, length, body->range_count, &error);
-  if (body && rndv) error = "GET's range list is too large";
+  if (body && rndv) error = std::string(name) + "'s range list is too large";
   if (!body || !ranges) {
-    SendError(s, MsgType::kGetReply, msg.header.req_id, InvalidArgument(Node() + ": GET: " + error),
+    SendError(s, reply_type, msg.header.req_id, InvalidArgument(Node() + ": " + name + ": " + error),
               false);
+    return UCS_OK;
+  }
+  if (one_sided && !s->arena_granted) {
+    SendError(s, reply_type, msg.header.req_id,
+              FailedPrecondition(Node() + ": LEASE " + body->key.ToHex() + " before ARENA"), false);
     return UCS_OK;
   }
   auto task = std::make_unique<GetTask>();
@@ -742,7 +810,10 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
   task->body = *body;
   task->ranges = std::move(*ranges);
   task->arrival = Clock::now();
-  if (body->flags & kViaRegion) {
+  task->one_sided = one_sided;
+  if (one_sided) {
+    task->body.flags = 0;
+  } else if (body->flags & kViaRegion) {
     auto r = s->regions.find(body->region_id);
     if (r == s->regions.end() || r->second.mapped == nullptr || body->region_offset > r->second.length ||
         body->capacity > r->second.length - body->region_offset) {
@@ -802,7 +873,19 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
       }
       if (t->status.ok()) {
         t->length = total;
-        if (t->region_dest != nullptr) {
+        if (t->one_sided) {
+          t->block_offset = static_cast<uint64_t>(block - store_->arena_base());
+          t->block_bytes = size;
+          if (t->ranges.empty()) {
+            t->checksum = lease->checksum();
+          } else {
+            XXH3_state_t state;
+            XXH3_64bits_reset(&state);
+            for (const ByteRange& r : t->ranges) XXH3_64bits_update(&state, block + r.offset, r.length);
+            t->checksum = XXH3_64bits_digest(&state);
+          }
+          t->lease = std::move(*lease);  // held until the client RELEASEs it
+        } else if (t->region_dest != nullptr) {
           if (t->ranges.empty()) {
             std::memcpy(t->region_dest, block, size);
             t->checksum = lease->checksum();
@@ -849,7 +932,26 @@ void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t, bool from_pool) {
   }
   if (!t->status.ok()) {
     Observe(UcxRequestEvent::Op::kGet, t->status, 0, t->arrival, t->region_dest != nullptr);
-    SendError(s, MsgType::kGetReply, t->req_id, t->status, false);
+    SendError(s, t->one_sided ? MsgType::kLeaseReply : MsgType::kGetReply, t->req_id, t->status, false);
+    return;
+  }
+  if (t->one_sided) {
+    LeaseGrant g;
+    g.lease_id = s->next_lease_id++;
+    g.block_offset = t->block_offset;
+    g.block_bytes = t->block_bytes;
+    s->leases.emplace(g.lease_id, Session::Held{std::move(t->lease), Clock::now()});
+    std::vector<uint8_t> bytes = EncodeLeaseGrant(g);
+    ReplyBody reply;
+    reply.checksum = t->checksum;
+    reply.length = t->length;
+    const uint64_t n = t->length;
+    const auto arrival = t->arrival;
+    SendReply(s, MsgType::kLeaseReply, t->req_id, reply, nullptr, 0, std::string(bytes.begin(), bytes.end()),
+              nullptr, false, [this, n, arrival](ucs_status_t st, size_t) {
+                UcxRequestEvent::Op op = UcxRequestEvent::Op::kGet;
+                Observe(op, st == UCS_OK ? Status::OK() : Unavailable(UcsText(st)), n, arrival, true);
+              });
     return;
   }
   ReplyBody reply;

@@ -4,10 +4,14 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -22,8 +26,14 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cache_service/block_store.h"
 #include "common/checksum.h"
 #include "proto/ucx_messages.h"
+
+// XXH3 streaming, inline (AVX2): one-sided gets hash each copied chunk while it is in cache. The
+// values equal BlockChecksum's (XXH3-64, no seed) over the same bytes.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 namespace foresight {
 
@@ -47,7 +57,71 @@ std::string TlsFor(const std::string& transports) {
 
 UcxTransportOptions WithEnv(UcxTransportOptions o) {
   if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) o.spin_us = std::atof(spin);
+  if (const char* one = std::getenv("FORESIGHT_UCX_ONE_SIDED")) o.one_sided_gets = std::atoi(one) != 0;
   return o;
+}
+
+// The node's arena, mapped read-only into this process.
+struct ArenaMap {
+  uint8_t* base = nullptr;
+  uint64_t file_bytes = 0;
+  const uint8_t* arena = nullptr;
+  uint64_t arena_bytes = 0;
+  ArenaMap() = default;
+  ArenaMap(const ArenaMap&) = delete;
+  ArenaMap& operator=(const ArenaMap&) = delete;
+  ~ArenaMap() {
+    if (base != nullptr) munmap(base, file_bytes);
+  }
+};
+
+// Opens /proc/<pid>/fd/<fd> of the node (same host, same user), maps it read-only and checks the
+// header's nonce, so that a file of another process (another pid namespace) is never taken for it.
+StatusOr<std::shared_ptr<ArenaMap>> MapArena(const ucxwire::ArenaGrant& g) {
+  if (g.fd < 0 || g.arena_offset < 4096 || g.arena_bytes == 0 || g.arena_offset > g.file_bytes ||
+      g.arena_bytes > g.file_bytes - g.arena_offset) {
+    return InvalidArgument("the node's arena grant is inconsistent");
+  }
+  const std::string path = "/proc/" + std::to_string(g.pid) + "/fd/" + std::to_string(g.fd);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Unavailable("cannot open " + path + ": " + strerror(errno) + " (another host or user?)");
+  struct stat st{};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != g.file_bytes) {
+    close(fd);
+    return Unavailable(path + " is not the node's arena (size differs)");
+  }
+  void* base = mmap(nullptr, g.file_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (base == MAP_FAILED) return Unavailable("cannot map " + path + ": " + strerror(err));
+  auto map = std::make_shared<ArenaMap>();
+  map->base = static_cast<uint8_t*>(base);
+  map->file_bytes = g.file_bytes;
+  map->arena = map->base + g.arena_offset;
+  map->arena_bytes = g.arena_bytes;
+  uint64_t magic = 0;
+  std::memcpy(&magic, map->base, 8);
+  if (magic != SharedArena::kMagic || std::memcmp(map->base + 8, g.nonce, sizeof g.nonce) != 0) {
+    return Unavailable(path + " is not the node's arena (nonce differs)");
+  }
+  return map;
+}
+
+// Copies the segments into dest back to back and returns XXH3-64 of the copied bytes, hashing each
+// chunk from the destination right after copying it (still in L1/L2).
+uint64_t CopyAndChecksum(uint8_t* dest, const std::vector<std::pair<const uint8_t*, uint64_t>>& segments) {
+  constexpr uint64_t kChunk = 64 << 10;
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (const auto& [src, bytes] : segments) {
+    for (uint64_t at = 0; at < bytes; at += kChunk) {
+      const uint64_t n = std::min(kChunk, bytes - at);
+      std::memcpy(dest, src + at, n);
+      XXH3_64bits_update(&state, dest, n);
+      dest += n;
+    }
+  }
+  return XXH3_64bits_digest(&state);
 }
 
 }  // namespace
@@ -93,7 +167,22 @@ class UcxTransport::Impl {
     uint64_t capacity = 0;
     ucp_mem_h memh = nullptr;
     Clock::time_point start;
-    std::function<void(const Status&, const ReplyBody&)> on_control_reply;
+    std::function<void(const Status&, const ReplyBody&, const void*, size_t)> on_control_reply;
+    bool lease = false;  // a one-sided get: LEASE, then copy out of arena
+    std::vector<ByteRange> ranges;
+    std::shared_ptr<ArenaMap> arena;
+  };
+  // A leased block ready to be copied out of the node's arena; GUARDED_BY(mu_).
+  struct Ready {
+    UcxBatch batch = 0;
+    size_t index = 0;
+    std::shared_ptr<ArenaMap> arena;
+    std::vector<std::pair<const uint8_t*, uint64_t>> segments;
+    uint8_t* dest = nullptr;
+    uint64_t length = 0;
+    uint64_t checksum = 0;
+    uint64_t lease_id = 0;
+    uint64_t generation = 0;  // the connection it was leased on
   };
   struct SendCtx {
     std::vector<uint8_t> header;
@@ -104,7 +193,9 @@ class UcxTransport::Impl {
     std::vector<uint64_t> checksums;  // expected, for gets
     std::vector<const uint8_t*> dests;
     std::vector<bool> done;
+    std::vector<bool> verified;  // checksum already checked while copying (one-sided)
     size_t remaining = 0;
+    int copying = 0;             // one-sided copies in progress into this batch's buffers
     bool get = true;
     std::vector<BlockKey> keys;
   };
@@ -129,7 +220,15 @@ class UcxTransport::Impl {
   }
   Status DoConnect();
   Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
-                          double timeout_s);
+                          double timeout_s, std::vector<uint8_t>* reply_data = nullptr);
+  void RequestArena();
+  void HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length, bool rndv);
+  // Copies one ready block (of batch `prefer` when it has one); false when none is ready.
+  bool CopyOneReady(UcxBatch prefer);
+  void FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
+                        uint64_t checksum, bool verified);
+  void FlushReleases();
+  void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
   void StartOp(PendingSend ps);
   void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum);
@@ -176,6 +275,10 @@ class UcxTransport::Impl {
   bool connected_ = false;  // GUARDED_BY(mu_)
   std::vector<Region> regions_;  // GUARDED_BY(mu_); appended only
   std::unordered_map<UcxBatch, Batch> batches_;  // GUARDED_BY(mu_)
+  std::deque<Ready> ready_;                       // GUARDED_BY(mu_)
+  std::vector<std::pair<uint64_t, uint64_t>> releases_;  // (generation, lease id); GUARDED_BY(mu_)
+  std::shared_ptr<ArenaMap> arena_;               // GUARDED_BY(mu_); null: no one-sided gets
+  uint64_t generation_ = 1;                       // GUARDED_BY(mu_); bumped on every drop
   UcxBatch next_batch_ = 1;
   std::atomic<uint64_t> next_req_id_{1};
   uint32_t next_region_id_ = 1;
@@ -271,6 +374,8 @@ void UcxTransport::Impl::ProgressLoop() {
     if (ep_failed_ && ep_ != nullptr) {
       DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
     }
+    if (CopyOneReady(0)) n++;
+    FlushReleases();
     auto now = Clock::now();
     if (now - last_sweep_ > std::chrono::milliseconds(50)) {
       last_sweep_ = now;
@@ -334,6 +439,13 @@ void UcxTransport::Impl::DropConnection(const Status& status) {
   for (uint64_t id : ids) CompleteOp(id, status, 0, 0);
   std::lock_guard<std::mutex> lock(mu_);
   connected_ = false;
+  // Leases die with the connection: blocks not yet being copied fail like any unfinished item.
+  for (Ready& r : ready_) FinishItemLocked(r.batch, r.index, status, 0, 0, false);
+  ready_.clear();
+  releases_.clear();
+  arena_.reset();
+  stats_.arena_mapped = false;
+  generation_++;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +523,7 @@ Status UcxTransport::Impl::DoConnect() {
     return s;
   }
   DescribeEndpoint();
+  RequestArena();
   std::lock_guard<std::mutex> lock(mu_);
   connected_ = true;
   if (ever_connected_) stats_.reconnects++;
@@ -419,7 +532,8 @@ Status UcxTransport::Impl::DoConnect() {
 }
 
 Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data,
-                                            ReplyBody* reply, double timeout_s) {
+                                            ReplyBody* reply, double timeout_s,
+                                            std::vector<uint8_t>* reply_data) {
   bool done = false;
   Status result;
   PendingSend ps;
@@ -429,10 +543,13 @@ Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::ve
   ps.op.batch = 0;
   ps.op.start = Clock::now();
   const char* what = MsgTypeName(decoded->header.type);
-  ps.op.on_control_reply = [&](const Status& s, const ReplyBody& r) {
+  ps.op.on_control_reply = [&](const Status& s, const ReplyBody& r, const void* d, size_t n) {
     done = true;
     result = s;
     *reply = r;
+    if (reply_data != nullptr && d != nullptr) {
+      reply_data->assign(static_cast<const uint8_t*>(d), static_cast<const uint8_t*>(d) + n);
+    }
   };
   ps.header = std::move(header);
   ps.data_copy = std::move(data);
@@ -586,6 +703,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
     b.checksums.resize(n);
     b.dests.resize(n);
     b.done.assign(n, false);
+    b.verified.assign(n, false);
     b.keys.resize(n);
     auto find_region = [&](const uint8_t* p, uint64_t len) -> const Region* {
       for (const Region& r : regions_) {
@@ -606,7 +724,12 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
         body.key = g.key;
         body.capacity = g.capacity;
         body.range_count = static_cast<uint32_t>(g.ranges.size());
-        if (r != nullptr && r->fast_path) {
+        if (arena_ != nullptr) {
+          ps.op.lease = true;
+          ps.op.ranges = g.ranges;
+          ps.op.arena = arena_;
+          stats_.one_sided_gets++;
+        } else if (r != nullptr && r->fast_path) {
           body.flags = kViaRegion;
           body.region_id = r->id;
           body.region_offset = static_cast<uint64_t>(g.dest - r->data);
@@ -616,7 +739,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
         ps.op.dest = g.dest;
         ps.op.capacity = g.capacity;
         ps.op.memh = r != nullptr ? r->memh : nullptr;
-        ps.header = EncodeGet(ps.op.req_id, body);
+        ps.header = ps.op.lease ? EncodeLease(ps.op.req_id, body) : EncodeGet(ps.op.req_id, body);
         ps.data_copy = EncodeRanges(g.ranges);
         b.dests[i] = g.dest;
         b.keys[i] = g.key;
@@ -756,7 +879,8 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   Op& op = it->second;
   if (!reply) {
     if (op.on_control_reply) {
-      op.on_control_reply(Internal("node " + node_ + " sent a malformed reply: " + error), ReplyBody{});
+      op.on_control_reply(Internal("node " + node_ + " sent a malformed reply: " + error), ReplyBody{},
+                          nullptr, 0);
       ops_.erase(it);
       return UCS_OK;
     }
@@ -771,11 +895,15 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   if (op.on_control_reply) {
     auto cb = std::move(op.on_control_reply);
     ops_.erase(it);
-    cb(status, *reply);
+    cb(status, *reply, rndv ? nullptr : data, rndv ? 0 : length);
     return UCS_OK;
   }
   if (!status.ok()) {
     CompleteOp(op.req_id, status, 0, 0);
+    return UCS_OK;
+  }
+  if (op.lease) {
+    HandleLeaseReply(op, *reply, data, length, rndv);
     return UCS_OK;
   }
   if (!op.get) {
@@ -831,19 +959,25 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
   Op op = std::move(it->second);
   ops_.erase(it);
   if (op.on_control_reply) {
-    op.on_control_reply(status, ReplyBody{});
+    op.on_control_reply(status, ReplyBody{}, nullptr, 0);
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  auto b = batches_.find(op.batch);
-  if (b == batches_.end() || b->second.done[op.index]) return;
+  FinishItemLocked(op.batch, op.index, status, bytes, checksum, false);
+}
+
+void UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Status& status, uint64_t bytes,
+                                          uint64_t checksum, bool verified) {
+  auto b = batches_.find(id);
+  if (b == batches_.end() || b->second.done[index]) return;
   Batch& batch = b->second;
-  batch.done[op.index] = true;
-  batch.results[op.index].status = status;
-  batch.results[op.index].bytes = status.ok() ? bytes : 0;
-  batch.checksums[op.index] = checksum;
+  batch.done[index] = true;
+  batch.verified[index] = verified;
+  batch.results[index].status = status;
+  batch.results[index].bytes = status.ok() ? bytes : 0;
+  batch.checksums[index] = checksum;
   if (status.ok()) {
-    (op.get ? stats_.bytes_in : stats_.bytes_out) += bytes;
+    (batch.get ? stats_.bytes_in : stats_.bytes_out) += bytes;
   } else {
     stats_.failures++;
   }
@@ -855,18 +989,33 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
   auto it = batches_.find(id);
   if (it == batches_.end()) return {};
   const auto deadline = Clock::now() + Seconds(timeout_s);
-  bool finished = cv_.wait_until(lock, deadline, [&] {
-    auto b = batches_.find(id);
-    return b->second.remaining == 0;
-  });
+  bool finished = false;
+  for (;;) {
+    if (batches_[id].remaining == 0) {
+      finished = true;
+      break;
+    }
+    if (!ready_.empty()) {
+      // Copy a leased block (this batch's first, else any): this thread and the progress thread
+      // then copy two blocks at once.
+      lock.unlock();
+      CopyOneReady(id);
+      lock.lock();
+      continue;
+    }
+    if (Clock::now() >= deadline) break;
+    cv_.wait_until(lock, deadline, [&] { return batches_[id].remaining == 0 || !ready_.empty(); });
+  }
   if (!finished) {
     lock.unlock();
-    // Nothing may land in the caller's buffers after we return: drop the connection.
+    // Nothing may land in the caller's buffers after we return: drop the connection (which fails
+    // the blocks not yet being copied) and let the copies already running finish.
     RunSync([&] {
       DropConnection(DeadlineExceeded("UCX batch on node " + node_ + " not done within " +
                                       std::to_string(timeout_s) + " s (Wait timeout); connection dropped"));
     });
     lock.lock();
+    cv_.wait(lock, [&] { return batches_[id].copying == 0; });
   }
   Batch batch = std::move(batches_[id]);
   batches_.erase(id);
@@ -878,7 +1027,7 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
                                   node_ + ": not done within " + std::to_string(timeout_s) + " s");
       continue;
     }
-    if (!batch.get || !r.status.ok()) continue;
+    if (!batch.get || !r.status.ok() || batch.verified[i]) continue;
     const uint64_t actual = BlockChecksum(batch.dests[i], r.bytes);
     if (actual != batch.checksums[i]) {
       r.status = DataLoss("GET " + batch.keys[i].ToHex() + " on node " + node_ +
@@ -889,6 +1038,164 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
     }
   }
   return std::move(batch.results);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One-sided gets.
+
+void UcxTransport::Impl::RequestArena() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    arena_.reset();
+    stats_.arena_mapped = false;
+    stats_.arena_note.clear();
+    if (!options_.one_sided_gets) return;
+    if (stats_.path != "shm") return;  // not the same host as far as UCX can tell
+  }
+  ReplyBody reply;
+  std::vector<uint8_t> data;
+  Status s = ControlRoundTrip(EncodeArena(next_req_id_++), {}, &reply, options_.connect_timeout_s, &data);
+  StatusOr<std::shared_ptr<ArenaMap>> map = Unavailable("no arena");
+  if (s.ok()) {
+    std::string error;
+    auto grant = DecodeArenaGrant(data.data(), data.size(), &error);
+    map = grant ? MapArena(*grant) : StatusOr<std::shared_ptr<ArenaMap>>(Internal(error));
+  } else {
+    map = s;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (map.ok()) {
+    arena_ = *map;
+    stats_.arena_mapped = true;
+  } else {
+    stats_.arena_note = map.status().ToString();
+  }
+}
+
+void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length,
+                                          bool rndv) {
+  std::string error;
+  std::optional<LeaseGrant> grant;
+  if (!rndv) grant = DecodeLeaseGrant(data, length, &error);
+  if (!grant) {
+    CompleteOp(op.req_id, Internal(What(op) + ": malformed lease: " + error), 0, 0);
+    return;
+  }
+  const ArenaMap& arena = *op.arena;
+  std::lock_guard<std::mutex> lock(mu_);
+  Ready r;
+  r.batch = op.batch;
+  r.index = op.index;
+  r.arena = op.arena;
+  r.dest = op.dest;
+  r.checksum = reply.checksum;
+  r.lease_id = grant->lease_id;
+  r.generation = generation_;
+  // Everything the node says is bounds-checked against our mapping before a byte is read.
+  bool ok = grant->block_offset <= arena.arena_bytes && grant->block_bytes <= arena.arena_bytes - grant->block_offset;
+  const uint8_t* block = arena.arena + grant->block_offset;
+  uint64_t total = 0;
+  if (op.ranges.empty()) {
+    r.segments.emplace_back(block, grant->block_bytes);
+    total = grant->block_bytes;
+  } else {
+    for (const ByteRange& range : op.ranges) {
+      ok = ok && range.offset <= grant->block_bytes && range.length <= grant->block_bytes - range.offset;
+      r.segments.emplace_back(block + range.offset, range.length);
+      total += range.length;
+    }
+  }
+  ok = ok && total == reply.length && total <= op.capacity;
+  r.length = total;
+  const uint64_t req_id = op.req_id;
+  const UcxBatch batch = op.batch;
+  const size_t index = op.index;
+  const std::string what = What(op);
+  ops_.erase(req_id);  // op is gone from here on
+  if (!ok) {
+    releases_.emplace_back(generation_, grant->lease_id);
+    FinishItemLocked(batch, index,
+                     DataLoss(what + ": the node's lease (" + std::to_string(grant->block_bytes) + " bytes at " +
+                              std::to_string(grant->block_offset) + ", " + std::to_string(reply.length) +
+                              " to deliver) does not fit the arena, the ranges or the buffer"),
+                     0, 0, false);
+    return;
+  }
+  ready_.push_back(std::move(r));
+  cv_.notify_all();
+}
+
+bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer) {
+  Ready r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ready_.empty()) return false;
+    auto pick = ready_.begin();
+    if (prefer != 0) {
+      auto own = std::find_if(ready_.begin(), ready_.end(), [&](const Ready& x) { return x.batch == prefer; });
+      pick = own != ready_.end() ? own : std::prev(ready_.end());
+    }
+    r = std::move(*pick);
+    ready_.erase(pick);
+    auto b = batches_.find(r.batch);
+    if (b == batches_.end()) {
+      releases_.emplace_back(r.generation, r.lease_id);
+      return true;
+    }
+    b->second.copying++;
+  }
+  const uint64_t actual = CopyAndChecksum(r.dest, r.segments);
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool first_release = releases_.empty();
+  releases_.emplace_back(r.generation, r.lease_id);
+  Batch& batch = batches_[r.batch];
+  batch.copying--;
+  if (actual == r.checksum) {
+    FinishItemLocked(r.batch, r.index, Status::OK(), r.length, r.checksum, true);
+  } else {
+    FinishItemLocked(r.batch, r.index,
+                     DataLoss("GET " + batch.keys[r.index].ToHex() + " on node " + node_ +
+                              ": checksum mismatch on the bytes copied from the node's arena (the block was "
+                              "not delivered)"),
+                     0, 0, false);
+  }
+  if (batch.copying == 0) cv_.notify_all();
+  if (first_release && std::this_thread::get_id() != progress_thread_.get_id()) ucp_worker_signal(worker_);
+  return true;
+}
+
+void UcxTransport::Impl::FlushReleases() {
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (releases_.empty()) return;
+    for (auto [gen, id] : releases_) {
+      if (gen == generation_) ids.push_back(id);
+    }
+    releases_.clear();
+  }
+  if (ep_ == nullptr || ids.empty()) return;
+  for (size_t at = 0; at < ids.size(); at += kMaxReleaseIds) {
+    std::vector<uint64_t> part(ids.begin() + at, ids.begin() + std::min(ids.size(), at + kMaxReleaseIds));
+    SendFireAndForget(EncodeRelease(next_req_id_++), EncodeIds(part));
+  }
+}
+
+void UcxTransport::Impl::SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data) {
+  auto* ctx = new SendCtx;
+  ctx->header = std::move(header);
+  ctx->data = std::move(data);
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_AM_SEND_FLAG_REPLY;
+  p.cb.send = [](void* request, ucs_status_t, void* user_data) {
+    delete static_cast<SendCtx*>(user_data);
+    ucp_request_free(request);
+  };
+  p.user_data = ctx;
+  void* req = ucp_am_send_nbx(ep_, kUcxRequestAmId, ctx->header.data(), ctx->header.size(),
+                              ctx->data.empty() ? nullptr : ctx->data.data(), ctx->data.size(), &p);
+  if (req == nullptr || UCS_PTR_IS_ERR(req)) delete ctx;
 }
 
 // ---------------------------------------------------------------------------------------------

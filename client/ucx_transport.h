@@ -11,8 +11,15 @@
 //   ... compute ...
 //   std::vector<UcxItemResult> results = ucx->Wait(batch, /*timeout_s=*/1.0);
 //
+// One-sided gets: on a shared-memory connection the client maps the node's arena read-only (see
+// cache_service/ucx_server.h); a get then leases the block, copies it out of the arena into the
+// destination (any memory) with XXH3 computed over each copied chunk while it is hot in cache, and
+// releases the lease (batched). The node does no copy. The copies run on the progress thread and on
+// threads blocked in Wait(), which take ready blocks of any batch, so two cores copy at once.
+//
 // Buffers: Allocate() gives memory that UCX places in shared memory when it can (posix/sysv); a
-// node on the same host maps it and copies blocks with one memcpy (the fast path). Register() makes
+// node on the same host maps it and copies blocks with one memcpy (the fast path, used for puts,
+// and for gets when the arena cannot be mapped). Register() makes
 // caller-allocated memory known (zero-copy over TCP; over shared memory UCX then moves bytes by CMA,
 // about 0.3x of memcpy). Pointers given to SubmitGets/SubmitPuts may lie anywhere, but only those
 // inside a buffer from Allocate()/Register() avoid extra copies.
@@ -27,7 +34,7 @@
 // destination's contents are unspecified. Errors name the node and the key.
 //
 // Thread-safety: all methods are safe to call from any thread. One progress thread per transport
-// owns the UCX worker; Wait() verifies checksums on the caller's thread.
+// owns the UCX worker; Wait() verifies checksums (and does one-sided copies) on the caller's thread.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +57,10 @@ struct UcxTransportOptions {
   // After activity the progress thread polls this long before sleeping on the worker's event fd
   // (FORESIGHT_UCX_SPIN_US overrides when set).
   double spin_us = 50;
+  // On a shared-memory connection, map the node's arena read-only and serve gets one-sided: lease,
+  // copy out with the checksum verified in the same pass, release (FORESIGHT_UCX_ONE_SIDED=0
+  // turns it off).
+  bool one_sided_gets = true;
 };
 
 struct UcxBuffer {
@@ -88,6 +99,9 @@ struct UcxTransportStats {
   uint64_t bytes_in = 0, bytes_out = 0;
   uint64_t fast_path_ops = 0;  // moved through a mapped buffer
   uint64_t reconnects = 0;
+  bool arena_mapped = false;     // the node's arena is mapped: gets are one-sided
+  uint64_t one_sided_gets = 0;   // gets copied out of the node's arena by this client
+  std::string arena_note;        // why the arena is not mapped (empty when it is, or not tried)
 };
 
 using UcxBatch = uint64_t;

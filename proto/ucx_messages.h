@@ -15,7 +15,17 @@
 //             (data: ranges)                              data: block bytes or error text
 //   PUT       key, size, checksum, source  PUT_REPLY      status, data: error text
 //             (data: block bytes)
+//   ARENA                                  ARENA_REPLY    status, data: ArenaGrant
+//   LEASE     key, ranges (GET's body)     LEASE_REPLY    status, checksum, length,
+//             (data: ranges)                              data: LeaseGrant
+//   RELEASE   data: lease ids              (no reply)
 //   (any)                                  ERROR          status, data: error text
+//
+// One-sided shared-memory gets (ARENA / LEASE / RELEASE): a same-host client asks for the node's
+// arena (a memfd, opened as /proc/<pid>/<fd> and mapped read-only; the nonce in its header page
+// proves it is this node's); a LEASE pins a block and answers where it lies in the arena and its
+// checksum (the writer's for a whole block; XXH3 over the ranges concatenated for a subset); the
+// client copies the bytes out itself, verifying the checksum, and RELEASEs the lease (ids batched).
 //
 // Versioning: MsgHeader.version is kUcxWireVersion; a node answers a request of another version
 // with ERROR (FAILED_PRECONDITION) naming both versions. Bodies only ever grow at their end;
@@ -45,6 +55,7 @@ inline constexpr uint32_t kMaxRanges = 4096;
 inline constexpr uint32_t kMaxTokenBytes = 4096;
 inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
 inline constexpr uint32_t kMaxHeaderBytes = 1024;
+inline constexpr uint32_t kMaxReleaseIds = 65536;
 
 enum class MsgType : uint16_t {
   kHello = 1,
@@ -56,6 +67,11 @@ enum class MsgType : uint16_t {
   kPut = 7,
   kPutReply = 8,
   kError = 9,
+  kArena = 10,
+  kArenaReply = 11,
+  kLease = 12,
+  kLeaseReply = 13,
+  kRelease = 14,
 };
 
 // GET / PUT flags.
@@ -113,6 +129,25 @@ struct ReplyBody {
   uint64_t reserved = 0;
 };
 
+// ARENA_REPLY data, 48 bytes: where a same-host client finds the node's arena.
+struct ArenaGrant {
+  uint32_t pid = 0;             // the node's process id
+  int32_t fd = -1;              // the memfd in that process (/proc/<pid>/fd/<fd>)
+  uint64_t file_bytes = 0;
+  uint64_t arena_offset = 0;    // where the arena starts in the file
+  uint64_t arena_bytes = 0;
+  uint8_t nonce[16] = {};       // must match the file's header
+};
+inline constexpr uint32_t kArenaGrantBytes = 48;
+
+// LEASE_REPLY data, 24 bytes: the pinned block, as an offset into the arena.
+struct LeaseGrant {
+  uint64_t lease_id = 0;        // to RELEASE
+  uint64_t block_offset = 0;    // the block's first byte, from the arena's start
+  uint64_t block_bytes = 0;     // the whole block (ranges are offsets into it)
+};
+inline constexpr uint32_t kLeaseGrantBytes = 24;
+
 // --- Little-endian primitives. ---
 namespace internal {
 inline void PutLE(std::vector<uint8_t>& out, uint64_t v, int bytes) {
@@ -155,6 +190,11 @@ inline const char* MsgTypeName(MsgType type) {
     case MsgType::kPut: return "PUT";
     case MsgType::kPutReply: return "PUT_REPLY";
     case MsgType::kError: return "ERROR";
+    case MsgType::kArena: return "ARENA";
+    case MsgType::kArenaReply: return "ARENA_REPLY";
+    case MsgType::kLease: return "LEASE";
+    case MsgType::kLeaseReply: return "LEASE_REPLY";
+    case MsgType::kRelease: return "RELEASE";
   }
   return "UNKNOWN";
 }
@@ -180,6 +220,44 @@ inline std::vector<uint8_t> EncodeGet(uint64_t req_id, const GetBody& b) {
   internal::PutLE(out, b.capacity, 8);
   internal::PutLE(out, b.range_count, 4);
   internal::PutLE(out, 0, 4);
+  return out;
+}
+inline std::vector<uint8_t> EncodeArena(uint64_t req_id) {
+  return internal::Start(MsgType::kArena, req_id, 0);
+}
+// LEASE has GET's body and range list (flags and region fields unused).
+inline std::vector<uint8_t> EncodeLease(uint64_t req_id, const GetBody& b) {
+  auto out = EncodeGet(req_id, b);
+  out[6] = static_cast<uint8_t>(MsgType::kLease);
+  out[7] = 0;
+  return out;
+}
+inline std::vector<uint8_t> EncodeRelease(uint64_t req_id) {
+  return internal::Start(MsgType::kRelease, req_id, 0);
+}
+inline std::vector<uint8_t> EncodeIds(const std::vector<uint64_t>& ids) {
+  std::vector<uint8_t> out;
+  out.reserve(ids.size() * 8);
+  for (uint64_t id : ids) internal::PutLE(out, id, 8);
+  return out;
+}
+inline std::vector<uint8_t> EncodeArenaGrant(const ArenaGrant& g) {
+  std::vector<uint8_t> out;
+  out.reserve(kArenaGrantBytes);
+  internal::PutLE(out, g.pid, 4);
+  internal::PutLE(out, static_cast<uint32_t>(g.fd), 4);
+  internal::PutLE(out, g.file_bytes, 8);
+  internal::PutLE(out, g.arena_offset, 8);
+  internal::PutLE(out, g.arena_bytes, 8);
+  out.insert(out.end(), g.nonce, g.nonce + 16);
+  return out;
+}
+inline std::vector<uint8_t> EncodeLeaseGrant(const LeaseGrant& g) {
+  std::vector<uint8_t> out;
+  out.reserve(kLeaseGrantBytes);
+  internal::PutLE(out, g.lease_id, 8);
+  internal::PutLE(out, g.block_offset, 8);
+  internal::PutLE(out, g.block_bytes, 8);
   return out;
 }
 inline std::vector<uint8_t> EncodePut(uint64_t req_id, const PutBody& b) {
@@ -318,6 +396,47 @@ inline std::optional<std::vector<ByteRange>> DecodeRanges(const void* data, size
     ranges[i].length = internal::GetLE(p + 16 * i + 8, 8);
   }
   return ranges;
+}
+
+inline std::optional<ArenaGrant> DecodeArenaGrant(const void* data, size_t size, std::string* error) {
+  if (data == nullptr || size < kArenaGrantBytes) {
+    *error = "ARENA_REPLY carries " + std::to_string(size) + " bytes, fewer than " +
+             std::to_string(kArenaGrantBytes);
+    return std::nullopt;
+  }
+  const auto* p = static_cast<const uint8_t*>(data);
+  ArenaGrant g;
+  g.pid = static_cast<uint32_t>(internal::GetLE(p, 4));
+  g.fd = static_cast<int32_t>(static_cast<uint32_t>(internal::GetLE(p + 4, 4)));
+  g.file_bytes = internal::GetLE(p + 8, 8);
+  g.arena_offset = internal::GetLE(p + 16, 8);
+  g.arena_bytes = internal::GetLE(p + 24, 8);
+  std::memcpy(g.nonce, p + 32, 16);
+  return g;
+}
+inline std::optional<LeaseGrant> DecodeLeaseGrant(const void* data, size_t size, std::string* error) {
+  if (data == nullptr || size < kLeaseGrantBytes) {
+    *error = "LEASE_REPLY carries " + std::to_string(size) + " bytes, fewer than " +
+             std::to_string(kLeaseGrantBytes);
+    return std::nullopt;
+  }
+  const auto* p = static_cast<const uint8_t*>(data);
+  LeaseGrant g;
+  g.lease_id = internal::GetLE(p, 8);
+  g.block_offset = internal::GetLE(p + 8, 8);
+  g.block_bytes = internal::GetLE(p + 16, 8);
+  return g;
+}
+inline std::optional<std::vector<uint64_t>> DecodeIds(const void* data, size_t size, std::string* error) {
+  if (size % 8 != 0 || size / 8 > kMaxReleaseIds || (size > 0 && data == nullptr)) {
+    *error = "lease id list of " + std::to_string(size) + " bytes is not 1.." +
+             std::to_string(kMaxReleaseIds) + " ids of 8 bytes";
+    return std::nullopt;
+  }
+  std::vector<uint64_t> ids(size / 8);
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = internal::GetLE(p + 8 * i, 8);
+  return ids;
 }
 
 }  // namespace foresight::ucxwire

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -88,6 +89,17 @@ UcxItemResult GetOne(UcxTransport& t, const BlockKey& key, std::vector<ByteRange
   return results[0];
 }
 
+// One-sided gets release their leases asynchronously (batched RELEASE messages): wait for them.
+StoreStats SettledStats(BlockStore& store, double seconds = 5) {
+  auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  StoreStats stats = store.Stats();
+  while ((stats.active_leases != 0 || stats.pending_writes != 0) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    stats = store.Stats();
+  }
+  return stats;
+}
+
 class UcxPathTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(UcxPathTest, PutGetRoundTripThroughBothBufferKinds) {
@@ -146,7 +158,12 @@ TEST_P(UcxPathTest, PutGetRoundTripThroughBothBufferKinds) {
   ASSERT_TRUE(bad_put.ok());
   EXPECT_EQ(t->Wait(*bad_put, 10)[0].status.code(), StatusCode::kDataLoss);
 
-  auto stats = node.store->Stats();
+  // Over shared memory, gets are one-sided (copied out of the node's mapped arena).
+  EXPECT_EQ(t->Stats().arena_mapped, GetParam() == "shm") << t->Stats().arena_note;
+  if (GetParam() == "shm") EXPECT_GE(t->Stats().one_sided_gets, 24u);
+  if (GetParam() == "tcp") EXPECT_EQ(t->Stats().one_sided_gets, 0u);
+
+  auto stats = SettledStats(*node.store);
   EXPECT_EQ(stats.active_leases, 0u);
   EXPECT_EQ(stats.pending_writes, 0u);
 }
@@ -297,6 +314,19 @@ class RawClient {
     Reply r = replies_.front();
     replies_.erase(replies_.begin());
     return r;
+  }
+  // Sends one message that has no reply, and progresses until it is out.
+  void Send(const std::vector<uint8_t>& header, const std::vector<uint8_t>& data) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    void* req = ucp_am_send_nbx(ep_, ucxwire::kUcxRequestAmId, header.data(), header.size(),
+                                data.empty() ? nullptr : data.data(), data.size(), &p);
+    if (req != nullptr && !UCS_PTR_IS_ERR(req)) {
+      while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(req);
+    }
+    for (int i = 0; i < 1000; ++i) ucp_worker_progress(worker_);
   }
   // Progresses for a while; true when the node dropped the connection.
   bool WaitForDrop(double seconds) {
@@ -589,6 +619,209 @@ TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
   auto r = GetOne(*t, Key("big1"), {}, out.data(), out.size());
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
   EXPECT_GE(node.server->Stats().dropped_connections, 3u);
+}
+
+// --- One-sided shared-memory gets. ---
+
+// A block's arena bytes, through a lease taken in the test (the node's own process).
+uint8_t* ArenaBytesOf(BlockStore& store, const BlockKey& key) {
+  auto lease = store.Lease(key);
+  EXPECT_TRUE(lease.ok()) << lease.status().ToString();
+  return lease.ok() ? const_cast<uint8_t*>(lease->data()) : nullptr;
+}
+
+TEST(UcxTransportTest, OneSidedGetsOfWholeBlocksRangesAndBatches) {
+  Node node = StartNode();
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(t->Stats().arena_mapped) << t->Stats().arena_note;
+  BlockLayout layout(16, 8, 64, 2);  // 8 KV heads of 4 KiB
+  auto block = Bytes(layout.block_bytes(), 21);
+  ASSERT_TRUE(PutOne(*t, Key("os-heads"), block.data(), block.size()).ok());
+  const uint64_t before = t->Stats().one_sided_gets;
+
+  std::vector<uint8_t> out(1 << 20);  // plain heap memory: no registration needed
+  auto whole = GetOne(*t, Key("os-heads"), {}, out.data(), out.size());
+  ASSERT_TRUE(whole.status.ok()) << whole.status.ToString();
+  ASSERT_EQ(whole.bytes, block.size());
+  EXPECT_EQ(0, std::memcmp(out.data(), block.data(), block.size()));
+  for (const std::vector<uint32_t>& heads : std::vector<std::vector<uint32_t>>{{3}, {7, 0, 4}}) {
+    std::vector<ByteRange> ranges;
+    std::vector<uint8_t> expect;
+    for (uint32_t h : heads) {
+      ranges.push_back(layout.head_range(h));
+      expect.insert(expect.end(), block.begin() + layout.head_range(h).offset,
+                    block.begin() + layout.head_range(h).offset + layout.head_bytes());
+    }
+    auto r = GetOne(*t, Key("os-heads"), ranges, out.data(), out.size());
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    ASSERT_EQ(r.bytes, expect.size());
+    EXPECT_EQ(0, std::memcmp(out.data(), expect.data(), expect.size()));
+  }
+  auto outside = GetOne(*t, Key("os-heads"), {ByteRange{layout.block_bytes() - 10, 20}}, out.data(), out.size());
+  EXPECT_EQ(outside.status.code(), StatusCode::kOutOfRange) << outside.status.ToString();
+  auto small = GetOne(*t, Key("os-heads"), {}, out.data(), 1000);
+  EXPECT_EQ(small.status.code(), StatusCode::kOutOfRange) << small.status.ToString();
+  auto missing = GetOne(*t, Key("os-missing"), {}, out.data(), out.size());
+  EXPECT_EQ(missing.status.code(), StatusCode::kNotFound) << missing.status.ToString();
+
+  // 32 blocks of 1 MiB in flight in one batch, and two batches waited in reverse order.
+  std::vector<std::vector<uint8_t>> blocks;
+  for (int i = 0; i < 8; ++i) {
+    blocks.push_back(Bytes(1 << 20, 300 + i));
+    ASSERT_TRUE(PutOne(*t, Key("os" + std::to_string(i)), blocks.back().data(), 1 << 20).ok());
+  }
+  std::vector<uint8_t> sink(32u << 20);
+  std::vector<UcxGet> gets;
+  for (int i = 0; i < 32; ++i) gets.push_back(UcxGet{Key("os" + std::to_string(i % 8)), {}, sink.data() + (uint64_t(i) << 20), 1 << 20});
+  auto first = t->SubmitGets(std::vector<UcxGet>(gets.begin(), gets.begin() + 16));
+  auto second = t->SubmitGets(std::vector<UcxGet>(gets.begin() + 16, gets.end()));
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto r2 = t->Wait(*second, 10);
+  auto r1 = t->Wait(*first, 10);
+  ASSERT_EQ(r1.size(), 16u);
+  ASSERT_EQ(r2.size(), 16u);
+  for (int i = 0; i < 32; ++i) {
+    const UcxItemResult& r = i < 16 ? r1[i] : r2[i - 16];
+    ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.ToString();
+    EXPECT_EQ(0, std::memcmp(sink.data() + (uint64_t(i) << 20), blocks[i % 8].data(), 1 << 20)) << i;
+  }
+  EXPECT_EQ(t->Stats().one_sided_gets - before, 6u + 32u);
+  EXPECT_EQ(SettledStats(*node.store).active_leases, 0u);
+}
+
+TEST(UcxTransportTest, OneSidedGetCatchesAFlippedByteInTheArena) {
+  Node node = StartNode();
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(t->Stats().arena_mapped) << t->Stats().arena_note;
+  auto block = Bytes(256 << 10, 22);
+  ASSERT_TRUE(PutOne(*t, Key("flip"), block.data(), block.size()).ok());
+  uint8_t* arena = ArenaBytesOf(*node.store, Key("flip"));
+  ASSERT_NE(arena, nullptr);
+  std::vector<uint8_t> out(block.size());
+  for (uint64_t at : {uint64_t{0}, uint64_t{100000}, block.size() - 1}) {
+    arena[at] ^= 0x10;  // damage in the node's RAM, after the checksum was taken
+    auto bad = GetOne(*t, Key("flip"), {}, out.data(), out.size());
+    EXPECT_EQ(bad.status.code(), StatusCode::kDataLoss) << "byte " << at << ": " << bad.status.ToString();
+    EXPECT_EQ(bad.bytes, 0u);
+    EXPECT_NE(bad.status.message().find(Key("flip").ToHex()), std::string::npos);
+    arena[at] ^= 0x10;
+    auto good = GetOne(*t, Key("flip"), {}, out.data(), out.size());
+    ASSERT_TRUE(good.status.ok()) << good.status.ToString();
+    EXPECT_EQ(out, block);
+  }
+  EXPECT_GE(t->Stats().failures, 3u);
+  EXPECT_EQ(SettledStats(*node.store).active_leases, 0u);
+}
+
+TEST(UcxTransportTest, LeaseProtocolRefusesMisuseAndExpiresHeldLeases) {
+  Node node = StartNode("", /*transfer_timeout_s=*/1);
+  {
+    auto t = ConnectOrDie(node, "tcp");
+    ASSERT_NE(t, nullptr);
+    auto bytes = Bytes(100000, 23);
+    ASSERT_TRUE(PutOne(*t, Key("held"), bytes.data(), bytes.size()).ok());
+  }
+  RawClient raw(node.server->port());
+  ucxwire::GetBody get;
+  get.key = Key("held");
+  get.capacity = 1 << 20;
+  auto early = raw.Call(ucxwire::EncodeLease(1, get), {});
+  ASSERT_TRUE(early.has_value());
+  EXPECT_EQ(early->status, StatusCode::kFailedPrecondition) << early->text;
+  auto bad_release = raw.Call(ucxwire::EncodeRelease(2), std::vector<uint8_t>(12, 0));
+  ASSERT_TRUE(bad_release.has_value());
+  EXPECT_EQ(bad_release->status, StatusCode::kInvalidArgument) << bad_release->text;
+
+  auto arena = raw.Call(ucxwire::EncodeArena(3), {});
+  ASSERT_TRUE(arena.has_value());
+  ASSERT_EQ(arena->status, StatusCode::kOk) << arena->text;
+  std::string error;
+  auto grant = ucxwire::DecodeArenaGrant(arena->text.data(), arena->text.size(), &error);
+  ASSERT_TRUE(grant.has_value()) << error;
+  EXPECT_EQ(grant->pid, static_cast<uint32_t>(getpid()));
+  EXPECT_EQ(grant->arena_bytes, node.store->arena_bytes());
+
+  auto leased = raw.Call(ucxwire::EncodeLease(4, get), {});
+  ASSERT_TRUE(leased.has_value());
+  ASSERT_EQ(leased->status, StatusCode::kOk) << leased->text;
+  auto lease = ucxwire::DecodeLeaseGrant(leased->text.data(), leased->text.size(), &error);
+  ASSERT_TRUE(lease.has_value()) << error;
+  EXPECT_EQ(lease->block_bytes, 100000u);
+  EXPECT_EQ(node.store->Stats().active_leases, 1u);
+  // A release of an unknown id is ignored; a held lease pins the block until the transfer timeout,
+  // which then drops the connection and frees the pin.
+  raw.Send(ucxwire::EncodeRelease(5), ucxwire::EncodeIds({lease->lease_id + 1000}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(node.store->Stats().active_leases, 1u);
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (node.server->Stats().dropped_connections == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(node.server->Stats().dropped_connections, 1u);
+  EXPECT_EQ(SettledStats(*node.store).active_leases, 0u);
+}
+
+// Runs only as the child of LeasesOfAKilledClientAreReleased: takes a lease, says so, and waits
+// to be killed.
+TEST(UcxChild, LeaseThenWait) {
+  const char* port = std::getenv("FORESIGHT_UCX_LEASE_CHILD_PORT");
+  if (port == nullptr) GTEST_SKIP() << "helper for LeasesOfAKilledClientAreReleased";
+  RawClient raw(static_cast<uint16_t>(std::atoi(port)));
+  auto arena = raw.Call(ucxwire::EncodeArena(1), {});
+  if (!arena || arena->status != StatusCode::kOk) _exit(3);
+  ucxwire::GetBody get;
+  get.key = Key("pinned");
+  get.capacity = 1 << 20;
+  auto leased = raw.Call(ucxwire::EncodeLease(2, get), {});
+  if (!leased || leased->status != StatusCode::kOk) _exit(4);
+  std::printf("LEASED\n");
+  std::fflush(stdout);
+  for (;;) pause();
+}
+
+TEST(UcxTransportTest, LeasesOfAKilledClientAreReleased) {
+  Node node = StartNode();  // transfer timeout 30 s: only the disconnect can free the lease in time
+  {
+    auto t = ConnectOrDie(node, "tcp");
+    ASSERT_NE(t, nullptr);
+    auto bytes = Bytes(300000, 24);
+    ASSERT_TRUE(PutOne(*t, Key("pinned"), bytes.data(), bytes.size()).ok());
+  }
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    std::string port = std::to_string(node.server->port());
+    setenv("FORESIGHT_UCX_LEASE_CHILD_PORT", port.c_str(), 1);
+    execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.LeaseThenWait", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; text.find("LEASED") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0;) {
+    text.append(buf, n);
+  }
+  close(out[0]);
+  ASSERT_NE(text.find("LEASED"), std::string::npos) << text;
+  EXPECT_EQ(node.store->Stats().active_leases, 1u);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  auto deadline = Clock::now() + std::chrono::seconds(15);
+  while (node.store->Stats().active_leases != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(node.store->Stats().active_leases, 0u);
+  // The block is evictable and servable again.
+  auto t = ConnectOrDie(node, "shm");
+  ASSERT_NE(t, nullptr);
+  std::vector<uint8_t> again(300000);
+  EXPECT_TRUE(GetOne(*t, Key("pinned"), {}, again.data(), again.size()).status.ok());
 }
 
 TEST(UcxTransportTest, ReconnectsAfterTheNodeRestarts) {
