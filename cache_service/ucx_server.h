@@ -25,6 +25,15 @@
 //   worker thread copies between the arena and the region with one memcpy. This is the client's key
 //   handed to the node, never the reverse; offsets are bounds-checked against the region. Cross-
 //   process memory (CMA) moves about 0.3x of memcpy here, so rendezvous alone cannot reach memcpy.
+// - One-sided gets (same host): when the store's arena lives in a memfd (BlockStore::shared_arena),
+//   an authenticated session may ask ARENA; the answer (pid, fd, sizes, nonce) lets the client open
+//   /proc/<pid>/fd/<fd> read-only, which the kernel allows only to the node's own user (or root),
+//   and the nonce in the file's header page proves it is this node's arena. LEASE{key, ranges}
+//   then pins the block (promoting it from NVMe on a worker thread if needed) and answers its
+//   offset in the arena and its checksum; the client copies the bytes itself, verifying the
+//   checksum in the same pass, and RELEASEs lease ids in batches. The node does no copy. Leases
+//   belong to the session: closing it (disconnect, kill -9 of the client, or a lease held longer
+//   than transfer_timeout_s) releases them all.
 // - Checksums: a whole-block reply carries the writer's checksum; a range subset carries
 //   BlockChecksum over exactly the bytes sent (the ranges concatenated in request order).
 //
@@ -58,7 +67,7 @@ struct UcxRequestEvent {
   double latency_s = 0;       // from the request's arrival to its reply's completion
   bool ok = false;
   StatusCode code = StatusCode::kOk;
-  bool via_region = false;    // moved by the shared-memory fast path
+  bool via_region = false;    // moved by the shared-memory fast path (or copied one-sided by the client)
 };
 
 struct UcxServerOptions {
