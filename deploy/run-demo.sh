@@ -1,71 +1,102 @@
 #!/usr/bin/env bash
-# The main job: installs, builds, fetches the default model, starts a local cache node (RAM + NVMe
-# tiers) and exercises it, then runs a generation with the default model, and stops everything.
-#   KEEP_RUNNING=1   leave the node running at the end (prints how to stop it)
+# The main job: installs, builds, fetches the default model, starts a local deployment (a cache node
+# with a RAM and an NVMe tier, two workers with the default model; deploy/local-deployment.sh), runs
+# a long-context generation (close to the model's 8K-token context: Debian's license texts) with
+# AttentionPredictor sparse attention on worker 1, then a second request sharing its prefix on
+# worker 2, prints each request's statistics, and stops everything.
+#   KEEP_RUNNING=1   leave the deployment running at the end (prints how to stop it)
 #   FORESIGHT_MODELS models cache (default ~/.cache/foresight/models)
+#   DEMO_PROMPT_BYTES size of the shared document (default 33000 bytes, about 7.3K tokens)
+#   DEMO_MAX_TOKENS   tokens generated per request (default 48)
+#   SKIP_BUILD=1      use the binaries already built (FORESIGHT_BIN, default build/bin): no install or build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # OpenMP threads sleep when idle: busy-waiting made decode ~12x slower on a shared 2-core box
 # (docs/worker.md).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-bash deploy/install-deps.sh
-bash deploy/build.sh
+if [ -z "${SKIP_BUILD:-}" ]; then
+  bash deploy/install-deps.sh
+  bash deploy/build.sh
+fi
 model=$(bash deploy/fetch-model.sh)
-bin=build/bin
+bin=${FORESIGHT_BIN:-build/bin}
 
 work=$(mktemp -d /tmp/foresight-demo.XXXXXX)
-node_pid=""
+deployment="$work/deployment"
 cleanup() {
-  if [ -n "$node_pid" ] && [ -z "${KEEP_RUNNING:-}" ]; then
-    kill -TERM "$node_pid" 2>/dev/null || true
-    wait "$node_pid" 2>/dev/null || true
+  if [ -z "${KEEP_RUNNING:-}" ]; then
+    echo "== Stopping the deployment"
+    bash deploy/local-deployment.sh stop --dir "$deployment" --purge >/dev/null || true
     rm -rf "$work"
   fi
 }
 trap cleanup EXIT
 
-echo "== Starting a cache node: 256MiB RAM, NVMe tier in $work/nvme"
-"$bin/foresight-cached" --listen 127.0.0.1:0 --ram-bytes 256MiB --nvme-dir "$work/nvme" \
-  --metrics 127.0.0.1:0 >"$work/node.out" 2>"$work/node.log" &
-node_pid=$!
-for _ in $(seq 1 100); do
-  grep -q READY "$work/node.out" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(sed -n 's/^READY grpc=\([^ ]*\) .*/\1/p' "$work/node.out")
-[ -n "$addr" ] || { echo "node did not start:"; cat "$work/node.log"; exit 1; }
-echo "   node at $addr (log: $work/node.log)"
-cli() { "$bin/foresight" --cache "$addr" "$@"; }
-
-echo "== put / get / stat"
-head -c 3000000 "$model" > "$work/chunk.bin"
-split -b 1000000 -d "$work/chunk.bin" "$work/part."
-for p in "$work"/part.*; do cli put "demo/$(basename "$p")" "$p"; done
-cli get demo/part.01 "$work/back.bin"
-cmp "$work/back.bin" "$work/part.01" && echo "   round trip intact"
-cli ls --limit 10
-cli stat
-
-if "$bin/foresight" --help 2>/dev/null | grep -qE "^ +generate"; then
-  echo "== Generating with the default model ($model)"
-  printf '%s\n' "Explain in two sentences why caching the attention keys and values speeds up text generation." \
-    > "$work/prompt.txt"
-  "$bin/foresight" generate --model "$model" --prompt-file "$work/prompt.txt" --chat --max-tokens 64
-  if [ -r /usr/share/common-licenses/GPL-3 ]; then
-    # The published predictor weights, where the reference data sits beside the checkout; else Quest.
-    weights="$(pwd)/../shared/reference/attention_predictor/cnn_llama3.1.safetensors"
-    policy=(--policy ap --weights "$weights")
-    [ -r "$weights" ] || policy=(--policy quest)
-    echo "== Long prompt (the start of the GPL-3 text), sparse decode (${policy[1]}), budget 512 tokens"
-    { head -c 9000 /usr/share/common-licenses/GPL-3; printf '\n\nIn one sentence, what does this license require?\n'; } \
-      > "$work/long.txt"
-    "$bin/foresight" generate --model "$model" --prompt-file "$work/long.txt" --chat --max-tokens 48 \
-      --budget 512 "${policy[@]}"
-  fi
+# The published predictor weights, where the reference data sits beside the checkout; else Quest.
+weights="$(pwd)/../shared/reference/attention_predictor/cnn_llama3.1.safetensors"
+if [ -r "$weights" ]; then
+  policy=(--policy attention_predictor --weights "$weights")
+else
+  echo "(AttentionPredictor weights not found at $weights: using Quest)"
+  policy=(--policy quest)
 fi
 
+echo "== Starting a local deployment: cache node (RAM 256MiB + NVMe tier) and two workers ($model)"
+bash deploy/local-deployment.sh start --dir "$deployment" --bin "$(cd "$bin" && pwd)" --model "$model" "${policy[@]}" --budget 1024 \
+  --kv-mode cross-token
+w1=$(cat "$deployment/worker1.addr")
+w2=$(cat "$deployment/worker2.addr")
+node=$(cat "$deployment/node.addr")
+
+# A long document from Debian's base-files (the GPL-3, then the LGPL-3), cut to the size that keeps
+# prompt + answer inside SmolLM2's 8,192-token context.
+docs=()
+for f in /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/LGPL-3 /usr/share/common-licenses/Apache-2.0; do
+  [ -r "$f" ] && docs+=("$f")
+done
+[ ${#docs[@]} -gt 0 ] || { echo "no license texts in /usr/share/common-licenses (base-files)"; exit 1; }
+{ cat "${docs[@]}" || true; } | head -c "${DEMO_PROMPT_BYTES:-33000}" > "$work/document.txt"  # cat ends on SIGPIPE
+{ cat "$work/document.txt"; printf '\n\nIn one sentence, what does this license require of people who distribute the software?\n'; } \
+  > "$work/request1.txt"
+{ cat "$work/document.txt"; printf '\n\nIn one sentence, may I charge money for copies of the software?\n'; } \
+  > "$work/request2.txt"
+max_tokens=${DEMO_MAX_TOKENS:-48}
+
+# Runs one request; streams its text, then prints its statistics.
+request() {  # name worker prompt_file
+  local name="$1" worker="$2" prompt="$3"
+  echo "== $name: worker $worker, $(wc -c <"$prompt") bytes of prompt, AttentionPredictor-guided sparse decode (${policy[1]}, budget 1024)"
+  "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json \
+    > "$work/$name.json"
+  python3 - "$work/$name.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("   " + r["text"].strip().replace("\n", "\n   "))
+print(f"   prompt {r['prompt_tokens']} tokens: prefix hit {r['prefix_hit_tokens']} (imported from the cache service), "
+      f"prefilled {r['prefill_tokens']}")
+print(f"   time to first token {r['time_to_first_token_seconds']:.2f} s (prefix import {r['prefix_import_seconds']:.2f} s); "
+      f"prefill {r['prefill_tokens_per_second']:.0f} tok/s; decode {r['decode_tokens_per_second']:.1f} tok/s "
+      f"({r['generated_tokens']} tokens, policy {r['policy']}, budget {r['budget']}, KV {r['kv_mode']})")
+print(f"   fetched {r['blocks_fetched']} blocks ({r['bytes_fetched'] / 2**20:.1f} MiB); published {r['blocks_published']} "
+      f"blocks ({r['bytes_published'] / 2**20:.1f} MiB); stalls {r['stalls']} ({r['stall_seconds'] * 1e3:.1f} ms); "
+      f"attended {r['blocks_attended_per_step']:.0f} of {r['blocks_total_per_step']:.0f} blocks per step")
+EOF
+}
+request request1 "$w1" "$work/request1.txt"
+request request2 "$w2" "$work/request2.txt"
+python3 - "$work/request1.json" "$work/request2.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+ratio = a["time_to_first_token_seconds"] / max(b["time_to_first_token_seconds"], 1e-9)
+print(f"== Shared prefix: request 2 reached its first token {ratio:.1f}x sooner than request 1's cold prefill "
+      f"({b['time_to_first_token_seconds']:.2f} s vs {a['time_to_first_token_seconds']:.2f} s; "
+      f"{b['prefix_hit_tokens']} of {b['prompt_tokens']} prompt tokens imported)")
+EOF
+echo "== The cache node after both requests"
+"$bin/foresight" --cache "$node" stat
+
 if [ -n "${KEEP_RUNNING:-}" ]; then
-  echo "== Node left running: pid $node_pid at $addr; stop it with: kill $node_pid"
-else
-  echo "== Stopping the node"
+  echo "== Deployment left running in $deployment; workers at $w1 and $w2, node at $node"
+  echo "   generate: $bin/foresight generate --worker $w1 --prompt \"...\" --chat"
+  echo "   stop it:  bash deploy/local-deployment.sh stop --dir $deployment --purge"
 fi
