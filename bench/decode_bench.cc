@@ -4,7 +4,17 @@
 // Speed only. Contexts are filled by a real dense prefill (--prefill) or, by default for the
 // synthetic model, with random KV (prefilling 128K tokens on a CPU takes hours); policies then get
 // no prefill history, which changes what they select but not what selecting and attending cost.
+//
+// With --modes (issue 5): KV offload to a cache node started here (LocalNode), one policy
+// (--policy), per context, transport (--transport shm,tcp: UCX shared memory or UCX TCP) and mode
+// (resident, on-demand, cross-layer, cross-token; --no-reuse adds each offloaded mode moving its
+// whole selected set every step): time per token, stall per token, bytes fetched per token.
+// Random KV contexts are published to the node before decoding.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -12,7 +22,10 @@
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
 #include "worker/default_model.h"
+#include "client/cache_client.h"
+#include "client/local_node.h"
 #include "worker/model.h"
+#include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
 #include "worker/synthetic_model.h"
@@ -31,7 +44,25 @@ struct DecodeBenchFlags {
   std::string weights;
   bool prefill = false;
   bool json = false;
+  // Offload (issue 5).
+  std::string modes;  // empty: the policy comparison above
+  std::string transports = "shm,tcp";
+  bool no_reuse = false;
+  std::string policy = "h2o";
+  int warmup = 4;
+  int margin = 16;
+  std::string node_ram = "3GiB";
+  std::string models;  // offload: several models in one run, paired with --contexts
+  std::string calibration_text;
+  int chunk = 5;  // offload: steps per turn when variants take turns  // non-empty: measure compact-key calibration rows on this text
 };
+
+std::string LoadAverage() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
@@ -41,7 +72,277 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
+Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, const std::string& model_name,
+                       const std::vector<int64_t>& contexts, std::shared_ptr<const predictor::CnnWeights> weights,
+                       LocalNode* node, nlohmann::json* rows) {
+  const worker::ModelConfig& c = model.config();
+  std::vector<worker::OffloadMode> modes;
+  for (const std::string& m : SplitList(f.modes)) {
+    FS_ASSIGN_OR_RETURN(worker::OffloadMode mode, worker::ParseOffloadMode(m));
+    modes.push_back(mode);
+  }
+  std::vector<std::string> transports = SplitList(f.transports);
+  for (const std::string& t : transports) {
+    if (t != "shm" && t != "tcp") return InvalidArgument("--transport: unknown '" + t + "' (shm, tcp)");
+  }
+  predictor::PolicySpec spec;
+  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(f.policy));
+  if (spec.kind == predictor::PolicyKind::kDense) return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
+  spec.budget.budget_tokens = f.budget;
+  spec.weights = weights;
+  if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
+    return InvalidArgument("policy attention_predictor needs --weights");
+  }
+  const std::string fingerprint = worker::ModelFingerprint(model);
+  if (!f.json) {
+    std::printf("# %s\n", model_name.c_str());
+    std::printf("%-12s %-4s %-6s %8s %7s %11s %11s %11s %12s %8s  %s\n", "mode", "tr", "reuse", "context", "budget",
+                "us/tok(med)", "us/tok(avg)", "stall_us", "bytes/token", "hit%", "load");
+  }
+  for (int64_t ctx : contexts) {
+    if (c.max_context > 0 && ctx + f.warmup + f.steps > c.max_context) {
+      return OutOfRange("context " + std::to_string(ctx) + " + warmup + steps exceeds the model's " +
+                        std::to_string(c.max_context));
+    }
+    std::vector<worker::TokenId> ids(ctx);
+    for (int64_t i = 0; i < ctx; ++i) ids[i] = static_cast<worker::TokenId>((i * 7919 + 13) % c.vocab_size);
+    for (const std::string& transport : transports) {
+      CacheClientOptions co;
+      co.address = node->address();
+      co.data_path = DataPath::kUcx;
+      co.ucx_transports = transport;
+      FS_ASSIGN_OR_RETURN(auto client, CacheClient::Connect(co));
+      struct Variant {
+        worker::OffloadMode mode;
+        bool reuse;
+      };
+      std::vector<Variant> variants;
+      for (worker::OffloadMode m : modes) variants.push_back({m, true});
+      if (f.no_reuse) {
+        for (worker::OffloadMode m : modes) {
+          if (m != worker::OffloadMode::kResident) variants.push_back({m, false});
+        }
+      }
+      // Every variant lives at once and they take turns, `chunk` steps each, so that all see the
+      // same machine load (a shared machine drifts by tens of percent within minutes). The first
+      // step of each turn is not timed: prefetches issued before the turn had the other variants'
+      // turns to arrive, which a real decode does not get.
+      struct Live {
+        Variant v;
+        std::unique_ptr<worker::OffloadedSequence> seq;
+        std::vector<double> us;
+        double stall_s = 0, verify_s = 0;
+        uint64_t bytes = 0;
+        int64_t hits = 0, misses = 0, stalls = 0, timed = 0;
+        int step = 0;
+      };
+      std::vector<Live> live;
+      std::vector<float> logits;
+      for (const Variant& v : variants) {
+        worker::OffloadOptions o;
+        o.mode = v.mode;
+        o.reuse = v.reuse;
+        o.publish = v.mode != worker::OffloadMode::kResident;
+        o.import_prefix = false;
+        o.fingerprint = fingerprint;
+        o.margin_blocks = f.margin;
+        o.name_space = "bench";
+        Live l;
+        l.v = v;
+        FS_ASSIGN_OR_RETURN(l.seq, worker::OffloadedSequence::Create(model, client.get(), spec, o));
+        FS_RETURN_IF_ERROR(l.seq->TEST_FillRandom(ids, 17));
+        for (int s = 0; s < f.warmup; ++s) {
+          FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
+        }
+        live.push_back(std::move(l));
+      }
+      const std::string load = LoadAverage();
+      const int chunk = std::max(2, f.chunk);
+      const int rounds = (f.steps + chunk - 2) / (chunk - 1);
+      for (int r = 0; r < rounds; ++r) {
+        for (Live& l : live) {
+          for (int k = 0; k < chunk; ++k) {
+            const worker::OffloadStats before = l.seq->stats();
+            FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
+            if (k == 0) continue;
+            const worker::OffloadStats after = l.seq->stats();
+            l.us.push_back(1e6 * (after.decode_seconds - before.decode_seconds));
+            l.stall_s += after.stall_seconds - before.stall_seconds;
+            l.verify_s += after.verify_seconds - before.verify_seconds;
+            l.bytes += after.bytes_fetched - before.bytes_fetched;
+            l.hits += after.pool_hits - before.pool_hits;
+            l.misses += after.pool_misses - before.pool_misses;
+            l.stalls += after.stalls - before.stalls;
+            l.timed++;
+          }
+        }
+      }
+      for (Live& l : live) {
+        const double n = static_cast<double>(l.timed);
+        std::vector<double> sorted = l.us;
+        std::sort(sorted.begin(), sorted.end());
+        const double median = sorted[sorted.size() / 2];
+        double mean = 0;
+        for (double u : l.us) mean += u / n;
+        const double stall = 1e6 * l.stall_s / n;
+        const double bytes = static_cast<double>(l.bytes) / n;
+        const double hit = l.hits + l.misses > 0 ? 100.0 * l.hits / (l.hits + l.misses) : 0.0;
+        if (f.json) {
+          rows->push_back({{"mode", std::string(worker::OffloadModeName(l.v.mode))}, {"transport", transport},
+                           {"reuse", l.v.reuse}, {"context", ctx}, {"budget", f.budget}, {"policy", f.policy},
+                           {"us_per_token", median}, {"us_per_token_mean", mean}, {"stall_us_per_token", stall},
+                           {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
+                           {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
+                           {"steps", l.timed}, {"model", model_name},
+                           {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load}});
+        } else {
+          std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%%  %s\n",
+                      std::string(worker::OffloadModeName(l.v.mode)).c_str(), transport.c_str(),
+                      l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), f.budget, median, mean, stall, bytes, hit,
+                      load.c_str());
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  return Status::OK();
+}
+
+// Compact-key calibration (issue 5): how well dense rows scored against the int8 key copy stand in
+// for exact dense rows. A real prefill of `text`, then dense decode steps; at every step, layer and
+// query head, the exact pooled row (block_sum) against the compact one: the exact attention mass on
+// the compact row's top-k blocks (recovery) vs on the exact row's own top-k (the ceiling), and the
+// total variation distance between the two rows.
+class CalibrationProbe : public worker::DecodeAttentionHook {
+ public:
+  CalibrationProbe(const worker::ModelConfig& c, const worker::KvCache* kv, std::vector<int64_t> budgets)
+      : c_(c), kv_(kv), budgets_(std::move(budgets)), sums_(budgets_.size() * 2, 0.0) {
+    for (int l = 0; l < c.n_layers; ++l) copies_.emplace_back(c.n_heads, c.n_kv_heads, c.head_dim);
+  }
+  bool SelectBlocks(int32_t, int64_t, const float*, const worker::KvCache&, std::vector<std::vector<int32_t>>*) override {
+    return false;  // dense: the exact row
+  }
+  void OnAttention(int32_t layer, int64_t position, const float* queries, bool, const float*, const float* block_sum,
+                   int64_t n_blocks) override {
+    worker::CompactKeyCopy& copy = copies_[layer];
+    copy.Append(*kv_, layer, position + 1);
+    copy.DenseRow(queries, position + 1, &max_, &sum_);
+    std::vector<int32_t> order(n_blocks);
+    for (int32_t h = 0; h < c_.n_heads; ++h) {
+      const float* exact = block_sum + h * n_blocks;
+      const float* compact = sum_.data() + h * n_blocks;
+      double tv = 0;
+      for (int64_t b = 0; b < n_blocks; ++b) tv += std::fabs(exact[b] - compact[b]);
+      tv_ += tv / 2;
+      for (size_t i = 0; i < budgets_.size(); ++i) {
+        const int64_t k = std::min<int64_t>(n_blocks, budgets_[i] / 16);
+        for (int pass = 0; pass < 2; ++pass) {
+          const float* rank = pass == 0 ? compact : exact;
+          for (int32_t b = 0; b < n_blocks; ++b) order[b] = b;
+          std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                            [&](int32_t a, int32_t b) { return rank[a] > rank[b]; });
+          double mass = 0;
+          for (int64_t j = 0; j < k; ++j) mass += exact[order[j]];
+          sums_[i * 2 + pass] += mass;
+        }
+      }
+      rows_++;
+    }
+  }
+  nlohmann::json Report() const {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < budgets_.size(); ++i) {
+      out.push_back({{"budget", budgets_[i]}, {"recovery_compact_topk", sums_[i * 2] / rows_},
+                     {"recovery_exact_topk", sums_[i * 2 + 1] / rows_},
+                     {"ratio", sums_[i * 2] / sums_[i * 2 + 1]}, {"total_variation", tv_ / rows_}, {"rows", rows_},
+                     {"compact_bytes_per_token_layer",
+                      copies_.empty() ? 0.0 : static_cast<double>(copies_[0].bytes()) / std::max<int64_t>(1, copies_[0].tokens())},
+                     {"kv_bytes_per_token_layer", static_cast<double>(kv_->layout().block_bytes()) / 16}});
+    }
+    return out;
+  }
+
+ private:
+  const worker::ModelConfig& c_;
+  const worker::KvCache* kv_;
+  std::vector<int64_t> budgets_;
+  std::vector<double> sums_;
+  std::vector<worker::CompactKeyCopy> copies_;
+  std::vector<float> max_, sum_;
+  double tv_ = 0;
+  int64_t rows_ = 0;
+};
+
+Status RunCalibrationProbe(const DecodeBenchFlags& f, const worker::Model& model, int64_t context) {
+  if (model.tokenizer() == nullptr) return InvalidArgument("--calibration-text needs a model with a tokenizer");
+  std::ifstream in(f.calibration_text);
+  if (!in) return NotFound("cannot read " + f.calibration_text);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<worker::TokenId> tokens = model.tokenizer()->Encode(ss.str(), false, false);
+  if (static_cast<int64_t>(tokens.size()) < context + f.steps) {
+    return InvalidArgument(f.calibration_text + " has " + std::to_string(tokens.size()) + " tokens; need " +
+                           std::to_string(context + f.steps));
+  }
+  worker::Sequence seq(model);
+  std::vector<worker::TokenId> prompt(tokens.begin(), tokens.begin() + context);
+  std::vector<float> logits;
+  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits));
+  CalibrationProbe probe(model.config(), &seq.kv(), {256, 512, 1024, 2048});
+  for (int s = 0; s < f.steps; ++s) {
+    FS_RETURN_IF_ERROR(seq.Decode(tokens[context + s], &logits, &probe));  // teacher forcing
+  }
+  nlohmann::json report = probe.Report();
+  for (auto& r : report) {
+    r["context"] = context;
+    r["steps"] = f.steps;
+    r["model"] = model.source();
+    r["text"] = f.calibration_text;
+  }
+  std::printf("%s\n", report.dump(2).c_str());
+  return Status::OK();
+}
+
+// --modes with --models: each model at its context (paired), one node, one JSON list.
+Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predictor::CnnWeights> weights) {
+  const std::vector<std::string> models = SplitList(f.models);
+  const std::vector<std::string> contexts = SplitList(f.contexts);
+  if (models.size() != contexts.size()) {
+    return InvalidArgument("--models needs one --contexts entry per model (" + std::to_string(models.size()) + " vs " +
+                           std::to_string(contexts.size()) + ")");
+  }
+  FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start({"--ram-bytes", f.node_ram}));
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < models.size(); ++i) {
+    const int64_t ctx = std::stoll(contexts[i]);
+    std::unique_ptr<worker::Model> model;
+    std::string name = models[i];
+    if (models[i] == "synthetic-8b") {
+      FS_ASSIGN_OR_RETURN(model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
+                                     f.synthetic_layers, static_cast<int32_t>(ctx + f.steps + f.warmup + 1))));
+      name = "synthetic-llama3.1-8b-geometry";
+    } else {
+      std::string path = models[i];
+      if (path == "default") {
+        FS_ASSIGN_OR_RETURN(path, worker::FindDefaultModel());
+      }
+      FS_ASSIGN_OR_RETURN(model, worker::Model::Open(path));
+      name = path;
+    }
+    FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, name, {ctx}, weights, node.get(), &rows));
+  }
+  if (f.json) std::printf("%s\n", rows.dump(2).c_str());
+  return Status::OK();
+}
+
 Status RunDecodeBench(const DecodeBenchFlags& f) {
+  if (!f.modes.empty() && !f.models.empty()) {
+    std::shared_ptr<const predictor::CnnWeights> w;
+    if (!f.weights.empty()) {
+      FS_ASSIGN_OR_RETURN(w, predictor::CnnWeights::Load(f.weights));
+    }
+    return RunOffloadSuite(f, w);
+  }
   std::unique_ptr<worker::Model> model;
   std::vector<int64_t> contexts;
   for (const std::string& c : SplitList(f.contexts)) contexts.push_back(std::stoll(c));
@@ -49,7 +350,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   for (int64_t c : contexts) max_context = std::max(max_context, c);
   if (f.synthetic_8b) {
     FS_ASSIGN_OR_RETURN(model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
-                                   f.synthetic_layers, static_cast<int32_t>(max_context + f.steps + 1))));
+                                   f.synthetic_layers, static_cast<int32_t>(max_context + f.steps + f.warmup + 1))));
   } else {
     std::string path = f.model;
     if (path.empty()) {
@@ -61,6 +362,15 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   std::shared_ptr<const predictor::CnnWeights> weights;
   if (!f.weights.empty()) {
     FS_ASSIGN_OR_RETURN(weights, predictor::CnnWeights::Load(f.weights));
+  }
+  if (!f.calibration_text.empty()) return RunCalibrationProbe(f, *model, contexts.front());
+  if (!f.modes.empty()) {
+    FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start({"--ram-bytes", f.node_ram}));
+    nlohmann::json offload_rows = nlohmann::json::array();
+    FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source(),
+                                       contexts, weights, node.get(), &offload_rows));
+    if (f.json) std::printf("%s\n", offload_rows.dump(2).c_str());
+    return Status::OK();
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!f.json) {
@@ -136,6 +446,18 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--weights", f->weights, "AttentionPredictor CNN weights");
   cmd->add_flag("--prefill", f->prefill, "Fill the context by a real dense prefill instead of random KV");
   cmd->add_flag("--json", f->json, "JSON rows");
+  cmd->add_option("--modes", f->modes, "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
+  cmd->add_option("--transport", f->transports, "KV offload: comma-separated UCX transports shm,tcp");
+  cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
+  cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor, quest)");
+  cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
+  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head)");
+  cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");
+  cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");
+  cmd->add_option("--calibration-text", f->calibration_text,
+                  "Measure compact-key calibration rows against exact ones on this text (first --contexts entry)");
+  cmd->add_option("--models", f->models,
+                  "KV offload: several models in one run (synthetic-8b, default, or a path), each at the --contexts entry in the same position");
   cmd->callback([f, exit_code] {
     Status s = RunDecodeBench(*f);
     if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());

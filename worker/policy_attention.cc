@@ -22,9 +22,7 @@ PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t 
       dense_step_(config.n_layers, false),
       calib_step_(config.n_layers, false),
       options_(options),
-      compact_(config.n_layers),
-      compact_scale_(config.n_layers),
-      compact_tokens_(config.n_layers, 0),
+      compact_(config.n_layers, CompactKeyCopy(config.n_heads, config.n_kv_heads, config.head_dim)),
       peek_tokens_(config.n_layers, -1),
       peek_step_(config.n_layers, -1),
       peek_(config.n_layers) {
@@ -80,27 +78,7 @@ void PolicyDecodeAttention::AppendKeys(int32_t layer, const KvCache& kv, int64_t
       digests.AppendToken(key_row_);
     }
   }
-  if (options_.calibration == CalibrationSource::kCompactKeys && Calibrates()) {
-    std::vector<int8_t>& q = compact_[layer];
-    std::vector<float>& scale = compact_scale_[layer];
-    int64_t& have = compact_tokens_[layer];
-    if (upto <= have) return;
-    q.resize(static_cast<size_t>(upto) * heads * hd);
-    scale.resize(static_cast<size_t>(upto) * heads);
-    std::vector<float> row(hd);
-    for (int64_t p = have; p < upto; ++p) {
-      for (int h = 0; h < heads; ++h) {
-        HalfToFloatRow(kv.key(layer, h, p), hd, row.data());
-        float mx = 0;
-        for (float v : row) mx = std::max(mx, std::fabs(v));
-        const float s = mx > 0 ? mx / 127.0f : 1.0f;
-        scale[p * heads + h] = s;
-        int8_t* out = q.data() + (p * heads + h) * hd;
-        for (int32_t d = 0; d < hd; ++d) out[d] = static_cast<int8_t>(std::lrint(row[d] / s));
-      }
-    }
-    have = upto;
-  }
+  if (options_.calibration == CalibrationSource::kCompactKeys && Calibrates()) compact_[layer].Append(kv, layer, upto);
 }
 
 void PolicyDecodeAttention::PrepareKeys(const KvCache& kv) {
@@ -166,20 +144,41 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
   return !dense_step_[layer];
 }
 
-void PolicyDecodeAttention::CompactDenseRow(int32_t layer, int64_t position, const float* queries) {
-  const int32_t hd = config_.head_dim, heads = config_.n_kv_heads, group = config_.n_heads / config_.n_kv_heads;
-  const int64_t ctx = position + 1, n_blocks = (ctx + 15) / 16;
+void CompactKeyCopy::Append(const KvCache& kv, int32_t layer, int64_t upto) {
+  if (upto <= tokens_) return;
+  const int32_t hd = head_dim_, heads = kv_heads_;
+  q_.resize(static_cast<size_t>(upto) * heads * hd);
+  scale_.resize(static_cast<size_t>(upto) * heads);
+  std::vector<float> row(hd);
+  for (int64_t p = tokens_; p < upto; ++p) {
+    for (int h = 0; h < heads; ++h) {
+      HalfToFloatRow(kv.key(layer, h, p), hd, row.data());
+      float mx = 0;
+      for (float v : row) mx = std::max(mx, std::fabs(v));
+      const float s = mx > 0 ? mx / 127.0f : 1.0f;
+      scale_[p * heads + h] = s;
+      int8_t* out = q_.data() + (p * heads + h) * hd;
+      for (int32_t d = 0; d < hd; ++d) out[d] = static_cast<int8_t>(std::lrint(row[d] / s));
+    }
+  }
+  tokens_ = upto;
+}
+
+void CompactKeyCopy::DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max,
+                              std::vector<float>* block_sum) {
+  const int32_t hd = head_dim_, heads = kv_heads_, group = n_heads_ / kv_heads_;
+  const int64_t n_blocks = (ctx + 15) / 16;
   const float inv = 1.0f / std::sqrt(static_cast<float>(hd));
-  calib_max_.assign(static_cast<size_t>(config_.n_heads) * n_blocks, 0.0f);
-  calib_sum_.assign(static_cast<size_t>(config_.n_heads) * n_blocks, 0.0f);
-  calib_row_.resize(static_cast<size_t>(config_.n_heads) * ctx);
-  const int8_t* k8 = compact_[layer].data();
-  const float* scale = compact_scale_[layer].data();
+  block_max->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
+  block_sum->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
+  row_.resize(static_cast<size_t>(n_heads_) * ctx);
+  const int8_t* k8 = q_.data();
+  const float* scale = scale_.data();
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int32_t h = 0; h < config_.n_heads; ++h) {
+  for (int32_t h = 0; h < n_heads_; ++h) {
     const int32_t kvh = h / group;
     const float* q = queries + static_cast<int64_t>(h) * hd;
-    float* row = calib_row_.data() + static_cast<int64_t>(h) * ctx;
+    float* row = row_.data() + static_cast<int64_t>(h) * ctx;
     for (int64_t p = 0; p < ctx; ++p) {
       const int8_t* k = k8 + (p * heads + kvh) * hd;
       float dot = 0;
@@ -188,8 +187,8 @@ void PolicyDecodeAttention::CompactDenseRow(int32_t layer, int64_t position, con
     }
     Softmax(row, ctx);
     predictor::PoolAttentionRow(std::span<const float>(row, ctx), 16,
-                                std::span<float>(calib_max_.data() + h * n_blocks, n_blocks),
-                                std::span<float>(calib_sum_.data() + h * n_blocks, n_blocks));
+                                std::span<float>(block_max->data() + h * n_blocks, n_blocks),
+                                std::span<float>(block_sum->data() + h * n_blocks, n_blocks));
   }
 }
 
@@ -201,7 +200,7 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
   obs.key_tokens = position + 1;
   obs.dense = dense;
   if (calib_step_[layer]) {
-    CompactDenseRow(layer, position, queries);
+    compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
     block_max = calib_max_.data();
     block_sum = calib_sum_.data();
     obs.dense = true;

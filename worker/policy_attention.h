@@ -34,6 +34,27 @@ namespace foresight::worker {
 
 enum class CalibrationSource { kExact, kCompactKeys };
 
+// The compact key copy of one layer: int8 keys with one float scale per (token, KV head), and the
+// dense attention rows they give (softmax of the query against the dequantised keys), pooled per
+// 16-token block. Thread-safety: none.
+class CompactKeyCopy {
+ public:
+  CompactKeyCopy(int32_t n_heads, int32_t kv_heads, int32_t head_dim) : n_heads_(n_heads), kv_heads_(kv_heads), head_dim_(head_dim) {}
+  // Quantises layer `layer`'s keys of positions [tokens(), upto) from `kv`.
+  void Append(const KvCache& kv, int32_t layer, int64_t upto);
+  int64_t tokens() const { return tokens_; }
+  uint64_t bytes() const { return q_.size() + scale_.size() * sizeof(float); }
+  // Per query head over the first `ctx` keys: pooled block max and sum, [n_heads x ceil(ctx/16)].
+  void DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max, std::vector<float>* block_sum);
+
+ private:
+  int32_t n_heads_, kv_heads_, head_dim_;
+  int64_t tokens_ = 0;
+  std::vector<int8_t> q_;       // [token][kv_head][head_dim]
+  std::vector<float> scale_;    // [token][kv_head]
+  std::vector<float> row_;
+};
+
 struct PolicyAttentionOptions {
   CalibrationSource calibration = CalibrationSource::kExact;
 };
@@ -77,7 +98,7 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
  private:
   PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens, PolicyAttentionOptions options);
   void AppendKeys(int32_t layer, const KvCache& kv, int64_t upto);
-  void CompactDenseRow(int32_t layer, int64_t position, const float* queries);
+
   void Fail(const Status& s) {
     if (status_.ok()) status_ = s;
   }
@@ -90,11 +111,8 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   std::vector<bool> dense_step_;  // per layer: this step attends densely
   std::vector<bool> calib_step_;  // per layer: this step's observation is a compact dense row
   PolicyAttentionOptions options_;
-  // Compact keys per layer: int8 [token][kv_head][head_dim] and a scale per [token][kv_head].
-  std::vector<std::vector<int8_t>> compact_;
-  std::vector<std::vector<float>> compact_scale_;
-  std::vector<int64_t> compact_tokens_;
-  std::vector<float> calib_max_, calib_sum_, calib_row_;
+  std::vector<CompactKeyCopy> compact_;  // per layer (kCompactKeys with a calibrating policy)
+  std::vector<float> calib_max_, calib_sum_;
   // Per layer: a selection asked ahead (PeekSelection) for step `peek_step_` with `peek_tokens_` keys.
   std::vector<int64_t> peek_tokens_, peek_step_;
   std::vector<std::vector<std::vector<int32_t>>> peek_;
