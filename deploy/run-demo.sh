@@ -8,6 +8,8 @@
 #   FORESIGHT_MODELS models cache (default ~/.cache/foresight/models)
 #   DEMO_PROMPT_BYTES size of the shared document (default 33000 bytes, about 7.3K tokens)
 #   DEMO_MAX_TOKENS   tokens generated per request (default 48)
+#   COLD_CHECK=1      also run request 2's exact prompt cold (no prefix reuse) on worker 2 and print
+#                     the time-to-first-token ratio against that (issue 5, acceptance 3)
 #   SKIP_BUILD=1      use the binaries already built (FORESIGHT_BIN, default build/bin): no install or build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,10 +65,11 @@ done
 max_tokens=${DEMO_MAX_TOKENS:-48}
 
 # Runs one request; streams its text, then prints its statistics.
-request() {  # name worker prompt_file
+request() {  # name worker prompt_file [extra flags]
   local name="$1" worker="$2" prompt="$3"
+  shift 3
   echo "== $name: worker $worker, $(wc -c <"$prompt") bytes of prompt, AttentionPredictor-guided sparse decode (${policy[1]}, budget 1024)"
-  "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json \
+  "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json "$@" \
     > "$work/$name.json"
   python3 - "$work/$name.json" <<'EOF'
 import json, sys
@@ -92,6 +95,17 @@ print(f"== Shared prefix: request 2 reached its first token {ratio:.1f}x sooner 
       f"({b['time_to_first_token_seconds']:.2f} s vs {a['time_to_first_token_seconds']:.2f} s; "
       f"{b['prefix_hit_tokens']} of {b['prompt_tokens']} prompt tokens imported)")
 EOF
+if [ -n "${COLD_CHECK:-}" ]; then
+  request request2-cold "$w2" "$work/request2.txt" --no-prefix-reuse
+  python3 - "$work/request2-cold.json" "$work/request2.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+ratio = a["time_to_first_token_seconds"] / max(b["time_to_first_token_seconds"], 1e-9)
+same = "the same generated text" if a["text"] == b["text"] else "DIFFERENT generated text"
+print(f"== Same prompt, cold on the same worker: {a['time_to_first_token_seconds']:.2f} s to the first token; "
+      f"with the shared prefix {b['time_to_first_token_seconds']:.2f} s: {ratio:.1f}x sooner; {same}")
+EOF
+fi
 echo "== The cache node after both requests"
 "$bin/foresight" --cache "$node" stat
 

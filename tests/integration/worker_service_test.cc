@@ -206,8 +206,9 @@ TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
 // kill -9 of the cache node during a decode: the request ends with an error naming the cache
 // service, every token streamed before it equals the uninterrupted run's, and once the node is
 // back (same address) the same worker serves new requests.
-// Dense requests keep their KV resident (only publication sees the failure); h2o with a small
-// budget runs offloaded (cross-token), so the failure hits block fetches.
+// Dense requests keep their KV resident (only publication sees the failure); SnapKV with a small
+// budget runs offloaded (cross-token), so the failure hits block fetches. (SnapKV, not H2O: H2O is seeded
+// from attention summed over every prompt query, which an imported prefix does not have.)
 class WorkerKillTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorThenServesAgain) {
@@ -266,7 +267,7 @@ TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorT
   EXPECT_EQ(*health, "SERVING");
 }
 
-INSTANTIATE_TEST_SUITE_P(Policies, WorkerKillTest, ::testing::Values("dense", "h2o"));
+INSTANTIATE_TEST_SUITE_P(Policies, WorkerKillTest, ::testing::Values("dense", "snapkv"));
 
 // Issue 6 point 4: workers on a 3-node cluster (etcd) instead of one node: the first request
 // publishes across the nodes, the second worker imports the shared prefix from them.
@@ -292,7 +293,7 @@ TEST(WorkerServiceTest, WorkersOnAThreeNodeClusterShareAPrefix) {
   ASSERT_TRUE(c1 && c2);
   const std::string shared = Text(700, 5);
   auto first_req = Request(shared + "first", 16);
-  first_req.set_policy("h2o");
+  first_req.set_policy("snapkv");
   first_req.set_budget(256);
   Outcome first = Generate(*c1, first_req);
   ASSERT_TRUE(first.status.ok()) << first.status.ToString();
@@ -312,7 +313,7 @@ TEST(WorkerServiceTest, WorkersOnAThreeNodeClusterShareAPrefix) {
   EXPECT_EQ(holding, 3);
 
   auto second_req = Request(shared + "second", 16);
-  second_req.set_policy("h2o");
+  second_req.set_policy("snapkv");
   second_req.set_budget(256);
   Outcome second = Generate(*c2, second_req);
   ASSERT_TRUE(second.status.ok()) << second.status.ToString();

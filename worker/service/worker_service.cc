@@ -231,7 +231,8 @@ Status WorkerService::Request::RunWithCache() {
   const OffloadStats st = seq.stats();
   stats_.set_blocks_fetched(st.prefix_blocks_imported * (c.n_layers + 1) + st.heads_fetched);
   stats_.set_bytes_fetched(static_cast<int64_t>(st.bytes_fetched));
-  stats_.set_blocks_published(st.blocks_published * c.n_layers);
+  // Blocks this request wrote (an imported prefix is adopted, not written again).
+  stats_.set_blocks_published((st.blocks_published - st.prefix_blocks_imported) * c.n_layers);
   stats_.set_bytes_published(static_cast<int64_t>(st.bytes_published));
   stats_.set_stalls(st.stalls);
   stats_.set_stall_seconds(st.stall_seconds);
