@@ -91,7 +91,25 @@ struct Row {
   std::string ceiling;  // what the ceiling is
   uint64_t errors = 0;
   std::string transport;
+  // CPU time per MiB moved (user + system), of this process (client) and of the node's process:
+  // on a shared machine a steadier figure than GB/s.
+  double client_cpu_us_per_mib = 0, node_cpu_us_per_mib = 0;
 };
+
+// CPU seconds a process's threads have run (sum of /proc/<pid>/task/*/schedstat, nanoseconds);
+// 0 when unreadable.
+double ProcessCpuSeconds(pid_t pid) {
+  uint64_t ns = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    FILE* f = std::fopen((task.path() / "schedstat").c_str(), "r");
+    if (f == nullptr) continue;
+    unsigned long long run = 0;
+    if (std::fscanf(f, "%llu", &run) == 1) ns += run;
+    std::fclose(f);
+  }
+  return ns / 1e9;
+}
 
 // --- The node, in a child process. -------------------------------------------------------------
 
@@ -437,7 +455,8 @@ BlockKey BenchKey(const std::string& path, uint64_t block, uint64_t i) {
 
 // Keeps `inflight` transfers going over `ops` operations on keys 0..keys-1 (cyclic).
 Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, int inflight,
-            uint64_t ops, uint64_t keys) {
+            uint64_t ops, uint64_t keys, pid_t node_pid) {
+  const double client_cpu0 = ProcessCpuSeconds(getpid()), node_cpu0 = ProcessCpuSeconds(node_pid);
   Row row;
   row.path = name;
   row.op = put ? "put" : "get";
@@ -484,6 +503,11 @@ Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, 
     row.p99_us = lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)];
   }
   row.transport = path.transport();
+  const double mib = ok_bytes / 1048576.0;
+  if (mib > 0) {
+    row.client_cpu_us_per_mib = (ProcessCpuSeconds(getpid()) - client_cpu0) * 1e6 / mib;
+    row.node_cpu_us_per_mib = (ProcessCpuSeconds(node_pid) - node_cpu0) * 1e6 / mib;
+  }
   return row;
 }
 
@@ -524,6 +548,10 @@ void PrintJson(const std::vector<Row>& rows) {
     j["ceiling"] = r.ceiling;
     j["transport"] = r.transport;
     j["errors"] = r.errors;
+    if (r.path != "ceiling") {
+      j["client_cpu_us_per_mib"] = r.client_cpu_us_per_mib;
+      j["node_cpu_us_per_mib"] = r.node_cpu_us_per_mib;
+    }
     std::cout << j.dump() << "\n";
   }
   std::cout.flush();
@@ -690,10 +718,12 @@ int RunTiers(const TiersFlags& flags) {
             for (int inflight : inflights) {
               // The first trial's puts write every key, so that every later get finds its block.
               const uint64_t n = put && trial == 0 ? std::max<uint64_t>(ops, keys) : ops;
-              Row row = Measure(*paths[pi], spec.name, put, block, inflight, n, keys);
+              Row row = Measure(*paths[pi], spec.name, put, block, inflight, n, keys,
+                                spec.nvme ? nvme_node->pid : ram_node->pid);
               if (!flags.json) {
-                std::fprintf(stderr, "tiers: trial %d %s %s %s x%d: %.2f GB/s\n", trial + 1, row.path.c_str(),
-                             row.op.c_str(), FormatByteSize(block).c_str(), inflight, row.gbps);
+                std::fprintf(stderr, "tiers: trial %d %s %s %s x%d: %.2f GB/s (cpu us/MiB: client %.0f, node %.0f)\n",
+                             trial + 1, row.path.c_str(), row.op.c_str(), FormatByteSize(block).c_str(), inflight,
+                             row.gbps, row.client_cpu_us_per_mib, row.node_cpu_us_per_mib);
               }
               if (row.errors > 0) status = 1;
               if (at == best.size()) {

@@ -482,7 +482,13 @@ void UcxServer::Impl::ProgressLoop() {
       std::lock_guard<std::mutex> lock(post_mu_);
       if (!posted_.empty()) continue;
     }
-    if (now - idle_since < kSpin || stopping) continue;
+    if (stopping) continue;
+    if (now - idle_since < kSpin) {
+      // Polling, but any other runnable thread on this core goes first: on a busy machine a spin
+      // would otherwise take the time slice of the very threads that produce our next event.
+      std::this_thread::yield();
+      continue;
+    }
     if (ucp_worker_arm(worker_) == UCS_OK) {
       epoll_event ev;
       epoll_wait(epoll_fd_, &ev, 1, 50);

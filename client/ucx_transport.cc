@@ -389,7 +389,10 @@ void UcxTransport::Impl::ProgressLoop() {
       std::lock_guard<std::mutex> lock(post_mu_);
       if (!posted_.empty()) continue;
     }
-    if (now - idle_since < kSpin) continue;
+    if (now - idle_since < kSpin) {
+      std::this_thread::yield();  // as the node does: poll, but let runnable threads go first
+      continue;
+    }
     if (ucp_worker_arm(worker_) == UCS_OK) {
       epoll_event ev;
       epoll_wait(epoll_fd_, &ev, 1, 50);
