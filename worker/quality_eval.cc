@@ -66,6 +66,9 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
       predictor::PolicySpec ps;
       ps.kind = kind;
       ps.budget.budget_tokens = budget;
+      ps.budget.sink_tokens = spec.sink_tokens;
+      ps.budget.local_tokens = spec.local_tokens;
+      ps.calibration_period = spec.calibration_period;
       ps.weights = spec.weights;
       ps.dense_first_layers = spec.dense_first_layers;
       Run run{kind, budget, nullptr, nullptr};

@@ -35,6 +35,8 @@ struct QualitySpec {
   std::vector<int64_t> budgets;
   std::shared_ptr<const predictor::CnnWeights> weights;  // for AttentionPredictor
   int dense_first_layers = 0;
+  int64_t sink_tokens = 64, local_tokens = 64;  // part of every budget
+  int calibration_period = 5;                   // AttentionPredictor's M
 };
 
 // `tokens` holds at least context + predict tokens.

@@ -322,6 +322,9 @@ struct QualityFlags {
   std::string budgets = "256,512,1024,2048";
   std::string weights;
   int dense_layers = 0;
+  int sink = 64;
+  int local = 64;
+  int calibration_period = 5;
   bool json = false;
 };
 
@@ -333,6 +336,9 @@ Status RunQuality(const QualityFlags& f) {
   const std::vector<TokenId> tokens = model->tokenizer()->Encode(text, true, false);
   worker::QualitySpec spec;
   spec.dense_first_layers = f.dense_layers;
+  spec.sink_tokens = f.sink;
+  spec.local_tokens = f.local;
+  spec.calibration_period = f.calibration_period;
   std::stringstream budgets(f.budgets);
   std::string item;
   while (std::getline(budgets, item, ',')) spec.budgets.push_back(std::stoll(item));
@@ -437,6 +443,10 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   quality->add_option("--policy", qflags->policy, "all, or a comma list of policies");
   quality->add_option("--budget", qflags->budgets, "Comma-separated token budgets");
   quality->add_option("--weights", qflags->weights, "AttentionPredictor CNN weights (all includes it only with weights)");
+  quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)");
+  quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)");
+  quality->add_option("--calibration-period", qflags->calibration_period,
+                      "AttentionPredictor: a dense calibration step every M decode steps (0: never)");
   quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense");
   quality->add_flag("--json", qflags->json, "JSON rows");
   quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });
