@@ -221,6 +221,10 @@ void RoundActivationsToQ8(float* x, int64_t n) {
 
 namespace {
 
+// Weight rows are streamed from memory once per token: prefetching the rows this far ahead (the
+// next group of the caller's consecutive rows) measured faster than the hardware prefetcher alone.
+constexpr int kPrefetchRows = 8;
+
 // R rows of one type against the same activations; each row's sum is taken in the single-row
 // order (a vector accumulator over blocks, then its horizontal sum, plus the scalar min terms).
 template <int R>
@@ -228,6 +232,7 @@ void DotRowsQ8Impl(TensorType type, const uint8_t* w, uint64_t row_bytes, const 
                    float* out) {
   __m256 acc[R];
   float extra[R];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     acc[r] = _mm256_setzero_ps();
     extra[r] = 0.0f;
@@ -236,8 +241,10 @@ void DotRowsQ8Impl(TensorType type, const uint8_t* w, uint64_t row_bytes, const 
   if (type == TensorType::kQ8_0) {
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 34;
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
         const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
         const __m256i dot = DotU8S8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(blk) * x[b].d), _mm256_cvtepi32_ps(dot), acc[r]);
@@ -246,8 +253,10 @@ void DotRowsQ8Impl(TensorType type, const uint8_t* w, uint64_t row_bytes, const 
   } else if (type == TensorType::kQ4_1) {
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 20;
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
         const __m256i dot = DotU8S8(UnpackNibbles(blk + 4), qx);
         acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(blk) * x[b].d), _mm256_cvtepi32_ps(dot), acc[r]);
         extra[r] += LoadHalf(blk + 2) * x[b].s;
@@ -256,13 +265,16 @@ void DotRowsQ8Impl(TensorType type, const uint8_t* w, uint64_t row_bytes, const 
   } else {  // Q4_0: sum (q - 8) * qx = sum q * qx - 8 * sum qx
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 18;
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
         const int32_t dot = HorizontalSumI32(DotU8S8(UnpackNibbles(blk + 2), qx)) - 8 * x[b].sum;
         extra[r] += LoadHalf(blk) * x[b].d * static_cast<float>(dot);
       }
     }
   }
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]) + extra[r];
 }
 

@@ -32,20 +32,35 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
   const bool q8 = UsesQ8Activations(type_);
   if (q8) {  // any number of rows: the integer kernels are llama.cpp's arithmetic, and fast
     const int64_t nb = cols_ / 32;
-    std::vector<Q8Activations> xq(static_cast<size_t>(n * nb));
     constexpr int64_t kRowsPerTask = 16;  // a task's weight rows stay in L1 across the tokens
     const int64_t tasks = (rows_ + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel if (n * cols_ + rows_ * cols_ >= 32768)
+    auto multiply = [&](const Q8Activations* xq, int64_t task) {
+      const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
+      for (int64_t t = 0; t < n; ++t) DotRowsQ8(type_, row(r0), row_bytes_, count, xq + t * nb, cols_, y + t * rows_ + r0);
+    };
+    const bool parallel = rows_ * cols_ >= 32768;
+    if (n < kGemmMinRows) {
+      // Decode: every thread quantises the few activation rows itself (microseconds), which saves
+      // a barrier per product; on a busy machine each barrier can cost a time slice.
+#pragma omp parallel if (parallel)
+      {
+        Q8Activations xq[kGemmMinRows * 8192 / 32];
+        const bool fits = n * nb <= static_cast<int64_t>(sizeof(xq) / sizeof(xq[0]));
+        std::vector<Q8Activations> big(fits ? 0 : n * nb);
+        Q8Activations* q = fits ? xq : big.data();
+        for (int64_t t = 0; t < n; ++t) QuantizeActivations(x + t * cols_, cols_, q + t * nb);
+#pragma omp for schedule(static) nowait
+        for (int64_t task = 0; task < tasks; ++task) multiply(q, task);
+      }
+      return;
+    }
+    std::vector<Q8Activations> xq(static_cast<size_t>(n * nb));
+#pragma omp parallel if (parallel)
     {
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < n; ++t) QuantizeActivations(x + t * cols_, cols_, xq.data() + t * nb);
 #pragma omp for schedule(static)
-      for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
-        for (int64_t t = 0; t < n; ++t) {
-          DotRowsQ8(type_, row(r0), row_bytes_, count, xq.data() + t * nb, cols_, y + t * rows_ + r0);
-        }
-      }
+      for (int64_t task = 0; task < tasks; ++task) multiply(xq.data(), task);
     }
     return;
   }
