@@ -54,7 +54,8 @@ struct DecodeBenchFlags {
   std::string node_ram = "3GiB";
   std::string models;  // offload: several models in one run, paired with --contexts
   std::string calibration_text;
-  int chunk = 5;  // offload: steps per turn when variants take turns  // non-empty: measure compact-key calibration rows on this text
+  int chunk = 5;  // offload: steps per turn when variants take turns
+  std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure compact-key calibration rows on this text
 };
 
 std::string LoadAverage() {
@@ -62,6 +63,12 @@ std::string LoadAverage() {
   std::string a, b, c;
   f >> a >> b >> c;
   return a + " " + b + " " + c;
+}
+
+// Decode steps an offload run takes per variant (warmup, then `rounds` turns of `chunk` steps).
+int OffloadSteps(const DecodeBenchFlags& f) {
+  const int chunk = std::max(2, f.chunk);
+  return f.warmup + (f.steps + chunk - 2) / (chunk - 1) * chunk;
 }
 
 std::vector<std::string> SplitList(const std::string& s) {
@@ -100,12 +107,40 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                 "us/tok(med)", "us/tok(avg)", "stall_us", "bytes/token", "hit%", "load");
   }
   for (int64_t ctx : contexts) {
-    if (c.max_context > 0 && ctx + f.warmup + f.steps > c.max_context) {
-      return OutOfRange("context " + std::to_string(ctx) + " + warmup + steps exceeds the model's " +
+    if (c.max_context > 0 && ctx + OffloadSteps(f) > c.max_context) {
+      return OutOfRange("context " + std::to_string(ctx) + " + " + std::to_string(OffloadSteps(f)) + " steps exceeds the model's " +
                         std::to_string(c.max_context));
     }
     std::vector<worker::TokenId> ids(ctx);
     for (int64_t i = 0; i < ctx; ++i) ids[i] = static_cast<worker::TokenId>((i * 7919 + 13) % c.vocab_size);
+    const bool real = !f.text.empty() && model.tokenizer() != nullptr;
+    if (real) {
+      // A real prefill, once: published by a seed sequence; every variant then imports that prefix
+      // (the shared-prefix path) and prefills only the last 64 tokens, so policies see real rows.
+      std::ifstream in(f.text);
+      if (!in) return NotFound("cannot read " + f.text);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      std::vector<worker::TokenId> text = model.tokenizer()->Encode(ss.str(), false, false);
+      if (static_cast<int64_t>(text.size()) < ctx) {
+        return InvalidArgument(f.text + " has " + std::to_string(text.size()) + " tokens; --contexts asks for " +
+                               std::to_string(ctx));
+      }
+      ids.assign(text.begin(), text.begin() + ctx);
+      CacheClientOptions co;
+      co.address = node->address();
+      FS_ASSIGN_OR_RETURN(auto client, CacheClient::Connect(co));
+      worker::OffloadOptions o;
+      o.mode = worker::OffloadMode::kResident;
+      o.publish = true;
+      o.fingerprint = fingerprint;
+      o.name_space = "bench";
+      FS_ASSIGN_OR_RETURN(auto seed, worker::OffloadedSequence::Create(model, client.get(), std::nullopt, o));
+      std::vector<float> logits;
+      FS_RETURN_IF_ERROR(seed->Prefill(ids, &logits));
+      FS_RETURN_IF_ERROR(seed->Flush());
+      if (!f.json) std::printf("# prefilled and published %lld tokens of %s in %.1f s\n", static_cast<long long>(ctx), f.text.c_str(), seed->stats().prefill_seconds);
+    }
     for (const std::string& transport : transports) {
       CacheClientOptions co;
       co.address = node->address();
@@ -143,14 +178,18 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         o.mode = v.mode;
         o.reuse = v.reuse;
         o.publish = v.mode != worker::OffloadMode::kResident;
-        o.import_prefix = false;
+        o.import_prefix = real;
         o.fingerprint = fingerprint;
         o.margin_blocks = f.margin;
         o.name_space = "bench";
         Live l;
         l.v = v;
         FS_ASSIGN_OR_RETURN(l.seq, worker::OffloadedSequence::Create(model, client.get(), spec, o));
-        FS_RETURN_IF_ERROR(l.seq->TEST_FillRandom(ids, 17));
+        if (real) {
+          FS_RETURN_IF_ERROR(l.seq->Prefill(ids, &logits));
+        } else {
+          FS_RETURN_IF_ERROR(l.seq->TEST_FillRandom(ids, 17));
+        }
         for (int s = 0; s < f.warmup; ++s) {
           FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
         }
@@ -194,7 +233,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
                            {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
                            {"steps", l.timed}, {"model", model_name},
-                           {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load}});
+                           {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load},
+                           {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
         } else {
           std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%%  %s\n",
                       std::string(worker::OffloadModeName(l.v.mode)).c_str(), transport.c_str(),
@@ -319,7 +359,7 @@ Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predicto
     std::string name = models[i];
     if (models[i] == "synthetic-8b") {
       FS_ASSIGN_OR_RETURN(model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
-                                     f.synthetic_layers, static_cast<int32_t>(ctx + f.steps + f.warmup + 1))));
+                                     f.synthetic_layers, static_cast<int32_t>(ctx + OffloadSteps(f) + 1))));
       name = "synthetic-llama3.1-8b-geometry";
     } else {
       std::string path = models[i];
@@ -350,7 +390,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   for (int64_t c : contexts) max_context = std::max(max_context, c);
   if (f.synthetic_8b) {
     FS_ASSIGN_OR_RETURN(model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
-                                   f.synthetic_layers, static_cast<int32_t>(max_context + f.steps + f.warmup + 1))));
+                                   f.synthetic_layers, static_cast<int32_t>(max_context + std::max(f.steps, OffloadSteps(f)) + 1))));
   } else {
     std::string path = f.model;
     if (path.empty()) {
@@ -453,6 +493,7 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
   cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head)");
   cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");
+  cmd->add_option("--text", f->text, "KV offload: real context from this text (prefilled once, imported by every variant)");
   cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");
   cmd->add_option("--calibration-text", f->calibration_text,
                   "Measure compact-key calibration rows against exact ones on this text (first --contexts entry)");

@@ -110,6 +110,16 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
                              std::to_string(c_.vocab_size));
     }
   }
+  if (n > 1 || observer != nullptr) {  // chunk attention reads every earlier block from the cache
+    for (int32_t l = 0; l < c_.n_layers; ++l) {
+      for (int64_t b = 0; b < kv_.blocks(); ++b) {
+        if (!kv_.resident(l, b)) {
+          return FailedPrecondition("prefill needs every earlier KV block on the worker; block " + std::to_string(b) +
+                                    " of layer " + std::to_string(l) + " was offloaded");
+        }
+      }
+    }
+  }
   kv_.Resize(p0 + n);
   x_.resize(n * d);
   h_.resize(n * d);
