@@ -70,6 +70,7 @@ struct TiersFlags {
   std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
   std::string inflight;  // comma-separated in-flight counts; empty: the default list
   int trials = 3;
+  std::string row_bytes;  // bytes moved per RAM row; default 256MiB (quick: 128MiB)
 };
 
 // "a,b,c" -> {"a","b","c"} (empty items dropped).
@@ -618,7 +619,15 @@ int RunTiers(const TiersFlags& flags) {
     std::cerr << "tiers: --trials must be between 1 and 20\n";
     return 2;
   }
-  const uint64_t bytes_per_row = flags.quick ? (128ull << 20) : (256ull << 20);
+  uint64_t bytes_per_row = flags.quick ? (128ull << 20) : (256ull << 20);
+  if (!flags.row_bytes.empty()) {
+    auto parsed = ParseByteSize(flags.row_bytes);
+    if (!parsed.ok() || *parsed == 0) {
+      std::cerr << "tiers: --row-bytes: '" << flags.row_bytes << "' is not a positive size\n";
+      return 2;
+    }
+    bytes_per_row = *parsed;
+  }
   const uint64_t nvme_bytes_per_row = flags.quick ? (32ull << 20) : (64ull << 20);
 
   // Nodes first: fork before this process has threads or UCX state.
@@ -792,6 +801,7 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--paths", flags->paths, "Only these paths, e.g. ram-shm,ram-tcp (default: all)");
   cmd->add_option("--sizes", flags->sizes, "Block sizes, e.g. 1MiB,4MiB (default: 16KiB..4MiB; quick: 1MiB)");
   cmd->add_option("--inflight", flags->inflight, "Requests in flight, e.g. 1,16 (default: 1,4,16; quick: 1,16)");
+  cmd->add_option("--row-bytes", flags->row_bytes, "Bytes moved per RAM-path row (default 256MiB; quick 128MiB)");
   cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
   cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
 }
