@@ -69,7 +69,7 @@ request() {  # name worker prompt_file [extra flags]
   local name="$1" worker="$2" prompt="$3"
   shift 3
   echo "== $name: worker $worker, $(wc -c <"$prompt") bytes of prompt, AttentionPredictor-guided sparse decode (${policy[1]}, budget 1024)"
-  "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json "$@" \
+  "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json --print-tokens "$@" \
     > "$work/$name.json"
   python3 - "$work/$name.json" <<'EOF'
 import json, sys
@@ -101,7 +101,10 @@ if [ -n "${COLD_CHECK:-}" ]; then
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
 ratio = a["time_to_first_token_seconds"] / max(b["time_to_first_token_seconds"], 1e-9)
-same = "the same generated text" if a["text"] == b["text"] else "DIFFERENT generated text"
+ta, tb = a["tokens"], b["tokens"]
+first_diff = next((i for i in range(min(len(ta), len(tb))) if ta[i] != tb[i]), None)
+same = ("the same generated tokens" if ta == tb else
+        f"DIFFERENT tokens from token {first_diff if first_diff is not None else min(len(ta), len(tb))} on")
 print(f"== Same prompt, cold on the same worker: {a['time_to_first_token_seconds']:.2f} s to the first token; "
       f"with the shared prefix {b['time_to_first_token_seconds']:.2f} s: {ratio:.1f}x sooner; {same}")
 EOF
