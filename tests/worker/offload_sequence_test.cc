@@ -124,6 +124,41 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
   }
 }
 
+// A second request with the same prompt imports the published prefix instead of prefilling it,
+// then decodes offloaded over those imported blocks (their keys and checksums come from Adopt):
+// the same tokens as a resident run that imports the same prefix.
+TEST_F(OffloadSequenceTest, ImportedPrefixDecodesOffloaded) {
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kH2O;
+  spec.budget.budget_tokens = 256;
+  const std::vector<TokenId> prompt = Prompt(900);
+  OffloadOptions o;
+  o.name_space = "shared";
+  o.mode = OffloadMode::kOnDemand;
+  o.import_prefix = false;
+  {
+    auto first = OffloadedSequence::Create(*model_, client_.get(), spec, o);
+    ASSERT_TRUE(first.ok());
+    std::vector<float> logits;
+    ASSERT_TRUE((*first)->Prefill(prompt, &logits).ok());
+    ASSERT_TRUE((*first)->Flush().ok());
+  }
+  o.import_prefix = true;
+  o.mode = OffloadMode::kResident;
+  o.publish = false;
+  auto resident = Generate(*model_, client_.get(), spec, o, prompt, 12);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  EXPECT_EQ(resident->stats.prefix_blocks_imported, (900 - 64) / 16);
+  o.mode = OffloadMode::kCrossToken;
+  o.publish = true;
+  o.local_blocks = 4;
+  auto offloaded = Generate(*model_, client_.get(), spec, o, prompt, 12);
+  ASSERT_TRUE(offloaded.ok()) << offloaded.status().ToString();
+  EXPECT_EQ(offloaded->stats.prefix_blocks_imported, (900 - 64) / 16);
+  EXPECT_GT(offloaded->stats.heads_fetched, 0);
+  EXPECT_EQ(offloaded->tokens, resident->tokens);
+}
+
 // A block that vanished from the node ends the request with an error naming it; no output is
 // made from missing KV.
 TEST_F(OffloadSequenceTest, AMissingBlockFailsTheStep) {
