@@ -90,7 +90,10 @@ StatusOr<std::shared_ptr<ArenaMap>> MapArena(const ucxwire::ArenaGrant& g) {
     close(fd);
     return Unavailable(path + " is not the node's arena (size differs)");
   }
-  void* base = mmap(nullptr, g.file_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // Populated up front up to 4 GiB (no page faults in the copies); a larger arena is faulted in
+  // as it is read, so that connecting stays fast and the page tables grow only with use.
+  const int populate = g.file_bytes <= (4ull << 30) ? MAP_POPULATE : 0;
+  void* base = mmap(nullptr, g.file_bytes, PROT_READ, MAP_SHARED | populate, fd, 0);
   const int err = errno;
   close(fd);
   if (base == MAP_FAILED) return Unavailable("cannot map " + path + ": " + strerror(err));
