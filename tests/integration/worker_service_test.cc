@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -201,6 +202,34 @@ TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
   auto bad = LocalWorker::Start({"--cache", "127.0.0.1:" + std::to_string(FreePort()), "--model", model});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("cache node"), std::string::npos) << bad.status().ToString();
+}
+
+// --token-file: the worker presents the token to the cache node and requires it of its clients.
+TEST(WorkerServiceTest, TokenIsRequiredOfClientsAndPresentedToTheNode) {
+  TempDir dir("worker-token");
+  const std::string model = WriteModel(dir);
+  const std::string token_file = dir.path() + "/token";
+  {
+    std::ofstream(token_file) << "s3cret\n";
+  }
+  auto node = LocalNode::Start({"--ram-bytes", "64MiB", "--token-file", token_file});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto without = LocalWorker::Start({"--cache", (*node)->address(), "--model", model});
+  ASSERT_FALSE(without.ok()) << "a worker without the node's token started";
+  auto w = StartWorker((*node)->address(), model, {"--token-file", token_file});
+  ASSERT_TRUE(w);
+  auto anonymous = Client(*w);
+  ASSERT_TRUE(anonymous);
+  Outcome refused = Generate(*anonymous, Request("hello", 4));
+  EXPECT_EQ(refused.status.code(), StatusCode::kUnauthenticated) << refused.status.ToString();
+  WorkerClientOptions o;
+  o.address = w->address();
+  o.token = "s3cret";
+  auto c = WorkerClient::Connect(o);
+  ASSERT_TRUE(c.ok());
+  Outcome ok = Generate(**c, Request(Text(100, 4), 4));
+  EXPECT_TRUE(ok.status.ok()) << ok.status.ToString();
+  EXPECT_GT(ok.stats.blocks_published(), 0);
 }
 
 // kill -9 of the cache node during a decode: the request ends with an error naming the cache
