@@ -1001,6 +1001,7 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
       finished = true;
       break;
     }
+    if (Clock::now() >= deadline) break;
     if (!ready_.empty()) {
       // Copy a leased block (this batch's first, else any): this thread and the progress thread
       // then copy two blocks at once.
@@ -1009,7 +1010,6 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
       lock.lock();
       continue;
     }
-    if (Clock::now() >= deadline) break;
     cv_.wait_until(lock, deadline, [&] { return batches_[id].remaining == 0 || !ready_.empty(); });
   }
   if (!finished) {
