@@ -218,6 +218,15 @@ TEST(ResidentPoolTest, EvictsLeastRecentlyUsedAndNeverPinned) {
   EXPECT_NE(pool.Lookup({0, 0, 1}), nullptr);
   EXPECT_FALSE(pool.Lookup({0, 0, 4})->ready);
   EXPECT_EQ(pool.evictions(), 1);
+  // Touch moves an entry to the recently used end without pinning it.
+  pool.MarkReady(d);
+  pool.Unpin(d);
+  pool.Unpin(pool.Lookup({0, 0, 1}));  // LRU order now: c, d, a
+  pool.Touch(pool.Lookup({0, 0, 3}));  // d, a, c
+  ASSERT_NE(pool.Insert({0, 0, 5}, 0), nullptr);  // evicts d, not c
+  EXPECT_EQ(pool.Lookup({0, 0, 4}), nullptr);
+  EXPECT_NE(pool.Lookup({0, 0, 3}), nullptr);
+  EXPECT_NE(pool.Lookup({0, 0, 1}), nullptr);
 }
 
 }  // namespace

@@ -213,7 +213,10 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
     for (int32_t b : blocks[h]) {
       if (b < options_.sink_blocks || b >= bound) continue;  // read from the worker's KV cache
       ResidentPool::Entry* e = pool_->Lookup({layer, h, b});
-      if (e != nullptr && (options_.reuse || e->step == step)) continue;
+      if (e != nullptr && (options_.reuse || e->step == step)) {
+        pool_->Touch(e);  // wanted next: keep it from being evicted by the fetches before its step
+        continue;
+      }
       if (e != nullptr) {
         if (e->refs > 0) continue;  // in use; the step will fetch it on demand
         pool_->Erase(e);

@@ -55,6 +55,11 @@ class ResidentPool {
   Entry* Insert(const PoolKey& key, int64_t step);
   void Pin(Entry* e);
   void Unpin(Entry* e);
+  // Marks an entry as just used (the most recently used end of the LRU list) without pinning it:
+  // a prefetch that finds its block already pooled keeps it from being evicted before the step.
+  void Touch(Entry* e) {
+    if (e->refs == 0) lru_.splice(lru_.end(), lru_, e->lru);
+  }
   void MarkReady(Entry* e) { e->ready = true; e->batch = -1; }
   // Removes a pinned entry whose fetch failed (its pins are dropped).
   void Erase(Entry* e);
