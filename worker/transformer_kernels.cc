@@ -185,6 +185,63 @@ float DotHalf(const uint16_t* a, const float* b, int64_t n) {
   return SumLanes16(lo, hi);
 }
 
+void DotHalfRows(const uint16_t* rows, int64_t count, int64_t n, const float* b, float scale, float* out) {
+  if (n % 16 != 0) {
+    for (int64_t i = 0; i < count; ++i) out[i] = DotHalf(rows + i * n, b, n) * scale;
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const uint16_t* a = rows + i * n;
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 16) {
+      lo = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k))),
+                           _mm256_loadu_ps(b + k), lo);
+      hi = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k + 8))),
+                           _mm256_loadu_ps(b + k + 8), hi);
+    }
+    out[i] = SumLanes16(lo, hi) * scale;
+  }
+}
+
+void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts,
+                          int64_t n_blocks, int64_t n, float* lanes) {
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    for (int half = 0; half < 2; ++half) {
+      const int first = half * 8;
+      __m256 acc[8];
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_loadu_ps(lanes + (first + j) * n + c);
+      const float* p = probs;
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const uint16_t* v = values[k] + c;
+        const int live = std::min(8, counts[k] - first);
+        if (live == 8) {
+          for (int j = 0; j < 8; ++j) {
+            const __m256 row = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (first + j) * n)));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(p[first + j]), row, acc[j]);
+          }
+        } else {
+          for (int j = 0; j < live; ++j) {
+            const __m256 row = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (first + j) * n)));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(p[first + j]), row, acc[j]);
+          }
+        }
+        p += counts[k];
+      }
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(lanes + (first + j) * n + c, acc[j]);
+    }
+  }
+  if (c < n) {  // dimensions past the last multiple of 8
+    const float* p = probs;
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      for (int32_t j = 0; j < counts[k]; ++j) {
+        for (int64_t i = c; i < n; ++i) lanes[j * n + i] = std::fma(p[j], _cvtsh_ss(values[k][j * n + i]), lanes[j * n + i]);
+      }
+      p += counts[k];
+    }
+  }
+}
+
 void SumLanes(const float* lanes, int64_t n, float* out) {
   auto at = [&](int lane, int64_t i) { return _mm256_loadu_ps(lanes + lane * n + i); };
   int64_t i = 0;

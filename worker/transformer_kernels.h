@@ -62,6 +62,15 @@ void AxpyHalf(float a, const uint16_t* x, float* y, int64_t n);
 // (AxpyHalf) into lane p % kAttentionLanes of a [kAttentionLanes x n] scratch that starts at zero,
 // then SumLanes folds the lanes into the output. Positions must be added in increasing order.
 constexpr int kAttentionLanes = 16;
+// Block versions of the two steps, bit-identical to the per-position calls and faster (the query
+// and the lane accumulators stay in registers). out[i] = DotHalf(rows + i * n, b, n) * scale.
+void DotHalfRows(const uint16_t* rows, int64_t count, int64_t n, const float* b, float scale, float* out);
+// For blocks k = 0..n_blocks of kAttentionLanes positions each, in position order: block k has
+// counts[k] value rows of n halves at values[k]; its row j is added, times the next weight of
+// `probs`, into lane j (the AxpyHalf into lane p % kAttentionLanes above, for blocks that start at
+// a multiple of kAttentionLanes).
+void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts,
+                          int64_t n_blocks, int64_t n, float* lanes);
 // out[i] = sum over the 16 lanes of lanes[lane * n + i], pairwise: lanes j and j+8, then j and
 // j+4, then j and j+2, then 0 and 1.
 void SumLanes(const float* lanes, int64_t n, float* out);

@@ -215,6 +215,38 @@ TEST(TransformerKernelsTest, HalfDotAndLaneSumOrder) {
   }
 }
 
+// The block kernels give the per-position kernels' bits.
+TEST(TransformerKernelsTest, BlockKernelsMatchPerPositionKernels) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t n : {64, 72, 20}) {
+    const std::vector<int32_t> counts = {16, 16, 5, 16, 9};  // sparse selections leave gaps
+    std::vector<std::vector<uint16_t>> blocks;
+    std::vector<const uint16_t*> ptrs;
+    std::vector<float> probs;
+    for (int32_t c : counts) {
+      blocks.emplace_back(16 * n);
+      for (auto& v : blocks.back()) v = Half(dist(rng));
+      for (int32_t j = 0; j < c; ++j) probs.push_back(FromHalf(Half(std::fabs(dist(rng)) * 0.05f)));
+    }
+    for (auto& b : blocks) ptrs.push_back(b.data());
+    std::vector<float> q(n);
+    for (float& v : q) v = FromHalf(Half(dist(rng)));
+    std::vector<float> want(16 * n, 0.0f), got(16 * n, 0.0f);
+    size_t at = 0;
+    for (size_t k = 0; k < counts.size(); ++k) {
+      std::vector<float> scores(counts[k]);
+      DotHalfRows(ptrs[k], counts[k], n, q.data(), 0.125f, scores.data());
+      for (int32_t j = 0; j < counts[k]; ++j) {
+        ASSERT_EQ(scores[j], DotHalf(ptrs[k] + j * n, q.data(), n) * 0.125f) << "n=" << n;
+        AxpyHalf(probs[at++], ptrs[k] + j * n, want.data() + j * n, n);
+      }
+    }
+    AccumulateHalfBlocks(probs.data(), ptrs.data(), counts.data(), static_cast<int64_t>(counts.size()), n, got.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "n=" << n << " at " << i;
+  }
+}
+
 TEST(TransformerKernelsTest, ExpSoftmaxSwiGluRmsNorm) {
   for (float x = -103.0f; x < 88.0f; x += 0.173f) {
     const double want = std::exp(static_cast<double>(x));
