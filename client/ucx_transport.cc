@@ -139,6 +139,7 @@ class UcxTransport::Impl {
 
   Status Init();
   Status EnsureConnected();
+  void SetCopyBacklog(size_t n) { progress_copy_backlog_ = std::max<size_t>(1, n); }
   StatusOr<UcxBuffer> AddRegion(void* data, uint64_t bytes, bool allocate);
   StatusOr<UcxBatch> Submit(std::vector<UcxGet>* gets, std::vector<UcxPut>* puts);
   std::vector<UcxItemResult> Wait(UcxBatch batch, double timeout_s);
@@ -186,6 +187,7 @@ class UcxTransport::Impl {
     uint64_t checksum = 0;
     uint64_t lease_id = 0;
     uint64_t generation = 0;  // the connection it was leased on
+    Clock::time_point since;  // when the lease came back
   };
   struct SendCtx {
     std::vector<uint8_t> header;
@@ -227,7 +229,9 @@ class UcxTransport::Impl {
   void RequestArena();
   void HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length, bool rndv);
   // Copies one ready block (of batch `prefer` when it has one); false when none is ready.
-  bool CopyOneReady(UcxBatch prefer);
+  // The progress thread passes min_ready: it copies only when that many blocks wait, so that
+  // while a thread in Wait() keeps up, messages are not held behind its copies.
+  bool CopyOneReady(UcxBatch prefer, size_t min_ready = 1);
   void FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
                         uint64_t checksum, bool verified);
   void FlushReleases();
@@ -282,6 +286,7 @@ class UcxTransport::Impl {
   std::vector<std::pair<uint64_t, uint64_t>> releases_;  // (generation, lease id); GUARDED_BY(mu_)
   std::shared_ptr<ArenaMap> arena_;               // GUARDED_BY(mu_); null: no one-sided gets
   uint64_t generation_ = 1;                       // GUARDED_BY(mu_); bumped on every drop
+  size_t progress_copy_backlog_ = 2;              // see CopyOneReady (FORESIGHT_UCX_COPY_BACKLOG)
   UcxBatch next_batch_ = 1;
   std::atomic<uint64_t> next_req_id_{1};
   uint32_t next_region_id_ = 1;
@@ -377,7 +382,7 @@ void UcxTransport::Impl::ProgressLoop() {
     if (ep_failed_ && ep_ != nullptr) {
       DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
     }
-    if (CopyOneReady(0)) n++;
+    if (CopyOneReady(0, progress_copy_backlog_)) n++;
     FlushReleases();
     auto now = Clock::now();
     if (now - last_sweep_ > std::chrono::milliseconds(50)) {
@@ -1097,6 +1102,7 @@ void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const 
   r.checksum = reply.checksum;
   r.lease_id = grant->lease_id;
   r.generation = generation_;
+  r.since = Clock::now();
   // Everything the node says is bounds-checked against our mapping before a byte is read.
   bool ok = grant->block_offset <= arena.arena_bytes && grant->block_bytes <= arena.arena_bytes - grant->block_offset;
   const uint8_t* block = arena.arena + grant->block_offset;
@@ -1131,11 +1137,16 @@ void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const 
   cv_.notify_all();
 }
 
-bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer) {
+bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
   Ready r;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (ready_.empty()) return false;
+    // Below the backlog, the progress thread still takes a block nobody has taken for a while
+    // (no thread in Wait()), so that leases are never held for long.
+    if (ready_.size() < min_ready && Clock::now() - ready_.front().since < std::chrono::microseconds(200)) {
+      return false;
+    }
     auto pick = ready_.begin();
     if (prefer != 0) {
       auto own = std::find_if(ready_.begin(), ready_.end(), [&](const Ready& x) { return x.batch == prefer; });
@@ -1213,6 +1224,7 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(const std::string&
                                                               const std::string& token,
                                                               UcxTransportOptions options) {
   auto impl = std::make_unique<Impl>(host, port, token, std::move(options));
+  if (const char* backlog = std::getenv("FORESIGHT_UCX_COPY_BACKLOG")) impl->SetCopyBacklog(std::atoi(backlog));
   FS_RETURN_IF_ERROR(impl->Init());
   FS_RETURN_IF_ERROR(impl->EnsureConnected());
   return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(impl)));
