@@ -688,6 +688,22 @@ TEST(UcxTransportTest, OneSidedGetsOfWholeBlocksRangesAndBatches) {
   }
   EXPECT_EQ(t->Stats().one_sided_gets - before, 6u + 32u);
   EXPECT_EQ(SettledStats(*node.store).active_leases, 0u);
+
+  // Nobody in Wait(): the progress thread copies the block anyway and frees the lease soon.
+  std::memset(out.data(), 0, out.size());
+  const uint64_t requests = node.server->Stats().requests;
+  auto lone = t->SubmitGets({UcxGet{Key("os3"), {}, out.data(), out.size()}});
+  ASSERT_TRUE(lone.ok());
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (node.server->Stats().requests == requests && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(node.server->Stats().requests, requests);  // the LEASE reached the node
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(node.store->Stats().active_leases, 0u);
+  auto lone_result = t->Wait(*lone, 10);
+  ASSERT_TRUE(lone_result[0].status.ok()) << lone_result[0].status.ToString();
+  EXPECT_EQ(0, std::memcmp(out.data(), blocks[3].data(), 1 << 20));
 }
 
 TEST(UcxTransportTest, OneSidedGetCatchesAFlippedByteInTheArena) {
