@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -230,6 +231,50 @@ TEST(WorkerServiceTest, TokenIsRequiredOfClientsAndPresentedToTheNode) {
   Outcome ok = Generate(**c, Request(Text(100, 4), 4));
   EXPECT_TRUE(ok.status.ok()) << ok.status.ToString();
   EXPECT_GT(ok.stats.blocks_published(), 0);
+}
+
+// deploy/local-deployment.sh: start brings up a node and two workers that serve, status says so,
+// stop ends every process it started.
+TEST(WorkerServiceTest, LocalDeploymentScriptStartsServesAndStops) {
+  TempDir dir("local-deployment");
+  const std::string model = WriteModel(dir);
+  const std::string state = dir.path() + "/state";
+  const std::string script = std::string(FORESIGHT_SOURCE_DIR) + "/deploy/local-deployment.sh";
+  const std::string common = " --dir " + state + " --bin " + FORESIGHT_BIN_DIR;
+  struct Stop {  // stops the deployment even when an assertion fails
+    std::string command;
+    ~Stop() { (void)std::system(command.c_str()); }
+  } stop{"bash " + script + " stop" + common + " >/dev/null 2>&1"};
+  ASSERT_EQ(std::system(("bash " + script + " start" + common + " --model " + model +
+                         " --policy snapkv --budget 256 --threads 1 --ram 64MiB --nvme 128MiB")
+                            .c_str()),
+            0);
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string s;
+    in >> s;
+    return s;
+  };
+  std::vector<pid_t> pids;
+  for (const char* name : {"node", "worker1", "worker2"}) pids.push_back(std::stoi(read(state + "/" + name + ".pid")));
+  for (const char* name : {"worker1", "worker2"}) {
+    WorkerClientOptions o;
+    o.address = read(state + "/" + name + ".addr");
+    auto c = WorkerClient::Connect(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    Outcome run = Generate(**c, Request(Text(200, 6), 8));
+    ASSERT_TRUE(run.status.ok()) << run.status.ToString();
+    EXPECT_EQ(run.stats.policy(), "snapkv");
+    if (std::string(name) == "worker2") EXPECT_GT(run.stats.prefix_hit_tokens(), 0);  // worker1 published it
+  }
+  EXPECT_EQ(std::system(("bash " + script + " status" + common + " >/dev/null").c_str()), 0);
+  EXPECT_EQ(std::system(("bash " + script + " stop" + common).c_str()), 0);
+  for (pid_t pid : pids) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string id, comm, st;
+    stat >> id >> comm >> st;
+    EXPECT_TRUE(!stat || st == "Z") << "pid " << pid << " still runs after stop";
+  }
 }
 
 // kill -9 of the cache node during a decode: the request ends with an error naming the cache
