@@ -14,8 +14,9 @@
 // One-sided gets: on a shared-memory connection the client maps the node's arena read-only (see
 // cache_service/ucx_server.h); a get then leases the block, copies it out of the arena into the
 // destination (any memory) with XXH3 computed over each copied chunk while it is hot in cache, and
-// releases the lease (batched). The node does no copy. The copies run on the progress thread and on
-// threads blocked in Wait(), which take ready blocks of any batch, so two cores copy at once.
+// releases the lease (batched). The node does no copy. The copies run on threads blocked in Wait(),
+// which take ready blocks of any batch, and on the progress thread when two blocks wait or one has
+// waited 200 us, so two cores copy at once under load and a lease is never held for long.
 //
 // Buffers: Allocate() gives memory that UCX places in shared memory when it can (posix/sysv); a
 // node on the same host maps it and copies blocks with one memcpy (the fast path, used for puts,
