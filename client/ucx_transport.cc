@@ -158,6 +158,7 @@ class UcxTransport::Impl {
     ucp_mem_h memh = nullptr;
     bool allocated = false;
     bool fast_path = false;
+    bool host = true;  // host memory (UCX's view): one-sided gets may memcpy into it
     std::vector<uint8_t> rkey;
   };
   // One request in flight; progress thread only.
@@ -645,9 +646,10 @@ StatusOr<UcxBuffer> UcxTransport::Impl::AddRegion(void* data, uint64_t bytes, bo
       return;
     }
     ucp_mem_attr_t attr{};
-    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH | UCP_MEM_ATTR_FIELD_MEM_TYPE;
     ucp_mem_query(r.memh, &attr);
     r.data = static_cast<uint8_t*>(attr.address);
+    r.host = attr.mem_type == UCS_MEMORY_TYPE_HOST;
     r.size = bytes;
     r.allocated = allocate;
     void* rkey = nullptr;
@@ -735,7 +737,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
         body.key = g.key;
         body.capacity = g.capacity;
         body.range_count = static_cast<uint32_t>(g.ranges.size());
-        if (arena_ != nullptr) {
+        if (arena_ != nullptr && (r == nullptr || r->host)) {
           ps.op.lease = true;
           ps.op.ranges = g.ranges;
           ps.op.arena = arena_;
