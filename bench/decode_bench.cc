@@ -50,7 +50,7 @@ struct DecodeBenchFlags {
   bool no_reuse = false;
   std::string policy = "h2o";
   int warmup = 4;
-  int margin = 16;
+  int margin = -1;
   std::string node_ram = "3GiB";
   std::string models;  // offload: several models in one run, paired with --contexts
   std::string calibration_text;
@@ -491,7 +491,7 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
   cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor, quest)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
-  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head)");
+  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: budget/16");
   cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");
   cmd->add_option("--text", f->text, "KV offload: real context from this text (prefilled once, imported by every variant)");
   cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");

@@ -71,8 +71,8 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
     return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) +
                            " needs a selection policy (dense attention would move the whole history every step)");
   }
-  if (options.sink_blocks < 0 || options.local_blocks < 1 || options.margin_blocks < 0) {
-    return InvalidArgument("sink_blocks >= 0, local_blocks >= 1 and margin_blocks >= 0 are required");
+  if (options.sink_blocks < 0 || options.local_blocks < 1 || options.margin_blocks < -1) {
+    return InvalidArgument("sink_blocks >= 0, local_blocks >= 1 and margin_blocks >= -1 (auto) are required");
   }
   if (offload && options.calibration == CalibrationSource::kExact && policy->kind == predictor::PolicyKind::kAttentionPredictor &&
       policy->calibration_period > 0) {
@@ -89,7 +89,8 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
   }
   if (offload) {
     const BlockLayout& layout = s->seq_.kv().layout();
-    const int64_t per_head = (policy->budget.budget_tokens + 15) / 16 + o.margin_blocks;
+    const int64_t budget_blocks = (policy->budget.budget_tokens + 15) / 16;
+    const int64_t per_head = budget_blocks + (o.margin_blocks < 0 ? budget_blocks : o.margin_blocks);
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
     FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
     s->pool_ = std::make_unique<ResidentPool>(buffer, layout.head_bytes(), slots);

@@ -58,7 +58,12 @@ struct OffloadOptions {
   bool reuse = true;                 // false: every selected non-resident block is fetched every step
   std::string name_space = "default";
   std::string fingerprint;           // empty: ModelFingerprint(model), computed by Create
-  int64_t margin_blocks = 16;        // pool per (layer, KV head) = budget / 16 + margin
+  // Pool per (layer, KV head) = budget / 16 + margin. -1: budget / 16, i.e. twice the budget: a
+  // KV head fetches the union of its query heads' selections, which exceeds one head's budget
+  // (SmolLM2 at 8K, AttentionPredictor: ~71 of 64 blocks), and a pool that barely holds the
+  // union evicts blocks the next step needs (cross-token stall 0.19 of on-demand's at margin 16,
+  // 0.044 at 64; docs/benchmarks.md).
+  int64_t margin_blocks = -1;
   int64_t sink_blocks = 4;           // blocks [0, sink) are never dropped
   int64_t local_blocks = 8;          // the most recent full blocks are never dropped
   bool publish = true;               // publish KV (required by every mode but resident)
