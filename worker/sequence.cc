@@ -1,7 +1,5 @@
 #include "worker/sequence.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -191,38 +189,44 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
   const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd, ctx = p0 + n;
   const int32_t group = c_.n_heads / c_.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  SingleThreadedBlas();
-  kgather_.resize(c_.n_kv_heads * ctx * hd);
-  vgather_.resize(c_.n_kv_heads * ctx * hd);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int32_t kvh = 0; kvh < c_.n_kv_heads; ++kvh) {
-    for (int64_t p = 0; p < ctx; ++p) {
-      HalfToFloatRow(kv_.key(layer, kvh, p), hd, kgather_.data() + (kvh * ctx + p) * hd);
-      HalfToFloatRow(kv_.value(layer, kvh, p), hd, vgather_.data() + (kvh * ctx + p) * hd);
-    }
-  }
+  // llama.cpp's order (worker/transformer_kernels.h): half dot products, then the weighted sum of
+  // the half values in 16 lanes by position, folded by SumLanes.
+  const int64_t bt = kv_.block_tokens();
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<size_t>(n * ctx));
+    std::vector<float> lanes(static_cast<size_t>(kAttentionLanes * hd));
+    std::vector<int32_t> counts;
+    std::vector<const uint16_t*> values;
 #pragma omp for schedule(dynamic, 1)
     for (int32_t h = 0; h < c_.n_heads; ++h) {
       const int32_t kvh = h / group;
-      const float* kg = kgather_.data() + kvh * ctx * hd;
-      const float* vg = vgather_.data() + kvh * ctx * hd;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(ctx),
-                  static_cast<int>(hd), scale, q + h * hd, static_cast<int>(qo), kg, static_cast<int>(hd), 0.0f,
-                  scores.data(), static_cast<int>(ctx));
       for (int64_t t = 0; t < n; ++t) {
         float* row = scores.data() + t * ctx;
         const int64_t visible = p0 + t + 1;
+        const float* qt = q + t * qo + h * hd;
+        const int64_t nb = (visible + bt - 1) / bt;
+        counts.resize(nb);
+        values.resize(nb);
+        for (int64_t b = 0; b < nb; ++b) {  // a block's keys (and values) are consecutive rows
+          counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible - b * bt));
+          values[b] = kv_.value(layer, kvh, b * bt);
+          DotHalfRows(kv_.key(layer, kvh, b * bt), counts[b], hd, qt, scale, row + b * bt);
+        }
         Softmax(row, visible);
         RoundToHalf(row, visible);
         std::fill(row + visible, row + ctx, 0.0f);
         if (observer != nullptr) observer->OnRow(layer, h, p0 + t, row);
+        std::fill(lanes.begin(), lanes.end(), 0.0f);
+        if (bt == kAttentionLanes) {
+          AccumulateHalfBlocks(row, values.data(), counts.data(), nb, hd, lanes.data());
+        } else {
+          for (int64_t p = 0; p < visible; ++p) {
+            AxpyHalf(row[p], kv_.value(layer, kvh, p), lanes.data() + (p % kAttentionLanes) * hd, hd);
+          }
+        }
+        SumLanes(lanes.data(), hd, out + t * qo + h * hd);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd),
-                  static_cast<int>(ctx), 1.0f, scores.data(), static_cast<int>(ctx), vg, static_cast<int>(hd), 0.0f,
-                  out + h * hd, static_cast<int>(qo));
     }
   }
 }
@@ -267,6 +271,9 @@ Status Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, flo
   pooled_.assign(c_.n_heads * n_blocks, 0.0f);
   pooled_sum_.assign(c_.n_heads * n_blocks, 0.0f);
   scores_.resize(static_cast<size_t>(c_.n_heads) * ctx);
+  lanes_.resize(c_.n_heads);
+  counts_.resize(c_.n_heads);
+  values_.resize(c_.n_heads);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int32_t h = 0; h < c_.n_heads; ++h) {
     const int32_t kvh = h / group;
@@ -274,34 +281,48 @@ Status Sequence::DecodeAttention(int32_t layer, int64_t pos, const float* q, flo
     const std::vector<const uint16_t*>& heads = heads_[kvh];
     const float* qh = q + h * hd;
     float* sc = scores_.data() + static_cast<int64_t>(h) * ctx;
+    // Scores and the weighted value sum by block, in llama.cpp's order (worker/transformer_kernels.h).
+    std::vector<int32_t>& counts = counts_[h];
+    std::vector<const uint16_t*>& values = values_[h];
+    counts.resize(blocks.size());
+    values.resize(blocks.size());
     int64_t m = 0;
     for (size_t i = 0; i < blocks.size(); ++i) {
       const int32_t b = blocks[i];
-      const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
-      const uint16_t* keys = heads[i];  // K[bt][hd] then V[bt][hd]
-      for (int64_t p = b * bt; p < end; ++p) sc[m++] = DotHalf(keys + (p - b * bt) * hd, qh, hd) * scale;
+      counts[i] = static_cast<int32_t>(std::min<int64_t>((b + 1) * bt, ctx) - b * bt);
+      values[i] = heads[i] + bt * hd;  // K[bt][hd] then V[bt][hd]
+      DotHalfRows(heads[i], counts[i], hd, qh, scale, sc + m);
+      m += counts[i];
     }
     Softmax(sc, m);
     RoundToHalf(sc, m);
     float* oh = out + h * hd;
-    std::fill(oh, oh + hd, 0.0f);
     float* pooled = pooled_.data() + h * n_blocks;
     float* pooled_sum = pooled_sum_.data() + h * n_blocks;
     m = 0;
     for (size_t i = 0; i < blocks.size(); ++i) {
-      const int32_t b = blocks[i];
-      const int64_t end = std::min<int64_t>((b + 1) * bt, ctx);
-      const uint16_t* values = heads[i] + bt * hd;
       float mx = 0, sum = 0;
-      for (int64_t p = b * bt; p < end; ++p) {
-        const float pr = sc[m++];
-        mx = std::max(mx, pr);
-        sum += pr;
-        AxpyHalf(pr, values + (p - b * bt) * hd, oh, hd);
+      for (int32_t j = 0; j < counts[i]; ++j) {
+        mx = std::max(mx, sc[m + j]);
+        sum += sc[m + j];
       }
-      pooled[b] = mx;
-      pooled_sum[b] = sum;
+      m += counts[i];
+      pooled[blocks[i]] = mx;
+      pooled_sum[blocks[i]] = sum;
     }
+    std::vector<float>& lanes = lanes_[h];
+    lanes.assign(static_cast<size_t>(kAttentionLanes * hd), 0.0f);
+    if (bt == kAttentionLanes) {
+      AccumulateHalfBlocks(sc, values.data(), counts.data(), static_cast<int64_t>(blocks.size()), hd, lanes.data());
+    } else {
+      m = 0;
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        for (int32_t j = 0; j < counts[i]; ++j, ++m) {
+          AxpyHalf(sc[m], values[i] + j * hd, lanes.data() + ((blocks[i] * bt + j) % kAttentionLanes) * hd, hd);
+        }
+      }
+    }
+    SumLanes(lanes.data(), hd, oh);
   }
   if (hook != nullptr) hook->OnAttention(layer, pos, q, !sparse, pooled_.data(), pooled_sum_.data(), n_blocks);
   if (source != nullptr) source->ReleaseLayer(layer, pos);

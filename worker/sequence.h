@@ -116,7 +116,12 @@ class Sequence {
   KvCache kv_;
   SequenceStats stats_;
   // Scratch, reused across calls.
-  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, kgather_, vgather_, scores_, pooled_, pooled_sum_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, scores_, pooled_, pooled_sum_;
+  // Per query head, DecodeAttention's 16-lane value sums, positions used per selected block, and
+  // each selected block's values.
+  std::vector<std::vector<float>> lanes_;
+  std::vector<std::vector<int32_t>> counts_;
+  std::vector<std::vector<const uint16_t*>> values_;
   std::vector<std::vector<int32_t>> selected_;
   std::vector<std::vector<const uint16_t*>> heads_;
 };

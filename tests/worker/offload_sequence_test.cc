@@ -121,6 +121,17 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
         }
       }
     }
+    // No pool margin (a KV head attends the union of its query heads' choices, more than
+    // budget/16 blocks): what does not fit is fetched on demand; same tokens. (This does not reach
+    // Prefetch's every-slot-pinned path, which the worker service hit on 8K SmolLM2 prompts.)
+    OffloadOptions small = base;
+    small.mode = OffloadMode::kCrossToken;
+    small.publish = true;
+    small.local_blocks = 4;
+    small.margin_blocks = 0;
+    auto off = Generate(*model_, client_.get(), spec, small, prompt, steps);
+    ASSERT_TRUE(off.ok()) << "small pool: " << off.status().ToString();
+    EXPECT_EQ(off->tokens, resident->tokens) << "small pool";
   }
 }
 

@@ -210,7 +210,8 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
   FetchState::Batch batch;
   batch.layer = layer;
   const BlockLayout& layout = seq_.kv().layout();
-  for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()); ++h) {
+  bool pool_full = false;
+  for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()) && !pool_full; ++h) {
     for (int32_t b : blocks[h]) {
       if (b < options_.sink_blocks || b >= bound) continue;  // read from the worker's KV cache
       ResidentPool::Entry* e = pool_->Lookup({layer, h, b});
@@ -223,7 +224,10 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
         pool_->Erase(e);
       }
       e = pool_->Insert({layer, h, b}, step);
-      if (e == nullptr) return;  // every slot pinned: the rest is fetched on demand
+      if (e == nullptr) {  // every slot pinned: the rest is fetched on demand; what was set up is sent
+        pool_full = true;
+        break;
+      }
       BlockGet g;
       g.key = publisher_->layer_key(b, layer);
       g.ranges = {layout.head_range(static_cast<uint32_t>(h))};

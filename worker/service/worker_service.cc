@@ -172,10 +172,7 @@ Status WorkerService::Request::RunWithCache() {
   oo.prefill_chunk = o.prefill_chunk;
   // The pool must hold one step's selection per (layer, KV head): a KV head attends the union of its
   // query heads' choices, up to (query heads per KV head) x budget/16 blocks, more than the default
-  // budget/16 + 16. (Note for worker/offload/offloaded_sequence.cc: when the pool was full,
-  // Prefetch returned before queueing the batch it had filled so far, leaving those entries in the
-  // pool never fetched; the next AcquireLayer then failed with "pool entry not ready after its fetch
-  // completed" on an 8K SmolLM2 prompt with AttentionPredictor at budget 1024.)
+  // budget/16 + 16; a smaller pool works (what does not fit is fetched on demand) but stalls.
   if (spec_) {
     const int64_t group = std::max(1, c.n_heads / std::max(1, c.n_kv_heads));
     oo.margin_blocks = (group - 1) * (spec_->budget.budget_tokens / 16) + 16;
