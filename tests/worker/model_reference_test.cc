@@ -92,8 +92,11 @@ TEST(ModelReferenceTest, LogitsMatchLlamaCpp) {
               static_cast<long long>(top1_same), static_cast<long long>(positions), max_abs, sum_abs / (positions * vocab));
   // One quantisation tie flipped is enough to move a first position by ~0.15; most are exact.
   EXPECT_GE(first_exact, 3) << "first positions agreeing to 1e-2";
-  EXPECT_GE(top1_same, 0.95 * positions);
-  EXPECT_LT(max_abs, 2.5);
+  // The engine follows llama.cpp's arithmetic order (its x86 build with AVX-512 here: bit-identical,
+  // 233/233, max |diff| 0); the bar is 99% top-1. A build of llama.cpp for another CPU sums
+  // in another order and may flip a near-tie; the max bound leaves room for that, not for a bug.
+  EXPECT_GE(top1_same, 0.99 * positions);
+  EXPECT_LT(max_abs, 0.5);
 }
 
 }  // namespace
