@@ -140,6 +140,17 @@ StatusOr<std::string> SpawnUntilReady(const std::vector<std::string>& argv_s, co
   return DeadlineExceeded(argv_s[0] + " did not become ready within " + std::to_string(timeout_s) + " s");
 }
 
+// True while *pid runs; reaps it (and sets *pid to -1) once it has exited.
+bool StillRunning(pid_t* pid) {
+  if (*pid <= 0) return false;
+  int status;
+  if (waitpid(*pid, &status, WNOHANG) == *pid) {
+    *pid = -1;
+    return false;
+  }
+  return true;
+}
+
 int StopPid(pid_t* pid) {
   if (*pid <= 0) return -1;
   kill(*pid, SIGTERM);
@@ -185,15 +196,7 @@ StatusOr<std::unique_ptr<LocalWorker>> LocalWorker::Start(std::vector<std::strin
   return w;
 }
 
-bool LocalWorker::running() {
-  if (pid_ <= 0) return false;
-  int status;
-  if (waitpid(pid_, &status, WNOHANG) == pid_) {
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
+bool LocalWorker::running() { return StillRunning(&pid_); }
 
 int LocalWorker::Stop() { return StopPid(&pid_); }
 
@@ -204,15 +207,7 @@ LocalWorker::~LocalWorker() {
   std::filesystem::remove(log_path_);
 }
 
-bool LocalNode::running() {
-  if (pid_ <= 0) return false;
-  int status;
-  if (waitpid(pid_, &status, WNOHANG) == pid_) {
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
+bool LocalNode::running() { return StillRunning(&pid_); }
 
 int LocalNode::Stop() {
   if (pid_ <= 0) return -1;

@@ -44,31 +44,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# True when pid file $1 names a live process whose command line contains $2.
-alive() {
-  local pid
-  [ -f "$1" ] || return 1
-  pid="$(cat "$1")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
-}
-
-# True while pid $1 runs (a zombie, exited but not yet reaped, counts as stopped).
-running() {
-  [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != "Z" ]
-}
-
-stop_pid() {  # pidfile pattern
-  local pid
-  alive "$1" "$2" || { rm -f "$1"; return 0; }
-  pid="$(cat "$1")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    running "$pid" || break
-    sleep 0.1
-  done
-  if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$1"
-}
+# alive, running, stop_pid
+. "$repo/deploy/lib/processes.sh"
 
 up() {
   [ -x "$bin/foresight-cached" ] || die "$bin/foresight-cached not found (build first, or pass --bin DIR)"
