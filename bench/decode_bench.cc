@@ -16,6 +16,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <omp.h>
+#include <sys/wait.h>
 #include <sstream>
 
 #include "bench/commands.h"
@@ -54,6 +56,7 @@ struct DecodeBenchFlags {
   std::string node_ram = "3GiB";
   std::string models;  // offload: several models in one run, paired with --contexts
   std::string calibration_text;
+  std::string llama_cpp_python;  // runs llama.cpp (llama-cpp-python) beside dense, same threads
   int chunk = 5;  // offload: steps per turn when variants take turns
   std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure compact-key calibration rows on this text
 };
@@ -375,6 +378,32 @@ Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predicto
   return Status::OK();
 }
 
+// llama.cpp's dense decode time per token on `model_path` at `context` (tools/reference/
+// llama_decode_speed.py under `python`, which must have llama-cpp-python), with `threads` threads.
+StatusOr<double> LlamaCppDecodeMs(const std::string& python, const std::string& model_path, int64_t context, int steps,
+                                  int threads) {
+  const std::string script = ExecutableDir() + "/../../tools/reference/llama_decode_speed.py";
+  if (!std::ifstream(script)) return NotFound("llama.cpp speed script not found at " + script);
+  const std::string cmd = "'" + python + "' '" + script + "' --model '" + model_path + "' --context " +
+                          std::to_string(context) + " --steps " + std::to_string(steps) + " --threads " +
+                          std::to_string(threads) + " 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return Unavailable("cannot run " + cmd);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const size_t line = out.rfind('{');
+  if (rc != 0 || line == std::string::npos) {
+    return Unavailable("llama.cpp speed script failed (exit " + std::to_string(rc) + "): " + cmd +
+                       " (is llama-cpp-python installed for " + python + "? tools/reference/setup-venv.sh)");
+  }
+  nlohmann::json j = nlohmann::json::parse(out.substr(line), nullptr, false);
+  if (j.is_discarded() || !j.contains("decode_ms_per_token")) return DataLoss("unexpected output of " + script + ": " + out);
+  return j["decode_ms_per_token"].get<double>();
+}
+
 Status RunDecodeBench(const DecodeBenchFlags& f) {
   if (!f.modes.empty() && !f.models.empty()) {
     std::shared_ptr<const predictor::CnnWeights> w;
@@ -465,6 +494,19 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
         std::printf("%-20s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", name.c_str(), static_cast<long long>(ctx),
                     f.budget, ms, attn_only, pred, ms > 0 ? 100 * pred / ms : 0.0, blocks);
       }
+      if (name == "dense" && !f.llama_cpp_python.empty() && !f.synthetic_8b) {
+        // The same model, context and threads in llama.cpp, right after our dense rows.
+        FS_ASSIGN_OR_RETURN(double llama_ms, LlamaCppDecodeMs(f.llama_cpp_python, model->source(), ctx, f.steps,
+                                                              omp_get_max_threads()));
+        if (f.json) {
+          rows.push_back({{"policy", "llama.cpp-dense"}, {"context", ctx}, {"ms_per_token", llama_ms},
+                          {"engine_over_llama_cpp", ms / llama_ms}, {"threads", omp_get_max_threads()},
+                          {"model", model->source()}});
+        } else {
+          std::printf("%-20s %8lld %8s %10.2f %10s %10s %10s %12s   (engine dense / llama.cpp = %.2f)\n",
+                      "llama.cpp (dense)", static_cast<long long>(ctx), "-", llama_ms, "-", "-", "-", "-", ms / llama_ms);
+        }
+      }
     }
   }
   if (f.json) std::printf("%s\n", rows.dump(2).c_str());
@@ -486,6 +528,9 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--weights", f->weights, "AttentionPredictor CNN weights");
   cmd->add_flag("--prefill", f->prefill, "Fill the context by a real dense prefill instead of random KV");
   cmd->add_flag("--json", f->json, "JSON rows");
+  cmd->add_option("--llama-cpp", f->llama_cpp_python,
+                  "Python with llama-cpp-python (e.g. .venv/bin/python): also time llama.cpp's dense decode of the same "
+                  "model, context and threads, right after the dense rows");
   cmd->add_option("--modes", f->modes, "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
   cmd->add_option("--transport", f->transports, "KV offload: comma-separated UCX transports shm,tcp");
   cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
