@@ -142,7 +142,11 @@ class TieredBlockStore final : public BlockStore {
     std::optional<uint64_t> stale_nvme;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stale_nvme = PublishLocked(handle, checksum, /*generation=*/handle, /*pin=*/false);
+      // The generation is taken at commit, under the lock, so that generations order the versions
+      // of a key as the RAM tier sees them (last commit wins). Taken at Reserve, two racing puts
+      // could commit in the other order; the write-down of the replaced, younger-numbered version
+      // then made the current one look superseded on NVMe, and both copies could be dropped.
+      stale_nvme = PublishLocked(handle, checksum, /*generation=*/next_id_++, /*pin=*/false);
     }
     // Conditional: if this block has been written down meanwhile, its copy stays.
     if (stale_nvme) (void)nvme_->Delete(slot.key(), *stale_nvme);
