@@ -265,7 +265,9 @@ TEST(WorkerServiceTest, LocalDeploymentScriptStartsServesAndStops) {
     Outcome run = Generate(**c, Request(Text(200, 6), 8));
     ASSERT_TRUE(run.status.ok()) << run.status.ToString();
     EXPECT_EQ(run.stats.policy(), "snapkv");
-    if (std::string(name) == "worker2") EXPECT_GT(run.stats.prefix_hit_tokens(), 0);  // worker1 published it
+    if (std::string(name) == "worker2") {
+      EXPECT_GT(run.stats.prefix_hit_tokens(), 0);  // worker1 published it
+    }
   }
   EXPECT_EQ(std::system(("bash " + script + " status" + common + " >/dev/null").c_str()), 0);
   EXPECT_EQ(std::system(("bash " + script + " stop" + common).c_str()), 0);
