@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "common/half.h"
+#include "worker/transformer_kernels.h"
 
 namespace foresight::worker {
 
@@ -20,18 +20,14 @@ int64_t DenseBlockMass(const ModelConfig& config, int32_t layer, int64_t positio
   for (int32_t h = 0; h < config.n_heads; ++h) {
     const float* q = queries + static_cast<int64_t>(h) * d;
     const int32_t g = h / group;
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < keys; ++t) {
-      const uint16_t* k = kv.key(layer, g, t);
-      float dot = 0;
-      for (int32_t i = 0; i < d; ++i) dot += q[i] * HalfToFloat(k[i]);
-      sc[t] = dot * scale;
-      mx = std::max(mx, sc[t]);
+    // A block's keys of one KV head are consecutive rows (common/block_layout.h).
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t first = b * bt;
+      DotHalfRows(kv.key(layer, g, first), std::min(bt, keys - first), d, q, scale, sc + first);
     }
-    double sum = 0;
-    for (int64_t t = 0; t < keys; ++t) sum += sc[t] = std::exp(sc[t] - mx);
+    Softmax(sc, keys);
     float* row = block_sum->data() + static_cast<int64_t>(h) * n_blocks;
-    for (int64_t t = 0; t < keys; ++t) row[t / bt] += static_cast<float>(sc[t] / sum);
+    for (int64_t t = 0; t < keys; ++t) row[t / bt] += sc[t];
   }
   return n_blocks;
 }
