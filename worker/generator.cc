@@ -3,6 +3,26 @@
 #include <algorithm>
 
 namespace foresight::worker {
+namespace {
+
+class CpuGenerationSequence : public GenerationSequence {
+ public:
+  CpuGenerationSequence(const Model& model, int32_t prefill_chunk) : seq_(model, prefill_chunk) {}
+  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits,
+                 PrefillAttentionObserver* observer) override {
+    return seq_.Prefill(tokens, logits, false, observer);
+  }
+  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) override {
+    return seq_.Decode(token, logits, hook);
+  }
+  int64_t position() const override { return seq_.position(); }
+  const SequenceStats& stats() const override { return seq_.stats(); }
+
+ private:
+  Sequence seq_;
+};
+
+}  // namespace
 
 StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options) {
   if (prompt.empty()) return InvalidArgument("the prompt is empty (no tokens)");
@@ -11,9 +31,14 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
     return OutOfRange("the prompt has " + std::to_string(prompt.size()) + " tokens; the model's context is " +
                       std::to_string(limit));
   }
-  Sequence seq(model, options.prefill_chunk);
+  std::unique_ptr<GenerationSequence> seq;
+  if (options.make_sequence) {
+    FS_ASSIGN_OR_RETURN(seq, options.make_sequence());
+  } else {
+    seq = std::make_unique<CpuGenerationSequence>(model, options.prefill_chunk);
+  }
   std::vector<float> logits;
-  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits, false, options.prefill_observer));
+  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits, options.prefill_observer));
   if (options.after_prefill) FS_RETURN_IF_ERROR(options.after_prefill());
   GenerateResult result;
   const Tokenizer* tok = model.tokenizer();
@@ -23,11 +48,11 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
     if (options.on_token) options.on_token(next);
     if (options.stop_at_end_of_generation && tok != nullptr && tok->IsEndOfGeneration(next)) break;
     if (i + 1 == options.max_tokens) break;
-    if (limit > 0 && seq.position() + 1 >= limit) break;
-    FS_RETURN_IF_ERROR(seq.Decode(next, &logits, options.hook));
+    if (limit > 0 && seq->position() + 1 >= limit) break;
+    FS_RETURN_IF_ERROR(seq->Decode(next, &logits, options.hook));
     if (options.after_step) FS_RETURN_IF_ERROR(options.after_step());
   }
-  result.stats = seq.stats();
+  result.stats = seq->stats();
   return result;
 }
 

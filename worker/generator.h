@@ -1,12 +1,14 @@
 // Generate: greedy text generation on a Model: prefill the prompt densely, then decode token by
 // token (optionally with a DecodeAttentionHook restricting attention), stopping at max_tokens or
-// an end-of-generation token.
+// an end-of-generation token. The forward pass runs on the CPU (Sequence) unless
+// GenerateOptions::make_sequence picks another backend (worker/cuda/cuda_sequence.h).
 //
 // Thread-safety: one call per thread; the Model may be shared.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,17 @@
 #include "worker/sequence.h"
 
 namespace foresight::worker {
+
+// The forward pass Generate drives, on whichever backend: Sequence's Prefill/Decode shape.
+class GenerationSequence {
+ public:
+  virtual ~GenerationSequence() = default;
+  virtual Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits,
+                         PrefillAttentionObserver* observer) = 0;
+  virtual Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) = 0;
+  virtual int64_t position() const = 0;
+  virtual const SequenceStats& stats() const = 0;
+};
 
 struct GenerateOptions {
   int32_t max_tokens = 128;
@@ -28,6 +41,8 @@ struct GenerateOptions {
   std::function<Status()> after_step;
   // Called with each new token as it is produced (for streaming output).
   std::function<void(TokenId)> on_token;
+  // Makes the sequence to generate on; null: a CPU Sequence of `prefill_chunk`.
+  std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> make_sequence;
 };
 
 struct GenerateResult {

@@ -1,0 +1,89 @@
+// `foresight generate --backend ...` through the real command group (the code the foresight binary
+// runs). Where no GPU is usable (or the build has no CUDA), --backend cuda fails with an error that
+// says why; where one is, it generates.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "client/cli/commands.h"
+#include "worker/synthetic_model.h"
+#if FORESIGHT_WORKER_HAVE_CUDA
+#include "worker/cuda/cuda_sequence.h"
+#endif
+
+namespace foresight::worker {
+namespace {
+
+int RunCommand(std::vector<std::string> args) {
+  CLI::App app{"test"};
+  app.require_subcommand(1);
+  int exit_code = -1;
+  cli::AddWorkerCommands(app, &exit_code);
+  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 100;
+  }
+  return exit_code;
+}
+
+class GenerateCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("foresight_generate_cli_" + std::to_string(::getpid()) + ".gguf")).string();
+    ASSERT_TRUE(WriteSyntheticGguf(SyntheticModelSpec{}, path_).ok());
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+  std::string path_;
+};
+
+TEST_F(GenerateCommandTest, CpuBackendGenerates) {
+  EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "3", "--json",
+                        "--backend", "cpu"}),
+            0);
+}
+
+TEST_F(GenerateCommandTest, UnknownBackendIsAUsageError) {
+  EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", "--backend", "tpu"}), 100);
+}
+
+TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {
+  const std::vector<std::string> args = {"generate", "--model", path_, "--prompt-tokens", "1,2,3,4",
+                                         "--max-tokens", "3", "--json", "--backend", "cuda"};
+#if FORESIGHT_WORKER_HAVE_CUDA
+  const Status device = CudaDeviceStatus();
+  if (device.ok()) {
+    EXPECT_EQ(RunCommand(args), 0);
+    return;
+  }
+  const std::string expected = "cuda backend: no CUDA device";
+#else
+  const std::string expected = "cuda backend: this build has no CUDA support";
+#endif
+  testing::internal::CaptureStderr();
+  const int code = RunCommand(args);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find(expected), std::string::npos) << err;
+}
+
+TEST_F(GenerateCommandTest, CudaBackendRefusesSelectionPolicies) {
+#if FORESIGHT_WORKER_HAVE_CUDA
+  if (!CudaDeviceStatus().ok()) GTEST_SKIP() << "the device error comes first without a GPU";
+  testing::internal::CaptureStderr();
+  const int code = RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--backend", "cuda",
+                               "--policy", "quest"});
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("--policy dense only"), std::string::npos) << err;
+#else
+  GTEST_SKIP() << "no CUDA in this build";
+#endif
+}
+
+}  // namespace
+}  // namespace foresight::worker
