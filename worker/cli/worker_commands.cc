@@ -13,6 +13,9 @@
 #include "client/cli/commands.h"
 #include "worker/default_model.h"
 #include "worker/generator.h"
+#if FORESIGHT_WORKER_HAVE_CUDA
+#include "worker/cuda/cuda_sequence.h"
+#endif
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
 #include "worker/model.h"
@@ -47,6 +50,7 @@ struct GenerateFlags {
   std::string worker;      // HOST:PORT of a foresight-worker: generate there
   std::string token_file;  // the worker's token
   bool no_prefix_reuse = false;
+  std::string backend = "cpu";  // cpu | cuda
 };
 
 StatusOr<std::string> ResolveModel(const std::string& flag) {
@@ -182,6 +186,9 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
 }
 
 Status RunGenerate(GenerateFlags f) {
+  if (!f.worker.empty() && f.backend != "cpu") {
+    return InvalidArgument("--backend applies to local generation; a foresight-worker (--worker) runs its own");
+  }
   if (!f.worker.empty()) return RunRemoteGenerate(f);
   if (f.no_prefix_reuse || !f.token_file.empty()) {
     return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
@@ -189,6 +196,17 @@ Status RunGenerate(GenerateFlags f) {
   if (f.policy.empty()) f.policy = "dense";
   if (f.budget <= 0) f.budget = 1024;
   if (f.threads > 0) omp_set_num_threads(f.threads);
+  if (f.backend == "cuda") {
+#if FORESIGHT_WORKER_HAVE_CUDA
+    FS_RETURN_IF_ERROR(worker::CudaDeviceStatus());  // before the model loads: fail fast
+#else
+    return Unavailable("cuda backend: this build has no CUDA support (nvcc was not found when it was configured)");
+#endif
+    if (f.policy != "dense") {
+      return InvalidArgument("--backend cuda decodes with --policy dense only: selection policies need the prefill's "
+                             "attention rows, which the CUDA backend does not report yet");
+    }
+  }
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
   const auto t0 = std::chrono::steady_clock::now();
   FS_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Open(model_path));
@@ -235,6 +253,13 @@ Status RunGenerate(GenerateFlags f) {
   }
   options.max_tokens = f.max_tokens;
   options.prefill_chunk = f.prefill_chunk;
+#if FORESIGHT_WORKER_HAVE_CUDA
+  std::unique_ptr<worker::CudaModel> cuda_model;
+  if (f.backend == "cuda") {
+    FS_ASSIGN_OR_RETURN(cuda_model, worker::CudaModel::Upload(*model));
+    options.make_sequence = worker::CudaSequenceFactory(*cuda_model, f.prefill_chunk);
+  }
+#endif
   if (!f.json && tok != nullptr) {
     options.on_token = [&](TokenId id) {
       std::fputs(tok->TokenPiece(id, false).c_str(), stdout);
@@ -253,6 +278,7 @@ Status RunGenerate(GenerateFlags f) {
     nlohmann::json j;
     j["model"] = model_path;
     j["policy"] = f.policy;
+    j["backend"] = f.backend;
     j["prompt_tokens"] = prompt.size();
     j["generated_tokens"] = result.tokens.size();
     j["text"] = text;
@@ -413,6 +439,8 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)");
   gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
+  gen->add_option("--backend", flags->backend, "Where the forward pass runs: cpu, or cuda (GPU, --policy dense)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   gen->add_flag("--print-tokens", flags->print_tokens, "Also print the generated token ids");
   gen->add_option("--worker", flags->worker,
                   "Generate on a foresight-worker at HOST:PORT (its model, KV shared through its cache service)");
