@@ -37,6 +37,11 @@ Status Check(cublasStatus_t status, const std::string& what) {
                   cublasGetStatusString(status) + ")");
 }
 
+// The forward pass checks a few hundred calls per token: build no message unless one failed.
+Status Check(cudaError_t err, const char* what) {
+  return err == cudaSuccess ? Status::OK() : Check(err, std::string(what));
+}
+
 // A device allocation that grows to the largest size asked for; its contents do not survive growth.
 class DeviceBuffer {
  public:
@@ -315,15 +320,18 @@ Status Gemm(cublasHandle_t blas, cudaStream_t stream, const CudaMatrix& w, const
   const void* b = x;
   cudaDataType type = CUDA_R_32F;
   if (w.f16) {  // cuBLAS multiplies equal input types: the activations go to half
-    FS_RETURN_IF_ERROR(Check(cuda::LaunchToHalf(x, n * w.cols, x_half, stream), std::string("converting ") + what));
+    const cudaError_t err = cuda::LaunchToHalf(x, n * w.cols, x_half, stream);
+    if (err != cudaSuccess) return Check(err, std::string("converting activations for ") + what);
     b = x_half;
     type = CUDA_R_16F;
   }
-  return Check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n),
-                            static_cast<int>(w.cols), &one, w.data, type, static_cast<int>(w.cols), b, type,
-                            static_cast<int>(w.cols), &zero, y, CUDA_R_32F, static_cast<int>(w.rows),
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               std::string("cublasGemmEx for ") + what);
+  const cublasStatus_t status =
+      cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n),
+                   static_cast<int>(w.cols), &one, w.data, type, static_cast<int>(w.cols), b, type,
+                   static_cast<int>(w.cols), &zero, y, CUDA_R_32F, static_cast<int>(w.rows), CUBLAS_COMPUTE_32F,
+                   CUBLAS_GEMM_DEFAULT);
+  if (status == CUBLAS_STATUS_SUCCESS) return Status::OK();
+  return Check(status, std::string("cublasGemmEx for ") + what);
 }
 
 }  // namespace
