@@ -7,7 +7,9 @@
 //             releases (batched). Puts go through buffers from UcxTransport::Allocate, which the
 //             node maps (one memcpy on the node).                    ceiling: memcpy
 //   ram-tcp   RAM-resident blocks over UCX TCP (active-message rendezvous)
-//                                                                      ceiling: ucx_perftest ucp_am_bw, UCX_TLS=tcp
+//                                                                      ceiling: ucx_perftest ucp_am_bw, UCX_TLS=tcp,
+//                                                                      with as many sends outstanding (-O) as
+//                                                                      the row has requests in flight
 //   nvme      gets of blocks evicted to the NVMe tier (a node with a small RAM tier), over shared memory;
 //             each get promotes a block from RocksDB                  ceiling: none
 //   ram-grpc  RAM-resident blocks over the gRPC fallback data path (CacheClient, DataPath::kGrpc)
@@ -284,17 +286,23 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& tls, int st
 }
 
 // ucx_perftest ucp_am_bw between two processes on loopback with UCX_TLS=tls; GB/s or nullopt.
+// window: sends outstanding at once (-O), 0 for perftest's default (32 for ucp_am_bw); a path row
+// with N requests in flight is compared with window N, like for like.
 std::optional<double> PerftestGbps(const std::string& binary, const std::string& tls, uint64_t block,
-                                   int iters, std::string* note) {
+                                   int iters, int window, std::string* note) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     const std::string port = std::to_string(FreePort());
     pid_t server = Spawn({binary, "-p", port}, tls, -1);
     usleep(300000);
     int out[2];
     if (pipe(out) != 0) return std::nullopt;
-    pid_t client = Spawn({binary, "127.0.0.1", "-p", port, "-t", "ucp_am_bw", "-s", std::to_string(block),
-                          "-n", std::to_string(iters), "-w", std::to_string(std::max(10, iters / 20))},
-                         tls, out[1]);
+    std::vector<std::string> argv = {binary, "127.0.0.1", "-p", port, "-t", "ucp_am_bw", "-s", std::to_string(block),
+                                     "-n", std::to_string(iters), "-w", std::to_string(std::max(10, iters / 20))};
+    if (window > 0) {
+      argv.push_back("-O");
+      argv.push_back(std::to_string(window));
+    }
+    pid_t client = Spawn(argv, tls, out[1]);
     close(out[1]);
     std::string text;
     char buf[4096];
@@ -694,6 +702,7 @@ int RunTiers(const TiersFlags& flags) {
     for (size_t si = 0; si < sizes.size(); ++si) {
       const uint64_t block = sizes[si];
       double memcpy_best = 0, perftest_best = 0, perftest_shm_best = 0, verify_best = 0;
+      std::map<int, double> perftest_window_best;  // ucp_am_bw over tcp with -O <inflight>
       std::vector<Row> best;  // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
         memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena.get(), ram, block, flags.quick ? 0.2 : 0.3));
@@ -701,12 +710,17 @@ int RunTiers(const TiersFlags& flags) {
             std::clamp<uint64_t>((flags.quick ? 128ull << 20 : 256ull << 20) / block, 100, 20000));
         if (want("ram-tcp")) {
           perftest_best = std::max(perftest_best,
-                                   PerftestGbps(flags.perftest, "tcp", block, iters, &perftest_note).value_or(0));
+                                   PerftestGbps(flags.perftest, "tcp", block, iters, 0, &perftest_note).value_or(0));
+          for (int inflight : inflights) {
+            double& best_w = perftest_window_best[inflight];
+            best_w = std::max(
+                best_w, PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &perftest_note).value_or(0));
+          }
         }
         if (want("ram-shm")) {
           perftest_shm_best = std::max(
               perftest_shm_best,
-              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, &perftest_note).value_or(0));
+              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &perftest_note).value_or(0));
         }
         verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;
@@ -752,18 +766,18 @@ int RunTiers(const TiersFlags& flags) {
           row.ceiling_gbps = memcpy_best;
           row.ceiling = "memcpy";
         } else if (row.path == "ram-tcp") {
-          row.ceiling_gbps = perftest_best;
-          row.ceiling = "ucx_perftest ucp_am_bw tcp";
+          row.ceiling_gbps = perftest_window_best[row.inflight];
+          row.ceiling = "ucx_perftest ucp_am_bw tcp -O " + std::to_string(row.inflight);
         }
         rows.push_back(row);
       }
       // The references themselves, as rows of path "ceiling".
-      auto reference = [&](const char* op, double gbps) {
+      auto reference = [&](const char* op, double gbps, int inflight = 0) {
         Row r;
         r.path = "ceiling";
         r.op = op;
         r.block_bytes = block;
-        r.inflight = 0;
+        r.inflight = inflight;
         r.gbps = gbps;
         r.transport = "-";
         rows.push_back(r);
@@ -771,7 +785,8 @@ int RunTiers(const TiersFlags& flags) {
       reference("memcpy", memcpy_best);
       reference("xxh3-verify", verify_best);
       reference("memcpy+verify", 1.0 / (1.0 / memcpy_best + 1.0 / verify_best));
-      reference("perftest-am-tcp", perftest_best);
+      reference("perftest-am-tcp", perftest_best);  // perftest's default window (32)
+      for (const auto& [window, gbps] : perftest_window_best) reference("perftest-am-tcp", gbps, window);
       reference("perftest-am-shm", perftest_shm_best);
     }
     if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
