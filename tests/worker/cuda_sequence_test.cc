@@ -30,8 +30,9 @@
 namespace foresight::worker {
 namespace {
 
-// Sink block 0, one middle block that differs by KV head and layer, and the last (local) block:
-// the shape of a selection policy's lists. Records what the step's attention looked like.
+// Sink block 0, every other middle block (which ones differs by KV head and layer), and the last
+// (local) block: the shape of a selection policy's lists, long enough to span more than one of the
+// attention kernel's 8-block tiles. Records what the step's attention looked like.
 class FixedBlocksHook : public DecodeAttentionHook {
  public:
   explicit FixedBlocksHook(int32_t n_layers) : queries(n_layers), last_block(n_layers), block_max(n_layers), block_sum(n_layers) {}
@@ -49,9 +50,8 @@ class FixedBlocksHook : public DecodeAttentionHook {
     for (size_t h = 0; h < blocks->size(); ++h) {
       std::vector<int32_t>& b = (*blocks)[h];
       b.assign(1, 0);
-      if (n_blocks > 2) {
-        const int32_t mid = 1 + static_cast<int32_t>((h + layer) % (n_blocks - 2));
-        b.push_back(mid);
+      for (int32_t m = 1; m + 1 < n_blocks; ++m) {
+        if ((m + h + layer) % 2 == 0) b.push_back(m);
       }
       if (n_blocks > 1) b.push_back(static_cast<int32_t>(n_blocks - 1));
     }
@@ -112,13 +112,14 @@ void CompareBackends(const Model& model, double tolerance, const std::string& na
   const int64_t vocab = c.vocab_size;
   auto gpu_model = CudaModel::Upload(model);
   ASSERT_TRUE(gpu_model.ok()) << gpu_model.status().ToString();
-  // Chunks of 32: the later chunks attend the earlier ones, and 100 tokens end in a partial block.
-  Sequence cpu(model, 32);
-  auto gpu_or = CudaSequence::Create(**gpu_model, 32);
+  // Chunks of 64: the later chunks attend the earlier ones; 300 tokens (19 blocks, three attention
+  // tiles) end in a partial block.
+  Sequence cpu(model, 64);
+  auto gpu_or = CudaSequence::Create(**gpu_model, 64);
   ASSERT_TRUE(gpu_or.ok()) << gpu_or.status().ToString();
   CudaSequence& gpu = **gpu_or;
   std::mt19937 rng(7);
-  std::vector<TokenId> prompt(100);
+  std::vector<TokenId> prompt(300);
   for (TokenId& t : prompt) t = static_cast<TokenId>(rng() % vocab);
 
   std::vector<float> lc, lg;
