@@ -58,6 +58,7 @@ std::string TlsFor(const std::string& transports) {
 UcxTransportOptions WithEnv(UcxTransportOptions o) {
   if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) o.spin_us = std::atof(spin);
   if (const char* one = std::getenv("FORESIGHT_UCX_ONE_SIDED")) o.one_sided_gets = std::atoi(one) != 0;
+  if (const char* v = std::getenv("FORESIGHT_UCX_VERIFY_ON_PROGRESS")) o.verify_on_progress_thread = std::atoi(v) != 0;
   return o;
 }
 
@@ -218,11 +219,15 @@ class UcxTransport::Impl {
   void ProgressLoop();
   void RunSync(std::function<void()> fn);
   void Post(std::function<void()> fn) {
+    bool wake;
     {
       std::lock_guard<std::mutex> lock(post_mu_);
       posted_.push_back(std::move(fn));
+      wake = progress_sleeping_;
     }
-    ucp_worker_signal(worker_);
+    // A polling progress thread finds the work on its next pass; the signal (a syscall here and
+    // a wakeup there) is for one about to block in epoll_wait.
+    if (wake) ucp_worker_signal(worker_);
   }
   Status DoConnect();
   Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
@@ -239,7 +244,11 @@ class UcxTransport::Impl {
   void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
   void StartOp(PendingSend ps);
-  void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum);
+  void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum,
+                  bool verified = false);
+  // Completes a GET whose delivered bytes hashed to `actual` on this (the progress) thread: OK
+  // when that is the node's checksum, DATA_LOSS otherwise.
+  void CompleteCheckedGet(uint64_t req_id, uint64_t length, uint64_t expected, uint64_t actual);
   void DropConnection(const Status& status);
   void Sweep();
   void DescribeEndpoint();
@@ -268,7 +277,10 @@ class UcxTransport::Impl {
   std::atomic<bool> stop_{false};
 
   std::mutex post_mu_;
-  std::deque<std::function<void()>> posted_;
+  std::deque<std::function<void()>> posted_;  // GUARDED_BY(post_mu_)
+  // The progress thread has seen posted_ empty and is about to block (or blocks) in epoll_wait;
+  // GUARDED_BY(post_mu_).
+  bool progress_sleeping_ = false;
 
   // Progress thread only.
   ucp_ep_h ep_ = nullptr;
@@ -402,9 +414,23 @@ void UcxTransport::Impl::ProgressLoop() {
       std::this_thread::yield();  // as the node does: poll, but let runnable threads go first
       continue;
     }
+    {
+      // From here on Post() signals the worker; checked again under the lock, so that work
+      // posted before the flag was set is not left waiting for the epoll timeout.
+      std::lock_guard<std::mutex> lock(post_mu_);
+      progress_sleeping_ = true;
+      if (!posted_.empty()) {
+        progress_sleeping_ = false;
+        continue;
+      }
+    }
     if (ucp_worker_arm(worker_) == UCS_OK) {
       epoll_event ev;
       epoll_wait(epoll_fd_, &ev, 1, 50);
+    }
+    {
+      std::lock_guard<std::mutex> lock(post_mu_);
+      progress_sleeping_ = false;
     }
     idle_since = Clock::now();
   }
@@ -863,9 +889,24 @@ void UcxTransport::Impl::RecvDone(void* request, ucs_status_t status, size_t len
   if (status != UCS_OK) {
     self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": receiving failed: " + UcsText(status)),
                      0, 0);
+  } else if (self->options_.verify_on_progress_thread) {
+    self->CompleteCheckedGet(req_id, length, checksum, BlockChecksum(it->second.dest, length));
   } else {
     self->CompleteOp(req_id, Status::OK(), length, checksum);
   }
+}
+
+void UcxTransport::Impl::CompleteCheckedGet(uint64_t req_id, uint64_t length, uint64_t expected,
+                                            uint64_t actual) {
+  auto it = ops_.find(req_id);
+  if (it == ops_.end()) return;
+  if (actual != expected) {
+    CompleteOp(req_id, DataLoss(What(it->second) + ": checksum mismatch on the delivered bytes (the block " +
+                                "was not delivered)"),
+               0, 0);
+    return;
+  }
+  CompleteOp(req_id, Status::OK(), length, expected, /*verified=*/true);
 }
 
 ucs_status_t UcxTransport::Impl::OnReplyAm(void* arg, const void* header, size_t header_length,
@@ -941,8 +982,13 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
     return UCS_OK;
   }
   if (!rndv) {
-    std::memcpy(op.dest, data, length);
-    CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+    if (options_.verify_on_progress_thread) {
+      const uint64_t actual = CopyAndChecksum(op.dest, {{static_cast<const uint8_t*>(data), length}});
+      CompleteCheckedGet(op.req_id, length, reply->checksum, actual);
+    } else {
+      std::memcpy(op.dest, data, length);
+      CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+    }
     return UCS_OK;
   }
   auto* info = new RecvInfo{this, op.req_id, reply->checksum};
@@ -957,7 +1003,11 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   void* req = ucp_am_recv_data_nbx(worker_, data, op.dest, length, &p);
   if (req == nullptr) {
     delete info;
-    CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+    if (options_.verify_on_progress_thread) {
+      CompleteCheckedGet(op.req_id, length, reply->checksum, BlockChecksum(op.dest, length));
+    } else {
+      CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
+    }
   } else if (UCS_PTR_IS_ERR(req)) {
     delete info;
     CompleteOp(op.req_id, Unavailable(What(op) + ": receive failed: " + UcsText(UCS_PTR_STATUS(req))), 0, 0);
@@ -966,7 +1016,7 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
 }
 
 void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes,
-                                    uint64_t checksum) {
+                                    uint64_t checksum, bool verified) {
   auto it = ops_.find(req_id);
   if (it == ops_.end()) return;
   Op op = std::move(it->second);
@@ -976,7 +1026,7 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  FinishItemLocked(op.batch, op.index, status, bytes, checksum, false);
+  FinishItemLocked(op.batch, op.index, status, bytes, checksum, verified);
 }
 
 void UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Status& status, uint64_t bytes,

@@ -26,8 +26,10 @@
 // inside a buffer from Allocate()/Register() avoid extra copies.
 //
 // Integrity: every GET reply carries a checksum (the writer's for a whole block; for a list of
-// ranges, BlockChecksum over the ranges concatenated in request order) and Wait() verifies it over
-// the delivered bytes; a mismatch is DATA_LOSS. A block is never reported delivered with wrong bytes.
+// ranges, BlockChecksum over the ranges concatenated in request order), verified over the
+// delivered bytes before the get is reported done: by the progress thread as each block lands
+// (while the bytes are in its core's cache; options.verify_on_progress_thread), else in Wait().
+// A mismatch is DATA_LOSS. A block is never reported delivered with wrong bytes.
 //
 // Failures: every request has a deadline (options.request_timeout_s); Wait() has its own. When
 // either passes, or the node goes away, the connection is dropped and the batch's unfinished items
@@ -35,7 +37,8 @@
 // destination's contents are unspecified. Errors name the node and the key.
 //
 // Thread-safety: all methods are safe to call from any thread. One progress thread per transport
-// owns the UCX worker; Wait() verifies checksums (and does one-sided copies) on the caller's thread.
+// owns the UCX worker and verifies the gets it receives; Wait() does one-sided copies (verified as
+// they copy) on the caller's thread.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +65,10 @@ struct UcxTransportOptions {
   // copy out with the checksum verified in the same pass, release (FORESIGHT_UCX_ONE_SIDED=0
   // turns it off).
   bool one_sided_gets = true;
+  // Gets that arrive as messages (TCP; shared memory without the arena) are verified on the
+  // progress thread as each lands, while its bytes are still in that core's cache; false: by the
+  // thread in Wait(), which then hashes them from another core (FORESIGHT_UCX_VERIFY_ON_PROGRESS=0).
+  bool verify_on_progress_thread = true;
 };
 
 struct UcxBuffer {
