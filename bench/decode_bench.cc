@@ -8,7 +8,9 @@
 // With --modes (issue 5): KV offload to a cache node started here (LocalNode), one policy
 // (--policy), per context, transport (--transport shm,tcp: UCX shared memory or UCX TCP) and mode
 // (resident, on-demand, cross-layer, cross-token; --no-reuse adds each offloaded mode moving its
-// whole selected set every step): time per token, stall per token, bytes fetched per token.
+// whole selected set every step; --compare-coalescing adds each offloaded variant with one get per
+// (block, KV head) instead of coalesced gets): time per token, stall per token, bytes fetched and
+// gets sent per token.
 // Random KV contexts are published to the node before decoding.
 #include <algorithm>
 #include <cmath>
@@ -50,6 +52,7 @@ struct DecodeBenchFlags {
   std::string modes;  // empty: the policy comparison above
   std::string transports = "shm,tcp";
   bool no_reuse = false;
+  bool compare_coalescing = false;
   std::string policy = "h2o";
   int warmup = 4;
   int margin = -1;
@@ -106,8 +109,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
   const std::string fingerprint = worker::ModelFingerprint(model);
   if (!f.json) {
     std::printf("# %s\n", model_name.c_str());
-    std::printf("%-12s %-4s %-6s %8s %7s %11s %11s %11s %12s %8s  %s\n", "mode", "tr", "reuse", "context", "budget",
-                "us/tok(med)", "us/tok(avg)", "stall_us", "bytes/token", "hit%", "load");
+    std::printf("%-12s %-4s %-6s %8s %7s %11s %11s %11s %12s %8s %8s  %s\n", "mode", "tr", "reuse", "context", "budget",
+                "us/tok(med)", "us/tok(avg)", "stall_us", "bytes/token", "hit%", "gets/tok", "load");
   }
   for (int64_t ctx : contexts) {
     if (c.max_context > 0 && ctx + OffloadSteps(f) > c.max_context) {
@@ -153,12 +156,19 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
       struct Variant {
         worker::OffloadMode mode;
         bool reuse;
+        bool coalesce = true;
       };
       std::vector<Variant> variants;
       for (worker::OffloadMode m : modes) variants.push_back({m, true});
       if (f.no_reuse) {
         for (worker::OffloadMode m : modes) {
           if (m != worker::OffloadMode::kResident) variants.push_back({m, false});
+        }
+      }
+      if (f.compare_coalescing) {
+        const size_t n = variants.size();
+        for (size_t i = 0; i < n; ++i) {
+          if (variants[i].mode != worker::OffloadMode::kResident) variants.push_back({variants[i].mode, variants[i].reuse, false});
         }
       }
       // Every variant lives at once and they take turns, `chunk` steps each, so that all see the
@@ -171,7 +181,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         std::vector<double> us;
         double stall_s = 0, verify_s = 0;
         uint64_t bytes = 0;
-        int64_t hits = 0, misses = 0, stalls = 0, timed = 0;
+        int64_t hits = 0, misses = 0, stalls = 0, requests = 0, timed = 0;
         int step = 0;
       };
       std::vector<Live> live;
@@ -184,6 +194,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         o.import_prefix = real;
         o.fingerprint = fingerprint;
         o.margin_blocks = f.margin;
+        if (!v.coalesce) o.staging_bytes = 0;
         o.name_space = "bench";
         Live l;
         l.v = v;
@@ -215,6 +226,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
             l.hits += after.pool_hits - before.pool_hits;
             l.misses += after.pool_misses - before.pool_misses;
             l.stalls += after.stalls - before.stalls;
+            l.requests += after.fetch_requests - before.fetch_requests;
             l.timed++;
           }
         }
@@ -235,14 +247,15 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"us_per_token", median}, {"us_per_token_mean", mean}, {"stall_us_per_token", stall},
                            {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
                            {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
+                           {"gets_per_token", l.requests / n}, {"coalesce", l.v.coalesce},
                            {"steps", l.timed}, {"model", model_name},
                            {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load},
                            {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
         } else {
-          std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%%  %s\n",
-                      std::string(worker::OffloadModeName(l.v.mode)).c_str(), transport.c_str(),
-                      l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), f.budget, median, mean, stall, bytes, hit,
-                      load.c_str());
+          std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%% %8.0f  %s\n",
+                      (std::string(worker::OffloadModeName(l.v.mode)) + (l.v.coalesce ? "" : "/1")).c_str(),
+                      transport.c_str(), l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), f.budget, median, mean,
+                      stall, bytes, hit, l.requests / n, load.c_str());
           std::fflush(stdout);
         }
       }
@@ -534,6 +547,8 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--modes", f->modes, "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
   cmd->add_option("--transport", f->transports, "KV offload: comma-separated UCX transports shm,tcp");
   cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
+  cmd->add_flag("--compare-coalescing", f->compare_coalescing,
+                "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
   cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor, quest)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
   cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: budget/16");

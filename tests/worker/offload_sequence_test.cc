@@ -197,6 +197,86 @@ TEST_F(OffloadSequenceTest, AMissingBlockFailsTheStep) {
   EXPECT_NE(s.ToString().find("layer 1 block"), std::string::npos) << s.ToString();
 }
 
+// Heads of one block fetched together are one get (a ranged get of the contiguous heads, or the
+// whole block when every head is wanted) instead of one per head: same tokens, same heads, fewer
+// requests. Four KV heads, so that both partial ranges and whole blocks occur.
+TEST_F(OffloadSequenceTest, CoalescedGetsGiveTheSameTokensWithFewerRequests) {
+  SyntheticModelSpec ms;
+  ms.n_heads = 8;
+  ms.n_kv_heads = 4;
+  ms.d_model = 128;
+  auto model = MakeSyntheticModel(ms);
+  ASSERT_TRUE(model.ok());
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kH2O;
+  spec.budget.budget_tokens = 256;
+  const std::vector<TokenId> prompt = Prompt(900);
+  OffloadOptions o;
+  o.import_prefix = false;
+  o.mode = OffloadMode::kResident;
+  o.publish = false;
+  auto resident = Generate(**model, client_.get(), spec, o, prompt, 12);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  o.name_space = "coalesce";
+  o.publish = true;
+  o.local_blocks = 4;
+  o.reuse = false;
+  for (OffloadMode mode : {OffloadMode::kOnDemand, OffloadMode::kCrossToken}) {
+    o.mode = mode;
+    o.staging_bytes = 0;
+    auto per_head = Generate(**model, client_.get(), spec, o, prompt, 12);
+    o.staging_bytes = -1;
+    auto coalesced = Generate(**model, client_.get(), spec, o, prompt, 12);
+    const std::string what(OffloadModeName(mode));
+    ASSERT_TRUE(per_head.ok()) << what << ": " << per_head.status().ToString();
+    ASSERT_TRUE(coalesced.ok()) << what << ": " << coalesced.status().ToString();
+    EXPECT_EQ(per_head->tokens, resident->tokens) << what;
+    EXPECT_EQ(coalesced->tokens, resident->tokens) << what;
+    EXPECT_EQ(per_head->stats.fetch_requests, per_head->stats.heads_fetched) << what;
+    EXPECT_EQ(coalesced->stats.heads_fetched, per_head->stats.heads_fetched) << what;
+    EXPECT_GT(coalesced->stats.staging_bytes, 0u) << what;
+    EXPECT_LT(coalesced->stats.fetch_requests * 2, coalesced->stats.heads_fetched) << what;
+    // A bridged gap moves an unwanted head; a run of k wanted heads spans at most 2k - 1.
+    EXPECT_GE(coalesced->stats.bytes_fetched, per_head->stats.bytes_fetched) << what;
+    EXPECT_LT(coalesced->stats.bytes_fetched, per_head->stats.bytes_fetched * 2) << what;
+  }
+}
+
+// The node serves whatever is stored under a key, with a checksum of those bytes: a block
+// rewritten there after publishing passes the transport's check, but not the producer's per-head
+// checksums, which every coalesced range is checked against before use.
+TEST_F(OffloadSequenceTest, ARewrittenBlockFailsTheProducersChecksum) {
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kH2O;
+  spec.budget.budget_tokens = 256;
+  OffloadOptions o;
+  o.name_space = "rewritten";
+  o.import_prefix = false;
+  o.mode = OffloadMode::kOnDemand;
+  o.reuse = false;
+  o.local_blocks = 4;
+  auto seq = OffloadedSequence::Create(*model_, client_.get(), spec, o);
+  ASSERT_TRUE(seq.ok()) << seq.status().ToString();
+  std::vector<float> logits;
+  const std::vector<TokenId> prompt = Prompt(900);
+  ASSERT_TRUE((*seq)->Prefill(prompt, &logits).ok());
+  ASSERT_TRUE((*seq)->Decode(Argmax(logits), &logits).ok());
+  const int64_t requests = (*seq)->stats().fetch_requests;
+  EXPECT_LT(requests, (*seq)->stats().heads_fetched);  // two KV heads: mostly whole-block gets
+  // Same size, other bytes, for every layer-1 block of the context.
+  const BlockLayout& layout = (*seq)->sequence().kv().layout();
+  std::vector<uint8_t> other(layout.block_bytes(), 0x5a);
+  PrefixChain chain(o.name_space, ModelFingerprint(*model_));
+  for (int b = 0; b < 900 / 16; ++b) {
+    chain.Extend(std::span<const int32_t>(prompt.data() + b * 16, 16));
+    ASSERT_TRUE(client_->Put(chain.LayerKey(1), other.data(), other.size()).ok());
+  }
+  Status s = (*seq)->Decode(Argmax(logits), &logits);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("producer's checksum"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.ToString().find("layer 1 block"), std::string::npos) << s.ToString();
+}
+
 TEST_F(OffloadSequenceTest, RefusesInconsistentOptions) {
   OffloadOptions o;
   o.mode = OffloadMode::kOnDemand;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <list>
 
@@ -36,17 +37,40 @@ std::string_view OffloadModeName(OffloadMode mode) {
   return "?";
 }
 
+struct OffloadedSequence::FetchUnit {
+  int32_t head = 0;
+  int32_t block = 0;
+  ResidentPool::Entry* entry = nullptr;  // inserted and pinned for this fetch
+};
+
 struct OffloadedSequence::FetchState {
   struct Batch {
     int32_t layer = 0;
     std::vector<BlockGet> gets;
+    // Get i covers entries[first[i], first[i + 1]); its range starts at KV head first_head[i]; a
+    // staged get landed in the staging buffer and is copied into the pool after verification.
     std::vector<ResidentPool::Entry*> entries;
+    std::vector<size_t> first;
+    std::vector<int32_t> first_head;
+    std::vector<bool> staged;
+    bool holds_staging = false;
     std::future<Status> done;
   };
   std::list<Batch> batches;                                  // outstanding, oldest first
   std::vector<std::vector<ResidentPool::Entry*>> pinned;     // per layer: pinned by the attention
   std::vector<ResidentPool::Entry*> failed;                  // fetched wrong or not at all
   int64_t step = 0;                                          // the decode step being computed
+  // Staging: layer l owns bytes [l * share, (l + 1) * share), handed out front to back and free
+  // again once none of the layer's batches is outstanding (a layer has at most two at once: its
+  // prefetch and its on-demand batch, both completed by the layer's AcquireLayer).
+  uint8_t* staging = nullptr;
+  uint64_t share = 0;
+  std::vector<uint64_t> staging_used;
+  std::vector<int32_t> staging_batches;
+
+  void ReleaseStaging(const Batch& b) {
+    if (b.holds_staging && --staging_batches[b.layer] == 0) staging_used[b.layer] = 0;
+  }
 };
 
 OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, OffloadOptions options)
@@ -56,6 +80,8 @@ OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, Of
       seq_(model, options_.prefill_chunk),
       fetch_(std::make_unique<FetchState>()) {
   fetch_->pinned.resize(model.config().n_layers);
+  fetch_->staging_used.assign(model.config().n_layers, 0);
+  fetch_->staging_batches.assign(model.config().n_layers, 0);
 }
 
 OffloadedSequence::~OffloadedSequence() { AbandonFetches(); }
@@ -94,6 +120,12 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
     FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
     s->pool_ = std::make_unique<ResidentPool>(buffer, layout.head_bytes(), slots);
+    const int64_t staging = o.staging_bytes < 0 ? slots * static_cast<int64_t>(layout.head_bytes()) : o.staging_bytes;
+    const uint64_t share = static_cast<uint64_t>(staging) / c.n_layers / layout.head_bytes() * layout.head_bytes();
+    if (share >= 2 * layout.head_bytes()) {  // room for at least one coalesced pair per layer
+      FS_ASSIGN_OR_RETURN(s->fetch_->staging, client->AllocateBuffer(share * c.n_layers));
+      s->fetch_->share = share;
+    }
   }
   return s;
 }
@@ -207,9 +239,7 @@ Status OffloadedSequence::Flush() { return publisher_ != nullptr ? publisher_->F
 
 void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks, int64_t step) {
   const int64_t bound = std::max(dropped_upto_, DropBound());
-  FetchState::Batch batch;
-  batch.layer = layer;
-  const BlockLayout& layout = seq_.kv().layout();
+  std::vector<FetchUnit> units;
   bool pool_full = false;
   for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()) && !pool_full; ++h) {
     for (int32_t b : blocks[h]) {
@@ -228,19 +258,61 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
         pool_full = true;
         break;
       }
-      BlockGet g;
-      g.key = publisher_->layer_key(b, layer);
-      g.ranges = {layout.head_range(static_cast<uint32_t>(h))};
-      g.dest = pool_->data(e);
-      g.capacity = layout.head_bytes();
-      batch.gets.push_back(std::move(g));
-      batch.entries.push_back(e);
+      units.push_back({h, b, e});
     }
   }
-  if (batch.gets.empty()) return;
-  fetch_->batches.push_back(std::move(batch));
-  FetchState::Batch& b = fetch_->batches.back();
-  b.done = client_->GetBatchAsync(b.gets);
+  SendFetches(layer, &units);
+}
+
+void OffloadedSequence::SendFetches(int32_t layer, std::vector<FetchUnit>* units) {
+  if (units->empty()) return;
+  FetchState& f = *fetch_;
+  const BlockLayout& layout = seq_.kv().layout();
+  const uint64_t head_bytes = layout.head_bytes();
+  std::sort(units->begin(), units->end(), [](const FetchUnit& a, const FetchUnit& b) {
+    return a.block != b.block ? a.block < b.block : a.head < b.head;
+  });
+  f.batches.emplace_back();
+  FetchState::Batch& batch = f.batches.back();
+  batch.layer = layer;
+  for (size_t i = 0; i < units->size();) {
+    // A run: heads of one block with at most one unwanted head between neighbours (moving an
+    // unwanted 4-8 KiB head costs less than another request).
+    size_t j = i + 1;
+    while (j < units->size() && (*units)[j].block == (*units)[i].block && (*units)[j].head - (*units)[j - 1].head <= 2) ++j;
+    const int32_t h0 = (*units)[i].head;
+    uint32_t span = 1;
+    uint8_t* dest = pool_->data((*units)[i].entry);
+    bool staged = false;
+    if (j - i > 1) {
+      span = static_cast<uint32_t>((*units)[j - 1].head - h0 + 1);
+      if (f.staging_used[layer] + span * head_bytes <= f.share) {
+        dest = f.staging + layer * f.share + f.staging_used[layer];
+        f.staging_used[layer] += span * head_bytes;
+        staged = true;
+      } else {
+        j = i + 1;  // the layer's staging is taken: one get per head
+        span = 1;
+      }
+    }
+    BlockGet g;
+    g.key = publisher_->layer_key((*units)[i].block, layer);
+    // Every head: the whole block, checked by the client against the writer's own checksum.
+    if (span < layout.kv_heads()) g.ranges = {layout.heads_range(static_cast<uint32_t>(h0), span)};
+    g.dest = dest;
+    g.capacity = span * head_bytes;
+    batch.gets.push_back(std::move(g));
+    batch.first.push_back(batch.entries.size());
+    batch.first_head.push_back(h0);
+    batch.staged.push_back(staged);
+    batch.holds_staging = batch.holds_staging || staged;
+    for (size_t k = i; k < j; ++k) batch.entries.push_back((*units)[k].entry);
+    i = j;
+  }
+  batch.first.push_back(batch.entries.size());
+  if (batch.holds_staging) f.staging_batches[layer]++;
+  units->clear();
+  batch.done = client_->GetBatchAsync(batch.gets);
 }
 
 void OffloadedSequence::PrefetchNext(int32_t layer, int64_t key_tokens, int64_t step) {
@@ -251,7 +323,7 @@ void OffloadedSequence::PrefetchNext(int32_t layer, int64_t key_tokens, int64_t 
 
 Status OffloadedSequence::CompleteFetches(int32_t layer) {
   Status first;
-  const BlockLayout& layout = seq_.kv().layout();
+  const uint64_t head_bytes = seq_.kv().layout().head_bytes();
   for (auto it = fetch_->batches.begin(); it != fetch_->batches.end();) {
     if (it->layer != layer) {
       ++it;
@@ -261,30 +333,37 @@ Status OffloadedSequence::CompleteFetches(int32_t layer) {
     const double tv = Now();
     for (size_t i = 0; i < it->gets.size(); ++i) {
       const BlockGet& g = it->gets[i];
-      ResidentPool::Entry* e = it->entries[i];
-      const PoolKey& k = e->key;
-      Status s = g.status;
-      if (s.ok() && g.bytes != layout.head_bytes()) {
-        s = DataLoss(std::to_string(g.bytes) + " bytes instead of " + std::to_string(layout.head_bytes()));
+      Status got = g.status;
+      if (got.ok() && g.bytes != g.capacity) {
+        got = DataLoss(std::to_string(g.bytes) + " bytes instead of " + std::to_string(g.capacity));
       }
-      if (s.ok() && BlockChecksum(pool_->data(e), g.bytes) != publisher_->head_checksum(k.block, k.layer, k.head)) {
-        s = DataLoss("the fetched bytes differ from the producer's checksum");
-      }
-      if (s.ok()) {
-        pool_->MarkReady(e);
-        pool_->Unpin(e);
-        stats_.heads_fetched++;
-        stats_.bytes_fetched += g.bytes;
-      } else {
-        pool_->Unpin(e);
-        fetch_->failed.push_back(e);
-        if (first.ok()) {
-          first = s.WithContext("fetching layer " + std::to_string(k.layer) + " block " + std::to_string(k.block) +
-                                " KV head " + std::to_string(k.head) + " from " + client_->address());
+      if (got.ok()) stats_.bytes_fetched += g.bytes;
+      for (size_t u = it->first[i]; u < it->first[i + 1]; ++u) {
+        ResidentPool::Entry* e = it->entries[u];
+        const PoolKey& k = e->key;
+        const uint8_t* bytes = static_cast<const uint8_t*>(g.dest) + (k.head - it->first_head[i]) * head_bytes;
+        Status s = got;
+        if (s.ok() && BlockChecksum(bytes, head_bytes) != publisher_->head_checksum(k.block, k.layer, k.head)) {
+          s = DataLoss("the fetched bytes differ from the producer's checksum");
+        }
+        if (s.ok()) {
+          if (it->staged[i]) std::memcpy(pool_->data(e), bytes, head_bytes);
+          pool_->MarkReady(e);
+          pool_->Unpin(e);
+          stats_.heads_fetched++;
+        } else {
+          pool_->Unpin(e);
+          fetch_->failed.push_back(e);
+          if (first.ok()) {
+            first = s.WithContext("fetching layer " + std::to_string(k.layer) + " block " + std::to_string(k.block) +
+                                  " KV head " + std::to_string(k.head) + " from " + client_->address());
+          }
         }
       }
     }
     stats_.verify_seconds += Now() - tv;
+    stats_.fetch_requests += static_cast<int64_t>(it->gets.size());
+    fetch_->ReleaseStaging(*it);
     it = fetch_->batches.erase(it);
   }
   return first;
@@ -303,6 +382,8 @@ void OffloadedSequence::AbandonFetches() {
     }
   }
   fetch_->batches.clear();
+  std::fill(fetch_->staging_used.begin(), fetch_->staging_used.end(), 0);
+  std::fill(fetch_->staging_batches.begin(), fetch_->staging_batches.end(), 0);
   for (ResidentPool::Entry* e : fetch_->failed) {
     if (e->refs == 0) pool_->Erase(e);
   }
@@ -316,9 +397,7 @@ Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const st
     PrefetchNext(layer + 1, position + 1, step);  // InfiniGen: the next layer's blocks during this one
   }
   std::vector<ResidentPool::Entry*>& pinned = fetch_->pinned[layer];
-  FetchState::Batch demand;
-  demand.layer = layer;
-  const BlockLayout& layout = seq_.kv().layout();
+  std::vector<FetchUnit> demand;
   for (int32_t h = 0; h < static_cast<int32_t>(blocks.size()); ++h) {
     for (int32_t b : blocks[h]) {
       if (!Dropped(b)) continue;
@@ -339,24 +418,14 @@ Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const st
                                    std::to_string(b) + "; raise margin_blocks or lower the budget");
         }
         pool_->Pin(e);
-        BlockGet g;
-        g.key = publisher_->layer_key(b, layer);
-        g.ranges = {layout.head_range(static_cast<uint32_t>(h))};
-        g.dest = pool_->data(e);
-        g.capacity = layout.head_bytes();
-        demand.gets.push_back(std::move(g));
-        demand.entries.push_back(e);
+        demand.push_back({h, b, e});
       }
       pinned.push_back(e);
     }
   }
   const double t0 = Now();
-  const bool on_demand = !demand.gets.empty();
-  if (on_demand) {
-    fetch_->batches.push_back(std::move(demand));
-    FetchState::Batch& d = fetch_->batches.back();
-    d.done = client_->GetBatchAsync(d.gets);
-  }
+  const bool on_demand = !demand.empty();
+  SendFetches(layer, &demand);
   const double tv0 = stats_.verify_seconds;
   Status s = CompleteFetches(layer);
   const double waited = Now() - t0 - (stats_.verify_seconds - tv0);
@@ -401,6 +470,7 @@ OffloadStats OffloadedSequence::stats() const {
   if (pool_ != nullptr) {
     s.pool_bytes = pool_->slots() * pool_->slot_bytes();
     s.pool_evictions = pool_->evictions();
+    s.staging_bytes = fetch_->share * model_.config().n_layers;
   }
   return s;
 }

@@ -15,6 +15,13 @@
 // CPU-to-GPU setting). Policies that need the query to select (Quest) cannot be asked ahead: their
 // layers fetch on demand in every mode.
 //
+// Fetch requests: the (block, KV head) units of one layer are grouped by block; the wanted heads
+// of a block that lie close together (at most one unwanted head between two wanted ones) are one
+// ranged get of the contiguous heads (BlockLayout::heads_range) into a staging buffer, each wanted
+// head is checked against the producer's checksum there and copied into its pool slot; a lone
+// head goes straight into its slot. Per request the client, the transport and the node pay a
+// fixed cost that dwarfs a 4 KiB head (measured: docs/perf-notes.md), so fewer, larger gets.
+//
 // Calibration: AttentionPredictor's dense calibration rows are scored against a compact int8 key
 // copy on the worker (PolicyDecodeAttention, CalibrationSource::kCompactKeys) while attention
 // stays over the selected blocks, in every mode (resident included), so all modes give identical
@@ -64,6 +71,10 @@ struct OffloadOptions {
   // union evicts blocks the next step needs (cross-token stall 0.19 of on-demand's at margin 16,
   // 0.044 at 64; docs/benchmarks.md).
   int64_t margin_blocks = -1;
+  // Staging for coalesced gets (see the class comment), split evenly between layers; a layer
+  // whose share is taken falls back to one get per head. -1: as large as the pool (a whole step
+  // of no-reuse fetches is in flight at once in cross-token mode); 0: no coalescing.
+  int64_t staging_bytes = -1;
   int64_t sink_blocks = 4;           // blocks [0, sink) are never dropped
   int64_t local_blocks = 8;          // the most recent full blocks are never dropped
   bool publish = true;               // publish KV (required by every mode but resident)
@@ -80,8 +91,9 @@ struct OffloadStats {
   double prefill_seconds = 0;        // import included
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
-  int64_t heads_fetched = 0;         // (layer, block, KV head) units fetched
-  uint64_t bytes_fetched = 0;
+  int64_t heads_fetched = 0;         // (layer, block, KV head) units fetched (and verified)
+  int64_t fetch_requests = 0;        // the gets that brought them (fewer when heads are coalesced)
+  uint64_t bytes_fetched = 0;        // moved by those gets (unwanted heads in a coalesced range too) and imports
   int64_t pool_hits = 0, pool_misses = 0;  // selected non-resident units found / not found in the pool
   int64_t stalls = 0;                // (step, layer) pairs that fetched on demand or waited > 50 us
   double stall_seconds = 0;          // time the decode waited for fetches (client checksum included)
@@ -92,6 +104,7 @@ struct OffloadStats {
   double offload_wait_seconds = 0;   // publish back-pressure
   uint64_t resident_kv_bytes = 0;    // worker KV storage after the last step (pool excluded)
   uint64_t pool_bytes = 0;
+  uint64_t staging_bytes = 0;
 };
 
 class ResidentPool;
@@ -136,6 +149,10 @@ class OffloadedSequence : public KvBlockSource {
   void DropAcknowledged();
   // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.
   void Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks, int64_t step);
+  struct FetchUnit;
+  // Sends one batch for `units` (pool entries inserted and pinned for them): coalesced gets where
+  // the staging allows, one get per unit otherwise. Takes `units`.
+  void SendFetches(int32_t layer, std::vector<FetchUnit>* units);
   void PrefetchNext(int32_t layer, int64_t key_tokens, int64_t step);
   // Completes every outstanding fetch of `layer`; the first failure, if any.
   Status CompleteFetches(int32_t layer);
