@@ -38,7 +38,9 @@
 // Prefetch ahead of need: a policy whose needs() are all false (AttentionPredictor, H2O, SnapKV,
 // StreamingLLM, Dense) may be asked for step t+1 right after Observe(t), before step t+1's query
 // exists; Select is a pure function of the policy's state and `key_tokens`, so asking twice for
-// the same step returns the same blocks.
+// the same step returns the same blocks. AttentionPredictor refined by query_block_scores may be
+// asked ahead without them: it then returns the CNN's share only, a subset of what the step's own
+// Select (with the scores) returns.
 //
 // Thread-safety: a policy object is not thread-safe; use one per (sequence, layer) and drive each
 // from one thread at a time. Different objects may run concurrently. Implementations may use
@@ -75,6 +77,7 @@ struct PolicyNeeds {
   bool key_digests = false;   // Quest
   bool dense_row = false;     // Oracle (an upper bound, not a real method)
   bool block_sum = false;     // H2O: observations must carry block_sum
+  bool query_block_scores = false;  // AttentionPredictor refined by the worker's compact key copy
 };
 
 // Known before this step's attention.
@@ -85,6 +88,10 @@ struct StepInputs {
   // [q_heads, ceil(key_tokens / block_tokens)] dense attention mass per block of this very step;
   // only Oracle reads it (offline evaluation).
   std::span<const float> dense_block_sum;
+  // [q_heads, ceil(key_tokens / block_tokens)] this step's attention estimated by the caller (e.g.
+  // the pooled block max of the query against a compact int8 copy of the keys); when
+  // needs().query_block_scores.
+  std::span<const float> query_block_scores;
 };
 
 // What attention produced at one decode step, pooled over blocks of `block_tokens` keys.
@@ -167,6 +174,14 @@ struct PolicySpec {
   //     >= t get the CNN's score for an all-zero field instead of being computed.
   bool predict_per_kv_head = false;
   int reuse_steps = 1;
+  // AttentionPredictor, query-refined (our extension, docs/predictor.md): this share of each query
+  // head's kept blocks is chosen at the step, from the step's query, among the blocks the CNN did
+  // not already keep; the CNN keeps the rest. 0 is the published method. The query's scores come
+  // from `refine_scorer`: the Quest bound over the key digests, or StepInputs::query_block_scores
+  // (the caller's estimate of this step's attention, e.g. from a compact key copy).
+  enum class RefineScorer { kQuestBound, kQueryBlockScores };
+  float query_refine = 0.0f;
+  RefineScorer refine_scorer = RefineScorer::kQuestBound;
   float prune_threshold = 0.0f;
   // Layers below this index select every block (the published method may keep layers 0-1 dense).
   int dense_first_layers = 0;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "predictor/attention_pooling.h"
+#include "worker/quantized_kernels.h"
 #include "worker/transformer_kernels.h"
 
 namespace foresight::worker {
@@ -78,7 +79,10 @@ void PolicyDecodeAttention::AppendKeys(int32_t layer, const KvCache& kv, int64_t
       digests.AppendToken(key_row_);
     }
   }
-  if (options_.calibration == CalibrationSource::kCompactKeys && Calibrates()) compact_[layer].Append(kv, layer, upto);
+  if ((options_.calibration == CalibrationSource::kCompactKeys && Calibrates()) ||
+      policies_[layer]->needs().query_block_scores) {
+    compact_[layer].Append(kv, layer, upto);
+  }
 }
 
 void PolicyDecodeAttention::PrepareKeys(const KvCache& kv) {
@@ -87,7 +91,7 @@ void PolicyDecodeAttention::PrepareKeys(const KvCache& kv) {
 
 bool PolicyDecodeAttention::CanSelectAhead(int32_t layer) const {
   const predictor::PolicyNeeds n = policies_[layer]->needs();
-  return !n.query && !n.key_digests && !n.dense_row;
+  return !n.query && !n.key_digests && !n.dense_row;  // query_block_scores: the CNN's share ahead
 }
 
 bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std::vector<std::vector<int32_t>>* blocks) {
@@ -123,13 +127,21 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
   calib_step_[layer] = calibrate && !exact_dense;
   Status s = status_;
   if (s.ok() && !exact_dense) {
-    if (peek_tokens_[layer] == position + 1 && peek_step_[layer] == policy.step()) {
+    if (peek_tokens_[layer] == position + 1 && peek_step_[layer] == policy.step() &&
+        !policy.needs().query_block_scores) {
       *blocks = peek_[layer];  // asked ahead for this very step; Select is pure
     } else {
       predictor::StepInputs in;
       in.key_tokens = position + 1;
       in.query = std::span<const float>(queries, static_cast<size_t>(config_.n_heads) * config_.head_dim);
       in.key_digests = &digests_[layer];
+      if (policy.needs().query_block_scores) {
+        // This step's attention estimated from the compact key copy (its block max per query head);
+        // a compact calibration row of this step (OnAttention) reuses it.
+        compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
+        compact_row_layer_ = layer;
+        in.query_block_scores = calib_max_;
+      }
       predictor::BlockSelection selection;
       s = policy.Select(in, &selection);
       if (s.ok()) *blocks = std::move(selection.per_kv_head);
@@ -147,18 +159,15 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
 void CompactKeyCopy::Append(const KvCache& kv, int32_t layer, int64_t upto) {
   if (upto <= tokens_) return;
   const int32_t hd = head_dim_, heads = kv_heads_;
-  q_.resize(static_cast<size_t>(upto) * heads * hd);
-  scale_.resize(static_cast<size_t>(upto) * heads);
-  std::vector<float> row(hd);
+  const uint64_t row_bytes = RowBytes();
+  q_.resize(static_cast<size_t>(upto) * heads * row_bytes);
+  std::vector<float> row(PaddedDim(), 0.0f);  // zero-padded to whole Q8_0 blocks
   for (int64_t p = tokens_; p < upto; ++p) {
     for (int h = 0; h < heads; ++h) {
       HalfToFloatRow(kv.key(layer, h, p), hd, row.data());
-      float mx = 0;
-      for (float v : row) mx = std::max(mx, std::fabs(v));
-      const float s = mx > 0 ? mx / 127.0f : 1.0f;
-      scale_[p * heads + h] = s;
-      int8_t* out = q_.data() + (p * heads + h) * hd;
-      for (int32_t d = 0; d < hd; ++d) out[d] = static_cast<int8_t>(std::lrint(row[d] / s));
+      // Q8_0: blocks of 32 int8 values with a half-precision scale each (round to nearest).
+      StatusOr<std::vector<uint8_t>> q8 = QuantizeRow(TensorType::kQ8_0, row.data(), PaddedDim());
+      std::copy(q8->begin(), q8->end(), q_.begin() + (p * heads + h) * row_bytes);
     }
   }
   tokens_ = upto;
@@ -168,23 +177,24 @@ void CompactKeyCopy::DenseRow(const float* queries, int64_t ctx, std::vector<flo
                               std::vector<float>* block_sum) {
   const int32_t hd = head_dim_, heads = kv_heads_, group = n_heads_ / kv_heads_;
   const int64_t n_blocks = (ctx + 15) / 16;
+  const uint64_t row_bytes = RowBytes();
   const float inv = 1.0f / std::sqrt(static_cast<float>(hd));
   block_max->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
   block_sum->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
   row_.resize(static_cast<size_t>(n_heads_) * ctx);
-  const int8_t* k8 = q_.data();
-  const float* scale = scale_.data();
 #pragma omp parallel for schedule(dynamic, 1)
   for (int32_t h = 0; h < n_heads_; ++h) {
     const int32_t kvh = h / group;
-    const float* q = queries + static_cast<int64_t>(h) * hd;
+    // The query in 8 bits too, so that q.k is an integer dot product per 32 values (a ranking
+    // estimate: the attention itself runs on the exact keys).
+    const int64_t dim = PaddedDim();
+    std::vector<float> query(dim, 0.0f);
+    std::copy(queries + static_cast<int64_t>(h) * hd, queries + static_cast<int64_t>(h + 1) * hd, query.begin());
+    std::vector<Q8Activations> q8(dim / 32);
+    QuantizeActivations(query.data(), dim, q8.data());
     float* row = row_.data() + static_cast<int64_t>(h) * ctx;
-    for (int64_t p = 0; p < ctx; ++p) {
-      const int8_t* k = k8 + (p * heads + kvh) * hd;
-      float dot = 0;
-      for (int32_t d = 0; d < hd; ++d) dot += q[d] * static_cast<float>(k[d]);
-      row[p] = dot * scale[p * heads + kvh] * inv;
-    }
+    DotRowsQ8(TensorType::kQ8_0, q_.data() + kvh * row_bytes, heads * row_bytes, ctx, q8.data(), dim, row);
+    for (int64_t p = 0; p < ctx; ++p) row[p] *= inv;
     Softmax(row, ctx);
     predictor::PoolAttentionRow(std::span<const float>(row, ctx), 16,
                                 std::span<float>(block_max->data() + h * n_blocks, n_blocks),
@@ -200,7 +210,7 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
   obs.key_tokens = position + 1;
   obs.dense = dense;
   if (calib_step_[layer]) {
-    compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
+    if (compact_row_layer_ != layer) compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
     block_max = calib_max_.data();
     block_sum = calib_sum_.data();
     obs.dense = true;
@@ -208,6 +218,7 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
   const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
   obs.block_max = std::span<const float>(block_max, rows);
   obs.block_sum = std::span<const float>(block_sum, rows);
+  compact_row_layer_ = -1;
   Status s = policies_[layer]->Observe(obs);
   if (!s.ok()) Fail(s);
   predictor_seconds_ += Now() - t0;

@@ -16,7 +16,9 @@
 //     attention on that step too); the row is an estimate (docs/offload-design.md measures it).
 //
 // Prefetch: PeekSelection asks a layer's policy for a later step's blocks before that step runs
-// (policies that need no query), and SelectBlocks then reuses the answer.
+// (policies that need no query), and SelectBlocks then reuses the answer. AttentionPredictor
+// refined by the query (PolicySpec::query_refine with the compact key copy as scorer) peeks the
+// CNN's share; SelectBlocks then adds the blocks the step's query picks (fetched on demand).
 //
 // Thread-safety: one per Sequence, driven by that Sequence's thread.
 #pragma once
@@ -34,24 +36,28 @@ namespace foresight::worker {
 
 enum class CalibrationSource { kExact, kCompactKeys };
 
-// The compact key copy of one layer: int8 keys with one float scale per (token, KV head), and the
-// dense attention rows they give (softmax of the query against the dequantised keys), pooled per
-// 16-token block. Thread-safety: none.
+// The compact key copy of one layer: every key in Q8_0 (blocks of 32 int8 values with a
+// half-precision scale: head_dim * 17/16 bytes per token and KV head, about a quarter of the K+V
+// bytes), and the dense attention rows it gives (softmax of the query, also in 8 bits, against
+// those keys, integer dot products), pooled per 16-token block. A head_dim that is not a multiple
+// of 32 is zero-padded. Thread-safety: none.
 class CompactKeyCopy {
  public:
   CompactKeyCopy(int32_t n_heads, int32_t kv_heads, int32_t head_dim) : n_heads_(n_heads), kv_heads_(kv_heads), head_dim_(head_dim) {}
   // Quantises layer `layer`'s keys of positions [tokens(), upto) from `kv`.
   void Append(const KvCache& kv, int32_t layer, int64_t upto);
   int64_t tokens() const { return tokens_; }
-  uint64_t bytes() const { return q_.size() + scale_.size() * sizeof(float); }
+  uint64_t bytes() const { return q_.size(); }
   // Per query head over the first `ctx` keys: pooled block max and sum, [n_heads x ceil(ctx/16)].
   void DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max, std::vector<float>* block_sum);
 
  private:
+  int64_t PaddedDim() const { return (head_dim_ + 31) / 32 * 32; }
+  uint64_t RowBytes() const { return static_cast<uint64_t>(PaddedDim() / 32) * 34; }
+
   int32_t n_heads_, kv_heads_, head_dim_;
   int64_t tokens_ = 0;
-  std::vector<int8_t> q_;       // [token][kv_head][head_dim]
-  std::vector<float> scale_;    // [token][kv_head]
+  std::vector<uint8_t> q_;  // [token][kv_head] Q8_0 rows
   std::vector<float> row_;
 };
 
@@ -113,6 +119,7 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   PolicyAttentionOptions options_;
   std::vector<CompactKeyCopy> compact_;  // per layer (kCompactKeys with a calibrating policy)
   std::vector<float> calib_max_, calib_sum_;
+  int32_t compact_row_layer_ = -1;  // calib_max_/calib_sum_ hold this layer's compact row of this step
   // Per layer: a selection asked ahead (PeekSelection) for step `peek_step_` with `peek_tokens_` keys.
   std::vector<int64_t> peek_tokens_, peek_step_;
   std::vector<std::vector<std::vector<int32_t>>> peek_;

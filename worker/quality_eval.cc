@@ -54,6 +54,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   struct Run {
     predictor::PolicyKind kind;
     int64_t budget;
+    float query_refine;
     std::unique_ptr<PolicyDecodeAttention> policy;
     std::unique_ptr<OracleDecodeAttention> oracle;
     DecodeAttentionHook* hook() const { return policy ? static_cast<DecodeAttentionHook*>(policy.get()) : oracle.get(); }
@@ -62,7 +63,9 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   std::vector<Run> runs;
   for (predictor::PolicyKind kind : spec.policies) {
     if (kind == predictor::PolicyKind::kDense) continue;
+    const bool ap = kind == predictor::PolicyKind::kAttentionPredictor;
     for (int64_t budget : spec.budgets) {
+     for (float refine : ap ? spec.query_refine : std::vector<float>{0.0f}) {
       predictor::PolicySpec ps;
       ps.kind = kind;
       ps.budget.budget_tokens = budget;
@@ -71,13 +74,17 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
       ps.calibration_period = spec.calibration_period;
       ps.weights = spec.weights;
       ps.dense_first_layers = spec.dense_first_layers;
-      Run run{kind, budget, nullptr, nullptr};
+      ps.query_refine = refine;
+      ps.refine_scorer = spec.refine_scorer;
+      Run run{kind, budget, refine, nullptr, nullptr};
       if (kind == predictor::PolicyKind::kOracle) {
         FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
       } else {
-        FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context));
+        FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context,
+                                                                       PolicyAttentionOptions{spec.calibration_source}));
       }
       runs.push_back(std::move(run));
+     }
     }
   }
   FanOutObserver fan;
@@ -128,6 +135,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   rows.push_back(dense);
   for (Run& r : runs) {
     QualityRow row{RowName(r.kind), r.budget};
+    row.query_refine = r.query_refine;
     FS_RETURN_IF_ERROR(evaluate(&r, &row));
     rows.push_back(row);
     r.policy.reset();  // frees its prefill history

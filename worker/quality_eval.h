@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "predictor/selection_policy.h"
 #include "worker/model.h"
+#include "worker/policy_attention.h"
 
 namespace foresight::worker {
 
@@ -28,6 +29,7 @@ struct QualityRow {
   // Share of the dense attention mass inside the attended blocks (per query head, KV-head union),
   // averaged over decode steps, layers and query heads; dense steps and layers count as 1.
   double recovery = 1.0;
+  float query_refine = 0.0f;  // AttentionPredictor: share of the kept blocks chosen by the step's query
 };
 
 struct QualitySpec {
@@ -37,6 +39,11 @@ struct QualitySpec {
   int dense_first_layers = 0;
   int64_t sink_tokens = 64, local_tokens = 64;  // part of every budget
   int calibration_period = 5;                   // AttentionPredictor's M
+  // AttentionPredictor: one row per value (PolicySpec::query_refine; 0 is the published method).
+  std::vector<float> query_refine = {0.0f};
+  // Where AttentionPredictor's calibration rows come from (worker/policy_attention.h).
+  CalibrationSource calibration_source = CalibrationSource::kExact;
+  predictor::PolicySpec::RefineScorer refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
 };
 
 // `tokens` holds at least context + predict tokens.

@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 
@@ -38,7 +39,11 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
   }
 
   std::string_view name() const override { return "attention_predictor"; }
-  PolicyNeeds needs() const override { return {}; }
+  PolicyNeeds needs() const override {
+    if (spec_.query_refine <= 0.0f) return {};
+    if (spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) return {.query_block_scores = true};
+    return {.query = true, .key_digests = true};
+  }
 
   bool WantsDenseRow() const override {
     return spec_.calibration_period > 0 && (step_ + 1) % spec_.calibration_period == 0;
@@ -94,10 +99,31 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     if (heads_.empty() || !initialized_) {
       return FailedPrecondition("attention_predictor: Select before ObservePrefill");
     }
+    if (spec_.query_refine > 0.0f && !window.KeepsAllCandidates() &&
+        spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) {
+      if (!in.query_block_scores.empty() && in.query_block_scores.size() != static_cast<size_t>(geometry_.q_heads) * window.num_blocks) {
+        return InvalidArgument("attention_predictor: query refinement needs query_block_scores of q_heads x " +
+                               std::to_string(window.num_blocks) + " blocks, got " +
+                               std::to_string(in.query_block_scores.size()) + " values");
+      }
+    } else if (spec_.query_refine > 0.0f && !window.KeepsAllCandidates()) {
+      const KeyDigests* d = in.key_digests;
+      if (in.query.size() != static_cast<size_t>(geometry_.q_heads) * geometry_.head_dim || d == nullptr ||
+          d->kv_heads() != geometry_.kv_heads || d->head_dim() != geometry_.head_dim ||
+          d->complete_blocks() < window.candidate_end()) {
+        return InvalidArgument("attention_predictor: query refinement needs the step's query (q_heads x "
+                               "head_dim values) and key digests covering every candidate block");
+      }
+    }
     return Status::OK();
   }
 
-  void ScoreCandidates(const StepInputs&, const CandidateWindow& window, int q_head,
+  // Asked ahead (no query scores yet): only the CNN's share, which the full Select keeps too.
+  int64_t KeepBlocks(const StepInputs& in, const CandidateWindow& window) override {
+    return AskedAhead(in) ? window.keep_blocks - RefinedBlocks(window.keep_blocks) : window.keep_blocks;
+  }
+
+  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
                        float* scores) override {
     const PredictedHead& head =
         heads_[spec_.predict_per_kv_head ? q_head / geometry_.group_size() : q_head];
@@ -109,6 +135,43 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
       scores[i] = (c >= 0 && c < static_cast<int64_t>(head.scores.size()))
                       ? head.scores[c]
                       : std::numeric_limits<float>::max();
+    }
+    if (spec_.query_refine > 0.0f && !AskedAhead(in)) RefineWithQuery(in, window, q_head, scores);
+  }
+
+  bool AskedAhead(const StepInputs& in) const {
+    return spec_.query_refine > 0.0f && spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores &&
+           in.query_block_scores.empty();
+  }
+  // How many of `keep` blocks the query chooses.
+  int64_t RefinedBlocks(int64_t keep) const {
+    return std::min<int64_t>(keep, std::llround(spec_.query_refine * keep));
+  }
+
+  // Keeps the CNN's best (1 - query_refine) share of window.keep_blocks (scored +inf so they stay
+  // first) and scores every other candidate by the Quest bound of the step's query, so that
+  // SelectTopBlocks fills the rest with the blocks this very query may need.
+  void RefineWithQuery(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) {
+    const int64_t n = window.num_candidates();
+    const int64_t by_cnn = window.keep_blocks - RefinedBlocks(window.keep_blocks);
+    order_.resize(n);
+    for (int64_t i = 0; i < n; ++i) order_[i] = i;
+    // Same ranking as SelectTopBlocks: higher score first, ties to the lower index.
+    std::nth_element(order_.begin(), order_.begin() + by_cnn, order_.end(), [&](int64_t a, int64_t b) {
+      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+    });
+    kept_.assign(n, 0);
+    for (int64_t i = 0; i < by_cnn; ++i) kept_[order_[i]] = 1;
+    if (spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) {
+      const float* est = in.query_block_scores.data() + q_head * window.num_blocks + window.candidate_begin();
+      for (int64_t i = 0; i < n; ++i) scores[i] = kept_[i] ? std::numeric_limits<float>::infinity() : est[i];
+      return;
+    }
+    const int kv_head = q_head / geometry_.group_size();
+    const float* q = in.query.data() + static_cast<size_t>(q_head) * geometry_.head_dim;
+    for (int64_t i = 0; i < n; ++i) {
+      scores[i] = kept_[i] ? std::numeric_limits<float>::infinity()
+                           : in.key_digests->UpperBound(kv_head, window.candidate_begin() + i, q);
     }
   }
 
@@ -197,6 +260,8 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
 
   PolicySpec spec_;
   std::vector<PredictedHead> heads_;
+  std::vector<int64_t> order_;  // RefineWithQuery scratch
+  std::vector<char> kept_;
   int64_t window_begin_ = -1;
   bool initialized_ = false;
   float zero_field_score_ = 0.0f;

@@ -4,6 +4,7 @@
 // Thread-safety: as SelectionPolicy (one object, one thread at a time).
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -19,8 +20,9 @@ class BlockScoringPolicy : public SelectionPolicy {
 
   Status Select(const StepInputs& in, BlockSelection* out) override {
     if (in.key_tokens <= 0) return InvalidArgument(std::string(name()) + ": key_tokens must be positive");
-    const CandidateWindow window = CandidateWindow::For(in.key_tokens, budget_);
+    CandidateWindow window = CandidateWindow::For(in.key_tokens, budget_);
     FS_RETURN_IF_ERROR(PrepareScores(in, window));
+    window.keep_blocks = std::min(window.keep_blocks, KeepBlocks(in, window));
     out->per_query_head.resize(geometry_.q_heads);
     for (int h = 0; h < geometry_.q_heads; ++h) {
       if (!window.KeepsAllCandidates()) {
@@ -48,6 +50,8 @@ class BlockScoringPolicy : public SelectionPolicy {
   virtual Status PrepareScores(const StepInputs& in, const CandidateWindow& window) {
     return Status::OK();
   }
+  // How many candidates this Select keeps (at most window.keep_blocks, which is the default).
+  virtual int64_t KeepBlocks(const StepInputs& in, const CandidateWindow& window) { return window.keep_blocks; }
   // scores[i] for block window.candidate_begin() + i of query head `q_head`; higher is kept.
   virtual void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
                                float* scores) = 0;

@@ -104,7 +104,7 @@ void CheckAgainstReference(PolicyKind kind, const Fixture& f, int64_t budget, Re
     const TraceGeometry& g = f.trace.geometry();
     const int64_t nb = g.blocks_at(s);
     StepInputs in{.key_tokens = g.key_tokens(s), .query = f.trace.query(0, s),
-                  .key_digests = &f.trace.key_digests(0), .dense_block_sum = bsum};
+                  .key_digests = &f.trace.key_digests(0), .dense_block_sum = bsum, .query_block_scores = {}};
     BlockSelection sel;
     ASSERT_TRUE((*policy)->Select(in, &sel).ok());
     for (int h = 0; h < f.g.q_heads; ++h) {
@@ -325,6 +325,70 @@ void CheckAttentionPredictor(bool per_kv_head, bool full_cnn) {
 TEST(PolicyTest, AttentionPredictorIncrementalMatchesBruteForce) { CheckAttentionPredictor(false, false); }
 TEST(PolicyTest, AttentionPredictorFullCnnMatchesBruteForce) { CheckAttentionPredictor(false, true); }
 TEST(PolicyTest, AttentionPredictorPerKvHeadMatchesBruteForce) { CheckAttentionPredictor(true, false); }
+
+// Query refinement: asked ahead (no query scores) the policy returns the CNN's share, a subset of
+// both the published selection and the step's own refined one; the refined one adds exactly the
+// best-scored candidates by the step's query scores, up to the same number of kept blocks.
+TEST(PolicyTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
+  Fixture f = SmallTrace(500, 40);
+  const TraceGeometry& g = f.trace.geometry();
+  PolicySpec spec;
+  spec.kind = PolicyKind::kAttentionPredictor;
+  spec.budget.budget_tokens = 256;
+  spec.weights = CnnWeights::Random(5);
+  auto published = MakeSelectionPolicy(spec, f.g, 0);
+  spec.query_refine = 0.5f;
+  spec.refine_scorer = PolicySpec::RefineScorer::kQueryBlockScores;
+  auto refined = MakeSelectionPolicy(spec, f.g, 0);
+  ASSERT_TRUE(published.ok() && refined.ok());
+  EXPECT_TRUE((*refined)->needs().query_block_scores);
+  ASSERT_TRUE((*published)->ObservePrefill(f.trace.prefill(0)).ok());
+  ASSERT_TRUE((*refined)->ObservePrefill(f.trace.prefill(0)).ok());
+  std::vector<float> bmax, bsum;
+  int64_t checked = 0;
+  for (int64_t s = 0; s < f.trace.decode_steps(); ++s) {
+    f.trace.DecodeRows(0, s, &bmax, &bsum);
+    const int64_t nb = g.blocks_at(s), n = g.key_tokens(s);
+    const CandidateWindow window = CandidateWindow::For(n, spec.budget);
+    StepInputs ahead_in, step_in, short_in;
+    ahead_in.key_tokens = step_in.key_tokens = short_in.key_tokens = n;
+    step_in.query_block_scores = bmax;
+    short_in.query_block_scores = std::span<const float>(bmax).first(bmax.size() - 1);
+    BlockSelection plain, ahead, full;
+    ASSERT_TRUE((*published)->Select(ahead_in, &plain).ok());
+    ASSERT_TRUE((*refined)->Select(ahead_in, &ahead).ok());
+    ASSERT_TRUE((*refined)->Select(step_in, &full).ok());
+    EXPECT_FALSE((*refined)->Select(short_in, &full).ok()) << "scores of the wrong size must be refused";
+    ASSERT_TRUE((*refined)->Select(step_in, &full).ok());
+    for (int h = 0; h < f.g.q_heads; ++h) {
+      const Blocks& a = ahead.per_query_head[h];
+      const Blocks& p = plain.per_query_head[h];
+      const Blocks& r = full.per_query_head[h];
+      EXPECT_TRUE(std::includes(p.begin(), p.end(), a.begin(), a.end())) << "step " << s;
+      ASSERT_TRUE(std::includes(r.begin(), r.end(), a.begin(), a.end())) << "step " << s;
+      if (window.KeepsAllCandidates()) continue;
+      EXPECT_EQ(r.size(), p.size()) << "step " << s;
+      // Brute force: the candidates outside `a`, best by the query's scores (ties: lower index).
+      std::vector<int32_t> rest;
+      for (int64_t b = window.candidate_begin(); b < window.candidate_end(); ++b) {
+        if (!std::binary_search(a.begin(), a.end(), static_cast<int32_t>(b))) rest.push_back(static_cast<int32_t>(b));
+      }
+      const float* est = bmax.data() + h * nb;
+      std::stable_sort(rest.begin(), rest.end(), [&](int32_t x, int32_t y) { return est[x] > est[y]; });
+      Blocks expect = a;
+      const int64_t missing = static_cast<int64_t>(r.size() - a.size());
+      expect.insert(expect.end(), rest.begin(), rest.begin() + missing);
+      std::sort(expect.begin(), expect.end());
+      EXPECT_EQ(r, expect) << "step " << s << " head " << h;
+      EXPECT_EQ(missing, std::llround(0.5 * window.keep_blocks)) << "step " << s;
+      ++checked;
+    }
+    AttentionObservation obs{.key_tokens = n, .dense = true, .block_max = bmax, .block_sum = bsum};
+    ASSERT_TRUE((*published)->Observe(obs).ok());
+    ASSERT_TRUE((*refined)->Observe(obs).ok());
+  }
+  EXPECT_GT(checked, 0);
+}
 
 TEST(PolicyTest, FactoryRejectsBadSpecs) {
   PolicySpec spec;

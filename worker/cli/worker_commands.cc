@@ -351,6 +351,9 @@ struct QualityFlags {
   int sink = 64;
   int local = 64;
   int calibration_period = 5;
+  std::string query_refine = "0";
+  std::string refine_scorer = "compact";
+  std::string calibration_source = "exact";
   bool json = false;
 };
 
@@ -368,6 +371,28 @@ Status RunQuality(const QualityFlags& f) {
   std::stringstream budgets(f.budgets);
   std::string item;
   while (std::getline(budgets, item, ',')) spec.budgets.push_back(std::stoll(item));
+  spec.query_refine.clear();
+  std::stringstream refines(f.query_refine);
+  while (std::getline(refines, item, ',')) {
+    char* end = nullptr;
+    const float v = std::strtof(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !(v >= 0.0f && v <= 1.0f)) {
+      return InvalidArgument("--query-refine takes shares between 0 and 1 (comma-separated), got '" + item + "'");
+    }
+    spec.query_refine.push_back(v);
+  }
+  if (f.refine_scorer == "compact") {
+    spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+  } else if (f.refine_scorer == "quest") {
+    spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQuestBound;
+  } else {
+    return InvalidArgument("--refine-scorer is compact or quest, got '" + f.refine_scorer + "'");
+  }
+  if (f.calibration_source == "compact") {
+    spec.calibration_source = worker::CalibrationSource::kCompactKeys;
+  } else if (f.calibration_source != "exact") {
+    return InvalidArgument("--calibration-source is exact or compact, got '" + f.calibration_source + "'");
+  }
   if (f.policy == "all") {
     for (predictor::PolicyKind k : predictor::AllPolicyKinds()) {
       if (k == predictor::PolicyKind::kAttentionPredictor && f.weights.empty()) continue;
@@ -390,15 +415,17 @@ Status RunQuality(const QualityFlags& f) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
       j.push_back({{"policy", r.policy}, {"budget", r.budget}, {"context", r.context}, {"perplexity", r.perplexity},
-                   {"top1_agreement", r.top1_agreement}, {"recovery", r.recovery}, {"blocks_fraction", r.blocks_fraction}});
+                   {"top1_agreement", r.top1_agreement}, {"recovery", r.recovery}, {"blocks_fraction", r.blocks_fraction},
+                   {"query_refine", r.query_refine}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("%-22s %7s %8s %11s %9s %9s %8s\n", "policy", "budget", "context", "perplexity", "top1_agr", "recovery",
-                "blocks");
+    std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr", "recovery",
+                "blocks", "refine");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f\n", r.policy.c_str(), static_cast<long long>(r.budget),
-                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.recovery, r.blocks_fraction);
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f\n", r.policy.c_str(), static_cast<long long>(r.budget),
+                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.recovery, r.blocks_fraction,
+                  r.query_refine);
     }
   }
   return Status::OK();
@@ -475,6 +502,15 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)");
   quality->add_option("--calibration-period", qflags->calibration_period,
                       "AttentionPredictor: a dense calibration step every M decode steps (0: never)");
+  quality->add_option("--query-refine", qflags->query_refine,
+                      "AttentionPredictor: share of the kept blocks chosen by the step's query (Quest bound) "
+                      "instead of the CNN; a comma list gives one row each (0: the published method)");
+  quality->add_option("--calibration-source", qflags->calibration_source,
+                      "AttentionPredictor's calibration rows: exact (that step attends densely) or compact (scored "
+                      "against the worker's int8 key copy; attention stays sparse)");
+  quality->add_option("--refine-scorer", qflags->refine_scorer,
+                      "How --query-refine scores the query: compact (int8 key copy on the worker, default) or quest "
+                      "(key min/max bound)");
   quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense");
   quality->add_flag("--json", qflags->json, "JSON rows");
   quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });
