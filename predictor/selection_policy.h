@@ -179,6 +179,9 @@ struct PolicySpec {
   // not already keep; the CNN keeps the rest. 0 is the published method. The query's scores come
   // from `refine_scorer`: the Quest bound over the key digests, or StepInputs::query_block_scores
   // (the caller's estimate of this step's attention, e.g. from a compact key copy).
+  // The serving default (foresight generate, foresight-worker) is kServingQueryRefine with the
+  // compact key copy: docs/worker.md measures it against the published method.
+  static constexpr float kServingQueryRefine = 0.25f;
   enum class RefineScorer { kQuestBound, kQueryBlockScores };
   float query_refine = 0.0f;
   RefineScorer refine_scorer = RefineScorer::kQuestBound;

@@ -44,6 +44,7 @@ struct GenerateFlags {
   int sink = 64;
   int local = 64;
   int dense_layers = 0;
+  float query_refine = predictor::PolicySpec::kServingQueryRefine;
   std::string weights;
   int prefill_chunk = 512;
   int threads = 0;
@@ -238,6 +239,8 @@ Status RunGenerate(GenerateFlags f) {
     spec.budget.sink_tokens = f.sink;
     spec.budget.local_tokens = f.local;
     spec.dense_first_layers = f.dense_layers;
+    spec.query_refine = f.query_refine;
+    spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
     if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
       if (f.weights.empty()) {
         return InvalidArgument("--policy " + f.policy +
@@ -463,6 +466,11 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--local", flags->local, "Most recent tokens always attended");
   gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense");
   gen->add_option("--weights", flags->weights, "AttentionPredictor CNN weights (safetensors)");
+  gen->add_option("--query-refine", flags->query_refine,
+                  "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's "
+                  "int8 key copy instead of the CNN (0: the published method)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)");
   gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");

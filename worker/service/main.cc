@@ -39,6 +39,7 @@ struct Flags {
   int sink = 64;
   int local = 64;
   int dense_layers = 0;
+  float query_refine = foresight::predictor::PolicySpec::kServingQueryRefine;
   std::string weights;
   int prefill_chunk = 512;
   int threads = 0;
@@ -133,6 +134,7 @@ int Run(const Flags& f) {
   so.sink_tokens = f.sink;
   so.local_tokens = f.local;
   so.dense_first_layers = f.dense_layers;
+  so.query_refine = f.query_refine;
   so.prefill_chunk = f.prefill_chunk;
   so.token = token;
   so.prefix_reuse = !f.no_prefix_reuse;
@@ -229,6 +231,11 @@ int main(int argc, char** argv) {
   app.add_option("--sink", f.sink, "Sink tokens always attended")->capture_default_str();
   app.add_option("--local", f.local, "Most recent tokens always attended")->capture_default_str();
   app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")->capture_default_str();
+  app.add_option("--query-refine", f.query_refine,
+                 "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's int8 "
+                 "key copy instead of the CNN (0: the published method)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--weights", f.weights,
                  "AttentionPredictor CNN weights (default: ../shared/reference/attention_predictor/"
                  "cnn_llama3.1.safetensors or $FORESIGHT_PREDICTOR_WEIGHTS when present)");

@@ -22,6 +22,7 @@
 
 #include "common/status.h"
 #include "predictor/cnn_weights.h"
+#include "predictor/selection_policy.h"
 #include "proto/worker.grpc.pb.h"
 #include "worker/model.h"
 #include "worker/offload/offloaded_sequence.h"
@@ -36,6 +37,8 @@ struct WorkerServiceOptions {
   int32_t sink_tokens = 64;
   int32_t local_tokens = 64;
   int32_t dense_first_layers = 0;
+  // AttentionPredictor: share of the kept blocks chosen by the step's query (PolicySpec::query_refine).
+  float query_refine = predictor::PolicySpec::kServingQueryRefine;
   std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
   int32_t prefill_chunk = 512;
   std::string token;                   // required of callers (empty: none)
