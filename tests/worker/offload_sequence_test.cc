@@ -75,6 +75,11 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
     ap.weights = predictor::CnnWeights::Random(7);
     ap.calibration_period = 5;
     specs.push_back(ap);
+    // The serving default: a quarter of the blocks chosen by the step's query against the compact
+    // key copy (the CNN's share prefetched, the rest fetched at the step).
+    ap.query_refine = predictor::PolicySpec::kServingQueryRefine;
+    ap.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+    specs.push_back(ap);
     predictor::PolicySpec h2o;
     h2o.kind = predictor::PolicyKind::kH2O;
     specs.push_back(h2o);
@@ -101,7 +106,8 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
         o.reuse = reuse;
         o.local_blocks = 4;
         o.margin_blocks = 4;
-        const std::string what = std::string(predictor::PolicyKindName(spec.kind)) + " " +
+        const std::string what = std::string(predictor::PolicyKindName(spec.kind)) +
+                                 (spec.query_refine > 0 ? " refined " : " ") +
                                  std::string(OffloadModeName(mode)) + (reuse ? "" : " no-reuse");
         auto off = Generate(*model_, client_.get(), spec, o, prompt, steps);
         ASSERT_TRUE(off.ok()) << what << ": " << off.status().ToString();
