@@ -19,7 +19,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <omp.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <sstream>
 
 #include "bench/commands.h"
@@ -53,6 +55,7 @@ struct DecodeBenchFlags {
   std::string transports = "shm,tcp";
   bool no_reuse = false;
   bool compare_coalescing = false;
+  std::string ucx_rndv_thresh = "128K";
   std::string policy = "h2o";
   int warmup = 4;
   int margin = -1;
@@ -83,6 +86,41 @@ std::vector<std::string> SplitList(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
   return out;
+}
+
+// UCX's rendezvous threshold over TCP is 8 KiB here (ucx_info -e: `<rndv>` from 8192): a GET reply
+// of two or more 4 KiB heads, or of one 8 KiB head of the 8B geometry, would pay a rendezvous
+// (an extra round trip) instead of one eager send, which undoes coalescing (docs/perf-notes.md).
+// The node started here inherits the setting; a user's UCX_RNDV_THRESH wins.
+void ApplyUcxRendezvousThreshold(const DecodeBenchFlags& f) {
+  if (!f.ucx_rndv_thresh.empty() && f.ucx_rndv_thresh != "auto") setenv("UCX_RNDV_THRESH", f.ucx_rndv_thresh.c_str(), 0);
+}
+
+std::string UcxRendezvousThreshold() {
+  const char* v = std::getenv("UCX_RNDV_THRESH");
+  return v != nullptr ? v : "auto";
+}
+
+// CPU seconds used so far by this process (every thread: decode, OpenMP, UCX progress) and by
+// process `pid` (the node). On a shared machine wall time per token swings with other people's
+// load; the CPU a fetch path burns on the same two cores does not.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  std::istringstream fields(line.substr(line.rfind(')') + 2));  // after "pid (comm) "
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; fields >> field && i <= 15; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, const std::string& model_name,
@@ -182,6 +220,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         double stall_s = 0, verify_s = 0;
         uint64_t bytes = 0;
         int64_t hits = 0, misses = 0, stalls = 0, requests = 0, timed = 0;
+        double cpu_s = 0, node_cpu_s = 0;
         int step = 0;
       };
       std::vector<Live> live;
@@ -216,8 +255,11 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         for (Live& l : live) {
           for (int k = 0; k < chunk; ++k) {
             const worker::OffloadStats before = l.seq->stats();
+            const double cpu0 = ProcessCpuSeconds(), node_cpu0 = ProcessCpuSeconds(node->pid());
             FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
             if (k == 0) continue;
+            l.cpu_s += ProcessCpuSeconds() - cpu0;
+            l.node_cpu_s += ProcessCpuSeconds(node->pid()) - node_cpu0;
             const worker::OffloadStats after = l.seq->stats();
             l.us.push_back(1e6 * (after.decode_seconds - before.decode_seconds));
             l.stall_s += after.stall_seconds - before.stall_seconds;
@@ -248,6 +290,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
                            {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
                            {"gets_per_token", l.requests / n}, {"coalesce", l.v.coalesce},
+                           {"ucx_rndv_thresh", UcxRendezvousThreshold()},
+                           {"cpu_us_per_token", 1e6 * l.cpu_s / n}, {"node_cpu_us_per_token", 1e6 * l.node_cpu_s / n},
                            {"steps", l.timed}, {"model", model_name},
                            {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load},
                            {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
@@ -418,6 +462,7 @@ StatusOr<double> LlamaCppDecodeMs(const std::string& python, const std::string& 
 }
 
 Status RunDecodeBench(const DecodeBenchFlags& f) {
+  if (!f.modes.empty()) ApplyUcxRendezvousThreshold(f);
   if (!f.modes.empty() && !f.models.empty()) {
     std::shared_ptr<const predictor::CnnWeights> w;
     if (!f.weights.empty()) {
@@ -547,6 +592,9 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--modes", f->modes, "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
   cmd->add_option("--transport", f->transports, "KV offload: comma-separated UCX transports shm,tcp");
   cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
+  cmd->add_option("--ucx-rndv-thresh", f->ucx_rndv_thresh,
+                  "KV offload: UCX_RNDV_THRESH for the bench's client and node unless set in the environment "
+                  "(auto: UCX's own, 8 KiB over TCP here)");
   cmd->add_flag("--compare-coalescing", f->compare_coalescing,
                 "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
   cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor, quest)");
