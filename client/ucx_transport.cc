@@ -238,8 +238,10 @@ class UcxTransport::Impl {
   // The progress thread passes min_ready: it copies only when that many blocks wait, so that
   // while a thread in Wait() keeps up, messages are not held behind its copies.
   bool CopyOneReady(UcxBatch prefer, size_t min_ready = 1);
-  void FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
-                        uint64_t checksum, bool verified);
+  // Records an item's result; true when that finished its batch. Wakes the batch's waiter unless
+  // notify is false (then the caller does, after unlocking mu_).
+  bool FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
+                        uint64_t checksum, bool verified, bool notify = true);
   void FlushReleases();
   void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
@@ -1025,14 +1027,20 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
     op.on_control_reply(status, ReplyBody{}, nullptr, 0);
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  FinishItemLocked(op.batch, op.index, status, bytes, checksum, verified);
+  bool finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished = FinishItemLocked(op.batch, op.index, status, bytes, checksum, verified, /*notify=*/false);
+  }
+  // After unlocking: a waiter woken while the lock is held only blocks on it again (one more
+  // futex round trip and context switch per get).
+  if (finished) cv_.notify_all();
 }
 
-void UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Status& status, uint64_t bytes,
-                                          uint64_t checksum, bool verified) {
+bool UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Status& status, uint64_t bytes,
+                                          uint64_t checksum, bool verified, bool notify) {
   auto b = batches_.find(id);
-  if (b == batches_.end() || b->second.done[index]) return;
+  if (b == batches_.end() || b->second.done[index]) return false;
   Batch& batch = b->second;
   batch.done[index] = true;
   batch.verified[index] = verified;
@@ -1044,7 +1052,9 @@ void UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Statu
   } else {
     stats_.failures++;
   }
-  if (--batch.remaining == 0) cv_.notify_all();
+  if (--batch.remaining != 0) return false;
+  if (notify) cv_.notify_all();
+  return true;
 }
 
 std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_s) {
