@@ -522,13 +522,24 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       std::unique_ptr<worker::PolicyDecodeAttention> policy;
       if (name != "dense") {
         predictor::PolicySpec spec;
-        FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(name));
+        worker::PolicyAttentionOptions po;
+        // ap_refined: AttentionPredictor as served (a quarter of the blocks chosen by the step's
+        // query against the compact key copy, calibration rows from that copy: attention never
+        // goes dense). attention_predictor: the published method (dense calibration steps).
+        const bool refined = name == "ap_refined";
+        FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : name));
         spec.budget.budget_tokens = f.budget;
         spec.weights = weights;
+        if (refined) {
+          spec.query_refine = predictor::PolicySpec::kServingQueryRefine;
+          spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+          po.calibration = worker::CalibrationSource::kCompactKeys;
+        }
         if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
           return InvalidArgument("policy " + name + " needs --weights");
         }
-        FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, spec, ctx));
+        FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, spec, ctx, po));
+        policy->PrepareKeys(seq.kv());
         FS_RETURN_IF_ERROR(policy->FinishPrefill());
       }
       std::vector<float> logits;
@@ -580,7 +591,9 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_flag("--synthetic-8b", f->synthetic_8b, "Synthetic model with Llama-3.1-8B attention geometry (speed only)");
   cmd->add_option("--synthetic-layers", f->synthetic_layers, "Layers of the synthetic model");
   cmd->add_option("--contexts", f->contexts, "Comma-separated context lengths");
-  cmd->add_option("--policies", f->policies, "Comma-separated: dense, attention_predictor, quest, h2o, snapkv, streaming_llm");
+  cmd->add_option("--policies", f->policies,
+                  "Comma-separated: dense, attention_predictor (published), ap_refined (as served: query-refined, "
+                  "compact calibration), quest, h2o, snapkv, streaming_llm");
   cmd->add_option("--budget", f->budget, "Token budget of sparse policies");
   cmd->add_option("--steps", f->steps, "Decode steps timed per policy");
   cmd->add_option("--weights", f->weights, "AttentionPredictor CNN weights");
