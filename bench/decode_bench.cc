@@ -530,11 +530,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
         FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : name));
         spec.budget.budget_tokens = f.budget;
         spec.weights = weights;
-        if (refined) {
-          spec.query_refine = predictor::PolicySpec::kServingQueryRefine;
-          spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
-          po.calibration = worker::CalibrationSource::kCompactKeys;
-        }
+        if (refined) worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &po);
         if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
           return InvalidArgument("policy " + name + " needs --weights");
         }

@@ -17,6 +17,15 @@ double Now() {
 
 }  // namespace
 
+void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options) {
+  spec->query_refine = query_refine;
+  spec->refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+  if (query_refine > 0.0f && spec->kind == predictor::PolicyKind::kAttentionPredictor) {
+    spec->calibration_period = 1;
+    options->calibration = CalibrationSource::kCompactKeys;
+  }
+}
+
 PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens,
                                              PolicyAttentionOptions options)
     : config_(config),

@@ -65,6 +65,14 @@ struct PolicyAttentionOptions {
   CalibrationSource calibration = CalibrationSource::kExact;
 };
 
+// AttentionPredictor as served (foresight generate, foresight-worker, bench's ap_refined): a share
+// `query_refine` of the kept blocks chosen by the step's query against the compact key copy and,
+// since that copy then scores every step anyway, every step's history row taken from it
+// (calibration period 1, compact source: attention never goes dense). query_refine 0 leaves the
+// published method (dense calibration every spec->calibration_period steps). docs/worker.md
+// measures both.
+void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options);
+
 class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentionObserver {
  public:
   static StatusOr<std::unique_ptr<PolicyDecodeAttention>> Create(const ModelConfig& config,

@@ -77,8 +77,8 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
     specs.push_back(ap);
     // The serving default: a quarter of the blocks chosen by the step's query against the compact
     // key copy (the CNN's share prefetched, the rest fetched at the step).
-    ap.query_refine = predictor::PolicySpec::kServingQueryRefine;
-    ap.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+    PolicyAttentionOptions served;
+    ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &ap, &served);
     specs.push_back(ap);
     predictor::PolicySpec h2o;
     h2o.kind = predictor::PolicyKind::kH2O;

@@ -239,8 +239,8 @@ Status RunGenerate(GenerateFlags f) {
     spec.budget.sink_tokens = f.sink;
     spec.budget.local_tokens = f.local;
     spec.dense_first_layers = f.dense_layers;
-    spec.query_refine = f.query_refine;
-    spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+    worker::PolicyAttentionOptions po;
+    worker::ApplyQueryRefinement(f.query_refine, &spec, &po);
     if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
       if (f.weights.empty()) {
         return InvalidArgument("--policy " + f.policy +
@@ -248,7 +248,7 @@ Status RunGenerate(GenerateFlags f) {
       }
       FS_ASSIGN_OR_RETURN(spec.weights, predictor::CnnWeights::Load(f.weights));
     }
-    FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size())));
+    FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size()), po));
     options.hook = policy.get();
     options.prefill_observer = policy.get();
     options.after_prefill = [&] { return policy->FinishPrefill(); };

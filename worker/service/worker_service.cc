@@ -111,8 +111,8 @@ Status WorkerService::Request::MakePolicy() {
   spec.budget.sink_tokens = o.sink_tokens;
   spec.budget.local_tokens = o.local_tokens;
   spec.dense_first_layers = o.dense_first_layers;
-  spec.query_refine = o.query_refine;
-  spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+  PolicyAttentionOptions po;  // offload takes its calibration source from OffloadOptions
+  ApplyQueryRefinement(o.query_refine, &spec, &po);
   if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
     if (o.weights == nullptr) {
       return FailedPrecondition("policy attention_predictor needs the CNN weights: start foresight-worker with --weights");
