@@ -301,6 +301,7 @@ Status UcxServer::Impl::Init() {
   ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
   if (st != UCS_OK) return Internal("UCX data plane: reading the UCX config failed: " + UcsText(st));
   if (!options_.transports.empty()) ucp_config_modify(config, "TLS", options_.transports.c_str());
+  if (std::getenv("UCX_RNDV_THRESH") == nullptr) ucp_config_modify(config, "RNDV_THRESH", kUcxRendezvousThreshold);
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;

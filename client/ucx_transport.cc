@@ -320,6 +320,7 @@ Status UcxTransport::Impl::Init() {
     ucp_config_release(config);
     return InvalidArgument("UCX client: transports '" + options_.transports + "' are not valid");
   }
+  if (std::getenv("UCX_RNDV_THRESH") == nullptr) ucp_config_modify(config, "RNDV_THRESH", kUcxRendezvousThreshold);
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;

@@ -52,6 +52,11 @@ inline constexpr unsigned kUcxReplyAmId = 18;
 
 // Limits a node enforces before touching anything (absurd lengths are answered with errors).
 inline constexpr uint32_t kMaxRanges = 4096;
+// Messages up to this size go eagerly on both sides (UCX_RNDV_THRESH, unless the environment sets
+// it). UCX 1.13's TCP lanes switch to rendezvous at 8 KiB, which adds a round trip to every
+// per-head or coalesced block reply and to block puts; 1 MiB replies stay rendezvous (eager was
+// slower there). docs/perf-notes.md has the measurements.
+inline constexpr const char* kUcxRendezvousThreshold = "128K";
 inline constexpr uint32_t kMaxTokenBytes = 4096;
 inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
 inline constexpr uint32_t kMaxHeaderBytes = 1024;
