@@ -61,30 +61,31 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     Status status() const { return policy ? policy->status() : oracle->status(); }
   };
   std::vector<Run> runs;
+  const std::vector<float> published = {0.0f};  // every policy but AttentionPredictor runs once per budget
   for (predictor::PolicyKind kind : spec.policies) {
     if (kind == predictor::PolicyKind::kDense) continue;
-    const bool ap = kind == predictor::PolicyKind::kAttentionPredictor;
+    const std::vector<float>& refines = kind == predictor::PolicyKind::kAttentionPredictor ? spec.query_refine : published;
     for (int64_t budget : spec.budgets) {
-     for (float refine : ap ? spec.query_refine : std::vector<float>{0.0f}) {
-      predictor::PolicySpec ps;
-      ps.kind = kind;
-      ps.budget.budget_tokens = budget;
-      ps.budget.sink_tokens = spec.sink_tokens;
-      ps.budget.local_tokens = spec.local_tokens;
-      ps.calibration_period = spec.calibration_period;
-      ps.weights = spec.weights;
-      ps.dense_first_layers = spec.dense_first_layers;
-      ps.query_refine = refine;
-      ps.refine_scorer = spec.refine_scorer;
-      Run run{kind, budget, refine, nullptr, nullptr};
-      if (kind == predictor::PolicyKind::kOracle) {
-        FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
-      } else {
-        FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context,
-                                                                       PolicyAttentionOptions{spec.calibration_source}));
+      for (float refine : refines) {
+        predictor::PolicySpec ps;
+        ps.kind = kind;
+        ps.budget.budget_tokens = budget;
+        ps.budget.sink_tokens = spec.sink_tokens;
+        ps.budget.local_tokens = spec.local_tokens;
+        ps.calibration_period = spec.calibration_period;
+        ps.weights = spec.weights;
+        ps.dense_first_layers = spec.dense_first_layers;
+        ps.query_refine = refine;
+        ps.refine_scorer = spec.refine_scorer;
+        Run run{kind, budget, refine, nullptr, nullptr};
+        if (kind == predictor::PolicyKind::kOracle) {
+          FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
+        } else {
+          FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context,
+                                                                         PolicyAttentionOptions{spec.calibration_source}));
+        }
+        runs.push_back(std::move(run));
       }
-      runs.push_back(std::move(run));
-     }
     }
   }
   FanOutObserver fan;

@@ -69,6 +69,12 @@ struct SequenceStats {
   int64_t blocks_total = 0;          // what dense attention would have read
 };
 
+// The chunking both backends' Prefill share: runs `forward(tokens, n, out)` over `tokens` in chunks
+// of `chunk`; `out` points at the chunk's rows of `logits` (all_logits: [tokens x vocab]) or, for
+// the last chunk only, at `logits` itself ([vocab]); null when no logits are wanted.
+Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, int64_t vocab, std::vector<float>* logits,
+                           bool all_logits, const std::function<Status(const TokenId*, int64_t, float*)>& forward);
+
 class Sequence {
  public:
   explicit Sequence(const Model& model, int32_t prefill_chunk = 512);

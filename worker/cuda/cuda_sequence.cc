@@ -351,16 +351,10 @@ Status CudaSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<flo
   }
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
   const double t0 = Now();
-  const int64_t vocab = c_.vocab_size;
-  if (logits != nullptr) logits->assign(all_logits ? tokens.size() * vocab : vocab, 0.0f);
-  for (size_t at = 0; at < tokens.size(); at += chunk_) {
-    const int64_t n = std::min<int64_t>(chunk_, tokens.size() - at);
-    const bool last = at + n == tokens.size();
-    float* out = nullptr;
-    if (logits != nullptr && all_logits) out = logits->data() + at * vocab;
-    if (logits != nullptr && !all_logits && last) out = logits->data();
-    FS_RETURN_IF_ERROR(Forward(tokens.data() + at, n, out, all_logits, nullptr));
-  }
+  FS_RETURN_IF_ERROR(ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
+                                         [&](const TokenId* chunk, int64_t n, float* out) {
+                                           return Forward(chunk, n, out, all_logits, nullptr);
+                                         }));
   stats_.prefill_tokens += tokens.size();
   stats_.prefill_seconds += Now() - t0;
   return Status::OK();
