@@ -64,6 +64,7 @@ struct DecodeBenchFlags {
   std::string calibration_text;
   std::string llama_cpp_python;  // runs llama.cpp (llama-cpp-python) beside dense, same threads
   int chunk = 5;  // offload: steps per turn when variants take turns
+  std::string speculative = "0";  // offload, ap_refined: cross-token variants per speculative_blocks value
   std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure compact-key calibration rows on this text
 };
 
@@ -137,13 +138,26 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     if (t != "shm" && t != "tcp") return InvalidArgument("--transport: unknown '" + t + "' (shm, tcp)");
   }
   predictor::PolicySpec spec;
-  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(f.policy));
+  // ap_refined: AttentionPredictor as served (a quarter of the kept blocks chosen by the step's
+  // query against the compact key copy; that quarter is known only at the step).
+  const bool refined = f.policy == "ap_refined";
+  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : f.policy));
   if (spec.kind == predictor::PolicyKind::kDense) return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
   spec.budget.budget_tokens = f.budget;
   spec.weights = weights;
   if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
-    return InvalidArgument("policy attention_predictor needs --weights");
+    return InvalidArgument("policy " + f.policy + " needs --weights");
   }
+  std::vector<int64_t> speculative;
+  for (const std::string& v : SplitList(f.speculative)) {
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (*end != '\0' || n < -1) return InvalidArgument("--speculative-blocks: '" + v + "' is not a count of blocks (or -1)");
+    speculative.push_back(n);
+  }
+  if (speculative.empty()) speculative.push_back(0);
+  worker::PolicyAttentionOptions refined_options;
+  if (refined) worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &refined_options);
   const std::string fingerprint = worker::ModelFingerprint(model);
   if (!f.json) {
     std::printf("# %s\n", model_name.c_str());
@@ -195,18 +209,29 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         worker::OffloadMode mode;
         bool reuse;
         bool coalesce = true;
+        int64_t speculative = 0;
       };
       std::vector<Variant> variants;
-      for (worker::OffloadMode m : modes) variants.push_back({m, true});
+      // Cross-token with the refined policy: one variant per --speculative-blocks value.
+      auto add = [&](worker::OffloadMode m, bool reuse) {
+        if (m != worker::OffloadMode::kCrossToken || !refined) {
+          variants.push_back({m, reuse});
+          return;
+        }
+        for (int64_t sb : speculative) variants.push_back({m, reuse, true, sb});
+      };
+      for (worker::OffloadMode m : modes) add(m, true);
       if (f.no_reuse) {
         for (worker::OffloadMode m : modes) {
-          if (m != worker::OffloadMode::kResident) variants.push_back({m, false});
+          if (m != worker::OffloadMode::kResident) add(m, false);
         }
       }
       if (f.compare_coalescing) {
         const size_t n = variants.size();
         for (size_t i = 0; i < n; ++i) {
-          if (variants[i].mode != worker::OffloadMode::kResident) variants.push_back({variants[i].mode, variants[i].reuse, false});
+          if (variants[i].mode != worker::OffloadMode::kResident) {
+            variants.push_back({variants[i].mode, variants[i].reuse, false, variants[i].speculative});
+          }
         }
       }
       // Every variant lives at once and they take turns, `chunk` steps each, so that all see the
@@ -233,7 +258,9 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         o.import_prefix = real;
         o.fingerprint = fingerprint;
         o.margin_blocks = f.margin;
+        if (refined) o.attention = refined_options;
         if (!v.coalesce) o.staging_bytes = 0;
+        o.attention.speculative_blocks = v.speculative;
         o.name_space = "bench";
         Live l;
         l.v = v;
@@ -290,6 +317,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
                            {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
                            {"gets_per_token", l.requests / n}, {"coalesce", l.v.coalesce},
+                           {"speculative_blocks", l.v.speculative},
                            {"ucx_rndv_thresh", UcxRendezvousThreshold()},
                            {"cpu_us_per_token", 1e6 * l.cpu_s / n}, {"node_cpu_us_per_token", 1e6 * l.node_cpu_s / n},
                            {"steps", l.timed}, {"model", model_name},
@@ -297,7 +325,9 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
         } else {
           std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%% %8.0f  %s\n",
-                      (std::string(worker::OffloadModeName(l.v.mode)) + (l.v.coalesce ? "" : "/1")).c_str(),
+                      (std::string(worker::OffloadModeName(l.v.mode)) + (l.v.coalesce ? "" : "/1") +
+                       (l.v.speculative != 0 ? (l.v.speculative > 0 ? "+" : "") + std::to_string(l.v.speculative) : ""))
+                          .c_str(),
                       transport.c_str(), l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), f.budget, median, mean,
                       stall, bytes, hit, l.requests / n, load.c_str());
           std::fflush(stdout);
@@ -606,7 +636,11 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "(auto: UCX's own, 8 KiB over TCP here)");
   cmd->add_flag("--compare-coalescing", f->compare_coalescing,
                 "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
-  cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor, quest)");
+  cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), "
+                  "ap_refined (as served), quest)");
+  cmd->add_option("--speculative-blocks", f->speculative,
+                  "KV offload, --policy ap_refined: comma-separated blocks per KV head that cross-token prefetches beyond "
+                  "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
   cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: budget/16");
   cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");

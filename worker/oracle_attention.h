@@ -64,6 +64,10 @@ class RecoveryMeter : public DecodeAttentionHook {
                    const float* block_sum, int64_t n_blocks) override {
     inner_->OnAttention(layer, position, queries, dense, block_max, block_sum, n_blocks);
   }
+  bool WantsLookaheadQueries() const override { return inner_->WantsLookaheadQueries(); }
+  void OnLookaheadQuery(int32_t layer, int64_t position, const float* queries) override {
+    inner_->OnLookaheadQuery(layer, position, queries);
+  }
   double recovery() const { return count_ > 0 ? sum_ / count_ : 1.0; }
 
  private:

@@ -23,6 +23,7 @@ void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, Polic
   if (query_refine > 0.0f && spec->kind == predictor::PolicyKind::kAttentionPredictor) {
     spec->calibration_period = 1;
     options->calibration = CalibrationSource::kCompactKeys;
+    options->lookahead_query = true;
   }
 }
 
@@ -35,7 +36,12 @@ PolicyDecodeAttention::PolicyDecodeAttention(const ModelConfig& config, int64_t 
       compact_(config.n_layers, CompactKeyCopy(config.n_heads, config.n_kv_heads, config.head_dim)),
       peek_tokens_(config.n_layers, -1),
       peek_step_(config.n_layers, -1),
-      peek_(config.n_layers) {
+      peek_(config.n_layers),
+      last_scores_(config.n_layers),
+      last_blocks_(config.n_layers, 0),
+      look_scores_(config.n_layers),
+      look_tokens_(config.n_layers, -1),
+      look_blocks_(config.n_layers, 0) {
   for (int l = 0; l < config.n_layers; ++l) {
     recorders_.push_back(std::make_unique<predictor::PrefillRecorder>(config.n_heads, prompt_tokens));
     digests_.emplace_back(config.n_kv_heads, config.head_dim, 16);
@@ -111,8 +117,18 @@ bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std
     const double t0 = Now();
     predictor::StepInputs in;
     in.key_tokens = key_tokens;
+    const int64_t n_blocks = (key_tokens + 15) / 16;
+    const bool scored = policy.needs().query_block_scores;
+    const bool lookahead = scored && HasLookahead(layer, key_tokens);
+    // Without this step's lookahead, the previous query's scores stand in for this step's.
+    const bool guess = scored && !lookahead && last_blocks_[layer] > 0 && options_.speculative_blocks >= 0;
+    if (lookahead) in.query_block_scores = Padded(look_scores_[layer], look_blocks_[layer], n_blocks);
+    if (guess) in.query_block_scores = Padded(last_scores_[layer], last_blocks_[layer], n_blocks);
     predictor::BlockSelection selection;
     Status s = policy.Select(in, &selection);
+    if (s.ok() && guess && options_.speculative_blocks > 0) {
+      AddSpeculativeBlocks(in.query_block_scores, n_blocks, &selection.per_kv_head);
+    }
     predictor_seconds_ += Now() - t0;
     if (!s.ok()) {
       Fail(s);
@@ -124,6 +140,64 @@ bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std
   }
   *blocks = peek_[layer];
   return true;
+}
+
+std::span<const float> PolicyDecodeAttention::Padded(const std::vector<float>& scores, int64_t have, int64_t n_blocks) {
+  if (have == n_blocks) return scores;
+  have = std::min(have, n_blocks);
+  guess_.assign(static_cast<size_t>(config_.n_heads) * n_blocks, 0.0f);
+  const int64_t stride = static_cast<int64_t>(scores.size()) / config_.n_heads;
+  for (int32_t h = 0; h < config_.n_heads; ++h) {
+    std::copy_n(scores.data() + h * stride, have, guess_.data() + h * n_blocks);
+  }
+  return guess_;
+}
+
+bool PolicyDecodeAttention::WantsLookaheadQueries() const {
+  if (!options_.lookahead_query) return false;
+  for (const auto& p : policies_) {
+    if (p->needs().query_block_scores) return true;
+  }
+  return false;
+}
+
+void PolicyDecodeAttention::OnLookaheadQuery(int32_t layer, int64_t position, const float* queries) {
+  if (!status_.ok() || !policies_[layer]->needs().query_block_scores) return;
+  // The keys before this token (the token's own key of this layer does not exist yet; its block
+  // is the local window's).
+  const int64_t ctx = std::min(position, compact_[layer].tokens());
+  if (ctx <= 0) return;
+  const double t0 = Now();
+  compact_[layer].DenseRow(queries, ctx, &look_scores_[layer], &look_sum_);
+  look_tokens_[layer] = position + 1;
+  look_blocks_[layer] = (ctx + 15) / 16;
+  peek_tokens_[layer] = -1;  // a peek of this step now knows the query's share
+  predictor_seconds_ += Now() - t0;
+}
+
+void PolicyDecodeAttention::AddSpeculativeBlocks(std::span<const float> scores, int64_t n_blocks,
+                                                 std::vector<std::vector<int32_t>>* blocks) {
+  const int32_t group = config_.n_heads / config_.n_kv_heads;
+  for (int32_t kvh = 0; kvh < config_.n_kv_heads && kvh < static_cast<int32_t>(blocks->size()); ++kvh) {
+    std::vector<int32_t>& chosen = (*blocks)[kvh];
+    // The KV head's score of a block: the best of its query heads'; chosen blocks drop out.
+    kv_best_.assign(n_blocks, 0.0f);
+    for (int32_t j = 0; j < group; ++j) {
+      const float* row = scores.data() + static_cast<int64_t>(kvh * group + j) * n_blocks;
+      for (int64_t b = 0; b < n_blocks; ++b) kv_best_[b] = std::max(kv_best_[b], row[b]);
+    }
+    for (int32_t b : chosen) kv_best_[b] = -1.0f;
+    order_.clear();
+    for (int32_t b = 0; b < n_blocks; ++b) {
+      if (kv_best_[b] > 0.0f) order_.push_back(b);
+    }
+    const int64_t k = std::min<int64_t>(options_.speculative_blocks, static_cast<int64_t>(order_.size()));
+    std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), [&](int32_t a, int32_t b) {
+      return kv_best_[a] > kv_best_[b] || (kv_best_[a] == kv_best_[b] && a < b);
+    });
+    chosen.insert(chosen.end(), order_.begin(), order_.begin() + k);
+    std::sort(chosen.begin(), chosen.end());
+  }
 }
 
 bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const float* queries, const KvCache& kv,
@@ -144,7 +218,10 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
       in.key_tokens = position + 1;
       in.query = std::span<const float>(queries, static_cast<size_t>(config_.n_heads) * config_.head_dim);
       in.key_digests = &digests_[layer];
-      if (policy.needs().query_block_scores) {
+      if (policy.needs().query_block_scores && HasLookahead(layer, position + 1)) {
+        // Scored with the query estimated one layer early: the selection PeekSelection gave.
+        in.query_block_scores = Padded(look_scores_[layer], look_blocks_[layer], (position + 16) / 16);
+      } else if (policy.needs().query_block_scores) {
         // This step's attention estimated from the compact key copy (its block max per query head);
         // a compact calibration row of this step (OnAttention) reuses it.
         compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
@@ -227,9 +304,15 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
   const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
   obs.block_max = std::span<const float>(block_max, rows);
   obs.block_sum = std::span<const float>(block_sum, rows);
+  // This step's compact row of the exact query becomes the next peek's guess.
+  const bool keep_scores = calib_step_[layer] && policies_[layer]->needs().query_block_scores;
   compact_row_layer_ = -1;
   Status s = policies_[layer]->Observe(obs);
   if (!s.ok()) Fail(s);
+  if (keep_scores && calib_max_.size() == rows) {
+    std::swap(calib_max_, last_scores_[layer]);
+    last_blocks_[layer] = n_blocks;
+  }
   predictor_seconds_ += Now() - t0;
 }
 

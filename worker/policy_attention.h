@@ -17,13 +17,18 @@
 //
 // Prefetch: PeekSelection asks a layer's policy for a later step's blocks before that step runs
 // (policies that need no query), and SelectBlocks then reuses the answer. AttentionPredictor
-// refined by the query (PolicySpec::query_refine with the compact key copy as scorer) peeks the
-// CNN's share; SelectBlocks then adds the blocks the step's query picks (fetched on demand).
+// refined by the query (PolicySpec::query_refine with the compact key copy as scorer) cannot know
+// its query's share ahead: its peek is the CNN's share plus a guess at the query's, the blocks the
+// layer's previous query scored best (consecutive queries of a layer mostly want the same blocks),
+// to `speculative_blocks` per KV head beyond the guessed share. The guess only steers prefetch:
+// SelectBlocks always selects with the step's own query, and what the guess missed is fetched on
+// demand.
 //
 // Thread-safety: one per Sequence, driven by that Sequence's thread.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "common/status.h"
@@ -63,12 +68,23 @@ class CompactKeyCopy {
 
 struct PolicyAttentionOptions {
   CalibrationSource calibration = CalibrationSource::kExact;
+  // Query-refined AttentionPredictor: extra blocks per KV head a peek adds beyond the guessed query
+  // share, the next best by the previous query's scores (more bytes prefetched, fewer stalls);
+  // -1: no guess, the peek is the CNN's share alone.
+  int64_t speculative_blocks = 0;
+  // Query-refined AttentionPredictor: layers after the first score the query's share with their
+  // query estimated one layer early (DecodeAttentionHook::WantsLookaheadQueries), so the whole
+  // selection of layer l + 1 is known while layer l computes and can be fetched then; the first
+  // layer uses its own query.
+  bool lookahead_query = false;
 };
 
 // AttentionPredictor as served (foresight generate, foresight-worker, bench's ap_refined): a share
 // `query_refine` of the kept blocks chosen by the step's query against the compact key copy and,
 // since that copy then scores every step anyway, every step's history row taken from it
-// (calibration period 1, compact source: attention never goes dense). query_refine 0 leaves the
+// (calibration period 1, compact source: attention never goes dense), with layers after the first
+// scoring a query estimated one layer early (lookahead_query: their whole selection is known, and
+// fetched, a layer ahead). query_refine 0 leaves the
 // published method (dense calibration every spec->calibration_period steps). docs/worker.md
 // measures both.
 void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options);
@@ -103,6 +119,11 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
                     std::vector<std::vector<int32_t>>* blocks) override;
   void OnAttention(int32_t layer, int64_t position, const float* queries, bool dense, const float* block_max,
                    const float* block_sum, int64_t n_blocks) override;
+  bool WantsLookaheadQueries() const override;
+  void OnLookaheadQuery(int32_t layer, int64_t position, const float* queries) override;
+  // Whether layer `layer`'s step with `key_tokens` keys has its lookahead scores: its whole
+  // selection is then known (PeekSelection) before the layer computes.
+  bool HasLookahead(int32_t layer, int64_t key_tokens) const { return look_tokens_[layer] == key_tokens; }
 
   // The first error a policy returned (decode then continues densely); OK otherwise.
   const Status& status() const { return status_; }
@@ -131,6 +152,20 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   // Per layer: a selection asked ahead (PeekSelection) for step `peek_step_` with `peek_tokens_` keys.
   std::vector<int64_t> peek_tokens_, peek_step_;
   std::vector<std::vector<std::vector<int32_t>>> peek_;
+  // Per layer: the previous step's query_block_scores [n_heads x blocks] (the peek's guess).
+  std::vector<std::vector<float>> last_scores_;
+  std::vector<int64_t> last_blocks_;
+  // Per layer: the lookahead query's scores [n_heads x blocks] for the step with look_tokens_ keys.
+  std::vector<std::vector<float>> look_scores_;
+  std::vector<int64_t> look_tokens_, look_blocks_;
+  std::vector<float> look_sum_;
+  std::vector<float> guess_, kv_best_;
+  // `scores` [n_heads x have] as [n_heads x n_blocks], blocks beyond `have` scored 0 (they started
+  // after the scores were taken and lie in the local window).
+  std::span<const float> Padded(const std::vector<float>& scores, int64_t have, int64_t n_blocks);
+  std::vector<int32_t> order_;
+  // Adds to `blocks` the `speculative_blocks` next best blocks per KV head by `scores`.
+  void AddSpeculativeBlocks(std::span<const float> scores, int64_t n_blocks, std::vector<std::vector<int32_t>>* blocks);
   Status status_;
   double predictor_seconds_ = 0;
 };

@@ -81,8 +81,10 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
         if (kind == predictor::PolicyKind::kOracle) {
           FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
         } else {
-          FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context,
-                                                                         PolicyAttentionOptions{spec.calibration_source}));
+          PolicyAttentionOptions po;
+          po.calibration = spec.calibration_source;
+          po.lookahead_query = spec.lookahead_query;
+          FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context, po));
         }
         runs.push_back(std::move(run));
       }

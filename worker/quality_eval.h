@@ -44,6 +44,9 @@ struct QualitySpec {
   // Where AttentionPredictor's calibration rows come from (worker/policy_attention.h).
   CalibrationSource calibration_source = CalibrationSource::kExact;
   predictor::PolicySpec::RefineScorer refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+  // kQueryBlockScores: score with each layer's query estimated one layer early
+  // (PolicyAttentionOptions::lookahead_query).
+  bool lookahead_query = false;
 };
 
 // `tokens` holds at least context + predict tokens.

@@ -140,6 +140,19 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
   for (int32_t l = 0; l < c_.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * d, L.attn_norm.data(), d, c_.rms_eps, h_.data() + t * d);
+    if (n == 1 && observer == nullptr && hook != nullptr && l + 1 < c_.n_layers && hook->WantsLookaheadQueries()) {
+      // Layer l + 1's queries from layer l's input (DecodeAttentionHook::WantsLookaheadQueries).
+      const LayerWeights& next = w.layers[l + 1];
+      look_h_.resize(d);
+      look_q_.resize(qo);
+      RmsNorm(x_.data(), next.attn_norm.data(), d, c_.rms_eps, look_h_.data());
+      next.wq.Multiply(look_h_.data(), 1, look_q_.data(), &gemm_);
+      if (c_.qkv_bias) {
+        for (int64_t i = 0; i < qo; ++i) look_q_[i] += next.bq[i];
+      }
+      rope_.Apply(look_q_.data(), c_.n_heads, p0);
+      hook->OnLookaheadQuery(l + 1, p0, look_q_.data());
+    }
     L.wq.Multiply(h_.data(), n, q_.data(), &gemm_);
     L.wk.Multiply(h_.data(), n, k_.data(), &gemm_);
     L.wv.Multiply(h_.data(), n, v_.data(), &gemm_);

@@ -32,6 +32,12 @@ class DecodeAttentionHook {
   // `queries` as in SelectBlocks; `dense` tells whether every block was attended.
   virtual void OnAttention(int32_t layer, int64_t position, const float* queries, bool dense, const float* block_max,
                            const float* block_sum, int64_t n_blocks) {}
+  // Query lookahead: when true, while layer l (< n_layers - 1) of a decode step computes, the hook
+  // hears OnLookaheadQuery(l + 1, ...) with layer l + 1's queries estimated from layer l's input (its
+  // attention norm, Wq and RoPE applied to the residual stream one layer early: the stream changes
+  // little between adjacent layers, as InfiniGen observed), before layer l's SelectBlocks.
+  virtual bool WantsLookaheadQueries() const { return false; }
+  virtual void OnLookaheadQuery(int32_t layer, int64_t position, const float* queries) {}
 };
 
 // Hears every causal softmax row of a dense prefill (e.g. predictor::PrefillRecorder). Called
@@ -123,6 +129,7 @@ class Sequence {
   SequenceStats stats_;
   // Scratch, reused across calls.
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, scores_, pooled_, pooled_sum_;
+  std::vector<float> look_h_, look_q_;  // DecodeAttentionHook::OnLookaheadQuery
   // Per query head, DecodeAttention's 16-lane value sums, positions used per selected block, and
   // each selected block's values.
   std::vector<std::vector<float>> lanes_;

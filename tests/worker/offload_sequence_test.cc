@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 
 #include "client/local_node.h"
 #include "predictor/cnn_weights.h"
@@ -91,6 +92,7 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
   for (predictor::PolicySpec spec : specs) {
     spec.budget.budget_tokens = 256;  // 16 of the context's 57 blocks per KV head
     OffloadOptions base;
+    if (spec.query_refine > 0) ApplyQueryRefinement(spec.query_refine, &spec, &base.attention);
     base.import_prefix = false;
     base.name_space = "t" + std::to_string(ns++);
     base.mode = OffloadMode::kResident;
@@ -248,6 +250,100 @@ TEST_F(OffloadSequenceTest, CoalescedGetsGiveTheSameTokensWithFewerRequests) {
   }
 }
 
+// AttentionPredictor as served chooses a quarter of its blocks by the step's query, which no one
+// knows a step ahead. Cross-token prefetch guesses that quarter from the layer's previous query
+// (speculative_blocks 0), optionally with more blocks by the same scores (> 0); -1 prefetches the
+// CNN's share alone. Without reuse every step's blocks must be fetched for that step, so the
+// on-demand fetches (pool misses) show what the guess caught. The guess steers prefetch only:
+// the tokens stay those of the all-resident run.
+TEST_F(OffloadSequenceTest, GuessingTheQuerysShareCutsOnDemandFetches) {
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kAttentionPredictor;
+  spec.weights = predictor::CnnWeights::Random(7);
+  spec.budget.budget_tokens = 256;
+  PolicyAttentionOptions served;
+  ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &served);
+  const std::vector<TokenId> prompt = Prompt(900);
+  const int steps = 16;
+  OffloadOptions o;
+  o.import_prefix = false;
+  o.attention = served;
+  o.attention.lookahead_query = false;  // every layer scores its own query: none is known ahead
+  o.mode = OffloadMode::kResident;
+  o.publish = false;
+  auto resident = Generate(*model_, client_.get(), spec, o, prompt, steps);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  o.name_space = "guess";
+  o.publish = true;
+  o.mode = OffloadMode::kCrossToken;
+  o.reuse = false;
+  o.local_blocks = 4;
+  o.margin_blocks = 16;
+  std::map<int64_t, OffloadStats> by_guess;
+  for (int64_t speculative : {-1, 0, 8}) {
+    o.attention.speculative_blocks = speculative;
+    auto run = Generate(*model_, client_.get(), spec, o, prompt, steps);
+    const std::string what = "speculative_blocks " + std::to_string(speculative);
+    ASSERT_TRUE(run.ok()) << what << ": " << run.status().ToString();
+    EXPECT_EQ(run->tokens, resident->tokens) << what;
+    by_guess[speculative] = run->stats;
+  }
+  // Each guess prefetches a superset of the one before, so each is fetched on demand less.
+  EXPECT_GT(by_guess[-1].pool_misses, 0);
+  EXPECT_LT(by_guess[0].pool_misses, by_guess[-1].pool_misses);
+  EXPECT_LE(by_guess[8].pool_misses, by_guess[0].pool_misses);
+  EXPECT_GT(by_guess[8].heads_fetched, by_guess[0].heads_fetched);  // and it costs bytes
+}
+
+// With lookahead queries (layer l + 1's query estimated from layer l's input), layer l + 1's whole
+// selection is known while layer l computes: cross-token fetches it then, so only the first
+// layer, scored with its own query, fetches on demand. Four layers; tokens as all-resident with
+// the same scorer (the lookahead scores choose other blocks than the exact query's).
+TEST_F(OffloadSequenceTest, LookaheadQueriesLeaveOnlyTheFirstLayerToFetchOnDemand) {
+  SyntheticModelSpec ms;
+  ms.n_layers = 4;
+  auto model = MakeSyntheticModel(ms);
+  ASSERT_TRUE(model.ok());
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kAttentionPredictor;
+  spec.weights = predictor::CnnWeights::Random(7);
+  spec.budget.budget_tokens = 256;
+  PolicyAttentionOptions served;
+  ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &served);
+  const std::vector<TokenId> prompt = Prompt(900);
+  const int steps = 16;
+  std::map<bool, OffloadStats> by_lookahead;
+  for (bool lookahead : {false, true}) {
+    OffloadOptions o;
+    o.import_prefix = false;
+    o.attention = served;
+    o.attention.lookahead_query = lookahead;
+    o.attention.speculative_blocks = -1;  // no guess: the query's share comes from the lookahead or on demand
+    o.mode = OffloadMode::kResident;
+    o.publish = false;
+    auto resident = Generate(**model, client_.get(), spec, o, prompt, steps);
+    ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+    o.name_space = lookahead ? "lookahead" : "exact";
+    o.publish = true;
+    o.mode = OffloadMode::kCrossToken;
+    o.reuse = false;
+    o.local_blocks = 4;
+    o.margin_blocks = 16;
+    auto run = Generate(**model, client_.get(), spec, o, prompt, steps);
+    const std::string what = lookahead ? "lookahead" : "exact query";
+    ASSERT_TRUE(run.ok()) << what << ": " << run.status().ToString();
+    EXPECT_EQ(run->tokens, resident->tokens) << what;
+    by_lookahead[lookahead] = run->stats;
+  }
+  const OffloadStats& exact = by_lookahead[false];
+  const OffloadStats& look = by_lookahead[true];
+  EXPECT_GT(exact.pool_misses, 0);
+  // Every layer misses its query's share without the lookahead; with it, the first layer only
+  // (of four). (Waiting is not counted here: this model's layers compute in microseconds, less
+  // than a fetch takes.)
+  EXPECT_LT(look.pool_misses * 3, exact.pool_misses) << look.pool_misses << " vs " << exact.pool_misses;
+}
+
 // The node serves whatever is stored under a key, with a checksum of those bytes: a block
 // rewritten there after publishing passes the transport's check, but not the producer's per-head
 // checksums, which every coalesced range is checked against before use.
@@ -290,7 +386,7 @@ TEST_F(OffloadSequenceTest, RefusesInconsistentOptions) {
   EXPECT_FALSE(OffloadedSequence::Create(*model_, nullptr, predictor::PolicySpec{}, o).ok());
   predictor::PolicySpec ap;
   ap.weights = predictor::CnnWeights::Random(1);
-  o.calibration = CalibrationSource::kExact;
+  o.attention.calibration = CalibrationSource::kExact;
   EXPECT_FALSE(OffloadedSequence::Create(*model_, client_.get(), ap, o).ok());
   EXPECT_FALSE(ParseOffloadMode("cross-tokens").ok());
   EXPECT_EQ(*ParseOffloadMode("cross-layer"), OffloadMode::kCrossLayer);

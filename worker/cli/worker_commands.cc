@@ -384,12 +384,13 @@ Status RunQuality(const QualityFlags& f) {
     }
     spec.query_refine.push_back(v);
   }
-  if (f.refine_scorer == "compact") {
+  if (f.refine_scorer == "compact" || f.refine_scorer == "lookahead") {
     spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+    spec.lookahead_query = f.refine_scorer == "lookahead";
   } else if (f.refine_scorer == "quest") {
     spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQuestBound;
   } else {
-    return InvalidArgument("--refine-scorer is compact or quest, got '" + f.refine_scorer + "'");
+    return InvalidArgument("--refine-scorer is compact, lookahead or quest, got '" + f.refine_scorer + "'");
   }
   if (f.calibration_source == "compact") {
     spec.calibration_source = worker::CalibrationSource::kCompactKeys;
@@ -517,8 +518,9 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
                       "AttentionPredictor's calibration rows: exact (that step attends densely) or compact (scored "
                       "against the worker's int8 key copy; attention stays sparse)");
   quality->add_option("--refine-scorer", qflags->refine_scorer,
-                      "How --query-refine scores the query: compact (int8 key copy on the worker, default) or quest "
-                      "(key min/max bound)");
+                      "How --query-refine scores the query: compact (int8 key copy on the worker, default), lookahead "
+                      "(the same, with each layer's query estimated one layer early, so that its blocks can be fetched "
+                      "a layer ahead) or quest (key min/max bound)");
   quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense");
   quality->add_flag("--json", qflags->json, "JSON rows");
   quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });

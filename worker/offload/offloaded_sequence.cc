@@ -100,7 +100,7 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
   if (options.sink_blocks < 0 || options.local_blocks < 1 || options.margin_blocks < -1) {
     return InvalidArgument("sink_blocks >= 0, local_blocks >= 1 and margin_blocks >= -1 (auto) are required");
   }
-  if (offload && options.calibration == CalibrationSource::kExact && policy->kind == predictor::PolicyKind::kAttentionPredictor &&
+  if (offload && options.attention.calibration == CalibrationSource::kExact && policy->kind == predictor::PolicyKind::kAttentionPredictor &&
       policy->calibration_period > 0) {
     return InvalidArgument("exact calibration attends every block densely; offloaded modes need compact-key calibration");
   }
@@ -188,9 +188,7 @@ Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vecto
     }
   }
   if (spec_.has_value()) {
-    PolicyAttentionOptions po;
-    po.calibration = options_.calibration;
-    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, po));
+    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, options_.attention));
   }
   tokens_ = prompt;
   std::vector<TokenId> rest(prompt.begin() + imported * 16, prompt.end());
@@ -207,9 +205,7 @@ Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint3
   seq_.TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed);
   tokens_ = ids;
   if (spec_.has_value()) {
-    PolicyAttentionOptions po;
-    po.calibration = options_.calibration;
-    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, static_cast<int64_t>(ids.size()), po));
+    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, static_cast<int64_t>(ids.size()), options_.attention));
     FS_RETURN_IF_ERROR(policy_->FinishPrefill());
   }
   return AfterContext();
@@ -393,8 +389,12 @@ void OffloadedSequence::AbandonFetches() {
 Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
                                        std::vector<std::vector<const uint16_t*>>* heads) {
   const int64_t step = fetch_->step;
-  if (options_.mode == OffloadMode::kCrossLayer && layer + 1 < model_.config().n_layers) {
-    PrefetchNext(layer + 1, position + 1, step);  // InfiniGen: the next layer's blocks during this one
+  if (layer + 1 < model_.config().n_layers &&
+      (options_.mode == OffloadMode::kCrossLayer ||
+       (options_.mode == OffloadMode::kCrossToken && policy_ != nullptr && policy_->HasLookahead(layer + 1, position + 1)))) {
+    // InfiniGen: the next layer's blocks during this one. Cross-token asked for the next layer's
+    // blocks a step ago; a lookahead query has now told the rest (the query's share).
+    PrefetchNext(layer + 1, position + 1, step);
   }
   std::vector<ResidentPool::Entry*>& pinned = fetch_->pinned[layer];
   std::vector<FetchUnit> demand;

@@ -80,7 +80,12 @@ struct OffloadOptions {
   bool publish = true;               // publish KV (required by every mode but resident)
   bool import_prefix = true;         // Prefill imports the longest published prefix
   int32_t prefill_chunk = 512;
-  CalibrationSource calibration = CalibrationSource::kCompactKeys;
+  // How the policy attends (worker/policy_attention.h). Calibration rows come from the compact key
+  // copy (exact calibration attends every block densely: resident only). Query-refined
+  // AttentionPredictor (ApplyQueryRefinement): with `lookahead_query`, cross-token fetches layer
+  // l + 1's query share while layer l computes; `speculative_blocks` steers what is prefetched a
+  // step ahead otherwise.
+  PolicyAttentionOptions attention{CalibrationSource::kCompactKeys};
   KvPublisherOptions publisher;
 };
 

@@ -55,6 +55,7 @@ class WorkerService::Request {
   const Clock::time_point arrival_;
   std::vector<TokenId> prompt_;
   std::optional<predictor::PolicySpec> spec_;  // none: dense attention
+  PolicyAttentionOptions attention_{CalibrationSource::kCompactKeys};
   std::string policy_name_;
   int32_t budget_ = 0;
   v1::GenerateStats stats_;
@@ -111,8 +112,7 @@ Status WorkerService::Request::MakePolicy() {
   spec.budget.sink_tokens = o.sink_tokens;
   spec.budget.local_tokens = o.local_tokens;
   spec.dense_first_layers = o.dense_first_layers;
-  PolicyAttentionOptions po;  // offload takes its calibration source from OffloadOptions
-  ApplyQueryRefinement(o.query_refine, &spec, &po);
+  ApplyQueryRefinement(o.query_refine, &spec, &attention_);
   if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
     if (o.weights == nullptr) {
       return FailedPrecondition("policy attention_predictor needs the CNN weights: start foresight-worker with --weights");
@@ -172,6 +172,7 @@ Status WorkerService::Request::RunWithCache() {
   oo.name_space = o.key_namespace;
   oo.fingerprint = s_.fingerprint_;
   oo.prefill_chunk = o.prefill_chunk;
+  oo.attention = attention_;
   // The pool must hold one step's selection per (layer, KV head): a KV head attends the union of its
   // query heads' choices, up to (query heads per KV head) x budget/16 blocks, more than the default
   // budget/16 + 16; a smaller pool works (what does not fit is fetched on demand) but stalls.
