@@ -642,7 +642,7 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "KV offload, --policy ap_refined: comma-separated blocks per KV head that cross-token prefetches beyond "
                   "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
-  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: budget/16");
+  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: room for a KV head's union of its query heads' selections (OffloadOptions::margin_blocks)");
   cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");
   cmd->add_option("--text", f->text, "KV offload: real context from this text (prefilled once, imported by every variant)");
   cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");

@@ -121,7 +121,10 @@ bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std
     const bool scored = policy.needs().query_block_scores;
     const bool lookahead = scored && HasLookahead(layer, key_tokens);
     // Without this step's lookahead, the previous query's scores stand in for this step's.
-    const bool guess = scored && !lookahead && last_blocks_[layer] > 0 && options_.speculative_blocks >= 0;
+    // (With lookahead queries only the first layer has none: the others' guesses would be fetched
+    // in vain, as the lookahead fetches their share in time.)
+    const bool guess = scored && !lookahead && !(options_.lookahead_query && layer > 0) && last_blocks_[layer] > 0 &&
+                       options_.speculative_blocks >= 0;
     if (lookahead) in.query_block_scores = Padded(look_scores_[layer], look_blocks_[layer], n_blocks);
     if (guess) in.query_block_scores = Padded(last_scores_[layer], last_blocks_[layer], n_blocks);
     predictor::BlockSelection selection;

@@ -173,13 +173,6 @@ Status WorkerService::Request::RunWithCache() {
   oo.fingerprint = s_.fingerprint_;
   oo.prefill_chunk = o.prefill_chunk;
   oo.attention = attention_;
-  // The pool must hold one step's selection per (layer, KV head): a KV head attends the union of its
-  // query heads' choices, up to (query heads per KV head) x budget/16 blocks, more than the default
-  // budget/16 + 16; a smaller pool works (what does not fit is fetched on demand) but stalls.
-  if (spec_) {
-    const int64_t group = std::max(1, c.n_heads / std::max(1, c.n_kv_heads));
-    oo.margin_blocks = (group - 1) * (spec_->budget.budget_tokens / 16) + 16;
-  }
   // Shared prefix: Prefill imports the longest published prefix instead of computing it, but
   // prefills at least one token (the logits) and, with a policy, the last 64 (the policy is seeded
   // from their attention rows).
