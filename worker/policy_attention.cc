@@ -60,7 +60,12 @@ StatusOr<std::unique_ptr<PolicyDecodeAttention>> PolicyDecodeAttention::Create(c
   std::unique_ptr<PolicyDecodeAttention> p(new PolicyDecodeAttention(config, prompt_tokens, options));
   const predictor::LayerGeometry geometry{config.n_heads, config.n_kv_heads, config.head_dim};
   for (int l = 0; l < config.n_layers; ++l) {
-    FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::SelectionPolicy> policy, predictor::MakeSelectionPolicy(spec, geometry, l));
+    predictor::PolicySpec layer_spec = spec;
+    // With lookahead queries, layer 0 (no layer before it to estimate its query from) keeps the
+    // CNN's choice for its whole budget: its query arrives too late to fetch what it would pick.
+    if (l == 0 && options.lookahead_query && config.n_layers > 1) layer_spec.query_refine = 0.0f;
+    FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::SelectionPolicy> policy,
+                        predictor::MakeSelectionPolicy(layer_spec, geometry, l));
     p->policies_.push_back(std::move(policy));
   }
   return p;
@@ -121,9 +126,8 @@ bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std
     const bool scored = policy.needs().query_block_scores;
     const bool lookahead = scored && HasLookahead(layer, key_tokens);
     // Without this step's lookahead, the previous query's scores stand in for this step's.
-    // (With lookahead queries only the first layer has none: the others' guesses would be fetched
-    // in vain, as the lookahead fetches their share in time.)
-    const bool guess = scored && !lookahead && !(options_.lookahead_query && layer > 0) && last_blocks_[layer] > 0 &&
+    // (With lookahead queries there is no guessing: the lookahead fetches the share in time.)
+    const bool guess = scored && !lookahead && !options_.lookahead_query && last_blocks_[layer] > 0 &&
                        options_.speculative_blocks >= 0;
     if (lookahead) in.query_block_scores = Padded(look_scores_[layer], look_blocks_[layer], n_blocks);
     if (guess) in.query_block_scores = Padded(last_scores_[layer], last_blocks_[layer], n_blocks);

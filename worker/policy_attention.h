@@ -20,9 +20,9 @@
 // refined by the query (PolicySpec::query_refine with the compact key copy as scorer) cannot know
 // its query's share ahead: its peek is the CNN's share plus a guess at the query's, the blocks the
 // layer's previous query scored best (consecutive queries of a layer mostly want the same blocks),
-// to `speculative_blocks` per KV head beyond the guessed share. The guess only steers prefetch:
-// SelectBlocks always selects with the step's own query, and what the guess missed is fetched on
-// demand.
+// to `speculative_blocks` per KV head beyond the guessed share (without lookahead queries, below).
+// The guess only steers prefetch: SelectBlocks always selects with the step's own query, and what
+// the guess missed is fetched on demand.
 //
 // Thread-safety: one per Sequence, driven by that Sequence's thread.
 #pragma once
@@ -75,7 +75,7 @@ struct PolicyAttentionOptions {
   // Query-refined AttentionPredictor: layers after the first score the query's share with their
   // query estimated one layer early (DecodeAttentionHook::WantsLookaheadQueries), so the whole
   // selection of layer l + 1 is known while layer l computes and can be fetched then; the first
-  // layer uses its own query.
+  // layer, with no layer before it, is not refined (the CNN chooses its whole budget).
   bool lookahead_query = false;
 };
 
