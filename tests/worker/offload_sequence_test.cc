@@ -44,6 +44,15 @@ StatusOr<Run> Generate(const Model& model, CacheClient* client, const predictor:
   return r;
 }
 
+// AttentionPredictor as served (random CNN weights) at budget 256: 16 of a 900-token prompt's 57
+// blocks per KV head.
+void ServedAttentionPredictor(predictor::PolicySpec* spec, PolicyAttentionOptions* options) {
+  spec->kind = predictor::PolicyKind::kAttentionPredictor;
+  spec->weights = predictor::CnnWeights::Random(7);
+  spec->budget.budget_tokens = 256;
+  ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, spec, options);
+}
+
 class OffloadSequenceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -258,11 +267,8 @@ TEST_F(OffloadSequenceTest, CoalescedGetsGiveTheSameTokensWithFewerRequests) {
 // the tokens stay those of the all-resident run.
 TEST_F(OffloadSequenceTest, GuessingTheQuerysShareCutsOnDemandFetches) {
   predictor::PolicySpec spec;
-  spec.kind = predictor::PolicyKind::kAttentionPredictor;
-  spec.weights = predictor::CnnWeights::Random(7);
-  spec.budget.budget_tokens = 256;
   PolicyAttentionOptions served;
-  ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &served);
+  ServedAttentionPredictor(&spec, &served);
   const std::vector<TokenId> prompt = Prompt(900);
   const int steps = 16;
   OffloadOptions o;
@@ -306,11 +312,8 @@ TEST_F(OffloadSequenceTest, LookaheadQueriesLetCrossTokenFetchEveryBlockAhead) {
   auto model = MakeSyntheticModel(ms);
   ASSERT_TRUE(model.ok());
   predictor::PolicySpec spec;
-  spec.kind = predictor::PolicyKind::kAttentionPredictor;
-  spec.weights = predictor::CnnWeights::Random(7);
-  spec.budget.budget_tokens = 256;
   PolicyAttentionOptions served;
-  ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &served);
+  ServedAttentionPredictor(&spec, &served);
   const std::vector<TokenId> prompt = Prompt(900);
   const int steps = 16;
   std::map<bool, OffloadStats> by_lookahead;
