@@ -58,6 +58,9 @@ struct OffloadedSequence::FetchState {
   };
   std::list<Batch> batches;                                  // outstanding, oldest first
   std::vector<std::vector<ResidentPool::Entry*>> pinned;     // per layer: pinned by the attention
+  // Per layer: pool entries a prefetch found already there, pinned until the layer's step uses
+  // them, so that the prefetches of other layers cannot evict them first.
+  std::vector<std::vector<ResidentPool::Entry*>> reserved;
   std::vector<ResidentPool::Entry*> failed;                  // fetched wrong or not at all
   int64_t step = 0;                                          // the decode step being computed
   // Staging: layer l owns bytes [l * share, (l + 1) * share), handed out front to back and free
@@ -80,6 +83,7 @@ OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, Of
       seq_(model, options_.prefill_chunk),
       fetch_(std::make_unique<FetchState>()) {
   fetch_->pinned.resize(model.config().n_layers);
+  fetch_->reserved.resize(model.config().n_layers);
   fetch_->staging_used.assign(model.config().n_layers, 0);
   fetch_->staging_batches.assign(model.config().n_layers, 0);
 }
@@ -244,7 +248,9 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
       if (b < options_.sink_blocks || b >= bound) continue;  // read from the worker's KV cache
       ResidentPool::Entry* e = pool_->Lookup({layer, h, b});
       if (e != nullptr && (options_.reuse || e->step == step)) {
-        pool_->Touch(e);  // wanted next: keep it from being evicted by the fetches before its step
+        pool_->Touch(e);
+        pool_->Pin(e);  // wanted next: keep it from being evicted by the fetches before its step
+        fetch_->reserved[layer].push_back(e);
         continue;
       }
       if (e != nullptr) {
@@ -371,6 +377,8 @@ void OffloadedSequence::AbandonFetches() {
   for (int32_t l = 0; l < static_cast<int32_t>(fetch_->pinned.size()); ++l) {
     for (ResidentPool::Entry* e : fetch_->pinned[l]) pool_->Unpin(e);
     fetch_->pinned[l].clear();
+    for (ResidentPool::Entry* e : fetch_->reserved[l]) pool_->Unpin(e);
+    fetch_->reserved[l].clear();
   }
   for (FetchState::Batch& b : fetch_->batches) {
     (void)b.done.get();
@@ -425,6 +433,9 @@ Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const st
       pinned.push_back(e);
     }
   }
+  // The attention's pins now hold what the prefetches reserved.
+  for (ResidentPool::Entry* e : fetch_->reserved[layer]) pool_->Unpin(e);
+  fetch_->reserved[layer].clear();
   const double t0 = Now();
   const bool on_demand = !demand.empty();
   SendFetches(layer, &demand);
