@@ -73,6 +73,7 @@ struct TiersFlags {
   std::string inflight;  // comma-separated in-flight counts; empty: the default list
   int trials = 3;
   std::string row_bytes;  // bytes moved per RAM row; default 256MiB (quick: 128MiB)
+  int keys = 0;           // distinct keys per RAM-path row; 0: a fifth of the RAM tier
 };
 
 // "a,b,c" -> {"a","b","c"} (empty items dropped).
@@ -623,6 +624,10 @@ int RunTiers(const TiersFlags& flags) {
   auto want = [&](const std::string& name) {
     return wanted.empty() || std::find(wanted.begin(), wanted.end(), name) != wanted.end();
   };
+  if (flags.keys < 0) {
+    std::cerr << "tiers: --keys must be positive (or 0 for the default working set)\n";
+    return 2;
+  }
   if (flags.trials < 1 || flags.trials > 20) {
     std::cerr << "tiers: --trials must be between 1 and 20\n";
     return 2;
@@ -735,6 +740,7 @@ int RunTiers(const TiersFlags& flags) {
           } else {
             // Three paths share the RAM node: each keeps a fifth of its arena, so nothing is evicted.
             keys = std::max<uint64_t>(std::min<uint64_t>(ram * 2 / 10 / block, 1 << 16), 16);
+            if (flags.keys > 0) keys = std::min<uint64_t>(keys, flags.keys);
             ops = std::max<uint64_t>(bytes_per_row / block, 64);
           }
           for (bool put : {true, false}) {
@@ -817,6 +823,9 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--sizes", flags->sizes, "Block sizes, e.g. 1MiB,4MiB (default: 16KiB..4MiB; quick: 1MiB)");
   cmd->add_option("--inflight", flags->inflight, "Requests in flight, e.g. 1,16 (default: 1,4,16; quick: 1,16)");
   cmd->add_option("--row-bytes", flags->row_bytes, "Bytes moved per RAM-path row (default 256MiB; quick 128MiB)");
+  cmd->add_option("--keys", flags->keys,
+                  "Distinct keys per RAM-path row, at most the default (a fifth of the RAM tier): a few keys "
+                  "keep the node's blocks in cache, as ucx_perftest's one buffer is");
   cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
   cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
 }
