@@ -578,8 +578,10 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       const double attn = 1e3 * st.attention_seconds / st.decode_tokens;
       const double pred = policy != nullptr ? 1e3 * policy->predictor_seconds() / st.decode_tokens : 0.0;
       const double blocks = static_cast<double>(st.blocks_attended) / st.decode_tokens;
-      // The policies run inside the attention call (selection before, observation after).
-      const double attn_only = std::max(0.0, attn - pred);
+      // The policies run inside the attention call (selection before, observation after); lookahead
+      // queries are scored before it.
+      const double in_attention = policy != nullptr ? pred - 1e3 * policy->lookahead_seconds() / st.decode_tokens : 0.0;
+      const double attn_only = std::max(0.0, attn - in_attention);
       if (f.json) {
         rows.push_back({{"policy", name}, {"context", ctx}, {"budget", f.budget}, {"ms_per_token", ms},
                         {"attention_ms_per_token", attn_only}, {"predictor_ms_per_token", pred},

@@ -180,6 +180,7 @@ void PolicyDecodeAttention::OnLookaheadQuery(int32_t layer, int64_t position, co
   look_blocks_[layer] = (ctx + 15) / 16;
   peek_tokens_[layer] = -1;  // a peek of this step now knows the query's share
   predictor_seconds_ += Now() - t0;
+  lookahead_seconds_ += Now() - t0;
 }
 
 void PolicyDecodeAttention::AddSpeculativeBlocks(std::span<const float> scores, int64_t n_blocks,

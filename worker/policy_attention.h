@@ -127,8 +127,11 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
 
   // The first error a policy returned (decode then continues densely); OK otherwise.
   const Status& status() const { return status_; }
-  // Time spent inside the policies (Select + Observe), all layers and steps.
+  // Time spent inside the policies (Select + Observe) and scoring lookahead queries, all layers
+  // and steps.
   double predictor_seconds() const { return predictor_seconds_; }
+  // The part of predictor_seconds() spent before the layer's attention call (lookahead queries).
+  double lookahead_seconds() const { return lookahead_seconds_; }
 
  private:
   PolicyDecodeAttention(const ModelConfig& config, int64_t prompt_tokens, PolicyAttentionOptions options);
@@ -168,6 +171,7 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   void AddSpeculativeBlocks(std::span<const float> scores, int64_t n_blocks, std::vector<std::vector<int32_t>>* blocks);
   Status status_;
   double predictor_seconds_ = 0;
+  double lookahead_seconds_ = 0;
 };
 
 }  // namespace foresight::worker
