@@ -218,18 +218,21 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
   calib_step_[layer] = calibrate && !exact_dense;
   Status s = status_;
   if (s.ok() && !exact_dense) {
+    // A peek of this very step is the selection (Select is pure) unless the query's share was
+    // only guessed then; a peek after this step's lookahead query (which voids earlier ones) used it.
+    const bool scored = policy.needs().query_block_scores;
     if (peek_tokens_[layer] == position + 1 && peek_step_[layer] == policy.step() &&
-        !policy.needs().query_block_scores) {
-      *blocks = peek_[layer];  // asked ahead for this very step; Select is pure
+        (!scored || HasLookahead(layer, position + 1))) {
+      *blocks = peek_[layer];
     } else {
       predictor::StepInputs in;
       in.key_tokens = position + 1;
       in.query = std::span<const float>(queries, static_cast<size_t>(config_.n_heads) * config_.head_dim);
       in.key_digests = &digests_[layer];
-      if (policy.needs().query_block_scores && HasLookahead(layer, position + 1)) {
-        // Scored with the query estimated one layer early: the selection PeekSelection gave.
+      if (scored && HasLookahead(layer, position + 1)) {
+        // Scored with the query estimated one layer early (no peek asked for it: resident).
         in.query_block_scores = Padded(look_scores_[layer], look_blocks_[layer], (position + 16) / 16);
-      } else if (policy.needs().query_block_scores) {
+      } else if (scored) {
         // This step's attention estimated from the compact key copy (its block max per query head);
         // a compact calibration row of this step (OnAttention) reuses it.
         compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);

@@ -8,24 +8,15 @@
 #include <gtest/gtest.h>
 
 #include "common/checksum.h"
+#include "tests/cache_service/block_store_fixture.h"
 
 namespace foresight {
 namespace {
 
-std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
-  std::vector<uint8_t> v(size);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+using testing_util::Bytes;
+using testing_util::PutBlock;
 
-Status PutBlock(BlockStore& store, const BlockKey& key, const std::vector<uint8_t>& bytes) {
-  auto slot = store.Reserve(key, bytes.size());
-  if (!slot.ok()) return slot.status();
-  std::memcpy(slot->data(), bytes.data(), bytes.size());
-  return store.Commit(std::move(*slot), BlockChecksum(bytes.data(), bytes.size()));
-}
-
+// The bytes of `key` as served; empty when none are.
 std::vector<uint8_t> ReadBlock(BlockStore& store, const BlockKey& key) {
   auto lease = store.Lease(key);
   if (!lease.ok()) return {};

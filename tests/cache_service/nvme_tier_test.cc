@@ -11,18 +11,14 @@
 #include <gtest/gtest.h>
 
 #include "common/checksum.h"
+#include "tests/cache_service/block_store_fixture.h"
 
 namespace foresight {
 namespace {
 
 constexpr uint64_t kBlock = 64 << 10;
 
-std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
-  std::vector<uint8_t> v(size);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+using testing_util::Bytes;
 
 NvmeTier::Meta MetaOf(const std::vector<uint8_t>& bytes, uint64_t generation) {
   return NvmeTier::Meta{bytes.size(), BlockChecksum(bytes.data(), bytes.size()), generation};
