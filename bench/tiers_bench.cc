@@ -48,6 +48,7 @@
 #include "bench/commands.h"
 #include <grpcpp/grpcpp.h>
 
+#include "cache_service/arena_memory.h"
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
 #include "cache_service/node_metrics.h"
@@ -74,6 +75,7 @@ struct TiersFlags {
   int trials = 3;
   std::string row_bytes;  // bytes moved per RAM row; default 256MiB (quick: 128MiB)
   int keys = 0;           // distinct keys per RAM-path row; 0: a fifth of the RAM tier
+  std::string huge_pages = "auto";  // the node's arena (and the memcpy ceiling's): auto, on, off
 };
 
 // "a,b,c" -> {"a","b","c"} (empty items dropped).
@@ -643,10 +645,27 @@ int RunTiers(const TiersFlags& flags) {
   }
   const uint64_t nvme_bytes_per_row = flags.quick ? (32ull << 20) : (64ull << 20);
 
+  auto huge = ParseHugePages(flags.huge_pages);
+  if (!huge.ok()) {
+    std::cerr << "tiers: --huge-pages: " << huge.status().message() << "\n";
+    return 2;
+  }
+  // auto is resolved here, so that the node's arena and the memcpy ceiling's have one page size.
+  HugePages pages = *huge;
+  if (pages == HugePages::kAuto) {
+    const HugePageCount count = ReadHugePageCount();
+    pages = count.free * (2ull << 20) >= ram + (2ull << 20) ? HugePages::kOn : HugePages::kOff;
+    if (pages == HugePages::kOff) {
+      std::cerr << "tiers: the node's arena is in 4KiB pages: " << count.free << " 2MiB huge pages free, "
+                << (ram >> 21) + 1 << " needed (`sysctl vm.nr_hugepages=N` reserves them)\n";
+    }
+  }
+
   // Nodes first: fork before this process has threads or UCX state.
   BlockStoreOptions ram_options;
   ram_options.ram_bytes = ram;
   ram_options.max_block_bytes = max_block;
+  ram_options.huge_pages = pages;
   auto ram_node = ForkNode(ram_options);
   if (!ram_node.ok()) {
     std::cerr << "tiers: " << ram_node.status().ToString() << "\n";
@@ -656,6 +675,7 @@ int RunTiers(const TiersFlags& flags) {
   nvme_options.ram_bytes = nvme_ram;
   nvme_options.max_block_bytes = max_block;
   nvme_options.nvme_dir = nvme_dir;
+  nvme_options.huge_pages = pages == HugePages::kOn ? HugePages::kAuto : HugePages::kOff;
   auto nvme_node = ForkNode(nvme_options);
   if (!nvme_node.ok()) {
     std::cerr << "tiers: " << nvme_node.status().ToString() << "\n";
@@ -701,8 +721,20 @@ int RunTiers(const TiersFlags& flags) {
       }
       paths[pi] = std::move(*path);
     }
-    std::unique_ptr<uint8_t[]> arena(new uint8_t[ram]);  // for the memcpy ceiling
-    std::memset(arena.get(), 3, ram);
+    // The memcpy ceiling's arena, in the node's page size (huge: hugetlb if any pages are left,
+    // else transparent huge pages).
+    auto ceiling_arena = MapArenaMemory(0, ram, /*shared=*/false,
+                                        pages == HugePages::kOn ? HugePages::kAuto : HugePages::kOff);
+    if (!ceiling_arena.ok()) {
+      std::cerr << "tiers: the memcpy ceiling's arena: " << ceiling_arena.status().ToString() << "\n";
+      StopNode(*ram_node);
+      StopNode(*nvme_node);
+      return 1;
+    }
+    uint8_t* const arena = ceiling_arena->data;
+    std::memset(arena, 3, ram);
+    std::cerr << "tiers: node arena in " << (pages == HugePages::kOn ? "2MiB huge pages" : "4KiB pages")
+              << "; memcpy ceiling arena in " << ceiling_arena->description << "\n";
     std::string perftest_note;
     for (size_t si = 0; si < sizes.size(); ++si) {
       const uint64_t block = sizes[si];
@@ -710,7 +742,7 @@ int RunTiers(const TiersFlags& flags) {
       std::map<int, double> perftest_window_best;  // ucp_am_bw over tcp with -O <inflight>
       std::vector<Row> best;  // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
-        memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena.get(), ram, block, flags.quick ? 0.2 : 0.3));
+        memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena, ram, block, flags.quick ? 0.2 : 0.3));
         const int iters = static_cast<int>(
             std::clamp<uint64_t>((flags.quick ? 128ull << 20 : 256ull << 20) / block, 100, 20000));
         if (want("ram-tcp")) {
@@ -796,6 +828,7 @@ int RunTiers(const TiersFlags& flags) {
       reference("perftest-am-shm", perftest_shm_best);
     }
     if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
+    UnmapArenaMemory(&*ceiling_arena);
   }
   StopNode(*ram_node);
   StopNode(*nvme_node);
@@ -826,6 +859,9 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--keys", flags->keys,
                   "Distinct keys per RAM-path row, at most the default (a fifth of the RAM tier): a few keys "
                   "keep the node's blocks in cache, as ucx_perftest's one buffer is");
+  cmd->add_option("--huge-pages", flags->huge_pages,
+                  "Node arena (and memcpy ceiling arena) in 2MiB huge pages: auto (when enough are free), on, off")
+      ->capture_default_str();
   cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
   cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
 }

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "cache_service/arena_memory.h"
 #include "common/block_key.h"
 #include "common/status.h"
 
@@ -41,6 +42,8 @@ struct BlockStoreOptions {
   // Place the arena in an anonymous shared-memory file (memfd) that same-host clients may map
   // read-only (UcxServer's one-sided get path). false, or a kernel without memfd: a private mapping.
   bool shared_arena = true;
+  // The arena's pages: 2 MiB huge pages when reserved (auto), required (on), or never (off).
+  HugePages huge_pages = HugePages::kAuto;
 };
 
 // The arena as a shared-memory file: the memfd holds a header page followed by the arena. The
@@ -163,6 +166,8 @@ class BlockStore {
   virtual uint64_t arena_bytes() const = 0;
   // The arena's shared-memory file (fd -1 when the arena is private).
   virtual SharedArena shared_arena() const { return SharedArena{}; }
+  // The arena's page size: 4096, or 2 MiB in huge pages (arena_memory.h).
+  virtual uint64_t arena_page_bytes() const { return 4096; }
 
  protected:
   friend class WriteSlot;

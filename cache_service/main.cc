@@ -32,6 +32,7 @@ struct Flags {
   std::string nvme_dir;
   std::string nvme_bytes = "0";
   std::string max_block_bytes = "4MiB";
+  std::string huge_pages = "auto";
   std::string token_file;
   std::string metrics;
   std::string ucx_listen;  // HOST:PORT; default: the gRPC host, a free port
@@ -88,6 +89,9 @@ int Run(const Flags& f) {
   store_options.nvme_dir = f.nvme_dir;
   store_options.nvme_bytes = *nvme;
   store_options.max_block_bytes = *max_block;
+  auto huge = ParseHugePages(f.huge_pages);
+  if (!huge.ok()) return fail(huge.status().WithContext("--huge-pages"));
+  store_options.huge_pages = *huge;
   auto listen = SplitHostPort(f.listen, "--listen");
   if (!listen.ok()) return fail(listen.status());
 
@@ -239,6 +243,9 @@ int main(int argc, char** argv) {
   app.add_option("--nvme-dir", f.nvme_dir, "NVMe tier directory (RocksDB); empty: no NVMe tier");
   app.add_option("--nvme-bytes", f.nvme_bytes, "NVMe tier capacity (0: unlimited)")->capture_default_str();
   app.add_option("--max-block-bytes", f.max_block_bytes, "Largest block accepted")->capture_default_str();
+  app.add_option("--huge-pages", f.huge_pages,
+                 "RAM arena in 2MiB huge pages: auto (when enough are reserved), on (required), off")
+      ->capture_default_str();
   app.add_option("--token-file", f.token_file, "Require this token on every call (gRPC and UCX)");
   app.add_option("--metrics", f.metrics, "Serve Prometheus metrics on HOST:PORT");
   app.add_option("--ucx-listen", f.ucx_listen, "UCX data plane HOST:PORT (default: gRPC host, free port)");

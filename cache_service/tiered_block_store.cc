@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cache_service/arena_allocator.h"
+#include "cache_service/arena_memory.h"
 #include "cache_service/block_store.h"
 #include "cache_service/nvme_tier.h"
 #include "common/checksum.h"
@@ -88,10 +89,11 @@ namespace {
 
 class TieredBlockStore final : public BlockStore {
  public:
-  TieredBlockStore(const BlockStoreOptions& options, uint8_t* arena, uint64_t arena_bytes,
+  TieredBlockStore(const BlockStoreOptions& options, ArenaMemory memory, uint64_t arena_bytes,
                    std::unique_ptr<NvmeTier> nvme, SharedArena shared)
       : options_(options),
-        arena_(arena),
+        memory_(memory),
+        arena_(memory.data),
         arena_bytes_(arena_bytes),
         shared_(shared),
         alloc_(arena_bytes, options.max_block_bytes),
@@ -108,12 +110,7 @@ class TieredBlockStore final : public BlockStore {
     evictor_cv_.notify_all();
     if (evictor_.joinable()) evictor_.join();
     nvme_.reset();
-    if (shared_.fd >= 0) {
-      ::munmap(arena_ - shared_.arena_offset, shared_.file_bytes);
-      ::close(shared_.fd);
-    } else {
-      ::munmap(arena_, arena_bytes_);
-    }
+    UnmapArenaMemory(&memory_);
   }
 
   StatusOr<WriteSlot> Reserve(const BlockKey& key, uint64_t size) override {
@@ -323,6 +320,7 @@ class TieredBlockStore final : public BlockStore {
   uint8_t* arena_base() override { return arena_; }
   uint64_t arena_bytes() const override { return arena_bytes_; }
   SharedArena shared_arena() const override { return shared_; }
+  uint64_t arena_page_bytes() const override { return memory_.page_bytes; }
 
  protected:
   void AbortSlot(uint64_t handle) override {
@@ -581,6 +579,7 @@ class TieredBlockStore final : public BlockStore {
   }
 
   const BlockStoreOptions options_;
+  ArenaMemory memory_;  // the mapping arena_ lies in
   uint8_t* const arena_;
   const uint64_t arena_bytes_;
   const SharedArena shared_;
@@ -602,38 +601,19 @@ class TieredBlockStore final : public BlockStore {
   std::thread evictor_;
 };
 
-// The arena in a memfd: a header page (magic, nonce) and then the arena, mapped shared and
-// populated. Returns the arena's address; *shared describes the file.
-StatusOr<void*> MapSharedArena(uint64_t arena_bytes, SharedArena* shared) {
-  const uint64_t header = 4096;
-  const int fd = ::memfd_create("foresight-arena", MFD_CLOEXEC);
-  if (fd < 0) return Unavailable(std::string("memfd_create failed: ") + std::strerror(errno));
-  if (::ftruncate(fd, static_cast<off_t>(header + arena_bytes)) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return ResourceExhausted("cannot size a " + FormatByteSize(arena_bytes) + " shared arena: " + std::strerror(err));
-  }
-  void* base = ::mmap(nullptr, header + arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  if (base == MAP_FAILED) {
-    const int err = errno;
-    ::close(fd);
-    return ResourceExhausted("cannot map a " + FormatByteSize(arena_bytes) + " shared arena: " + std::strerror(err));
-  }
+// A nonce in the header of a shared arena (magic, nonce), so that a client that opened the file by
+// /proc/<pid>/fd/<fd> can tell it mapped this node's arena. Returns the file's description.
+StatusOr<SharedArena> DescribeSharedArena(const ArenaMemory& m) {
   SharedArena s;
-  s.fd = fd;
-  s.arena_offset = header;
-  s.file_bytes = header + arena_bytes;
-  if (::getrandom(s.nonce, sizeof s.nonce, 0) != static_cast<ssize_t>(sizeof s.nonce)) {
-    ::munmap(base, header + arena_bytes);
-    ::close(fd);
+  s.fd = m.fd;
+  s.arena_offset = m.header_bytes;
+  s.file_bytes = m.mapped_bytes;
+  if (::getrandom(s.nonce, sizeof s.nonce, 0) != static_cast<ssize_t>(sizeof s.nonce))
     return Unavailable("getrandom failed for the shared arena's nonce");
-  }
-  auto* h = static_cast<uint8_t*>(base);
   const uint64_t magic = SharedArena::kMagic;
-  std::memcpy(h, &magic, 8);
-  std::memcpy(h + 8, s.nonce, sizeof s.nonce);
-  *shared = s;
-  return static_cast<void*>(h + header);
+  std::memcpy(m.base, &magic, 8);
+  std::memcpy(m.base + 8, s.nonce, sizeof s.nonce);
+  return s;
 }
 
 }  // namespace
@@ -647,32 +627,39 @@ StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const BlockStoreOptions& 
   if (!(options.low_watermark > 0 && options.low_watermark < options.high_watermark && options.high_watermark <= 1))
     return InvalidArgument("watermarks must satisfy 0 < low < high <= 1");
   const uint64_t arena_bytes = options.ram_bytes / options.max_block_bytes * options.max_block_bytes;
+  ArenaMemory memory;
   SharedArena shared;
-  void* arena = MAP_FAILED;
   if (options.shared_arena) {
-    auto made = MapSharedArena(arena_bytes, &shared);
+    Status failed;
+    auto made = MapArenaMemory(4096, arena_bytes, /*shared=*/true, options.huge_pages);
     if (made.ok()) {
-      arena = *made;
+      auto described = DescribeSharedArena(*made);
+      if (described.ok()) {
+        memory = *made;
+        shared = *described;
+      } else {
+        UnmapArenaMemory(&*made);
+        failed = described.status();
+      }
     } else {
-      spdlog::warn("RAM tier: no shared-memory arena ({}); same-host clients use the copying path",
-                   made.status().message());
+      failed = made.status();
+    }
+    if (!failed.ok()) {
+      if (options.huge_pages == HugePages::kOn) return failed.WithContext("--huge-pages on");
+      spdlog::warn("RAM tier: no shared-memory arena ({}); same-host clients use the copying path", failed.message());
     }
   }
-  if (arena == MAP_FAILED) {
-    arena = ::mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (arena == MAP_FAILED)
-      return ResourceExhausted("cannot allocate a RAM tier of " + FormatByteSize(arena_bytes) + ": " +
-                               std::strerror(errno));
-    ::madvise(arena, arena_bytes, MADV_HUGEPAGE);
-  }
-  auto unmap = [&] {
-    if (shared.fd >= 0) {
-      ::munmap(static_cast<uint8_t*>(arena) - shared.arena_offset, shared.file_bytes);
-      ::close(shared.fd);
-    } else {
-      ::munmap(arena, arena_bytes);
+  if (memory.base == nullptr) {
+    auto made = MapArenaMemory(0, arena_bytes, /*shared=*/false, options.huge_pages);
+    if (!made.ok()) {
+      const Status context = made.status().WithContext("cannot allocate a RAM tier of " + FormatByteSize(arena_bytes));
+      return options.huge_pages == HugePages::kOn ? context.WithContext("--huge-pages on") : context;
     }
-  };
+    memory = *made;
+  }
+  spdlog::info("RAM tier: {} arena in {}{}", FormatByteSize(arena_bytes), memory.description,
+               shared.fd >= 0 ? ", shared with same-host clients" : "");
+  auto unmap = [&] { UnmapArenaMemory(&memory); };
   std::unique_ptr<NvmeTier> nvme;
   if (!options.nvme_dir.empty()) {
     auto opened = NvmeTier::Open(options.nvme_dir, options.nvme_bytes);
@@ -683,7 +670,7 @@ StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const BlockStoreOptions& 
     nvme = std::move(*opened);
   }
   return std::unique_ptr<BlockStore>(
-      new TieredBlockStore(options, static_cast<uint8_t*>(arena), arena_bytes, std::move(nvme), shared));
+      new TieredBlockStore(options, memory, arena_bytes, std::move(nvme), shared));
 }
 
 }  // namespace foresight
