@@ -126,6 +126,14 @@ struct ChildNode {
   uint16_t grpc_port = 0;
 };
 
+// The write ends of the control pipes of nodes forked so far. A node forked later must close
+// them: holding one, it would keep an earlier node from seeing EOF, and StopNode would wait 10 s
+// and kill that node instead of stopping it.
+std::vector<int>& ControlFds() {
+  static std::vector<int> fds;
+  return fds;
+}
+
 // Forks a node (BlockStore::Open + UcxServer). Must run before this process starts threads or UCX.
 StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
   int port_pipe[2], control_pipe[2];
@@ -135,6 +143,7 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
   if (pid == 0) {
     close(port_pipe[0]);
     close(control_pipe[1]);
+    for (int fd : ControlFds()) close(fd);
     // The node's logs must not mix with the table or the JSON rows on stdout.
     spdlog::set_default_logger(spdlog::stderr_color_mt("bench-node"));
     uint16_t port = 0;
@@ -191,6 +200,7 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
   ChildNode node;
   node.pid = pid;
   node.control_fd = control_pipe[1];
+  ControlFds().push_back(control_pipe[1]);
   uint16_t port = 0;
   if (read(port_pipe[0], &port, sizeof port) != sizeof port || port == 0) {
     char buf[512] = {};
@@ -210,6 +220,7 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
 void StopNode(ChildNode& node) {
   if (node.pid <= 0) return;
   close(node.control_fd);
+  std::erase(ControlFds(), node.control_fd);
   int status;
   for (int i = 0; i < 100; ++i) {
     if (waitpid(node.pid, &status, WNOHANG) == node.pid) {
