@@ -161,16 +161,21 @@ TEST(ArenaMemoryTest, HugePagesWhenReserved) {
   UnmapArenaMemory(&*automatic);
 }
 
-class HugePageStoreTest : public BlockStoreFixture {};
+class HugePageStoreTest : public BlockStoreFixture {
+ protected:
+  static BlockStoreOptions Options(uint64_t ram_bytes, HugePages huge) {
+    BlockStoreOptions o;
+    o.ram_bytes = ram_bytes;
+    o.max_block_bytes = kMiB;
+    o.background_eviction = false;
+    o.huge_pages = huge;
+    return o;
+  }
+};
 
 TEST_F(HugePageStoreTest, AStoreInHugePagesServesBlocksAndSharesItsArena) {
   if (ReadHugePageCount().free < 6) GTEST_SKIP() << "fewer than 6 free 2MiB huge pages (vm.nr_hugepages)";
-  BlockStoreOptions o;
-  o.ram_bytes = 8 * kMiB;
-  o.max_block_bytes = kMiB;
-  o.background_eviction = false;
-  o.huge_pages = HugePages::kOn;
-  auto store = BlockStore::Open(o);
+  auto store = BlockStore::Open(Options(8 * kMiB, HugePages::kOn));
   SKIP_IF_THE_POOL_RAN_DRY(store, 5);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_EQ((*store)->arena_page_bytes(), 2 * kMiB);
@@ -193,20 +198,13 @@ TEST_F(HugePageStoreTest, AStoreInHugePagesServesBlocksAndSharesItsArena) {
 }
 
 TEST_F(HugePageStoreTest, OffKeepsSmallPagesAndOnWithoutPagesRefusesToOpen) {
-  BlockStoreOptions o;
-  o.ram_bytes = 4 * kMiB;
-  o.max_block_bytes = kMiB;
-  o.background_eviction = false;
-  o.huge_pages = HugePages::kOff;
-  auto small = BlockStore::Open(o);
+  auto small = BlockStore::Open(Options(4 * kMiB, HugePages::kOff));
   ASSERT_TRUE(small.ok()) << small.status().ToString();
   EXPECT_EQ((*small)->arena_page_bytes(), 4096u);
   EXPECT_EQ((*small)->shared_arena().arena_offset, 4096u);
 
   if (OvercommitHugePages() > 0) GTEST_SKIP() << "vm.nr_overcommit_hugepages lets the kernel add pages";
-  o.ram_bytes = (ReadHugePageCount().total + 1) * 2 * kMiB;
-  o.huge_pages = HugePages::kOn;
-  auto refused = BlockStore::Open(o);
+  auto refused = BlockStore::Open(Options((ReadHugePageCount().total + 1) * 2 * kMiB, HugePages::kOn));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(refused.status().message().find("--huge-pages on"), std::string::npos) << refused.status().message();
