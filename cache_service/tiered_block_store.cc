@@ -168,6 +168,14 @@ class TieredBlockStore final : public BlockStore {
       if (!meta.ok()) {
         std::lock_guard<std::mutex> lock(mu_);
         if (meta.status().code() == StatusCode::kNotFound) {
+          // The block may have moved between the two looks: a put or a promotion put it in RAM,
+          // and a commit deleted the NVMe copy it replaced, after the RAM miss above. Under the
+          // lock, RAM and the NVMe index together are exact.
+          if (auto found = index_.find(key); found != index_.end()) {
+            ram_hits_++;
+            return PinLocked(found->second, /*was_in_ram=*/true);
+          }
+          if (nvme_->Lookup(key) && attempt < 8) continue;
           nvme_misses_++;
           return NotFound("block " + key.ToHex() + " is not in this node (neither RAM nor NVMe)");
         }
@@ -218,6 +226,14 @@ class TieredBlockStore final : public BlockStore {
     }
     if (nvme_) {
       if (auto meta = nvme_->Lookup(key)) return BlockInfo{key, meta->size, meta->checksum, false, true};
+      // Not on NVMe either: look again under the lock, where the two tiers cannot trade the block
+      // (a put or a promotion may have moved it into RAM after the first look; see Lease).
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto found = index_.find(key); found != index_.end()) {
+        const Entry& e = entries_[found->second];
+        return BlockInfo{key, e.size, e.checksum, true, e.on_nvme};
+      }
+      if (auto meta = nvme_->Lookup(key)) return BlockInfo{key, meta->size, meta->checksum, false, true};
     }
     return NotFound("block " + key.ToHex() + " is not in this node");
   }
@@ -251,6 +267,10 @@ class TieredBlockStore final : public BlockStore {
         present = index_.count(key) != 0;
       }
       if (!present && nvme_) present = nvme_->Contains(key);
+      if (!present && nvme_) {  // moved between the looks? (see Lease)
+        std::lock_guard<std::mutex> lock(mu_);
+        present = index_.count(key) != 0 || nvme_->Contains(key);
+      }
       if (!present) break;
       ++n;
     }
