@@ -82,6 +82,7 @@ struct StoreStats {
   uint64_t demotions = 0;          // RAM -> NVMe
   uint64_t active_leases = 0;
   uint64_t pending_writes = 0;
+  uint64_t ram_page_bytes = 0;     // the RAM arena's page size: 4096, or 2 MiB in huge pages
 };
 
 class BlockStore;

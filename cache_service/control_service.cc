@@ -241,6 +241,7 @@ grpc::Status ControlService::NodeStats(grpc::ServerContext* ctx, const v1::NodeS
   resp->set_promotions(s.promotions);
   resp->set_demotions(s.demotions);
   resp->set_active_leases(s.active_leases);
+  resp->set_ram_page_bytes(s.ram_page_bytes);
   resp->set_bytes_in(metrics_->bytes_in());
   resp->set_bytes_out(metrics_->bytes_out());
   resp->set_uptime_seconds(static_cast<uint64_t>(SecondsSince(started_)));

@@ -43,6 +43,8 @@ struct NodeMetrics::Impl {
       prometheus::BuildGauge().Name("foresight_store_events_total").Help("Store events by kind").Register(*registry);
   prometheus::Family<prometheus::Gauge>& checksum_failures =
       prometheus::BuildGauge().Name("foresight_checksum_failures_total").Help("Blocks found corrupt and dropped").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& ram_page_bytes =
+      prometheus::BuildGauge().Name("foresight_ram_page_bytes").Help("Page size of the RAM arena (2 MiB: huge pages)").Register(*registry);
   prometheus::Family<prometheus::Counter>& bytes_in_family =
       prometheus::BuildCounter().Name("foresight_bytes_in_total").Help("Block bytes received").Register(*registry);
   prometheus::Family<prometheus::Counter>& bytes_out_family =
@@ -95,6 +97,7 @@ void NodeMetrics::UpdateFromStore(const StoreStats& s) {
   impl_->store_totals.Add({{"event", "promotion"}}).Set(static_cast<double>(s.promotions));
   impl_->store_totals.Add({{"event", "demotion"}}).Set(static_cast<double>(s.demotions));
   impl_->checksum_failures.Add({}).Set(static_cast<double>(s.checksum_failures));
+  impl_->ram_page_bytes.Add({}).Set(static_cast<double>(s.ram_page_bytes));
 }
 
 uint64_t NodeMetrics::bytes_in() const { return impl_->total_in; }

@@ -4,7 +4,8 @@
 //   foresight_tier_hits_total{tier}, foresight_tier_misses_total{tier}, foresight_evictions_total{tier}
 //   foresight_bytes_in_total{path}, foresight_bytes_out_total{path}        path = grpc | ucx
 //   foresight_request_seconds{op,path} (histogram), foresight_request_errors_total{op,path}
-//   foresight_checksum_failures_total, foresight_promotions_total, foresight_demotions_total
+//   foresight_checksum_failures_total, foresight_store_events_total{event}  event = promotion | demotion
+//   foresight_ram_page_bytes (4096, or 2097152 when the arena is in huge pages)
 //
 // Thread-safety: all methods are safe to call concurrently.
 #pragma once

@@ -315,6 +315,7 @@ class TieredBlockStore final : public BlockStore {
     StoreStats s;
     std::lock_guard<std::mutex> lock(mu_);
     s.ram.capacity_bytes = alloc_.num_pages() * alloc_.page_bytes();
+    s.ram_page_bytes = memory_.page_bytes;
     s.ram.used_bytes = ram_used_bytes_;
     s.ram.items = index_.size();
     s.ram.hits = ram_hits_;

@@ -236,6 +236,7 @@ class GrpcCacheClient final : public CacheClient {
     s.bytes_in = resp.bytes_in();
     s.bytes_out = resp.bytes_out();
     s.uptime_seconds = resp.uptime_seconds();
+    s.ram_page_bytes = resp.ram_page_bytes();
     return s;
   }
 

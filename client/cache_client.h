@@ -86,6 +86,7 @@ struct RemoteNodeStats {
   RemoteTierStats ram, nvme;
   uint64_t checksum_failures = 0, promotions = 0, demotions = 0, active_leases = 0;
   uint64_t bytes_in = 0, bytes_out = 0, uptime_seconds = 0;
+  uint64_t ram_page_bytes = 0;  // 4096, or 2 MiB when the node's arena is in huge pages; 0: unknown
 };
 
 class CacheClient {

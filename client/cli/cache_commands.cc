@@ -156,7 +156,8 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
                           {"checksum_failures", s->checksum_failures}, {"promotions", s->promotions},
                           {"demotions", s->demotions}, {"active_leases", s->active_leases},
                           {"bytes_in", s->bytes_in}, {"bytes_out", s->bytes_out},
-                          {"uptime_seconds", s->uptime_seconds}, {"client_data_path", (*client)->stats().data_path}};
+                          {"uptime_seconds", s->uptime_seconds}, {"ram_page_bytes", s->ram_page_bytes},
+                          {"client_data_path", (*client)->stats().data_path}};
       std::cout << j.dump(2) << "\n";
       return;
     }
@@ -170,6 +171,9 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     std::printf("node %s (v%s), up %llus, UCX port %u\n", node->node_id.c_str(), node->version.c_str(),
                 (unsigned long long)s->uptime_seconds, node->ucx_port);
     line("ram", s->ram);
+    if (s->ram_page_bytes > 0)
+      std::printf("      arena in %s%s pages\n", FormatByteSize(s->ram_page_bytes).c_str(),
+                  s->ram_page_bytes > 4096 ? " huge" : "");
     if (node->nvme_enabled) line("nvme", s->nvme);
     std::printf("promotions %llu  demotions %llu  checksum failures %llu  in %s  out %s\n",
                 (unsigned long long)s->promotions, (unsigned long long)s->demotions,

@@ -115,6 +115,8 @@ TEST(CacheNodeTest, EvictionWritesDownToNvmeAndReadsPromoteBack) {
   EXPECT_GE(after->promotions, 32u);
   EXPECT_GE(after->nvme.hits, 32u);
   EXPECT_EQ(after->checksum_failures, 0u);
+  // --huge-pages auto: 2 MiB pages where this machine has them reserved, else 4 KiB.
+  EXPECT_TRUE(after->ram_page_bytes == 4096u || after->ram_page_bytes == (2u << 20)) << after->ram_page_bytes;
 }
 
 TEST(CacheNodeTest, Kill9AndRestartServesEveryNvmeBlockIntact) {
@@ -515,7 +517,8 @@ TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
        {"foresight_tier_bytes{tier=\"ram\"}", "foresight_tier_items{tier=\"nvme\"}", "foresight_tier_hits_total",
         "foresight_tier_misses_total{tier=\"nvme\"} 1", "foresight_evictions_total{tier=\"ram\"}",
         "foresight_bytes_in_total", "foresight_bytes_out_total", "foresight_request_seconds_bucket",
-        "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}"}) {
+        "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}",
+        "foresight_ram_page_bytes "}) {
     EXPECT_NE(text.find(needle), std::string::npos) << "missing " << needle << " in:\n" << text.substr(0, 3000);
   }
 }
