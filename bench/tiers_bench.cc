@@ -664,11 +664,10 @@ int RunTiers(const TiersFlags& flags) {
   // auto is resolved here, so that the node's arena and the memcpy ceiling's have one page size.
   HugePages pages = *huge;
   if (pages == HugePages::kAuto) {
-    const HugePageCount count = ReadHugePageCount();
-    pages = count.free * (2ull << 20) >= ram + (2ull << 20) ? HugePages::kOn : HugePages::kOff;
+    pages = HugePagesFit(4096, ram) ? HugePages::kOn : HugePages::kOff;  // the node's header page
     if (pages == HugePages::kOff) {
-      std::cerr << "tiers: the node's arena is in 4KiB pages: " << count.free << " 2MiB huge pages free, "
-                << (ram >> 21) + 1 << " needed (`sysctl vm.nr_hugepages=N` reserves them)\n";
+      std::cerr << "tiers: the node's arena is in 4KiB pages: " << ReadHugePageCount().free
+                << " 2MiB huge pages free, " << (ram >> 21) + 1 << " needed (`sysctl vm.nr_hugepages=N` reserves them)\n";
     }
   }
 

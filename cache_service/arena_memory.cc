@@ -32,6 +32,18 @@ void TouchPages(uint8_t* p, uint64_t bytes, uint64_t page) {
   for (uint64_t at = 0; at < bytes; at += page) reinterpret_cast<volatile uint8_t*>(p)[at] = 0;
 }
 
+// A memfd of `bytes` (CLOEXEC plus `flags`), or the reason there is none.
+StatusOr<int> SizedMemfd(unsigned flags, uint64_t bytes) {
+  const int fd = ::memfd_create("foresight-arena", MFD_CLOEXEC | flags);
+  if (fd < 0) return Unavailable(std::string("memfd_create failed: ") + std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ResourceExhausted("cannot size a " + FormatByteSize(bytes) + " memfd: " + std::strerror(err));
+  }
+  return fd;
+}
+
 // The mapping in 2 MiB hugetlb pages; an error says why (usually: not enough reserved pages).
 StatusOr<ArenaMemory> MapHuge(uint64_t header_bytes, uint64_t data_bytes, bool shared) {
   ArenaMemory m;
@@ -41,13 +53,7 @@ StatusOr<ArenaMemory> MapHuge(uint64_t header_bytes, uint64_t data_bytes, bool s
   m.mapped_bytes = RoundUp(m.header_bytes + data_bytes, kHugePage);
   int flags = 0;
   if (shared) {
-    m.fd = ::memfd_create("foresight-arena", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
-    if (m.fd < 0) return Unavailable(std::string("memfd_create(MFD_HUGETLB) failed: ") + std::strerror(errno));
-    if (::ftruncate(m.fd, static_cast<off_t>(m.mapped_bytes)) != 0) {
-      const int err = errno;
-      ::close(m.fd);
-      return Unavailable(std::string("sizing the huge-page memfd failed: ") + std::strerror(err));
-    }
+    FS_ASSIGN_OR_RETURN(m.fd, SizedMemfd(MFD_HUGETLB | MFD_HUGE_2MB, m.mapped_bytes));
     flags = MAP_SHARED;
   } else {
     flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT);
@@ -77,13 +83,7 @@ StatusOr<ArenaMemory> MapSmall(uint64_t header_bytes, uint64_t data_bytes, bool 
   m.mapped_bytes = RoundUp(m.header_bytes + data_bytes, kSmallPage);
   int flags = MAP_PRIVATE | MAP_ANONYMOUS;
   if (shared) {
-    m.fd = ::memfd_create("foresight-arena", MFD_CLOEXEC);
-    if (m.fd < 0) return Unavailable(std::string("memfd_create failed: ") + std::strerror(errno));
-    if (::ftruncate(m.fd, static_cast<off_t>(m.mapped_bytes)) != 0) {
-      const int err = errno;
-      ::close(m.fd);
-      return ResourceExhausted("cannot size a " + FormatByteSize(m.mapped_bytes) + " memfd: " + std::strerror(err));
-    }
+    FS_ASSIGN_OR_RETURN(m.fd, SizedMemfd(0, m.mapped_bytes));
     flags = MAP_SHARED;
   }
   void* p = ::mmap(nullptr, m.mapped_bytes, PROT_READ | PROT_WRITE, flags, m.fd, 0);
@@ -128,14 +128,16 @@ HugePageCount ReadHugePageCount() {
   return c;
 }
 
+bool HugePagesFit(uint64_t header_bytes, uint64_t data_bytes) {
+  return ReadHugePageCount().free * kHugePage >= RoundUp(header_bytes, kHugePage) + data_bytes;
+}
+
 StatusOr<ArenaMemory> MapArenaMemory(uint64_t header_bytes, uint64_t data_bytes, bool shared, HugePages huge) {
   if (data_bytes == 0) return InvalidArgument("an arena of 0 bytes");
   if (huge == HugePages::kOn) return MapHuge(header_bytes, data_bytes, shared);
   if (huge == HugePages::kAuto) {
-    // Try only when the pool could hold it: a failed hugetlb mmap is cheap, but a pool that is
-    // mostly used by something else is not ours to drain.
-    const HugePageCount count = ReadHugePageCount();
-    if (count.free * kHugePage >= RoundUp(header_bytes, kHugePage) + data_bytes) {
+    // Try only when the free pool can hold it (a failed hugetlb mmap is cheap, but this skips it).
+    if (HugePagesFit(header_bytes, data_bytes)) {
       auto m = MapHuge(header_bytes, data_bytes, shared);
       if (m.ok()) return m;
     }

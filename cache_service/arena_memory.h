@@ -51,5 +51,7 @@ struct HugePageCount {
   uint64_t free = 0, total = 0;
 };
 HugePageCount ReadHugePageCount();
+// Whether the free 2 MiB pages can hold a mapping of header_bytes + data_bytes (what auto tries).
+bool HugePagesFit(uint64_t header_bytes, uint64_t data_bytes);
 
 }  // namespace foresight

@@ -218,22 +218,15 @@ class TieredBlockStore final : public BlockStore {
   StatusOr<BlockInfo> Stat(const BlockKey& key) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto found = index_.find(key);
-      if (found != index_.end()) {
-        const Entry& e = entries_[found->second];
-        return BlockInfo{key, e.size, e.checksum, true, e.on_nvme};
-      }
+      if (auto info = RamInfoLocked(key)) return *info;
     }
     if (nvme_) {
-      if (auto meta = nvme_->Lookup(key)) return BlockInfo{key, meta->size, meta->checksum, false, true};
+      if (auto info = NvmeInfo(key)) return *info;
       // Not on NVMe either: look again under the lock, where the two tiers cannot trade the block
       // (a put or a promotion may have moved it into RAM after the first look; see Lease).
       std::lock_guard<std::mutex> lock(mu_);
-      if (auto found = index_.find(key); found != index_.end()) {
-        const Entry& e = entries_[found->second];
-        return BlockInfo{key, e.size, e.checksum, true, e.on_nvme};
-      }
-      if (auto meta = nvme_->Lookup(key)) return BlockInfo{key, meta->size, meta->checksum, false, true};
+      if (auto info = RamInfoLocked(key)) return *info;
+      if (auto info = NvmeInfo(key)) return *info;
     }
     return NotFound("block " + key.ToHex() + " is not in this node");
   }
@@ -523,6 +516,19 @@ class TieredBlockStore final : public BlockStore {
     index_[p.key] = id;
     ram_used_bytes_ += p.size;
     return stale;
+  }
+
+  std::optional<BlockInfo> RamInfoLocked(const BlockKey& key) {
+    auto found = index_.find(key);
+    if (found == index_.end()) return std::nullopt;
+    const Entry& e = entries_[found->second];
+    return BlockInfo{key, e.size, e.checksum, true, e.on_nvme};
+  }
+
+  std::optional<BlockInfo> NvmeInfo(const BlockKey& key) {
+    auto meta = nvme_->Lookup(key);
+    if (!meta) return std::nullopt;
+    return BlockInfo{key, meta->size, meta->checksum, false, true};
   }
 
   ReadLease PinLocked(uint64_t id, bool was_in_ram) {

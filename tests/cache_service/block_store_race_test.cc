@@ -120,6 +120,28 @@ class PutCommitOrderRaceTest : public ::testing::Test {
            "NvmeTier::Put); this test's pause point needs to follow the code";
   }
 
+  // Reserve A, reserve B, commit B; B's write-down starts (StartParkedFlush) and parks; commit A.
+  void CommitInTheOtherOrder(const BlockKey& key, const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+    auto slot_a = store_->Reserve(key, kBlock);
+    auto slot_b = store_->Reserve(key, kBlock);
+    ASSERT_TRUE(slot_a.ok() && slot_b.ok());
+    std::memcpy(slot_a->data(), a.data(), kBlock);
+    std::memcpy(slot_b->data(), b.data(), kBlock);
+    ASSERT_TRUE(store_->Commit(std::move(*slot_b), BlockChecksum(b.data(), kBlock)).ok());
+    ASSERT_NO_FATAL_FAILURE(StartParkedFlush());
+    ASSERT_TRUE(store_->Commit(std::move(*slot_a), BlockChecksum(a.data(), kBlock)).ok());
+  }
+
+  // Puts filler blocks until `key` has left RAM (at most `fillers` of them).
+  void PushOutOfRam(const BlockKey& key, int fillers, uint32_t seed) {
+    for (int i = 0; i < fillers; ++i) {
+      auto info = store_->Stat(key);
+      ASSERT_TRUE(info.ok()) << info.status().ToString();
+      if (!info->in_ram) return;
+      ASSERT_TRUE(PutBlock(*store_, PlainKey("race", "filler" + std::to_string(i)), Bytes(kBlock, seed + i)).ok());
+    }
+  }
+
   void Release() {
     std::lock_guard<std::mutex> lock(g_pause.mu);
     g_pause.released = true;
@@ -144,22 +166,9 @@ TEST_F(PutCommitOrderRaceTest, LaterCommitWinsWhenItReachedNvmeFirst) {
   ASSERT_NO_FATAL_FAILURE(Open());
   const BlockKey key = PlainKey("race", "k");
   const auto a = Bytes(kBlock, 1), b = Bytes(kBlock, 2);
-  auto slot_a = store_->Reserve(key, kBlock);
-  auto slot_b = store_->Reserve(key, kBlock);
-  ASSERT_TRUE(slot_a.ok() && slot_b.ok());
-  std::memcpy(slot_a->data(), a.data(), kBlock);
-  std::memcpy(slot_b->data(), b.data(), kBlock);
-  ASSERT_TRUE(store_->Commit(std::move(*slot_b), BlockChecksum(b.data(), kBlock)).ok());
-
-  ASSERT_NO_FATAL_FAILURE(StartParkedFlush());  // B's write-down, parked before the NVMe write
-  ASSERT_TRUE(store_->Commit(std::move(*slot_a), BlockChecksum(a.data(), kBlock)).ok());
+  ASSERT_NO_FATAL_FAILURE(CommitInTheOtherOrder(key, a, b));  // B's write-down parked before NVMe
   // RAM holds A and (pinned by the write-down) B; fillers push A, the least recent, to NVMe.
-  for (int i = 0; i < 3; ++i) {
-    auto info = store_->Stat(key);
-    ASSERT_TRUE(info.ok()) << info.status().ToString();
-    if (!info->in_ram) break;
-    ASSERT_TRUE(PutBlock(*store_, PlainKey("race", "filler" + std::to_string(i)), Bytes(kBlock, 10 + i)).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(PushOutOfRam(key, 3, 10));
   auto before = store_->Stat(key);
   ASSERT_TRUE(before.ok()) << before.status().ToString();
   ASSERT_FALSE(before->in_ram) << "A was not evicted; the replay did not happen";
@@ -187,15 +196,7 @@ TEST_F(PutCommitOrderRaceTest, LaterCommitSurvivesEvictionAfterTheOlderWriteDown
   ASSERT_NO_FATAL_FAILURE(Open());
   const BlockKey key = PlainKey("race", "k");
   const auto a = Bytes(kBlock, 3), b = Bytes(kBlock, 4);
-  auto slot_a = store_->Reserve(key, kBlock);
-  auto slot_b = store_->Reserve(key, kBlock);
-  ASSERT_TRUE(slot_a.ok() && slot_b.ok());
-  std::memcpy(slot_a->data(), a.data(), kBlock);
-  std::memcpy(slot_b->data(), b.data(), kBlock);
-  ASSERT_TRUE(store_->Commit(std::move(*slot_b), BlockChecksum(b.data(), kBlock)).ok());
-
-  ASSERT_NO_FATAL_FAILURE(StartParkedFlush());
-  ASSERT_TRUE(store_->Commit(std::move(*slot_a), BlockChecksum(a.data(), kBlock)).ok());
+  ASSERT_NO_FATAL_FAILURE(CommitInTheOtherOrder(key, a, b));
   ASSERT_TRUE(store_->Flush().ok());  // A written down, and kept in RAM
   ASSERT_NO_FATAL_FAILURE(FinishFlush());
 
@@ -230,10 +231,7 @@ TEST_F(PutCommitOrderRaceTest, AReadRacingAPutThatMovesTheBlockToRamFindsIt) {
   const auto v1 = Bytes(kBlock, 5), v2 = Bytes(kBlock, 6);
   ASSERT_TRUE(PutBlock(*store_, key, v1).ok());
   ASSERT_TRUE(store_->Flush().ok());
-  for (int i = 0; i < 4; ++i) {  // fillers push v1 out of RAM; it stays on NVMe
-    ASSERT_TRUE(PutBlock(*store_, PlainKey("race", "filler" + std::to_string(i)), Bytes(kBlock, 20 + i)).ok());
-    if (!store_->Stat(key)->in_ram) break;
-  }
+  ASSERT_NO_FATAL_FAILURE(PushOutOfRam(key, 4, 20));  // v1 leaves RAM; it stays on NVMe
   ASSERT_FALSE(store_->Stat(key)->in_ram) << "v1 was not evicted; the replay did not happen";
   ASSERT_TRUE(store_->Remove(PlainKey("race", "filler0")).ok());  // room for v2 without evicting
 
