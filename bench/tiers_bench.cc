@@ -19,12 +19,14 @@
 // transfer would. Throughput is in GB/s (1e9 bytes per second).
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -39,6 +41,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -255,6 +258,95 @@ double MemcpyCeilingGbps(uint8_t* arena, uint64_t arena_bytes, uint64_t block, d
   }
   double s = std::chrono::duration<double>(Clock::now() - start).count();
   return bytes / s / 1e9;
+}
+
+// Plain kernel TCP on loopback, without UCX: what the socket layer itself gives for 1 MiB-class
+// transfers on this machine. One thread sends `bytes` in blocks over two connections (UCX's two
+// TCP lanes here: lo and the host's address), block k on connection k % 2; another receives each
+// block whole into a ring of 16 slots. Both use non-blocking calls and spin, as UCX progress threads
+// do. The source is the node-sized arena strided as the memcpy ceiling strides it (cold, the node's
+// case), or with `hot` one cache-resident block per connection (ucx_perftest's one buffer).
+// No request messages, no checksum: a reference for the ram-tcp rows, not their ceiling.
+std::optional<double> TcpStreamGbps(const uint8_t* arena, uint64_t arena_bytes, uint64_t block, uint64_t bytes,
+                                    bool hot, std::string* note) {
+  constexpr int kConns = 2;
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  int send_fd[kConns] = {-1, -1}, recv_fd[kConns] = {-1, -1};
+  auto close_all = [&] {
+    for (int k = 0; k < kConns; ++k) {
+      if (send_fd[k] >= 0) close(send_fd[k]);
+      if (recv_fd[k] >= 0) close(recv_fd[k]);
+    }
+  };
+  bool ok = listener >= 0 && bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+            listen(listener, kConns) == 0 && getsockname(listener, reinterpret_cast<sockaddr*>(&sa), &len) == 0;
+  for (int k = 0; ok && k < kConns; ++k) {
+    send_fd[k] = socket(AF_INET, SOCK_STREAM, 0);
+    ok = send_fd[k] >= 0 && connect(send_fd[k], reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+         (recv_fd[k] = accept(listener, nullptr, nullptr)) >= 0;
+    int one = 1;
+    ok = ok && setsockopt(send_fd[k], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 &&
+         fcntl(send_fd[k], F_SETFL, O_NONBLOCK) == 0 && fcntl(recv_fd[k], F_SETFL, O_NONBLOCK) == 0;
+  }
+  if (listener >= 0) close(listener);
+  if (!ok) {
+    *note = std::string("tcp-stream: loopback sockets: ") + std::strerror(errno);
+    close_all();
+    return std::nullopt;
+  }
+
+  const uint64_t count = std::max<uint64_t>(bytes / block, 16);
+  uint64_t expect[kConns];
+  for (int k = 0; k < kConns; ++k) expect[k] = count / kConns + (static_cast<uint64_t>(k) < count % kConns);
+  std::atomic<bool> failed{false};
+  std::thread receiver([&] {
+    std::vector<uint8_t> ring(16 * block, 1);
+    uint64_t done[kConns] = {}, off[kConns] = {}, total = 0;
+    while (total < count && !failed.load(std::memory_order_relaxed)) {
+      for (int k = 0; k < kConns; ++k) {
+        if (done[k] == expect[k]) continue;
+        uint8_t* slot = ring.data() + ((done[k] * kConns + k) % 16) * block;
+        ssize_t n = recv(recv_fd[k], slot + off[k], block - off[k], 0);
+        if (n > 0) {
+          off[k] += n;
+          if (off[k] == block) off[k] = 0, ++done[k], ++total;
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+          failed = true;
+        }
+      }
+    }
+  });
+
+  const uint64_t blocks = arena_bytes / block;
+  const uint64_t stride = 7919 % blocks == 0 ? 1 : 7919 % blocks;
+  uint64_t sent[kConns] = {}, off[kConns] = {};
+  auto start = Clock::now();
+  for (uint64_t total = 0; total < count && !failed.load(std::memory_order_relaxed);) {
+    for (int k = 0; k < kConns; ++k) {
+      if (sent[k] == expect[k]) continue;
+      const uint64_t index = sent[k] * kConns + k;
+      const uint8_t* src = arena + (hot ? k : (index * stride) % blocks) * block;
+      ssize_t n = send(send_fd[k], src + off[k], block - off[k], MSG_NOSIGNAL);
+      if (n > 0) {
+        off[k] += n;
+        if (off[k] == block) off[k] = 0, ++sent[k], ++total;
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        failed = true;
+      }
+    }
+  }
+  receiver.join();
+  double s = std::chrono::duration<double>(Clock::now() - start).count();
+  close_all();
+  if (failed) {
+    *note = "tcp-stream: a loopback connection failed";
+    return std::nullopt;
+  }
+  return count * block / s / 1e9;
 }
 
 // XXH3 (BlockChecksum) over a cache-resident block: what a client pays to verify a get.
@@ -749,6 +841,7 @@ int RunTiers(const TiersFlags& flags) {
     for (size_t si = 0; si < sizes.size(); ++si) {
       const uint64_t block = sizes[si];
       double memcpy_best = 0, perftest_best = 0, perftest_shm_best = 0, verify_best = 0;
+      double tcp_stream_best = 0, tcp_stream_hot_best = 0;  // plain loopback TCP, cold and hot source
       std::map<int, double> perftest_window_best;  // ucp_am_bw over tcp with -O <inflight>
       std::vector<Row> best;  // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
@@ -768,6 +861,12 @@ int RunTiers(const TiersFlags& flags) {
           perftest_shm_best = std::max(
               perftest_shm_best,
               PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &perftest_note).value_or(0));
+        }
+        if (want("ram-tcp")) {
+          for (bool hot : {false, true}) {
+            double& best_s = hot ? tcp_stream_hot_best : tcp_stream_best;
+            best_s = std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, hot, &perftest_note).value_or(0));
+          }
         }
         verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;
@@ -836,6 +935,10 @@ int RunTiers(const TiersFlags& flags) {
       reference("perftest-am-tcp", perftest_best);  // perftest's default window (32)
       for (const auto& [window, gbps] : perftest_window_best) reference("perftest-am-tcp", gbps, window);
       reference("perftest-am-shm", perftest_shm_best);
+      if (want("ram-tcp")) {
+        reference("tcp-stream", tcp_stream_best);
+        reference("tcp-stream-hot", tcp_stream_hot_best);
+      }
     }
     if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
     UnmapArenaMemory(&*ceiling_arena);
