@@ -846,8 +846,8 @@ int RunTiers(const TiersFlags& flags) {
       std::vector<Row> best;  // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
         memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena, ram, block, flags.quick ? 0.2 : 0.3));
-        const int iters = static_cast<int>(
-            std::clamp<uint64_t>((flags.quick ? 128ull << 20 : 256ull << 20) / block, 100, 20000));
+        // perftest moves as many bytes per run as a path row does (--row-bytes), like for like.
+        const int iters = static_cast<int>(std::clamp<uint64_t>(bytes_per_row / block, 100, 20000));
         if (want("ram-tcp")) {
           perftest_best = std::max(perftest_best,
                                    PerftestGbps(flags.perftest, "tcp", block, iters, 0, &perftest_note).value_or(0));
