@@ -104,8 +104,10 @@ SyntheticModelSpec SyntheticModelSpec::Llama31_8BGeometry(int32_t layers, int32_
 }
 
 StatusOr<std::unique_ptr<Model>> MakeSyntheticModel(const SyntheticModelSpec& s) {
-  if (s.type != TensorType::kF32 && s.type != TensorType::kF16) {
-    return InvalidArgument("in-memory synthetic models are F32 or F16");
+  if (s.type != TensorType::kF32 && s.type != TensorType::kF16 && s.type != TensorType::kQ8_0 &&
+      s.type != TensorType::kQ4_1) {
+    return InvalidArgument(std::string("in-memory synthetic models are F32, F16, Q8_0 or Q4_1, not ") +
+                           TensorTypeName(s.type));
   }
   ModelWeights w;
   ModelConfig& c = w.config;

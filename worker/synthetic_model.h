@@ -35,7 +35,8 @@ struct SyntheticModelSpec {
   static SyntheticModelSpec Llama31_8BGeometry(int32_t layers, int32_t context);
 };
 
-// In memory (F32 or F16 matrices), with no tokenizer.
+// In memory (F32, F16, Q8_0 or Q4_1 matrices; quantised ones need d_model and ffn_dim multiples
+// of 32), with no tokenizer.
 StatusOr<std::unique_ptr<Model>> MakeSyntheticModel(const SyntheticModelSpec& spec);
 
 // As a GGUF file with a byte-level tokenizer (256 byte tokens + "<|end|>"); requires

@@ -1,0 +1,84 @@
+// A token's KV bytes do not depend on how the prompt was cut into prefill chunks, on how long the
+// prompt is, or on whether the token came in a prefill or a decode step, for the weight encodings
+// whose products go through the integer Q8 kernels (Q4_0, Q4_1, Q8_0: the GGUF models we serve).
+// A shared prefix imported from the cache service therefore holds exactly the bytes a cold prefill
+// of the consumer's own prompt would compute, and greedy output after an import matches a cold
+// start. (Float weights do not have this property: their prefill products go through sgemm,
+// whose last bits depend on the chunk's shape; docs/worker.md.)
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "worker/sequence.h"
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+std::vector<TokenId> RandomTokens(int64_t n) {
+  std::mt19937 rng(5);
+  std::vector<TokenId> tokens(n);
+  for (TokenId& t : tokens) t = static_cast<TokenId>(rng() % 256);
+  return tokens;
+}
+
+// Prefills the first `n` tokens in chunks of `chunk`; chunk 0 feeds them one decode step each.
+std::unique_ptr<Sequence> Fill(const Model& model, const std::vector<TokenId>& tokens, int64_t n, int32_t chunk) {
+  auto seq = std::make_unique<Sequence>(model, chunk == 0 ? 64 : chunk);
+  std::vector<float> logits;
+  if (chunk == 0) {
+    for (int64_t i = 0; i < n; ++i) EXPECT_TRUE(seq->Decode(tokens[i], &logits).ok());
+  } else {
+    EXPECT_TRUE(seq->Prefill(std::vector<TokenId>(tokens.begin(), tokens.begin() + n), &logits).ok());
+  }
+  return seq;
+}
+
+// The full blocks among the first `tokens` positions whose bytes differ, as "layer L block B".
+std::vector<std::string> DifferentBlocks(const Sequence& a, const Sequence& b, int32_t layers, int64_t tokens) {
+  const BlockLayout& layout = a.kv().layout();
+  std::vector<std::string> differ;
+  for (int32_t l = 0; l < layers; ++l) {
+    for (int64_t block = 0; block < tokens / layout.block_tokens(); ++block) {
+      if (std::memcmp(a.kv().block_data(l, block), b.kv().block_data(l, block), layout.block_bytes()) != 0) {
+        differ.push_back("layer " + std::to_string(l) + " block " + std::to_string(block));
+      }
+    }
+  }
+  return differ;
+}
+
+class PrefillChunkingTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(PrefillChunkingTest, KvBytesAreTheSameHoweverThePromptWasCut) {
+  SyntheticModelSpec spec;
+  spec.type = GetParam();
+  spec.n_layers = 2;
+  auto model = MakeSyntheticModel(spec);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<TokenId> tokens = RandomTokens(302);
+  const int64_t checked = 288;  // the 18 blocks full in every run
+  auto reference = Fill(**model, tokens, 300, 64);
+  struct Case {
+    const char* what;
+    int64_t n;
+    int32_t chunk;
+  };
+  for (const Case& c : {Case{"a longer prompt (last chunk 46 rows, not 44)", 302, 64},
+                        Case{"chunks of 37", 300, 37}, Case{"chunks of 3 (the few-row kernels)", 300, 3},
+                        Case{"one decode step per token", 300, 0}}) {
+    auto other = Fill(**model, tokens, c.n, c.chunk);
+    std::vector<std::string> differ = DifferentBlocks(*reference, *other, spec.n_layers, checked);
+    EXPECT_TRUE(differ.empty()) << c.what << ": " << differ.size() << " blocks differ, first " << differ.front();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(QuantizedWeights, PrefillChunkingTest,
+                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_1),
+                         [](const auto& info) { return std::string(TensorTypeName(info.param)); });
+
+}  // namespace
+}  // namespace foresight::worker
