@@ -76,9 +76,13 @@ void PolicyDecodeAttention::OnRow(int32_t layer, int32_t q_head, int64_t query, 
 }
 
 Status PolicyDecodeAttention::FinishPrefill() {
-  for (int l = 0; l < config_.n_layers; ++l) {
-    FS_RETURN_IF_ERROR(policies_[l]->ObservePrefill(recorders_[l]->Observation()));
-  }
+  // Layers seed independently (each has its own policy and recorder; CNN weights are shared
+  // read-only), so they are spread over the OpenMP threads. For AttentionPredictor a seed is a full
+  // CNN pass over every head's history, most of the time to first token after a prefix import.
+  std::vector<Status> seeded(static_cast<size_t>(config_.n_layers));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int l = 0; l < config_.n_layers; ++l) seeded[l] = policies_[l]->ObservePrefill(recorders_[l]->Observation());
+  for (const Status& s : seeded) FS_RETURN_IF_ERROR(s);
   recorders_.clear();
   return Status::OK();
 }
