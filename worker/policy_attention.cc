@@ -1,5 +1,7 @@
 #include "worker/policy_attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -61,6 +63,9 @@ StatusOr<std::unique_ptr<PolicyDecodeAttention>> PolicyDecodeAttention::Create(c
   const predictor::LayerGeometry geometry{config.n_heads, config.n_kv_heads, config.head_dim};
   for (int l = 0; l < config.n_layers; ++l) {
     predictor::PolicySpec layer_spec = spec;
+    // A policy runs inside a decode step whose other work uses every OpenMP thread, and so may it:
+    // AttentionPredictor's CNN over the heads is most of a sparse step on a CPU.
+    layer_spec.threads = std::max(layer_spec.threads, omp_get_max_threads());
     // With lookahead queries, layer 0 (no layer before it to estimate its query from) keeps the
     // CNN's choice for its whole budget: its query arrives too late to fetch what it would pick.
     if (l == 0 && options.lookahead_query && config.n_layers > 1) layer_spec.query_refine = 0.0f;
