@@ -239,12 +239,15 @@ void StopNode(ChildNode& node) {
 
 // --- Ceilings. ---------------------------------------------------------------------------------
 
+// The step, in blocks, between consecutive reads of an arena of `blocks` blocks: a prime number of
+// blocks, so that consecutive reads are far apart and the source is not cache-resident.
+uint64_t ColdStride(uint64_t blocks) { return 7919 % blocks == 0 ? 1 : 7919 % blocks; }
+
 double MemcpyCeilingGbps(uint8_t* arena, uint64_t arena_bytes, uint64_t block, double seconds) {
   std::vector<uint8_t> dest(16 * block);
   std::memset(dest.data(), 1, dest.size());
   const uint64_t blocks = arena_bytes / block;
-  // Stride by a prime number of blocks so that consecutive copies are far apart in the arena.
-  const uint64_t stride = 7919 % blocks == 0 ? 1 : 7919 % blocks;
+  const uint64_t stride = ColdStride(blocks);
   uint64_t at = 0, bytes = 0;
   auto start = Clock::now();
   auto deadline = start + std::chrono::duration<double>(seconds);
@@ -322,7 +325,7 @@ std::optional<double> TcpStreamGbps(const uint8_t* arena, uint64_t arena_bytes, 
   });
 
   const uint64_t blocks = arena_bytes / block;
-  const uint64_t stride = 7919 % blocks == 0 ? 1 : 7919 % blocks;
+  const uint64_t stride = ColdStride(blocks);
   uint64_t sent[kConns] = {}, off[kConns] = {};
   auto start = Clock::now();
   for (uint64_t total = 0; total < count && !failed.load(std::memory_order_relaxed);) {
@@ -837,7 +840,7 @@ int RunTiers(const TiersFlags& flags) {
     std::memset(arena, 3, ram);
     std::cerr << "tiers: node arena in " << (pages == HugePages::kOn ? "2MiB huge pages" : "4KiB pages")
               << "; memcpy ceiling arena in " << ceiling_arena->description << "\n";
-    std::string perftest_note;
+    std::string ceiling_note;
     for (size_t si = 0; si < sizes.size(); ++si) {
       const uint64_t block = sizes[si];
       double memcpy_best = 0, perftest_best = 0, perftest_shm_best = 0, verify_best = 0;
@@ -850,23 +853,21 @@ int RunTiers(const TiersFlags& flags) {
         const int iters = static_cast<int>(std::clamp<uint64_t>(bytes_per_row / block, 100, 20000));
         if (want("ram-tcp")) {
           perftest_best = std::max(perftest_best,
-                                   PerftestGbps(flags.perftest, "tcp", block, iters, 0, &perftest_note).value_or(0));
+                                   PerftestGbps(flags.perftest, "tcp", block, iters, 0, &ceiling_note).value_or(0));
           for (int inflight : inflights) {
             double& best_w = perftest_window_best[inflight];
             best_w = std::max(
-                best_w, PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &perftest_note).value_or(0));
+                best_w, PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &ceiling_note).value_or(0));
+          }
+          for (bool hot : {false, true}) {
+            double& best_s = hot ? tcp_stream_hot_best : tcp_stream_best;
+            best_s = std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, hot, &ceiling_note).value_or(0));
           }
         }
         if (want("ram-shm")) {
           perftest_shm_best = std::max(
               perftest_shm_best,
-              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &perftest_note).value_or(0));
-        }
-        if (want("ram-tcp")) {
-          for (bool hot : {false, true}) {
-            double& best_s = hot ? tcp_stream_hot_best : tcp_stream_best;
-            best_s = std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, hot, &perftest_note).value_or(0));
-          }
+              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &ceiling_note).value_or(0));
         }
         verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;
@@ -940,7 +941,7 @@ int RunTiers(const TiersFlags& flags) {
         reference("tcp-stream-hot", tcp_stream_hot_best);
       }
     }
-    if (!perftest_note.empty()) std::cerr << "tiers: " << perftest_note << "\n";
+    if (!ceiling_note.empty()) std::cerr << "tiers: " << ceiling_note << "\n";
     UnmapArenaMemory(&*ceiling_arena);
   }
   StopNode(*ram_node);

@@ -9,21 +9,14 @@
 
 #include <cstring>
 #include <memory>
-#include <random>
 #include <string>
 
+#include "tests/worker/test_tokens.h"
 #include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
 namespace {
-
-std::vector<TokenId> RandomTokens(int64_t n) {
-  std::mt19937 rng(5);
-  std::vector<TokenId> tokens(n);
-  for (TokenId& t : tokens) t = static_cast<TokenId>(rng() % 256);
-  return tokens;
-}
 
 // Prefills the first `n` tokens in chunks of `chunk`; chunk 0 feeds them one decode step each.
 std::unique_ptr<Sequence> Fill(const Model& model, const std::vector<TokenId>& tokens, int64_t n, int32_t chunk) {
@@ -59,7 +52,7 @@ TEST_P(PrefillChunkingTest, KvBytesAreTheSameHoweverThePromptWasCut) {
   spec.n_layers = 2;
   auto model = MakeSyntheticModel(spec);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  const std::vector<TokenId> tokens = RandomTokens(302);
+  const std::vector<TokenId> tokens = testing::TestTokens(302);
   const int64_t checked = 288;  // the 18 blocks full in every run
   auto reference = Fill(**model, tokens, 300, 64);
   struct Case {

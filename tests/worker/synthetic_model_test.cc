@@ -10,6 +10,7 @@
 
 #include "common/safetensors.h"
 #include "tests/worker/reference_env.h"
+#include "tests/worker/test_tokens.h"
 #include "worker/gguf_file.h"
 #include "worker/quantized_kernels.h"
 #include "worker/sequence.h"
@@ -130,12 +131,7 @@ std::string HfName(const std::string& g) {
   return layer + m.at(rest);
 }
 
-std::vector<TokenId> TestTokens(int n) {
-  std::mt19937 rng(3);
-  std::vector<TokenId> t(n);
-  for (TokenId& x : t) x = static_cast<TokenId>(rng() % 256);
-  return t;
-}
+using testing::TestTokens;
 
 // Runs the engine: prefill most tokens, decode the last few; all logits.
 std::vector<float> EngineLogits(const Model& model, const std::vector<TokenId>& tokens, int decode_steps) {
