@@ -60,9 +60,13 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &db);
-  if (!s.ok())
+  if (!s.ok()) {
+    // RocksDB's LOCK file is held by another process: the likely cause is a second node on the
+    // same directory. Other failures (a missing parent, permissions, a full disk) speak for themselves.
+    const bool locked = s.ToString().find(dir + "/LOCK") != std::string::npos;
     return Unavailable("cannot open the NVMe tier in " + dir + ": " + s.ToString() +
-                       " (is another foresight-cached using this directory?)");
+                       (locked ? " (is another foresight-cached using this directory?)" : ""));
+  }
   tier->db_ = db;
   tier->default_cf_ = handles[0];
   tier->meta_cf_ = handles[1];

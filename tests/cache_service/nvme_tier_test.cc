@@ -75,6 +75,24 @@ TEST_F(NvmeTierTest, CapacityDropsTheLeastRecentlyUsedBlockFirst) {
   EXPECT_EQ(c.evictions, 1u);
 }
 
+TEST_F(NvmeTierTest, OpenErrorsNameTheDirectoryAndOnlyBlameAnotherNodeForTheLock) {
+  auto first = Open(0);
+  ASSERT_NE(first, nullptr);
+  auto second = NvmeTier::Open(dir_, 0);  // RocksDB's LOCK is held (here by this process)
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("cannot open the NVMe tier in " + dir_), std::string::npos)
+      << second.status().ToString();
+  EXPECT_NE(second.status().message().find("is another foresight-cached using this directory?"), std::string::npos)
+      << second.status().ToString();
+
+  auto missing = NvmeTier::Open("/proc/no-such-dir/nvme", 0);  // cannot be created
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/proc/no-such-dir/nvme"), std::string::npos)
+      << missing.status().ToString();
+  EXPECT_EQ(missing.status().message().find("another foresight-cached"), std::string::npos)
+      << missing.status().ToString();
+}
+
 TEST_F(NvmeTierTest, AnOlderGenerationNeverOverwritesANewerOne) {
   auto tier = Open(0);
   ASSERT_NE(tier, nullptr);
