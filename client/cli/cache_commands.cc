@@ -3,14 +3,13 @@
 // KEY is a plain name, hashed under --namespace (see common/block_key.h PlainKey), or
 // "hex:<32 hex digits>" for a raw block key as `ls` prints it.
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "client/cache_client.h"
+#include "client/cli/cli_util.h"
 #include "client/cli/commands.h"
 #include "common/units.h"
 
@@ -26,11 +25,6 @@ struct CacheFlags {
   std::string tls_ca;
   double timeout_s = 10;
 };
-
-int Fail(const Status& s) {
-  std::cerr << "foresight: " << s.message() << " [" << StatusCodeName(s.code()) << "]\n";
-  return 1;
-}
 
 StatusOr<BlockKey> ParseKey(const std::string& text, const std::string& name_space) {
   if (text.rfind("hex:", 0) == 0) return BlockKey::FromHex(text.substr(4));
@@ -48,13 +42,7 @@ StatusOr<std::unique_ptr<CacheClient>> ConnectFrom(const CacheFlags& f) {
   else if (f.transport != "auto")
     return InvalidArgument("--transport '" + f.transport + "': expected auto, ucx or grpc");
   if (!f.token_file.empty()) {
-    std::ifstream in(f.token_file);
-    if (!in) return NotFound("cannot read --token-file " + f.token_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    o.token = ss.str();
-    while (!o.token.empty() && (o.token.back() == '\n' || o.token.back() == '\r' || o.token.back() == ' '))
-      o.token.pop_back();
+    FS_ASSIGN_OR_RETURN(o.token, ReadTokenFile(f.token_file));
   }
   return CacheClient::Connect(o);
 }
@@ -96,14 +84,13 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   put->callback([flags, put_args, exit_code] {
     auto key = ParseKey(put_args->key, flags->name_space);
     if (!key.ok()) { *exit_code = Fail(key.status()); return; }
-    std::ifstream in(put_args->file, std::ios::binary);
-    if (!in) { *exit_code = Fail(NotFound("cannot read " + put_args->file)); return; }
-    std::string data((std::istreambuf_iterator<char>(in)), {});
+    auto data = ReadWholeFile(put_args->file);
+    if (!data.ok()) { *exit_code = Fail(data.status()); return; }
     auto client = ConnectFrom(*flags);
     if (!client.ok()) { *exit_code = Fail(client.status()); return; }
-    Status s = (*client)->Put(*key, data.data(), data.size());
-    if (!s.ok()) { *exit_code = Fail(s); return; }
-    std::cout << "put " << key->ToHex() << " " << data.size() << " bytes via " << (*client)->stats().data_path << "\n";
+    Status s = (*client)->Put(*key, data->data(), data->size());
+    if (!s.ok()) { *exit_code = Fail(s.WithContext("put " + put_args->key)); return; }
+    std::cout << "put " << key->ToHex() << " " << data->size() << " bytes via " << (*client)->stats().data_path << "\n";
   });
 
   auto get_args = std::make_shared<KeyFile>();
@@ -116,17 +103,13 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     auto client = ConnectFrom(*flags);
     if (!client.ok()) { *exit_code = Fail(client.status()); return; }
     auto info = (*client)->Stat(*key);
-    if (!info.ok()) { *exit_code = Fail(info.status()); return; }
+    if (!info.ok()) { *exit_code = Fail(info.status().WithContext("get " + get_args->key)); return; }
     std::vector<char> buf(info->size);
     auto n = (*client)->Get(*key, buf.data(), buf.size());
-    if (!n.ok()) { *exit_code = Fail(n.status()); return; }
-    if (get_args->file == "-") {
-      std::cout.write(buf.data(), static_cast<std::streamsize>(*n));
-      return;
-    }
-    std::ofstream out(get_args->file, std::ios::binary | std::ios::trunc);
-    out.write(buf.data(), static_cast<std::streamsize>(*n));
-    if (!out) { *exit_code = Fail(Internal("cannot write " + get_args->file)); return; }
+    if (!n.ok()) { *exit_code = Fail(n.status().WithContext("get " + get_args->key)); return; }
+    Status written = WriteWholeFile(get_args->file, std::string_view(buf.data(), *n));
+    if (!written.ok()) { *exit_code = Fail(written); return; }
+    if (get_args->file == "-") return;
     std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";
   });
 

@@ -7,14 +7,13 @@
 // `put KEY FILE` / `get KEY FILE` route one block as a worker would (R replicas, failover); KEY as
 // in the single-node commands: a plain name hashed under --namespace, or "hex:<32 hex digits>".
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "client/cache_client.h"
+#include "client/cli/cli_util.h"
 #include "client/cli/commands.h"
 #include "client/cluster_client.h"
 #include "common/etcd_client.h"
@@ -32,23 +31,11 @@ struct ClusterFlags {
   int replication = 1;
 };
 
-int Fail(const Status& s) {
-  std::cerr << "foresight: " << s.message() << " [" << StatusCodeName(s.code()) << "]\n";
-  return 1;
-}
-
 // The root app's --token-file (cache_commands.cc owns the option); empty when not given.
 StatusOr<std::string> TokenFrom(CLI::App& root) {
   CLI::Option* opt = root.get_option_no_throw("--token-file");
   if (opt == nullptr || opt->count() == 0) return std::string();
-  const std::string path = opt->as<std::string>();
-  std::ifstream in(path);
-  if (!in) return NotFound("cannot read --token-file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string token = ss.str();
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  return token;
+  return ReadTokenFile(opt->as<std::string>());
 }
 
 double Ratio(uint64_t hits, uint64_t misses) {
@@ -156,16 +143,15 @@ StatusOr<BlockKey> KeyFrom(CLI::App& root, const std::string& text) {
 int Put(CLI::App& root, const ClusterFlags& f, const std::string& key_text, const std::string& file) {
   auto key = KeyFrom(root, key_text);
   if (!key.ok()) return Fail(key.status());
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return Fail(NotFound("cannot read " + file));
-  std::string data((std::istreambuf_iterator<char>(in)), {});
+  auto data = ReadWholeFile(file);
+  if (!data.ok()) return Fail(data.status());
   auto cluster = ConnectCluster(root, f);
   if (!cluster.ok()) return Fail(cluster.status());
-  Status s = (*cluster)->Put(*key, data.data(), data.size());
+  Status s = (*cluster)->Put(*key, data->data(), data->size());
   if (!s.ok()) return Fail(s);
   std::string owners;
   for (const auto& o : (*cluster)->Owners(*key)) owners += (owners.empty() ? "" : ",") + o;
-  std::cout << "put " << key->ToHex() << " " << data.size() << " bytes on " << f.replication << " node(s) (owners "
+  std::cout << "put " << key->ToHex() << " " << data->size() << " bytes on " << f.replication << " node(s) (owners "
             << owners << ")\n";
   return 0;
 }
@@ -190,13 +176,9 @@ int Get(CLI::App& root, const ClusterFlags& f, const std::string& key_text, cons
   std::vector<char> buffer(size);
   auto n = (*cluster)->Get(*key, buffer.data(), buffer.size());
   if (!n.ok()) return Fail(n.status());
-  if (file == "-") {
-    std::cout.write(buffer.data(), static_cast<std::streamsize>(*n));
-    return 0;
-  }
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  out.write(buffer.data(), static_cast<std::streamsize>(*n));
-  if (!out) return Fail(Internal("cannot write " + file));
+  Status written = WriteWholeFile(file, std::string_view(buffer.data(), *n));
+  if (!written.ok()) return Fail(written);
+  if (file == "-") return 0;
   std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";
   return 0;
 }
