@@ -20,6 +20,7 @@
 #include "cache_service/membership.h"
 #include "cache_service/node_metrics.h"
 #include "cache_service/ucx_server.h"
+#include "common/file_io.h"
 #include "common/units.h"
 
 namespace {
@@ -44,16 +45,6 @@ struct Flags {
   std::string etcd, advertise, etcd_prefix = "/foresight/nodes/";
   int64_t etcd_ttl = 10;
 };
-
-StatusOr<std::string> ReadSecretFile(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) return NotFound(std::string("cannot read ") + what + " " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
-  return text;
-}
 
 StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& hp, const char* flag) {
   const auto colon = hp.rfind(':');
@@ -99,7 +90,6 @@ int Run(const Flags& f) {
   if (!f.token_file.empty()) {
     auto t = ReadSecretFile(f.token_file, "--token-file");
     if (!t.ok()) return fail(t.status());
-    if (t->empty()) return fail(InvalidArgument("--token-file " + f.token_file + " is empty"));
     token = *t;
   }
 

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/checksum.h"
+#include "common/file_io.h"
 #include "client/ucx_transport.h"
 #include "proto/foresight.grpc.pb.h"
 
@@ -374,12 +375,10 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
   if (options.address.empty()) return InvalidArgument("no cache node address given (--cache HOST:PORT)");
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!options.tls_ca.empty()) {
-    std::ifstream in(options.tls_ca);
-    if (!in) return NotFound("cannot read TLS CA file " + options.tls_ca);
-    std::stringstream ss;
-    ss << in.rdbuf();
+    auto pem = ReadSecretFile(options.tls_ca, "TLS CA file");
+    if (!pem.ok()) return pem.status();
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ss.str();
+    ssl.pem_root_certs = *pem;
     creds = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments args;

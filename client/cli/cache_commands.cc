@@ -42,7 +42,7 @@ StatusOr<std::unique_ptr<CacheClient>> ConnectFrom(const CacheFlags& f) {
   else if (f.transport != "auto")
     return InvalidArgument("--transport '" + f.transport + "': expected auto, ucx or grpc");
   if (!f.token_file.empty()) {
-    FS_ASSIGN_OR_RETURN(o.token, ReadTokenFile(f.token_file));
+    FS_ASSIGN_OR_RETURN(o.token, ReadSecretFile(f.token_file, "--token-file"));
   }
   return CacheClient::Connect(o);
 }
@@ -107,7 +107,7 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     std::vector<char> buf(info->size);
     auto n = (*client)->Get(*key, buf.data(), buf.size());
     if (!n.ok()) { *exit_code = Fail(n.status().WithContext("get " + get_args->key)); return; }
-    Status written = WriteWholeFile(get_args->file, std::string_view(buf.data(), *n));
+    Status written = WriteOutput(get_args->file, std::string_view(buf.data(), *n));
     if (!written.ok()) { *exit_code = Fail(written); return; }
     if (get_args->file == "-") return;
     std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";

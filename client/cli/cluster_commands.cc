@@ -35,7 +35,7 @@ struct ClusterFlags {
 StatusOr<std::string> TokenFrom(CLI::App& root) {
   CLI::Option* opt = root.get_option_no_throw("--token-file");
   if (opt == nullptr || opt->count() == 0) return std::string();
-  return ReadTokenFile(opt->as<std::string>());
+  return ReadSecretFile(opt->as<std::string>(), "--token-file");
 }
 
 double Ratio(uint64_t hits, uint64_t misses) {
@@ -176,7 +176,7 @@ int Get(CLI::App& root, const ClusterFlags& f, const std::string& key_text, cons
   std::vector<char> buffer(size);
   auto n = (*cluster)->Get(*key, buffer.data(), buffer.size());
   if (!n.ok()) return Fail(n.status());
-  Status written = WriteWholeFile(file, std::string_view(buffer.data(), *n));
+  Status written = WriteOutput(file, std::string_view(buffer.data(), *n));
   if (!written.ok()) return Fail(written);
   if (file == "-") return 0;
   std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "client/cli/commands.h"
+#include "common/file_io.h"
 #include "worker/default_model.h"
 #include "worker/generator.h"
 #if FORESIGHT_WORKER_HAVE_CUDA
@@ -59,14 +60,6 @@ StatusOr<std::string> ResolveModel(const std::string& flag) {
   return worker::FindDefaultModel();
 }
 
-StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("cannot read prompt file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
   std::vector<TokenId> out;
   std::stringstream ss(text);
@@ -82,7 +75,7 @@ StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
 }
 
 StatusOr<std::string> ReadToken(const std::string& path) {
-  FS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "prompt file " + path));
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
   if (text.empty()) return InvalidArgument("--token-file " + path + " is empty");
   return text;
@@ -106,7 +99,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
   } else {
     std::string text = f.prompt;
     if (!f.prompt_file.empty()) {
-      FS_ASSIGN_OR_RETURN(text, ReadFile(f.prompt_file));
+      FS_ASSIGN_OR_RETURN(text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
     }
     if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
     r.set_prompt_text(text);
@@ -220,7 +213,7 @@ Status RunGenerate(GenerateFlags f) {
   } else {
     std::string text = f.prompt;
     if (!f.prompt_file.empty()) {
-      FS_ASSIGN_OR_RETURN(text, ReadFile(f.prompt_file));
+      FS_ASSIGN_OR_RETURN(text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
     }
     if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
     if (tok == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
@@ -327,7 +320,7 @@ Status RunTrace(const TraceFlags& f) {
     FS_ASSIGN_OR_RETURN(prompt, ParseTokenList(f.prompt_tokens));
   } else {
     if (f.prompt_file.empty()) return InvalidArgument("give --prompt-file F or --prompt-tokens IDS");
-    FS_ASSIGN_OR_RETURN(std::string text, ReadFile(f.prompt_file));
+    FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
     if (model->tokenizer() == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
     if (f.chat) {
       FS_ASSIGN_OR_RETURN(text, model->tokenizer()->FormatChat(text));
@@ -364,7 +357,7 @@ Status RunQuality(const QualityFlags& f) {
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
   FS_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Open(model_path));
   if (model->tokenizer() == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer");
-  FS_ASSIGN_OR_RETURN(std::string text, ReadFile(f.text));
+  FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(f.text, "--text " + f.text));
   const std::vector<TokenId> tokens = model->tokenizer()->Encode(text, true, false);
   worker::QualitySpec spec;
   spec.dense_first_layers = f.dense_layers;

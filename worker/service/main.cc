@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "predictor/selection_policy.h"
+#include "common/file_io.h"
 #include "worker/default_model.h"
 #include "worker/service/cache_connection.h"
 #include "worker/service/worker_service.h"
@@ -50,17 +51,6 @@ struct Flags {
   bool no_publish = false;
   std::string log_level = "info";
 };
-
-StatusOr<std::string> ReadSecretFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFound("cannot read --token-file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
-  if (text.empty()) return InvalidArgument("--token-file " + path + " is empty");
-  return text;
-}
 
 // The published AttentionPredictor weights where the reference data sits beside the checkout
 // (../shared/reference/attention_predictor/, as deploy/run-demo.sh finds them), or
@@ -103,7 +93,7 @@ int Run(const Flags& f) {
 
   std::string token;
   if (!f.token_file.empty()) {
-    auto t = ReadSecretFile(f.token_file);
+    auto t = ReadSecretFile(f.token_file, "--token-file");
     if (!t.ok()) return fail(t.status());
     token = *t;
   }
