@@ -40,6 +40,10 @@ etcd_bin="${FORESIGHT_ETCD:-$(command -v etcd || true)}"
 
 die() { echo "local-cluster.sh: $*" >&2; exit 1; }
 
+case "$n" in
+  ''|*[!0-9]*|0) die "-n '$n': expected a whole number of nodes, 1 or more" ;;
+esac
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -53,6 +57,8 @@ up() {
   command -v python3 >/dev/null || die "python3 not found (needed to pick free ports)"
   mkdir -p "$dir"
   alive "$dir/etcd.pid" etcd && die "a cluster is already up in $dir (run: $0 down --dir $dir)"
+  # An `up` that fails half way (a node that does not come up, say) stops what it started.
+  trap 'echo "local-cluster.sh: up failed; stopping what it started" >&2; down >/dev/null' EXIT
 
   local cport pport url
   cport="$(free_port)"
@@ -94,6 +100,7 @@ EOF
     echo "node $id  $(sed -n 's/^READY //p' "$dir/$id.out") (pid $(cat "$dir/$id.pid"), log $dir/$id.log)"
   done
   echo "$n" >"$dir/nodes"
+  trap - EXIT
   echo "up: $bin/foresight --etcd $url cluster status"
 }
 

@@ -56,6 +56,10 @@ done
 
 die() { echo "local-deployment.sh: $*" >&2; exit 1; }
 
+case "$workers" in
+  ''|*[!0-9]*|0) die "--workers '$workers': expected a whole number of workers, 1 or more" ;;
+esac
+
 # alive, running, stop_pid
 . "$repo/deploy/lib/processes.sh"
 
@@ -76,7 +80,11 @@ wait_ready() {
 start() {
   [ -x "$bin/foresight-worker" ] || die "$bin/foresight-worker not found (build first: bash deploy/build.sh)"
   mkdir -p "$dir"
-  alive "$dir/worker1.pid" foresight-worker && die "a deployment is already running in $dir (run: $0 stop --dir $dir)"
+  if alive "$dir/worker1.pid" foresight-worker || alive "$dir/node.pid" foresight-cached; then
+    die "a deployment is already running in $dir (run: $0 stop --dir $dir)"
+  fi
+  # A start that fails half way (a worker that does not come up, say) stops what it started.
+  trap 'echo "local-deployment.sh: start failed; stopping what it started" >&2; stop >/dev/null' EXIT
   if [ -z "$policy" ]; then
     if [ -z "$weights" ] && [ -r "$repo/../shared/reference/attention_predictor/cnn_llama3.1.safetensors" ]; then
       weights="$(cd "$repo/.." && pwd)/shared/reference/attention_predictor/cnn_llama3.1.safetensors"
@@ -116,6 +124,7 @@ start() {
     echo "worker$i  $waddr policy $policy budget $budget KV $kv_mode (pid $(cat "$dir/worker$i.pid"), log $dir/worker$i.log)"
   done
   echo "$workers" >"$dir/workers"
+  trap - EXIT
   echo "started: $bin/foresight generate --worker $(cat "$dir/worker1.addr") --prompt \"...\" --chat"
   echo "stop with: $0 stop --dir $dir"
 }

@@ -245,6 +245,16 @@ TEST(WorkerServiceTest, LocalDeploymentScriptStartsServesAndStops) {
     std::string command;
     ~Stop() { (void)std::system(command.c_str()); }
   } stop{"bash " + script + " stop" + common + " >/dev/null 2>&1"};
+  // Bad input is refused before anything starts; a start that fails half way (the node is up, the
+  // worker cannot open its model) stops the node again, so the good start below finds the NVMe
+  // tier free (a node left behind would hold its lock).
+  EXPECT_NE(std::system(("bash " + script + " start" + common + " --workers 0 2>/dev/null").c_str()), 0);
+  EXPECT_FALSE(std::filesystem::exists(state + "/node.pid"));
+  EXPECT_NE(std::system(("bash " + script + " start" + common + " --workers 1 --model " + dir.path() +
+                         "/missing.gguf --ram 64MiB --nvme 128MiB >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  EXPECT_FALSE(std::filesystem::exists(state + "/node.pid")) << "the failed start left its node running";
   ASSERT_EQ(std::system(("bash " + script + " start" + common + " --model " + model +
                          " --policy snapkv --budget 256 --threads 1 --ram 64MiB --nvme 128MiB")
                             .c_str()),
