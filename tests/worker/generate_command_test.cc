@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "client/cli/commands.h"
 #include "worker/synthetic_model.h"
@@ -49,6 +50,31 @@ TEST_F(GenerateCommandTest, CpuBackendGenerates) {
 
 TEST_F(GenerateCommandTest, UnknownBackendIsAUsageError) {
   EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", "--backend", "tpu"}), 100);
+}
+
+TEST_F(GenerateCommandTest, BadNumbersAreRefusedNotClampedOrThrown) {
+  // Each used to be accepted: a negative budget silently became 1024, "2x" became 2, and
+  // `eval quality --budget abc` threw std::invalid_argument out of the program.
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"generate", "--model", path_, "--prompt-tokens", "1,2", "--policy", "quest", "--budget", "-5"},
+           {"generate", "--model", path_, "--prompt-tokens", "1,2", "--threads", "0"},
+           {"generate", "--model", path_, "--prompt-tokens", "1,2", "--sink", "-1"}}) {
+    EXPECT_EQ(RunCommand(bad), 100) << bad[bad.size() - 2] << " " << bad.back();
+  }
+  ::testing::internal::CaptureStderr();
+  const int bad_token = RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2x", "--max-tokens", "1"});
+  const std::string token_error = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(bad_token, 0);
+  EXPECT_NE(token_error.find("--prompt-tokens: \"2x\" is not a whole number"), std::string::npos) << token_error;
+
+  const std::string text = path_ + ".txt";
+  { std::ofstream(text) << "a held-out text of a few words"; }
+  ::testing::internal::CaptureStderr();
+  const int bad_budget = RunCommand({"eval", "quality", "--model", path_, "--text", text, "--budget", "256,abc"});
+  const std::string budget_error = ::testing::internal::GetCapturedStderr();
+  std::filesystem::remove(text);
+  EXPECT_NE(bad_budget, 0);
+  EXPECT_NE(budget_error.find("--budget: \"abc\" is not a whole number"), std::string::npos) << budget_error;
 }
 
 TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {

@@ -3,6 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -27,6 +30,12 @@
 
 namespace foresight::cli {
 namespace {
+
+// Integer checks whose errors read "Value 0 not in range 1 to 2147483647" (CLI11's PositiveNumber
+// prints its range as doubles up to 1.8e308).
+const CLI::Range kPositive(1, std::numeric_limits<int>::max());
+const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
+
 
 using worker::Model;
 using worker::TokenId;
@@ -60,25 +69,30 @@ StatusOr<std::string> ResolveModel(const std::string& flag) {
   return worker::FindDefaultModel();
 }
 
-StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
-  std::vector<TokenId> out;
+// A comma-separated list of whole numbers, each in [min, max]; errors name the flag and the item.
+StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const std::string& flag, int64_t min,
+                                            int64_t max) {
+  std::vector<int64_t> out;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    try {
-      out.push_back(static_cast<TokenId>(std::stol(item)));
-    } catch (...) {
-      return InvalidArgument("--prompt-tokens: \"" + item + "\" is not a token id");
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno == ERANGE || v < min || v > max) {
+      return InvalidArgument(flag + ": \"" + item + "\" is not a whole number from " + std::to_string(min) + " to " +
+                             std::to_string(max));
     }
+    out.push_back(v);
   }
+  if (out.empty()) return InvalidArgument(flag + ": empty list");
   return out;
 }
 
-StatusOr<std::string> ReadToken(const std::string& path) {
-  FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, "prompt file " + path));
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
-  if (text.empty()) return InvalidArgument("--token-file " + path + " is empty");
-  return text;
+StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
+  FS_ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                      ParseIntList(text, "--prompt-tokens", 0, std::numeric_limits<TokenId>::max()));
+  return std::vector<TokenId>(ids.begin(), ids.end());
 }
 
 // `generate --worker`: the request goes to a foresight-worker, tokens stream back as they come.
@@ -90,7 +104,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
   worker::WorkerClientOptions o;
   o.address = f.worker;
   if (!f.token_file.empty()) {
-    FS_ASSIGN_OR_RETURN(o.token, ReadToken(f.token_file));
+    FS_ASSIGN_OR_RETURN(o.token, ReadSecretFile(f.token_file, "--token-file"));
   }
   worker::v1::GenerateRequest r;
   if (!f.prompt_tokens.empty()) {
@@ -364,9 +378,8 @@ Status RunQuality(const QualityFlags& f) {
   spec.sink_tokens = f.sink;
   spec.local_tokens = f.local;
   spec.calibration_period = f.calibration_period;
-  std::stringstream budgets(f.budgets);
+  FS_ASSIGN_OR_RETURN(spec.budgets, ParseIntList(f.budgets, "--budget", 1, std::numeric_limits<int32_t>::max()));
   std::string item;
-  while (std::getline(budgets, item, ',')) spec.budgets.push_back(std::stoll(item));
   spec.query_refine.clear();
   std::stringstream refines(f.query_refine);
   while (std::getline(refines, item, ',')) {
@@ -448,25 +461,26 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--prompt-file", flags->prompt_file, "File holding the prompt text");
   gen->add_option("--prompt", flags->prompt, "Prompt text");
   gen->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as comma-separated token ids");
-  gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(CLI::PositiveNumber);
+  gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(kPositive);
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
   gen->add_option("--policy", flags->policy,
                   "Decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm "
                   "(default: dense; with --worker, the worker's default)");
   gen->add_option("--budget", flags->budget,
                   "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with "
-                  "--worker, the worker's default)");
-  gen->add_option("--sink", flags->sink, "Sink tokens always attended");
-  gen->add_option("--local", flags->local, "Most recent tokens always attended");
-  gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense");
+                  "--worker, the worker's default)")
+      ->check(kPositive);
+  gen->add_option("--sink", flags->sink, "Sink tokens always attended")->check(kNonNegative);
+  gen->add_option("--local", flags->local, "Most recent tokens always attended")->check(kNonNegative);
+  gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense")->check(kNonNegative);
   gen->add_option("--weights", flags->weights, "AttentionPredictor CNN weights (safetensors)");
   gen->add_option("--query-refine", flags->query_refine,
                   "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's "
                   "int8 key copy instead of the CNN (0: the published method)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)");
-  gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
+  gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)")->check(kPositive);
+  gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
   gen->add_option("--backend", flags->backend, "Where the forward pass runs: cpu, or cuda (GPU, --policy dense)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
@@ -484,7 +498,7 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   trace->add_option("--model", tflags->model, "GGUF file or Hugging Face folder (default: SmolLM2)");
   trace->add_option("--prompt-file", tflags->prompt_file, "File holding the prompt text");
   trace->add_option("--prompt-tokens", tflags->prompt_tokens, "Prompt as comma-separated token ids");
-  trace->add_option("--decode", tflags->decode, "Dense decode steps to record")->check(CLI::NonNegativeNumber);
+  trace->add_option("--decode", tflags->decode, "Dense decode steps to record")->check(kNonNegative);
   trace->add_option("--out", tflags->out, "Trace file to write (safetensors, docs/trace-format.md)")->required();
   trace->add_flag("--chat", tflags->chat, "Wrap the prompt in the model's chat template");
   trace->callback([tflags, exit_code] { Report(RunTrace(*tflags), exit_code); });
@@ -495,15 +509,18 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
       "quality", "Teacher-forced perplexity and top-1 agreement with dense decoding, per policy and budget");
   quality->add_option("--model", qflags->model, "GGUF file or Hugging Face folder (default: SmolLM2)");
   quality->add_option("--text", qflags->text, "Long text file (held-out document)")->required();
-  quality->add_option("--context", qflags->context, "Tokens prefilled densely");
-  quality->add_option("--predict", qflags->predict, "Tokens predicted after the context");
+  quality->add_option("--context", qflags->context, "Tokens prefilled densely")->check(kPositive);
+  quality->add_option("--predict", qflags->predict, "Tokens predicted after the context")->check(kPositive);
   quality->add_option("--policy", qflags->policy, "all, or a comma list of policies");
   quality->add_option("--budget", qflags->budgets, "Comma-separated token budgets");
   quality->add_option("--weights", qflags->weights, "AttentionPredictor CNN weights (all includes it only with weights)");
-  quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)");
-  quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)");
+  quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)")
+      ->check(kNonNegative);
+  quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)")
+      ->check(kNonNegative);
   quality->add_option("--calibration-period", qflags->calibration_period,
-                      "AttentionPredictor: a dense calibration step every M decode steps (0: never)");
+                      "AttentionPredictor: a dense calibration step every M decode steps (0: never)")
+      ->check(kNonNegative);
   quality->add_option("--query-refine", qflags->query_refine,
                       "AttentionPredictor: share of the kept blocks chosen by the step's query (Quest bound) "
                       "instead of the CNN; a comma list gives one row each (0: the published method)");
@@ -514,7 +531,7 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
                       "How --query-refine scores the query: compact (int8 key copy on the worker, default), lookahead "
                       "(the same, with each layer's query estimated one layer early, so that its blocks can be fetched "
                       "a layer ahead) or quest (key min/max bound)");
-  quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense");
+  quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense")->check(kNonNegative);
   quality->add_flag("--json", qflags->json, "JSON rows");
   quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });
   eval->require_subcommand(1);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -24,6 +25,12 @@
 #include "worker/service/worker_service.h"
 
 namespace {
+
+// Integer checks whose errors read "Value 0 not in range 1 to 2147483647" (CLI11's PositiveNumber
+// prints its range as doubles up to 1.8e308).
+const CLI::Range kPositive(1, std::numeric_limits<int>::max());
+const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
+
 
 using namespace foresight;
 
@@ -207,7 +214,9 @@ int main(int argc, char** argv) {
   app.add_option("--listen", f.listen, "gRPC address HOST:PORT (port 0: pick a free one)")->capture_default_str();
   app.add_option("--cache", f.cache, "The cache node's gRPC HOST:PORT");
   app.add_option("--etcd", f.etcd, "Use a cache cluster instead: etcd endpoints http://HOST:PORT[,...]");
-  app.add_option("--replication", f.replication, "Cluster replication factor R (with --etcd)")->capture_default_str();
+  app.add_option("--replication", f.replication, "Cluster replication factor R (with --etcd)")
+      ->check(kPositive)
+      ->capture_default_str();
   app.add_option("--model", f.model,
                  "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct in $FORESIGHT_MODELS or "
                  "~/.cache/foresight/models)");
@@ -217,10 +226,16 @@ int main(int argc, char** argv) {
   app.add_option("--policy", f.policy,
                  "Default decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm")
       ->capture_default_str();
-  app.add_option("--budget", f.budget, "Default tokens attended per KV head (sparse policies)")->capture_default_str();
-  app.add_option("--sink", f.sink, "Sink tokens always attended")->capture_default_str();
-  app.add_option("--local", f.local, "Most recent tokens always attended")->capture_default_str();
-  app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")->capture_default_str();
+  app.add_option("--budget", f.budget, "Default tokens attended per KV head (sparse policies)")
+      ->check(kPositive)
+      ->capture_default_str();
+  app.add_option("--sink", f.sink, "Sink tokens always attended")->check(kNonNegative)->capture_default_str();
+  app.add_option("--local", f.local, "Most recent tokens always attended")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")
+      ->check(kNonNegative)
+      ->capture_default_str();
   app.add_option("--query-refine", f.query_refine,
                  "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's int8 "
                  "key copy instead of the CNN (0: the published method)")
@@ -229,13 +244,13 @@ int main(int argc, char** argv) {
   app.add_option("--weights", f.weights,
                  "AttentionPredictor CNN weights (default: ../shared/reference/attention_predictor/"
                  "cnn_llama3.1.safetensors or $FORESIGHT_PREDICTOR_WEIGHTS when present)");
-  app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(CLI::PositiveNumber);
-  app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)");
+  app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
+  app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)")->check(kPositive);
   app.add_option("--ucx-transports", f.ucx_transports, "auto, shm or tcp (the cache client's UCX_TLS)")
       ->capture_default_str();
   app.add_option("--cache-timeout-ms", f.cache_timeout_ms,
                  "Per-call timeout towards the cache service (a dead node fails a request after this)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   app.add_option("--kv-mode", f.kv_mode,
                  "Where decode KV lives: resident (all on the worker), on-demand, cross-layer, cross-token (a budget's "
