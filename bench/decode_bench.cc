@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <sstream>
 
+#include "common/units.h"
 #include "bench/commands.h"
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
@@ -436,7 +437,7 @@ Status RunCalibrationProbe(const DecodeBenchFlags& f, const worker::Model& model
 // --modes with --models: each model at its context (paired), one node, one JSON list.
 Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predictor::CnnWeights> weights) {
   const std::vector<std::string> models = SplitList(f.models);
-  const std::vector<std::string> contexts = SplitList(f.contexts);
+  FS_ASSIGN_OR_RETURN(const std::vector<int64_t> contexts, ParseIntList(f.contexts, "--contexts", 1, 1 << 30));
   if (models.size() != contexts.size()) {
     return InvalidArgument("--models needs one --contexts entry per model (" + std::to_string(models.size()) + " vs " +
                            std::to_string(contexts.size()) + ")");
@@ -444,7 +445,7 @@ Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predicto
   FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start({"--ram-bytes", f.node_ram}));
   nlohmann::json rows = nlohmann::json::array();
   for (size_t i = 0; i < models.size(); ++i) {
-    const int64_t ctx = std::stoll(contexts[i]);
+    const int64_t ctx = contexts[i];
     std::unique_ptr<worker::Model> model;
     std::string name = models[i];
     if (models[i] == "synthetic-8b") {
@@ -501,8 +502,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
     return RunOffloadSuite(f, w);
   }
   std::unique_ptr<worker::Model> model;
-  std::vector<int64_t> contexts;
-  for (const std::string& c : SplitList(f.contexts)) contexts.push_back(std::stoll(c));
+  FS_ASSIGN_OR_RETURN(const std::vector<int64_t> contexts, ParseIntList(f.contexts, "--contexts", 1, 1 << 30));
   int64_t max_context = 0;
   for (int64_t c : contexts) max_context = std::max(max_context, c);
   if (f.synthetic_8b) {

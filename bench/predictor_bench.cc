@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/units.h"
 #include "bench/commands.h"
 #include "predictor/attention_history.h"
 #include "predictor/block_ranking.h"
@@ -46,14 +47,20 @@ struct PredictorBenchArgs {
   float prune_threshold = 1e-3f;
 };
 
-std::vector<int64_t> ParseList(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(std::stoll(item));
+// --threads (default: 1 and every core) and --blocks as numbers; false after printing the error.
+bool ParseCounts(const PredictorBenchArgs& a, std::vector<int64_t>* threads, std::vector<int64_t>* blocks) {
+  auto t = ParseIntList(a.threads.empty() ? "1," + std::to_string(omp_get_num_procs()) : a.threads, "--threads", 1,
+                        4096);
+  auto b = ParseIntList(a.blocks, "--blocks", 1, 1 << 24);
+  for (const Status& s : {t.status(), b.status()}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "predictor bench: %s\n", s.message().c_str());
+      return false;
+    }
   }
-  return out;
+  *threads = *t;
+  *blocks = *b;
+  return true;
 }
 
 std::vector<float> RandomRow(std::mt19937& rng, int64_t columns) {
@@ -111,8 +118,8 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
                               {"reuse4", false, 4, 0.0f, false},
                               {"reuse16", false, 16, 0.0f, false},
                               {"prune", false, 1, a.prune_threshold, false}};
-  std::vector<int64_t> thread_counts =
-      a.threads.empty() ? std::vector<int64_t>{1, omp_get_num_procs()} : ParseList(a.threads);
+  std::vector<int64_t> thread_counts, block_counts;
+  if (!ParseCounts(a, &thread_counts, &block_counts)) return 1;
   if (!a.json) {
     std::printf("AttentionPredictor policy per decode step (Observe + Select), %d query / %d KV heads\n",
                 a.heads, a.kv_heads);
@@ -120,7 +127,7 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
   }
   std::mt19937 rng(11);
   const LayerGeometry geometry{a.heads, a.kv_heads, 128};
-  for (int64_t blocks : ParseList(a.blocks)) {
+  for (int64_t blocks : block_counts) {
     const int64_t prompt = blocks * 16 - 8;
     const int64_t nb = (prompt + 15) / 16;
     std::vector<float> prefill_rows;
@@ -207,10 +214,9 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
     weights = CnnWeights::Random(1);
   }
   if (a.variants) return RunVariantBench(a, weights);
-  std::vector<int64_t> thread_counts =
-      a.threads.empty() ? std::vector<int64_t>{1, omp_get_num_procs()} : ParseList(a.threads);
+  std::vector<int64_t> thread_counts, block_counts;
+  if (!ParseCounts(a, &thread_counts, &block_counts)) return 1;
   thread_counts.erase(std::unique(thread_counts.begin(), thread_counts.end()), thread_counts.end());
-  const std::vector<int64_t> block_counts = ParseList(a.blocks);
   if (!a.json) {
     std::printf("predictor cost per decode step, %d heads, budget %lld tokens (sink 64, local 64)\n",
                 a.heads, static_cast<long long>(a.budget));

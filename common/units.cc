@@ -1,6 +1,7 @@
 #include "common/units.h"
 
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -52,6 +53,27 @@ std::string FormatByteSize(uint64_t bytes) {
   if (u == 0) std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
   else std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[u]);
   return buf;
+}
+
+StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const std::string& what, int64_t min,
+                                            int64_t max) {
+  std::vector<int64_t> out;
+  size_t begin = 0;
+  for (;;) {
+    const size_t comma = text.find(',', begin);
+    const std::string item = text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno == ERANGE || v < min || v > max) {
+      return InvalidArgument(what + ": \"" + item + "\" is not a whole number from " + std::to_string(min) + " to " +
+                             std::to_string(max));
+    }
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace foresight

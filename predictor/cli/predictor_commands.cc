@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/units.h"
 #include "client/cli/commands.h"
 #include "common/safetensors.h"
 #include "predictor/cnn_cpu.h"
@@ -199,14 +201,12 @@ int RunEvalCommand(const EvalArgs& a) {
     }
     for (auto& v : options.variants) v.spec.weights = *w;
   }
-  for (const std::string& b : SplitCommas(a.budgets)) {
-    try {
-      options.budgets.push_back(std::stoll(b));
-    } catch (...) {
-      std::fprintf(stderr, "predictor eval: budget '%s' is not a number of tokens\n", b.c_str());
-      return 1;
-    }
+  auto budgets = ParseIntList(a.budgets, "--budget", 1, std::numeric_limits<int32_t>::max());
+  if (!budgets.ok()) {
+    std::fprintf(stderr, "predictor eval: %s\n", budgets.status().message().c_str());
+    return 1;
   }
+  options.budgets = *budgets;
   std::vector<Trace> traces;
   for (const std::string& path : SplitCommas(a.traces)) {
     auto t = Trace::Load(path);

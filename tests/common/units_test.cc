@@ -1,5 +1,7 @@
 #include "common/units.h"
 
+#include <vector>
+
 #include <gtest/gtest.h>
 
 namespace foresight {
@@ -24,6 +26,22 @@ TEST(UnitsTest, RejectsBadInputWithAMessageNamingIt) {
     EXPECT_NE(r.status().message().find("'" + std::string(bad) + "'"), std::string::npos) << r.status().message();
   }
   EXPECT_FALSE(ParseByteSize("100000000TiB").ok());
+}
+
+TEST(UnitsTest, IntListsAreWholeNumbersInRange) {
+  auto ok = ParseIntList("256,512,2048", "--budget", 1, 4096);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(*ok, (std::vector<int64_t>{256, 512, 2048}));
+  EXPECT_EQ(*ParseIntList("0", "--sink", 0, 10), std::vector<int64_t>{0});
+  for (const char* bad : {"", "12x", "1,,2", "abc", "5000", "0", "-3", "99999999999999999999999", "1,"}) {
+    auto r = ParseIntList(bad, "--budget", 1, 4096);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(r.status().message().rfind("--budget: \"", 0), 0u) << r.status().message();
+    EXPECT_NE(r.status().message().find("from 1 to 4096"), std::string::npos) << r.status().message();
+  }
+  EXPECT_EQ(ParseIntList("256,12x", "--budget", 1, 4096).status().message(),
+            "--budget: \"12x\" is not a whole number from 1 to 4096");
 }
 
 TEST(UnitsTest, Formats) {

@@ -15,6 +15,7 @@
 
 #include "client/cli/commands.h"
 #include "common/file_io.h"
+#include "common/units.h"
 #include "worker/default_model.h"
 #include "worker/generator.h"
 #if FORESIGHT_WORKER_HAVE_CUDA
@@ -67,26 +68,6 @@ struct GenerateFlags {
 StatusOr<std::string> ResolveModel(const std::string& flag) {
   if (!flag.empty()) return flag;
   return worker::FindDefaultModel();
-}
-
-// A comma-separated list of whole numbers, each in [min, max]; errors name the flag and the item.
-StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const std::string& flag, int64_t min,
-                                            int64_t max) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || errno == ERANGE || v < min || v > max) {
-      return InvalidArgument(flag + ": \"" + item + "\" is not a whole number from " + std::to_string(min) + " to " +
-                             std::to_string(max));
-    }
-    out.push_back(v);
-  }
-  if (out.empty()) return InvalidArgument(flag + ": empty list");
-  return out;
 }
 
 StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
