@@ -241,7 +241,9 @@ int RunLoad(const LoadFlags& f) {
     if (j.contains("node")) std::printf("node: %s\n", j["node"].dump().c_str());
     if (!first_error.empty()) std::printf("first error: %s\n", first_error.c_str());
   }
-  return (total.errors == 0 && total.mismatches == 0 && crashed == 0) ? 0 : 1;
+  // A load test that moved nothing (a node that refused every client before its first operation)
+  // proves nothing: it fails too.
+  return (total.errors == 0 && total.mismatches == 0 && crashed == 0 && total.puts + total.gets > 0) ? 0 : 1;
 }
 
 }  // namespace
@@ -250,12 +252,16 @@ void AddLoadBench(CLI::App& app, int* exit_code) {
   auto f = std::make_shared<LoadFlags>();
   CLI::App* cmd = app.add_subcommand("load", "Mixed put/get from many client processes, every byte checked");
   cmd->add_option("--cache", f->cache, "Node HOST:PORT (default: start a local node with an NVMe tier)");
-  cmd->add_option("--clients", f->clients, "Client processes")->capture_default_str();
-  cmd->add_option("--seconds", f->seconds, "Duration")->capture_default_str();
+  cmd->add_option("--clients", f->clients, "Client processes")->check(CLI::Range(1, 1024))->capture_default_str();
+  cmd->add_option("--seconds", f->seconds, "Duration")->check(CLI::Range(0.1, 86400.0))->capture_default_str();
   cmd->add_option("--ram-bytes", f->ram, "RAM tier of the local node")->capture_default_str();
   cmd->add_option("--block", f->block, "Block size")->capture_default_str();
-  cmd->add_option("--working-set", f->working_set_factor, "Working set as a multiple of the RAM tier")->capture_default_str();
-  cmd->add_option("--put-share", f->put_share, "Share of operations that are puts")->capture_default_str();
+  cmd->add_option("--working-set", f->working_set_factor, "Working set as a multiple of the RAM tier")
+      ->check(CLI::Range(0.01, 1000.0))
+      ->capture_default_str();
+  cmd->add_option("--put-share", f->put_share, "Share of operations that are puts")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--transport", f->transport, "auto, ucx or grpc")->capture_default_str();
   cmd->add_flag("--json", f->json, "Print JSON");
   cmd->callback([f, exit_code] { *exit_code = RunLoad(*f); });
