@@ -228,6 +228,7 @@ int main(int argc, char** argv) {
   CLI::App app{"foresight-cached: a Foresight cache node (RAM + NVMe tiers, gRPC control, UCX data)"};
   Flags f;
   app.set_config("--config", "", "Read flags from a TOML/INI file (keys are the long flag names)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
   app.add_option("--listen", f.listen, "gRPC address HOST:PORT (port 0: pick a free one)")->capture_default_str();
   app.add_option("--ram-bytes", f.ram_bytes, "RAM tier size, e.g. 512MiB, 8GiB")->capture_default_str();
   app.add_option("--nvme-dir", f.nvme_dir, "NVMe tier directory (RocksDB); empty: no NVMe tier");

@@ -557,6 +557,13 @@ TEST(CacheNodeTest, FlagsFromAConfigFile) {
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->ram_bytes, 24u << 20);
   EXPECT_EQ(info->max_block_bytes, 2u << 20);
+
+  // A misspelt key is refused by name; it used to be ignored, and the node ran with the default.
+  const std::string typo = dir.path() + "/typo.toml";
+  std::ofstream(typo) << "ram_bytes = \"24MiB\"\n";
+  auto refused = LocalNode::Start({"--config", typo});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("ram_bytes"), std::string::npos) << refused.status().ToString();
 }
 
 TEST(CacheNodeTest, AutoFallsBackToGrpcAndSaysWhy) {

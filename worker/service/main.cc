@@ -211,6 +211,7 @@ int main(int argc, char** argv) {
   CLI::App app{"foresight-worker: a model behind a gRPC generation service, KV shared through the cache service"};
   Flags f;
   app.set_config("--config", "", "Read flags from a TOML/INI file (keys are the long flag names)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
   app.add_option("--listen", f.listen, "gRPC address HOST:PORT (port 0: pick a free one)")->capture_default_str();
   app.add_option("--cache", f.cache, "The cache node's gRPC HOST:PORT");
   app.add_option("--etcd", f.etcd, "Use a cache cluster instead: etcd endpoints http://HOST:PORT[,...]");
