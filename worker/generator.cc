@@ -24,6 +24,14 @@ class CpuGenerationSequence : public GenerationSequence {
 
 }  // namespace
 
+std::string StopReason(const Tokenizer* tokenizer, bool stop_at_eos, TokenId next, int32_t emitted, int32_t max_tokens,
+                       int64_t position, int64_t max_context) {
+  if (stop_at_eos && tokenizer != nullptr && tokenizer->IsEndOfGeneration(next)) return "eos";
+  if (emitted >= max_tokens) return "max_tokens";
+  if (max_context > 0 && position + 1 >= max_context) return "context";
+  return "";
+}
+
 StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options) {
   if (prompt.empty()) return InvalidArgument("the prompt is empty (no tokens)");
   const int64_t limit = model.config().max_context;
@@ -46,9 +54,9 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
     const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     result.tokens.push_back(next);
     if (options.on_token) options.on_token(next);
-    if (options.stop_at_end_of_generation && tok != nullptr && tok->IsEndOfGeneration(next)) break;
-    if (i + 1 == options.max_tokens) break;
-    if (limit > 0 && seq->position() + 1 >= limit) break;
+    result.finish_reason =
+        StopReason(tok, options.stop_at_end_of_generation, next, i + 1, options.max_tokens, seq->position(), limit);
+    if (!result.finish_reason.empty()) break;
     FS_RETURN_IF_ERROR(seq->Decode(next, &logits, options.hook));
     if (options.after_step) FS_RETURN_IF_ERROR(options.after_step());
   }

@@ -48,7 +48,15 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<TokenId> tokens;  // generated, not including the prompt
   SequenceStats stats;
+  std::string finish_reason;  // see StopReason
 };
+
+// Why generation ends after emitting `next` as its `emitted`-th token (1-based) with the sequence
+// at `position` tokens: "eos" (the model's end-of-generation token, when `stop_at_eos`),
+// "max_tokens" (the caller's limit), "context" (the model's context, `max_context`, is full).
+// Empty: go on. One rule for every generation loop (Generate, the worker service).
+std::string StopReason(const Tokenizer* tokenizer, bool stop_at_eos, TokenId next, int32_t emitted, int32_t max_tokens,
+                       int64_t position, int64_t max_context);
 
 StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options);
 

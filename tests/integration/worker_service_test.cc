@@ -123,6 +123,7 @@ TEST(WorkerServiceTest, SecondWorkerImportsTheSharedPrefixAndGeneratesTheSameTok
   EXPECT_EQ(first.stats.prefill_tokens(), first.stats.prompt_tokens());
   EXPECT_EQ(static_cast<int64_t>(first.tokens.size()), first.stats.generated_tokens());
   EXPECT_EQ(first.stats.generated_tokens(), 24);
+  EXPECT_EQ(first.stats.finish_reason(), "max_tokens");
   // Every full block of prompt + generated tokens (the last generated token has no KV yet), all layers.
   EXPECT_EQ(first.stats.blocks_published(), (first.stats.prompt_tokens() + 23) / 16 * 4);
   EXPECT_GT(first.stats.time_to_first_token_seconds(), 0);

@@ -132,6 +132,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     if (f.print_tokens) j["tokens"] = ids;
     j["prompt_tokens"] = s.prompt_tokens();
     j["generated_tokens"] = s.generated_tokens();
+    j["finish_reason"] = s.finish_reason();
     j["prefix_hit_tokens"] = s.prefix_hit_tokens();
     j["prefill_tokens"] = s.prefill_tokens();
     j["prefill_tokens_per_second"] = s.prefill_tokens_per_second();
@@ -160,12 +161,12 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
       std::printf("\n");
     }
     std::fprintf(stderr,
-                 "-- worker %s (cache %s): prompt %lld tokens, prefix hit %lld, generated %lld; TTFT %.3f s; "
+                 "-- worker %s (cache %s): prompt %lld tokens, prefix hit %lld, generated %lld (%s); TTFT %.3f s; "
                  "prefill %.1f tok/s, decode %.1f tok/s; fetched %lld blocks (%.1f MiB), published %lld blocks "
                  "(%.1f MiB); stalls %lld (%.3f s); policy %s budget %d; KV %s\n",
                  f.worker.c_str(), s.cache().c_str(), static_cast<long long>(s.prompt_tokens()),
                  static_cast<long long>(s.prefix_hit_tokens()), static_cast<long long>(s.generated_tokens()),
-                 s.time_to_first_token_seconds(), s.prefill_tokens_per_second(), s.decode_tokens_per_second(),
+                 s.finish_reason().c_str(), s.time_to_first_token_seconds(), s.prefill_tokens_per_second(), s.decode_tokens_per_second(),
                  static_cast<long long>(s.blocks_fetched()), s.bytes_fetched() / 1048576.0,
                  static_cast<long long>(s.blocks_published()), s.bytes_published() / 1048576.0,
                  static_cast<long long>(s.stalls()), s.stall_seconds(), s.policy().c_str(), s.budget(),
@@ -272,6 +273,7 @@ Status RunGenerate(GenerateFlags f) {
     j["backend"] = f.backend;
     j["prompt_tokens"] = prompt.size();
     j["generated_tokens"] = result.tokens.size();
+    j["finish_reason"] = result.finish_reason;
     j["text"] = text;
     if (f.print_tokens) j["tokens"] = result.tokens;
     j["load_seconds"] = load_s;
@@ -289,9 +291,10 @@ Status RunGenerate(GenerateFlags f) {
       std::printf("\n");
     }
     std::fprintf(stderr,
-                 "-- %s: prompt %zu tokens, generated %zu; prefill %.1f tok/s, decode %.1f tok/s; "
+                 "-- %s: prompt %zu tokens, generated %zu (%s); prefill %.1f tok/s, decode %.1f tok/s; "
                  "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s; predictor %.2f ms/step\n",
-                 model_path.c_str(), prompt.size(), result.tokens.size(), prefill_tps, decode_tps, blocks_per_step,
+                 model_path.c_str(), prompt.size(), result.tokens.size(), result.finish_reason.c_str(), prefill_tps,
+                 decode_tps, blocks_per_step,
                  s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0, f.policy.c_str(),
                  predictor_ms);
   }

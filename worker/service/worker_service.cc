@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "predictor/selection_policy.h"
+#include "worker/generator.h"
 #include "worker/offload/offloaded_sequence.h"
 
 namespace foresight::worker {
@@ -206,9 +207,8 @@ Status WorkerService::Request::RunWithCache() {
     if (context_->IsCancelled()) return Aborted("the client cancelled the request");
     const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     FS_RETURN_IF_ERROR(Emit(next));
-    if (tok != nullptr && tok->IsEndOfGeneration(next)) break;
-    if (i + 1 == request_.max_tokens()) break;
-    if (c.max_context > 0 && seq.position() + 1 >= c.max_context) break;
+    stats_.set_finish_reason(StopReason(tok, true, next, i + 1, request_.max_tokens(), seq.position(), c.max_context));
+    if (!stats_.finish_reason().empty()) break;
     // A block that cannot be fetched, or fails its checksum, or a publish that fails, ends the
     // request here: the step's logits are never used.
     FS_RETURN_IF_ERROR(Cache(seq.Decode(next, &logits)));

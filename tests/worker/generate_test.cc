@@ -1,0 +1,44 @@
+// Generate's stopping rule (worker/generator.h StopReason), shared with the worker service: every
+// generation ends for a reason it reports.
+#include <gtest/gtest.h>
+
+#include "tests/worker/test_tokens.h"
+#include "worker/generator.h"
+#include "worker/synthetic_model.h"
+
+namespace foresight::worker {
+namespace {
+
+TEST(StopReasonTest, EachLimitInOrder) {
+  // No tokenizer: no end-of-generation token to stop at.
+  EXPECT_EQ(StopReason(nullptr, true, 5, 1, 3, 10, 100), "");
+  EXPECT_EQ(StopReason(nullptr, true, 5, 3, 3, 10, 100), "max_tokens");
+  EXPECT_EQ(StopReason(nullptr, true, 5, 1, 3, 99, 100), "context");  // the next token has no room
+  EXPECT_EQ(StopReason(nullptr, true, 5, 1, 3, 98, 100), "");
+  EXPECT_EQ(StopReason(nullptr, true, 5, 3, 3, 99, 100), "max_tokens");  // both: the request's limit first
+  EXPECT_EQ(StopReason(nullptr, true, 5, 1, 3, 10, 0), "");              // no context limit known
+}
+
+TEST(GenerateTest, ReportsWhyItStopped) {
+  SyntheticModelSpec spec;
+  spec.max_context = 40;
+  auto model = MakeSyntheticModel(spec);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<TokenId> prompt = testing::TestTokens(30);
+
+  GenerateOptions o;
+  o.max_tokens = 4;
+  auto r = Generate(**model, prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tokens.size(), 4u);
+  EXPECT_EQ(r->finish_reason, "max_tokens");
+
+  o.max_tokens = 100;  // more than the 10 positions left in the context
+  r = Generate(**model, prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tokens.size(), 10u);
+  EXPECT_EQ(r->finish_reason, "context");
+}
+
+}  // namespace
+}  // namespace foresight::worker
