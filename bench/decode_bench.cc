@@ -24,8 +24,9 @@
 #include <unistd.h>
 #include <sstream>
 
-#include "common/units.h"
 #include "bench/commands.h"
+#include "common/file_io.h"
+#include "common/units.h"
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
 #include "worker/default_model.h"
@@ -176,11 +177,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     if (real) {
       // A real prefill, once: published by a seed sequence; every variant then imports that prefix
       // (the shared-prefix path) and prefills only the last 64 tokens, so policies see real rows.
-      std::ifstream in(f.text);
-      if (!in) return NotFound("cannot read " + f.text);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      std::vector<worker::TokenId> text = model.tokenizer()->Encode(ss.str(), false, false);
+      FS_ASSIGN_OR_RETURN(const std::string raw, ReadWholeFile(f.text, "--text " + f.text));
+      std::vector<worker::TokenId> text = model.tokenizer()->Encode(raw, false, false);
       if (static_cast<int64_t>(text.size()) < ctx) {
         return InvalidArgument(f.text + " has " + std::to_string(text.size()) + " tokens; --contexts asks for " +
                                std::to_string(ctx));
@@ -406,11 +404,9 @@ class CalibrationProbe : public worker::DecodeAttentionHook {
 
 Status RunCalibrationProbe(const DecodeBenchFlags& f, const worker::Model& model, int64_t context) {
   if (model.tokenizer() == nullptr) return InvalidArgument("--calibration-text needs a model with a tokenizer");
-  std::ifstream in(f.calibration_text);
-  if (!in) return NotFound("cannot read " + f.calibration_text);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::vector<worker::TokenId> tokens = model.tokenizer()->Encode(ss.str(), false, false);
+  FS_ASSIGN_OR_RETURN(const std::string raw,
+                      ReadWholeFile(f.calibration_text, "--calibration-text " + f.calibration_text));
+  std::vector<worker::TokenId> tokens = model.tokenizer()->Encode(raw, false, false);
   if (static_cast<int64_t>(tokens.size()) < context + f.steps) {
     return InvalidArgument(f.calibration_text + " has " + std::to_string(tokens.size()) + " tokens; need " +
                            std::to_string(context + f.steps));

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "common/units.h"
 #include "bench/commands.h"
+#include "common/units.h"
 #include "predictor/attention_history.h"
 #include "predictor/block_ranking.h"
 #include "predictor/cnn_cpu.h"

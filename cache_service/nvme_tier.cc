@@ -63,7 +63,7 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
   if (!s.ok()) {
     // RocksDB's LOCK file is held by another process: the likely cause is a second node on the
     // same directory. Other failures (a missing parent, permissions, a full disk) speak for themselves.
-    const bool locked = s.ToString().find(dir + "/LOCK") != std::string::npos;
+    const bool locked = s.ToString().find("/LOCK") != std::string::npos;
     return Unavailable("cannot open the NVMe tier in " + dir + ": " + s.ToString() +
                        (locked ? " (is another foresight-cached using this directory?)" : ""));
   }

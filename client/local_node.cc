@@ -232,12 +232,7 @@ void LocalNode::Kill9() {
   pid_ = -1;
 }
 
-std::string LocalNode::Log() {
-  std::ifstream in(log_path_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string LocalNode::Log() { return ReadWhole(log_path_); }
 
 LocalNode::~LocalNode() {
   if (pid_ > 0) Stop();

@@ -11,6 +11,7 @@
 #include "client/cache_client.h"
 #include "client/cli/cli_util.h"
 #include "client/cli/commands.h"
+#include "common/file_io.h"
 #include "common/units.h"
 
 namespace foresight::cli {

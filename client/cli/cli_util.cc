@@ -2,6 +2,8 @@
 
 #include <iostream>
 
+#include "common/file_io.h"
+
 namespace foresight::cli {
 
 int Fail(const Status& s) {

@@ -4,7 +4,6 @@
 #include <string>
 #include <string_view>
 
-#include "common/file_io.h"
 #include "common/status.h"
 
 namespace foresight::cli {

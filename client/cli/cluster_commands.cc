@@ -15,6 +15,7 @@
 #include "client/cache_client.h"
 #include "client/cli/cli_util.h"
 #include "client/cli/commands.h"
+#include "common/file_io.h"
 #include "client/cluster_client.h"
 #include "common/etcd_client.h"
 #include "common/units.h"

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "common/units.h"
 #include "client/cli/commands.h"
 #include "common/safetensors.h"
+#include "common/units.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
 #include "predictor/recovery_eval.h"

@@ -76,6 +76,16 @@ StatusOr<std::vector<TokenId>> ParseTokenList(const std::string& text) {
   return std::vector<TokenId>(ids.begin(), ids.end());
 }
 
+// generate's prompt text: --prompt-file, else --prompt; an error when neither gives any.
+StatusOr<std::string> PromptText(const GenerateFlags& f) {
+  std::string text = f.prompt;
+  if (!f.prompt_file.empty()) {
+    FS_ASSIGN_OR_RETURN(text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
+  }
+  if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
+  return text;
+}
+
 // `generate --worker`: the request goes to a foresight-worker, tokens stream back as they come.
 Status RunRemoteGenerate(const GenerateFlags& f) {
   if (!f.model.empty() || !f.weights.empty() || f.threads > 0 || f.dense_layers > 0 || f.sink != 64 || f.local != 64) {
@@ -92,11 +102,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     FS_ASSIGN_OR_RETURN(std::vector<TokenId> ids, ParseTokenList(f.prompt_tokens));
     for (TokenId id : ids) r.add_prompt_tokens(id);
   } else {
-    std::string text = f.prompt;
-    if (!f.prompt_file.empty()) {
-      FS_ASSIGN_OR_RETURN(text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
-    }
-    if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
+    FS_ASSIGN_OR_RETURN(std::string text, PromptText(f));
     r.set_prompt_text(text);
   }
   r.set_chat(f.chat);
@@ -207,11 +213,7 @@ Status RunGenerate(GenerateFlags f) {
   if (!f.prompt_tokens.empty()) {
     FS_ASSIGN_OR_RETURN(prompt, ParseTokenList(f.prompt_tokens));
   } else {
-    std::string text = f.prompt;
-    if (!f.prompt_file.empty()) {
-      FS_ASSIGN_OR_RETURN(text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
-    }
-    if (text.empty()) return InvalidArgument("give a prompt: --prompt-file F, --prompt TEXT or --prompt-tokens IDS");
+    FS_ASSIGN_OR_RETURN(std::string text, PromptText(f));
     if (tok == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
     if (f.chat) {
       FS_ASSIGN_OR_RETURN(text, tok->FormatChat(text));

@@ -7,10 +7,8 @@
 #include <atomic>
 #include <cerrno>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <limits>
-#include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -18,8 +16,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "predictor/selection_policy.h"
 #include "common/file_io.h"
+#include "predictor/selection_policy.h"
 #include "worker/default_model.h"
 #include "worker/service/cache_connection.h"
 #include "worker/service/worker_service.h"
@@ -30,7 +28,6 @@ namespace {
 // prints its range as doubles up to 1.8e308).
 const CLI::Range kPositive(1, std::numeric_limits<int>::max());
 const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
-
 
 using namespace foresight;
 
