@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <ucp/api/ucp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -71,7 +72,7 @@ struct TiersFlags {
   bool quick = false;
   std::string ram = "";          // node RAM tier; default 1GiB (quick: 512MiB)
   std::string nvme_dir = "";     // default: a temp dir
-  std::string perftest = "ucx_perftest";
+  std::string perftest = FORESIGHT_UCX_PERFTEST;  // the linked UCX's (bench/CMakeLists.txt)
   std::string paths;     // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
   std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
   std::string inflight;  // comma-separated in-flight counts; empty: the default list
@@ -399,10 +400,23 @@ uint16_t FreePort() {
   return ntohs(sa.sin_port);
 }
 
+// The lib/ beside a UCX install's bin/ucx_perftest, for its loader: a UCX fetched by
+// deploy/fetch-ucx.sh has no RPATH in its tools, which would otherwise load the system's UCX.
+std::string UcxLibsFor(const std::string& binary) {
+  size_t slash = binary.rfind('/');
+  if (slash == std::string::npos) return "";
+  std::string lib = binary.substr(0, slash) + "/../lib";
+  if (access((lib + "/libucp.so.0").c_str(), R_OK) != 0) return "";
+  const char* old = std::getenv("LD_LIBRARY_PATH");
+  return old != nullptr && *old != '\0' ? lib + ":" + old : lib;
+}
+
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& tls, int stdout_fd) {
+  const std::string libs = UcxLibsFor(argv[0]);
   pid_t pid = fork();
   if (pid != 0) return pid;
   setenv("UCX_TLS", tls.c_str(), 1);
+  if (!libs.empty()) setenv("LD_LIBRARY_PATH", libs.c_str(), 1);
   int devnull = open("/dev/null", O_WRONLY);
   dup2(stdout_fd >= 0 ? stdout_fd : devnull, 1);
   dup2(devnull, 2);
@@ -444,7 +458,11 @@ std::optional<double> PerftestGbps(const std::string& binary, const std::string&
     // "Final:  <iters> <typ lat> <avg lat> <overall lat> <avg bw> <overall bw> <avg rate> <overall rate>"
     size_t at = text.find("Final:");
     if (at == std::string::npos) {
-      *note = "ucx_perftest gave no result (exit status " + std::to_string(status) + ")";
+      *note = "ucx_perftest (" + binary + ") gave no result (" +
+              (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status)) +
+                                       (WEXITSTATUS(status) == 127 ? ": it could not start" : "")
+                                 : "killed by signal " + std::to_string(WTERMSIG(status))) +
+              ")";
       continue;
     }
     std::istringstream line(text.substr(at + 6));
@@ -861,6 +879,7 @@ int RunTiers(const TiersFlags& flags) {
     for (uint64_t off = 0; off + sizeof off <= ram; off += 4096) std::memcpy(arena + off, &off, sizeof off);
     std::cerr << "tiers: node arena in " << (pages == HugePages::kOn ? "2MiB huge pages" : "4KiB pages")
               << "; memcpy ceiling arena in " << ceiling_arena->description << "\n";
+    std::cerr << "tiers: UCX " << ucp_get_version_string() << "; ceiling " << flags.perftest << "\n";
     std::string ceiling_note;
     for (size_t si = 0; si < sizes.size(); ++si) {
       const uint64_t block = sizes[si];

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <ucp/api/ucp.h>
+
 #include "common/checksum.h"
 #include "common/units.h"
 
@@ -81,6 +83,7 @@ grpc::Status ControlService::Info(grpc::ServerContext* ctx, const v1::InfoReques
   resp->set_version("0.1.0");
   resp->set_node_id(options_.node_id);
   resp->set_ucx_port(options_.ucx_port);
+  if (options_.ucx_port != 0) resp->set_ucx_version(ucp_get_version_string());
   resp->set_max_block_bytes(options_.max_block_bytes);
   resp->set_ram_bytes(store_->arena_bytes());
   resp->set_nvme_bytes(options_.nvme_bytes);

@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <ucp/api/ucp.h>
 
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
@@ -166,8 +167,9 @@ int Run(const Flags& f) {
     co.node_id = listen->first + ":" + std::to_string(bound_port);
     service.set_node_id(co.node_id);
   }
-  spdlog::info("foresight-cached {} serving gRPC on {}:{}, UCX on port {}, RAM {} , NVMe {}", co.node_id,
-               listen->first, bound_port, co.ucx_port, FormatByteSize(store->get()->arena_bytes()),
+  spdlog::info("foresight-cached {} serving gRPC on {}:{}, UCX {} on port {}, RAM {}, NVMe {}", co.node_id,
+               listen->first, bound_port, ucp_get_version_string(), co.ucx_port,
+               FormatByteSize(store->get()->arena_bytes()),
                f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);
   // Join the cluster before announcing READY, so that READY means "listed" when etcd answers.
   std::unique_ptr<NodeMembership> membership;

@@ -718,6 +718,13 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
               false);
     return;
   }
+  if (RkeyCheck(data, length) != body->key_check) {
+    SendError(s, MsgType::kRegisterReply, msg.header.req_id,
+              InvalidArgument(Node() + ": the packed remote key of region " + std::to_string(body->region_id) +
+                              " does not match its check (damaged, or not packed by UCX); not unpacked"),
+              false);
+    return;
+  }
   auto old = s->regions.find(body->region_id);
   if (old != s->regions.end()) {
     if (s->pending_tasks > 0) {

@@ -8,10 +8,12 @@
 
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+#include <ucp/api/ucp.h>
 
 #include "common/checksum.h"
 #include "common/file_io.h"
 #include "client/ucx_transport.h"
+#include "proto/ucx_messages.h"
 #include "proto/foresight.grpc.pb.h"
 
 namespace foresight {
@@ -162,6 +164,7 @@ class GrpcCacheClient final : public CacheClient {
     info.node_id = resp.node_id();
     info.version = resp.version();
     info.ucx_port = resp.ucx_port();
+    info.ucx_version = resp.ucx_version();
     info.max_block_bytes = resp.max_block_bytes();
     info.ram_bytes = resp.ram_bytes();
     info.nvme_bytes = resp.nvme_bytes();
@@ -395,6 +398,12 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
   Status ucx_failure;
   if (info->ucx_port == 0) {
     ucx_failure = Unavailable("node " + options.address + " offers no UCX listener (started with --no-ucx?)");
+  } else if (!info->ucx_version.empty() &&
+             !ucxwire::UcxVersionsInteroperate(info->ucx_version, ucp_get_version_string())) {
+    ucx_failure = FailedPrecondition("node " + options.address + " runs UCX " + info->ucx_version +
+                                     " and this client UCX " + ucp_get_version_string() +
+                                     ", whose wire protocols do not interoperate; build both with the same "
+                                     "UCX (README, \"UCX\")");
   } else {
     const std::string host = options.address.substr(0, options.address.rfind(':'));
     UcxTransportOptions uo;

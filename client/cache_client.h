@@ -69,6 +69,7 @@ struct BlockGet {
 struct NodeInfo {
   std::string node_id, version;
   uint32_t ucx_port = 0;
+  std::string ucx_version;  // the node's UCX library ("1.22.0"); empty from nodes before it was sent
   uint64_t max_block_bytes = 0, ram_bytes = 0, nvme_bytes = 0;
   bool nvme_enabled = false;
 };

@@ -44,6 +44,15 @@ namespace {
 
 std::string UcsText(ucs_status_t s) { return ucs_status_string(s); }
 
+// Whether `word` appears in `line` as a whole whitespace-separated token.
+bool HasWord(const std::string& line, const std::string& word) {
+  std::istringstream tokens(line);
+  for (std::string t; tokens >> t;) {
+    if (t == word) return true;
+  }
+  return false;
+}
+
 Clock::duration Seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
@@ -174,6 +183,7 @@ class UcxTransport::Impl {
     ucp_mem_h memh = nullptr;
     Clock::time_point start;
     std::function<void(const Status&, const ReplyBody&, const void*, size_t)> on_control_reply;
+    const char* control = nullptr;  // a control request's name (HELLO, REGISTER, ARENA)
     bool lease = false;  // a one-sided get: LEASE, then copy out of arena
     std::vector<ByteRange> ranges;
     std::shared_ptr<ArenaMap> arena;
@@ -263,6 +273,7 @@ class UcxTransport::Impl {
   static void RecvDone(void* request, ucs_status_t status, size_t length, void* user_data);
 
   std::string What(const Op& op) const {
+    if (op.control != nullptr) return std::string(op.control) + " to node " + node_;
     return std::string(op.get ? "GET " : "PUT ") + op.key.ToHex() + " on node " + node_;
   }
 
@@ -584,6 +595,7 @@ Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::ve
   ps.op.batch = 0;
   ps.op.start = Clock::now();
   const char* what = MsgTypeName(decoded->header.type);
+  ps.op.control = what;
   ps.op.on_control_reply = [&](const Status& s, const ReplyBody& r, const void* d, size_t n) {
     done = true;
     result = s;
@@ -611,6 +623,7 @@ Status UcxTransport::Impl::SendRegister(Region& r) {
   body.region_id = r.id;
   body.base = reinterpret_cast<uint64_t>(r.data);
   body.length = r.size;
+  body.key_check = RkeyCheck(r.rkey.data(), r.rkey.size());
   ReplyBody reply;
   Status s = ControlRoundTrip(EncodeRegister(next_req_id_++, body), r.rkey, &reply,
                               options_.connect_timeout_s);
@@ -631,8 +644,9 @@ void UcxTransport::Impl::DescribeEndpoint() {
   std::string transport = "unknown";
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) {
-    // "#   lane[1]:  3:sysv/memory.0 md[2] -> md[2]/sysv/sysdev[255] am am_bw#0"
-    if (line.find("lane[") == std::string::npos || line.find(" am ") == std::string::npos) continue;
+    // UCX 1.13: "#   lane[1]:  3:sysv/memory.0 md[2] -> md[2]/sysv/sysdev[255] am am_bw#0"
+    // UCX 1.22: "#   lane[0]:  1:tcp/lo.0 md[0] -> md[0]/tcp/sysdev[255] seg 4294967295 rma_bw#0 am"
+    if (line.find("lane[") == std::string::npos || !HasWord(line, "am")) continue;
     size_t colon = line.find(':', line.find("lane["));
     size_t tl_start = line.find(':', colon + 1);
     size_t slash = line.find('/', tl_start);

@@ -42,11 +42,12 @@
 
 #include "common/block_key.h"
 #include "common/block_layout.h"
+#include "common/checksum.h"
 
 namespace foresight::ucxwire {
 
 inline constexpr uint32_t kUcxMagic = 0x58555346;  // "FSUX"
-inline constexpr uint16_t kUcxWireVersion = 1;
+inline constexpr uint16_t kUcxWireVersion = 2;  // 2: REGISTER carries key_check
 inline constexpr unsigned kUcxRequestAmId = 17;
 inline constexpr unsigned kUcxReplyAmId = 18;
 
@@ -58,6 +59,21 @@ inline constexpr uint32_t kMaxRanges = 4096;
 // slower there). docs/perf-notes.md has the measurements.
 inline constexpr const char* kUcxRendezvousThreshold = "128K";
 inline constexpr uint32_t kMaxTokenBytes = 4096;
+
+// Whether two UCX library versions ("1.22.0") can talk: the same major.minor. UCX 1.13 and 1.22
+// endpoints refuse each other's wire-up (measured), and other pairs are untested.
+inline bool UcxVersionsInteroperate(const std::string& a, const std::string& b) {
+  auto major_minor = [](const std::string& v) { return v.substr(0, v.find('.', v.find('.') + 1)); };
+  return major_minor(a) == major_minor(b);
+}
+
+// REGISTER's check of its packed remote key: the low 32 bits of the key's XXH3-64. UCX's
+// ucp_ep_rkey_unpack trusts its input (it takes no length; UCX 1.22 crashes on random bytes), so a
+// node unpacks only a key whose check matches. That stops damaged or foreign bytes; it cannot stop
+// a token holder who crafts a bad key with a matching check (README, "Security").
+inline uint32_t RkeyCheck(const void* key, size_t length) {
+  return static_cast<uint32_t>(BlockChecksum(key, length));
+}
 inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
 inline constexpr uint32_t kMaxHeaderBytes = 1024;
 inline constexpr uint32_t kMaxReleaseIds = 65536;
@@ -99,7 +115,7 @@ inline constexpr size_t kHeaderWireBytes = 24;
 
 struct RegisterBody {  // 24 bytes
   uint32_t region_id = 0;
-  uint32_t reserved = 0;
+  uint32_t key_check = 0;  // RkeyCheck of the packed key in the data (wire version 2)
   uint64_t base = 0;    // the region's address in the client
   uint64_t length = 0;
 };
@@ -211,7 +227,7 @@ inline std::vector<uint8_t> EncodeHello(uint64_t req_id) {
 inline std::vector<uint8_t> EncodeRegister(uint64_t req_id, const RegisterBody& b) {
   auto out = internal::Start(MsgType::kRegister, req_id, kRegisterBodyBytes);
   internal::PutLE(out, b.region_id, 4);
-  internal::PutLE(out, 0, 4);
+  internal::PutLE(out, b.key_check, 4);
   internal::PutLE(out, b.base, 8);
   internal::PutLE(out, b.length, 8);
   return out;
@@ -345,6 +361,7 @@ inline std::optional<RegisterBody> DecodeRegister(const Decoded& msg, std::strin
   const uint8_t* p = msg.body;
   RegisterBody b;
   b.region_id = static_cast<uint32_t>(internal::GetLE(p, 4));
+  b.key_check = static_cast<uint32_t>(internal::GetLE(p + 4, 4));
   b.base = internal::GetLE(p + 8, 8);
   b.length = internal::GetLE(p + 16, 8);
   return b;

@@ -504,6 +504,14 @@ TEST(UcxTransportTest, AuthenticationRefusesWrongAndMissingTokens) {
   EXPECT_TRUE(PutOne(*good, Key("auth"), bytes.data(), bytes.size()).ok());
 }
 
+TEST(UcxWireTest, UcxVersionsInteroperateWithinAMajorMinorOnly) {
+  EXPECT_TRUE(ucxwire::UcxVersionsInteroperate("1.22.0", "1.22.1"));
+  EXPECT_TRUE(ucxwire::UcxVersionsInteroperate("1.13.1", "1.13.1"));
+  EXPECT_FALSE(ucxwire::UcxVersionsInteroperate("1.13.1", "1.22.0"));
+  EXPECT_FALSE(ucxwire::UcxVersionsInteroperate("1.2.0", "1.22.0"));
+  EXPECT_FALSE(ucxwire::UcxVersionsInteroperate("2.1.0", "1.21.0"));
+}
+
 TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
   Node node = StartNode();
   RawClient raw(node.server->port());
@@ -551,13 +559,20 @@ TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
   reg.length = 1 << 20;
   expect_invalid(ucxwire::EncodeRegister(7, reg), {}, "register without a key");
   {
-    // Garbage where a packed remote key belongs: the node must answer, not crash.
+    // Garbage where a packed remote key belongs: the node must answer, not crash. It must not
+    // hand such bytes to ucp_ep_rkey_unpack at all (UCX 1.22 crashes on them), so a key whose
+    // check does not match is refused by name, whether the check is stale or the bytes damaged.
     std::mt19937 rng(5);
     for (int i = 0; i < 40; ++i) {
       std::vector<uint8_t> junk(1 + rng() % 400);
       for (auto& b : junk) b = static_cast<uint8_t>(rng());
+      reg.key_check = ucxwire::RkeyCheck(junk.data(), junk.size());
+      if (i % 2 == 0) junk[rng() % junk.size()] ^= 0x10;  // damaged after the check was taken
+      else reg.key_check ^= 1;                             // a stale check
       auto reply = raw.Call(ucxwire::EncodeRegister(8, reg), junk);
       ASSERT_TRUE(reply.has_value()) << "junk rkey of " << junk.size() << " bytes: no reply";
+      EXPECT_EQ(reply->status, StatusCode::kInvalidArgument) << reply->text;
+      EXPECT_NE(reply->text.find("does not match its check"), std::string::npos) << reply->text;
       EXPECT_FALSE(reply->flags & ucxwire::kReplyMapped);
     }
   }

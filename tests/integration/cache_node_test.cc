@@ -12,6 +12,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <ucp/api/ucp.h>
 
 #include "client/cache_client.h"
 #include "common/checksum.h"
@@ -564,6 +565,17 @@ TEST(CacheNodeTest, FlagsFromAConfigFile) {
   auto refused = LocalNode::Start({"--config", typo});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("ram_bytes"), std::string::npos) << refused.status().ToString();
+}
+
+TEST(CacheNodeTest, InfoNamesTheNodesUcx) {
+  auto node = StartNode({"--ram-bytes", "16MiB"});
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, DataPath::kGrpc);
+  ASSERT_TRUE(client);
+  auto info = client->Info();
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_NE(info->ucx_port, 0u);
+  EXPECT_EQ(info->ucx_version, ucp_get_version_string());  // the node is built as this test is
 }
 
 TEST(CacheNodeTest, AutoFallsBackToGrpcAndSaysWhy) {
