@@ -3,10 +3,10 @@
 # cache, outside the repository, and prints the UCX install prefix (it has include/, lib/ and
 # bin/ucx_perftest). deploy/build.sh builds against it.
 #
-# Why not Debian's UCX 1.13: its TCP rendezvous costs our 1 MiB gets 15-25% more CPU than 1.22's
-# (docs/perf-notes.md, session 8). What the PyPI build lacks: the InfiniBand/RoCE transports
-# (it is configured --without-verbs). On RDMA hosts build with FORESIGHT_UCX=system, or point
-# FORESIGHT_UCX at a UCX of your own built --with-verbs (README, "UCX").
+# Why not Debian's UCX 1.13: 1 MiB gets over its TCP rendezvous ran about 11% slower than over
+# 1.22's here (docs/perf-notes.md, session 8). What the PyPI build lacks: the InfiniBand/RoCE
+# transports (it is configured --without-verbs), so deploy/build.sh uses the system's UCX on hosts
+# with RDMA devices (README, "UCX").
 #   FORESIGHT_DEPS  the deps cache (default ~/.cache/foresight/deps)
 set -euo pipefail
 version="1.22.0"
