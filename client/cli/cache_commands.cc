@@ -136,7 +136,7 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     if (!node.ok() || !s.ok()) { *exit_code = Fail(node.ok() ? s.status() : node.status()); return; }
     if (*stat_json) {
       nlohmann::json j = {{"node_id", node->node_id}, {"version", node->version}, {"ucx_port", node->ucx_port},
-                          {"ram", TierJson(s->ram)}, {"nvme", TierJson(s->nvme)},
+                          {"ucx_version", node->ucx_version}, {"ram", TierJson(s->ram)}, {"nvme", TierJson(s->nvme)},
                           {"checksum_failures", s->checksum_failures}, {"promotions", s->promotions},
                           {"demotions", s->demotions}, {"active_leases", s->active_leases},
                           {"bytes_in", s->bytes_in}, {"bytes_out", s->bytes_out},
@@ -152,8 +152,9 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
                   (unsigned long long)t.items, (unsigned long long)t.hits, (unsigned long long)t.misses,
                   (unsigned long long)t.evictions);
     };
-    std::printf("node %s (v%s), up %llus, UCX port %u\n", node->node_id.c_str(), node->version.c_str(),
-                (unsigned long long)s->uptime_seconds, node->ucx_port);
+    std::printf("node %s (v%s), up %llus, UCX port %u (UCX %s)\n", node->node_id.c_str(), node->version.c_str(),
+                (unsigned long long)s->uptime_seconds, node->ucx_port,
+                node->ucx_version.empty() ? "?" : node->ucx_version.c_str());
     line("ram", s->ram);
     if (s->ram_page_bytes > 0)
       std::printf("      arena in %s%s pages\n", FormatByteSize(s->ram_page_bytes).c_str(),
