@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Configures and builds Foresight into build/ (binaries in build/bin/).
+# Configures and builds Foresight into build/ (binaries in build/bin/); arguments, if any, are the
+# targets to build (default: all).
+#   BUILD_DIR     the build directory (default build)
 #   BUILD_TYPE    CMake build type (default RelWithDebInfo)
 #   JOBS          parallel jobs (default: number of cores)
 #   FORESIGHT_UCX which UCX to build against (README, "UCX"):
@@ -44,5 +46,6 @@ case "$ucx" in
     ;;
 esac
 echo "build: UCX: ${ucx_root:-the system UCX}" >&2
-cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DFORESIGHT_UCX_ROOT="$ucx_root" >/dev/null
-cmake --build build -j "${JOBS:-$(nproc)}"
+dir="${BUILD_DIR:-build}"
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DFORESIGHT_UCX_ROOT="$ucx_root" >/dev/null
+cmake --build "$dir" -j "${JOBS:-$(nproc)}" ${1:+--target "$@"}
