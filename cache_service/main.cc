@@ -135,7 +135,7 @@ int Run(const Flags& f) {
   ControlServiceOptions co;
   co.node_id = f.node_id.empty() ? f.listen : f.node_id;
   co.token = token;
-    co.ucx_port = ucx ? ucx->port() : 0;
+  co.ucx_port = ucx ? ucx->port() : 0;
   co.max_block_bytes = store_options.max_block_bytes;
   co.nvme_bytes = store_options.nvme_bytes;
   co.nvme_enabled = !store_options.nvme_dir.empty();
