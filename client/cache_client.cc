@@ -398,10 +398,10 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
   Status ucx_failure;
   if (info->ucx_port == 0) {
     ucx_failure = Unavailable("node " + options.address + " offers no UCX listener (started with --no-ucx?)");
-  } else if (!info->ucx_version.empty() &&
-             !ucxwire::UcxVersionsInteroperate(info->ucx_version, ucp_get_version_string())) {
+  } else if (const std::string ours = ucp_get_version_string();
+             !info->ucx_version.empty() && !ucxwire::UcxVersionsInteroperate(info->ucx_version, ours)) {
     ucx_failure = FailedPrecondition("node " + options.address + " runs UCX " + info->ucx_version +
-                                     " and this client UCX " + ucp_get_version_string() +
+                                     " and this client UCX " + ours +
                                      ", whose wire protocols do not interoperate; build both with the same "
                                      "UCX (README, \"UCX\")");
   } else {
