@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_fields.h"
+
 namespace foresight {
 
 namespace {
@@ -272,7 +274,8 @@ StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& w
   // Streaming endpoints wrap each message in {"result": ...} or {"error": ...}.
   if (j.contains("error") && j["error"].is_object()) {
     const auto& err = j["error"];
-    std::string message = err.value("message", err.dump());
+    auto field = JsonField<std::string>(err, "message", "");
+    const std::string message = field.ok() && !field->empty() ? *field : err.dump();
     return Unavailable("etcd " + what + ": " + message);
   }
   if (j.contains("result") && j["result"].is_object()) return j["result"];
@@ -296,8 +299,12 @@ static StatusOr<EtcdRange> ParseRange(const nlohmann::json& j, const std::string
   if (j.contains("kvs")) {
     for (const auto& kv : j["kvs"]) {
       EtcdKeyValue out;
-      FS_ASSIGN_OR_RETURN(out.key, EtcdClient::Base64Decode(kv.value("key", "")));
-      FS_ASSIGN_OR_RETURN(out.value, EtcdClient::Base64Decode(kv.value("value", "")));
+      auto key = JsonField<std::string>(kv, "key", "");
+      auto value = JsonField<std::string>(kv, "value", "");
+      if (!key.ok()) return key.status().WithContext("etcd " + what);
+      if (!value.ok()) return value.status().WithContext("etcd " + what);
+      FS_ASSIGN_OR_RETURN(out.key, EtcdClient::Base64Decode(*key));
+      FS_ASSIGN_OR_RETURN(out.value, EtcdClient::Base64Decode(*value));
       out.mod_revision = Int64Field(kv, "mod_revision");
       out.lease = Int64Field(kv, "lease");
       range.kvs.push_back(std::move(out));

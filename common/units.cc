@@ -22,20 +22,29 @@ StatusOr<uint64_t> ParseByteSize(const std::string& text) {
     return InvalidArgument("bad size '" + text + "': '" + number + "' is not a number");
   std::string u;
   for (char c : unit) u.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  double scale = 0;
+  uint64_t scale = 0;
   if (u.empty() || u == "b") scale = 1;
-  else if (u == "k" || u == "kib") scale = 1024.0;
-  else if (u == "m" || u == "mib") scale = 1024.0 * 1024;
-  else if (u == "g" || u == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (u == "t" || u == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  else if (u == "kb") scale = 1e3;
-  else if (u == "mb") scale = 1e6;
-  else if (u == "gb") scale = 1e9;
-  else if (u == "tb") scale = 1e12;
+  else if (u == "k" || u == "kib") scale = 1ull << 10;
+  else if (u == "m" || u == "mib") scale = 1ull << 20;
+  else if (u == "g" || u == "gib") scale = 1ull << 30;
+  else if (u == "t" || u == "tib") scale = 1ull << 40;
+  else if (u == "kb") scale = 1000;
+  else if (u == "mb") scale = 1000 * 1000;
+  else if (u == "gb") scale = 1000 * 1000 * 1000;
+  else if (u == "tb") scale = 1000ull * 1000 * 1000 * 1000;
   else
     return InvalidArgument("bad size '" + text + "': unknown unit '" + unit +
                            "' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)");
-  const double bytes = value * scale;
+  if (number.find('.') == std::string::npos) {
+    // Whole numbers exactly (a double would round above 2^53).
+    errno = 0;
+    const unsigned long long whole = std::strtoull(number.c_str(), nullptr, 10);
+    uint64_t bytes = 0;
+    if (errno == ERANGE || __builtin_mul_overflow(static_cast<uint64_t>(whole), scale, &bytes))
+      return OutOfRange("size '" + text + "' is too large");
+    return bytes;
+  }
+  const double bytes = value * static_cast<double>(scale);
   if (bytes > 1.8e19) return OutOfRange("size '" + text + "' is too large");
   if (bytes != std::floor(bytes)) return InvalidArgument("size '" + text + "' is not a whole number of bytes");
   return static_cast<uint64_t>(bytes);

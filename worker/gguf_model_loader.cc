@@ -69,12 +69,20 @@ StatusOr<ModelWeights> LoadGgufWeights(std::shared_ptr<const GgufFile> file) {
   FS_ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(p + "context_length", 4096));
   FS_ASSIGN_OR_RETURN(double eps, f.GetFloatOr(p + "attention.layer_norm_rms_epsilon", 1e-5));
   FS_ASSIGN_OR_RETURN(double theta, f.GetFloatOr(p + "rope.freq_base", 10000.0));
-  if (n_layers <= 0 || d_model <= 0 || n_heads <= 0 || n_kv <= 0 || n_heads % n_kv != 0 || d_model % n_heads != 0) {
-    return DataLoss("GGUF file " + f.path() + ": inconsistent geometry (" + std::to_string(n_layers) + " layers, d_model " +
-                    std::to_string(d_model) + ", " + std::to_string(n_heads) + " heads, " + std::to_string(n_kv) +
-                    " kv heads)");
+  // Without a key length, a head is d_model / n_heads wide.
+  const bool even_split = n_heads > 0 && d_model > 0 && d_model % n_heads == 0;
+  if (!f.Has(p + "attention.key_length") && !even_split) {
+    return DataLoss("GGUF file " + f.path() + ": inconsistent geometry (d_model " + std::to_string(d_model) + ", " +
+                    std::to_string(n_heads) + " heads, no " + p + "attention.key_length)");
   }
-  FS_ASSIGN_OR_RETURN(int64_t head_dim, f.GetIntOr(p + "attention.key_length", d_model / n_heads));
+  FS_ASSIGN_OR_RETURN(int64_t head_dim, f.GetIntOr(p + "attention.key_length", even_split ? d_model / n_heads : 0));
+  Loader l(f);
+  FS_ASSIGN_OR_RETURN(const GgufTensor* embd, f.GetTensor("token_embd.weight"));
+  if (embd->dims.size() != 2 || embd->dims[0] != d_model) {
+    return l.Error("token_embd.weight", "has shape " + Loader::Shape(embd->dims) + ", expected [" + std::to_string(d_model) + ", vocab]");
+  }
+  FS_RETURN_IF_ERROR(CheckModelGeometry("GGUF file " + f.path(), n_layers, d_model, n_heads, n_kv, head_dim, ffn,
+                                        embd->dims[1], ctx));
   c.n_layers = static_cast<int32_t>(n_layers);
   c.d_model = static_cast<int32_t>(d_model);
   c.ffn_dim = static_cast<int32_t>(ffn);
@@ -86,11 +94,6 @@ StatusOr<ModelWeights> LoadGgufWeights(std::shared_ptr<const GgufFile> file) {
   c.rope_theta = static_cast<float>(theta);
   c.rope_style = arch == "qwen2" ? RopeStyle::kHalves : RopeStyle::kInterleaved;
 
-  Loader l(f);
-  FS_ASSIGN_OR_RETURN(const GgufTensor* embd, f.GetTensor("token_embd.weight"));
-  if (embd->dims.size() != 2 || embd->dims[0] != d_model) {
-    return l.Error("token_embd.weight", "has shape " + Loader::Shape(embd->dims) + ", expected [" + std::to_string(d_model) + ", vocab]");
-  }
   c.vocab_size = static_cast<int32_t>(embd->dims[1]);
   FS_ASSIGN_OR_RETURN(w.token_embedding, l.Matrix("token_embd.weight", c.vocab_size, d_model));
   FS_ASSIGN_OR_RETURN(w.output_norm, l.Vector("output_norm.weight", d_model));

@@ -4,10 +4,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "common/safetensors.h"
 #include "worker/hf_tokenizer.h"
 #include "worker/layer_loading.h"
@@ -98,24 +100,31 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
 
   HfModel out;
   ModelConfig& c = out.weights.config;
-  std::string arch = cfg.value("model_type", "");
+  auto field = [&]<typename T>(const char* key, T fallback) { return JsonFileField(cfg, key, fallback, config_path); };
+  auto need = [&](const char* key) -> StatusOr<int64_t> {
+    if (!cfg.contains(key) || !cfg[key].is_number_integer()) return DataLoss(config_path + ": missing integer \"" + key + "\"");
+    return field(key, int64_t{0});
+  };
+  FS_ASSIGN_OR_RETURN(std::string arch, field("model_type", std::string()));
   if (arch != "llama" && arch != "mistral" && arch != "qwen2") {
     return Unimplemented(config_path + ": model_type \"" + arch + "\" is not supported (llama, mistral, qwen2)");
   }
-  auto need = [&](const char* key) -> StatusOr<int64_t> {
-    if (!cfg.contains(key) || !cfg[key].is_number_integer()) return DataLoss(config_path + ": missing integer \"" + key + "\"");
-    return cfg[key].get<int64_t>();
-  };
   c.architecture = arch;
   FS_ASSIGN_OR_RETURN(int64_t d, need("hidden_size"));
   FS_ASSIGN_OR_RETURN(int64_t ffn, need("intermediate_size"));
   FS_ASSIGN_OR_RETURN(int64_t layers, need("num_hidden_layers"));
   FS_ASSIGN_OR_RETURN(int64_t heads, need("num_attention_heads"));
   FS_ASSIGN_OR_RETURN(int64_t vocab, need("vocab_size"));
-  const int64_t kv = cfg.value("num_key_value_heads", heads);
-  int64_t head_dim = d / heads;
-  if (cfg.contains("head_dim") && cfg["head_dim"].is_number_integer()) head_dim = cfg["head_dim"].get<int64_t>();
-  if (heads % kv != 0) return DataLoss(config_path + ": num_attention_heads is not a multiple of num_key_value_heads");
+  FS_ASSIGN_OR_RETURN(int64_t kv, field("num_key_value_heads", heads));
+  // Without head_dim, a head is hidden_size / num_attention_heads wide.
+  const bool even_split = heads > 0 && d % heads == 0;
+  if (!cfg.contains("head_dim") && !even_split) {
+    return DataLoss(config_path + ": hidden_size " + std::to_string(d) + " does not split into num_attention_heads " +
+                    std::to_string(heads) + ", and there is no head_dim");
+  }
+  FS_ASSIGN_OR_RETURN(int64_t head_dim, field("head_dim", even_split ? d / heads : int64_t{0}));
+  FS_ASSIGN_OR_RETURN(int64_t max_context, field("max_position_embeddings", int64_t{4096}));
+  FS_RETURN_IF_ERROR(CheckModelGeometry(config_path, layers, d, heads, kv, head_dim, ffn, vocab, max_context));
   c.d_model = static_cast<int32_t>(d);
   c.ffn_dim = static_cast<int32_t>(ffn);
   c.n_layers = static_cast<int32_t>(layers);
@@ -123,19 +132,32 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
   c.n_kv_heads = static_cast<int32_t>(kv);
   c.head_dim = static_cast<int32_t>(head_dim);
   c.vocab_size = static_cast<int32_t>(vocab);
-  c.max_context = cfg.value("max_position_embeddings", 4096);
-  c.rms_eps = cfg.value("rms_norm_eps", 1e-5f);
-  c.rope_theta = cfg.value("rope_theta", 10000.0f);
+  c.max_context = static_cast<int32_t>(max_context);
+  FS_ASSIGN_OR_RETURN(c.rms_eps, field("rms_norm_eps", 1e-5f));
+  FS_ASSIGN_OR_RETURN(c.rope_theta, field("rope_theta", 10000.0f));
+  if (!(c.rms_eps > 0) || !(c.rope_theta > 0) || !std::isfinite(c.rms_eps) || !std::isfinite(c.rope_theta)) {
+    return DataLoss(config_path + ": rms_norm_eps and rope_theta must be positive");
+  }
   c.rope_style = RopeStyle::kHalves;
   c.qkv_bias = arch == "qwen2";
-  c.tied_embeddings = cfg.value("tie_word_embeddings", false);
+  FS_ASSIGN_OR_RETURN(c.tied_embeddings, field("tie_word_embeddings", false));
   if (cfg.contains("rope_scaling") && cfg["rope_scaling"].is_object()) {
     const auto& rs = cfg["rope_scaling"];
-    const std::string type = rs.value("rope_type", rs.value("type", ""));
+    auto scaling = [&]<typename T>(const char* key, T fallback) {
+      return JsonFileField(rs, key, fallback, config_path + ": rope_scaling");
+    };
+    FS_ASSIGN_OR_RETURN(std::string old_type, scaling("type", std::string()));
+    FS_ASSIGN_OR_RETURN(std::string type, scaling("rope_type", old_type));
     if (type == "llama3") {
-      c.rope_freq_factors = Llama3RopeFreqFactors(c.head_dim, c.rope_theta, rs.value("factor", 8.0f),
-                                                  rs.value("low_freq_factor", 1.0f), rs.value("high_freq_factor", 4.0f),
-                                                  rs.value("original_max_position_embeddings", 8192.0f));
+      FS_ASSIGN_OR_RETURN(float factor, scaling("factor", 8.0f));
+      FS_ASSIGN_OR_RETURN(float low, scaling("low_freq_factor", 1.0f));
+      FS_ASSIGN_OR_RETURN(float high, scaling("high_freq_factor", 4.0f));
+      FS_ASSIGN_OR_RETURN(float original, scaling("original_max_position_embeddings", 8192.0f));
+      if (!(factor > 0) || !(low > 0) || !(high > low) || !(original > 0)) {
+        return DataLoss(config_path + ": rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor "
+                        "and original_max_position_embeddings > 0");
+      }
+      c.rope_freq_factors = Llama3RopeFreqFactors(c.head_dim, c.rope_theta, factor, low, high, original);
     } else if (!type.empty() && type != "default") {
       return Unimplemented(config_path + ": rope_scaling type \"" + type + "\" is not supported (llama3)");
     }

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_fields.h"
+
 namespace foresight::worker {
 namespace {
 
@@ -26,10 +28,16 @@ std::string TokenText(const json& config, const char* key) {
   return "";
 }
 
+// node[key] when it is a string, else "" (absent, or of another type).
+std::string StringOrEmpty(const json& node, const char* key) {
+  auto value = JsonField<std::string>(node, key, "");
+  return value.ok() ? *value : "";
+}
+
 // Flattens a pre-tokenizer (or post-processor) that may be a {"type": "Sequence"} of others.
 void Flatten(const json& node, const char* list_key, std::vector<const json*>* out) {
   if (!node.is_object()) return;
-  if (node.value("type", "") == "Sequence" && node.contains(list_key) && node[list_key].is_array()) {
+  if (StringOrEmpty(node, "type") == "Sequence" && node.contains(list_key) && node[list_key].is_array()) {
     for (const json& child : node[list_key]) Flatten(child, list_key, out);
   } else {
     out->push_back(&node);
@@ -43,12 +51,13 @@ StatusOr<std::string> PreTokenizerName(const json& tok, const std::string& path)
   bool byte_level = false, byte_level_regex = false, individual_digits = false;
   std::string regex;
   for (const json* p : parts) {
-    const std::string type = p->value("type", "");
+    const std::string where = path + ": pre_tokenizer";
+    FS_ASSIGN_OR_RETURN(const std::string type, JsonFileField<std::string>(*p, "type", "", where));
     if (type == "ByteLevel") {
       byte_level = true;
-      byte_level_regex = p->value("use_regex", true);
+      FS_ASSIGN_OR_RETURN(byte_level_regex, JsonFileField(*p, "use_regex", true, where));
     } else if (type == "Digits") {
-      individual_digits = p->value("individual_digits", false);
+      FS_ASSIGN_OR_RETURN(individual_digits, JsonFileField(*p, "individual_digits", false, where));
     } else if (type == "Split" && p->contains("pattern") && (*p)["pattern"].is_object() &&
                (*p)["pattern"].contains("Regex") && (*p)["pattern"]["Regex"].is_string()) {
       regex = (*p)["pattern"]["Regex"].get<std::string>();
@@ -82,9 +91,11 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
 
   if (!tok.contains("model") || !tok["model"].is_object()) return DataLoss(path + ": no \"model\" object");
   const json& model = tok["model"];
-  const std::string type = model.value("type", "BPE");  // older files leave out the type of BPE models
+  // Older files leave out the type of BPE models.
+  FS_ASSIGN_OR_RETURN(const std::string type, JsonFileField<std::string>(model, "type", "BPE", path + ": model"));
   if (type != "BPE") return Unimplemented(path + ": model type \"" + type + "\" is not supported (BPE only)");
-  if (model.value("byte_fallback", false)) {
+  FS_ASSIGN_OR_RETURN(const bool byte_fallback, JsonFileField(model, "byte_fallback", false, path + ": model"));
+  if (byte_fallback) {
     return Unimplemented(path + ": BPE with byte_fallback (SentencePiece-style) is not supported (byte-level BPE only)");
   }
   if (!model.contains("vocab") || !model["vocab"].is_object()) return DataLoss(path + ": model has no \"vocab\" object");
@@ -113,7 +124,8 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
           !a["content"].is_string()) {
         return DataLoss(path + ": an added_tokens entry lacks an integer \"id\" or a string \"content\"");
       }
-      added.push_back({a["content"].get<std::string>(), a["id"].get<int64_t>(), a.value("special", false)});
+      FS_ASSIGN_OR_RETURN(const bool special, JsonFileField(a, "special", false, path + ": added_tokens"));
+      added.push_back({a["content"].get<std::string>(), a["id"].get<int64_t>(), special});
       max_id = std::max(max_id, added.back().id);
     }
   }
@@ -154,7 +166,7 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
   std::vector<const json*> post;
   if (tok.contains("post_processor")) Flatten(tok["post_processor"], "processors", &post);
   for (const json* p : post) {
-    if (p->value("type", "") != "TemplateProcessing" || !p->contains("single") || !(*p)["single"].is_array() ||
+    if (StringOrEmpty(*p, "type") != "TemplateProcessing" || !p->contains("single") || !(*p)["single"].is_array() ||
         (*p)["single"].empty()) {
       continue;
     }
@@ -185,7 +197,7 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
         spec.chat_template = t.get<std::string>();
       } else if (t.is_array()) {  // [{"name": "default", "template": "..."}, ...]
         for (const json& named : t) {
-          if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+          if (named.is_object() && StringOrEmpty(named, "name") == "default" && named.contains("template") &&
               named["template"].is_string()) {
             spec.chat_template = named["template"].get<std::string>();
           }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace foresight::worker {
 
 // How RoPE pairs dimensions. GGUF "llama" checkpoints have Q/K rows permuted so that adjacent
@@ -33,6 +35,14 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool tied_embeddings = false;
 };
+
+// Checks the geometry a loader read from a model file before it is narrowed into a ModelConfig:
+// every count positive and within a bound that keeps the kernels' int32 arithmetic exact, KV heads
+// dividing query heads, and an even head size (RoPE rotates pairs). DATA_LOSS names `where` and
+// the offending value.
+Status CheckModelGeometry(const std::string& where, int64_t n_layers, int64_t d_model, int64_t n_heads,
+                          int64_t n_kv_heads, int64_t head_dim, int64_t ffn_dim, int64_t vocab_size,
+                          int64_t max_context);
 
 // Llama 3.1's "llama3" RoPE scaling as per-frequency divisors.
 std::vector<float> Llama3RopeFreqFactors(int head_dim, float theta, float factor, float low_freq_factor,

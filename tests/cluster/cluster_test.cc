@@ -84,6 +84,31 @@ bool WaitForMembers(ClusterClient& c, size_t n, std::chrono::milliseconds timeou
 
 BlockKey KeyOf(const std::string& prefix, uint64_t i) { return PlainKey("cluster-test", prefix + std::to_string(i)); }
 
+// A member entry is written by another process (or by hand with etcdctl): a field of the wrong type
+// is an error naming it, never an exception in the client's refresh thread (this once threw).
+TEST(ClusterTest, MemberEntriesWithFieldsOfTheWrongTypeAreRefused) {
+  auto good = ParseClusterMember(R"({"node_id":"a","grpc":"127.0.0.1:7000","ucx_port":41000,"nvme":true,)"
+                                 R"("incarnation":"3","started_at":1764000000})");
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_EQ(good->ucx_port, 41000u);
+  EXPECT_TRUE(good->nvme);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"node_id":5,"grpc":"127.0.0.1:7000"})", "\"node_id\" is number"},
+      {R"({"node_id":"a","grpc":"127.0.0.1:7000","ucx_port":70000})", "\"ucx_port\" = 70000 is out of range"},
+      {R"({"node_id":"a","grpc":"127.0.0.1:7000","ucx_port":-1})", "\"ucx_port\" = -1 is out of range"},
+      {R"({"node_id":"a","grpc":"127.0.0.1:7000","nvme":"yes"})", "\"nvme\" is string"},
+      {R"({"node_id":"a","grpc":["x"]})", "\"grpc\" is array"},
+      {R"({"node_id":"a"})", "lacks node_id or grpc"},
+      {R"([1,2])", "not a JSON object"},
+  };
+  for (const auto& [text, expect] : bad) {
+    auto m = ParseClusterMember(text);
+    ASSERT_FALSE(m.ok()) << text;
+    EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(m.status().message().find(expect), std::string::npos) << m.status().ToString();
+  }
+}
+
 TEST(ClusterTest, RendezvousSpreadsKeysAndMovesAboutOneNthWhenANodeJoins) {
   // Pure routing figures over many keys (no processes), the property every client relies on.
   std::vector<std::string> ids = {"n0", "n1", "n2"};

@@ -26,6 +26,14 @@ TEST(UnitsTest, RejectsBadInputWithAMessageNamingIt) {
     EXPECT_NE(r.status().message().find("'" + std::string(bad) + "'"), std::string::npos) << r.status().message();
   }
   EXPECT_FALSE(ParseByteSize("100000000TiB").ok());
+  EXPECT_EQ(ParseByteSize("16777216TiB").status().code(), StatusCode::kOutOfRange) << "2^64 bytes";
+  EXPECT_EQ(ParseByteSize("99999999999999999999").status().code(), StatusCode::kOutOfRange);
+}
+
+TEST(UnitsTest, WholeNumbersAreExactBeyondADoublesPrecision) {
+  EXPECT_EQ(*ParseByteSize("9007199254740993"), 9007199254740993ull) << "2^53 + 1";
+  EXPECT_EQ(*ParseByteSize("18446744073709551615"), 18446744073709551615ull);
+  EXPECT_EQ(*ParseByteSize("16777215TiB"), 16777215ull << 40);
 }
 
 TEST(UnitsTest, IntListsAreWholeNumbersInRange) {

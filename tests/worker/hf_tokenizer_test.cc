@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -131,6 +132,27 @@ TEST_F(HfTokenizerTest, RefusesWhatItCannotUseNamingTheFile) {
   auto bad_eos = LoadHfTokenizer(dir_);
   EXPECT_EQ(bad_eos.status().code(), StatusCode::kDataLoss);
   EXPECT_NE(bad_eos.status().message().find("tokenizer_config.json"), std::string::npos);
+}
+
+// Fields of the wrong type are errors naming the field, not exceptions (these once threw).
+TEST_F(HfTokenizerTest, FieldsOfTheWrongTypeAreRefusedNamingTheField) {
+  const std::pair<std::function<void(json&)>, std::string> cases[] = {
+      {[](json& t) { t["pre_tokenizer"]["type"] = 5; }, "\"type\" is number"},
+      {[](json& t) { t["pre_tokenizer"]["use_regex"] = "yes"; }, "\"use_regex\" is string"},
+      {[](json& t) { t["model"]["type"] = json::array({"BPE"}); }, "\"type\" is array"},
+      {[](json& t) { t["model"]["byte_fallback"] = 1; }, "\"byte_fallback\" is number"},
+      {[](json& t) { t["added_tokens"][0]["special"] = "true"; }, "\"special\" is string"},
+  };
+  for (const auto& [edit, expect] : cases) {
+    json tok = TinyTokenizerJson();
+    edit(tok);
+    Write("tokenizer.json", tok);
+    auto loaded = LoadHfTokenizer(dir_);
+    ASSERT_FALSE(loaded.ok()) << tok.dump();
+    EXPECT_EQ(loaded.status().code(), StatusCode::kDataLoss) << loaded.status().ToString();
+    EXPECT_NE(loaded.status().message().find("tokenizer.json"), std::string::npos) << loaded.status().ToString();
+    EXPECT_NE(loaded.status().message().find(expect), std::string::npos) << loaded.status().ToString();
+  }
 }
 
 // The default model's real 49,152-token vocabulary written out the way the `tokenizers` library

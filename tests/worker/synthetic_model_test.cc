@@ -4,9 +4,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
 #include "tests/worker/reference_env.h"
@@ -270,6 +273,44 @@ TEST(SyntheticModelTest, TruncatedOrMalformedCheckpointsAreRefused) {
   model = Model::Open(dir);
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("config.json"), std::string::npos) << model.status().ToString();
+}
+
+// A config.json whose fields have the wrong type, or whose geometry cannot be right, is refused
+// with an error naming the file and the field (these once threw, or divided by zero).
+TEST(SyntheticModelTest, ConfigsWithBadFieldsOrGeometryAreRefused) {
+  SyntheticModelSpec spec;
+  const std::string dir = testing::TestTempDir() + "/hf_bad_config";
+  ASSERT_TRUE(WriteSyntheticHfFolder(spec, dir, 1).ok());
+  std::ifstream in(dir + "/config.json");
+  const nlohmann::json good = nlohmann::json::parse(in);
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::string expect;
+  };
+  const Case cases[] = {
+      {[](nlohmann::json& c) { c["num_attention_heads"] = 0; c.erase("head_dim"); }, "num_attention_heads"},
+      {[](nlohmann::json& c) { c["num_attention_heads"] = 0; }, "attention head count 0"},
+      {[](nlohmann::json& c) { c["num_key_value_heads"] = 0; }, "KV head count 0"},
+      {[](nlohmann::json& c) { c["num_key_value_heads"] = "two"; }, "\"num_key_value_heads\" is string"},
+      {[](nlohmann::json& c) { c["model_type"] = 7; }, "\"model_type\" is number"},
+      {[](nlohmann::json& c) { c["head_dim"] = 15; }, "head size 15 is odd"},
+      {[](nlohmann::json& c) { c["hidden_size"] = 4294967296ll + 64; }, "model width 4294967360"},
+      {[](nlohmann::json& c) { c["rope_theta"] = -1; }, "rope_theta must be positive"},
+      {[](nlohmann::json& c) { c["tie_word_embeddings"] = "yes"; }, "\"tie_word_embeddings\" is string"},
+      {[](nlohmann::json& c) { c["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 0}}; },
+       "rope_scaling llama3 needs"},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json config = good;
+    c.edit(config);
+    std::ofstream(dir + "/config.json", std::ios::trunc) << config.dump();
+    auto model = Model::Open(dir);
+    ASSERT_FALSE(model.ok()) << config.dump();
+    EXPECT_NE(model.status().message().find("config.json"), std::string::npos) << model.status().ToString();
+    EXPECT_NE(model.status().message().find(c.expect), std::string::npos) << model.status().ToString();
+  }
+  std::ofstream(dir + "/config.json", std::ios::trunc) << good.dump();
+  EXPECT_TRUE(Model::Open(dir).ok()) << "the unedited config still loads";
 }
 
 TEST(SyntheticModelTest, Llama8BGeometryRuns) {
