@@ -72,7 +72,7 @@ int64_t TensorView::numel() const {
 std::vector<float> TensorView::ToFloat32() const {
   if (dtype == DType::kF32) {
     std::vector<float> out(static_cast<size_t>(numel()));
-    std::memcpy(out.data(), data, nbytes);
+    if (nbytes > 0) std::memcpy(out.data(), data, nbytes);
     return out;
   }
   return ConvertFloat<float>(*this);
@@ -116,9 +116,13 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
     auto dtype = ParseDType(j["dtype"].get<std::string>());
     if (!dtype.ok()) return dtype.status().WithContext(where);
     t.dtype = *dtype;
+    uint64_t elems = 1;
     for (const auto& d : j["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) return InvalidArgument(where + " has a bad shape");
       t.shape.push_back(d.get<int64_t>());
+      // Counted without overflow: no file holds 2^62 elements.
+      if (__builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape.back()), &elems) || elems > (1ull << 62) / 8)
+        return InvalidArgument(where + " has a bad shape (too many elements)");
     }
     if (!j["data_offsets"][0].is_number_unsigned() || !j["data_offsets"][1].is_number_unsigned())
       return InvalidArgument(where + " has bad data_offsets");

@@ -9,12 +9,16 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t kMaxStringBytes = 1ull << 30;
 constexpr uint64_t kMaxArrayElems = 1ull << 32;
 constexpr uint32_t kMaxDims = 4;
+constexpr uint64_t kMaxTensorElems = 1ull << 48;
+// The fewest bytes a tensor info takes: name length, dimension count, one dimension, type, offset.
+constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
 
 // Bounds-checked little-endian reader over the mapped bytes.
 class Reader {
  public:
   Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
   size_t pos() const { return pos_; }
+  size_t remaining() const { return size_ - pos_; }
 
   template <typename T>
   bool Read(T* out) {
@@ -68,6 +72,16 @@ bool ReadScalar(Reader& r, GgufValueType type, int64_t* i, double* f, std::strin
 }
 
 bool KnownScalarType(uint32_t t) { return t <= 12 && t != 9; }
+
+// The fewest bytes one array element of a known scalar type takes (a string: its length).
+uint64_t MinScalarBytes(GgufValueType t) {
+  switch (t) {
+    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
+    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
+    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
+    default: return 8;
+  }
+}
 
 }  // namespace
 
@@ -126,6 +140,9 @@ Status GgufFile::ParseAll() {
       }
       if (count > kMaxArrayElems) return DataLoss("GGUF file " + p + ": array " + key + " is implausibly long");
       value.array_type = static_cast<GgufValueType>(elem_type);
+      // Before reserving: a count the rest of the file cannot hold is a malformed file, not a
+      // request for gigabytes.
+      if (count > r.remaining() / MinScalarBytes(value.array_type)) return truncated("metadata array " + key);
       const bool is_str = value.array_type == GgufValueType::kString;
       const bool is_float = value.array_type == GgufValueType::kF32 || value.array_type == GgufValueType::kF64;
       if (is_str) value.strings.reserve(count); else if (is_float) value.floats.reserve(count); else value.ints.reserve(count);
@@ -152,6 +169,7 @@ Status GgufFile::ParseAll() {
     uint64_t offset;
   };
   std::vector<Pending> offsets;
+  if (n_tensors > r.remaining() / kMinTensorInfoBytes) return truncated("the tensor directory (" + std::to_string(n_tensors) + " tensors)");
   tensors_.reserve(n_tensors);
   for (uint64_t t = 0; t < n_tensors; ++t) {
     GgufTensor tensor;
@@ -162,13 +180,15 @@ Status GgufFile::ParseAll() {
       return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " has " +
                       std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
     }
+    uint64_t elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t dim;
       if (!r.Read(&dim)) return truncated("tensor info " + tensor.name);
-      if (dim == 0 || dim > (1ull << 40)) {
+      if (dim == 0 || dim > kMaxTensorElems / elems) {
         return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " has dimension " +
-                        std::to_string(dim));
+                        std::to_string(dim) + (d > 0 ? " (too many elements in all)" : ""));
       }
+      elems *= dim;
       tensor.dims.push_back(static_cast<int64_t>(dim));
     }
     uint32_t type_id;
@@ -206,7 +226,8 @@ Status GgufFile::ParseAll() {
       return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " offset " +
                       std::to_string(off) + " is not aligned to " + std::to_string(alignment));
     }
-    if (data_start + off > file_->size() || file_->size() - data_start - off < tensor.nbytes) {
+    if (data_start > file_->size() || off > file_->size() - data_start ||
+        file_->size() - data_start - off < tensor.nbytes) {
       return DataLoss("GGUF file " + p + " is truncated: tensor " + tensor.name + " needs bytes [" +
                       std::to_string(data_start + off) + ", " + std::to_string(data_start + off + tensor.nbytes) +
                       ") but the file has " + std::to_string(file_->size()) + " bytes");

@@ -53,6 +53,24 @@ TEST(SafetensorsTest, TruncatedFileIsRefusedWithItsName) {
   std::remove(path.c_str());
 }
 
+// A shape whose element count overflows 64 bits is refused, not multiplied out (safetensors_fuzz).
+TEST(SafetensorsTest, ShapesTooLargeToCountAreRefused) {
+  const std::string path = TempPath("huge.safetensors");
+  const std::string header =
+      R"({"t": {"dtype": "F32", "shape": [1099511627776, 1099511627776, 16], "data_offsets": [0, 0]}})";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    const uint64_t len = header.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out << header;
+  }
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.status().message().find("'t' has a bad shape (too many elements)"), std::string::npos)
+      << file.status().ToString();
+  std::remove(path.c_str());
+}
+
 TEST(SafetensorsTest, ReadsPublishedPredictorWeights) {
   const std::string path =
       std::string(FORESIGHT_SOURCE_DIR) + "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors";

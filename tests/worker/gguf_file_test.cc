@@ -119,6 +119,57 @@ TEST(GgufFileTest, RefusesNonGgufAndUnknownTypes) {
   std::filesystem::remove(path);
 }
 
+// Hand-made headers with counts and offsets that the file cannot back (found by gguf_fuzz): each
+// is refused by name, without reserving gigabytes, overflowing a count, or wrapping an offset back
+// into the file.
+TEST(GgufFileTest, RefusesCountsAndOffsetsTheFileCannotHold) {
+  auto le = [](std::string* out, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+  };
+  auto header = [&](uint64_t tensors, uint64_t keys) {
+    std::string h = "GGUF";
+    le(&h, 3, 4);
+    le(&h, tensors, 8);
+    le(&h, keys, 8);
+    return h;
+  };
+  auto tensor_info = [&](std::string* out, const std::vector<uint64_t>& dims, uint64_t offset) {
+    le(out, 1, 8);
+    out->push_back('t');
+    le(out, dims.size(), 4);
+    for (uint64_t d : dims) le(out, d, 8);
+    le(out, 0, 4);  // F32
+    le(out, offset, 8);
+  };
+  std::string array = header(0, 1);  // one key: an array of 2^31 strings in a 60-byte file
+  le(&array, 1, 8);
+  array += "k";
+  le(&array, 9, 4);  // array
+  le(&array, 8, 4);  // of strings
+  le(&array, 1ull << 31, 8);
+  std::string many_tensors = header(1u << 24, 0);
+  std::string huge_dims = header(1, 0);
+  tensor_info(&huge_dims, {1ull << 40, 1ull << 40, 1ull << 40, 1ull << 40}, 0);
+  std::string wrapped = header(1, 0);
+  tensor_info(&wrapped, {4}, 0 - 64ull);  // data_start (64) + offset wraps to 0
+  wrapped.resize(256, '\0');
+  const std::pair<std::string, std::string> cases[] = {
+      {array, "metadata array k runs past the end"},
+      {many_tensors, "the tensor directory (16777216 tensors) runs past the end"},
+      {huge_dims, "too many elements"},
+      {wrapped, "is truncated: tensor t needs bytes"},
+  };
+  const std::string path = TempPath("hostile.gguf");
+  for (const auto& [bytes, expect] : cases) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    auto file = GgufFile::Open(path);
+    ASSERT_FALSE(file.ok()) << expect;
+    EXPECT_EQ(file.status().code(), StatusCode::kDataLoss) << file.status().ToString();
+    EXPECT_NE(file.status().message().find(expect), std::string::npos) << file.status().ToString();
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(GgufFileTest, MissingFileIsAnError) {
   auto file = GgufFile::Open("/nonexistent/model.gguf");
   ASSERT_FALSE(file.ok());
