@@ -17,21 +17,26 @@
 
 namespace foresight {
 
+// A UCP context with active messages only, over TCP only, and one worker on it.
+inline void CreateTcpAmWorker(ucp_context_h* context, ucp_worker_h* worker) {
+  ucp_config_t* config;
+  ucp_config_read(nullptr, nullptr, &config);
+  ucp_config_modify(config, "TLS", "tcp");
+  ucp_params_t p{};
+  p.field_mask = UCP_PARAM_FIELD_FEATURES;
+  p.features = UCP_FEATURE_AM;
+  ucp_init(&p, config, context);
+  ucp_config_release(config);
+  ucp_worker_params_t wp{};
+  ucp_worker_create(*context, &wp, worker);
+}
+
 class RawClient {
  public:
   using Clock = std::chrono::steady_clock;
 
   explicit RawClient(uint16_t port) {
-    ucp_config_t* config;
-    ucp_config_read(nullptr, nullptr, &config);
-    ucp_config_modify(config, "TLS", "tcp");
-    ucp_params_t p{};
-    p.field_mask = UCP_PARAM_FIELD_FEATURES;
-    p.features = UCP_FEATURE_AM;
-    ucp_init(&p, config, &context_);
-    ucp_config_release(config);
-    ucp_worker_params_t wp{};
-    ucp_worker_create(context_, &wp, &worker_);
+    CreateTcpAmWorker(&context_, &worker_);
     ucp_am_handler_param_t am{};
     am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;

@@ -223,22 +223,12 @@ TEST(UcxTransportTest, PerHeadRangeGetIsConcatenatedAndChecksummed) {
   EXPECT_EQ(outside.status.code(), StatusCode::kOutOfRange) << outside.status.ToString();
 }
 
-// A bare UCP client: sends whatever header bytes it is given and collects the replies.
 // A fake node that answers HELLO and answers every GET with bytes that do not match the checksum
 // it claims: the client must report DATA_LOSS, never success.
 class LyingNode {
  public:
   explicit LyingNode(size_t payload_bytes = 100000) : payload_(Bytes(payload_bytes, 77)) {
-    ucp_config_t* config;
-    ucp_config_read(nullptr, nullptr, &config);
-    ucp_config_modify(config, "TLS", "tcp");
-    ucp_params_t p{};
-    p.field_mask = UCP_PARAM_FIELD_FEATURES;
-    p.features = UCP_FEATURE_AM;
-    ucp_init(&p, config, &context_);
-    ucp_config_release(config);
-    ucp_worker_params_t wp{};
-    ucp_worker_create(context_, &wp, &worker_);
+    CreateTcpAmWorker(&context_, &worker_);
     ucp_am_handler_param_t am{};
     am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;

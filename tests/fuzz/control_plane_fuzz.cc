@@ -76,19 +76,6 @@ Node& TheNode() {
   return *node;
 }
 
-// Reads the input a byte at a time; zeros once it runs out.
-class Bytes {
- public:
-  Bytes(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
-  bool empty() const { return p_ == end_; }
-  uint8_t Next() { return p_ == end_ ? 0 : *p_++; }
-  uint16_t Next16() { return static_cast<uint16_t>(Next() | (Next() << 8)); }
-
- private:
-  const uint8_t* p_;
-  const uint8_t* end_;
-};
-
 // What a key may hold: any of `values` (bytes), or nothing.
 struct KeyModel {
   std::vector<std::string> values;
@@ -143,7 +130,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static uint64_t input_number = 0;
   const uint64_t input = ++input_number;
   Node& node = TheNode();
-  Bytes in(data, size);
+  ByteReader in(data, size);
   KeyModel model[kKeys];
   const uint64_t kSizes[] = {1, 100, 4096, kMaxBlock, kMaxBlock + 1, 3000, 0, 65000};
 
@@ -206,8 +193,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           const int ranges = in.Next() % 3;
           for (int r = 0; r < ranges; ++r) {
             v1::ByteRange* range = item->add_ranges();
-            range->set_offset(in.Next16());
-            range->set_length(in.Next16());
+            range->set_offset(static_cast<uint16_t>(in.NextN(2)));
+            range->set_length(static_cast<uint16_t>(in.NextN(2)));
           }
         }
         FUZZ_CHECK(node.service->Get(&ctx, &req, &resp).ok(), "Get answers per item");

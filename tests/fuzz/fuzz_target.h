@@ -24,6 +24,34 @@ namespace foresight::fuzz {
 // Well-formed inputs for this target (a corpus to mutate from).
 std::vector<std::string> Seeds();
 
+// Reads a structured input a byte at a time: the fuzzer's bytes choose calls and their fields.
+// Past the end it reads zeros, so every prefix of an input is itself a valid input.
+class ByteReader {
+ public:
+  ByteReader(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
+  bool empty() const { return p_ == end_; }
+  uint8_t Next() { return p_ == end_ ? 0 : *p_++; }
+  // `n` bytes (at most 8) as a little-endian number.
+  uint64_t NextN(int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint64_t{Next()} << (8 * i);
+    return v;
+  }
+  // Up to `n` bytes, fewer at the end.
+  std::vector<uint8_t> Take(size_t n) {
+    std::vector<uint8_t> out;
+    while (n-- > 0 && p_ != end_) out.push_back(*p_++);
+    return out;
+  }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
+
+// A whole file's bytes (aborts when it cannot be read: seeds are written by the target itself).
+std::string ReadFileBytes(const std::string& path);
+
 // Writes `bytes` to a file private to this process (in /dev/shm when it exists) and returns its
 // path; the same path each call, so a target that parses files rewrites one file per input.
 std::string WriteScratchFile(const std::string& bytes, const std::string& suffix);

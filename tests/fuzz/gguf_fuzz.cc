@@ -2,11 +2,8 @@
 // metadata accessor, the tokenizer built from the file's vocabulary (encode and decode), and the
 // Llama-family weight loader. A malformed file must be refused with an error, never crash or read
 // outside the file.
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/fuzz/tiny_model.h"
 #include "worker/gguf_file.h"
 #include "worker/gguf_model_loader.h"
 #include "worker/synthetic_model.h"
@@ -21,22 +18,10 @@ std::vector<std::string> Seeds() {
   const worker::TensorType types[] = {worker::TensorType::kF32, worker::TensorType::kF16,
                                       worker::TensorType::kQ8_0, worker::TensorType::kQ4_1};
   for (worker::TensorType type : types) {
-    worker::SyntheticModelSpec spec;
-    spec.n_layers = 1;
-    spec.d_model = 32;
-    spec.n_heads = 2;
-    spec.n_kv_heads = 1;
-    spec.head_dim = 16;
-    spec.ffn_dim = 32;
-    spec.type = type;
     const std::string path = WriteScratchFile("", ".seed.gguf");
-    const Status st = worker::WriteSyntheticGguf(spec, path);
+    const Status st = worker::WriteSyntheticGguf(TinyModelSpec(type), path);
     FUZZ_CHECK(st.ok(), st.message().c_str());
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    seeds.push_back(bytes.str());
-    std::filesystem::remove(path);
+    seeds.push_back(ReadFileBytes(path));
   }
   return seeds;
 }

@@ -5,28 +5,16 @@
 // by zero here).
 #include <unistd.h>
 
-#include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/fuzz/tiny_model.h"
 #include "worker/hf_model_loader.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::fuzz {
 namespace {
-
-worker::SyntheticModelSpec Spec() {
-  worker::SyntheticModelSpec spec;
-  spec.n_layers = 1;
-  spec.d_model = 32;
-  spec.n_heads = 2;
-  spec.n_kv_heads = 1;
-  spec.head_dim = 16;
-  spec.ffn_dim = 32;
-  return spec;
-}
 
 // The model folder (made once per process, removed at exit).
 const std::string& Folder() {
@@ -34,7 +22,7 @@ const std::string& Folder() {
   static const std::string* dir = new std::string([] {
     const std::string d = (std::filesystem::temp_directory_path() /
                            ("foresight-fuzz-hf-" + std::to_string(getpid()))).string();
-    const Status st = worker::WriteSyntheticHfFolder(Spec(), d, 1);
+    const Status st = worker::WriteSyntheticHfFolder(TinyModelSpec(), d, 1);
     FUZZ_CHECK(st.ok(), st.message().c_str());
     std::atexit([] {
       std::error_code ec;
@@ -45,17 +33,10 @@ const std::string& Folder() {
   return *dir;
 }
 
-std::string ReadConfig() {
-  std::ifstream in(Folder() + "/config.json");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 }  // namespace
 
 std::vector<std::string> Seeds() {
-  const std::string config = ReadConfig();
+  const std::string config = ReadFileBytes(Folder() + "/config.json");
   std::string llama3 = config;
   llama3.insert(llama3.rfind('}'), R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");

@@ -1,10 +1,6 @@
 // Fuzz target: a safetensors file, as the Hugging Face loader opens each shard of a model folder.
 // Open validates the JSON header against the file; every tensor it accepts must lie inside the
 // file and convert to float without reading past its bytes.
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include "common/safetensors.h"
 #include "tests/fuzz/fuzz_target.h"
 
@@ -26,11 +22,7 @@ std::vector<std::string> Seeds() {
     std::vector<TensorToWrite> some(tensors.begin(), tensors.begin() + static_cast<long>(n));
     const Status st = WriteSafetensors(path, some, {{"format", "pt"}});
     FUZZ_CHECK(st.ok(), st.message().c_str());
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    seeds.push_back(bytes.str());
-    std::filesystem::remove(path);
+    seeds.push_back(ReadFileBytes(path));
   }
   return seeds;
 }

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "tests/fuzz/fuzz_target.h"
 
@@ -17,6 +18,17 @@ std::set<std::string>& ScratchFiles() {
 }
 
 }  // namespace
+
+std::string ReadFileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "fuzz: cannot read %s\n", path.c_str());
+    std::abort();
+  }
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
 
 std::string WriteScratchFile(const std::string& bytes, const std::string& suffix) {
   static const std::string* dir = new std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");

@@ -58,27 +58,6 @@ Node& TheNode() {
   return *node;
 }
 
-class Bytes {
- public:
-  Bytes(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
-  bool empty() const { return p_ == end_; }
-  uint8_t Next() { return p_ == end_ ? 0 : *p_++; }
-  uint64_t NextN(int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= uint64_t{Next()} << (8 * i);
-    return v;
-  }
-  std::vector<uint8_t> Take(size_t n) {
-    std::vector<uint8_t> out;
-    while (n-- > 0 && p_ != end_) out.push_back(*p_++);
-    return out;
-  }
-
- private:
-  const uint8_t* p_;
-  const uint8_t* end_;
-};
-
 BlockKey KeyOf(uint8_t b) {
   char name[16] = "fuzz-key-0000..";
   name[9] = static_cast<char>('a' + b % 8);
@@ -146,7 +125,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Node& node = TheNode();
   if (node.raw == nullptr || node.raw->failed()) node.raw = std::make_unique<RawClient>(node.server->port());
   RawClient& raw = *node.raw;
-  Bytes in(data, size);
+  ByteReader in(data, size);
   std::vector<uint64_t> lease_ids;
   const uint64_t kSizes[] = {0, 1, 1024, 4096, 65536, 200000, (256 << 10) + 1, 1ull << 40};
 
