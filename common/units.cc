@@ -28,13 +28,17 @@ StatusOr<uint64_t> ParseByteSize(const std::string& text) {
   else if (u == "m" || u == "mib") scale = 1ull << 20;
   else if (u == "g" || u == "gib") scale = 1ull << 30;
   else if (u == "t" || u == "tib") scale = 1ull << 40;
+  else if (u == "p" || u == "pib") scale = 1ull << 50;
+  else if (u == "e" || u == "eib") scale = 1ull << 60;
   else if (u == "kb") scale = 1000;
   else if (u == "mb") scale = 1000 * 1000;
   else if (u == "gb") scale = 1000 * 1000 * 1000;
   else if (u == "tb") scale = 1000ull * 1000 * 1000 * 1000;
+  else if (u == "pb") scale = 1000ull * 1000 * 1000 * 1000 * 1000;
+  else if (u == "eb") scale = 1000ull * 1000 * 1000 * 1000 * 1000 * 1000;
   else
     return InvalidArgument("bad size '" + text + "': unknown unit '" + unit +
-                           "' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)");
+                           "' (use B, KiB, MiB, GiB, TiB, PiB, EiB, KB, MB, GB, TB, PB or EB)");
   if (number.find('.') == std::string::npos) {
     // Whole numbers exactly (a double would round above 2^53).
     errno = 0;
@@ -51,10 +55,12 @@ StatusOr<uint64_t> ParseByteSize(const std::string& text) {
 }
 
 std::string FormatByteSize(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  // Up to EiB, so that the number stays under 1024 (2^64 bytes is 16EiB) and "%.4g" never
+  // switches to an exponent, which ParseByteSize would not read back.
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1024 && u < 4) {
+  while (v >= 1024 && u < 6) {
     v /= 1024;
     ++u;
   }

@@ -56,6 +56,11 @@ TEST(UnitsTest, Formats) {
   EXPECT_EQ(FormatByteSize(512), "512B");
   EXPECT_EQ(FormatByteSize(1536), "1.5KiB");
   EXPECT_EQ(FormatByteSize(8ull << 30), "8GiB");
+  // Never an exponent (text_fuzz): 2.2e18 bytes once printed as "2.021e+06TiB".
+  EXPECT_EQ(FormatByteSize(2222222222222222222ull), "1.927EiB");
+  EXPECT_EQ(FormatByteSize(UINT64_MAX), "16EiB");
+  EXPECT_EQ(*ParseByteSize("3PiB"), 3ull << 50);
+  EXPECT_EQ(*ParseByteSize("2EB"), 2000000000000000000ull);
 }
 
 }  // namespace
