@@ -169,7 +169,9 @@ Status GgufFile::ParseAll() {
     uint64_t offset;
   };
   std::vector<Pending> offsets;
-  if (n_tensors > r.remaining() / kMinTensorInfoBytes) return truncated("the tensor directory (" + std::to_string(n_tensors) + " tensors)");
+  if (n_tensors > r.remaining() / kMinTensorInfoBytes) {
+    return truncated("the tensor directory (" + std::to_string(n_tensors) + " tensors)");
+  }
   tensors_.reserve(n_tensors);
   for (uint64_t t = 0; t < n_tensors; ++t) {
     GgufTensor tensor;

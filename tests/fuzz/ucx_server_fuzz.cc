@@ -90,7 +90,8 @@ void CheckReply(const RawClient::Reply& r) {
 void CheckStillServing(Node& node, uint64_t input) {
   const std::vector<uint8_t> block = Pattern(4096 + input % 4096, static_cast<uint8_t>(input));
   const BlockKey key = BlockKey::FromBytes("fuzz-checker-key");
-  auto put = node.checker->SubmitPuts({UcxPut{key, block.data(), block.size(), BlockChecksum(block.data(), block.size())}});
+  const uint64_t sum = BlockChecksum(block.data(), block.size());
+  auto put = node.checker->SubmitPuts({UcxPut{key, block.data(), block.size(), sum}});
   FUZZ_CHECK(put.ok(), put.status().message().c_str());
   auto put_results = node.checker->Wait(*put, 10);
   FUZZ_CHECK(put_results.size() == 1 && put_results[0].status.ok(), "a well-behaved put still succeeds");
