@@ -299,12 +299,11 @@ static StatusOr<EtcdRange> ParseRange(const nlohmann::json& j, const std::string
   if (j.contains("kvs")) {
     for (const auto& kv : j["kvs"]) {
       EtcdKeyValue out;
-      auto key = JsonField<std::string>(kv, "key", "");
-      auto value = JsonField<std::string>(kv, "value", "");
-      if (!key.ok()) return key.status().WithContext("etcd " + what);
-      if (!value.ok()) return value.status().WithContext("etcd " + what);
-      FS_ASSIGN_OR_RETURN(out.key, EtcdClient::Base64Decode(*key));
-      FS_ASSIGN_OR_RETURN(out.value, EtcdClient::Base64Decode(*value));
+      for (auto [name, field] : {std::pair{"key", &out.key}, std::pair{"value", &out.value}}) {
+        auto encoded = JsonField<std::string>(kv, name, "");
+        if (!encoded.ok()) return encoded.status().WithContext("etcd " + what);
+        FS_ASSIGN_OR_RETURN(*field, EtcdClient::Base64Decode(*encoded));
+      }
       out.mod_revision = Int64Field(kv, "mod_revision");
       out.lease = Int64Field(kv, "lease");
       range.kvs.push_back(std::move(out));

@@ -1,10 +1,10 @@
 #include "worker/hf_model_loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include <spdlog/spdlog.h>

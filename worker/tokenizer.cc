@@ -1,11 +1,25 @@
 #include "worker/tokenizer.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 
 #include "worker/unicode_text.h"
 
 namespace foresight::worker {
+
+uint32_t ByteLevelCodepoint(uint8_t byte) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      t[b] = printable ? static_cast<uint32_t>(b) : next++;
+    }
+    return t;
+  }();
+  return table[byte];
+}
 
 Tokenizer::Tokenizer(TokenizerSpec spec, PreTokenizer pre)
     : tokens_(std::move(spec.tokens)),
@@ -29,11 +43,8 @@ Tokenizer::Tokenizer(TokenizerSpec spec, PreTokenizer pre)
   }
   std::stable_sort(special_by_length_.begin(), special_by_length_.end(),
                    [&](TokenId a, TokenId b) { return tokens_[a].size() > tokens_[b].size(); });
-  // GPT-2's byte alphabet: printable bytes stand for themselves, the rest map to U+0100 onwards.
-  uint32_t next = 256;
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
+    const uint32_t cp = ByteLevelCodepoint(static_cast<uint8_t>(b));
     AppendUtf8(cp, &byte_to_char_[b]);
     char_to_byte_[cp] = static_cast<uint8_t>(b);
   }

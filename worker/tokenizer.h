@@ -39,6 +39,10 @@ struct TokenizerSpec {
   std::string chat_template;
 };
 
+// GPT-2's byte alphabet, which byte-level BPE vocabularies are written in: the printable bytes
+// stand for themselves, the others for U+0100 onwards in byte order.
+uint32_t ByteLevelCodepoint(uint8_t byte);
+
 class Tokenizer {
  public:
   // Reads tokenizer.ggml.{model,tokens,token_type,merges,pre,bos_token_id,eos_token_id,

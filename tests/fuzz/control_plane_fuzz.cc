@@ -89,15 +89,6 @@ std::string KeyId(uint64_t input, int index) {
   return id;
 }
 
-std::string Pattern(uint64_t size, uint8_t seed) {
-  std::string s(size, '\0');
-  uint32_t x = 0x9e3779b9u * (seed + 1u);
-  for (char& c : s) {
-    x = x * 1664525u + 1013904223u;
-    c = static_cast<char>(x >> 24);
-  }
-  return s;
-}
 
 // The bytes `ranges` select from `value`, or nullopt when a range falls outside it.
 std::optional<std::string> Slice(const std::string& value, const v1::GetItem& item) {
@@ -158,7 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           v1::PutItem* item = req.add_items();
           index.push_back(key_of(in.Next(), item->mutable_key()));
           const uint8_t how = in.Next();
-          item->set_data(Pattern(kSizes[how % 8], in.Next()));
+          item->set_data(PatternBytes(kSizes[how % 8], in.Next()));
           honest.push_back(how / 8 % 4 != 3);
           const uint64_t sum = BlockChecksum(item->data().data(), item->data().size());
           item->set_checksum(honest.back() ? sum : sum ^ 1);

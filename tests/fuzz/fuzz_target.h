@@ -49,6 +49,10 @@ class ByteReader {
   const uint8_t* end_;
 };
 
+// `size` pseudo-random bytes, the same for the same `seed`: block contents for the targets that
+// put and get blocks.
+std::string PatternBytes(uint64_t size, uint8_t seed);
+
 // A whole file's bytes (aborts when it cannot be read: seeds are written by the target itself).
 std::string ReadFileBytes(const std::string& path);
 

@@ -10,6 +10,7 @@
 
 #include "tests/fuzz/fuzz_target.h"
 #include "worker/hf_tokenizer.h"
+#include "worker/tokenizer.h"
 
 namespace foresight::fuzz {
 namespace {
@@ -33,13 +34,11 @@ const std::string& Folder() {
 
 // GPT-2's byte alphabet as JSON-escaped vocabulary entries, ids 0..255.
 std::string ByteVocab() {
-  auto printable = [](int c) { return (c >= '!' && c <= '~') || (c >= 0xa1 && c <= 0xac) || c >= 0xae; };
   std::string out;
-  int extra = 0;
   for (int b = 0; b < 256; ++b) {
-    const int cp = printable(b) ? b : 256 + extra++;
     char entry[32];
-    std::snprintf(entry, sizeof(entry), "%s\"\\u%04x\": %d", b == 0 ? "" : ", ", cp, b);
+    std::snprintf(entry, sizeof(entry), "%s\"\\u%04x\": %d", b == 0 ? "" : ", ",
+                  worker::ByteLevelCodepoint(static_cast<uint8_t>(b)), b);
     out += entry;
   }
   return out;

@@ -30,15 +30,6 @@ std::string ModelPath() {
   return std::filesystem::exists(cached) ? cached : "";
 }
 
-// GPT-2's byte alphabet: the printable bytes stand for themselves, the others for U+0100 onwards.
-uint32_t ByteCodepoint(uint8_t b) {
-  auto printable = [](int c) { return (c >= '!' && c <= '~') || (c >= 0xa1 && c <= 0xac) || c >= 0xae; };
-  if (printable(b)) return b;
-  uint32_t n = 0;
-  for (int c = 0; c < b; ++c) n += printable(c) ? 0 : 1;
-  return 256 + n;
-}
-
 const worker::Tokenizer& TheTokenizer() {
   static const std::unique_ptr<worker::Tokenizer> tokenizer = [] {
     std::string path = ModelPath();
@@ -66,7 +57,7 @@ const std::vector<bool>& BytesWithTokens() {
     std::vector<bool> h(256);
     for (int b = 0; b < 256; ++b) {
       std::string piece;
-      worker::AppendUtf8(ByteCodepoint(static_cast<uint8_t>(b)), &piece);
+      worker::AppendUtf8(worker::ByteLevelCodepoint(static_cast<uint8_t>(b)), &piece);
       h[b] = TheTokenizer().Find(piece) >= 0;
     }
     return h;

@@ -65,13 +65,8 @@ BlockKey KeyOf(uint8_t b) {
 }
 
 std::vector<uint8_t> Pattern(uint64_t size, uint8_t seed) {
-  std::vector<uint8_t> v(size);
-  uint32_t x = 0x2545f491u * (seed + 1u);
-  for (auto& c : v) {
-    x = x * 1664525u + 1013904223u;
-    c = static_cast<uint8_t>(x >> 24);
-  }
-  return v;
+  const std::string bytes = PatternBytes(size, seed);
+  return {bytes.begin(), bytes.end()};
 }
 
 // A node's answer to a request it refused must say why.

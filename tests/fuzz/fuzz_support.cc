@@ -19,6 +19,16 @@ std::set<std::string>& ScratchFiles() {
 
 }  // namespace
 
+std::string PatternBytes(uint64_t size, uint8_t seed) {
+  std::string s(size, '\0');
+  uint32_t x = 0x9e3779b9u * (seed + 1u);
+  for (char& c : s) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
 std::string ReadFileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
