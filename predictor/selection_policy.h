@@ -169,7 +169,9 @@ struct PolicySpec {
   // their speed and recovery):
   //   predict_per_kv_head: one CNN per KV head over the element-wise max of its query heads'
   //     histories; every query head of the group gets that prediction.
-  //   reuse_steps k > 1: run the CNN (full) every k-th step only and reuse its scores between.
+  //   reuse_steps k > 1: update the CNN every k-th step only and reuse its scores between; the
+  //     incremental CNN then advances k rows at a time (2k + 4 conv2 rows per k steps instead of
+  //     6 per step), and each update equals the full CNN over the history of that step.
   //   prune_threshold t > 0: columns whose receptive field (5 columns x 64 rows) holds no value
   //     >= t get the CNN's score for an all-zero field instead of being computed.
   bool predict_per_kv_head = false;
@@ -182,6 +184,10 @@ struct PolicySpec {
   // The serving default (foresight generate, foresight-worker) is kServingQueryRefine with the
   // compact key copy: docs/worker.md measures it against the published method.
   static constexpr float kServingQueryRefine = 0.25f;
+  // The served AttentionPredictor's cost settings (worker::ApplyQueryRefinement applies them with
+  // the query refinement; docs/predictor.md measures them against the exact method): one CNN per
+  // KV head, updated every kServingUpdatePeriod steps.
+  static constexpr int kServingUpdatePeriod = 4;
   enum class RefineScorer { kQuestBound, kQueryBlockScores };
   float query_refine = 0.0f;
   RefineScorer refine_scorer = RefineScorer::kQuestBound;

@@ -24,6 +24,8 @@ void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, Polic
   spec->refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
   if (query_refine > 0.0f && spec->kind == predictor::PolicyKind::kAttentionPredictor) {
     spec->calibration_period = 1;
+    spec->predict_per_kv_head = true;
+    spec->reuse_steps = predictor::PolicySpec::kServingUpdatePeriod;
     options->calibration = CalibrationSource::kCompactKeys;
     options->lookahead_query = true;
   }

@@ -84,9 +84,11 @@ struct PolicyAttentionOptions {
 // since that copy then scores every step anyway, every step's history row taken from it
 // (calibration period 1, compact source: attention never goes dense), with layers after the first
 // scoring a query estimated one layer early (lookahead_query: their whole selection is known, and
-// fetched, a layer ahead). query_refine 0 leaves the
-// published method (dense calibration every spec->calibration_period steps). docs/worker.md
-// measures both.
+// fetched, a layer ahead). The CNN runs once per KV head over the max of its query heads'
+// histories and is updated every PolicySpec::kServingUpdatePeriod steps (its scores reused in
+// between), which makes it several times cheaper than the exact method for a fraction of a point of
+// recovery (docs/predictor.md). query_refine 0 leaves the published method (one CNN per query head
+// every step, dense calibration every spec->calibration_period steps). docs/worker.md measures both.
 void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options);
 
 class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentionObserver {

@@ -23,7 +23,7 @@ namespace {
 
 // One predicted head: a query head, or a KV head with predict_per_kv_head.
 struct PredictedHead {
-  explicit PredictedHead(std::shared_ptr<const CnnWeights> w) : cnn(std::move(w)) {}
+  PredictedHead(std::shared_ptr<const CnnWeights> w, int period) : cnn(std::move(w), period) {}
   AttentionHistory history;
   IncrementalCnn cnn;
   std::vector<float> scores;  // CNN output over history columns [window_begin, window_begin + size)
@@ -34,7 +34,7 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
   AttentionPredictorPolicy(const PolicySpec& spec, const LayerGeometry& g)
       : BlockScoringPolicy(spec, g), spec_(spec) {
     const int n = spec.predict_per_kv_head ? g.kv_heads : g.q_heads;
-    for (int i = 0; i < n; ++i) heads_.emplace_back(spec.weights);
+    for (int i = 0; i < n; ++i) heads_.emplace_back(spec.weights, spec.reuse_steps);
     zero_field_score_ = ZeroFieldScore(*spec.weights);
   }
 
@@ -201,11 +201,17 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     const bool reuse = spec_.reuse_steps > 1 && initialized_ && step_ % spec_.reuse_steps != 0;
     initialized_ = true;
     if (reuse) return;  // keep the previous scores (window_begin_ unchanged)
-    const bool incremental = !spec_.full_cnn && spec_.reuse_steps <= 1 && spec_.prune_threshold <= 0.0f;
+    // Incremental updates see exactly reuse_steps new rows each (updates at steps 0, k, 2k, ...).
+    const bool incremental = !spec_.full_cnn && spec_.prune_threshold <= 0.0f &&
+                             spec_.reuse_steps <= IncrementalCnn::kMaxPeriod;
     const bool restart = begin != window_begin_ || !after_push;
     window_begin_ = begin;
     const int n = static_cast<int>(heads_.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(spec_.threads) if (spec_.threads > 1)
+    // Few heads (per-KV-head prediction: 3 on SmolLM2) keep the threads busy better by splitting
+    // each head's columns than by taking one head each.
+    const bool by_head = spec_.threads > 1 && n >= 2 * spec_.threads;
+    const int tile_threads = by_head ? 1 : spec_.threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(spec_.threads) if (by_head)
     for (int i = 0; i < n; ++i) {
       PredictedHead& head = heads_[i];
       const HistoryImage image = head.history.Image(begin, std::max(begin, end));
@@ -213,9 +219,9 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
       if (image.columns == 0) continue;
       if (incremental) {
         if (restart) {
-          head.cnn.Reset(image, head.scores.data());
+          head.cnn.Reset(image, head.scores.data(), tile_threads);
         } else {
-          head.cnn.Advance(image, head.scores.data());
+          head.cnn.Advance(image, head.scores.data(), tile_threads);
         }
       } else if (spec_.prune_threshold > 0.0f) {
         PrunedCnn(image, head.scores.data());

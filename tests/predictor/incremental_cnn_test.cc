@@ -79,8 +79,12 @@ TEST(CnnKernelsTest, BatchIsIndependentOfThreads) {
 
 // Simulates the predictor's use: a history that gains a block every 16 decode steps, sparse rows
 // with calibration (dense) rows every 5th step, and a CNN window [4, first_local_block) whose right
-// edge moves over columns that already hold values.
-TEST(IncrementalCnnTest, EqualsFullOverThousandStepsWithGrowthAndCalibration) {
+// edge moves over columns that already hold values. The CNN is updated every `period` steps
+// (k rows at a time); every update must equal the full CNN over that step's history.
+class IncrementalCnnPeriodTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGrowthAndCalibration) {
+  const int period = GetParam();
   auto w = TestWeights();
   std::mt19937 rng(3);
   const int64_t prompt = 700;
@@ -96,10 +100,11 @@ TEST(IncrementalCnnTest, EqualsFullOverThousandStepsWithGrowthAndCalibration) {
     }
     history.Reset(rows, 64, nb);
   }
-  IncrementalCnn incremental(w);
+  IncrementalCnn incremental(w, period);
+  ASSERT_EQ(incremental.period(), period);
   std::vector<float> inc, full;
   double worst = 0.0;
-  int growth_steps = 0;
+  int growth_updates = 0, updates = 0;
   int64_t last_columns = 0;
   const int kSteps = 1000;
   for (int step = 0; step <= kSteps; ++step) {
@@ -112,20 +117,32 @@ TEST(IncrementalCnnTest, EqualsFullOverThousandStepsWithGrowthAndCalibration) {
       }
       history.Push(row);
     }
+    if (step % period != 0) continue;
     const HistoryImage image = history.Image(4, window_end(tokens + 1));
     inc.resize(image.columns);
     full.resize(image.columns);
     if (step == 0) incremental.Reset(image, inc.data()); else incremental.Advance(image, inc.data());
     RunCnn(*w, image, full.data());
-    if (image.columns != last_columns) ++growth_steps;
+    ++updates;
+    if (image.columns != last_columns) ++growth_updates;
     last_columns = image.columns;
     const double err = RelativeError(inc, full);
     worst = std::max(worst, err);
-    ASSERT_LT(err, 1e-5) << "step " << step << " columns " << image.columns;
+    ASSERT_LT(err, 1e-5) << "period " << period << " step " << step << " columns " << image.columns;
   }
-  std::printf("incremental vs full over %d steps (%d with new columns): max relative error %.3g\n",
-              kSteps, growth_steps, worst);
-  EXPECT_GT(growth_steps, 50);
+  std::printf("period %d: incremental vs full at %d updates over %d steps (%d with new columns): "
+              "max relative error %.3g\n", period, updates, kSteps, growth_updates, worst);
+  EXPECT_GT(growth_updates, std::min(50, updates / 2));
+}
+
+INSTANTIATE_TEST_SUITE_P(Periods, IncrementalCnnPeriodTest, ::testing::Values(1, 2, 4, 8, 16, 29));
+
+// A period beyond kMaxPeriod is clamped (the rows entering and the rows leaving next must not
+// overlap); the policy then falls back to the full CNN.
+TEST(IncrementalCnnTest, PeriodIsClampedToItsRange) {
+  auto w = CnnWeights::Random(5);
+  EXPECT_EQ(IncrementalCnn(w, 0).period(), 1);
+  EXPECT_EQ(IncrementalCnn(w, 100).period(), IncrementalCnn::kMaxPeriod);
 }
 
 TEST(IncrementalCnnTest, SeveralColumnsAtOnceAndShrinkFallBackToCorrectResults) {
