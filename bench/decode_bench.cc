@@ -556,7 +556,9 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
         FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : name));
         spec.budget.budget_tokens = f.budget;
         spec.weights = weights;
-        if (refined) worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &po);
+        if (refined) {
+          worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &po, /*kv_offloaded=*/false);
+        }
         if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
           return InvalidArgument("policy " + name + " needs --weights");
         }

@@ -19,7 +19,8 @@ double Now() {
 
 }  // namespace
 
-void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options) {
+void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options,
+                          bool kv_offloaded) {
   spec->query_refine = query_refine;
   spec->refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
   if (query_refine > 0.0f && spec->kind == predictor::PolicyKind::kAttentionPredictor) {
@@ -27,7 +28,7 @@ void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, Polic
     spec->predict_per_kv_head = true;
     spec->reuse_steps = predictor::PolicySpec::kServingUpdatePeriod;
     options->calibration = CalibrationSource::kCompactKeys;
-    options->lookahead_query = true;
+    options->lookahead_query = kv_offloaded;
   }
 }
 
@@ -262,52 +263,6 @@ bool PolicyDecodeAttention::SelectBlocks(int32_t layer, int64_t position, const 
   }
   predictor_seconds_ += Now() - t0;
   return !dense_step_[layer];
-}
-
-void CompactKeyCopy::Append(const KvCache& kv, int32_t layer, int64_t upto) {
-  if (upto <= tokens_) return;
-  const int32_t hd = head_dim_, heads = kv_heads_;
-  const uint64_t row_bytes = RowBytes();
-  q_.resize(static_cast<size_t>(upto) * heads * row_bytes);
-  std::vector<float> row(PaddedDim(), 0.0f);  // zero-padded to whole Q8_0 blocks
-  for (int64_t p = tokens_; p < upto; ++p) {
-    for (int h = 0; h < heads; ++h) {
-      HalfToFloatRow(kv.key(layer, h, p), hd, row.data());
-      // Q8_0: blocks of 32 int8 values with a half-precision scale each (round to nearest).
-      StatusOr<std::vector<uint8_t>> q8 = QuantizeRow(TensorType::kQ8_0, row.data(), PaddedDim());
-      std::copy(q8->begin(), q8->end(), q_.begin() + (p * heads + h) * row_bytes);
-    }
-  }
-  tokens_ = upto;
-}
-
-void CompactKeyCopy::DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max,
-                              std::vector<float>* block_sum) {
-  const int32_t hd = head_dim_, heads = kv_heads_, group = n_heads_ / kv_heads_;
-  const int64_t n_blocks = (ctx + 15) / 16;
-  const uint64_t row_bytes = RowBytes();
-  const float inv = 1.0f / std::sqrt(static_cast<float>(hd));
-  block_max->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
-  block_sum->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
-  row_.resize(static_cast<size_t>(n_heads_) * ctx);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int32_t h = 0; h < n_heads_; ++h) {
-    const int32_t kvh = h / group;
-    // The query in 8 bits too, so that q.k is an integer dot product per 32 values (a ranking
-    // estimate: the attention itself runs on the exact keys).
-    const int64_t dim = PaddedDim();
-    std::vector<float> query(dim, 0.0f);
-    std::copy(queries + static_cast<int64_t>(h) * hd, queries + static_cast<int64_t>(h + 1) * hd, query.begin());
-    std::vector<Q8Activations> q8(dim / 32);
-    QuantizeActivations(query.data(), dim, q8.data());
-    float* row = row_.data() + static_cast<int64_t>(h) * ctx;
-    DotRowsQ8(TensorType::kQ8_0, q_.data() + kvh * row_bytes, heads * row_bytes, ctx, q8.data(), dim, row);
-    for (int64_t p = 0; p < ctx; ++p) row[p] *= inv;
-    Softmax(row, ctx);
-    predictor::PoolAttentionRow(std::span<const float>(row, ctx), 16,
-                                std::span<float>(block_max->data() + h * n_blocks, n_blocks),
-                                std::span<float>(block_sum->data() + h * n_blocks, n_blocks));
-  }
 }
 
 void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const float* queries, bool dense,

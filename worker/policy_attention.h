@@ -35,36 +35,12 @@
 #include "predictor/key_digests.h"
 #include "predictor/prefill_recorder.h"
 #include "predictor/selection_policy.h"
+#include "worker/compact_keys.h"
 #include "worker/sequence.h"
 
 namespace foresight::worker {
 
 enum class CalibrationSource { kExact, kCompactKeys };
-
-// The compact key copy of one layer: every key in Q8_0 (blocks of 32 int8 values with a
-// half-precision scale: head_dim * 17/16 bytes per token and KV head, about a quarter of the K+V
-// bytes), and the dense attention rows it gives (softmax of the query, also in 8 bits, against
-// those keys, integer dot products), pooled per 16-token block. A head_dim that is not a multiple
-// of 32 is zero-padded. Thread-safety: none.
-class CompactKeyCopy {
- public:
-  CompactKeyCopy(int32_t n_heads, int32_t kv_heads, int32_t head_dim) : n_heads_(n_heads), kv_heads_(kv_heads), head_dim_(head_dim) {}
-  // Quantises layer `layer`'s keys of positions [tokens(), upto) from `kv`.
-  void Append(const KvCache& kv, int32_t layer, int64_t upto);
-  int64_t tokens() const { return tokens_; }
-  uint64_t bytes() const { return q_.size(); }
-  // Per query head over the first `ctx` keys: pooled block max and sum, [n_heads x ceil(ctx/16)].
-  void DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max, std::vector<float>* block_sum);
-
- private:
-  int64_t PaddedDim() const { return (head_dim_ + 31) / 32 * 32; }
-  uint64_t RowBytes() const { return static_cast<uint64_t>(PaddedDim() / 32) * 34; }
-
-  int32_t n_heads_, kv_heads_, head_dim_;
-  int64_t tokens_ = 0;
-  std::vector<uint8_t> q_;  // [token][kv_head] Q8_0 rows
-  std::vector<float> row_;
-};
 
 struct PolicyAttentionOptions {
   CalibrationSource calibration = CalibrationSource::kExact;
@@ -83,13 +59,20 @@ struct PolicyAttentionOptions {
 // `query_refine` of the kept blocks chosen by the step's query against the compact key copy and,
 // since that copy then scores every step anyway, every step's history row taken from it
 // (calibration period 1, compact source: attention never goes dense), with layers after the first
-// scoring a query estimated one layer early (lookahead_query: their whole selection is known, and
-// fetched, a layer ahead). The CNN runs once per KV head over the max of its query heads'
+// scoring a query estimated one layer early when the KV is offloaded (lookahead_query: their whole
+// selection is known, and fetched, a layer ahead). The CNN runs once per KV head over the max of its query heads'
 // histories and is updated every PolicySpec::kServingUpdatePeriod steps (its scores reused in
 // between), which makes it several times cheaper than the exact method for a fraction of a point of
 // recovery (docs/predictor.md). query_refine 0 leaves the published method (one CNN per query head
 // every step, dense calibration every spec->calibration_period steps). docs/worker.md measures both.
-void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options);
+//
+// kv_offloaded: the KV lives in the cache service (OffloadedSequence), so layers after the first
+// score their query share with the lookahead query and the whole selection is fetched a layer
+// ahead. With the KV resident there is nothing to fetch, so every layer scores its own query: one
+// pass over the compact key copy per layer and step instead of two (the same pass gives the
+// history row), and the better estimate.
+void ApplyQueryRefinement(float query_refine, predictor::PolicySpec* spec, PolicyAttentionOptions* options,
+                          bool kv_offloaded = true);
 
 class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentionObserver {
  public:

@@ -141,6 +141,44 @@ void Softmax(float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] *= inv;
 }
 
+void SoftmaxPooled16(const float* x, int64_t n, float* block_max, float* block_sum) {
+  if (n <= 0) return;
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mv);
+  float m = -INFINITY;
+  for (float v : lanes) m = std::max(m, v);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  const __m256 shift = _mm256_set1_ps(m);
+  const int64_t blocks = (n + 15) / 16;
+  double total = 0;
+  alignas(32) float buf[16];
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* p = x + b * 16;
+    if (b * 16 + 16 > n) {  // a partial block: the missing values are padding, exp = 0
+      const int64_t rest = n - b * 16;
+      for (int j = 0; j < 16; ++j) buf[j] = j < rest ? p[j] : -INFINITY;
+      p = buf;
+    }
+    const __m256 lo = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
+    const __m256 hi = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(p + 8), shift));
+    __m128 mx = _mm_max_ps(_mm256_castps256_ps128(_mm256_max_ps(lo, hi)), _mm256_extractf128_ps(_mm256_max_ps(lo, hi), 1));
+    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
+    const float sum = SumLanes16(lo, hi);
+    block_max[b] = _mm_cvtss_f32(mx);
+    block_sum[b] = sum;
+    total += sum;
+  }
+  const float inv = static_cast<float>(1.0 / total);
+  for (int64_t b = 0; b < blocks; ++b) {
+    block_max[b] *= inv;
+    block_sum[b] *= inv;
+  }
+}
+
 float Dot(const float* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;

@@ -48,6 +48,10 @@ float ExpPoly(float x);
 // In place over n values; the row sums to 1 (up to rounding). exp by ExpPoly; the sum is taken in
 // groups of 16 values (float, SumLanes' order), the group sums in double.
 void Softmax(float* x, int64_t n);
+// The softmax of x[0..n) pooled per block of 16 values, without writing the probabilities:
+// block_max[b] and block_sum[b] for b < ceil(n / 16) (the same exponentials as Softmax). For
+// attention rows that only feed a block-level consumer (the predictor's history).
+void SoftmaxPooled16(const float* x, int64_t n, float* block_max, float* block_sum);
 
 float Dot(const float* a, const float* b, int64_t n);
 // y += a * x

@@ -231,7 +231,7 @@ Status RunGenerate(GenerateFlags f) {
     spec.budget.local_tokens = f.local;
     spec.dense_first_layers = f.dense_layers;
     worker::PolicyAttentionOptions po;
-    worker::ApplyQueryRefinement(f.query_refine, &spec, &po);
+    worker::ApplyQueryRefinement(f.query_refine, &spec, &po, /*kv_offloaded=*/false);
     if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
       if (f.weights.empty()) {
         return InvalidArgument("--policy " + f.policy +

@@ -113,7 +113,7 @@ Status WorkerService::Request::MakePolicy() {
   spec.budget.sink_tokens = o.sink_tokens;
   spec.budget.local_tokens = o.local_tokens;
   spec.dense_first_layers = o.dense_first_layers;
-  ApplyQueryRefinement(o.query_refine, &spec, &attention_);
+  ApplyQueryRefinement(o.query_refine, &spec, &attention_, o.kv_mode != OffloadMode::kResident);
   if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
     if (o.weights == nullptr) {
       return FailedPrecondition("policy attention_predictor needs the CNN weights: start foresight-worker with --weights");
