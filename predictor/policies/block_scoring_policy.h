@@ -24,7 +24,12 @@ class BlockScoringPolicy : public SelectionPolicy {
     FS_RETURN_IF_ERROR(PrepareScores(in, window));
     window.keep_blocks = std::min(window.keep_blocks, KeepBlocks(in, window));
     out->per_query_head.resize(geometry_.q_heads);
+    const int group = geometry_.group_size();
     for (int h = 0; h < geometry_.q_heads; ++h) {
+      if (h % group != 0 && SelectsPerKvHead()) {
+        out->per_query_head[h] = out->per_query_head[h - h % group];
+        continue;
+      }
       if (!window.KeepsAllCandidates()) {
         scores_.resize(window.num_candidates());
         ScoreCandidates(in, window, h, scores_.data());
@@ -52,6 +57,9 @@ class BlockScoringPolicy : public SelectionPolicy {
   }
   // How many candidates this Select keeps (at most window.keep_blocks, which is the default).
   virtual int64_t KeepBlocks(const StepInputs& in, const CandidateWindow& window) { return window.keep_blocks; }
+  // True when every query head of a KV head selects the same blocks (then ScoreCandidates is asked
+  // for the group's first query head only, and the KV head's union is the budget).
+  virtual bool SelectsPerKvHead() const { return false; }
   // scores[i] for block window.candidate_begin() + i of query head `q_head`; higher is kept.
   virtual void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
                                float* scores) = 0;

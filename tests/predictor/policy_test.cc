@@ -329,13 +329,20 @@ TEST(PolicyTest, AttentionPredictorPerKvHeadMatchesBruteForce) { CheckAttentionP
 // Query refinement: asked ahead (no query scores) the policy returns the CNN's share, a subset of
 // both the published selection and the step's own refined one; the refined one adds exactly the
 // best-scored candidates by the step's query scores, up to the same number of kept blocks.
-TEST(PolicyTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
+// Per query head, and per KV head as served (one CNN per KV head; the query's share chosen by the
+// best score in the group, so every query head of a KV head selects the same blocks).
+class QueryRefinementTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(QueryRefinementTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
+  const bool per_kv_head = GetParam();
   Fixture f = SmallTrace(500, 40);
   const TraceGeometry& g = f.trace.geometry();
+  ASSERT_GT(f.g.group_size(), 1);
   PolicySpec spec;
   spec.kind = PolicyKind::kAttentionPredictor;
   spec.budget.budget_tokens = 256;
   spec.weights = CnnWeights::Random(5);
+  spec.predict_per_kv_head = per_kv_head;
   auto published = MakeSelectionPolicy(spec, f.g, 0);
   spec.query_refine = 0.5f;
   spec.refine_scorer = PolicySpec::RefineScorer::kQueryBlockScores;
@@ -373,7 +380,12 @@ TEST(PolicyTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
       for (int64_t b = window.candidate_begin(); b < window.candidate_end(); ++b) {
         if (!std::binary_search(a.begin(), a.end(), static_cast<int32_t>(b))) rest.push_back(static_cast<int32_t>(b));
       }
-      const float* est = bmax.data() + h * nb;
+      const int group = f.g.group_size(), first = per_kv_head ? h - h % group : h;
+      std::vector<float> est(nb, 0.0f);
+      for (int64_t b = 0; b < nb; ++b) {
+        est[b] = bmax[first * nb + b];
+        for (int j = 1; per_kv_head && j < group; ++j) est[b] = std::max(est[b], bmax[(first + j) * nb + b]);
+      }
       std::stable_sort(rest.begin(), rest.end(), [&](int32_t x, int32_t y) { return est[x] > est[y]; });
       Blocks expect = a;
       const int64_t missing = static_cast<int64_t>(r.size() - a.size());
@@ -381,6 +393,8 @@ TEST(PolicyTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
       std::sort(expect.begin(), expect.end());
       EXPECT_EQ(r, expect) << "step " << s << " head " << h;
       EXPECT_EQ(missing, std::llround(0.5 * window.keep_blocks)) << "step " << s;
+      if (per_kv_head) EXPECT_EQ(r, full.per_query_head[first]) << "step " << s << " head " << h;
+      if (per_kv_head) EXPECT_EQ(full.per_kv_head[h / group], r) << "the KV head's union is the shared selection";
       ++checked;
     }
     AttentionObservation obs{.key_tokens = n, .dense = true, .block_max = bmax, .block_sum = bsum};
@@ -389,6 +403,8 @@ TEST(PolicyTest, AttentionPredictorQueryRefinementAddsTheQuerysBestBlocks) {
   }
   EXPECT_GT(checked, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(PerQueryAndPerKvHead, QueryRefinementTest, ::testing::Bool());
 
 TEST(PolicyTest, FactoryRejectsBadSpecs) {
   PolicySpec spec;
