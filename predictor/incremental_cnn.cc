@@ -130,46 +130,42 @@ void IncrementalCnn::Readout(int64_t begin, int64_t width, int64_t P, bool incre
   for (int64_t k = 0; k < width; ++k) out[begin + k] = static_cast<float>(y[k]) + w.conv3_bias;
 }
 
-void IncrementalCnn::Run(const HistoryImage& image, int64_t incremental_end, float* out,
-                         int threads) {
-  struct Work {
-    int64_t begin, end;
-    bool incremental;
-  };
-  std::vector<Work> work;
-  for (int64_t c = 0; c < incremental_end; c += internal::kTileColumns) {
-    work.push_back({c, std::min(incremental_end, c + internal::kTileColumns), true});
-  }
-  for (int64_t c = incremental_end; c < image.columns; c += internal::kTileColumns) {
-    work.push_back({c, std::min(image.columns, c + internal::kTileColumns), false});
-  }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].incremental) {
-      IncrementalTile(image, work[i].begin, work[i].end, out);
-    } else {
-      FullTile(image, work[i].begin, work[i].end, out);
-    }
-  }
-}
-
-void IncrementalCnn::Reset(const HistoryImage& image, float* out, int threads) {
-  columns_ = 0;
-  Grow(image.columns);
-  Run(image, 0, out, threads);
-  initialized_ = true;
-}
-
-void IncrementalCnn::Advance(const HistoryImage& image, float* out, int threads) {
-  if (!initialized_ || image.columns < columns_) {
-    Reset(image, out, threads);
-    return;
+void IncrementalCnn::Plan(const HistoryImage& image, bool reset, std::vector<Piece>* pieces) {
+  if (reset || !initialized_ || image.columns < columns_) {
+    columns_ = 0;
+    initialized_ = true;
   }
   // Appended columns change conv2 in the last two old columns (their right neighbours were padding).
   const int64_t incremental_end =
-      image.columns == columns_ ? columns_ : std::max<int64_t>(0, columns_ - 2);
+      columns_ == 0 ? 0 : image.columns == columns_ ? columns_ : std::max<int64_t>(0, columns_ - 2);
   Grow(image.columns);
-  Run(image, incremental_end, out, threads);
+  for (int64_t c = 0; c < incremental_end; c += internal::kTileColumns) {
+    pieces->push_back({c, std::min(incremental_end, c + internal::kTileColumns), true});
+  }
+  for (int64_t c = incremental_end; c < image.columns; c += internal::kTileColumns) {
+    pieces->push_back({c, std::min(image.columns, c + internal::kTileColumns), false});
+  }
+}
+
+void IncrementalCnn::RunPiece(const HistoryImage& image, const Piece& piece, float* out) {
+  if (piece.incremental) {
+    IncrementalTile(image, piece.begin, piece.end, out);
+  } else {
+    FullTile(image, piece.begin, piece.end, out);
+  }
+}
+
+void IncrementalCnn::Update(const HistoryImage& image, bool reset, float* out, int threads) {
+  pieces_.clear();
+  Plan(image, reset, &pieces_);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+  for (size_t i = 0; i < pieces_.size(); ++i) RunPiece(image, pieces_[i], out);
+}
+
+void IncrementalCnn::Reset(const HistoryImage& image, float* out, int threads) { Update(image, true, out, threads); }
+
+void IncrementalCnn::Advance(const HistoryImage& image, float* out, int threads) {
+  Update(image, false, out, threads);
 }
 
 }  // namespace foresight::predictor

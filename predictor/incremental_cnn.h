@@ -53,6 +53,17 @@ class IncrementalCnn {
   // this is a Reset.
   void Advance(const HistoryImage& image, float* out, int threads = 1);
 
+  // For a caller that updates several CNNs in one thread team: Plan prepares the update that
+  // Advance (or Reset, when `reset`) would make and appends its independent pieces (tiles of
+  // columns) to `pieces`; RunPiece then computes each piece once, on any thread, in any order,
+  // before the next Plan. Advance and Reset are exactly that over `threads` threads.
+  struct Piece {
+    int64_t begin = 0, end = 0;  // output columns
+    bool incremental = false;    // false: all 64 rows (new columns, or a reset)
+  };
+  void Plan(const HistoryImage& image, bool reset, std::vector<Piece>* pieces);
+  void RunPiece(const HistoryImage& image, const Piece& piece, float* out);
+
   int64_t columns() const { return columns_; }
   int period() const { return period_; }
   bool initialized() const { return initialized_; }
@@ -61,7 +72,7 @@ class IncrementalCnn {
   void FullTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void Readout(int64_t begin, int64_t width, int64_t padded_width, bool incremental, float* out);
-  void Run(const HistoryImage& image, int64_t incremental_end, float* out, int threads);
+  void Update(const HistoryImage& image, bool reset, float* out, int threads);
 
   // Grows the state to `columns`, keeping values; capacity doubles so appends are amortised.
   void Grow(int64_t columns);
@@ -73,6 +84,7 @@ class IncrementalCnn {
   int64_t capacity_ = 0;
   // Channel-major so the per-step update streams through contiguous memory.
   std::vector<double> interior_sum_;  // [32][capacity_]: sum of conv2 rows 2..61
+  std::vector<Piece> pieces_;  // Update's scratch
   std::vector<double> leaving_sum_;   // [32][capacity_]: sum of conv2 rows 2..period+1, which leave
                                       // at the next update
 };

@@ -49,7 +49,8 @@ uint64_t CompactKeyCopy::bytes() const {
 void CompactKeyCopy::AppendToken(const float* keys) {
   const int64_t nb = Blocks(), dim = PaddedDim();
   key_row_.assign(dim, 0.0f);  // zero-padded to whole blocks
-  std::vector<Q8Activations> q8(nb);
+  std::vector<Q8Activations>& q8 = key_q8_;
+  q8.resize(nb);
   for (int32_t h = 0; h < kv_heads_; ++h) {
     std::copy_n(keys + static_cast<int64_t>(h) * head_dim_, head_dim_, key_row_.begin());
     // Q8_0, as llama.cpp rounds it: d = max|x| / 127 in half precision, q = round(x / d).
@@ -64,75 +65,95 @@ void CompactKeyCopy::AppendToken(const float* keys) {
 }
 
 void CompactKeyCopy::Append(const KvCache& kv, int32_t layer, int64_t upto) {
-  std::vector<float> keys(static_cast<size_t>(kv_heads_) * head_dim_);
+  token_keys_.resize(static_cast<size_t>(kv_heads_) * head_dim_);
   for (int64_t p = tokens_; p < upto; ++p) {
-    for (int32_t h = 0; h < kv_heads_; ++h) HalfToFloatRow(kv.key(layer, h, p), head_dim_, keys.data() + h * head_dim_);
-    AppendToken(keys.data());
+    for (int32_t h = 0; h < kv_heads_; ++h) HalfToFloatRow(kv.key(layer, h, p), head_dim_, &token_keys_[h * head_dim_]);
+    AppendToken(token_keys_.data());
+  }
+}
+
+void CompactKeyCopy::QuantizeQueries(const float* queries) {
+  const int64_t nb = Blocks(), dim = PaddedDim();
+  query_q8_.resize(static_cast<size_t>(n_heads_) * nb);
+  key_row_.assign(dim, 0.0f);
+  for (int32_t h = 0; h < n_heads_; ++h) {
+    std::copy_n(queries + static_cast<int64_t>(h) * head_dim_, head_dim_, key_row_.begin());
+    QuantizeActivations(key_row_.data(), dim, &query_q8_[h * nb]);
+  }
+}
+
+int64_t CompactKeyCopy::LogitTasks(int64_t ctx) const {
+  return kv_heads_ * ((ctx + kTokensPerTask - 1) / kTokensPerTask);
+}
+
+void CompactKeyCopy::LogitTask(int64_t task, int64_t ctx, float* logits) const {
+  const int32_t group = n_heads_ / kv_heads_;
+  const int64_t nb = Blocks(), dim = PaddedDim();
+  const float inv = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  const int64_t tasks_per_head = (ctx + kTokensPerTask - 1) / kTokensPerTask;
+  const int32_t kvh = static_cast<int32_t>(task / tasks_per_head);
+  const int64_t t0 = (task % tasks_per_head) * kTokensPerTask, t1 = std::min(ctx, t0 + kTokensPerTask);
+  const int8_t* keys = values_[kvh].data();
+  for (int32_t j = 0; j < group; ++j) {
+    const int32_t h = kvh * group + j;
+    const Q8Activations* qa = &query_q8_[h * nb];
+    float* out = logits + static_cast<int64_t>(h) * ctx;
+    int64_t t = t0;
+    for (; t + 8 <= t1; t += 8) {
+      __m256 sum = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qa[b].q));
+        __m256i dots[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) {
+          const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + (t + u) * dim + b * 32));
+          dots[u] = DotS8(k, qx);
+        }
+        const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(&scales_[kvh][b][t]), _mm256_set1_ps(qa[b].d));
+        sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(FoldEight(dots)), scale, sum);
+      }
+      _mm256_storeu_ps(out + t, _mm256_mul_ps(sum, _mm256_set1_ps(inv)));
+    }
+    for (; t < t1; ++t) {  // the same arithmetic, one key at a time
+      float sum = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t dot = 0;
+        for (int i = 0; i < 32; ++i) dot += keys[t * dim + b * 32 + i] * qa[b].q[i];
+        sum = std::fma(static_cast<float>(dot), scales_[kvh][b][t] * qa[b].d, sum);
+      }
+      out[t] = sum * inv;
+    }
   }
 }
 
 void CompactKeyCopy::Logits(const float* queries, int64_t ctx, std::vector<float>* logits) {
   ctx = std::min(ctx, tokens_);
-  const int32_t group = n_heads_ / kv_heads_;
-  const int64_t nb = Blocks(), dim = PaddedDim();
   logits->resize(static_cast<size_t>(n_heads_) * ctx);
-  std::vector<Q8Activations> q8(static_cast<size_t>(n_heads_) * nb);
-  std::vector<float> query(dim, 0.0f);
-  for (int32_t h = 0; h < n_heads_; ++h) {
-    std::copy_n(queries + static_cast<int64_t>(h) * head_dim_, head_dim_, query.begin());
-    QuantizeActivations(query.data(), dim, &q8[h * nb]);
-  }
-  const float inv = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  const int64_t tasks_per_head = (ctx + kTokensPerTask - 1) / kTokensPerTask;
+  QuantizeQueries(queries);
+  const int64_t tasks = LogitTasks(ctx);
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t task = 0; task < kv_heads_ * tasks_per_head; ++task) {
-    const int32_t kvh = static_cast<int32_t>(task / tasks_per_head);
-    const int64_t t0 = (task % tasks_per_head) * kTokensPerTask, t1 = std::min(ctx, t0 + kTokensPerTask);
-    const int8_t* keys = values_[kvh].data();
-    for (int32_t j = 0; j < group; ++j) {
-      const int32_t h = kvh * group + j;
-      const Q8Activations* qa = &q8[h * nb];
-      float* out = logits->data() + static_cast<int64_t>(h) * ctx;
-      int64_t t = t0;
-      for (; t + 8 <= t1; t += 8) {
-        __m256 sum = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-          const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qa[b].q));
-          __m256i dots[8];
-#pragma GCC unroll 8
-          for (int u = 0; u < 8; ++u) {
-            const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + (t + u) * dim + b * 32));
-            dots[u] = DotS8(k, qx);
-          }
-          const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(&scales_[kvh][b][t]), _mm256_set1_ps(qa[b].d));
-          sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(FoldEight(dots)), scale, sum);
-        }
-        _mm256_storeu_ps(out + t, _mm256_mul_ps(sum, _mm256_set1_ps(inv)));
-      }
-      for (; t < t1; ++t) {  // the same arithmetic, one key at a time
-        float sum = 0.0f;
-        for (int64_t b = 0; b < nb; ++b) {
-          int32_t dot = 0;
-          for (int i = 0; i < 32; ++i) dot += keys[t * dim + b * 32 + i] * qa[b].q[i];
-          sum = std::fma(static_cast<float>(dot), scales_[kvh][b][t] * qa[b].d, sum);
-        }
-        out[t] = sum * inv;
-      }
-    }
-  }
+  for (int64_t task = 0; task < tasks; ++task) LogitTask(task, ctx, logits->data());
 }
 
 void CompactKeyCopy::DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max,
                               std::vector<float>* block_sum) {
   ctx = std::min(ctx, tokens_);
   const int64_t n_blocks = (ctx + 15) / 16;
-  block_max->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
-  block_sum->assign(static_cast<size_t>(n_heads_) * n_blocks, 0.0f);
-  Logits(queries, ctx, &logits_);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int32_t h = 0; h < n_heads_; ++h) {
-    SoftmaxPooled16(logits_.data() + static_cast<int64_t>(h) * ctx, ctx, block_max->data() + h * n_blocks,
-                    block_sum->data() + h * n_blocks);
+  block_max->resize(static_cast<size_t>(n_heads_) * n_blocks);
+  block_sum->resize(static_cast<size_t>(n_heads_) * n_blocks);
+  logits_.resize(static_cast<size_t>(n_heads_) * ctx);
+  QuantizeQueries(queries);
+  const int64_t tasks = LogitTasks(ctx);
+  // One thread team for both passes (a team's wake-up costs more than a pass over a short row).
+#pragma omp parallel
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) LogitTask(task, ctx, logits_.data());
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t h = 0; h < n_heads_; ++h) {
+      SoftmaxPooled16(logits_.data() + static_cast<int64_t>(h) * ctx, ctx, block_max->data() + h * n_blocks,
+                      block_sum->data() + h * n_blocks);
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "worker/kv_cache.h"
+#include "worker/quantized_kernels.h"
 
 namespace foresight::worker {
 
@@ -39,6 +40,9 @@ class CompactKeyCopy {
   void DenseRow(const float* queries, int64_t ctx, std::vector<float>* block_max, std::vector<float>* block_sum);
 
  private:
+  void QuantizeQueries(const float* queries);  // into query_q8_
+  int64_t LogitTasks(int64_t ctx) const;
+  void LogitTask(int64_t task, int64_t ctx, float* logits) const;
   int64_t Blocks() const { return (head_dim_ + 31) / 32; }  // Q8_0 blocks per key row
   int64_t PaddedDim() const { return Blocks() * 32; }
 
@@ -48,7 +52,8 @@ class CompactKeyCopy {
   // scales of one block are one load).
   std::vector<std::vector<int8_t>> values_;
   std::vector<std::vector<std::vector<float>>> scales_;
-  std::vector<float> key_row_, logits_;
+  std::vector<float> key_row_, token_keys_, logits_;
+  std::vector<Q8Activations> query_q8_, key_q8_;
 };
 
 }  // namespace foresight::worker

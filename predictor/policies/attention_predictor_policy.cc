@@ -27,6 +27,7 @@ struct PredictedHead {
   AttentionHistory history;
   IncrementalCnn cnn;
   std::vector<float> scores;  // CNN output over history columns [window_begin, window_begin + size)
+  HistoryImage image;         // the CNN's input at the last update
 };
 
 class AttentionPredictorPolicy final : public BlockScoringPolicy {
@@ -217,23 +218,33 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     const bool restart = begin != window_begin_ || !after_push;
     window_begin_ = begin;
     const int n = static_cast<int>(heads_.size());
-    // Few heads (per-KV-head prediction: 3 on SmolLM2) keep the threads busy better by splitting
-    // each head's columns than by taking one head each.
-    const bool by_head = spec_.threads > 1 && n >= 2 * spec_.threads;
-    const int tile_threads = by_head ? 1 : spec_.threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(spec_.threads) if (by_head)
+    if (incremental) {
+      // Every head's tiles in one thread team: per-KV-head prediction has few heads (3 on SmolLM2),
+      // too few to keep the threads busy one head each.
+      work_.clear();
+      for (int i = 0; i < n; ++i) {
+        PredictedHead& head = heads_[i];
+        head.image = head.history.Image(begin, std::max(begin, end));
+        head.scores.resize(head.image.columns);
+        pieces_.clear();
+        head.cnn.Plan(head.image, restart, &pieces_);
+        for (const IncrementalCnn::Piece& piece : pieces_) work_.push_back({i, piece});
+      }
+      const int64_t items = static_cast<int64_t>(work_.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(spec_.threads) if (spec_.threads > 1 && items > 1)
+      for (int64_t w = 0; w < items; ++w) {
+        PredictedHead& head = heads_[work_[w].head];
+        head.cnn.RunPiece(head.image, work_[w].piece, head.scores.data());
+      }
+      return;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(spec_.threads) if (spec_.threads > 1)
     for (int i = 0; i < n; ++i) {
       PredictedHead& head = heads_[i];
       const HistoryImage image = head.history.Image(begin, std::max(begin, end));
       head.scores.resize(image.columns);
       if (image.columns == 0) continue;
-      if (incremental) {
-        if (restart) {
-          head.cnn.Reset(image, head.scores.data(), tile_threads);
-        } else {
-          head.cnn.Advance(image, head.scores.data(), tile_threads);
-        }
-      } else if (spec_.prune_threshold > 0.0f) {
+      if (spec_.prune_threshold > 0.0f) {
         PrunedCnn(image, head.scores.data());
       } else {
         RunCnn(*spec_.weights, image, head.scores.data());
@@ -276,6 +287,12 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
 
   PolicySpec spec_;
   std::vector<PredictedHead> heads_;
+  struct WorkItem {
+    int head;
+    IncrementalCnn::Piece piece;
+  };
+  std::vector<WorkItem> work_;  // Predict's scratch: every head's CNN pieces
+  std::vector<IncrementalCnn::Piece> pieces_;
   std::vector<int64_t> order_;  // RefineWithQuery scratch
   std::vector<char> kept_;
   int64_t window_begin_ = -1;
