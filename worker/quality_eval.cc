@@ -55,6 +55,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     predictor::PolicyKind kind;
     int64_t budget;
     float query_refine;
+    int update_period;
     std::unique_ptr<PolicyDecodeAttention> policy;
     std::unique_ptr<OracleDecodeAttention> oracle;
     DecodeAttentionHook* hook() const { return policy ? static_cast<DecodeAttentionHook*>(policy.get()) : oracle.get(); }
@@ -62,31 +63,40 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   };
   std::vector<Run> runs;
   const std::vector<float> published = {0.0f};  // every policy but AttentionPredictor runs once per budget
+  const std::vector<int> every_step = {1};
   for (predictor::PolicyKind kind : spec.policies) {
     if (kind == predictor::PolicyKind::kDense) continue;
     const std::vector<float>& refines = kind == predictor::PolicyKind::kAttentionPredictor ? spec.query_refine : published;
     for (int64_t budget : spec.budgets) {
       for (float refine : refines) {
-        predictor::PolicySpec ps;
-        ps.kind = kind;
-        ps.budget.budget_tokens = budget;
-        ps.budget.sink_tokens = spec.sink_tokens;
-        ps.budget.local_tokens = spec.local_tokens;
-        ps.calibration_period = spec.calibration_period;
-        ps.weights = spec.weights;
-        ps.dense_first_layers = spec.dense_first_layers;
-        ps.query_refine = refine;
-        ps.refine_scorer = spec.refine_scorer;
-        Run run{kind, budget, refine, nullptr, nullptr};
-        if (kind == predictor::PolicyKind::kOracle) {
-          FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
-        } else {
-          PolicyAttentionOptions po;
-          po.calibration = spec.calibration_source;
-          po.lookahead_query = spec.lookahead_query;
-          FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context, po));
+        const bool served = kind == predictor::PolicyKind::kAttentionPredictor && refine > 0.0f &&
+                            spec.refine_scorer == predictor::PolicySpec::RefineScorer::kQueryBlockScores;
+        for (int period : served ? spec.update_periods : every_step) {
+          predictor::PolicySpec ps;
+          ps.kind = kind;
+          ps.budget.budget_tokens = budget;
+          ps.budget.sink_tokens = spec.sink_tokens;
+          ps.budget.local_tokens = spec.local_tokens;
+          ps.calibration_period = spec.calibration_period;
+          ps.weights = spec.weights;
+          ps.dense_first_layers = spec.dense_first_layers;
+          ps.query_refine = refine;
+          ps.refine_scorer = spec.refine_scorer;
+          Run run{kind, budget, refine, period, nullptr, nullptr};
+          if (kind == predictor::PolicyKind::kOracle) {
+            FS_ASSIGN_OR_RETURN(run.oracle, OracleDecodeAttention::Create(model.config(), ps));
+          } else {
+            PolicyAttentionOptions po;
+            po.calibration = spec.calibration_source;
+            if (served) {
+              ApplyQueryRefinement(refine, &ps, &po, /*kv_offloaded=*/spec.lookahead_query);
+              ps.reuse_steps = period;
+            }
+            po.lookahead_query = spec.lookahead_query;
+            FS_ASSIGN_OR_RETURN(run.policy, PolicyDecodeAttention::Create(model.config(), ps, context, po));
+          }
+          runs.push_back(std::move(run));
         }
-        runs.push_back(std::move(run));
       }
     }
   }
@@ -139,6 +149,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   for (Run& r : runs) {
     QualityRow row{RowName(r.kind), r.budget};
     row.query_refine = r.query_refine;
+    row.update_period = r.update_period;
     FS_RETURN_IF_ERROR(evaluate(&r, &row));
     rows.push_back(row);
     r.policy.reset();  // frees its prefill history

@@ -30,6 +30,7 @@ struct QualityRow {
   // averaged over decode steps, layers and query heads; dense steps and layers count as 1.
   double recovery = 1.0;
   float query_refine = 0.0f;  // AttentionPredictor: share of the kept blocks chosen by the step's query
+  int update_period = 1;      // AttentionPredictor: the CNN is updated every this many steps
 };
 
 struct QualitySpec {
@@ -40,7 +41,10 @@ struct QualitySpec {
   int64_t sink_tokens = 64, local_tokens = 64;  // part of every budget
   int calibration_period = 5;                   // AttentionPredictor's M
   // AttentionPredictor: one row per value (PolicySpec::query_refine; 0 is the published method).
+  // A share above 0 is the served form (ApplyQueryRefinement: one CNN per KV head, calibration rows
+  // from the compact key copy every step), once per CNN update period in `update_periods`.
   std::vector<float> query_refine = {0.0f};
+  std::vector<int> update_periods = {predictor::PolicySpec::kServingUpdatePeriod};
   // Where AttentionPredictor's calibration rows come from (worker/policy_attention.h).
   CalibrationSource calibration_source = CalibrationSource::kExact;
   predictor::PolicySpec::RefineScorer refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;

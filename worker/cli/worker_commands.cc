@@ -350,6 +350,7 @@ struct QualityFlags {
   std::string query_refine = "0";
   std::string refine_scorer = "compact";
   std::string calibration_source = "exact";
+  std::string update_periods;  // empty: the served one
   bool json = false;
 };
 
@@ -375,6 +376,10 @@ Status RunQuality(const QualityFlags& f) {
       return InvalidArgument("--query-refine takes shares between 0 and 1 (comma-separated), got '" + item + "'");
     }
     spec.query_refine.push_back(v);
+  }
+  if (!f.update_periods.empty()) {
+    FS_ASSIGN_OR_RETURN(std::vector<int64_t> periods, ParseIntList(f.update_periods, "--update-period", 1, 64));
+    spec.update_periods.assign(periods.begin(), periods.end());
   }
   if (f.refine_scorer == "compact" || f.refine_scorer == "lookahead") {
     spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQueryBlockScores;
@@ -412,16 +417,16 @@ Status RunQuality(const QualityFlags& f) {
     for (const auto& r : rows) {
       j.push_back({{"policy", r.policy}, {"budget", r.budget}, {"context", r.context}, {"perplexity", r.perplexity},
                    {"top1_agreement", r.top1_agreement}, {"recovery", r.recovery}, {"blocks_fraction", r.blocks_fraction},
-                   {"query_refine", r.query_refine}});
+                   {"query_refine", r.query_refine}, {"update_period", r.update_period}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr", "recovery",
-                "blocks", "refine");
+    std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
+                "recovery", "blocks", "refine", "period");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f\n", r.policy.c_str(), static_cast<long long>(r.budget),
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(), static_cast<long long>(r.budget),
                   static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.recovery, r.blocks_fraction,
-                  r.query_refine);
+                  r.query_refine, r.update_period);
     }
   }
   return Status::OK();
@@ -517,6 +522,9 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
                       "How --query-refine scores the query: compact (int8 key copy on the worker, default), lookahead "
                       "(the same, with each layer's query estimated one layer early, so that its blocks can be fetched "
                       "a layer ahead) or quest (key min/max bound)");
+  quality->add_option("--update-period", qflags->update_periods,
+                      "AttentionPredictor as served (--query-refine above 0): the CNN is updated every K steps, its "
+                      "scores reused in between; a comma list gives one row each (default: the served period)");
   quality->add_option("--dense-layers", qflags->dense_layers, "First layers kept dense")->check(kNonNegative);
   quality->add_flag("--json", qflags->json, "JSON rows");
   quality->callback([qflags, exit_code] { Report(RunQuality(*qflags), exit_code); });
