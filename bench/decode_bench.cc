@@ -28,6 +28,7 @@
 #include "common/file_io.h"
 #include "common/units.h"
 #include "predictor/cnn_weights.h"
+#include "predictor/shipped_weights.h"
 #include "predictor/selection_policy.h"
 #include "worker/default_model.h"
 #include "client/cache_client.h"
@@ -66,7 +67,7 @@ struct DecodeBenchFlags {
   std::string calibration_text;
   std::string llama_cpp_python;  // runs llama.cpp (llama-cpp-python) beside dense, same threads
   int chunk = 5;  // offload: steps per turn when variants take turns
-  std::string speculative = "0";  // offload, ap_refined: cross-token variants per speculative_blocks value
+  std::string speculative = "0";  // offload, ap: cross-token variants per speculative_blocks value
   std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure compact-key calibration rows on this text
 };
 
@@ -126,6 +127,11 @@ double ProcessCpuSeconds(pid_t pid) {
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// ap (ap_refined, its older name): AttentionPredictor as served (a quarter of the kept blocks
+// chosen by the step's query against the compact key copy, calibration rows from that copy:
+// attention never goes dense). attention_predictor: the published method (dense calibration steps).
+bool IsServedAp(const std::string& policy) { return policy == "ap" || policy == "ap_refined"; }
+
 Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, const std::string& model_name,
                        const std::vector<int64_t>& contexts, std::shared_ptr<const predictor::CnnWeights> weights,
                        LocalNode* node, nlohmann::json* rows) {
@@ -140,16 +146,12 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     if (t != "shm" && t != "tcp") return InvalidArgument("--transport: unknown '" + t + "' (shm, tcp)");
   }
   predictor::PolicySpec spec;
-  // ap_refined: AttentionPredictor as served (a quarter of the kept blocks chosen by the step's
-  // query against the compact key copy; that quarter is known only at the step).
-  const bool refined = f.policy == "ap_refined";
+  // ap as served: the query's quarter of the kept blocks is known only at the step.
+  const bool refined = IsServedAp(f.policy);
   FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : f.policy));
   if (spec.kind == predictor::PolicyKind::kDense) return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
   spec.budget.budget_tokens = f.budget;
   spec.weights = weights;
-  if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
-    return InvalidArgument("policy " + f.policy + " needs --weights");
-  }
   std::vector<int64_t> speculative;
   for (const std::string& v : SplitList(f.speculative)) {
     char* end = nullptr;
@@ -491,11 +493,9 @@ StatusOr<double> LlamaCppDecodeMs(const std::string& python, const std::string& 
 Status RunDecodeBench(const DecodeBenchFlags& f) {
   if (!f.modes.empty()) ApplyUcxRendezvousThreshold(f);
   if (!f.modes.empty() && !f.models.empty()) {
-    std::shared_ptr<const predictor::CnnWeights> w;
-    if (!f.weights.empty()) {
-      FS_ASSIGN_OR_RETURN(w, predictor::CnnWeights::Load(f.weights));
-    }
-    return RunOffloadSuite(f, w);
+    StatusOr<std::shared_ptr<const predictor::CnnWeights>> w = predictor::LoadCnnWeightsOrShipped(f.weights);
+    if (!w.ok()) return w.status().WithContext("--weights");
+    return RunOffloadSuite(f, *w);
   }
   std::unique_ptr<worker::Model> model;
   FS_ASSIGN_OR_RETURN(const std::vector<int64_t> contexts, ParseIntList(f.contexts, "--contexts", 1, 1 << 30));
@@ -512,10 +512,10 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
     FS_ASSIGN_OR_RETURN(model, worker::Model::Open(path));
   }
   const worker::ModelConfig& c = model->config();
-  std::shared_ptr<const predictor::CnnWeights> weights;
-  if (!f.weights.empty()) {
-    FS_ASSIGN_OR_RETURN(weights, predictor::CnnWeights::Load(f.weights));
-  }
+  StatusOr<std::shared_ptr<const predictor::CnnWeights>> loaded = predictor::LoadCnnWeightsOrShipped(f.weights);
+  if (!loaded.ok()) return loaded.status().WithContext("--weights");
+  const std::shared_ptr<const predictor::CnnWeights> weights = *loaded;
+  if (!f.json) std::printf("# AttentionPredictor weights: %s\n", predictor::CnnWeightsName(f.weights).c_str());
   if (!f.calibration_text.empty()) return RunCalibrationProbe(f, *model, contexts.front());
   if (!f.modes.empty()) {
     FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start({"--ram-bytes", f.node_ram}));
@@ -546,22 +546,18 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       seq.Rewind(ctx);
       seq.ResetStats();
       std::unique_ptr<worker::PolicyDecodeAttention> policy;
+      bool uses_cnn = false;
       if (name != "dense") {
         predictor::PolicySpec spec;
         worker::PolicyAttentionOptions po;
-        // ap_refined: AttentionPredictor as served (a quarter of the blocks chosen by the step's
-        // query against the compact key copy, calibration rows from that copy: attention never
-        // goes dense). attention_predictor: the published method (dense calibration steps).
-        const bool refined = name == "ap_refined";
+        const bool refined = IsServedAp(name);
         FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : name));
         spec.budget.budget_tokens = f.budget;
         spec.weights = weights;
         if (refined) {
           worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &po, /*kv_offloaded=*/false);
         }
-        if (spec.kind == predictor::PolicyKind::kAttentionPredictor && weights == nullptr) {
-          return InvalidArgument("policy " + name + " needs --weights");
-        }
+        uses_cnn = spec.kind == predictor::PolicyKind::kAttentionPredictor;
         FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, spec, ctx, po));
         policy->PrepareKeys(seq.kv());
         FS_RETURN_IF_ERROR(policy->FinishPrefill());
@@ -584,7 +580,8 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
         rows.push_back({{"policy", name}, {"context", ctx}, {"budget", f.budget}, {"ms_per_token", ms},
                         {"attention_ms_per_token", attn_only}, {"predictor_ms_per_token", pred},
                         {"predictor_share", ms > 0 ? pred / ms : 0}, {"blocks_per_step", blocks},
-                        {"model", f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source()}});
+                        {"model", f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source()},
+                        {"weights", uses_cnn ? predictor::CnnWeightsName(f.weights) : ""}});
       } else {
         std::printf("%-20s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", name.c_str(), static_cast<long long>(ctx),
                     f.budget, ms, attn_only, pred, ms > 0 ? 100 * pred / ms : 0.0, blocks);
@@ -618,11 +615,13 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--synthetic-layers", f->synthetic_layers, "Layers of the synthetic model");
   cmd->add_option("--contexts", f->contexts, "Comma-separated context lengths");
   cmd->add_option("--policies", f->policies,
-                  "Comma-separated: dense, attention_predictor (published), ap_refined (as served: query-refined, "
-                  "compact calibration), quest, h2o, snapkv, streaming_llm");
+                  "Comma-separated: dense, ap (AttentionPredictor as served: query-refined, compact calibration; "
+                  "ap_refined is the same), attention_predictor (the published method: dense calibration steps), "
+                  "quest, h2o, snapkv, streaming_llm");
   cmd->add_option("--budget", f->budget, "Token budget of sparse policies");
   cmd->add_option("--steps", f->steps, "Decode steps timed per policy");
-  cmd->add_option("--weights", f->weights, "AttentionPredictor CNN weights");
+  cmd->add_option("--weights", f->weights,
+                  "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   cmd->add_flag("--prefill", f->prefill, "Fill the context by a real dense prefill instead of random KV");
   cmd->add_flag("--json", f->json, "JSON rows");
   cmd->add_option("--llama-cpp", f->llama_cpp_python,
@@ -637,9 +636,9 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_flag("--compare-coalescing", f->compare_coalescing,
                 "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
   cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), "
-                  "ap_refined (as served), quest)");
+                  "ap (as served; ap_refined is the same), quest)");
   cmd->add_option("--speculative-blocks", f->speculative,
-                  "KV offload, --policy ap_refined: comma-separated blocks per KV head that cross-token prefetches beyond "
+                  "KV offload, --policy ap: comma-separated blocks per KV head that cross-token prefetches beyond "
                   "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
   cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: room for a KV head's union of its query heads' selections (OffloadOptions::margin_blocks)");

@@ -25,6 +25,7 @@
 #include "predictor/block_ranking.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
+#include "predictor/shipped_weights.h"
 #include "predictor/incremental_cnn.h"
 #include "predictor/selection_policy.h"
 
@@ -202,17 +203,13 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
 }
 
 int RunPredictorBench(const PredictorBenchArgs& a) {
-  std::shared_ptr<const CnnWeights> weights;
-  if (!a.weights.empty()) {
-    auto w = CnnWeights::Load(a.weights);
-    if (!w.ok()) {
-      std::fprintf(stderr, "predictor bench: %s\n", w.status().ToString().c_str());
-      return 1;
-    }
-    weights = *w;
-  } else {
-    weights = CnnWeights::Random(1);
+  auto w = LoadCnnWeightsOrShipped(a.weights);
+  if (!w.ok()) {
+    std::fprintf(stderr, "predictor bench: %s\n", w.status().ToString().c_str());
+    return 1;
   }
+  const std::shared_ptr<const CnnWeights> weights = *w;
+  if (!a.json) std::printf("AttentionPredictor weights: %s\n", CnnWeightsName(a.weights).c_str());
   if (a.variants) return RunVariantBench(a, weights);
   std::vector<int64_t> thread_counts, block_counts;
   if (!ParseCounts(a, &thread_counts, &block_counts)) return 1;
@@ -302,7 +299,7 @@ void AddPredictorBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--threads", args->threads, "thread counts, comma-separated (default: 1 and all cores)");
   cmd->add_option("--budget", args->budget, "token budget for the selection timing");
   cmd->add_option("--min-seconds", args->min_seconds, "minimum time per measurement");
-  cmd->add_option("--weights", args->weights, "CNN weights (default: random; the cost does not depend on them)");
+  cmd->add_option("--weights", args->weights, "CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   cmd->add_flag("--json", args->json, "one JSON object per row");
   cmd->add_flag("--variants", args->variants,
                 "time the AttentionPredictor policy per step: exact (incremental, full) and the "

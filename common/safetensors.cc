@@ -82,27 +82,41 @@ std::vector<double> TensorView::ToFloat64() const { return ConvertFloat<double>(
 
 StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   FS_ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(path));
+  const uint8_t* data = mapped->data();
   const size_t size = mapped->size();
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile(path, std::move(mapped)));
+  FS_RETURN_IF_ERROR(file->Parse(data, size));
+  return file;
+}
+
+StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(std::string name, const uint8_t* data,
+                                                                      size_t size) {
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile(std::move(name), nullptr));
+  FS_RETURN_IF_ERROR(file->Parse(data, size));
+  return file;
+}
+
+Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
+  const std::string& path = path_;
   if (size < 8) return InvalidArgument(path + ": not a safetensors file (shorter than 8 bytes)");
   uint64_t header_len = 0;
-  std::memcpy(&header_len, mapped->data(), 8);
+  std::memcpy(&header_len, bytes, 8);
   if (header_len > size - 8)
     return InvalidArgument(path + ": truncated safetensors file (header of " +
                            std::to_string(header_len) + " bytes, file has " + std::to_string(size) + ")");
   nlohmann::json header = nlohmann::json::parse(
-      reinterpret_cast<const char*>(mapped->data() + 8),
-      reinterpret_cast<const char*>(mapped->data() + 8 + header_len), nullptr, /*allow_exceptions=*/false);
+      reinterpret_cast<const char*>(bytes + 8),
+      reinterpret_cast<const char*>(bytes + 8 + header_len), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object())
     return InvalidArgument(path + ": safetensors header is not a JSON object");
 
-  const uint8_t* base = mapped->data() + 8 + header_len;
+  const uint8_t* base = bytes + 8 + header_len;
   const size_t data_size = size - 8 - header_len;
-  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile(std::move(mapped)));
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (it.value().is_object())
         for (auto m = it.value().begin(); m != it.value().end(); ++m)
-          if (m.value().is_string()) file->metadata_[m.key()] = m.value().get<std::string>();
+          if (m.value().is_string()) metadata_[m.key()] = m.value().get<std::string>();
       continue;
     }
     const auto& j = it.value();
@@ -137,9 +151,9 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
                              std::to_string(t.numel() * DTypeSize(t.dtype)) + " bytes, header says " +
                              std::to_string(t.nbytes));
     t.data = base + begin;
-    file->tensors_.emplace(t.name, std::move(t));
+    tensors_.emplace(t.name, std::move(t));
   }
-  return file;
+  return Status::OK();
 }
 
 StatusOr<const TensorView*> SafetensorsFile::Get(const std::string& name) const {

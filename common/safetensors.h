@@ -41,8 +41,11 @@ class SafetensorsFile {
   // Opens and validates the header: every byte range must lie inside the file and match its
   // dtype and shape. Errors name the file and the offending tensor.
   static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // The same over bytes already in memory (e.g. compiled into the binary); they must outlive the
+  // returned object. `name` stands for the path in errors and path().
+  static StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(std::string name, const uint8_t* data, size_t size);
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool Has(const std::string& name) const { return tensors_.count(name) != 0; }
@@ -50,8 +53,12 @@ class SafetensorsFile {
   StatusOr<const TensorView*> Get(const std::string& name) const;
 
  private:
-  explicit SafetensorsFile(std::unique_ptr<MappedFile> file) : file_(std::move(file)) {}
-  std::unique_ptr<MappedFile> file_;
+  SafetensorsFile(std::string path, std::unique_ptr<MappedFile> file)
+      : path_(std::move(path)), file_(std::move(file)) {}
+  // Validates the header of `size` bytes at `bytes` and fills tensors_ and metadata_.
+  Status Parse(const uint8_t* bytes, size_t size);
+  std::string path_;
+  std::unique_ptr<MappedFile> file_;  // null for FromBytes
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
 };

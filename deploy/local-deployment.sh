@@ -10,9 +10,9 @@
 #   deploy/local-deployment.sh stop   [--dir DIR] [--purge]
 #
 # Defaults: DIR=$FORESIGHT_DEPLOYMENT_DIR or /tmp/foresight-deployment, binaries from build/bin,
-# 2 workers, policy attention_predictor when its weights are found (../shared/reference/...),
-# else quest, budget 1024, KV mode cross-token. With --etcd URL no node is started: the workers use
-# that cluster (deploy/local-cluster.sh up prints the URL).
+# 2 workers, policy ap (AttentionPredictor as served, with the weights compiled into
+# foresight-worker; --weights FILE for others), budget 1024, KV mode cross-token. With --etcd URL no
+# node is started: the workers use that cluster (deploy/local-cluster.sh up prints the URL).
 # `start` prints the addresses (also in DIR/node.addr, DIR/worker1.addr, ...); then:
 #   build/bin/foresight generate --worker "$(cat DIR/worker1.addr)" --prompt "..." --chat
 # `stop` stops only the processes this script started (pids in DIR, checked against their command
@@ -26,7 +26,7 @@ dir="${FORESIGHT_DEPLOYMENT_DIR:-/tmp/foresight-deployment}"
 bin="$repo/build/bin"
 workers=2
 model=""
-policy=""
+policy=ap
 budget=1024
 weights=""
 kv_mode=cross-token
@@ -85,12 +85,6 @@ start() {
   fi
   # A start that fails half way (a worker that does not come up, say) stops what it started.
   trap 'echo "local-deployment.sh: start failed; stopping what it started" >&2; stop >/dev/null' EXIT
-  if [ -z "$policy" ]; then
-    if [ -z "$weights" ] && [ -r "$repo/../shared/reference/attention_predictor/cnn_llama3.1.safetensors" ]; then
-      weights="$(cd "$repo/.." && pwd)/shared/reference/attention_predictor/cnn_llama3.1.safetensors"
-    fi
-    if [ -n "$weights" ]; then policy=attention_predictor; else policy=quest; fi
-  fi
   local cache_flags
   if [ -n "$etcd" ]; then
     cache_flags=(--etcd "$etcd")
@@ -121,7 +115,7 @@ start() {
     local waddr
     waddr="$(wait_ready "$dir/worker$i.out" "$dir/worker$i.pid" "worker $i" 120)"
     echo "$waddr" >"$dir/worker$i.addr"
-    echo "worker$i  $waddr policy $policy budget $budget KV $kv_mode (pid $(cat "$dir/worker$i.pid"), log $dir/worker$i.log)"
+    echo "worker$i  $waddr policy $policy budget $budget KV $kv_mode, weights ${weights:-shipped} (pid $(cat "$dir/worker$i.pid"), log $dir/worker$i.log)"
   done
   echo "$workers" >"$dir/workers"
   trap - EXIT

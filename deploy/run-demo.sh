@@ -2,8 +2,11 @@
 # The main job: installs, builds, fetches the default model, starts a local deployment (a cache node
 # with a RAM and an NVMe tier, two workers with the default model; deploy/local-deployment.sh), runs
 # a long-context generation (close to the model's 8K-token context: Debian's license texts) with
-# AttentionPredictor sparse attention on worker 1, then a second request sharing its prefix on
-# worker 2, prints each request's statistics, and stops everything.
+# AttentionPredictor sparse attention (its weights are compiled into the binaries) on worker 1, then
+# a second request sharing its prefix on worker 2, prints each request's statistics, and stops
+# everything.
+#   DEMO_POLICY       the workers' decode attention (default ap: AttentionPredictor as served; e.g.
+#                     quest, dense); each request's heading names the policy that ran
 #   KEEP_RUNNING=1   leave the deployment running at the end (prints how to stop it)
 #   FORESIGHT_MODELS models cache (default ~/.cache/foresight/models)
 #   DEMO_PROMPT_BYTES size of the shared document (default 33000 bytes, about 7.3K tokens)
@@ -34,18 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The published predictor weights, where the reference data sits beside the checkout; else Quest.
-weights="$(pwd)/../shared/reference/attention_predictor/cnn_llama3.1.safetensors"
-if [ -r "$weights" ]; then
-  policy=(--policy attention_predictor --weights "$weights")
-else
-  echo "(AttentionPredictor weights not found at $weights: using Quest)"
-  policy=(--policy quest)
-fi
+policy=${DEMO_POLICY:-ap}
 
-echo "== Starting a local deployment: cache node (RAM 256MiB + NVMe tier) and two workers ($model)"
-bash deploy/local-deployment.sh start --dir "$deployment" --bin "$(cd "$bin" && pwd)" --model "$model" "${policy[@]}" --budget 1024 \
-  --kv-mode cross-token
+echo "== Starting a local deployment: cache node (RAM 256MiB + NVMe tier) and two workers ($model, policy $policy)"
+bash deploy/local-deployment.sh start --dir "$deployment" --bin "$(cd "$bin" && pwd)" --model "$model" --policy "$policy" \
+  --budget 1024 --kv-mode cross-token
 w1=$(cat "$deployment/worker1.addr")
 w2=$(cat "$deployment/worker2.addr")
 node=$(cat "$deployment/node.addr")
@@ -64,16 +60,30 @@ done
   > "$work/request2.txt"
 max_tokens=${DEMO_MAX_TOKENS:-48}
 
-# Runs one request; streams its text, then prints its statistics.
+# Runs one request, then prints its text and statistics under a heading naming the policy that ran
+# (the worker's reply says which).
 request() {  # name worker prompt_file [extra flags]
   local name="$1" worker="$2" prompt="$3"
   shift 3
-  echo "== $name: worker $worker, $(wc -c <"$prompt") bytes of prompt, AttentionPredictor-guided sparse decode (${policy[1]}, budget 1024)"
   "$bin/foresight" generate --worker "$worker" --prompt-file "$prompt" --chat --max-tokens "$max_tokens" --json --print-tokens "$@" \
     > "$work/$name.json"
-  python3 - "$work/$name.json" <<'EOF'
+  python3 - "$work/$name.json" "$name" "$worker" "$(wc -c <"$prompt")" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
+name, worker, prompt_bytes = sys.argv[2:5]
+described = {"dense": "dense decode (every block)",
+             "ap": "AttentionPredictor-guided sparse decode, as served (query-refined)",
+             "attention_predictor": "AttentionPredictor-guided sparse decode (the published method)"}
+policy = r["policy"]
+if policy in described:
+    how = described[policy]
+elif policy.startswith("ap("):
+    how = "AttentionPredictor-guided sparse decode (query-refined)"
+else:
+    how = f"{policy} sparse decode"
+extra = f", weights {r['weights']}" if r.get("weights") else ""
+budget = f", budget {r['budget']}" if policy != "dense" else ""
+print(f"== {name}: worker {worker}, {prompt_bytes} bytes of prompt, {how} (policy {policy}{budget}{extra})")
 print("   " + r["text"].strip().replace("\n", "\n   "))
 print(f"   prompt {r['prompt_tokens']} tokens: prefix hit {r['prefix_hit_tokens']} (imported from the cache service), "
       f"prefilled {r['prefill_tokens']}")

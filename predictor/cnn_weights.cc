@@ -24,18 +24,28 @@ Status ReadTensor(const SafetensorsFile& file, const std::string& name,
   return Status::OK();
 }
 
+StatusOr<std::shared_ptr<const CnnWeights>> FromSafetensors(const SafetensorsFile& file) {
+  auto w = std::make_shared<CnnWeights>();
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv1.weight", {16, 1, 3, 3}, &w->conv1_weight[0][0]));
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv1.bias", {16}, w->conv1_bias));
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv2.weight", {32, 16, 3, 3}, &w->conv2_weight[0][0]));
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv2.bias", {32}, w->conv2_bias));
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv3.weight", {1, 32, 1}, w->conv3_weight));
+  FS_RETURN_IF_ERROR(ReadTensor(file, "conv3.bias", {1}, &w->conv3_bias));
+  return std::shared_ptr<const CnnWeights>(std::move(w));
+}
+
 }  // namespace
 
 StatusOr<std::shared_ptr<const CnnWeights>> CnnWeights::Load(const std::string& path) {
   FS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
-  auto w = std::make_shared<CnnWeights>();
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv1.weight", {16, 1, 3, 3}, &w->conv1_weight[0][0]));
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv1.bias", {16}, w->conv1_bias));
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv2.weight", {32, 16, 3, 3}, &w->conv2_weight[0][0]));
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv2.bias", {32}, w->conv2_bias));
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv3.weight", {1, 32, 1}, w->conv3_weight));
-  FS_RETURN_IF_ERROR(ReadTensor(*file, "conv3.bias", {1}, &w->conv3_bias));
-  return std::shared_ptr<const CnnWeights>(std::move(w));
+  return FromSafetensors(*file);
+}
+
+StatusOr<std::shared_ptr<const CnnWeights>> CnnWeights::FromBytes(const std::string& name, const uint8_t* data,
+                                                                  size_t size) {
+  FS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::FromBytes(name, data, size));
+  return FromSafetensors(*file);
 }
 
 Status CnnWeights::Save(const std::string& path, const std::string& description) const {

@@ -29,6 +29,10 @@ struct CnnWeights {
 
   // Loads the published layout; errors name the file and the tensor with the wrong shape.
   static StatusOr<std::shared_ptr<const CnnWeights>> Load(const std::string& path);
+  // The same layout from bytes in memory (the shipped weights, predictor/shipped_weights.h);
+  // `name` stands for the file in errors.
+  static StatusOr<std::shared_ptr<const CnnWeights>> FromBytes(const std::string& name, const uint8_t* data,
+                                                              size_t size);
   // Writes the same layout (what training produces).
   Status Save(const std::string& path, const std::string& description = "") const;
   // Deterministic pseudo-random weights in PyTorch's default init range (tests, benchmarks).

@@ -16,6 +16,7 @@
 #include "common/units.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
+#include "predictor/shipped_weights.h"
 #include "predictor/recovery_eval.h"
 #include "predictor/trace.h"
 
@@ -45,7 +46,7 @@ struct CnnArgs {
 };
 
 int RunCnnCommand(const CnnArgs& a) {
-  auto weights = CnnWeights::Load(a.weights);
+  auto weights = LoadCnnWeightsOrShipped(a.weights);
   if (!weights.ok()) {
     std::fprintf(stderr, "predictor cnn: %s\n", weights.status().ToString().c_str());
     return 1;
@@ -110,7 +111,8 @@ int RunCnnCommand(const CnnArgs& a) {
     std::fprintf(stderr, "predictor cnn: %s holds no tensor named *.input\n", a.input.c_str());
     return 1;
   }
-  Status s = WriteSafetensors(a.output, outputs, {{"weights", a.weights}, {"input", a.input}});
+  std::printf("weights: %s\n", CnnWeightsName(a.weights).c_str());
+  Status s = WriteSafetensors(a.output, outputs, {{"weights", CnnWeightsName(a.weights)}, {"input", a.input}});
   if (!s.ok()) {
     std::fprintf(stderr, "predictor cnn: writing %s: %s\n", a.output.c_str(), s.ToString().c_str());
     return 1;
@@ -189,12 +191,7 @@ int RunEvalCommand(const EvalArgs& a) {
     options.variants.push_back(std::move(*v));
   }
   if (needs_weights) {
-    if (a.weights.empty()) {
-      std::fprintf(stderr, "predictor eval: attention_predictor needs --weights (e.g. "
-                           "../shared/reference/attention_predictor/cnn_llama3.1.safetensors)\n");
-      return 1;
-    }
-    auto w = CnnWeights::Load(a.weights);
+    auto w = LoadCnnWeightsOrShipped(a.weights);
     if (!w.ok()) {
       std::fprintf(stderr, "predictor eval: %s\n", w.status().ToString().c_str());
       return 1;
@@ -236,7 +233,8 @@ int RunEvalCommand(const EvalArgs& a) {
     }
     nlohmann::json doc = {{"traces", SplitCommas(a.traces)}, {"layers", g.layers},
                           {"q_heads", g.q_heads}, {"kv_heads", g.kv_heads},
-                          {"weights", a.weights}, {"calibration_period", a.calibration},
+                          {"weights", needs_weights ? CnnWeightsName(a.weights) : ""},
+                          {"calibration_period", a.calibration},
                           {"sink", a.sink}, {"local", a.local}, {"results", rows}};
     std::printf("%s\n", doc.dump(2).c_str());
     return 0;
@@ -244,6 +242,7 @@ int RunEvalCommand(const EvalArgs& a) {
   std::printf("%zu trace(s), %d layers, %d query heads / %d KV heads; recovery = share of dense "
               "attention mass on the selected blocks (mean over layers, heads, steps)\n",
               traces.size(), g.layers, g.q_heads, g.kv_heads);
+  if (needs_weights) std::printf("AttentionPredictor weights: %s\n", CnnWeightsName(a.weights).c_str());
   std::printf("%-22s %7s %9s %10s %8s %10s\n", "policy", "budget", "recovery", "kv_union", "blocks",
               "policy_s");
   for (const auto& r : *results) {
@@ -273,7 +272,8 @@ void AddPredictorCommands(CLI::App& app, int* exit_code) {
 
   auto cnn_args = std::make_shared<CnnArgs>();
   CLI::App* cnn = predictor->add_subcommand("cnn", "Run the CNN over every *.input tensor [N, 64, L]; write *.output [N, L]");
-  cnn->add_option("--weights", cnn_args->weights, "CNN weights (safetensors, published layout)")->required();
+  cnn->add_option("--weights", cnn_args->weights,
+                  "CNN weights (safetensors, published layout; default: the shipped foresight-smollm2 weights)");
   cnn->add_option("--input", cnn_args->input, "safetensors with tensors named *.input")->required();
   cnn->add_option("--output", cnn_args->output, "safetensors to write *.output tensors to")->required();
   cnn->add_option("--expect-suffix", cnn_args->expect_suffix,
@@ -289,7 +289,8 @@ void AddPredictorCommands(CLI::App& app, int* exit_code) {
                    "all, or a comma list of attention_predictor, quest, h2o, snapkv, streaming_llm, "
                    "oracle, dense, ap_per_kv_head, ap_reuseK, ap_prune");
   eval->add_option("--budget", eval_args->budgets, "token budgets, sink and local included");
-  eval->add_option("--weights", eval_args->weights, "CNN weights for attention_predictor");
+  eval->add_option("--weights", eval_args->weights,
+                   "CNN weights for attention_predictor (default: the shipped foresight-smollm2 weights)");
   eval->add_option("--sink", eval_args->sink, "sink tokens");
   eval->add_option("--local", eval_args->local, "local tokens");
   eval->add_option("--calibration", eval_args->calibration, "AttentionPredictor: dense row every M steps (0: never)");

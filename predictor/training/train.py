@@ -14,7 +14,7 @@ the loss) gives the same gradients as whole rows at a fraction of the cost.
   /usr/bin/python3 predictor/training/train.py \
       --train doc1.trace.safetensors,doc2.trace.safetensors \
       --heldout doc3.trace.safetensors \
-      --init ../shared/reference/attention_predictor/cnn_llama3.1.safetensors \
+      --init predictor/weights/foresight-smollm2.safetensors \
       --out trained.safetensors
 
 Held-out documents are never trained on; the script prints the held-out loss of the initial and

@@ -56,7 +56,9 @@ int FreePort() {
 
 std::unique_ptr<LocalWorker> StartWorker(const std::string& cache, const std::string& model,
                                          std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--cache", cache, "--model", model, "--threads", "1", "--cache-timeout-ms", "2000"};
+  // Dense by default (the worker's own default is ap): the tests count prefilled and fetched blocks.
+  std::vector<std::string> args = {"--cache", cache, "--model", model, "--threads", "1", "--cache-timeout-ms", "2000",
+                                   "--policy", "dense"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto w = LocalWorker::Start(args);
   EXPECT_TRUE(w.ok()) << w.status().ToString();

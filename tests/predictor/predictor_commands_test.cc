@@ -75,8 +75,12 @@ TEST(PredictorCommandsTest, EvalRunsOnATrace) {
   EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "quest,h2o,oracle", "--budget",
                         "160,256", "--json"}),
             0);
-  EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "attention_predictor"}), 1)
-      << "attention_predictor without --weights must fail";
+  // Without --weights, attention_predictor runs with the shipped weights; a missing file is an error.
+  EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "attention_predictor", "--budget", "160"}),
+            0);
+  EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "attention_predictor", "--weights",
+                        "/nonexistent.safetensors"}),
+            1);
   EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "lru"}), 1);
   std::filesystem::remove(trace);
 }

@@ -23,8 +23,10 @@
 #endif
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
+#include "predictor/shipped_weights.h"
 #include "worker/model.h"
 #include "worker/policy_attention.h"
+#include "worker/policy_label.h"
 #include "worker/quality_eval.h"
 #include "worker/service/worker_client.h"
 #include "worker/trace_recorder.h"
@@ -50,7 +52,7 @@ struct GenerateFlags {
   bool chat = false;
   bool json = false;
   bool print_tokens = false;
-  std::string policy;  // empty: dense here, the worker's default with --worker
+  std::string policy;  // empty: ap here (dense with --backend cuda), the worker's default with --worker
   int budget = 0;       // 0: 1024 here, the worker's default with --worker
   int sink = 64;
   int local = 64;
@@ -156,6 +158,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     j["blocks_attended_per_step"] = s.blocks_attended_per_step();
     j["blocks_total_per_step"] = s.blocks_total_per_step();
     j["policy"] = s.policy();
+    if (!s.weights().empty()) j["weights"] = s.weights();
     j["budget"] = s.budget();
     j["kv_mode"] = s.kv_mode();
     j["cache"] = s.cache();
@@ -169,14 +172,14 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     std::fprintf(stderr,
                  "-- worker %s (cache %s): prompt %lld tokens, prefix hit %lld, generated %lld (%s); TTFT %.3f s; "
                  "prefill %.1f tok/s, decode %.1f tok/s; fetched %lld blocks (%.1f MiB), published %lld blocks "
-                 "(%.1f MiB); stalls %lld (%.3f s); policy %s budget %d; KV %s\n",
+                 "(%.1f MiB); stalls %lld (%.3f s); policy %s budget %d%s; KV %s\n",
                  f.worker.c_str(), s.cache().c_str(), static_cast<long long>(s.prompt_tokens()),
                  static_cast<long long>(s.prefix_hit_tokens()), static_cast<long long>(s.generated_tokens()),
                  s.finish_reason().c_str(), s.time_to_first_token_seconds(), s.prefill_tokens_per_second(), s.decode_tokens_per_second(),
                  static_cast<long long>(s.blocks_fetched()), s.bytes_fetched() / 1048576.0,
                  static_cast<long long>(s.blocks_published()), s.bytes_published() / 1048576.0,
                  static_cast<long long>(s.stalls()), s.stall_seconds(), s.policy().c_str(), s.budget(),
-                 s.kv_mode().c_str());
+                 s.weights().empty() ? "" : (", weights " + s.weights()).c_str(), s.kv_mode().c_str());
   }
   return Status::OK();
 }
@@ -189,7 +192,8 @@ Status RunGenerate(GenerateFlags f) {
   if (f.no_prefix_reuse || !f.token_file.empty()) {
     return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
   }
-  if (f.policy.empty()) f.policy = "dense";
+  // The CUDA backend runs dense attention only (below); everywhere else AttentionPredictor as served.
+  if (f.policy.empty()) f.policy = f.backend == "cuda" ? "dense" : "ap";
   if (f.budget <= 0) f.budget = 1024;
   if (f.threads > 0) omp_set_num_threads(f.threads);
   if (f.backend == "cuda") {
@@ -223,6 +227,8 @@ Status RunGenerate(GenerateFlags f) {
 
   worker::GenerateOptions options;
   std::unique_ptr<worker::PolicyDecodeAttention> policy;
+  std::string policy_label = "dense";  // what ran (worker/policy_label.h)
+  std::string weights_name;            // AttentionPredictor's weights, when it ran
   if (f.policy != "dense") {
     predictor::PolicySpec spec;
     FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(f.policy));
@@ -232,12 +238,14 @@ Status RunGenerate(GenerateFlags f) {
     spec.dense_first_layers = f.dense_layers;
     worker::PolicyAttentionOptions po;
     worker::ApplyQueryRefinement(f.query_refine, &spec, &po, /*kv_offloaded=*/false);
+    policy_label = worker::PolicyLabel(spec);
     if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
-      if (f.weights.empty()) {
-        return InvalidArgument("--policy " + f.policy +
-                               " needs --weights (the CNN, e.g. ../shared/reference/attention_predictor/cnn_llama3.1.safetensors)");
-      }
-      FS_ASSIGN_OR_RETURN(spec.weights, predictor::CnnWeights::Load(f.weights));
+      StatusOr<std::shared_ptr<const predictor::CnnWeights>> w = predictor::LoadCnnWeightsOrShipped(f.weights);
+      if (!w.ok()) return w.status().WithContext("--weights");
+      spec.weights = *w;
+      weights_name = predictor::CnnWeightsName(f.weights);
+    } else if (!f.weights.empty()) {
+      return InvalidArgument("--weights is AttentionPredictor's; --policy " + f.policy + " does not use it");
     }
     FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size()), po));
     options.hook = policy.get();
@@ -271,7 +279,9 @@ Status RunGenerate(GenerateFlags f) {
   if (f.json) {
     nlohmann::json j;
     j["model"] = model_path;
-    j["policy"] = f.policy;
+    j["policy"] = policy_label;
+    if (!weights_name.empty()) j["weights"] = weights_name;
+    j["budget"] = policy != nullptr ? f.budget : 0;
     j["backend"] = f.backend;
     j["prompt_tokens"] = prompt.size();
     j["generated_tokens"] = result.tokens.size();
@@ -287,6 +297,9 @@ Status RunGenerate(GenerateFlags f) {
     j["predictor_ms_per_step"] = predictor_ms;
     std::cout << j.dump(2) << std::endl;
   } else {
+    std::string policy_details;
+    if (policy != nullptr) policy_details = " budget " + std::to_string(f.budget);
+    if (!weights_name.empty()) policy_details += ", weights " + weights_name;
     std::printf("\n");
     if (f.print_tokens) {
       for (TokenId id : result.tokens) std::printf("%d ", id);
@@ -294,11 +307,11 @@ Status RunGenerate(GenerateFlags f) {
     }
     std::fprintf(stderr,
                  "-- %s: prompt %zu tokens, generated %zu (%s); prefill %.1f tok/s, decode %.1f tok/s; "
-                 "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s; predictor %.2f ms/step\n",
+                 "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s%s; predictor %.2f ms/step\n",
                  model_path.c_str(), prompt.size(), result.tokens.size(), result.finish_reason.c_str(), prefill_tps,
                  decode_tps, blocks_per_step,
-                 s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0, f.policy.c_str(),
-                 predictor_ms);
+                 s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0,
+                 policy_label.c_str(), policy_details.c_str(), predictor_ms);
   }
   return Status::OK();
 }
@@ -396,7 +409,6 @@ Status RunQuality(const QualityFlags& f) {
   }
   if (f.policy == "all") {
     for (predictor::PolicyKind k : predictor::AllPolicyKinds()) {
-      if (k == predictor::PolicyKind::kAttentionPredictor && f.weights.empty()) continue;
       spec.policies.push_back(k);
     }
   } else {
@@ -407,8 +419,12 @@ Status RunQuality(const QualityFlags& f) {
       spec.policies.push_back(k);
     }
   }
-  if (!f.weights.empty()) {
-    FS_ASSIGN_OR_RETURN(spec.weights, predictor::CnnWeights::Load(f.weights));
+  if (std::find(spec.policies.begin(), spec.policies.end(), predictor::PolicyKind::kAttentionPredictor) !=
+      spec.policies.end()) {
+    StatusOr<std::shared_ptr<const predictor::CnnWeights>> w = predictor::LoadCnnWeightsOrShipped(f.weights);
+    if (!w.ok()) return w.status().WithContext("--weights");
+    spec.weights = *w;
+    if (!f.json) std::printf("AttentionPredictor weights: %s\n", predictor::CnnWeightsName(f.weights).c_str());
   }
   FS_ASSIGN_OR_RETURN(std::vector<worker::QualityRow> rows,
                       worker::EvaluateQuality(*model, tokens, f.context, f.predict, spec));
@@ -455,8 +471,9 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(kPositive);
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
   gen->add_option("--policy", flags->policy,
-                  "Decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm "
-                  "(default: dense; with --worker, the worker's default)");
+                  "Decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
+                  "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm (default: ap; dense "
+                  "with --backend cuda; with --worker, the worker's default)");
   gen->add_option("--budget", flags->budget,
                   "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with "
                   "--worker, the worker's default)")
@@ -464,7 +481,8 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--sink", flags->sink, "Sink tokens always attended")->check(kNonNegative);
   gen->add_option("--local", flags->local, "Most recent tokens always attended")->check(kNonNegative);
   gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense")->check(kNonNegative);
-  gen->add_option("--weights", flags->weights, "AttentionPredictor CNN weights (safetensors)");
+  gen->add_option("--weights", flags->weights,
+                  "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   gen->add_option("--query-refine", flags->query_refine,
                   "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's "
                   "int8 key copy instead of the CNN (0: the published method)")
@@ -504,7 +522,9 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   quality->add_option("--predict", qflags->predict, "Tokens predicted after the context")->check(kPositive);
   quality->add_option("--policy", qflags->policy, "all, or a comma list of policies");
   quality->add_option("--budget", qflags->budgets, "Comma-separated token budgets");
-  quality->add_option("--weights", qflags->weights, "AttentionPredictor CNN weights (all includes it only with weights)");
+  quality->add_option("--weights", qflags->weights,
+                      "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 "
+                      "weights)");
   quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)")
       ->check(kNonNegative);
   quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)")

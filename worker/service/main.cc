@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <thread>
@@ -18,6 +17,7 @@
 
 #include "common/file_io.h"
 #include "predictor/selection_policy.h"
+#include "predictor/shipped_weights.h"
 #include "worker/default_model.h"
 #include "worker/service/cache_connection.h"
 #include "worker/service/worker_service.h"
@@ -39,7 +39,7 @@ struct Flags {
   std::string model;
   std::string token_file;
   std::string key_namespace = "default";
-  std::string policy = "dense";
+  std::string policy = "ap";
   int budget = 1024;
   int sink = 64;
   int local = 64;
@@ -55,23 +55,6 @@ struct Flags {
   bool no_publish = false;
   std::string log_level = "info";
 };
-
-// The published AttentionPredictor weights where the reference data sits beside the checkout
-// (../shared/reference/attention_predictor/, as deploy/run-demo.sh finds them), or
-// $FORESIGHT_PREDICTOR_WEIGHTS. Empty when none is found.
-std::string FindDefaultWeights() {
-  if (const char* env = std::getenv("FORESIGHT_PREDICTOR_WEIGHTS"); env != nullptr && *env != '\0') return env;
-  const std::string rel = "shared/reference/attention_predictor/cnn_llama3.1.safetensors";
-  std::vector<std::filesystem::path> roots = {std::filesystem::current_path().parent_path()};
-  std::error_code ec;
-  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) roots.push_back(exe.parent_path().parent_path().parent_path().parent_path());  // build/bin -> repo/..
-  for (const auto& root : roots) {
-    auto p = root / rel;
-    if (std::filesystem::exists(p, ec)) return p.string();
-  }
-  return "";
-}
 
 int g_signal_pipe[2] = {-1, -1};
 
@@ -145,14 +128,12 @@ int Run(const Flags& f) {
     auto kind = predictor::ParsePolicyKind(f.policy);
     if (!kind.ok()) return fail(kind.status().WithContext("--policy"));
   }
-  std::string weights = f.weights.empty() ? FindDefaultWeights() : f.weights;
-  if (!weights.empty()) {
-    auto w = predictor::CnnWeights::Load(weights);
+  {
+    // Loaded whatever the default policy: a request may ask for AttentionPredictor.
+    auto w = predictor::LoadCnnWeightsOrShipped(f.weights);
     if (!w.ok()) return fail(w.status().WithContext("--weights"));
     so.weights = std::move(*w);
-  } else if (*predictor::ParsePolicyKind(f.policy) == predictor::PolicyKind::kAttentionPredictor) {
-    return fail(InvalidArgument("--policy " + f.policy + " needs --weights (the AttentionPredictor CNN, e.g. "
-                                "../shared/reference/attention_predictor/cnn_llama3.1.safetensors)"));
+    so.weights_name = predictor::CnnWeightsName(f.weights);
   }
 
   worker::CacheConnectionOptions co;
@@ -178,8 +159,9 @@ int Run(const Flags& f) {
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   service.set_address(host + ":" + std::to_string(bound_port));
-  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, weights {}", model_path, host,
-               bound_port, cache.Describe(), f.kv_mode, f.policy, f.budget, weights.empty() ? "none" : weights);
+  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}",
+               model_path, host, bound_port, cache.Describe(), f.kv_mode, service.DefaultPolicyLabel(), f.budget,
+               so.weights_name);
   // One parseable line for launchers and tests.
   std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << service.fingerprint() << std::endl;
 
@@ -222,7 +204,8 @@ int main(int argc, char** argv) {
                  "Token presented to the cache service and required of this worker's clients");
   app.add_option("--namespace", f.key_namespace, "Key namespace (tenant) of the KV blocks")->capture_default_str();
   app.add_option("--policy", f.policy,
-                 "Default decode attention: dense, attention_predictor (ap), quest, h2o, snapkv, streaming_llm")
+                 "Default decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
+                 "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm")
       ->capture_default_str();
   app.add_option("--budget", f.budget, "Default tokens attended per KV head (sparse policies)")
       ->check(kPositive)
@@ -240,8 +223,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   app.add_option("--weights", f.weights,
-                 "AttentionPredictor CNN weights (default: ../shared/reference/attention_predictor/"
-                 "cnn_llama3.1.safetensors or $FORESIGHT_PREDICTOR_WEIGHTS when present)");
+                 "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 "
+                 "weights, compiled in)");
   app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
   app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)")->check(kPositive);
   app.add_option("--ucx-transports", f.ucx_transports, "auto, shm or tcp (the cache client's UCX_TLS)")

@@ -9,6 +9,7 @@
 #include "predictor/selection_policy.h"
 #include "worker/generator.h"
 #include "worker/offload/offloaded_sequence.h"
+#include "worker/policy_label.h"
 
 namespace foresight::worker {
 namespace {
@@ -114,11 +115,13 @@ Status WorkerService::Request::MakePolicy() {
   spec.budget.local_tokens = o.local_tokens;
   spec.dense_first_layers = o.dense_first_layers;
   ApplyQueryRefinement(o.query_refine, &spec, &attention_, o.kv_mode != OffloadMode::kResident);
+  policy_name_ = PolicyLabel(spec);
   if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
     if (o.weights == nullptr) {
-      return FailedPrecondition("policy attention_predictor needs the CNN weights: start foresight-worker with --weights");
+      return FailedPrecondition("policy attention_predictor needs the CNN weights, and this worker has none");
     }
     spec.weights = o.weights;
+    stats_.set_weights(o.weights_name);
   }
   spec_ = spec;
   return Status::OK();
@@ -295,6 +298,18 @@ grpc::Status WorkerService::Health(grpc::ServerContext* context, const v1::Healt
   return grpc::Status::OK;
 }
 
+std::string WorkerService::DefaultPolicyLabel() const {
+  std::string name = options_.default_policy;
+  std::replace(name.begin(), name.end(), '-', '_');
+  predictor::PolicySpec spec;
+  StatusOr<predictor::PolicyKind> kind = predictor::ParsePolicyKind(name);
+  if (!kind.ok()) return options_.default_policy;  // every request will say why
+  spec.kind = *kind;
+  PolicyAttentionOptions attention;
+  ApplyQueryRefinement(options_.query_refine, &spec, &attention);
+  return PolicyLabel(spec);
+}
+
 grpc::Status WorkerService::Info(grpc::ServerContext* context, const v1::InfoRequest*, v1::InfoResponse* response) {
   if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
   response->set_version("0.1.0");
@@ -304,7 +319,8 @@ grpc::Status WorkerService::Info(grpc::ServerContext* context, const v1::InfoReq
   response->set_max_context(static_cast<int32_t>(model_.config().max_context));
   response->set_cache(cache_->Describe());
   response->set_key_namespace(options_.key_namespace);
-  response->set_default_policy(options_.default_policy);
+  response->set_default_policy(DefaultPolicyLabel());
+  response->set_weights(options_.weights_name);
   response->set_default_budget(options_.default_budget);
   response->set_concurrency(1);
   response->set_kv_mode(std::string(OffloadModeName(options_.kv_mode)));

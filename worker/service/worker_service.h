@@ -40,6 +40,7 @@ struct WorkerServiceOptions {
   // AttentionPredictor: share of the kept blocks chosen by the step's query (PolicySpec::query_refine).
   float query_refine = predictor::PolicySpec::kServingQueryRefine;
   std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
+  std::string weights_name;  // what they are (predictor::CnnWeightsName), for statistics and Info
   int32_t prefill_chunk = 512;
   std::string token;                   // required of callers (empty: none)
   bool prefix_reuse = true;            // look up and import published prefixes
@@ -61,6 +62,8 @@ class WorkerService final : public v1::WorkerService::Service {
   grpc::Status Info(grpc::ServerContext* context, const v1::InfoRequest* request, v1::InfoResponse* response) override;
 
   const std::string& fingerprint() const { return fingerprint_; }
+  // The policy a request without one runs, as its statistics name it (worker/policy_label.h).
+  std::string DefaultPolicyLabel() const;
   // The bound HOST:PORT, reported in each request's statistics.
   void set_address(std::string address);
 
