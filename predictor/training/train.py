@@ -107,7 +107,7 @@ def save_weights(model, path, description):
 class TraceSamples:
     """(history image, next row) pairs of one trace, built lazily per (layer, head, step)."""
 
-    def __init__(self, path, sink_tokens, local_tokens):
+    def __init__(self, path, sink_tokens, local_tokens, per_kv_head=False):
         tensors, meta = read_safetensors(path)
         if meta.get("format") != "foresight-trace":
             sys.exit(f"{path}: not a foresight trace (see docs/trace-format.md)")
@@ -125,7 +125,13 @@ class TraceSamples:
             dec = tensors[f"layer{l}.decode.block_max"]  # [S, q, Bmax]
             bmax = dec.shape[2]
             pre = np.pad(pre, ((0, 0), (0, 0), (0, bmax - pre.shape[2])))
-            self.rows.append(np.concatenate([pre, dec.transpose(1, 0, 2)], axis=1).astype(np.float32))
+            rows = np.concatenate([pre, dec.transpose(1, 0, 2)], axis=1).astype(np.float32)
+            if per_kv_head:  # as served: one history per KV head, the max over its query heads
+                kv = int(meta["kv_heads"])
+                rows = rows.reshape(kv, self.q_heads // kv, *rows.shape[1:]).max(axis=1)
+            self.rows.append(rows)
+        if per_kv_head:
+            self.q_heads = int(meta["kv_heads"])  # the predicted heads
         self.prefill_rows = tensors["layer0.prefill.block_max"].shape[1]
 
     def window_end(self, key_tokens):
@@ -250,14 +256,16 @@ def main():
     p.add_argument("--local", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-kv-head", action="store_true",
+                   help="train on one history per KV head (the max over its query heads), as the served predictor runs")
     a = p.parse_args()
 
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
-    train = [TraceSamples(path, a.sink, a.local) for path in a.train.split(",") if path]
-    heldout = [TraceSamples(path, a.sink, a.local) for path in a.heldout.split(",") if path]
+    train = [TraceSamples(path, a.sink, a.local, a.per_kv_head) for path in a.train.split(",") if path]
+    heldout = [TraceSamples(path, a.sink, a.local, a.per_kv_head) for path in a.heldout.split(",") if path]
     overlap = {t.path for t in train} & {t.path for t in heldout}
     if overlap:
         sys.exit(f"held-out traces also in the training set: {sorted(overlap)}")
@@ -281,7 +289,7 @@ def main():
         print(f"epoch {epoch + 1}: train MSE {total / max(n, 1):.6g}, held-out MSE {held:.6g} "
               f"({time.time() - start:.0f} s)", flush=True)
     description = (f"trained by predictor/training/train.py on {a.train}; init {a.init or 'random'}; "
-                   f"epochs {a.epochs}, lr {a.lr}, crop {a.crop}")
+                   f"epochs {a.epochs}, lr {a.lr}, crop {a.crop}, per KV head {a.per_kv_head}, seed {a.seed}")
     save_weights(model, a.out, description)
     print(f"wrote {a.out}")
 
