@@ -133,10 +133,18 @@ struct EvalArgs {
 };
 
 // Policy names: the seven kinds, plus AttentionPredictor's cost-reduction variants
-// ap_per_kv_head, ap_reuseK (K = steps a prediction is reused), ap_prune.
+// ap_per_kv_head, ap_reuseK (K = steps a prediction is reused), ap_prune, and ap_served_cnn (the
+// served predictor's CNN: per KV head, updated every PolicySpec::kServingUpdatePeriod steps; its
+// query share needs keys, which traces do not hold: `foresight eval quality` measures that).
 StatusOr<PolicyVariant> ParseVariant(const std::string& name, const PolicySpec& base) {
   PolicyVariant v{name, base};
   v.spec.prune_threshold = 0.0f;  // only ap_prune prunes
+  if (name == "ap_served_cnn") {  // the served predictor's CNN settings (traces hold no keys for its query share)
+    v.spec.kind = PolicyKind::kAttentionPredictor;
+    v.spec.predict_per_kv_head = true;
+    v.spec.reuse_steps = PolicySpec::kServingUpdatePeriod;
+    return v;
+  }
   if (name == "ap_per_kv_head") {
     v.spec.kind = PolicyKind::kAttentionPredictor;
     v.spec.predict_per_kv_head = true;
@@ -287,7 +295,7 @@ void AddPredictorCommands(CLI::App& app, int* exit_code) {
   eval->add_option("--trace", eval_args->traces, "trace file(s), comma-separated (docs/trace-format.md)")->required();
   eval->add_option("--policy", eval_args->policies,
                    "all, or a comma list of attention_predictor, quest, h2o, snapkv, streaming_llm, "
-                   "oracle, dense, ap_per_kv_head, ap_reuseK, ap_prune");
+                   "oracle, dense, ap_per_kv_head, ap_reuseK, ap_prune, ap_served_cnn");
   eval->add_option("--budget", eval_args->budgets, "token budgets, sink and local included");
   eval->add_option("--weights", eval_args->weights,
                    "CNN weights for attention_predictor (default: the shipped foresight-smollm2 weights)");

@@ -119,7 +119,9 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     return Status::OK();
   }
 
-  bool SelectsPerKvHead() const override { return spec_.predict_per_kv_head; }
+  // One CNN per KV head gives its query heads the same scores; the query's share (query_refine)
+  // is each query head's own, so the group's union holds every head's best blocks.
+  bool SelectsPerKvHead() const override { return spec_.predict_per_kv_head && spec_.query_refine <= 0.0f; }
 
   // Asked ahead (no query scores yet): only the CNN's share, which the full Select keeps too.
   int64_t KeepBlocks(const StepInputs& in, const CandidateWindow& window) override {
@@ -166,16 +168,8 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     kept_.assign(n, 0);
     for (int64_t i = 0; i < by_cnn; ++i) kept_[order_[i]] = 1;
     if (spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) {
-      // Per KV head (q_head is then the group's first): a block's score is the best of the group's
-      // query heads', what their shared selection needs.
-      const int heads = spec_.predict_per_kv_head ? geometry_.group_size() : 1;
-      for (int64_t i = 0; i < n; ++i) {
-        float best = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < heads; ++j) {
-          best = std::max(best, in.query_block_scores[(q_head + j) * window.num_blocks + window.candidate_begin() + i]);
-        }
-        scores[i] = kept_[i] ? std::numeric_limits<float>::infinity() : best;
-      }
+      const float* est = in.query_block_scores.data() + q_head * window.num_blocks + window.candidate_begin();
+      for (int64_t i = 0; i < n; ++i) scores[i] = kept_[i] ? std::numeric_limits<float>::infinity() : est[i];
       return;
     }
     const int kv_head = q_head / geometry_.group_size();
