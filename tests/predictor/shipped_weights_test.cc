@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "predictor/recovery_eval.h"
 #include "predictor/shipped_weights.h"
+#include "predictor/trace.h"
 
 namespace foresight::predictor {
 namespace {
@@ -52,6 +54,44 @@ TEST(ShippedWeightsTest, FromBytesRefusesTruncatedDataAndNamesIt) {
   auto cut = CnnWeights::FromBytes("in-memory copy", bytes.data(), bytes.size() - 100);
   ASSERT_FALSE(cut.ok());
   EXPECT_NE(cut.status().message().find("in-memory copy"), std::string::npos) << cut.status().ToString();
+}
+
+// The held-out recovery recorded in predictor/weights/README.md, on the small held-out trace
+// committed beside this test (MPL-2.0's first 1,069 tokens on SmolLM2, layers 8 and 20, 32 decode
+// steps; tools/gen/trim_trace.py). Other weights, or a change to the CNN or the policies, move
+// these figures.
+TEST(ShippedWeightsTest, ReproduceTheirRecordedHeldOutRecovery) {
+  auto trace = Trace::Load(FORESIGHT_SOURCE_DIR "/tests/predictor/data/heldout-mpl2-1k.trace.safetensors");
+  ASSERT_TRUE(trace.ok()) << trace.status().ToString();
+  RecoveryOptions options;
+  PolicySpec exact;
+  exact.kind = PolicyKind::kAttentionPredictor;
+  exact.weights = ShippedCnnWeights();
+  PolicySpec served = exact;
+  served.predict_per_kv_head = true;
+  served.reuse_steps = PolicySpec::kServingUpdatePeriod;
+  options.variants = {{"attention_predictor", exact}, {"ap_served_cnn", served}};
+  options.budgets = {256, 512};
+  const Trace* traces[] = {&*trace};
+  auto results = EvaluateRecovery(traces, options);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  // label, budget, recovery, kv_union_recovery (predictor/weights/README.md).
+  const struct {
+    const char* label;
+    int64_t budget;
+    double recovery, kv_union;
+  } recorded[] = {{"attention_predictor", 256, 0.860382, 0.879740},
+                  {"attention_predictor", 512, 0.950647, 0.966377},
+                  {"ap_served_cnn", 256, 0.850645, 0.850645},
+                  {"ap_served_cnn", 512, 0.946607, 0.946607}};
+  ASSERT_EQ(results->size(), std::size(recorded));
+  for (size_t i = 0; i < results->size(); ++i) {
+    const RecoveryResult& r = (*results)[i];
+    EXPECT_EQ(r.label, recorded[i].label);
+    EXPECT_EQ(r.budget, recorded[i].budget);
+    EXPECT_NEAR(r.recovery, recorded[i].recovery, 5e-5) << r.label << " at " << r.budget;
+    EXPECT_NEAR(r.kv_union_recovery, recorded[i].kv_union, 5e-5) << r.label << " at " << r.budget;
+  }
 }
 
 }  // namespace
