@@ -13,6 +13,9 @@ namespace foresight::worker {
 namespace {
 
 constexpr int64_t kTokensPerTask = 512;  // tokens of one KV head per OpenMP task
+// Below this many (query head, key) pairs a pass runs on the calling thread: waking an OpenMP team
+// (sleeping threads, OMP_WAIT_POLICY=passive) costs more than it saves on a short row.
+constexpr int64_t kParallelPairs = 1 << 18;
 
 // 32 x 32 signed bytes (|v| <= 127) -> 8 int32 partial sums: maddubs needs one unsigned operand,
 // so the key's signs move onto the query.
@@ -131,7 +134,7 @@ void CompactKeyCopy::Logits(const float* queries, int64_t ctx, std::vector<float
   logits->resize(static_cast<size_t>(n_heads_) * ctx);
   QuantizeQueries(queries);
   const int64_t tasks = LogitTasks(ctx);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n_heads_ * ctx >= kParallelPairs)
   for (int64_t task = 0; task < tasks; ++task) LogitTask(task, ctx, logits->data());
 }
 
@@ -145,7 +148,7 @@ void CompactKeyCopy::DenseRow(const float* queries, int64_t ctx, std::vector<flo
   QuantizeQueries(queries);
   const int64_t tasks = LogitTasks(ctx);
   // One thread team for both passes (a team's wake-up costs more than a pass over a short row).
-#pragma omp parallel
+#pragma omp parallel if (n_heads_ * ctx >= kParallelPairs)
   {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) LogitTask(task, ctx, logits_.data());
