@@ -45,6 +45,7 @@ struct TileScratch {
   std::vector<float> sum;    // per-channel float sums
   std::vector<double> dsum;  // per-channel double sums
   std::vector<double> leaving, boundary, y;  // IncrementalCnn's other row sums and its readout
+  std::vector<double> groups;                // IncrementalCnn: per-group sums of a full tile
 
   // Sizes x and zero for `tile`; the others are sized by their users.
   void Prepare(const CnnTile& tile);

@@ -17,7 +17,12 @@ constexpr int kC2 = kCnnChannels2;
 }  // namespace
 
 IncrementalCnn::IncrementalCnn(std::shared_ptr<const CnnWeights> weights, int period)
-    : weights_(std::move(weights)), period_(std::clamp(period, 1, kMaxPeriod)) {}
+    : weights_(std::move(weights)), period_(std::clamp(period, 1, kMaxPeriod)) {
+  // Interior rows 2..61 fall into 60 / k whole groups of k rows when k divides 60: each group
+  // enters together and leaves together, so its sum can be kept from its entry (k + 4 rows per
+  // update instead of 2k + 4, for 60 / k float maps). Below 4 the maps cost more than they save.
+  if (period_ >= 4 && 60 % period_ == 0) groups_ = 60 / period_;
+}
 
 void IncrementalCnn::Grow(int64_t columns) {
   if (columns > capacity_) {
@@ -28,8 +33,16 @@ void IncrementalCnn::Grow(int64_t columns) {
       std::memcpy(&interior[o * capacity], &interior_sum_[o * capacity_], sizeof(double) * columns_);
       std::memcpy(&leaving[o * capacity], &leaving_sum_[o * capacity_], sizeof(double) * columns_);
     }
+    std::vector<float> group_sums(static_cast<size_t>(groups_) * kC2 * capacity, 0.0f);
+    for (int g = 0; g < groups_; ++g) {
+      for (int o = 0; o < kC2; ++o) {
+        std::memcpy(&group_sums[(g * kC2 + o) * capacity], &group_sums_[(g * kC2 + o) * capacity_],
+                    sizeof(float) * columns_);
+      }
+    }
     interior_sum_.swap(interior);
     leaving_sum_.swap(leaving);
+    group_sums_.swap(group_sums);
     capacity_ = capacity;
   }
   columns_ = columns;
@@ -75,11 +88,31 @@ void IncrementalCnn::FullTile(const HistoryImage& image, int64_t begin, int64_t 
   scratch.boundary.assign(n, 0.0);  // rows 0, 1, 62, 63
   scratch.dsum.assign(n, 0.0);      // interior rows 2..61
   scratch.leaving.assign(n, 0.0);   // rows 2..period+1
+  if (groups_ > 0) scratch.groups.assign(static_cast<size_t>(groups_) * n, 0.0);
   Conv2Rows(w, image, tile, scratch, 0, kCnnRows - 1, [&](int h, const float* row) {
     const bool interior = h >= 2 && h <= kCnnRows - 3;
+    if (interior && groups_ > 0) {
+      Accumulate(row, n, &scratch.groups[(h - 2) / period_ * n]);
+      return;
+    }
     Accumulate(row, n, interior ? scratch.dsum.data() : scratch.boundary.data());
     if (interior && h <= period_ + 1) Accumulate(row, n, scratch.leaving.data());
   });
+  if (groups_ > 0) {
+    // Group g (rows 2 + g*k ...) leaves at the g-th update from now. The interior sum is the sum
+    // of the stored (float) group sums, so that each later subtraction cancels exactly.
+    for (int g = 0; g < groups_; ++g) {
+      float* slot = &group_sums_[static_cast<size_t>((full_slot_ + g) % groups_) * kC2 * capacity_];
+      const double* sum = &scratch.groups[g * n];
+      for (int o = 0; o < kC2; ++o) {
+        for (int64_t k = 0; k < width; ++k) {
+          const float f = static_cast<float>(sum[o * P + k]);
+          slot[o * capacity_ + begin + k] = f;
+          scratch.dsum[o * P + k] += f;
+        }
+      }
+    }
+  }
   Readout(begin, width, P, /*incremental=*/false, out);
 }
 
@@ -94,14 +127,51 @@ void IncrementalCnn::IncrementalTile(const HistoryImage& image, int64_t begin, i
   scratch.boundary.assign(n, 0.0);  // rows 0, 1, 62, 63
   scratch.dsum.assign(n, 0.0);      // rows 62-k..61, which entered with this shift
   scratch.leaving.assign(n, 0.0);   // rows 2..k+1, which leave at the next update
-  // Top band: rows 0..k+1; bottom band: rows 62-k..63.
-  Conv2Rows(w, image, tile, scratch, 0, k + 1, [&](int h, const float* row) {
+  // Top band: rows 0..k+1 (with groups, rows 0 and 1: the leaving group's sum is stored);
+  // bottom band: rows 62-k..63.
+  Conv2Rows(w, image, tile, scratch, 0, groups_ > 0 ? 1 : k + 1, [&](int h, const float* row) {
     Accumulate(row, n, h < 2 ? scratch.boundary.data() : scratch.leaving.data());
   });
   Conv2Rows(w, image, tile, scratch, kCnnRows - 2 - k, kCnnRows - 1, [&](int h, const float* row) {
     Accumulate(row, n, h >= kCnnRows - 2 ? scratch.boundary.data() : scratch.dsum.data());
   });
+  if (groups_ > 0) {
+    // The group leaving now is stored in update_slot_; the group entering now leaves last, so it
+    // takes that slot. The state keeps float sums; scratch.leaving becomes what the readout
+    // subtracts, scratch.dsum what it adds.
+    float* slot = &group_sums_[static_cast<size_t>(update_slot_) * kC2 * capacity_];
+    for (int o = 0; o < kC2; ++o) {
+      for (int64_t c = 0; c < width; ++c) {
+        const float entering = static_cast<float>(scratch.dsum[o * P + c]);
+        float& stored = slot[o * capacity_ + begin + c];
+        scratch.leaving[o * P + c] = stored;
+        scratch.dsum[o * P + c] = entering;
+        stored = entering;
+      }
+    }
+    ReadoutGroups(begin, width, P, out);
+    return;
+  }
   Readout(begin, width, P, /*incremental=*/true, out);
+}
+
+void IncrementalCnn::ReadoutGroups(int64_t begin, int64_t width, int64_t P, float* out) {
+  const CnnWeights& w = *weights_;
+  TileScratch& scratch = internal::ThreadScratch();
+  scratch.y.assign(width, 0.0);
+  double* y = scratch.y.data();
+  for (int o = 0; o < kC2; ++o) {
+    double* interior = &interior_sum_[o * capacity_ + begin];
+    const double* entering = &scratch.dsum[o * P];
+    const double* leaving = &scratch.leaving[o * P];
+    const double* boundary = &scratch.boundary[o * P];
+    const double w3 = w.conv3_weight[o];
+    for (int64_t k = 0; k < width; ++k) {
+      interior[k] = interior[k] - leaving[k] + entering[k];
+      y[k] += w3 * ((interior[k] + boundary[k]) / kCnnRows);
+    }
+  }
+  for (int64_t k = 0; k < width; ++k) out[begin + k] = static_cast<float>(y[k]) + w.conv3_bias;
 }
 
 // Folds the tile's row sums into the running state and writes the scores: conv3 (1x1) over the
@@ -138,6 +208,13 @@ void IncrementalCnn::Plan(const HistoryImage& image, bool reset, std::vector<Pie
   // Appended columns change conv2 in the last two old columns (their right neighbours were padding).
   const int64_t incremental_end =
       columns_ == 0 ? 0 : image.columns == columns_ ? columns_ : std::max<int64_t>(0, columns_ - 2);
+  if (groups_ > 0 && incremental_end > 0) {
+    // This update's leaving group is in leave_slot_; from now on the next one leaves first, and
+    // columns computed in full store their groups from there.
+    update_slot_ = leave_slot_;
+    leave_slot_ = (leave_slot_ + 1) % groups_;
+  }
+  full_slot_ = leave_slot_;
   Grow(image.columns);
   for (int64_t c = 0; c < incremental_end; c += internal::kTileColumns) {
     pieces->push_back({c, std::min(incremental_end, c + internal::kTileColumns), true});

@@ -8,8 +8,10 @@
 // adds the k rows that entered (62-k..61), subtracts the k that left (rows 2..k+1 of the previous
 // update, summed then because their oldest input rows are gone now), and recomputes the four rows
 // that touch the padding (0, 1, 62, 63). So an update computes 2k + 4 of 64 conv2 rows: 6 per step
-// at k = 1, 3 per step at k = 4, 2.5 at k = 8 (the CNN is ~95% conv2), for two extra
-// [columns x 32] double maps (the running sum and the next update's leaving sum). Rows entering and
+// at k = 1, 2.5 at k = 8 (the CNN is ~95% conv2), for two [columns x 32] double maps (the running
+// sum and the next update's leaving sum). When k divides 60 (k >= 4), rows enter and leave in whole
+// groups of k, so each group's sum is kept from its entry instead: k + 4 rows per update (1.4 per
+// step at the served k = 10) for 60 / k more float maps. Rows entering and
 // leaving the sum are computed by the same kernels (predictor/cnn_kernels.h) on the same inputs, so
 // they cancel exactly; every update equals RunCnn up to the float rounding of the summation order.
 //
@@ -17,10 +19,10 @@
 // block that left the local window) change conv2 near the old right edge: the last two old columns
 // and the new ones are recomputed over all 64 rows.
 //
-//   IncrementalCnn cnn(weights, /*period=*/4);
+//   IncrementalCnn cnn(weights, /*period=*/10);
 //   cnn.Reset(image, scores);          // after prefill: full computation
-//   ... push 4 rows into the history (4 decode steps) ...
-//   cnn.Advance(image, scores);        // every 4th decode step
+//   ... push 10 rows into the history (10 decode steps) ...
+//   cnn.Advance(image, scores);        // every 10th decode step
 //
 // Thread-safety: not thread-safe; one object per head. `threads` > 1 splits one call's columns
 // over OpenMP threads.
@@ -72,6 +74,7 @@ class IncrementalCnn {
   void FullTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void Readout(int64_t begin, int64_t width, int64_t padded_width, bool incremental, float* out);
+  void ReadoutGroups(int64_t begin, int64_t width, int64_t padded_width, float* out);
   void Update(const HistoryImage& image, bool reset, float* out, int threads);
 
   // Grows the state to `columns`, keeping values; capacity doubles so appends are amortised.
@@ -85,6 +88,15 @@ class IncrementalCnn {
   // Channel-major so the per-step update streams through contiguous memory.
   std::vector<double> interior_sum_;  // [32][capacity_]: sum of conv2 rows 2..61
   std::vector<Piece> pieces_;  // Update's scratch
+  // With groups_ > 0 (period k >= 4 dividing 60): interior rows 2..61 in 60 / k groups of k rows,
+  // each group's sum kept from the update it entered ([groups_][32][capacity_] floats, a ring);
+  // leave_slot_ holds the group that leaves at the next update. An update then computes k + 4
+  // conv2 rows. Otherwise leaving_sum_ is computed one update ahead (2k + 4 rows).
+  int groups_ = 0;
+  std::vector<float> group_sums_;
+  int leave_slot_ = 0;
+  int update_slot_ = 0;  // Plan -> RunPiece: the slot of this update's leaving group
+  int full_slot_ = 0;    // Plan -> RunPiece: where a full column's group 0 goes
   std::vector<double> leaving_sum_;   // [32][capacity_]: sum of conv2 rows 2..period+1, which leave
                                       // at the next update
 };

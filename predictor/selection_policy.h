@@ -187,7 +187,7 @@ struct PolicySpec {
   // The served AttentionPredictor's cost settings (worker::ApplyQueryRefinement applies them with
   // the query refinement; docs/predictor.md measures them against the exact method): one CNN per
   // KV head, updated every kServingUpdatePeriod steps.
-  static constexpr int kServingUpdatePeriod = 8;
+  static constexpr int kServingUpdatePeriod = 10;
   enum class RefineScorer { kQuestBound, kQueryBlockScores };
   float query_refine = 0.0f;
   RefineScorer refine_scorer = RefineScorer::kQuestBound;

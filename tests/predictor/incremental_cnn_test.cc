@@ -135,7 +135,7 @@ TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGro
   EXPECT_GT(growth_updates, std::min(50, updates / 2));
 }
 
-INSTANTIATE_TEST_SUITE_P(Periods, IncrementalCnnPeriodTest, ::testing::Values(1, 2, 4, 8, 16, 29));
+INSTANTIATE_TEST_SUITE_P(Periods, IncrementalCnnPeriodTest, ::testing::Values(1, 2, 4, 5, 8, 10, 12, 16, 20, 29));
 
 // A period beyond kMaxPeriod is clamped (the rows entering and the rows leaving next must not
 // overlap); the policy then falls back to the full CNN.
