@@ -272,17 +272,28 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
   predictor::AttentionObservation obs;
   obs.key_tokens = position + 1;
   obs.dense = dense;
+  const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
+  bool from_lookahead = false;
   if (calib_step_[layer]) {
-    if (compact_row_layer_ != layer) compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
-    block_max = calib_max_.data();
-    block_sum = calib_sum_.data();
+    // The history row: this step's compact row of the exact query when the selection computed
+    // one; else, with a lookahead query, the lookahead row of this step (one pass over the
+    // compact copy per layer and step instead of two; it lacks only the step's own key, in the
+    // local window); else a pass for the exact query.
+    if (compact_row_layer_ != layer && HasLookahead(layer, position + 1) && !policies_[layer]->needs().block_sum) {
+      const std::span<const float> look = Padded(look_scores_[layer], look_blocks_[layer], n_blocks);
+      block_max = look.data();
+      from_lookahead = true;
+    } else {
+      if (compact_row_layer_ != layer) compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
+      block_max = calib_max_.data();
+      block_sum = calib_sum_.data();
+    }
     obs.dense = true;
   }
-  const size_t rows = static_cast<size_t>(config_.n_heads) * n_blocks;
   obs.block_max = std::span<const float>(block_max, rows);
-  obs.block_sum = std::span<const float>(block_sum, rows);
+  if (!from_lookahead) obs.block_sum = std::span<const float>(block_sum, rows);
   // This step's compact row of the exact query becomes the next peek's guess.
-  const bool keep_scores = calib_step_[layer] && policies_[layer]->needs().query_block_scores;
+  const bool keep_scores = calib_step_[layer] && !from_lookahead && policies_[layer]->needs().query_block_scores;
   compact_row_layer_ = -1;
   Status s = policies_[layer]->Observe(obs);
   if (!s.ok()) Fail(s);
