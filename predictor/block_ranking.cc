@@ -2,9 +2,35 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 namespace foresight::predictor {
+
+void TopIndices(std::span<const float> scores, int64_t k, std::vector<int32_t>* out) {
+  out->clear();
+  const int64_t n = static_cast<int64_t>(scores.size());
+  k = std::min(k, n);
+  if (k <= 0) return;
+  // The k-th best value by a selection over plain floats (NaN as -inf), then one pass in index
+  // order: everything above it, and as many equal to it as are still missing (lower index first).
+  thread_local std::vector<float> values;
+  values.resize(n);
+  for (int64_t i = 0; i < n; ++i) values[i] = std::isnan(scores[i]) ? -INFINITY : scores[i];
+  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<float>());
+  const float kth = values[k - 1];
+  int64_t above = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::isnan(scores[i]) ? -INFINITY : scores[i];
+    above += v > kth;
+  }
+  int64_t equal_wanted = k - above;
+  out->reserve(k);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::isnan(scores[i]) ? -INFINITY : scores[i];
+    if (v > kth || (v == kth && equal_wanted-- > 0)) out->push_back(static_cast<int32_t>(i));
+  }
+}
 
 void SelectTopBlocks(std::span<const float> candidate_scores, const CandidateWindow& window,
                      std::vector<int32_t>* blocks) {
@@ -17,18 +43,9 @@ void SelectTopBlocks(std::span<const float> candidate_scores, const CandidateWin
       blocks->push_back(static_cast<int32_t>(b));
     }
   } else if (window.keep_blocks > 0) {
-    std::vector<int32_t> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    const float* s = candidate_scores.data();
-    auto better = [s](int32_t a, int32_t b) {
-      const float sa = std::isnan(s[a]) ? -INFINITY : s[a];
-      const float sb = std::isnan(s[b]) ? -INFINITY : s[b];
-      return sa > sb || (sa == sb && a < b);
-    };
-    std::nth_element(order.begin(), order.begin() + (window.keep_blocks - 1), order.end(), better);
-    order.resize(window.keep_blocks);
-    std::sort(order.begin(), order.end());
-    for (int32_t i : order) blocks->push_back(static_cast<int32_t>(window.candidate_begin() + i));
+    thread_local std::vector<int32_t> best;
+    TopIndices(candidate_scores.first(n), window.keep_blocks, &best);
+    for (int32_t i : best) blocks->push_back(static_cast<int32_t>(window.candidate_begin() + i));
   }
   for (int64_t b = window.first_local_block; b < window.num_blocks; ++b) {
     blocks->push_back(static_cast<int32_t>(b));

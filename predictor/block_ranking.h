@@ -13,6 +13,10 @@
 
 namespace foresight::predictor {
 
+// The indices of the k highest scores, in increasing index order (ties: lower index first; NaN
+// ranks lowest); all of them when k >= scores.size().
+void TopIndices(std::span<const float> scores, int64_t k, std::vector<int32_t>* out);
+
 // `candidate_scores[i]` scores block window.candidate_begin() + i. Writes the sorted block list:
 // the sink blocks, the window.keep_blocks highest-scoring candidates (ties: lower index first;
 // NaN ranks lowest) and the local blocks.

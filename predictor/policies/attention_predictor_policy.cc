@@ -13,6 +13,7 @@
 #include <string>
 
 #include "predictor/attention_history.h"
+#include "predictor/block_ranking.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/incremental_cnn.h"
 #include "predictor/policies/block_scoring_policy.h"
@@ -159,14 +160,10 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
   void RefineWithQuery(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) {
     const int64_t n = window.num_candidates();
     const int64_t by_cnn = window.keep_blocks - RefinedBlocks(window.keep_blocks);
-    order_.resize(n);
-    for (int64_t i = 0; i < n; ++i) order_[i] = i;
     // Same ranking as SelectTopBlocks: higher score first, ties to the lower index.
-    std::nth_element(order_.begin(), order_.begin() + by_cnn, order_.end(), [&](int64_t a, int64_t b) {
-      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
-    });
+    TopIndices(std::span<const float>(scores, n), by_cnn, &order_);
     kept_.assign(n, 0);
-    for (int64_t i = 0; i < by_cnn; ++i) kept_[order_[i]] = 1;
+    for (int32_t i : order_) kept_[i] = 1;
     if (spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) {
       const float* est = in.query_block_scores.data() + q_head * window.num_blocks + window.candidate_begin();
       for (int64_t i = 0; i < n; ++i) scores[i] = kept_[i] ? std::numeric_limits<float>::infinity() : est[i];
@@ -287,7 +284,7 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
   };
   std::vector<WorkItem> work_;  // Predict's scratch: every head's CNN pieces
   std::vector<IncrementalCnn::Piece> pieces_;
-  std::vector<int64_t> order_;  // RefineWithQuery scratch
+  std::vector<int32_t> order_;  // RefineWithQuery scratch
   std::vector<char> kept_;
   int64_t window_begin_ = -1;
   bool initialized_ = false;

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <numeric>
 #include <random>
 #include <set>
 
+#include "predictor/block_ranking.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/selection_policy.h"
 #include "tests/predictor/synthetic_trace.h"
@@ -142,6 +144,29 @@ TEST(PolicyTest, OracleKeepsTheTrueTopBlocks) {
     CheckAgainstReference(PolicyKind::kOracle, f, budget, [](int64_t, int, std::span<const float> row) {
       return std::vector<float>(row.begin(), row.end());
     });
+  }
+}
+
+// TopIndices against a plain sort of (score, index) pairs: ties to the lower index, NaN lowest.
+TEST(BlockRankingTest, TopIndicesEqualsASortWithTiesAndNaN) {
+  std::mt19937 rng(9);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int n = 1 + static_cast<int>(rng() % 300);
+    std::vector<float> scores(n);
+    for (float& v : scores) {
+      const uint32_t r = rng() % 10;
+      v = r == 0 ? std::nanf("") : r < 4 ? static_cast<float>(rng() % 5) : static_cast<float>(rng() % 1000) / 7.0f;
+    }
+    const int64_t k = static_cast<int64_t>(rng() % (n + 3));
+    std::vector<int32_t> want(n);
+    std::iota(want.begin(), want.end(), 0);
+    auto key = [&](int32_t i) { return std::isnan(scores[i]) ? -INFINITY : scores[i]; };
+    std::stable_sort(want.begin(), want.end(), [&](int32_t a, int32_t b) { return key(a) > key(b); });
+    want.resize(std::min<int64_t>(k, n));
+    std::sort(want.begin(), want.end());
+    std::vector<int32_t> got;
+    TopIndices(scores, k, &got);
+    ASSERT_EQ(got, want) << "trial " << trial << " n " << n << " k " << k;
   }
 }
 
