@@ -2,6 +2,7 @@
 // against the full computation over a long simulated decode.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -10,6 +11,8 @@
 #include "predictor/attention_history.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/incremental_cnn.h"
+#include "predictor/shipped_weights.h"
+#include "predictor/trace.h"
 #include "tests/predictor/cnn_naive_reference.h"
 
 namespace foresight::predictor {
@@ -136,6 +139,63 @@ TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGro
 }
 
 INSTANTIATE_TEST_SUITE_P(Periods, IncrementalCnnPeriodTest, ::testing::Values(1, 2, 4, 5, 8, 10, 12, 16, 20, 29));
+
+// Real histories: SmolLM2's pooled attention on held-out text (the committed trace of
+// shipped_weights_test.cc: 1,069 prompt tokens, 32 dense decode steps, 2 layers), one history per
+// KV head as served (the max over its query heads), the shipped weights; the window grows as decode
+// moves blocks out of the local window. Every update equals the full CNN.
+TEST(IncrementalCnnTest, EqualsFullAtEveryUpdateOnRealHistories) {
+  auto trace = Trace::Load(FORESIGHT_SOURCE_DIR "/tests/predictor/data/heldout-mpl2-1k.trace.safetensors");
+  ASSERT_TRUE(trace.ok()) << trace.status().ToString();
+  const TraceGeometry& g = trace->geometry();
+  const int group = g.q_heads / g.kv_heads;
+  auto window_end = [&](int64_t tokens) { return std::max<int64_t>(4, (tokens - 64) / 16); };
+  int updates = 0, growth = 0;
+  double worst = 0.0;
+  for (int period : {1, 4, 8, 10}) {
+    for (int layer = 0; layer < g.layers; ++layer) {
+      const PrefillObservation pre = trace->prefill(layer);
+      const int64_t bp = g.prompt_blocks(), rows = pre.rows;
+      for (int kv = 0; kv < g.kv_heads; ++kv) {
+        std::vector<float> merged(rows * bp, 0.0f);
+        for (int j = 0; j < group; ++j) {
+          const float* src = pre.block_max.data() + (kv * group + j) * rows * bp;
+          for (int64_t i = 0; i < rows * bp; ++i) merged[i] = std::max(merged[i], src[i]);
+        }
+        AttentionHistory history;
+        history.Reset(merged, rows, bp);
+        IncrementalCnn cnn(ShippedCnnWeights(), period);
+        std::vector<float> inc, full, bmax, bsum;
+        int64_t last_columns = -1;
+        for (int64_t step = 0; step <= trace->decode_steps(); ++step) {
+          if (step > 0) {
+            trace->DecodeRows(layer, step - 1, &bmax, &bsum);
+            const int64_t nb = g.blocks_at(step - 1);
+            std::vector<float> row(nb, 0.0f);
+            for (int j = 0; j < group; ++j) {
+              for (int64_t b = 0; b < nb; ++b) row[b] = std::max(row[b], bmax[(kv * group + j) * nb + b]);
+            }
+            history.Push(row);
+          }
+          if (step % period != 0) continue;
+          const HistoryImage image = history.Image(4, window_end(g.key_tokens(step)));
+          inc.resize(image.columns);
+          full.resize(image.columns);
+          if (step == 0) cnn.Reset(image, inc.data()); else cnn.Advance(image, inc.data());
+          RunCnn(*ShippedCnnWeights(), image, full.data());
+          const double err = RelativeError(inc, full);
+          worst = std::max(worst, err);
+          ASSERT_LT(err, 1e-5) << "period " << period << " layer " << layer << " KV head " << kv << " step " << step;
+          ++updates;
+          if (last_columns >= 0 && image.columns != last_columns) ++growth;
+          last_columns = image.columns;
+        }
+      }
+    }
+  }
+  std::printf("real histories: %d updates (%d with new columns), max relative error %.3g\n", updates, growth, worst);
+  EXPECT_GT(growth, 0);
+}
 
 // A period beyond kMaxPeriod is clamped (the rows entering and the rows leaving next must not
 // overlap); the policy then falls back to the full CNN.
