@@ -113,7 +113,7 @@ void IncrementalCnn::FullTile(const HistoryImage& image, int64_t begin, int64_t 
       }
     }
   }
-  Readout(begin, width, P, /*incremental=*/false, out);
+  Readout(begin, width, P, Fold::kFull, out);
 }
 
 void IncrementalCnn::IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end,
@@ -149,51 +149,36 @@ void IncrementalCnn::IncrementalTile(const HistoryImage& image, int64_t begin, i
         stored = entering;
       }
     }
-    ReadoutGroups(begin, width, P, out);
+    Readout(begin, width, P, Fold::kGroups, out);
     return;
   }
-  Readout(begin, width, P, /*incremental=*/true, out);
+  Readout(begin, width, P, Fold::kLeavingSum, out);
 }
 
-void IncrementalCnn::ReadoutGroups(int64_t begin, int64_t width, int64_t P, float* out) {
+// Folds the tile's row sums into the running state and writes the scores: conv3 (1x1) over the
+// mean of the 64 conv2 rows. kFull: the interior sum is scratch.dsum. Otherwise it gains the
+// entering rows (scratch.dsum) and loses the leaving ones: the sum stored at the previous update
+// (kLeavingSum, which then stores scratch.leaving for the next one) or scratch.leaving (kGroups).
+// Both came from the same kernels on the same inputs, so they cancel exactly.
+void IncrementalCnn::Readout(int64_t begin, int64_t width, int64_t P, Fold fold, float* out) {
   const CnnWeights& w = *weights_;
   TileScratch& scratch = internal::ThreadScratch();
   scratch.y.assign(width, 0.0);
   double* y = scratch.y.data();
   for (int o = 0; o < kC2; ++o) {
     double* interior = &interior_sum_[o * capacity_ + begin];
-    const double* entering = &scratch.dsum[o * P];
+    double* stored = &leaving_sum_[o * capacity_ + begin];
+    const double* fresh = &scratch.dsum[o * P];
     const double* leaving = &scratch.leaving[o * P];
     const double* boundary = &scratch.boundary[o * P];
     const double w3 = w.conv3_weight[o];
     for (int64_t k = 0; k < width; ++k) {
-      interior[k] = interior[k] - leaving[k] + entering[k];
-      y[k] += w3 * ((interior[k] + boundary[k]) / kCnnRows);
-    }
-  }
-  for (int64_t k = 0; k < width; ++k) out[begin + k] = static_cast<float>(y[k]) + w.conv3_bias;
-}
-
-// Folds the tile's row sums into the running state and writes the scores: conv3 (1x1) over the
-// mean of the 64 conv2 rows. Incremental: the interior sum gains the entering rows (scratch.dsum)
-// and loses the previous update's leaving sum; full: the interior sum is scratch.dsum.
-void IncrementalCnn::Readout(int64_t begin, int64_t width, int64_t P, bool incremental, float* out) {
-  const CnnWeights& w = *weights_;
-  TileScratch& scratch = internal::ThreadScratch();
-  scratch.y.assign(width, 0.0);
-  double* y = scratch.y.data();
-  for (int o = 0; o < kC2; ++o) {
-    double* interior = &interior_sum_[o * capacity_ + begin];
-    double* leaving = &leaving_sum_[o * capacity_ + begin];
-    const double* fresh = &scratch.dsum[o * P];
-    const double* next_leaving = &scratch.leaving[o * P];
-    const double* boundary = &scratch.boundary[o * P];
-    const double w3 = w.conv3_weight[o];
-    for (int64_t k = 0; k < width; ++k) {
-      // Subtract the rows that left, add the rows that entered: both came from the same kernels
-      // on the same inputs, so they cancel exactly.
-      interior[k] = incremental ? interior[k] - leaving[k] + fresh[k] : fresh[k];
-      leaving[k] = next_leaving[k];
+      if (fold == Fold::kFull) {
+        interior[k] = fresh[k];
+      } else {
+        interior[k] = interior[k] - (fold == Fold::kGroups ? leaving[k] : stored[k]) + fresh[k];
+      }
+      if (fold != Fold::kGroups) stored[k] = leaving[k];
       y[k] += w3 * ((interior[k] + boundary[k]) / kCnnRows);
     }
   }

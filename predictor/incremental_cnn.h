@@ -73,8 +73,8 @@ class IncrementalCnn {
  private:
   void FullTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
   void IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end, float* out);
-  void Readout(int64_t begin, int64_t width, int64_t padded_width, bool incremental, float* out);
-  void ReadoutGroups(int64_t begin, int64_t width, int64_t padded_width, float* out);
+  enum class Fold { kFull, kLeavingSum, kGroups };
+  void Readout(int64_t begin, int64_t width, int64_t padded_width, Fold fold, float* out);
   void Update(const HistoryImage& image, bool reset, float* out, int threads);
 
   // Grows the state to `columns`, keeping values; capacity doubles so appends are amortised.
