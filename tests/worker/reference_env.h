@@ -33,10 +33,18 @@ inline bool RunReferenceScript(const std::string& script, const std::string& arg
   return std::system(cmd.c_str()) == 0;
 }
 
+// A folder for this test process's files, removed when the process exits.
 inline std::string TestTempDir() {
-  auto dir = std::filesystem::temp_directory_path() / ("foresight_worker_test_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir.string();
+  struct Dir {
+    std::filesystem::path path;
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Dir dir{std::filesystem::temp_directory_path() / ("foresight_worker_test_" + std::to_string(::getpid()))};
+  std::filesystem::create_directories(dir.path);
+  return dir.path.string();
 }
 
 }  // namespace foresight::worker::testing
