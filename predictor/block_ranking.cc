@@ -14,21 +14,17 @@ void TopIndices(std::span<const float> scores, int64_t k, std::vector<int32_t>* 
   if (k <= 0) return;
   // The k-th best value by a selection over plain floats (NaN as -inf), then one pass in index
   // order: everything above it, and as many equal to it as are still missing (lower index first).
-  thread_local std::vector<float> values;
-  values.resize(n);
-  for (int64_t i = 0; i < n; ++i) values[i] = std::isnan(scores[i]) ? -INFINITY : scores[i];
+  thread_local std::vector<float> clean, values;
+  clean.resize(n);
+  for (int64_t i = 0; i < n; ++i) clean[i] = std::isnan(scores[i]) ? -INFINITY : scores[i];
+  values.assign(clean.begin(), clean.end());
   std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<float>());
   const float kth = values[k - 1];
-  int64_t above = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = std::isnan(scores[i]) ? -INFINITY : scores[i];
-    above += v > kth;
-  }
+  const int64_t above = std::count_if(clean.begin(), clean.end(), [kth](float v) { return v > kth; });
   int64_t equal_wanted = k - above;
   out->reserve(k);
   for (int64_t i = 0; i < n; ++i) {
-    const float v = std::isnan(scores[i]) ? -INFINITY : scores[i];
-    if (v > kth || (v == kth && equal_wanted-- > 0)) out->push_back(static_cast<int32_t>(i));
+    if (clean[i] > kth || (clean[i] == kth && equal_wanted-- > 0)) out->push_back(static_cast<int32_t>(i));
   }
 }
 

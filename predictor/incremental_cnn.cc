@@ -28,10 +28,11 @@ void IncrementalCnn::Grow(int64_t columns) {
   if (columns > capacity_) {
     const int64_t capacity = std::max<int64_t>(columns, capacity_ * 2);
     std::vector<double> interior(kC2 * capacity, 0.0);
-    std::vector<double> leaving(kC2 * capacity, 0.0);
+    // With group sums the leaving rows are stored per group, not as one leaving sum.
+    std::vector<double> leaving(groups_ > 0 ? 0 : kC2 * capacity, 0.0);
     for (int o = 0; o < kC2; ++o) {
       std::memcpy(&interior[o * capacity], &interior_sum_[o * capacity_], sizeof(double) * columns_);
-      std::memcpy(&leaving[o * capacity], &leaving_sum_[o * capacity_], sizeof(double) * columns_);
+      if (groups_ == 0) std::memcpy(&leaving[o * capacity], &leaving_sum_[o * capacity_], sizeof(double) * columns_);
     }
     std::vector<float> group_sums(static_cast<size_t>(groups_) * kC2 * capacity, 0.0f);
     for (int g = 0; g < groups_; ++g) {
@@ -167,7 +168,7 @@ void IncrementalCnn::Readout(int64_t begin, int64_t width, int64_t P, Fold fold,
   double* y = scratch.y.data();
   for (int o = 0; o < kC2; ++o) {
     double* interior = &interior_sum_[o * capacity_ + begin];
-    double* stored = &leaving_sum_[o * capacity_ + begin];
+    double* stored = groups_ > 0 ? nullptr : &leaving_sum_[o * capacity_ + begin];
     const double* fresh = &scratch.dsum[o * P];
     const double* leaving = &scratch.leaving[o * P];
     const double* boundary = &scratch.boundary[o * P];
@@ -178,7 +179,7 @@ void IncrementalCnn::Readout(int64_t begin, int64_t width, int64_t P, Fold fold,
       } else {
         interior[k] = interior[k] - (fold == Fold::kGroups ? leaving[k] : stored[k]) + fresh[k];
       }
-      if (fold != Fold::kGroups) stored[k] = leaving[k];
+      if (stored != nullptr) stored[k] = leaving[k];
       y[k] += w3 * ((interior[k] + boundary[k]) / kCnnRows);
     }
   }

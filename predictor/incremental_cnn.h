@@ -97,7 +97,7 @@ class IncrementalCnn {
   int leave_slot_ = 0;
   int update_slot_ = 0;  // Plan -> RunPiece: the slot of this update's leaving group
   int full_slot_ = 0;    // Plan -> RunPiece: where a full column's group 0 goes
-  std::vector<double> leaving_sum_;   // [32][capacity_]: sum of conv2 rows 2..period+1, which leave
+  std::vector<double> leaving_sum_;   // [32][capacity_] (empty with groups_): conv2 rows 2..period+1, which leave
                                       // at the next update
 };
 

@@ -279,10 +279,10 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
     // one; else, with a lookahead query, the lookahead row of this step (one pass over the
     // compact copy per layer and step instead of two; it lacks only the step's own key, in the
     // local window); else a pass for the exact query.
-    if (compact_row_layer_ != layer && HasLookahead(layer, position + 1) && !policies_[layer]->needs().block_sum) {
-      const std::span<const float> look = Padded(look_scores_[layer], look_blocks_[layer], n_blocks);
-      block_max = look.data();
-      from_lookahead = true;
+    from_lookahead = compact_row_layer_ != layer && HasLookahead(layer, position + 1) &&
+                     !policies_[layer]->needs().block_sum;
+    if (from_lookahead) {
+      block_max = Padded(look_scores_[layer], look_blocks_[layer], n_blocks).data();
     } else {
       if (compact_row_layer_ != layer) compact_[layer].DenseRow(queries, position + 1, &calib_max_, &calib_sum_);
       block_max = calib_max_.data();
