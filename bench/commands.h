@@ -1,5 +1,5 @@
 // `foresight-bench` is assembled from benchmark groups, each owned by its module, in the manner of
-// client/cli/commands.h. A subcommand's callback stores its exit code in *exit_code.
+// the `foresight` command line (cli/main.cc). A subcommand's callback stores its exit code in *exit_code.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -187,6 +187,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
       }
       ids.assign(text.begin(), text.begin() + ctx);
       CacheClientOptions co;
+      co.ucx_tuning = UcxTuningFromEnvironment();
       co.address = node->address();
       FS_ASSIGN_OR_RETURN(auto client, CacheClient::Connect(co));
       worker::OffloadOptions o;
@@ -202,6 +203,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     }
     for (const std::string& transport : transports) {
       CacheClientOptions co;
+      co.ucx_tuning = UcxTuningFromEnvironment();
       co.address = node->address();
       co.data_path = DataPath::kUcx;
       co.ucx_transports = transport;

@@ -83,6 +83,7 @@ bool Check(const uint8_t* block, size_t size, uint32_t key, std::vector<uint8_t>
 void RunClient(const LoadFlags& f, const std::string& address, uint64_t block_bytes, uint32_t keys, int index,
                ClientResult* out) {
   CacheClientOptions o;
+  o.ucx_tuning = UcxTuningFromEnvironment();
   o.address = address;
   o.data_path = f.transport == "grpc" ? DataPath::kGrpc : (f.transport == "ucx" ? DataPath::kUcx : DataPath::kAuto);
   auto client = CacheClient::Connect(o);
@@ -218,6 +219,7 @@ int RunLoad(const LoadFlags& f) {
                       {"get_p50_us", Percentile(get_us, 0.5)}, {"get_p99_us", Percentile(get_us, 0.99)}};
   if (node) {
     CacheClientOptions o;
+    o.ucx_tuning = UcxTuningFromEnvironment();
     o.address = address;
     o.data_path = DataPath::kGrpc;
     if (auto c = CacheClient::Connect(o); c.ok()) {

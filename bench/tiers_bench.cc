@@ -550,6 +550,7 @@ class GrpcBenchPath : public BenchPath {
  public:
   static StatusOr<std::unique_ptr<GrpcBenchPath>> Connect(uint16_t grpc_port, uint64_t max_block) {
     CacheClientOptions o;
+    o.ucx_tuning = UcxTuningFromEnvironment();
     o.address = "127.0.0.1:" + std::to_string(grpc_port);
     o.data_path = DataPath::kGrpc;
     o.timeout = std::chrono::seconds(60);

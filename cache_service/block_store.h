@@ -47,10 +47,9 @@ struct BlockStoreOptions {
 };
 
 // The arena as a shared-memory file: the memfd holds a header page followed by the arena. The
-// header starts with kSharedArenaMagic and a random nonce, so that a client that opened the file
-// by /proc/<pid>/fd/<fd> can tell it mapped this node's arena and not another process's file.
+// header page holds the magic and this random nonce (ucxwire::WriteArenaFileHeader, in
+// proto/ucx_messages.h), so that a client can tell it mapped this node's arena.
 struct SharedArena {
-  static constexpr uint64_t kMagic = 0x414e4552414f4653ull;  // "FSOARENA"
   int fd = -1;                   // -1: the arena is not shared
   uint64_t arena_offset = 0;     // where the arena starts in the file (after the header page)
   uint64_t file_bytes = 0;

@@ -28,13 +28,6 @@ void SetStatus(const Status& s, v1::ItemStatus* out) {
   out->set_message(s.message());
 }
 
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 void FillMeta(const BlockInfo& info, v1::BlockMeta* meta) {
   meta->mutable_key()->set_id(std::string(info.key.view()));
   meta->set_size(info.size);
@@ -45,31 +38,11 @@ void FillMeta(const BlockInfo& info, v1::BlockMeta* meta) {
 
 }  // namespace
 
-grpc::Status ToGrpc(const Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
-}
-
-Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return Status::OK();
-  return Status(static_cast<StatusCode>(status.error_code()), status.error_message());
-}
-
 ControlService::ControlService(BlockStore* store, NodeMetrics* metrics, ControlServiceOptions options)
     : store_(store), metrics_(metrics), options_(std::move(options)) {}
 
 grpc::Status ControlService::CheckAuth(grpc::ServerContext* ctx) const {
-  if (options_.token.empty()) return grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end())
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this node requires a token: pass --token-file (missing 'authorization' metadata)");
-  const std::string value(it->second.data(), it->second.size());
-  const std::string prefix = "Bearer ";
-  if (value.rfind(prefix, 0) != 0 || !ConstantTimeEquals(value.substr(prefix.size()), options_.token))
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the token is not valid for this node");
-  return grpc::Status::OK;
+  return CheckBearerToken(*ctx, options_.token, "node", "pass --token-file");
 }
 
 #define FS_CHECK_AUTH(ctx)                          \
@@ -185,9 +158,9 @@ grpc::Status ControlService::Get(grpc::ServerContext* ctx, const v1::GetRequest*
 grpc::Status ControlService::Stat(grpc::ServerContext* ctx, const v1::StatRequest* req, v1::StatResponse* resp) {
   FS_CHECK_AUTH(ctx);
   auto key = KeyFrom(req->key());
-  if (!key.ok()) return ToGrpc(key.status());
+  if (!key.ok()) return ToGrpcStatus(key.status());
   auto info = store_->Stat(*key);
-  if (!info.ok()) return ToGrpc(info.status());
+  if (!info.ok()) return ToGrpcStatus(info.status());
   FillMeta(*info, resp->mutable_block());
   return grpc::Status::OK;
 }
@@ -202,8 +175,8 @@ grpc::Status ControlService::List(grpc::ServerContext* ctx, const v1::ListReques
 grpc::Status ControlService::Evict(grpc::ServerContext* ctx, const v1::EvictRequest* req, v1::EvictResponse*) {
   FS_CHECK_AUTH(ctx);
   auto key = KeyFrom(req->key());
-  if (!key.ok()) return ToGrpc(key.status());
-  return ToGrpc(store_->Remove(*key));
+  if (!key.ok()) return ToGrpcStatus(key.status());
+  return ToGrpcStatus(store_->Remove(*key));
 }
 
 grpc::Status ControlService::LongestPrefix(grpc::ServerContext* ctx, const v1::PrefixRequest* req,
@@ -213,7 +186,7 @@ grpc::Status ControlService::LongestPrefix(grpc::ServerContext* ctx, const v1::P
   chain.reserve(req->chain_size());
   for (const auto& k : req->chain()) {
     auto key = KeyFrom(k);
-    if (!key.ok()) return ToGrpc(key.status().WithContext("chain entry " + std::to_string(chain.size())));
+    if (!key.ok()) return ToGrpcStatus(key.status().WithContext("chain entry " + std::to_string(chain.size())));
     chain.push_back(*key);
   }
   resp->set_length(static_cast<uint32_t>(store_->LongestPrefix(chain)));
@@ -222,7 +195,7 @@ grpc::Status ControlService::LongestPrefix(grpc::ServerContext* ctx, const v1::P
 
 grpc::Status ControlService::Flush(grpc::ServerContext* ctx, const v1::FlushRequest*, v1::FlushResponse*) {
   FS_CHECK_AUTH(ctx);
-  return ToGrpc(store_->Flush());
+  return ToGrpcStatus(store_->Flush());
 }
 
 grpc::Status ControlService::NodeStats(grpc::ServerContext* ctx, const v1::NodeStatsRequest*,

@@ -15,6 +15,7 @@
 #include "cache_service/block_store.h"
 #include "cache_service/node_metrics.h"
 #include "proto/foresight.grpc.pb.h"
+#include "proto/grpc_common.h"
 
 namespace foresight {
 
@@ -56,9 +57,5 @@ class ControlService final : public v1::CacheNode::Service {
   ControlServiceOptions options_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
-
-// Status <-> grpc::Status, keeping the code and the message.
-grpc::Status ToGrpc(const Status& status);
-Status FromGrpc(const grpc::Status& status);
 
 }  // namespace foresight

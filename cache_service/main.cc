@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <iostream>
@@ -113,6 +114,8 @@ int Run(const Flags& f) {
   std::unique_ptr<UcxServer> ucx;
   if (!f.no_ucx) {
     UcxServerOptions uo;
+    // The progress thread's polling window, for experiments (docs/perf-notes.md).
+    if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) uo.spin_us = std::atof(spin);
     uo.host = listen->first;
     uo.port = 0;
     if (!f.ucx_listen.empty()) {

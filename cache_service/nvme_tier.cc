@@ -73,6 +73,8 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
   tier->blocks_cf_ = handles[2];
 
   // Rebuild the index. Recovery order is unknown, so all recovered blocks start equally old.
+  // (No other thread can see the tier yet; the lock is for the analysis, and costs nothing.)
+  MutexLock lock(tier->mu_);
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), tier->meta_cf_));
   uint64_t bad = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -124,7 +126,7 @@ Status NvmeTier::Put(const BlockKey& key, const uint8_t* data, const Meta& meta,
   std::vector<BlockKey> dropped;
   if (superseded != nullptr) *superseded = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (auto current = index_.find(key); current != index_.end() && current->second.meta.generation > meta.generation) {
       if (superseded != nullptr) *superseded = true;
       return Status::OK();
@@ -160,7 +162,7 @@ Status NvmeTier::Put(const BlockKey& key, const uint8_t* data, const Meta& meta,
 
 StatusOr<NvmeTier::Meta> NvmeTier::Get(const BlockKey& key, std::vector<uint8_t>* out) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto found = index_.find(key);
     if (found == index_.end()) return NotFound("block " + key.ToHex() + " is not on NVMe");
     lru_.splice(lru_.begin(), lru_, found->second.lru);
@@ -192,7 +194,7 @@ StatusOr<NvmeTier::Meta> NvmeTier::Get(const BlockKey& key, std::vector<uint8_t>
   }
   if (!failure.ok()) {
     spdlog::error("NVMe tier: {}; dropping the block", failure.message());
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     counters_.corrupt++;
     auto found = index_.find(key);
     // Drop only the version found corrupt, not one written since.
@@ -204,19 +206,19 @@ StatusOr<NvmeTier::Meta> NvmeTier::Get(const BlockKey& key, std::vector<uint8_t>
 }
 
 bool NvmeTier::Contains(const BlockKey& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return index_.count(key) != 0;
 }
 
 std::optional<NvmeTier::Meta> NvmeTier::Lookup(const BlockKey& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto found = index_.find(key);
   if (found == index_.end()) return std::nullopt;
   return found->second.meta;
 }
 
 Status NvmeTier::Delete(const BlockKey& key, std::optional<uint64_t> only_if_checksum) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto found = index_.find(key);
   if (found == index_.end()) return NotFound("block " + key.ToHex() + " is not on NVMe");
   if (only_if_checksum && found->second.meta.checksum != *only_if_checksum) return Status::OK();
@@ -240,12 +242,12 @@ Status NvmeTier::DeleteLocked(const BlockKey& key) {
 }
 
 void NvmeTier::ForEach(const std::function<void(const BlockKey&, const Meta&)>& fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [key, entry] : index_) fn(key, entry.meta);
 }
 
 NvmeTier::Counters NvmeTier::counters() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return counters_;
 }
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/block_key.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace rocksdb {
@@ -84,7 +85,7 @@ class NvmeTier {
     std::list<BlockKey>::iterator lru;
   };
   NvmeTier(std::string dir, uint64_t capacity) : dir_(std::move(dir)), capacity_bytes_(capacity) {}
-  Status DeleteLocked(const BlockKey& key);
+  Status DeleteLocked(const BlockKey& key) FS_REQUIRES(mu_);
 
   const std::string dir_;
   const uint64_t capacity_bytes_;
@@ -96,10 +97,10 @@ class NvmeTier {
 
   // Guards the index, the LRU and the counters, and serialises writes and deletes with their index
   // updates. Reads take a RocksDB snapshot instead, so they never hold it across I/O.
-  std::mutex mu_;
-  std::unordered_map<BlockKey, Entry, BlockKeyHash> index_;
-  std::list<BlockKey> lru_;  // front = most recent
-  Counters counters_;
+  Mutex mu_;
+  std::unordered_map<BlockKey, Entry, BlockKeyHash> index_ FS_GUARDED_BY(mu_);
+  std::list<BlockKey> lru_ FS_GUARDED_BY(mu_);  // front = most recent
+  Counters counters_ FS_GUARDED_BY(mu_);
 };
 
 }  // namespace foresight

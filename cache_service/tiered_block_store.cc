@@ -28,6 +28,7 @@
 #include "cache_service/nvme_tier.h"
 #include "common/checksum.h"
 #include "common/units.h"
+#include "proto/ucx_messages.h"
 
 namespace foresight {
 
@@ -637,9 +638,7 @@ StatusOr<SharedArena> DescribeSharedArena(const ArenaMemory& m) {
   s.file_bytes = m.mapped_bytes;
   if (::getrandom(s.nonce, sizeof s.nonce, 0) != static_cast<ssize_t>(sizeof s.nonce))
     return Unavailable("getrandom failed for the shared arena's nonce");
-  const uint64_t magic = SharedArena::kMagic;
-  std::memcpy(m.base, &magic, 8);
-  std::memcpy(m.base + 8, s.nonce, sizeof s.nonce);
+  ucxwire::WriteArenaFileHeader(m.base, s.nonce);
   return s;
 }
 

@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 #include <spdlog/spdlog.h>
 #include <ucp/api/ucp.h>
@@ -22,7 +21,9 @@
 #include <vector>
 
 #include "common/checksum.h"
+#include "common/constant_time.h"
 #include "proto/ucx_messages.h"
+#include "ucx/worker.h"
 
 // XXH3 streaming, inline (AVX2), for the checksum of a lease's ranges without gathering them;
 // the same values as BlockChecksum over the concatenation.
@@ -36,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string UcsText(ucs_status_t s) { return ucs_status_string(s); }
+std::string UcsText(ucs_status_t s) { return ucx::StatusText(s); }
 
 std::string SockaddrText(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = "?";
@@ -51,13 +52,6 @@ std::string SockaddrText(const sockaddr_storage& ss) {
     port = ntohs(in6->sin6_port);
   }
   return std::string(buf) + ":" + std::to_string(port);
-}
-
-bool ConstantTimeEqual(const std::string& a, const void* b, size_t b_len) {
-  const auto* bp = static_cast<const uint8_t*>(b);
-  uint8_t diff = a.size() == b_len ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<uint8_t>(a[i]) ^ (i < b_len ? bp[i] : 0);
-  return diff == 0;
 }
 
 // A small pool for store calls and fast-path copies.
@@ -108,9 +102,7 @@ class WorkerPool {
 
 class UcxServer::Impl {
  public:
-  Impl(BlockStore* store, UcxServerOptions options) : store_(store), options_(std::move(options)) {
-    if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) options_.spin_us = std::atof(spin);
-  }
+  Impl(BlockStore* store, UcxServerOptions options) : store_(store), options_(std::move(options)) {}
   ~Impl() { Shutdown(); }
 
   Status Init();
@@ -196,15 +188,11 @@ class UcxServer::Impl {
   };
 
   // --- Progress thread ---
-  void ProgressLoop();
-  void RunPosted();
-  void Post(std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      posted_.push_back(std::move(fn));
-    }
-    ucp_worker_signal(worker_);
-  }
+  // The node's own work after each progress call (ucx::Worker::Start).
+  ucx::Worker::Pass ProgressPass();
+  // After the progress thread ended: releases what sessions still hold.
+  void ForceSessionsDown();
+  void Post(std::function<void()> fn) { ucx_->Post(std::move(fn)); }
   void Sweep(Clock::time_point now);
   void ReapSessions();
   Session* FindSession(uint64_t id) {
@@ -262,22 +250,22 @@ class UcxServer::Impl {
 
   BlockStore* store_;
   UcxServerOptions options_;
-  ucp_context_h context_ = nullptr;
-  ucp_worker_h worker_ = nullptr;
+  std::unique_ptr<ucx::Worker> ucx_;  // the context, the worker and the progress thread
+  ucp_context_h context_ = nullptr;   // ucx_'s, for brevity
+  ucp_worker_h worker_ = nullptr;     // ucx_'s; progress thread only
   ucp_listener_h listener_ = nullptr;
   ucp_mem_h arena_memh_ = nullptr;
-  int epoll_fd_ = -1;
   uint16_t port_ = 0;
 
   std::unique_ptr<WorkerPool> pool_;
-  std::thread progress_thread_;
-  std::atomic<bool> stop_{false};
+  bool running_ = false;           // the progress thread was started
+  std::atomic<bool> stop_{false};  // asks the progress pass to close every session and end
   bool shut_down_ = false;
 
-  std::mutex post_mu_;
-  std::deque<std::function<void()>> posted_;
-
   // Progress thread only.
+  bool stopping_ = false;
+  Clock::time_point stop_deadline_;
+  Clock::time_point last_sweep_ = Clock::now();
   uint64_t next_session_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::unordered_map<ucp_ep_h, uint64_t> session_by_ep_;
@@ -297,34 +285,19 @@ Status UcxServer::Impl::Init() {
   // wins.
   setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
   setenv("UCX_RDMA_CM_REUSEADDR", "y", 0);
-  ucp_config_t* config = nullptr;
-  ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
-  if (st != UCS_OK) return Internal("UCX data plane: reading the UCX config failed: " + UcsText(st));
-  if (!options_.transports.empty()) ucp_config_modify(config, "TLS", options_.transports.c_str());
-  if (std::getenv("UCX_RNDV_THRESH") == nullptr) ucp_config_modify(config, "RNDV_THRESH", kUcxRendezvousThreshold);
-
-  ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
-  st = ucp_init(&params, config, &context_);
-  ucp_config_release(config);
-  if (st != UCS_OK) return Internal("UCX data plane: ucp_init failed: " + UcsText(st));
-
-  ucp_worker_params_t wparams{};
-  wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wparams.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches the worker
-  st = ucp_worker_create(context_, &wparams, &worker_);
-  if (st != UCS_OK) return Internal("UCX data plane: ucp_worker_create failed: " + UcsText(st));
-
-  ucp_am_handler_param_t am{};
-  am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                  UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-  am.id = kUcxRequestAmId;
-  am.cb = &Impl::OnRequestAm;
-  am.arg = this;
-  am.flags = UCP_AM_FLAG_WHOLE_MSG | UCP_AM_FLAG_PERSISTENT_DATA;
-  st = ucp_worker_set_am_recv_handler(worker_, &am);
-  if (st != UCS_OK) return Internal("UCX data plane: setting the AM handler failed: " + UcsText(st));
+  ucx::WorkerOptions wo;
+  wo.who = "UCX data plane";
+  wo.tls = options_.transports;
+  wo.rendezvous_threshold = kUcxRendezvousThreshold;
+  wo.am_id = kUcxRequestAmId;
+  wo.am_callback = &Impl::OnRequestAm;
+  wo.am_arg = this;
+  wo.am_flags = UCP_AM_FLAG_WHOLE_MSG | UCP_AM_FLAG_PERSISTENT_DATA;
+  wo.spin_us = options_.spin_us;
+  FS_ASSIGN_OR_RETURN(ucx_, ucx::Worker::Create(wo));
+  context_ = ucx_->context();
+  worker_ = ucx_->worker();
+  ucs_status_t st;
 
   // The arena is registered once; replies from it are then zero-copy.
   if (store_->arena_base() != nullptr && store_->arena_bytes() > 0) {
@@ -385,118 +358,75 @@ Status UcxServer::Impl::Init() {
               ? ntohs(reinterpret_cast<const sockaddr_in6*>(&la.sockaddr)->sin6_port)
               : ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
 
-  int efd = -1;
-  st = ucp_worker_get_efd(worker_, &efd);
-  if (st != UCS_OK) return Internal("UCX data plane: ucp_worker_get_efd failed: " + UcsText(st));
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = efd;
-  if (epoll_fd_ < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, efd, &ev) != 0) {
-    return Internal("UCX data plane: epoll setup failed: " + std::string(strerror(errno)));
-  }
-
   pool_ = std::make_unique<WorkerPool>(options_.worker_threads);
-  progress_thread_ = std::thread([this] { ProgressLoop(); });
+  ucx_->Start([this] { return ProgressPass(); });
+  running_ = true;
   return Status::OK();
 }
 
 void UcxServer::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  if (progress_thread_.joinable()) {
+  if (running_) {
     stop_ = true;
-    ucp_worker_signal(worker_);
-    progress_thread_.join();
+    ucx_->Wake();
+    ucx_->Join();
+    ForceSessionsDown();
   }
   pool_.reset();  // joins; tasks still queued run and post into a queue nobody reads
-  {
-    std::lock_guard<std::mutex> lock(post_mu_);
-    posted_.clear();  // drops leases and slots held by late completions
-  }
-  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (ucx_ != nullptr) ucx_->DiscardPosted();  // drops leases and slots held by late completions
   if (arena_memh_ != nullptr) ucp_mem_unmap(context_, arena_memh_);
-  if (worker_ != nullptr) ucp_worker_destroy(worker_);
-  if (context_ != nullptr) ucp_cleanup(context_);
+  ucx_.reset();  // the worker, then the context
 }
 
 // ---------------------------------------------------------------------------------------------
 // Progress thread.
 
-void UcxServer::Impl::RunPosted() {
-  std::deque<std::function<void()>> batch;
-  {
-    std::lock_guard<std::mutex> lock(post_mu_);
-    batch.swap(posted_);
+ucx::Worker::Pass UcxServer::Impl::ProgressPass() {
+  constexpr auto kSweepEvery = std::chrono::milliseconds(100);
+  bool busy = false;
+  if (!failed_eps_.empty()) {
+    auto failed = std::move(failed_eps_);
+    failed_eps_.clear();
+    for (auto [ep, status] : failed) {
+      auto it = session_by_ep_.find(ep);
+      if (it != session_by_ep_.end()) {
+        if (Session* s = FindSession(it->second)) CloseSession(s, "the client went away: " + UcsText(status));
+      }
+    }
   }
-  for (auto& fn : batch) fn();
+  if (!refused_sessions_.empty()) {
+    auto refused = std::move(refused_sessions_);
+    refused_sessions_.clear();
+    for (uint64_t id : refused) {
+      if (Session* s = FindSession(id)) CloseSession(s, "authentication failed", /*force=*/false);
+    }
+  }
+  const auto now = Clock::now();
+  if (!stopping_ && stop_) {
+    stopping_ = true;
+    stop_deadline_ = now + std::chrono::seconds(10);
+    if (listener_ != nullptr) {
+      ucp_listener_destroy(listener_);
+      listener_ = nullptr;
+    }
+    for (auto& [id, s] : sessions_) CloseSession(s.get(), "the node is shutting down");
+  }
+  if (now - last_sweep_ >= kSweepEvery || stopping_) {
+    last_sweep_ = now;
+    Sweep(now);
+    ReapSessions();
+  }
+  if (stopping_) {
+    // Closing: poll until every session is gone or the deadline passed, never sleeping.
+    if (sessions_.empty() || now > stop_deadline_) return ucx::Worker::Pass::kStop;
+    busy = true;
+  }
+  return busy ? ucx::Worker::Pass::kBusy : ucx::Worker::Pass::kIdle;
 }
 
-void UcxServer::Impl::ProgressLoop() {
-  const auto kSpin = std::chrono::microseconds(static_cast<int64_t>(options_.spin_us));
-  constexpr auto kSweepEvery = std::chrono::milliseconds(100);
-  auto idle_since = Clock::now();
-  auto last_sweep = idle_since;
-  bool stopping = false;
-  Clock::time_point stop_deadline;
-  for (;;) {
-    RunPosted();
-    unsigned n = ucp_worker_progress(worker_);
-    if (!failed_eps_.empty()) {
-      auto failed = std::move(failed_eps_);
-      failed_eps_.clear();
-      for (auto [ep, status] : failed) {
-        auto it = session_by_ep_.find(ep);
-        if (it != session_by_ep_.end()) {
-          if (Session* s = FindSession(it->second)) CloseSession(s, "the client went away: " + UcsText(status));
-        }
-      }
-    }
-    if (!refused_sessions_.empty()) {
-      auto refused = std::move(refused_sessions_);
-      refused_sessions_.clear();
-      for (uint64_t id : refused) {
-        if (Session* s = FindSession(id)) CloseSession(s, "authentication failed", /*force=*/false);
-      }
-    }
-    auto now = Clock::now();
-    if (!stopping && stop_) {
-      stopping = true;
-      stop_deadline = now + std::chrono::seconds(10);
-      if (listener_ != nullptr) {
-        ucp_listener_destroy(listener_);
-        listener_ = nullptr;
-      }
-      for (auto& [id, s] : sessions_) CloseSession(s.get(), "the node is shutting down");
-    }
-    if (now - last_sweep >= kSweepEvery || stopping) {
-      last_sweep = now;
-      Sweep(now);
-      ReapSessions();
-    }
-    if (stopping && (sessions_.empty() || now > stop_deadline)) break;
-    if (n > 0) {
-      idle_since = now;
-      continue;
-    }
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      if (!posted_.empty()) continue;
-    }
-    if (stopping) continue;
-    if (now - idle_since < kSpin) {
-      // Polling, but any other runnable thread on this core goes first: on a busy machine a spin
-      // would otherwise take the time slice of the very threads that produce our next event.
-      std::this_thread::yield();
-      continue;
-    }
-    if (ucp_worker_arm(worker_) == UCS_OK) {
-      epoll_event ev;
-      epoll_wait(epoll_fd_, &ev, 1, 50);
-    }
-    idle_since = Clock::now();
-  }
-  // Anything left (only after the deadline): force the endpoints down.
+void UcxServer::Impl::ForceSessionsDown() {
+  // Anything left (only after the closing deadline): force the endpoints down.
   for (auto& [id, s] : sessions_) {
     if (s->ep != nullptr && s->close_request == nullptr) {
       for (auto& [desc, t] : s->held_descs) ucp_am_data_release(worker_, desc);
@@ -696,7 +626,7 @@ void UcxServer::Impl::HandleHello(Session* s, const Decoded& msg, const void* da
               true);
     return;
   }
-  if (!options_.token.empty() && !ConstantTimeEqual(options_.token, data, length)) {
+  if (!options_.token.empty() && !ConstantTimeEquals(options_.token, std::string_view(static_cast<const char*>(data), length))) {
     SendError(s, MsgType::kHelloReply, msg.header.req_id,
               Unauthenticated(Node() + ": wrong token in HELLO from " + s->peer), true);
     return;

@@ -79,7 +79,7 @@ struct UcxServerOptions {
   double transfer_timeout_s = 30;  // a transfer outstanding longer drops its connection
   std::string transports;        // UCX_TLS for the node; empty: UCX's default (all)
   // After activity the progress thread polls this long before sleeping on the worker's event fd:
-  // lower latency against CPU burnt (FORESIGHT_UCX_SPIN_US overrides when set).
+  // lower latency against CPU burnt (foresight-cached takes FORESIGHT_UCX_SPIN_US).
   double spin_us = 50;
 };
 

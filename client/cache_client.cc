@@ -15,19 +15,19 @@
 #include "client/ucx_transport.h"
 #include "proto/ucx_messages.h"
 #include "proto/foresight.grpc.pb.h"
+#include "proto/grpc_common.h"
 
 namespace foresight {
 
 namespace {
 
+// The call's status, naming the node and the call; an unreachable node says what to check.
 Status FromGrpc(const grpc::Status& s, const std::string& address, const std::string& call) {
-  if (s.ok()) return Status::OK();
-  std::string msg = s.error_message();
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
-    msg = "node " + address + " is unreachable (" + msg + "); is foresight-cached running there?";
-  else
-    msg = "node " + address + ": " + call + ": " + msg;
-  return Status(static_cast<StatusCode>(s.error_code()), msg);
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return Unavailable("node " + address + " is unreachable (" + s.error_message() +
+                       "); is foresight-cached running there?");
+  }
+  return FromGrpcStatus(s, "node " + address + ": " + call);
 }
 
 Status ItemStatus(const v1::ItemStatus& s) {
@@ -254,7 +254,7 @@ class GrpcCacheClient final : public CacheClient {
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + options_.timeout);
-    if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+    AddBearerToken(ctx.get(), options_.token);
     return ctx;
   }
 
@@ -408,6 +408,7 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
     const std::string host = options.address.substr(0, options.address.rfind(':'));
     UcxTransportOptions uo;
     uo.transports = options.ucx_transports;
+    uo.tuning = options.ucx_tuning;
     uo.request_timeout_s = std::chrono::duration<double>(options.timeout).count();
     auto ucx = UcxTransport::Connect(host, static_cast<uint16_t>(info->ucx_port), options.token, uo);
     if (ucx.ok()) {

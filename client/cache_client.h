@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "client/ucx_transport.h"
 #include "common/block_key.h"
 #include "common/block_layout.h"
 #include "common/status.h"
@@ -37,6 +38,7 @@ struct CacheClientOptions {
   std::string token;         // empty: no authentication
   DataPath data_path = DataPath::kAuto;  // kUcx fails Connect when UCX cannot be used
   std::string ucx_transports = "auto";   // "auto", "shm" or "tcp" (UCX_TLS for this client)
+  UcxTuning ucx_tuning;                  // the UCX client's polling and get path
   std::chrono::milliseconds timeout{10000};  // per call
   std::string tls_ca;        // PEM file of the CA; non-empty: use TLS for gRPC
 };

@@ -5,7 +5,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <fcntl.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,14 +25,10 @@
 #include <thread>
 #include <unordered_map>
 
-#include "cache_service/block_store.h"
+#include "client/arena_reader.h"
 #include "common/checksum.h"
 #include "proto/ucx_messages.h"
-
-// XXH3 streaming, inline (AVX2): one-sided gets hash each copied chunk while it is in cache. The
-// values equal BlockChecksum's (XXH3-64, no seed) over the same bytes.
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "ucx/worker.h"
 
 namespace foresight {
 
@@ -42,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string UcsText(ucs_status_t s) { return ucs_status_string(s); }
+std::string UcsText(ucs_status_t s) { return ucx::StatusText(s); }
 
 // Whether `word` appears in `line` as a whole whitespace-separated token.
 bool HasWord(const std::string& line, const std::string& word) {
@@ -64,92 +59,18 @@ std::string TlsFor(const std::string& transports) {
   return transports;
 }
 
-UcxTransportOptions WithEnv(UcxTransportOptions o) {
-  if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) o.spin_us = std::atof(spin);
-  if (const char* one = std::getenv("FORESIGHT_UCX_ONE_SIDED")) o.one_sided_gets = std::atoi(one) != 0;
-  if (const char* v = std::getenv("FORESIGHT_UCX_VERIFY_ON_PROGRESS")) o.verify_on_progress_thread = std::atoi(v) != 0;
-  return o;
-}
-
-// The node's arena, mapped read-only into this process.
-struct ArenaMap {
-  uint8_t* base = nullptr;
-  uint64_t file_bytes = 0;
-  const uint8_t* arena = nullptr;
-  uint64_t arena_bytes = 0;
-  ArenaMap() = default;
-  ArenaMap(const ArenaMap&) = delete;
-  ArenaMap& operator=(const ArenaMap&) = delete;
-  ~ArenaMap() {
-    if (base != nullptr) munmap(base, file_bytes);
-  }
-};
-
-// Opens /proc/<pid>/fd/<fd> of the node (same host, same user), maps it read-only and checks the
-// header's nonce, so that a file of another process (another pid namespace) is never taken for it.
-StatusOr<std::shared_ptr<ArenaMap>> MapArena(const ucxwire::ArenaGrant& g) {
-  if (g.fd < 0 || g.arena_offset < 4096 || g.arena_bytes == 0 || g.arena_offset > g.file_bytes ||
-      g.arena_bytes > g.file_bytes - g.arena_offset) {
-    return InvalidArgument("the node's arena grant is inconsistent");
-  }
-  const std::string path = "/proc/" + std::to_string(g.pid) + "/fd/" + std::to_string(g.fd);
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Unavailable("cannot open " + path + ": " + strerror(errno) + " (another host or user?)");
-  struct stat st{};
-  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != g.file_bytes) {
-    close(fd);
-    return Unavailable(path + " is not the node's arena (size differs)");
-  }
-  // Populated up front up to 4 GiB (no page faults in the copies); a larger arena is faulted in
-  // as it is read, so that connecting stays fast and the page tables grow only with use.
-  const int populate = g.file_bytes <= (4ull << 30) ? MAP_POPULATE : 0;
-  void* base = mmap(nullptr, g.file_bytes, PROT_READ, MAP_SHARED | populate, fd, 0);
-  const int err = errno;
-  close(fd);
-  if (base == MAP_FAILED) return Unavailable("cannot map " + path + ": " + strerror(err));
-  auto map = std::make_shared<ArenaMap>();
-  map->base = static_cast<uint8_t*>(base);
-  map->file_bytes = g.file_bytes;
-  map->arena = map->base + g.arena_offset;
-  map->arena_bytes = g.arena_bytes;
-  uint64_t magic = 0;
-  std::memcpy(&magic, map->base, 8);
-  if (magic != SharedArena::kMagic || std::memcmp(map->base + 8, g.nonce, sizeof g.nonce) != 0) {
-    return Unavailable(path + " is not the node's arena (nonce differs)");
-  }
-  return map;
-}
-
-// Copies the segments into dest back to back and returns XXH3-64 of the copied bytes, hashing each
-// chunk from the destination right after copying it (still in L1/L2).
-uint64_t CopyAndChecksum(uint8_t* dest, const std::vector<std::pair<const uint8_t*, uint64_t>>& segments) {
-  constexpr uint64_t kChunk = 64 << 10;
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
-  for (const auto& [src, bytes] : segments) {
-    for (uint64_t at = 0; at < bytes; at += kChunk) {
-      const uint64_t n = std::min(kChunk, bytes - at);
-      std::memcpy(dest, src + at, n);
-      XXH3_64bits_update(&state, dest, n);
-      dest += n;
-    }
-  }
-  return XXH3_64bits_digest(&state);
-}
-
 }  // namespace
 
 class UcxTransport::Impl {
  public:
   Impl(std::string host, uint16_t port, std::string token, UcxTransportOptions options)
-      : host_(std::move(host)), port_(port), token_(std::move(token)), options_(WithEnv(std::move(options))) {
+      : host_(std::move(host)), port_(port), token_(std::move(token)), options_(std::move(options)) {
     node_ = host_ + ":" + std::to_string(port_);
   }
   ~Impl();
 
   Status Init();
   Status EnsureConnected();
-  void SetCopyBacklog(size_t n) { progress_copy_backlog_ = std::max<size_t>(1, n); }
   StatusOr<UcxBuffer> AddRegion(void* data, uint64_t bytes, bool allocate);
   StatusOr<UcxBatch> Submit(std::vector<UcxGet>* gets, std::vector<UcxPut>* puts);
   std::vector<UcxItemResult> Wait(UcxBatch batch, double timeout_s);
@@ -225,20 +146,10 @@ class UcxTransport::Impl {
     Op op;
   };
 
-  // Progress thread.
-  void ProgressLoop();
+  // Progress thread: the transport's own work after each progress call (ucx::Worker::Start).
+  ucx::Worker::Pass ProgressPass();
   void RunSync(std::function<void()> fn);
-  void Post(std::function<void()> fn) {
-    bool wake;
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      posted_.push_back(std::move(fn));
-      wake = progress_sleeping_;
-    }
-    // A polling progress thread finds the work on its next pass; the signal (a syscall here and
-    // a wakeup there) is for one about to block in epoll_wait.
-    if (wake) ucp_worker_signal(worker_);
-  }
+  void Post(std::function<void()> fn) { ucx_->Post(std::move(fn)); }
   Status DoConnect();
   Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
                           double timeout_s, std::vector<uint8_t>* reply_data = nullptr);
@@ -283,17 +194,11 @@ class UcxTransport::Impl {
   const UcxTransportOptions options_;
   std::string node_;
 
-  ucp_context_h context_ = nullptr;
-  ucp_worker_h worker_ = nullptr;
-  int epoll_fd_ = -1;
-  std::thread progress_thread_;
-  std::atomic<bool> stop_{false};
-
-  std::mutex post_mu_;
-  std::deque<std::function<void()>> posted_;  // GUARDED_BY(post_mu_)
-  // The progress thread has seen posted_ empty and is about to block (or blocks) in epoll_wait;
-  // GUARDED_BY(post_mu_).
-  bool progress_sleeping_ = false;
+  std::unique_ptr<ucx::Worker> ucx_;  // the context, the worker and the progress thread
+  ucp_context_h context_ = nullptr;   // ucx_'s, for brevity
+  ucp_worker_h worker_ = nullptr;     // ucx_'s; progress thread only
+  bool running_ = false;              // the progress thread was started
+  std::atomic<bool> stop_{false};     // the progress pass returns kStop
 
   // Progress thread only.
   ucp_ep_h ep_ = nullptr;
@@ -312,7 +217,6 @@ class UcxTransport::Impl {
   std::vector<std::pair<uint64_t, uint64_t>> releases_;  // (generation, lease id); GUARDED_BY(mu_)
   std::shared_ptr<ArenaMap> arena_;               // GUARDED_BY(mu_); null: no one-sided gets
   uint64_t generation_ = 1;                       // GUARDED_BY(mu_); bumped on every drop
-  size_t progress_copy_backlog_ = 2;              // see CopyOneReady (FORESIGHT_UCX_COPY_BACKLOG)
   UcxBatch next_batch_ = 1;
   std::atomic<uint64_t> next_req_id_{1};
   uint32_t next_region_id_ = 1;
@@ -323,66 +227,33 @@ class UcxTransport::Impl {
 // ---------------------------------------------------------------------------------------------
 
 Status UcxTransport::Impl::Init() {
-  ucp_config_t* config = nullptr;
-  ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
-  if (st != UCS_OK) return Internal("UCX client: reading the UCX config failed: " + UcsText(st));
-  const std::string tls = TlsFor(options_.transports);
-  if (!tls.empty() && ucp_config_modify(config, "TLS", tls.c_str()) != UCS_OK) {
-    ucp_config_release(config);
-    return InvalidArgument("UCX client: transports '" + options_.transports + "' are not valid");
-  }
-  if (std::getenv("UCX_RNDV_THRESH") == nullptr) ucp_config_modify(config, "RNDV_THRESH", kUcxRendezvousThreshold);
-  ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
-  st = ucp_init(&params, config, &context_);
-  ucp_config_release(config);
-  if (st != UCS_OK) {
-    return Unavailable("UCX client: ucp_init with transports '" + options_.transports +
-                       "' failed: " + UcsText(st));
-  }
-  ucp_worker_params_t wparams{};
-  wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
-  st = ucp_worker_create(context_, &wparams, &worker_);
-  if (st != UCS_OK) return Internal("UCX client: ucp_worker_create failed: " + UcsText(st));
-  ucp_am_handler_param_t am{};
-  am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                  UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-  am.id = kUcxReplyAmId;
-  am.cb = &Impl::OnReplyAm;
-  am.arg = this;
-  am.flags = UCP_AM_FLAG_WHOLE_MSG;
-  st = ucp_worker_set_am_recv_handler(worker_, &am);
-  if (st != UCS_OK) return Internal("UCX client: setting the AM handler failed: " + UcsText(st));
-  int efd = -1;
-  st = ucp_worker_get_efd(worker_, &efd);
-  if (st != UCS_OK) return Internal("UCX client: ucp_worker_get_efd failed: " + UcsText(st));
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = efd;
-  if (epoll_fd_ < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, efd, &ev) != 0) {
-    return Internal("UCX client: epoll setup failed: " + std::string(strerror(errno)));
-  }
+  ucx::WorkerOptions wo;
+  wo.who = "UCX client";
+  wo.tls = TlsFor(options_.transports);
+  wo.rendezvous_threshold = kUcxRendezvousThreshold;
+  wo.am_id = kUcxReplyAmId;
+  wo.am_callback = &Impl::OnReplyAm;
+  wo.am_arg = this;
+  wo.spin_us = options_.tuning.spin_us;
+  FS_ASSIGN_OR_RETURN(ucx_, ucx::Worker::Create(wo));
+  context_ = ucx_->context();
+  worker_ = ucx_->worker();
   stats_.node = node_;
-  progress_thread_ = std::thread([this] { ProgressLoop(); });
+  ucx_->Start([this] { return ProgressPass(); });
+  running_ = true;
   return Status::OK();
 }
 
 UcxTransport::Impl::~Impl() {
-  if (progress_thread_.joinable()) {
+  if (running_) {
     RunSync([this] { DropConnection(Unavailable("UCX client for node " + node_ + " is closing")); });
     stop_ = true;
-    ucp_worker_signal(worker_);
-    progress_thread_.join();
+    ucx_->Wake();
+    ucx_->Join();
   }
   for (Region& r : regions_) {
     if (r.memh != nullptr) ucp_mem_unmap(context_, r.memh);
   }
-  if (epoll_fd_ >= 0) close(epoll_fd_);
-  if (worker_ != nullptr) ucp_worker_destroy(worker_);
-  if (context_ != nullptr) ucp_cleanup(context_);
 }
 
 void UcxTransport::Impl::RunSync(std::function<void()> fn) {
@@ -395,59 +266,19 @@ void UcxTransport::Impl::RunSync(std::function<void()> fn) {
   fut.wait();
 }
 
-void UcxTransport::Impl::ProgressLoop() {
-  const auto kSpin = std::chrono::microseconds(static_cast<int64_t>(options_.spin_us));
-  auto idle_since = Clock::now();
-  while (!stop_) {
-    std::deque<std::function<void()>> batch;
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      batch.swap(posted_);
-    }
-    for (auto& fn : batch) fn();
-    unsigned n = ucp_worker_progress(worker_);
-    if (ep_failed_ && ep_ != nullptr) {
-      DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
-    }
-    if (CopyOneReady(0, progress_copy_backlog_)) n++;
-    FlushReleases();
-    auto now = Clock::now();
-    if (now - last_sweep_ > std::chrono::milliseconds(50)) {
-      last_sweep_ = now;
-      Sweep();
-    }
-    if (n > 0 || !batch.empty()) {
-      idle_since = now;
-      continue;
-    }
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      if (!posted_.empty()) continue;
-    }
-    if (now - idle_since < kSpin) {
-      std::this_thread::yield();  // as the node does: poll, but let runnable threads go first
-      continue;
-    }
-    {
-      // From here on Post() signals the worker; checked again under the lock, so that work
-      // posted before the flag was set is not left waiting for the epoll timeout.
-      std::lock_guard<std::mutex> lock(post_mu_);
-      progress_sleeping_ = true;
-      if (!posted_.empty()) {
-        progress_sleeping_ = false;
-        continue;
-      }
-    }
-    if (ucp_worker_arm(worker_) == UCS_OK) {
-      epoll_event ev;
-      epoll_wait(epoll_fd_, &ev, 1, 50);
-    }
-    {
-      std::lock_guard<std::mutex> lock(post_mu_);
-      progress_sleeping_ = false;
-    }
-    idle_since = Clock::now();
+ucx::Worker::Pass UcxTransport::Impl::ProgressPass() {
+  if (stop_) return ucx::Worker::Pass::kStop;
+  if (ep_failed_ && ep_ != nullptr) {
+    DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
   }
+  const bool copied = CopyOneReady(0, std::max<size_t>(1, options_.tuning.copy_backlog));
+  FlushReleases();
+  const auto now = Clock::now();
+  if (now - last_sweep_ > std::chrono::milliseconds(50)) {
+    last_sweep_ = now;
+    Sweep();
+  }
+  return copied ? ucx::Worker::Pass::kBusy : ucx::Worker::Pass::kIdle;
 }
 
 void UcxTransport::Impl::Sweep() {
@@ -906,7 +737,7 @@ void UcxTransport::Impl::RecvDone(void* request, ucs_status_t status, size_t len
   if (status != UCS_OK) {
     self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": receiving failed: " + UcsText(status)),
                      0, 0);
-  } else if (self->options_.verify_on_progress_thread) {
+  } else if (self->options_.tuning.verify_on_progress_thread) {
     self->CompleteCheckedGet(req_id, length, checksum, BlockChecksum(it->second.dest, length));
   } else {
     self->CompleteOp(req_id, Status::OK(), length, checksum);
@@ -999,7 +830,7 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
     return UCS_OK;
   }
   if (!rndv) {
-    if (options_.verify_on_progress_thread) {
+    if (options_.tuning.verify_on_progress_thread) {
       const uint64_t actual = CopyAndChecksum(op.dest, {{static_cast<const uint8_t*>(data), length}});
       CompleteCheckedGet(op.req_id, length, reply->checksum, actual);
     } else {
@@ -1020,7 +851,7 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   void* req = ucp_am_recv_data_nbx(worker_, data, op.dest, length, &p);
   if (req == nullptr) {
     delete info;
-    if (options_.verify_on_progress_thread) {
+    if (options_.tuning.verify_on_progress_thread) {
       CompleteCheckedGet(op.req_id, length, reply->checksum, BlockChecksum(op.dest, length));
     } else {
       CompleteOp(op.req_id, Status::OK(), length, reply->checksum);
@@ -1137,7 +968,7 @@ void UcxTransport::Impl::RequestArena() {
     arena_.reset();
     stats_.arena_mapped = false;
     stats_.arena_note.clear();
-    if (!options_.one_sided_gets) return;
+    if (!options_.tuning.one_sided_gets) return;
     if (stats_.path != "shm") return;  // not the same host as far as UCX can tell
   }
   ReplyBody reply;
@@ -1254,7 +1085,7 @@ bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
                      0, 0, false);
   }
   if (batch.copying == 0) cv_.notify_all();
-  if (first_release && std::this_thread::get_id() != progress_thread_.get_id()) ucp_worker_signal(worker_);
+  if (first_release && !ucx_->on_progress_thread()) ucx_->WakeIfSleeping();
   return true;
 }
 
@@ -1294,6 +1125,17 @@ void UcxTransport::Impl::SendFireAndForget(std::vector<uint8_t> header, std::vec
 
 // ---------------------------------------------------------------------------------------------
 
+UcxTuning UcxTuningFromEnvironment() {
+  UcxTuning t;
+  if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) t.spin_us = std::atof(spin);
+  if (const char* one = std::getenv("FORESIGHT_UCX_ONE_SIDED")) t.one_sided_gets = std::atoi(one) != 0;
+  if (const char* v = std::getenv("FORESIGHT_UCX_VERIFY_ON_PROGRESS")) t.verify_on_progress_thread = std::atoi(v) != 0;
+  if (const char* backlog = std::getenv("FORESIGHT_UCX_COPY_BACKLOG")) {
+    t.copy_backlog = static_cast<size_t>(std::max(1, std::atoi(backlog)));
+  }
+  return t;
+}
+
 UcxTransport::UcxTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 UcxTransport::~UcxTransport() = default;
 
@@ -1301,7 +1143,6 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(const std::string&
                                                               const std::string& token,
                                                               UcxTransportOptions options) {
   auto impl = std::make_unique<Impl>(host, port, token, std::move(options));
-  if (const char* backlog = std::getenv("FORESIGHT_UCX_COPY_BACKLOG")) impl->SetCopyBacklog(std::atoi(backlog));
   FS_RETURN_IF_ERROR(impl->Init());
   FS_RETURN_IF_ERROR(impl->EnsureConnected());
   return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(impl)));

@@ -52,14 +52,11 @@
 
 namespace foresight {
 
-struct UcxTransportOptions {
-  // "shm": shared memory (plus tcp, which connecting by IP needs); "tcp": TCP only; "auto": UCX's
-  // default; anything else is passed to UCX as its UCX_TLS list.
-  std::string transports = "auto";
-  double connect_timeout_s = 5;
-  double request_timeout_s = 10;
+// How the client's progress thread polls and how gets travel; the defaults are the measured best
+// (docs/perf-notes.md). Programs may take them from the environment (UcxTuningFromEnvironment).
+struct UcxTuning {
   // After activity the progress thread polls this long before sleeping on the worker's event fd
-  // (FORESIGHT_UCX_SPIN_US overrides when set).
+  // (FORESIGHT_UCX_SPIN_US).
   double spin_us = 50;
   // On a shared-memory connection, map the node's arena read-only and serve gets one-sided: lease,
   // copy out with the checksum verified in the same pass, release (FORESIGHT_UCX_ONE_SIDED=0
@@ -69,6 +66,22 @@ struct UcxTransportOptions {
   // progress thread as each lands, while its bytes are still in that core's cache; false: by the
   // thread in Wait(), which then hashes them from another core (FORESIGHT_UCX_VERIFY_ON_PROGRESS=0).
   bool verify_on_progress_thread = true;
+  // The progress thread copies one-sided gets itself only when this many wait, so that a thread
+  // in Wait() that keeps up is not held behind its copies (FORESIGHT_UCX_COPY_BACKLOG; >= 1).
+  size_t copy_backlog = 2;
+};
+
+// The tuning with the FORESIGHT_UCX_* variables above applied. For a program's main(): the library
+// itself never reads the environment.
+UcxTuning UcxTuningFromEnvironment();
+
+struct UcxTransportOptions {
+  // "shm": shared memory (plus tcp, which connecting by IP needs); "tcp": TCP only; "auto": UCX's
+  // default; anything else is passed to UCX as its UCX_TLS list.
+  std::string transports = "auto";
+  double connect_timeout_s = 5;
+  double request_timeout_s = 10;
+  UcxTuning tuning;
 };
 
 struct UcxBuffer {

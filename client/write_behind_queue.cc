@@ -15,10 +15,10 @@ WriteBehindQueue::WriteBehindQueue(CacheClient* client, WriteBehindOptions optio
 WriteBehindQueue::~WriteBehindQueue() {
   (void)Flush();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   sender_.join();
 }
 
@@ -27,15 +27,17 @@ Status WriteBehindQueue::Enqueue(const BlockKey& key, const void* data, uint64_t
   if (size == 0 || size > options_.ring_bytes)
     return InvalidArgument("block " + key.ToHex() + " of " + std::to_string(size) +
                            " bytes does not fit the write-behind ring of " + std::to_string(options_.ring_bytes));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!first_failure_.ok()) return first_failure_;
   // Contiguous room: skip the ring's tail end when the block would wrap.
-  auto reserve_for = [&] {
+  auto reserve_for = [&]() FS_REQUIRES(mu_) {
     const uint64_t at = head_ % options_.ring_bytes;
     return at + size <= options_.ring_bytes ? size : size + (options_.ring_bytes - at);
   };
   const auto start = std::chrono::steady_clock::now();
-  cv_.wait(lock, [&] { return head_ + reserve_for() - tail_ <= options_.ring_bytes || !first_failure_.ok(); });
+  cv_.Wait(mu_, [&]() FS_REQUIRES(mu_) {
+    return head_ + reserve_for() - tail_ <= options_.ring_bytes || !first_failure_.ok();
+  });
   stats_.enqueue_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!first_failure_.ok()) return first_failure_;
   const uint64_t reserved = reserve_for();
@@ -47,25 +49,25 @@ Status WriteBehindQueue::Enqueue(const BlockKey& key, const void* data, uint64_t
   queued_.push_back(Item{key, offset, size, reserved});
   ++enqueued_seq_;
   stats_.enqueued++;
-  cv_.notify_all();
+  cv_.SignalAll();
   return Status::OK();
 }
 
 Status WriteBehindQueue::Flush() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   const uint64_t target = enqueued_seq_;
-  cv_.wait(lock, [&] { return done_seq_ >= target; });
+  cv_.Wait(mu_, [&]() FS_REQUIRES(mu_) { return done_seq_ >= target; });
   return first_failure_;
 }
 
 WriteBehindStats WriteBehindQueue::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
 }
 
 void WriteBehindQueue::Complete(InFlight& batch) {
   Status s = batch.done.get();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (size_t i = 0; i < batch.items.size(); ++i) {
     const Status& item = batch.puts[i].status;
     if (item.ok()) {
@@ -79,7 +81,7 @@ void WriteBehindQueue::Complete(InFlight& batch) {
   }
   if (!s.ok() && first_failure_.ok()) first_failure_ = s;
   done_seq_ += batch.items.size();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void WriteBehindQueue::SenderLoop() {
@@ -87,9 +89,9 @@ void WriteBehindQueue::SenderLoop() {
   for (;;) {
     InFlight batch;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(in_flight.empty() ? 100 : 1),
-                   [&] { return stopping_ || !queued_.empty(); });
+      MutexLock lock(mu_);
+      cv_.WaitFor(mu_, std::chrono::milliseconds(in_flight.empty() ? 100 : 1),
+                  [&]() FS_REQUIRES(mu_) { return stopping_ || !queued_.empty(); });
       if (stopping_ && queued_.empty() && in_flight.empty()) return;
       while (!queued_.empty() && batch.items.size() < options_.max_batch) {
         batch.items.push_back(queued_.front());

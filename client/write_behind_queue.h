@@ -16,13 +16,12 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <thread>
 
 #include "client/cache_client.h"
+#include "common/mutex.h"
 
 namespace foresight {
 
@@ -65,22 +64,24 @@ class WriteBehindQueue {
     std::future<Status> done;
   };
   void SenderLoop();
-  void Complete(InFlight& batch);  // takes mu_ itself
+  void Complete(InFlight& batch) FS_EXCLUDES(mu_);  // takes mu_ itself
 
   CacheClient* const client_;
   const WriteBehindOptions options_;
   uint8_t* ring_ = nullptr;
   Status ring_status_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Item> queued_;        // guarded by mu_
-  uint64_t head_ = 0;              // guarded by mu_: next free byte (monotonic; ring offset = head_ % size)
-  uint64_t tail_ = 0;              // guarded by mu_: oldest byte still in use (monotonic)
-  uint64_t sent_seq_ = 0, done_seq_ = 0, enqueued_seq_ = 0;  // guarded by mu_
-  Status first_failure_;           // guarded by mu_
-  WriteBehindStats stats_;         // guarded by mu_
-  bool stopping_ = false;          // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Item> queued_ FS_GUARDED_BY(mu_);
+  uint64_t head_ FS_GUARDED_BY(mu_) = 0;  // next free byte (monotonic; ring offset = head_ % size)
+  uint64_t tail_ FS_GUARDED_BY(mu_) = 0;  // oldest byte still in use (monotonic)
+  uint64_t sent_seq_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t done_seq_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t enqueued_seq_ FS_GUARDED_BY(mu_) = 0;
+  Status first_failure_ FS_GUARDED_BY(mu_);
+  WriteBehindStats stats_ FS_GUARDED_BY(mu_);
+  bool stopping_ FS_GUARDED_BY(mu_) = false;
   std::thread sender_;
 };
 

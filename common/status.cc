@@ -1,5 +1,8 @@
 #include "common/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace foresight {
 
 const char* StatusCodeName(StatusCode code) {
@@ -32,5 +35,19 @@ Status Status::WithContext(const std::string& context) const {
   if (ok()) return *this;
   return Status(code_, context + ": " + message_);
 }
+
+namespace status_internal {
+
+Status OkStatusWithoutValue() {
+  return Internal("a StatusOr was constructed from an OK status, which holds no value (a bug)");
+}
+
+void DieOnValueOfError(const Status& status) {
+  std::fprintf(stderr, "StatusOr::value() on an error: %s\n", status.ToString().c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace status_internal
 
 }  // namespace foresight

@@ -10,7 +10,6 @@
 // Thread-safety: values; distinct objects may be used from different threads.
 #pragma once
 
-#include <cassert>
 #include <optional>
 #include <string>
 #include <utility>
@@ -73,21 +72,30 @@ inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move
 inline Status Unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
 
-// Holds either a T or a non-OK Status. Accessing the value of a non-OK StatusOr is a bug (asserts).
+namespace status_internal {
+// The status a StatusOr built from an OK status holds instead (there is no value to return).
+Status OkStatusWithoutValue();
+// Prints "StatusOr::value() on an error: <status>" to stderr and aborts.
+[[noreturn]] void DieOnValueOfError(const Status& status);
+}  // namespace status_internal
+
+// Holds either a T or a non-OK Status. Both misuses are caught in every build type, as in Abseil:
+// constructing one from an OK status gives an INTERNAL error instead, and reading the value of an
+// error aborts with the error's message.
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& status) : status_(status) { assert(!status_.ok()); }  // NOLINT
-  StatusOr(Status&& status) : status_(std::move(status)) { assert(!status_.ok()); }  // NOLINT
+  StatusOr(const Status& status) : status_(status) { CheckNotOk(); }  // NOLINT
+  StatusOr(Status&& status) : status_(std::move(status)) { CheckNotOk(); }  // NOLINT
   StatusOr(const T& value) : value_(value) {}  // NOLINT
   StatusOr(T&& value) : value_(std::move(value)) {}  // NOLINT
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
 
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & { CheckOk(); return *value_; }
+  const T& value() const& { CheckOk(); return *value_; }
+  T&& value() && { CheckOk(); return std::move(*value_); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -95,6 +103,13 @@ class [[nodiscard]] StatusOr {
   const T* operator->() const { return &value(); }
 
  private:
+  void CheckNotOk() {
+    if (status_.ok()) [[unlikely]] status_ = status_internal::OkStatusWithoutValue();
+  }
+  void CheckOk() const {
+    if (!status_.ok()) [[unlikely]] status_internal::DieOnValueOfError(status_);
+  }
+
   Status status_;
   std::optional<T> value_;
 };

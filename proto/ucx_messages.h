@@ -162,6 +162,24 @@ struct ArenaGrant {
 };
 inline constexpr uint32_t kArenaGrantBytes = 48;
 
+// The header page of a shared arena file starts with this magic (8 bytes, little-endian) and the
+// node's nonce (16 bytes), so that a client that opened the file by /proc/<pid>/fd/<fd> can tell it
+// mapped this node's arena and not another process's file. The node writes it
+// (cache_service/tiered_block_store.cc); the client checks it against its ArenaGrant.
+inline constexpr uint64_t kArenaFileMagic = 0x414e4552414f4653ull;  // "FSOARENA"
+inline constexpr uint32_t kArenaFileHeaderBytes = 24;
+
+inline void WriteArenaFileHeader(uint8_t* page, const uint8_t (&nonce)[16]) {
+  for (int i = 0; i < 8; ++i) page[i] = static_cast<uint8_t>(kArenaFileMagic >> (8 * i));
+  std::memcpy(page + 8, nonce, sizeof nonce);
+}
+
+inline bool ArenaFileHeaderMatches(const uint8_t* page, const uint8_t (&nonce)[16]) {
+  uint64_t magic = 0;
+  for (int i = 0; i < 8; ++i) magic |= static_cast<uint64_t>(page[i]) << (8 * i);
+  return magic == kArenaFileMagic && std::memcmp(page + 8, nonce, sizeof nonce) == 0;
+}
+
 // LEASE_REPLY data, 24 bytes: the pinned block, as an offset into the arena.
 struct LeaseGrant {
   uint64_t lease_id = 0;        // to RELEASE

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/cache_client.h"
-#include "client/cli/cli_util.h"
+#include "cli/cli_util.h"
 #include "client/cli/commands.h"
 #include "common/file_io.h"
 #include "common/units.h"
@@ -35,6 +35,7 @@ StatusOr<BlockKey> ParseKey(const std::string& text, const std::string& name_spa
 
 StatusOr<std::unique_ptr<CacheClient>> ConnectFrom(const CacheFlags& f) {
   CacheClientOptions o;
+  o.ucx_tuning = UcxTuningFromEnvironment();
   o.address = f.cache;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000));
   o.tls_ca = f.tls_ca;

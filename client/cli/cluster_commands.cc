@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/cache_client.h"
-#include "client/cli/cli_util.h"
+#include "cli/cli_util.h"
 #include "client/cli/commands.h"
 #include "common/file_io.h"
 #include "client/cluster_client.h"
@@ -73,6 +73,7 @@ int Status_(CLI::App& root, const ClusterFlags& f) {
     nlohmann::json row = {{"node_id", m->node_id}, {"grpc", m->grpc}, {"ucx_port", m->ucx_port},
                           {"incarnation", m->incarnation}, {"started_at", m->started_at}};
     CacheClientOptions o;
+    o.ucx_tuning = UcxTuningFromEnvironment();
     o.address = m->grpc;
     o.token = *token;
     o.data_path = DataPath::kGrpc;  // stats only: no data plane needed

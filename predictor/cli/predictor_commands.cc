@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "client/cli/commands.h"
+#include "predictor/cli/predictor_commands.h"
 #include "common/safetensors.h"
 #include "common/units.h"
 #include "predictor/cnn_cpu.h"

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "cache_service/arena_memory.h"
+#include "proto/ucx_messages.h"
 #include "tests/cache_service/block_store_fixture.h"
 
 namespace foresight {
@@ -188,8 +189,9 @@ TEST_F(HugePageStoreTest, AStoreInHugePagesServesBlocksAndSharesItsArena) {
   const std::string header = ReadThroughProc(shared.fd, shared.file_bytes, 0, 24);
   uint64_t magic = 0;
   std::memcpy(&magic, header.data(), 8);
-  EXPECT_EQ(magic, SharedArena::kMagic);
+  EXPECT_EQ(magic, ucxwire::kArenaFileMagic);
   EXPECT_EQ(std::memcmp(header.data() + 8, shared.nonce, sizeof shared.nonce), 0);
+  EXPECT_TRUE(ucxwire::ArenaFileHeaderMatches(reinterpret_cast<const uint8_t*>(header.data()), shared.nonce));
 
   const BlockKey key = PlainKey("huge", "k");
   const auto bytes = Bytes(700000, 3);

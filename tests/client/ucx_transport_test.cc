@@ -331,7 +331,7 @@ TEST(UcxTransportTest, ClientRefusesBytesThatFailTheirChecksum) {
       LyingNode liar(bytes);
       UcxTransportOptions o;
       o.transports = "tcp";
-      o.verify_on_progress_thread = on_progress;
+      o.tuning.verify_on_progress_thread = on_progress;
       auto t = UcxTransport::Connect("127.0.0.1", liar.port(), "", o);
       ASSERT_TRUE(t.ok()) << t.status().ToString();
       std::vector<uint8_t> out(1 << 20);

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "client/cli/commands.h"
+#include "predictor/cli/predictor_commands.h"
 #include "common/safetensors.h"
 #include "predictor/trace.h"
 #include "tests/predictor/synthetic_trace.h"

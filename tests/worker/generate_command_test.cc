@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "client/cli/commands.h"
+#include "worker/cli/worker_commands.h"
 #include "worker/synthetic_model.h"
 #if FORESIGHT_WORKER_HAVE_CUDA
 #include "worker/cuda/cuda_sequence.h"

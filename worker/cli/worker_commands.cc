@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "client/cli/commands.h"
+#include "worker/cli/worker_commands.h"
 #include "common/file_io.h"
 #include "common/units.h"
 #include "worker/default_model.h"

@@ -5,12 +5,13 @@
 namespace foresight::worker {
 
 StatusOr<std::shared_ptr<CacheClient>> CacheConnection::Get() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (client_ != nullptr) return client_;
   CacheClientOptions node;
   node.address = options_.cache;
   node.token = options_.token;
   node.ucx_transports = options_.ucx_transports;
+  node.ucx_tuning = options_.ucx_tuning;
   node.timeout = options_.timeout;
   std::unique_ptr<CacheClient> client;
   if (!options_.etcd.empty()) {
@@ -33,7 +34,7 @@ StatusOr<std::shared_ptr<CacheClient>> CacheConnection::Get() {
 }
 
 void CacheConnection::MarkBroken(const std::shared_ptr<CacheClient>& client) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (client_ == client) client_.reset();
 }
 
@@ -50,7 +51,7 @@ std::string CacheConnection::Describe() const {
 }
 
 int64_t CacheConnection::connects() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return connects_;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "client/cache_client.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace foresight::worker {
@@ -23,6 +24,7 @@ struct CacheConnectionOptions {
   int replication = 1;  // cluster only
   std::string token;    // the cache service's token (empty: none)
   std::string ucx_transports = "auto";
+  UcxTuning ucx_tuning;
   std::chrono::milliseconds timeout{10000};
 };
 
@@ -43,9 +45,9 @@ class CacheConnection {
 
  private:
   const CacheConnectionOptions options_;
-  mutable std::mutex mu_;
-  std::shared_ptr<CacheClient> client_;
-  int64_t connects_ = 0;
+  mutable Mutex mu_;
+  std::shared_ptr<CacheClient> client_ FS_GUARDED_BY(mu_);
+  int64_t connects_ FS_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace foresight::worker

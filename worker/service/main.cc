@@ -142,6 +142,7 @@ int Run(const Flags& f) {
   co.replication = f.replication;
   co.token = token;
   co.ucx_transports = f.ucx_transports;
+  co.ucx_tuning = UcxTuningFromEnvironment();
   co.timeout = std::chrono::milliseconds(f.cache_timeout_ms);
   worker::CacheConnection cache(co);
   // The cache must answer at start (a typo in --cache should not wait for the first request);

@@ -2,12 +2,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "proto/grpc_common.h"
+
 namespace foresight::worker {
 namespace {
 
 Status FromGrpc(const grpc::Status& s, const std::string& address) {
-  if (s.ok()) return Status::OK();
-  return Status(static_cast<StatusCode>(s.error_code()), "worker " + address + ": " + s.error_message());
+  return FromGrpcStatus(s, "worker " + address);
 }
 
 }  // namespace
@@ -28,7 +29,7 @@ StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const WorkerClient
 
 std::unique_ptr<grpc::ClientContext> WorkerClient::Context() const {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+  AddBearerToken(ctx.get(), options_.token);
   return ctx;
 }
 

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "predictor/selection_policy.h"
+#include "proto/grpc_common.h"
 #include "worker/generator.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_label.h"
@@ -19,16 +20,6 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 }  // namespace
-
-grpc::Status ToGrpc(const Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
-}
-
-Status FromGrpcStatus(const grpc::Status& s) {
-  if (s.ok()) return Status::OK();
-  return Status(static_cast<StatusCode>(s.error_code()), s.error_message());
-}
 
 // One Generate call: everything it needs, and its statistics.
 class WorkerService::Request {
@@ -256,14 +247,7 @@ void WorkerService::set_address(std::string address) {
 }
 
 grpc::Status WorkerService::CheckToken(grpc::ServerContext* context) const {
-  if (options_.token.empty()) return grpc::Status::OK;
-  const auto& md = context->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end() || std::string(it->second.data(), it->second.size()) != "Bearer " + options_.token) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this worker requires a token (authorization: Bearer <token>; foresight generate --token-file)");
-  }
-  return grpc::Status::OK;
+  return CheckBearerToken(*context, options_.token, "worker", "foresight generate --token-file");
 }
 
 grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
@@ -276,7 +260,7 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::Gen
   if (!s.ok()) {
     ++failed_;
     spdlog::warn("request failed after {} generated tokens: {}", r.stats().generated_tokens(), s.ToString());
-    return ToGrpc(s);
+    return ToGrpcStatus(s);
   }
   ++served_;
   const v1::GenerateStats& st = r.stats();

@@ -81,8 +81,4 @@ class WorkerService final : public v1::WorkerService::Service {
   std::atomic<int64_t> served_{0}, failed_{0};
 };
 
-// gRPC status from a Status (same code numbers) and back.
-grpc::Status ToGrpc(const Status& s);
-Status FromGrpcStatus(const grpc::Status& s);
-
 }  // namespace foresight::worker

@@ -2,6 +2,8 @@
 #include <cstdio>
 
 #include "client/cli/commands.h"
+#include "predictor/cli/predictor_commands.h"
+#include "worker/cli/worker_commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"foresight: KV cache service for long-context LLM inference"};

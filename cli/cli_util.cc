@@ -1,4 +1,4 @@
-#include "client/cli/cli_util.h"
+#include "cli/cli_util.h"
 
 #include <iostream>
 

@@ -1,4 +1,4 @@
-// Helpers shared by the `foresight` command groups of client/cli.
+// Helpers shared by the command groups of the `foresight` command line (each module's cli/).
 #pragma once
 
 #include <string>

@@ -1,0 +1,13 @@
+// The worker's command group of the `foresight` command line (cli/main.cc assembles it).
+// A subcommand's callback stores its exit code in *exit_code (0 on success) and prints errors to
+// stderr itself.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace foresight::cli {
+
+// generate/trace/eval quality, in process or against a foresight-worker.
+void AddWorkerCommands(CLI::App& app, int* exit_code);
+
+}  // namespace foresight::cli
