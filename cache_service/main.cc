@@ -17,7 +17,7 @@
 
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
-#include "cache_service/membership.h"
+#include "cluster/membership.h"
 #include "cache_service/node_metrics.h"
 #include "cache_service/ucx_server.h"
 #include "common/file_io.h"
@@ -41,8 +41,8 @@ struct Flags {
   std::string tls_cert, tls_key;
   std::string node_id;
   std::string log_level = "info";
-  // Cluster membership (cache_service/membership.h).
-  std::string etcd, advertise, etcd_prefix = "/foresight/nodes/";
+  // Cluster membership (cluster/membership.h).
+  std::string etcd, advertise, etcd_prefix = kDefaultMembersPrefix;
   int64_t etcd_ttl = 10;
 };
 

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "client/cli/commands.h"
+#include "cluster/cli/cluster_commands.h"
 #include "predictor/cli/predictor_commands.h"
 #include "worker/cli/worker_commands.h"
 

@@ -60,7 +60,7 @@
 
 namespace foresight::predictor {
 
-class CnnWeights;
+struct CnnWeights;
 
 // Attention geometry of one layer.
 struct LayerGeometry {

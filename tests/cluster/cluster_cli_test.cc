@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "client/cli/commands.h"
-#include "client/cluster_client.h"
+#include "cluster/cli/cluster_commands.h"
+#include "cluster/cluster_client.h"
 #include "client/local_node.h"
 #include "tests/cluster/local_etcd.h"
 

@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "client/cluster_client.h"
+#include "cluster/cluster_client.h"
 #include "client/local_node.h"
 #include "tests/cluster/local_etcd.h"
 

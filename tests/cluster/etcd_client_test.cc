@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
 #include "tests/cluster/local_etcd.h"
 
 namespace foresight {

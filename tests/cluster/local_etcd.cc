@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
 
 namespace foresight {
 

@@ -5,9 +5,9 @@
 
 #include <gtest/gtest.h>
 
-#include "client/cluster_client.h"
+#include "cluster/cluster_client.h"
 #include "client/local_node.h"
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
 #include "tests/cluster/local_etcd.h"
 
 namespace foresight {

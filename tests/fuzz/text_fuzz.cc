@@ -6,7 +6,7 @@
 //   4  ParseHugePages (--huge-pages auto|on|off)
 // Bad text gets an error; nothing throws or crashes.
 #include "cache_service/arena_memory.h"
-#include "client/cluster_client.h"
+#include "cluster/cluster_client.h"
 #include "common/block_key.h"
 #include "common/units.h"
 #include "tests/fuzz/fuzz_target.h"

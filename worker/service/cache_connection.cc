@@ -1,6 +1,6 @@
 #include "worker/service/cache_connection.h"
 
-#include "client/cluster_client.h"
+#include "cluster/cluster_client.h"
 
 namespace foresight::worker {
 

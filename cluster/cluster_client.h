@@ -1,5 +1,5 @@
 // ClusterClient: the client of a Foresight cluster (many cache nodes whose member list is in
-// etcd; see cache_service/membership.h). Same data calls as CacheClient, routed per key.
+// etcd; see cluster/membership.h). Same data calls as CacheClient, routed per key.
 //
 // Routing is rendezvous (highest-random-weight) hashing: every node id gets a weight per key,
 // XXH3(key, seed = XXH3(node id)), and the key's owners are the R heaviest nodes. Adding or
@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "client/cache_client.h"
+#include "cluster/member_record.h"
 #include "common/block_key.h"
 #include "common/status.h"
 
@@ -49,7 +50,7 @@ namespace foresight {
 
 struct ClusterClientOptions {
   std::string etcd;                       // "http://HOST:PORT[,...]"
-  std::string prefix = "/foresight/nodes/";
+  std::string prefix = kDefaultMembersPrefix;
   int replication = 1;                    // R
   int extra_probes = 2;                   // a get tries at most R + extra_probes nodes
   CacheClientOptions node;                // per-node options (address is ignored)
@@ -59,14 +60,6 @@ struct ClusterClientOptions {
   // The repairer also runs a pass this often without a membership change (0: only on changes), so
   // that blocks written to a fallback node during a brief node failure go home.
   std::chrono::milliseconds repair_interval{60000};
-};
-
-// One entry of the member list, as the node wrote it.
-struct ClusterMember {
-  std::string node_id, grpc, incarnation;
-  uint32_t ucx_port = 0;
-  bool nvme = false;
-  int64_t started_at = 0;
 };
 
 struct ClusterStats {
@@ -91,9 +84,6 @@ struct RepairStats {
 uint64_t RendezvousWeight(const BlockKey& key, const std::string& node_id);
 // Indices into `node_ids`, heaviest first.
 std::vector<size_t> RendezvousOrder(const BlockKey& key, const std::vector<std::string>& node_ids);
-
-// Parses a member-list value written by NodeMembership.
-StatusOr<ClusterMember> ParseClusterMember(const std::string& json);
 
 class ClusterClient {
  public:

@@ -3,7 +3,7 @@
 // `status` reads the member list from etcd and asks every node for its stats (NodeStats over
 // gRPC): tiers' fill, hit rates, health. A node that is listed but does not answer is shown as
 // down, and the command exits 1 so that scripts notice. `repair` runs one repair pass
-// (client/cluster_client.h): every block is copied to those of its R owners that lack it.
+// (cluster/cluster_client.h): every block is copied to those of its R owners that lack it.
 // `put KEY FILE` / `get KEY FILE` route one block as a worker would (R replicas, failover); KEY as
 // in the single-node commands: a plain name hashed under --namespace, or "hex:<32 hex digits>".
 #include <cstdio>
@@ -14,10 +14,10 @@
 
 #include "client/cache_client.h"
 #include "cli/cli_util.h"
-#include "client/cli/commands.h"
+#include "cluster/cli/cluster_commands.h"
 #include "common/file_io.h"
-#include "client/cluster_client.h"
-#include "common/etcd_client.h"
+#include "cluster/cluster_client.h"
+#include "cluster/etcd_client.h"
 #include "common/units.h"
 
 namespace foresight::cli {
@@ -26,7 +26,7 @@ namespace {
 
 struct ClusterFlags {
   std::string etcd;
-  std::string prefix = "/foresight/nodes/";
+  std::string prefix = kDefaultMembersPrefix;
   double timeout_s = 3;
   bool json = false;
   int replication = 1;

@@ -1,4 +1,4 @@
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,9 +1,9 @@
 // NodeMembership: a cache node's entry in the cluster's member list in etcd.
 //
-// The node writes `<prefix><node_id>` -> JSON {"node_id", "grpc", "ucx_port", "nvme",
-// "incarnation", "started_at"} under an etcd lease of `ttl` seconds and refreshes the lease every
+// The node writes `<prefix><node_id>` -> its ClusterMember record (cluster/member_record.h) under
+// an etcd lease of `ttl` seconds and refreshes the lease every
 // ttl/3. If the node dies, etcd drops the entry when the lease runs out; Stop() (SIGTERM) revokes
-// the lease at once. Clients (client/cluster_client.h) read the list to route keys.
+// the lease at once. Clients (cluster/cluster_client.h) read the list to route keys.
 //
 // etcd being unreachable never stops the node serving: the refresher keeps retrying, and when the
 // lease expired meanwhile it grants a new one and writes the entry again. `incarnation` is new
@@ -22,14 +22,15 @@
 #include <string>
 #include <thread>
 
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
+#include "cluster/member_record.h"
 #include "common/status.h"
 
 namespace foresight {
 
 struct MembershipOptions {
   std::string etcd;                        // endpoints, "http://HOST:PORT[,...]"
-  std::string prefix = "/foresight/nodes/";
+  std::string prefix = kDefaultMembersPrefix;
   std::string node_id;                     // stable across restarts (it decides which keys the node owns)
   std::string advertise;                   // gRPC HOST:PORT that clients should dial
   uint32_t ucx_port = 0;

@@ -1,4 +1,4 @@
-#include "client/cluster_client.h"
+#include "cluster/cluster_client.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
-#include "common/etcd_client.h"
+#include "cluster/etcd_client.h"
 #include "common/json_fields.h"
 
 namespace foresight {
@@ -35,29 +35,6 @@ std::vector<size_t> RendezvousOrder(const BlockKey& key, const std::vector<std::
   order.reserve(w.size());
   for (const auto& [weight, i] : w) order.push_back(i);
   return order;
-}
-
-namespace {
-
-Status ReadMemberFields(const nlohmann::json& j, ClusterMember* m) {
-  FS_ASSIGN_OR_RETURN(m->node_id, JsonField<std::string>(j, "node_id", ""));
-  FS_ASSIGN_OR_RETURN(m->grpc, JsonField<std::string>(j, "grpc", ""));
-  FS_ASSIGN_OR_RETURN(m->incarnation, JsonField<std::string>(j, "incarnation", ""));
-  FS_ASSIGN_OR_RETURN(m->ucx_port, JsonField<uint16_t>(j, "ucx_port", 0));
-  FS_ASSIGN_OR_RETURN(m->nvme, JsonField<bool>(j, "nvme", false));
-  FS_ASSIGN_OR_RETURN(m->started_at, JsonField<int64_t>(j, "started_at", 0));
-  return Status::OK();
-}
-
-}  // namespace
-
-StatusOr<ClusterMember> ParseClusterMember(const std::string& text) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return InvalidArgument("member entry is not a JSON object: " + text);
-  ClusterMember m;
-  if (Status s = ReadMemberFields(j, &m); !s.ok()) return s.WithContext("member entry " + text);
-  if (m.node_id.empty() || m.grpc.empty()) return InvalidArgument("member entry lacks node_id or grpc: " + text);
-  return m;
 }
 
 namespace {

@@ -1,9 +1,8 @@
-#include "cache_service/membership.h"
+#include "cluster/membership.h"
 
 #include <ctime>
 #include <random>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 namespace foresight {
@@ -34,13 +33,14 @@ NodeMembership::NodeMembership(MembershipOptions options) : options_(std::move(o
   key_ = options_.prefix + options_.node_id;
   std::random_device rd;
   const uint64_t incarnation = (uint64_t(rd()) << 32) | rd();
-  nlohmann::json v = {{"node_id", options_.node_id},
-                      {"grpc", options_.advertise},
-                      {"ucx_port", options_.ucx_port},
-                      {"nvme", options_.nvme},
-                      {"incarnation", std::to_string(incarnation)},
-                      {"started_at", static_cast<int64_t>(std::time(nullptr))}};
-  value_ = v.dump();
+  ClusterMember record;
+  record.node_id = options_.node_id;
+  record.grpc = options_.advertise;
+  record.ucx_port = options_.ucx_port;
+  record.nvme = options_.nvme;
+  record.incarnation = std::to_string(incarnation);
+  record.started_at = static_cast<int64_t>(std::time(nullptr));
+  value_ = EncodeClusterMember(record);
 }
 
 NodeMembership::~NodeMembership() { (void)Stop(); }
