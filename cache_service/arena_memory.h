@@ -4,9 +4,8 @@
 // Why huge pages: every get copies a block out of the arena (the kernel's send copy on UCX TCP,
 // the client's copy on shared memory), and a block of the arena is rarely in the CPU cache. With
 // 4 KiB pages each copy walks 256 page-table entries per MiB, and on a virtual machine each walk is
-// two-dimensional. Measured on the 2-core development VM (docs/perf-notes.md): a copy from a cold
-// 1 GiB arena takes 65 us/MiB in user space and 107 us/MiB in the kernel with 4 KiB pages, 42 and
-// 95 us/MiB with 2 MiB pages.
+// two-dimensional. 2 MiB pages make copies from a cold arena measurably cheaper, in user space and
+// in the kernel (docs/perf-notes.md, session 5, has the figures).
 //
 // Huge pages are a resource the operator reserves (`sysctl vm.nr_hugepages=N`, N pages of 2 MiB);
 // nothing here changes system settings.

@@ -1,4 +1,4 @@
-// foresight-cached: one cache node. See README.md ("Running a cache node") and docs/cache-node.md.
+// foresight-cached: one cache node. See README.md ("Running a cache node") and docs/architecture.md.
 #include <signal.h>
 
 #include <atomic>

@@ -11,11 +11,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <list>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -27,6 +25,7 @@
 #include "cache_service/block_store.h"
 #include "cache_service/nvme_tier.h"
 #include "common/checksum.h"
+#include "common/mutex.h"
 #include "common/units.h"
 #include "proto/ucx_messages.h"
 
@@ -105,10 +104,10 @@ class TieredBlockStore final : public BlockStore {
 
   ~TieredBlockStore() override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stopping_ = true;
     }
-    evictor_cv_.notify_all();
+    evictor_cv_.SignalAll();
     if (evictor_.joinable()) evictor_.join();
     nvme_.reset();
     UnmapArenaMemory(&memory_);
@@ -120,7 +119,7 @@ class TieredBlockStore final : public BlockStore {
       return InvalidArgument("block " + key.ToHex() + " of " + FormatByteSize(size) +
                              " exceeds the node's maximum block size " + FormatByteSize(options_.max_block_bytes));
     FS_ASSIGN_OR_RETURN(uint64_t handle, AllocatePending(key, size));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return MakeSlot(this, handle, arena_ + pending_[handle].offset, size, key);
   }
 
@@ -131,7 +130,7 @@ class TieredBlockStore final : public BlockStore {
     Disarm(slot);
     if (BlockChecksum(slot.data(), slot.size()) != checksum) {
       AbortSlot(handle);
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       checksum_failures_++;
       return DataLoss("block " + slot.key().ToHex() +
                       ": checksum mismatch on put (the bytes were damaged in transit, or the writer's "
@@ -139,7 +138,7 @@ class TieredBlockStore final : public BlockStore {
     }
     std::optional<uint64_t> stale_nvme;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       // The generation is taken at commit, under the lock, so that generations order the versions
       // of a key as the RAM tier sees them (last commit wins). Taken at Reserve, two racing puts
       // could commit in the other order; the write-down of the replaced, younger-numbered version
@@ -155,7 +154,7 @@ class TieredBlockStore final : public BlockStore {
   StatusOr<ReadLease> Lease(const BlockKey& key) override {
     for (int attempt = 0;; ++attempt) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         auto found = index_.find(key);
         if (found != index_.end()) {
           ram_hits_++;
@@ -167,7 +166,7 @@ class TieredBlockStore final : public BlockStore {
       std::vector<uint8_t> bytes;
       auto meta = nvme_->Get(key, &bytes);
       if (!meta.ok()) {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         if (meta.status().code() == StatusCode::kNotFound) {
           // The block may have moved between the two looks: a put or a promotion put it in RAM,
           // and a commit deleted the NVMe copy it replaced, after the RAM miss above. Under the
@@ -188,11 +187,11 @@ class TieredBlockStore final : public BlockStore {
       if (!handle.ok()) return handle.status().WithContext("promoting block " + key.ToHex() + " from NVMe");
       uint8_t* dest;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         dest = arena_ + pending_[*handle].offset;
       }
       std::memcpy(dest, bytes.data(), bytes.size());
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto found = index_.find(key);
       if (found != index_.end()) {
         // Promoted by another reader, or a put committed meanwhile: the RAM block is as new or
@@ -218,14 +217,14 @@ class TieredBlockStore final : public BlockStore {
 
   StatusOr<BlockInfo> Stat(const BlockKey& key) override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (auto info = RamInfoLocked(key)) return *info;
     }
     if (nvme_) {
       if (auto info = NvmeInfo(key)) return *info;
       // Not on NVMe either: look again under the lock, where the two tiers cannot trade the block
       // (a put or a promotion may have moved it into RAM after the first look; see Lease).
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (auto info = RamInfoLocked(key)) return *info;
       if (auto info = NvmeInfo(key)) return *info;
     }
@@ -235,7 +234,7 @@ class TieredBlockStore final : public BlockStore {
   Status Remove(const BlockKey& key) override {
     bool found_ram = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto found = index_.find(key);
       if (found != index_.end()) {
         found_ram = true;
@@ -257,12 +256,12 @@ class TieredBlockStore final : public BlockStore {
     for (const BlockKey& key : chain) {
       bool present;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         present = index_.count(key) != 0;
       }
       if (!present && nvme_) present = nvme_->Contains(key);
       if (!present && nvme_) {  // moved between the looks? (see Lease)
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         present = index_.count(key) != 0 || nvme_->Contains(key);
       }
       if (!present) break;
@@ -278,7 +277,7 @@ class TieredBlockStore final : public BlockStore {
         all[k] = BlockInfo{k, m.size, m.checksum, false, true};
       });
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       for (const auto& [key, id] : index_) {
         const Entry& e = entries_.at(id);
         BlockInfo& info = all[key];
@@ -297,7 +296,7 @@ class TieredBlockStore final : public BlockStore {
     if (!nvme_) return Status::OK();
     std::vector<uint64_t> ids;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       for (const auto& [key, id] : index_)
         if (!entries_[id].on_nvme) ids.push_back(id);
     }
@@ -307,7 +306,7 @@ class TieredBlockStore final : public BlockStore {
 
   StoreStats Stats() override {
     StoreStats s;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     s.ram.capacity_bytes = alloc_.num_pages() * alloc_.page_bytes();
     s.ram_page_bytes = memory_.page_bytes;
     s.ram.used_bytes = ram_used_bytes_;
@@ -339,12 +338,12 @@ class TieredBlockStore final : public BlockStore {
 
  protected:
   void AbortSlot(uint64_t handle) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     FreePendingLocked(handle);
   }
 
   void ReleaseLease(uint64_t id) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     UnpinLocked(id);
     active_leases_--;
   }
@@ -370,10 +369,14 @@ class TieredBlockStore final : public BlockStore {
 
   // Finds room for `size` bytes, evicting as needed; returns a pending-write handle.
   StatusOr<uint64_t> AllocatePending(const BlockKey& key, uint64_t size) {
-    const int cls = alloc_.ClassFor(size);
+    int cls;
+    {
+      MutexLock lock(mu_);
+      cls = alloc_.ClassFor(size);  // the classes never change, but the allocator is mu_'s
+    }
     for (int attempt = 0;; ++attempt) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         if (auto offset = alloc_.Allocate(cls)) {
           const uint64_t handle = next_id_++;
           pending_[handle] = Pending{key, *offset, size};
@@ -392,7 +395,7 @@ class TieredBlockStore final : public BlockStore {
   bool EvictOneFor(int cls) {
     uint64_t victim = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       int scanned = 0;
       uint64_t fallback = 0;
       for (auto it = lru_.rbegin(); it != lru_.rend() && scanned < 512; ++it, ++scanned) {
@@ -427,7 +430,7 @@ class TieredBlockStore final : public BlockStore {
     uint64_t size, checksum, generation;
     bool need_write;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto it = entries_.find(id);
       if (it == entries_.end() || !it->second.linked || it->second.writing_down) return Status::OK();
       Entry& e = it->second;
@@ -456,7 +459,7 @@ class TieredBlockStore final : public BlockStore {
     }
     bool wrote_superseded = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       Entry& e = entries_[id];
       e.writing_down = false;
       if (need_write && result.ok()) {
@@ -481,7 +484,7 @@ class TieredBlockStore final : public BlockStore {
   }
 
   void OnNvmeDrop(const BlockKey& key) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto found = index_.find(key);
     if (found != index_.end()) entries_[found->second].on_nvme = false;
   }
@@ -489,7 +492,7 @@ class TieredBlockStore final : public BlockStore {
   // Turns pending write `handle` into a visible entry (its id is the handle), replacing an older
   // entry under the same key. Returns the checksum of an NVMe copy that this block supersedes, for
   // the caller to delete (conditionally, outside the lock).
-  std::optional<uint64_t> PublishLocked(uint64_t handle, uint64_t checksum, uint64_t generation, bool pin) {
+  std::optional<uint64_t> PublishLocked(uint64_t handle, uint64_t checksum, uint64_t generation, bool pin) FS_REQUIRES(mu_) {
     Pending p = pending_[handle];
     pending_.erase(handle);
     auto found = index_.find(p.key);
@@ -519,7 +522,7 @@ class TieredBlockStore final : public BlockStore {
     return stale;
   }
 
-  std::optional<BlockInfo> RamInfoLocked(const BlockKey& key) {
+  std::optional<BlockInfo> RamInfoLocked(const BlockKey& key) FS_REQUIRES(mu_) {
     auto found = index_.find(key);
     if (found == index_.end()) return std::nullopt;
     const Entry& e = entries_[found->second];
@@ -532,7 +535,7 @@ class TieredBlockStore final : public BlockStore {
     return BlockInfo{key, meta->size, meta->checksum, false, true};
   }
 
-  ReadLease PinLocked(uint64_t id, bool was_in_ram) {
+  ReadLease PinLocked(uint64_t id, bool was_in_ram) FS_REQUIRES(mu_) {
     Entry& e = entries_[id];
     e.refs++;
     active_leases_++;
@@ -540,7 +543,7 @@ class TieredBlockStore final : public BlockStore {
     return MakeLease(this, id, arena_ + e.offset, e.size, e.checksum, was_in_ram);
   }
 
-  void UnpinLocked(uint64_t id) {
+  void UnpinLocked(uint64_t id) FS_REQUIRES(mu_) {
     auto it = entries_.find(id);
     if (it == entries_.end()) return;
     Entry& e = it->second;
@@ -551,7 +554,7 @@ class TieredBlockStore final : public BlockStore {
   }
 
   // Removes the entry from the index and LRU; its slot is freed now or when its last pin goes.
-  void UnlinkLocked(uint64_t id) {
+  void UnlinkLocked(uint64_t id) FS_REQUIRES(mu_) {
     Entry& e = entries_[id];
     if (!e.linked) return;
     e.linked = false;
@@ -564,31 +567,31 @@ class TieredBlockStore final : public BlockStore {
     }
   }
 
-  void FreePendingLocked(uint64_t handle) {
+  void FreePendingLocked(uint64_t handle) FS_REQUIRES(mu_) {
     auto it = pending_.find(handle);
     if (it == pending_.end()) return;
     alloc_.Free(it->second.offset);
     pending_.erase(it);
   }
 
-  double FillLocked() const {
+  double FillLocked() const FS_REQUIRES(mu_) {
     return static_cast<double>(alloc_.allocated_bytes()) / static_cast<double>(alloc_.num_pages() * alloc_.page_bytes());
   }
 
   void MaybeWakeEvictor() {
     bool wake;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       wake = FillLocked() > options_.high_watermark;
     }
-    if (wake) evictor_cv_.notify_one();
+    if (wake) evictor_cv_.Signal();
   }
 
   // Keeps the arena between the watermarks so that puts rarely evict synchronously.
   void EvictorLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
+    mu_.Lock();
     while (!stopping_) {
-      evictor_cv_.wait_for(lock, std::chrono::milliseconds(100));
+      evictor_cv_.WaitUntil(mu_, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
       if (stopping_ || FillLocked() <= options_.high_watermark) continue;
       while (!stopping_ && FillLocked() > options_.low_watermark) {
         uint64_t victim = 0;
@@ -598,12 +601,13 @@ class TieredBlockStore final : public BlockStore {
             break;
           }
         if (victim == 0) break;
-        lock.unlock();
+        mu_.Unlock();
         Status s = WriteDown(victim, /*then_evict=*/true);
         if (!s.ok()) spdlog::warn("background eviction: {}", s.ToString());
-        lock.lock();
+        mu_.Lock();
       }
     }
+    mu_.Unlock();
   }
 
   const BlockStoreOptions options_;
@@ -612,20 +616,27 @@ class TieredBlockStore final : public BlockStore {
   const uint64_t arena_bytes_;
   const SharedArena shared_;
 
-  std::mutex mu_;
-  ArenaAllocator alloc_;                                       // guarded by mu_
-  std::unordered_map<BlockKey, uint64_t, BlockKeyHash> index_;  // guarded by mu_
-  std::unordered_map<uint64_t, Entry> entries_;                // guarded by mu_
-  std::list<uint64_t> lru_;                                    // guarded by mu_; front = most recent
-  std::unordered_map<uint64_t, Pending> pending_;              // guarded by mu_
-  uint64_t next_id_ = 1;
-  uint64_t ram_used_bytes_ = 0, ram_hits_ = 0, ram_misses_ = 0, ram_evictions_ = 0;
-  uint64_t nvme_hits_ = 0, nvme_misses_ = 0, checksum_failures_ = 0;
-  uint64_t promotions_ = 0, demotions_ = 0, active_leases_ = 0;
-  bool stopping_ = false;
+  Mutex mu_;
+  ArenaAllocator alloc_ FS_GUARDED_BY(mu_);
+  std::unordered_map<BlockKey, uint64_t, BlockKeyHash> index_ FS_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Entry> entries_ FS_GUARDED_BY(mu_);
+  std::list<uint64_t> lru_ FS_GUARDED_BY(mu_);  // front = most recent
+  std::unordered_map<uint64_t, Pending> pending_ FS_GUARDED_BY(mu_);
+  uint64_t next_id_ FS_GUARDED_BY(mu_) = 1;
+  uint64_t ram_used_bytes_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t ram_hits_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t ram_misses_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t ram_evictions_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t nvme_hits_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t nvme_misses_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t checksum_failures_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t promotions_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t demotions_ FS_GUARDED_BY(mu_) = 0;
+  uint64_t active_leases_ FS_GUARDED_BY(mu_) = 0;
+  bool stopping_ FS_GUARDED_BY(mu_) = false;
 
   std::unique_ptr<NvmeTier> nvme_;
-  std::condition_variable evictor_cv_;
+  CondVar evictor_cv_;
   std::thread evictor_;
 };
 

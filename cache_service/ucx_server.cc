@@ -22,6 +22,7 @@
 
 #include "common/checksum.h"
 #include "common/constant_time.h"
+#include "common/mutex.h"
 #include "proto/ucx_messages.h"
 #include "ucx/worker.h"
 
@@ -63,17 +64,17 @@ class WorkerPool {
   ~WorkerPool() { Stop(); }
   void Submit(std::function<void()> fn) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       queue_.push_back(std::move(fn));
     }
-    cv_.notify_one();
+    cv_.Signal();
   }
   void Stop() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     for (auto& t : threads_) if (t.joinable()) t.join();
   }
 
@@ -82,8 +83,8 @@ class WorkerPool {
     for (;;) {
       std::function<void()> fn;
       {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        MutexLock lock(mu_);
+        cv_.Wait(mu_, [this]() FS_REQUIRES(mu_) { return stop_ || !queue_.empty(); });
         if (queue_.empty()) return;
         fn = std::move(queue_.front());
         queue_.pop_front();
@@ -91,10 +92,10 @@ class WorkerPool {
       fn();
     }
   }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<std::function<void()>> queue_ FS_GUARDED_BY(mu_);
+  bool stop_ FS_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

@@ -24,7 +24,8 @@
 //   (ucp_rkey_ptr), GET and PUT name a place in the region instead of carrying bytes, and a node
 //   worker thread copies between the arena and the region with one memcpy. This is the client's key
 //   handed to the node, never the reverse; offsets are bounds-checked against the region. Cross-
-//   process memory (CMA) moves about 0.3x of memcpy here, so rendezvous alone cannot reach memcpy.
+//   process memory (CMA) is far slower than memcpy (docs/perf-notes.md), so rendezvous alone cannot
+//   reach memcpy.
 // - One-sided gets (same host): when the store's arena lives in a memfd (BlockStore::shared_arena),
 //   an authenticated session may ask ARENA; the answer (pid, fd, sizes, nonce) lets the client open
 //   /proc/<pid>/fd/<fd> read-only, which the kernel allows only to the node's own user (or root),

@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <type_traits>
 
@@ -15,6 +14,7 @@
 #include "client/ucx_transport.h"
 #include "proto/ucx_messages.h"
 #include "proto/foresight.grpc.pb.h"
+#include "common/mutex.h"
 #include "proto/grpc_common.h"
 
 namespace foresight {
@@ -65,14 +65,14 @@ class GrpcCacheClient final : public CacheClient {
   }
 
   void set_fallback_reason(std::string reason) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stats_.fallback_reason = std::move(reason);
   }
 
   Status RegisterBuffer(void*, uint64_t) override { return Status::OK(); }
 
   StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     buffers_.emplace_back(new uint8_t[size]);
     return buffers_.back().get();
   }
@@ -245,7 +245,7 @@ class GrpcCacheClient final : public CacheClient {
   }
 
   ClientStats stats() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return stats_;
   }
   const std::string& address() const override { return options_.address; }
@@ -259,7 +259,7 @@ class GrpcCacheClient final : public CacheClient {
   }
 
   void Account(bool put, size_t n, uint64_t bytes, const std::vector<Status>& statuses) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     (put ? stats_.puts : stats_.gets) += n;
     (put ? stats_.bytes_out : stats_.bytes_in) += bytes;
     for (const Status& s : statuses)
@@ -269,9 +269,9 @@ class GrpcCacheClient final : public CacheClient {
   const CacheClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::CacheNode::Stub> stub_;
-  std::mutex mu_;
-  ClientStats stats_;  // guarded by mu_
-  std::vector<std::unique_ptr<uint8_t[]>> buffers_;  // guarded by mu_
+  Mutex mu_;
+  ClientStats stats_ FS_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<uint8_t[]>> buffers_ FS_GUARDED_BY(mu_);
 };
 
 // Data over UCX, control (and everything else) over gRPC.

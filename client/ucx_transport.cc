@@ -13,20 +13,19 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <future>
-#include <mutex>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
 
 #include "client/arena_reader.h"
 #include "common/checksum.h"
+#include "common/mutex.h"
 #include "proto/ucx_messages.h"
 #include "ucx/worker.h"
 
@@ -75,7 +74,7 @@ class UcxTransport::Impl {
   StatusOr<UcxBatch> Submit(std::vector<UcxGet>* gets, std::vector<UcxPut>* puts);
   std::vector<UcxItemResult> Wait(UcxBatch batch, double timeout_s);
   UcxTransportStats Stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     UcxTransportStats s = stats_;
     s.connected = connected_;
     return s;
@@ -109,7 +108,7 @@ class UcxTransport::Impl {
     std::vector<ByteRange> ranges;
     std::shared_ptr<ArenaMap> arena;
   };
-  // A leased block ready to be copied out of the node's arena; GUARDED_BY(mu_).
+  // A leased block ready to be copied out of the node's arena (in ready_).
   struct Ready {
     UcxBatch batch = 0;
     size_t index = 0;
@@ -162,7 +161,7 @@ class UcxTransport::Impl {
   // Records an item's result; true when that finished its batch. Wakes the batch's waiter unless
   // notify is false (then the caller does, after unlocking mu_).
   bool FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
-                        uint64_t checksum, bool verified, bool notify = true);
+                        uint64_t checksum, bool verified, bool notify = true) FS_REQUIRES(mu_);
   void FlushReleases();
   void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
@@ -207,21 +206,21 @@ class UcxTransport::Impl {
   std::unordered_map<uint64_t, Op> ops_;
   Clock::time_point last_sweep_;
 
-  std::mutex connect_mu_;  // serializes reconnects
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool connected_ = false;  // GUARDED_BY(mu_)
-  std::vector<Region> regions_;  // GUARDED_BY(mu_); appended only
-  std::unordered_map<UcxBatch, Batch> batches_;  // GUARDED_BY(mu_)
-  std::deque<Ready> ready_;                       // GUARDED_BY(mu_)
-  std::vector<std::pair<uint64_t, uint64_t>> releases_;  // (generation, lease id); GUARDED_BY(mu_)
-  std::shared_ptr<ArenaMap> arena_;               // GUARDED_BY(mu_); null: no one-sided gets
-  uint64_t generation_ = 1;                       // GUARDED_BY(mu_); bumped on every drop
+  Mutex connect_mu_;  // serializes reconnects
+  mutable Mutex mu_;
+  CondVar cv_;
+  bool connected_ FS_GUARDED_BY(mu_) = false;
+  std::vector<Region> regions_ FS_GUARDED_BY(mu_);  // appended only
+  std::unordered_map<UcxBatch, Batch> batches_ FS_GUARDED_BY(mu_);
+  std::deque<Ready> ready_ FS_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> releases_ FS_GUARDED_BY(mu_);  // (generation, lease id)
+  std::shared_ptr<ArenaMap> arena_ FS_GUARDED_BY(mu_);  // null: no one-sided gets
+  uint64_t generation_ FS_GUARDED_BY(mu_) = 1;          // bumped on every drop
   UcxBatch next_batch_ = 1;
   std::atomic<uint64_t> next_req_id_{1};
   uint32_t next_region_id_ = 1;
   bool ever_connected_ = false;
-  UcxTransportStats stats_;  // GUARDED_BY(mu_)
+  UcxTransportStats stats_ FS_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -238,7 +237,10 @@ Status UcxTransport::Impl::Init() {
   FS_ASSIGN_OR_RETURN(ucx_, ucx::Worker::Create(wo));
   context_ = ucx_->context();
   worker_ = ucx_->worker();
-  stats_.node = node_;
+  {
+    MutexLock lock(mu_);
+    stats_.node = node_;
+  }
   ucx_->Start([this] { return ProgressPass(); });
   running_ = true;
   return Status::OK();
@@ -320,7 +322,7 @@ void UcxTransport::Impl::DropConnection(const Status& status) {
   std::vector<uint64_t> ids;
   for (auto& [id, op] : ops_) ids.push_back(id);
   for (uint64_t id : ids) CompleteOp(id, status, 0, 0);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   connected_ = false;
   // Leases die with the connection: blocks not yet being copied fail like any unfinished item.
   for (Ready& r : ready_) FinishItemLocked(r.batch, r.index, status, 0, 0, false);
@@ -335,9 +337,9 @@ void UcxTransport::Impl::DropConnection(const Status& status) {
 // Connecting.
 
 Status UcxTransport::Impl::EnsureConnected() {
-  std::lock_guard<std::mutex> connect_lock(connect_mu_);
+  MutexLock connect_lock(connect_mu_);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (connected_) return Status::OK();
   }
   Status result;
@@ -391,14 +393,14 @@ Status UcxTransport::Impl::DoConnect() {
   if (s.ok()) {
     std::vector<Region> regions;
     {
-      std::lock_guard<std::mutex> lock(mu_);  // regions_ is appended by other threads
+      MutexLock lock(mu_);  // regions_ is appended by other threads
       regions = regions_;
     }
     for (Region& r : regions) {
       s = SendRegister(r);
       if (!s.ok()) break;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (size_t i = 0; s.ok() && i < regions.size(); ++i) regions_[i].fast_path = regions[i].fast_path;
   }
   if (!s.ok()) {
@@ -407,7 +409,7 @@ Status UcxTransport::Impl::DoConnect() {
   }
   DescribeEndpoint();
   RequestArena();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   connected_ = true;
   if (ever_connected_) stats_.reconnects++;
   ever_connected_ = true;
@@ -486,7 +488,7 @@ void UcxTransport::Impl::DescribeEndpoint() {
     }
     break;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   stats_.lanes = text;
   stats_.transport = transport;
   if (transport == "sysv" || transport == "posix" || transport == "xpmem" || transport == "knem") {
@@ -538,7 +540,7 @@ StatusOr<UcxBuffer> UcxTransport::Impl::AddRegion(void* data, uint64_t bytes, bo
     ucp_rkey_buffer_release(rkey);
     bool connected;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       r.id = next_region_id_++;
       connected = connected_;
     }
@@ -550,7 +552,7 @@ StatusOr<UcxBuffer> UcxTransport::Impl::AddRegion(void* data, uint64_t bytes, bo
     out.size = r.size;
     out.region_id = r.id;
     out.fast_path = r.fast_path;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     regions_.push_back(std::move(r));
   });
   if (!result.ok()) return result;
@@ -581,7 +583,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
   std::vector<PendingSend> sends(n);
   UcxBatch id;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     id = next_batch_++;
     Batch& b = batches_[id];
     b.get = is_get;
@@ -592,7 +594,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
     b.done.assign(n, false);
     b.verified.assign(n, false);
     b.keys.resize(n);
-    auto find_region = [&](const uint8_t* p, uint64_t len) -> const Region* {
+    auto find_region = [&](const uint8_t* p, uint64_t len) FS_REQUIRES(mu_) -> const Region* {
       for (const Region& r : regions_) {
         if (p >= r.data && len <= r.size && p - r.data <= static_cast<ptrdiff_t>(r.size - len)) return &r;
       }
@@ -875,12 +877,12 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
   }
   bool finished;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     finished = FinishItemLocked(op.batch, op.index, status, bytes, checksum, verified, /*notify=*/false);
   }
   // After unlocking: a waiter woken while the lock is held only blocks on it again (one more
   // futex round trip and context switch per get).
-  if (finished) cv_.notify_all();
+  if (finished) cv_.SignalAll();
 }
 
 bool UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Status& status, uint64_t bytes,
@@ -899,14 +901,17 @@ bool UcxTransport::Impl::FinishItemLocked(UcxBatch id, size_t index, const Statu
     stats_.failures++;
   }
   if (--batch.remaining != 0) return false;
-  if (notify) cv_.notify_all();
+  if (notify) cv_.SignalAll();
   return true;
 }
 
 std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_s) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   auto it = batches_.find(id);
-  if (it == batches_.end()) return {};
+  if (it == batches_.end()) {
+    mu_.Unlock();
+    return {};
+  }
   const auto deadline = Clock::now() + Seconds(timeout_s);
   bool finished = false;
   for (;;) {
@@ -918,27 +923,27 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
     if (!ready_.empty()) {
       // Copy a leased block (this batch's first, else any): this thread and the progress thread
       // then copy two blocks at once.
-      lock.unlock();
+      mu_.Unlock();
       CopyOneReady(id);
-      lock.lock();
+      mu_.Lock();
       continue;
     }
-    cv_.wait_until(lock, deadline, [&] { return batches_[id].remaining == 0 || !ready_.empty(); });
+    cv_.WaitUntil(mu_, deadline, [&]() FS_REQUIRES(mu_) { return batches_[id].remaining == 0 || !ready_.empty(); });
   }
   if (!finished) {
-    lock.unlock();
+    mu_.Unlock();
     // Nothing may land in the caller's buffers after we return: drop the connection (which fails
     // the blocks not yet being copied) and let the copies already running finish.
     RunSync([&] {
       DropConnection(DeadlineExceeded("UCX batch on node " + node_ + " not done within " +
                                       std::to_string(timeout_s) + " s (Wait timeout); connection dropped"));
     });
-    lock.lock();
-    cv_.wait(lock, [&] { return batches_[id].copying == 0; });
+    mu_.Lock();
+    cv_.Wait(mu_, [&]() FS_REQUIRES(mu_) { return batches_[id].copying == 0; });
   }
   Batch batch = std::move(batches_[id]);
   batches_.erase(id);
-  lock.unlock();
+  mu_.Unlock();
   for (size_t i = 0; i < batch.results.size(); ++i) {
     UcxItemResult& r = batch.results[i];
     if (!batch.done[i]) {
@@ -952,7 +957,7 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
       r.status = DataLoss("GET " + batch.keys[i].ToHex() + " on node " + node_ +
                           ": checksum mismatch on the delivered bytes (the block was not delivered)");
       r.bytes = 0;
-      std::lock_guard<std::mutex> stats_lock(mu_);
+      MutexLock stats_lock(mu_);
       stats_.failures++;
     }
   }
@@ -964,7 +969,7 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
 
 void UcxTransport::Impl::RequestArena() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     arena_.reset();
     stats_.arena_mapped = false;
     stats_.arena_note.clear();
@@ -982,7 +987,7 @@ void UcxTransport::Impl::RequestArena() {
   } else {
     map = s;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (map.ok()) {
     arena_ = *map;
     stats_.arena_mapped = true;
@@ -1001,7 +1006,7 @@ void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const 
     return;
   }
   const ArenaMap& arena = *op.arena;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Ready r;
   r.batch = op.batch;
   r.index = op.index;
@@ -1042,13 +1047,13 @@ void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const 
     return;
   }
   ready_.push_back(std::move(r));
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
   Ready r;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (ready_.empty()) return false;
     // Below the backlog, the progress thread still takes a block nobody has taken for a while
     // (no thread in Wait()), so that leases are never held for long.
@@ -1070,7 +1075,7 @@ bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
     b->second.copying++;
   }
   const uint64_t actual = CopyAndChecksum(r.dest, r.segments);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   const bool first_release = releases_.empty();
   releases_.emplace_back(r.generation, r.lease_id);
   Batch& batch = batches_[r.batch];
@@ -1084,7 +1089,7 @@ bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
                               "not delivered)"),
                      0, 0, false);
   }
-  if (batch.copying == 0) cv_.notify_all();
+  if (batch.copying == 0) cv_.SignalAll();
   if (first_release && !ucx_->on_progress_thread()) ucx_->WakeIfSleeping();
   return true;
 }
@@ -1092,7 +1097,7 @@ bool UcxTransport::Impl::CopyOneReady(UcxBatch prefer, size_t min_ready) {
 void UcxTransport::Impl::FlushReleases() {
   std::vector<uint64_t> ids;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (releases_.empty()) return;
     for (auto [gen, id] : releases_) {
       if (gen == generation_) ids.push_back(id);

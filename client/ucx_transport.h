@@ -22,7 +22,7 @@
 // node on the same host maps it and copies blocks with one memcpy (the fast path, used for puts,
 // and for gets when the arena cannot be mapped). Register() makes
 // caller-allocated memory known (zero-copy over TCP; over shared memory UCX then moves bytes by CMA,
-// about 0.3x of memcpy). Pointers given to SubmitGets/SubmitPuts may lie anywhere, but only those
+// far slower than memcpy, docs/perf-notes.md). Pointers given to SubmitGets/SubmitPuts may lie anywhere, but only those
 // inside a buffer from Allocate()/Register() avoid extra copies.
 //
 // Integrity: every GET reply carries a checksum (the writer's for a whole block; for a list of

@@ -4,7 +4,6 @@
 #include <condition_variable>
 #include <future>
 #include <map>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <type_traits>
@@ -15,6 +14,7 @@
 
 #include "cluster/etcd_client.h"
 #include "common/json_fields.h"
+#include "common/mutex.h"
 
 namespace foresight {
 
@@ -52,9 +52,9 @@ class ClusterClient::Impl {
  public:
   struct Node {
     ClusterMember member;
-    std::mutex mu;
-    std::shared_ptr<CacheClient> client;      // guarded by mu
-    Clock::time_point retry_connect_after{};  // guarded by mu
+    Mutex mu;
+    std::shared_ptr<CacheClient> client FS_GUARDED_BY(mu);
+    Clock::time_point retry_connect_after FS_GUARDED_BY(mu){};
     std::atomic<int64_t> suspect_until{0};    // steady_clock ticks
   };
   struct View {
@@ -66,11 +66,11 @@ class ClusterClient::Impl {
 
   ~Impl() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stopping_ = true;
     }
     abandon_repair_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
     if (refresher_.joinable()) refresher_.join();
     if (repairer_.joinable()) repairer_.join();
   }
@@ -81,14 +81,14 @@ class ClusterClient::Impl {
   }
 
   std::shared_ptr<const View> Snapshot() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     return view_;
   }
 
   Status RefreshMembership() {
     auto range = etcd_->RangePrefix(options_.prefix);
     if (!range.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++stats_.etcd_errors;
       stats_.etcd_reachable = false;
       return range.status().WithContext("reading the member list (keeping the last known one)");
@@ -99,7 +99,7 @@ class ClusterClient::Impl {
       if (m.ok()) members.push_back(std::move(*m));
     }
     std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.node_id < b.node_id; });
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stats_.etcd_reachable = true;
     bool same = members.size() == view_->nodes.size();
     for (size_t i = 0; same && i < members.size(); ++i) {
@@ -124,12 +124,12 @@ class ClusterClient::Impl {
     view_ = std::move(next);
     ++stats_.membership_changes;
     repair_pending_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
     return Status::OK();
   }
 
   StatusOr<std::shared_ptr<CacheClient>> ClientOf(Node& node) {
-    std::lock_guard<std::mutex> lock(node.mu);
+    MutexLock lock(node.mu);
     if (node.client) return node.client;
     if (Clock::now() < node.retry_connect_after)
       return Unavailable("node " + node.member.node_id + " (" + node.member.grpc + ") failed recently; not retrying yet");
@@ -141,7 +141,7 @@ class ClusterClient::Impl {
       return c.status().WithContext("node " + node.member.node_id);
     }
     {
-      std::lock_guard<std::mutex> b(buffers_mu_);
+      MutexLock b(buffers_mu_);
       for (const auto& [data, size] : buffers_) {
         Status s = (*c)->RegisterBuffer(data, size);
         if (!s.ok()) return s.WithContext("registering a buffer with node " + node.member.node_id);
@@ -154,7 +154,7 @@ class ClusterClient::Impl {
   void MarkFailed(Node& node, const Status& s) {
     if (!IsNodeFailure(s)) return;
     node.suspect_until = (Clock::now() + options_.suspect_for).time_since_epoch().count();
-    std::lock_guard<std::mutex> lock(node.mu);
+    MutexLock lock(node.mu);
     node.client.reset();  // reconnect from scratch next time
     node.retry_connect_after = Clock::now() + options_.suspect_for / 4;
   }
@@ -173,14 +173,14 @@ class ClusterClient::Impl {
     const size_t n = view->nodes.size();
     const int r = options_.replication;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stats_.puts += items.size();
     }
     if (n < static_cast<size_t>(r)) {
       Status s = Unavailable("the cluster lists " + std::to_string(n) + " node(s) but replication is " +
                              std::to_string(r) + "; cannot acknowledge puts");
       for (auto& it : items) it.status = s;
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stats_.failed_puts += items.size();
       return s;
     }
@@ -238,7 +238,7 @@ class ClusterClient::Impl {
         if (first.ok()) first = items[i].status;
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stats_.failed_puts += failed;
     stats_.put_failovers += failovers;
     return first;
@@ -249,7 +249,7 @@ class ClusterClient::Impl {
     const size_t n = view->nodes.size();
     const size_t limit = std::min(n, static_cast<size_t>(options_.replication + options_.extra_probes));
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       stats_.gets += items.size();
     }
     struct State {
@@ -305,7 +305,7 @@ class ClusterClient::Impl {
         if (first.ok()) first = it.status;
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stats_.failed_gets += failed;
     stats_.get_failovers += failovers;
     return first;
@@ -412,7 +412,7 @@ class ClusterClient::Impl {
         }
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     repair_.passes++;
     repair_.blocks_scanned = blocks.size();
     repair_.blocks_copied += copied;
@@ -444,52 +444,54 @@ class ClusterClient::Impl {
   }
 
   void RefreshLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
+    mu_.Lock();
     while (!stopping_) {
-      cv_.wait_for(lock, options_.refresh_interval, [&] { return stopping_; });
+      cv_.WaitFor(mu_, options_.refresh_interval, [&]() FS_REQUIRES(mu_) { return stopping_; });
       if (stopping_) break;
-      lock.unlock();
+      mu_.Unlock();
       (void)RefreshMembership();
-      lock.lock();
+      mu_.Lock();
     }
+    mu_.Unlock();
   }
 
   void RepairLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
+    mu_.Lock();
     while (!stopping_) {
       const auto wait = options_.repair_interval.count() > 0 ? options_.repair_interval : std::chrono::milliseconds(5000);
-      const bool woken = cv_.wait_for(lock, wait, [&] { return stopping_ || repair_pending_; });
+      const bool woken = cv_.WaitFor(mu_, wait, [&]() FS_REQUIRES(mu_) { return stopping_ || repair_pending_; });
       if (stopping_) break;
       if (!woken && options_.repair_interval.count() > 0) repair_pending_ = true;  // the periodic pass
       if (!repair_pending_) continue;
       repair_pending_ = false;
       repair_running_ = true;
-      lock.unlock();
+      mu_.Unlock();
       Status s = RepairOnce();
-      lock.lock();
+      mu_.Lock();
       repair_running_ = false;
       // A pass that could not reach every node is retried (the node may be coming back).
       if (!s.ok()) {
         repair_pending_ = true;
-        cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
+        cv_.WaitFor(mu_, std::chrono::seconds(1), [&]() FS_REQUIRES(mu_) { return stopping_; });
       }
-      cv_.notify_all();
+      cv_.SignalAll();
     }
+    mu_.Unlock();
   }
 
   bool WaitForRepair(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return !repair_pending_ && !repair_running_; });
+    MutexLock lock(mu_);
+    return cv_.WaitFor(mu_, timeout, [&]() FS_REQUIRES(mu_) { return !repair_pending_ && !repair_running_; });
   }
 
   ClusterStats stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ClusterStats s = stats_;
     s.members = view_->nodes.size();
     return s;
   }
   RepairStats repair_stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     RepairStats r = repair_;
     r.pending = repair_pending_ || repair_running_;
     return r;
@@ -497,11 +499,11 @@ class ClusterClient::Impl {
 
   Status RegisterBuffer(void* data, uint64_t size) {
     {
-      std::lock_guard<std::mutex> b(buffers_mu_);
+      MutexLock b(buffers_mu_);
       buffers_.push_back({data, size});
     }
     for (const auto& node : Snapshot()->nodes) {
-      std::lock_guard<std::mutex> lock(node->mu);
+      MutexLock lock(node->mu);
       if (!node->client) continue;
       FS_RETURN_IF_ERROR(node->client->RegisterBuffer(data, size).WithContext("node " + node->member.node_id));
     }
@@ -510,18 +512,18 @@ class ClusterClient::Impl {
 
   ClusterClientOptions options_;
   std::unique_ptr<EtcdClient> etcd_;
-  std::mutex buffers_mu_;
-  std::vector<std::pair<void*, uint64_t>> buffers_;  // guarded by buffers_mu_
+  Mutex buffers_mu_;
+  std::vector<std::pair<void*, uint64_t>> buffers_ FS_GUARDED_BY(buffers_mu_);
 
  private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::shared_ptr<const View> view_;  // guarded by mu_
-  ClusterStats stats_;                // guarded by mu_
-  RepairStats repair_;                // guarded by mu_
-  bool repair_pending_ = false;       // guarded by mu_
-  bool repair_running_ = false;       // guarded by mu_
-  bool stopping_ = false;             // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::shared_ptr<const View> view_ FS_GUARDED_BY(mu_);
+  ClusterStats stats_ FS_GUARDED_BY(mu_);
+  RepairStats repair_ FS_GUARDED_BY(mu_);
+  bool repair_pending_ FS_GUARDED_BY(mu_) = false;
+  bool repair_running_ FS_GUARDED_BY(mu_) = false;
+  bool stopping_ FS_GUARDED_BY(mu_) = false;
   std::atomic<bool> abandon_repair_{false};  // set by the destructor: a pass in progress stops early
   std::thread refresher_, repairer_;
 };
@@ -594,7 +596,7 @@ class ClusterCacheClient final : public CacheClient {
   StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
     auto buffer = std::make_unique<uint8_t[]>(size);
     FS_RETURN_IF_ERROR(cluster_->RegisterBuffer(buffer.get(), size));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     buffers_.push_back(std::move(buffer));
     return buffers_.back().get();
   }
@@ -707,7 +709,7 @@ class ClusterCacheClient final : public CacheClient {
     return sum;
   }
   ClientStats stats() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ClientStats s = stats_;
     s.data_path = "cluster";
     return s;
@@ -717,7 +719,7 @@ class ClusterCacheClient final : public CacheClient {
  private:
   template <typename Item>
   Status Count(Status s, std::span<Item> items) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& it : items) {
       if (!it.status.ok()) {
         ++stats_.errors;
@@ -736,9 +738,9 @@ class ClusterCacheClient final : public CacheClient {
 
   std::unique_ptr<ClusterClient> cluster_;
   std::string address_;
-  std::mutex mu_;
-  ClientStats stats_;                             // guarded by mu_
-  std::vector<std::unique_ptr<uint8_t[]>> buffers_;  // guarded by mu_
+  Mutex mu_;
+  ClientStats stats_ FS_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<uint8_t[]>> buffers_ FS_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -58,12 +58,13 @@ Status NodeMembership::Register() {
 void NodeMembership::Refresh() {
   const auto period = std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3);
   bool warned = false;
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   while (!stopping_) {
     // After a failure, retry sooner so that a short etcd outage costs little.
-    cv_.wait_for(lock, registered_ ? period : std::chrono::milliseconds(500), [&] { return stopping_; });
+    cv_.WaitFor(mu_, registered_ ? period : std::chrono::milliseconds(500),
+                [&]() FS_REQUIRES(mu_) { return stopping_; });
     if (stopping_) break;
-    lock.unlock();
+    mu_.Unlock();
     Status s;
     if (lease_ != 0) {
       auto ttl = etcd_->KeepAliveOnce(lease_);
@@ -88,17 +89,18 @@ void NodeMembership::Refresh() {
       spdlog::info("membership: etcd reachable again; {} registered", key_);
       warned = false;
     }
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 Status NodeMembership::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return Status::OK();
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (refresher_.joinable()) refresher_.join();
   if (lease_ == 0) return Status::OK();
   Status s = etcd_->RevokeLease(lease_);

@@ -15,15 +15,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "cluster/etcd_client.h"
 #include "cluster/member_record.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace foresight {
@@ -66,9 +65,9 @@ class NodeMembership {
   std::string key_, value_;
   int64_t lease_ = 0;  // refresher thread only (and Stop after it joined)
   std::atomic<bool> registered_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ FS_GUARDED_BY(mu_) = false;
   std::thread refresher_;
 };
 

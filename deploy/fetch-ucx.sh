@@ -3,8 +3,8 @@
 # cache, outside the repository, and prints the UCX install prefix (it has include/, lib/ and
 # bin/ucx_perftest). `FORESIGHT_UCX=pypi bash deploy/build.sh` builds against it.
 #
-# Against Debian's UCX 1.13, measured here (docs/perf-notes.md, session 8): 1 MiB gets over TCP
-# about 11% faster, shared-memory gets and puts 7-15% slower. The PyPI build has no
+# Against Debian's UCX 1.13 (docs/perf-notes.md, session 8, has the figures): faster gets over TCP,
+# slower shared-memory gets and puts. The PyPI build has no
 # InfiniBand/RoCE transports (it is configured --without-verbs).
 #   FORESIGHT_DEPS  the deps cache (default ~/.cache/foresight/deps)
 set -euo pipefail

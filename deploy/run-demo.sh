@@ -16,8 +16,8 @@
 #   SKIP_BUILD=1      use the binaries already built (FORESIGHT_BIN, default build/bin): no install or build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# OpenMP threads sleep when idle: busy-waiting made decode ~12x slower on a shared 2-core box
-# (docs/worker.md).
+# OpenMP threads sleep when idle: busy-waiting made decode many times slower on a shared 2-core
+# box (docs/worker.md has the figures).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 if [ -z "${SKIP_BUILD:-}" ]; then
   bash deploy/install-deps.sh

@@ -75,8 +75,9 @@ void Conv2Row(const CnnWeights& w, const float* a1_above, const float* a1_row,
   const float* rows[3] = {a1_above, a1_row, a1_below};
   const __m256 zero = _mm256_setzero_ps();
   // The 8 accumulators must live in registers. GCC at -O2 keeps them in a stack array (load, FMA,
-  // store per multiply-add) unless the small loops over them are unrolled, which made this loop 3.2x
-  // slower; the unrolling changes no lane's order of fused multiply-adds, so no bits.
+  // store per multiply-add) unless the small loops over them are unrolled, which made this loop
+  // several times slower (docs/perf-notes.md, session 6); the unrolling changes no lane's order of
+  // fused multiply-adds, so no bits.
   for (int64_t k = 0; k < P; k += 16) {
     for (int o = 0; o < kCnnChannels2; o += 4) {
       __m256 acc[4][2];

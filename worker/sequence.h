@@ -18,7 +18,7 @@
 namespace foresight::worker {
 
 // Chooses, per layer, which KV blocks each KV head attends in a decode step, and hears back how
-// attention fell. Implemented over predictor/ policies (worker/sparse_attention.h).
+// attention fell. Implemented over predictor/ policies (worker/policy_attention.h).
 class DecodeAttentionHook {
  public:
   virtual ~DecodeAttentionHook() = default;

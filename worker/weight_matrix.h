@@ -19,7 +19,8 @@
 namespace foresight::worker {
 
 // Parallelism is OpenMP's alone: OpenBLAS's own thread pool is set to one thread on first use, so
-// the two pools never compete for cores (they did: 20x slower on a busy machine). Process-wide.
+// the two pools never compete for cores (they did, and decode slowed many times over on a busy
+// machine). Process-wide.
 void SingleThreadedBlas();
 
 class WeightMatrix {

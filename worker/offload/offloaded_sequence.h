@@ -67,11 +67,10 @@ struct OffloadOptions {
   std::string fingerprint;           // empty: ModelFingerprint(model), computed by Create
   // Pool per (layer, KV head) = budget / 16 + margin. -1: room for the union of a KV head's query
   // heads' selections (up to group x budget / 16 blocks: (group - 1) x budget / 16 + 16 more), and
-  // at least twice the budget. A KV head fetches that union, which exceeds one head's budget
-  // (SmolLM2 at 8K, AttentionPredictor: ~71 of 64 blocks; more when each query head refines by its
-  // own query), and a pool that barely holds it evicts blocks the next step needs (cross-token
-  // stall 0.19 of on-demand's at margin 16, 0.044 at 64; docs/benchmarks.md); one smaller than a
-  // step's prefetches, all pinned until used, fails the step.
+  // at least twice the budget. A KV head fetches that union, which exceeds one head's budget (more
+  // when each query head refines by its own query), and a pool that barely holds it evicts blocks
+  // the next step needs (docs/perf-notes.md, "the LRU touch and the pool margin"); one smaller than
+  // a step's prefetches, all pinned until used, fails the step.
   int64_t margin_blocks = -1;
   // Staging for coalesced gets (see the class comment), split evenly between layers; a layer
   // whose share is taken falls back to one get per head. -1: as large as the pool (a whole step

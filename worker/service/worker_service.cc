@@ -24,9 +24,11 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 // One Generate call: everything it needs, and its statistics.
 class WorkerService::Request {
  public:
+  // `address` is the worker's own, read under run_mu_ by the caller.
   Request(WorkerService* service, grpc::ServerContext* context, const v1::GenerateRequest& request,
-          grpc::ServerWriter<v1::GenerateEvent>* writer, Clock::time_point arrival)
-      : s_(*service), context_(context), request_(request), writer_(writer), arrival_(arrival) {}
+          grpc::ServerWriter<v1::GenerateEvent>* writer, Clock::time_point arrival, std::string address)
+      : s_(*service), context_(context), request_(request), writer_(writer), arrival_(arrival),
+        address_(std::move(address)) {}
 
   Status Run();
   const v1::GenerateStats& stats() const { return stats_; }
@@ -46,6 +48,7 @@ class WorkerService::Request {
   const v1::GenerateRequest& request_;
   grpc::ServerWriter<v1::GenerateEvent>* writer_;
   const Clock::time_point arrival_;
+  const std::string address_;
   std::vector<TokenId> prompt_;
   std::optional<predictor::PolicySpec> spec_;  // none: dense attention
   PolicyAttentionOptions attention_{CalibrationSource::kCompactKeys};
@@ -140,7 +143,7 @@ Status WorkerService::Request::Run() {
   stats_.set_policy(policy_name_);
   stats_.set_budget(spec_ ? budget_ : 0);
   stats_.set_kv_mode(std::string(OffloadModeName(KvMode())));
-  stats_.set_worker(s_.address_);
+  stats_.set_worker(address_);
   stats_.set_cache(s_.cache_->Describe());
 
   // The cache service: any failure from here on ends the request with the error, and the next
@@ -242,7 +245,7 @@ WorkerService::WorkerService(const Model& model, std::string model_path, CacheCo
 WorkerService::~WorkerService() = default;
 
 void WorkerService::set_address(std::string address) {
-  std::lock_guard<std::mutex> lock(run_mu_);
+  MutexLock lock(run_mu_);
   address_ = std::move(address);
 }
 
@@ -254,8 +257,8 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::Gen
                                      grpc::ServerWriter<v1::GenerateEvent>* writer) {
   if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
   const auto arrival = Clock::now();
-  std::lock_guard<std::mutex> lock(run_mu_);  // arrival order: gRPC threads queue on the mutex
-  Request r(this, context, *request, writer, arrival);
+  MutexLock lock(run_mu_);  // arrival order: gRPC threads queue on the mutex
+  Request r(this, context, *request, writer, arrival, address_);
   Status s = r.Run();
   if (!s.ok()) {
     ++failed_;

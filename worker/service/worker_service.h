@@ -17,9 +17,9 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
@@ -76,8 +76,8 @@ class WorkerService final : public v1::WorkerService::Service {
   CacheConnection* cache_;
   const WorkerServiceOptions options_;
   const std::string fingerprint_;
-  std::mutex run_mu_;  // one request at a time
-  std::string address_;  // guarded by run_mu_
+  Mutex run_mu_;  // one request at a time
+  std::string address_ FS_GUARDED_BY(run_mu_);
   std::atomic<int64_t> served_{0}, failed_{0};
 };
 
