@@ -222,6 +222,9 @@ TEST_F(HfTokenizerTest, SmolLM2VocabularyEncodesAsFromGguf) {
   }
   EXPECT_GE(golden_cases, 3000);
   EXPECT_EQ(golden_same, golden_cases) << "cases encoded as llama.cpp does (golden file)";
+  const worker::testing::SweepResult sweep = worker::testing::SweepVocabulary(**tok, (*golden)["vocabulary_sweep"]);
+  EXPECT_GE(sweep.swept, (*tok)->vocab_size() - 1000);
+  EXPECT_EQ(sweep.same, sweep.swept) << ::testing::PrintToString(sweep.failures);
   auto chat = (*tok)->FormatChat("Summarise the GPL.");
   auto chat_ref = (*reference)->FormatChat("Summarise the GPL.");
   ASSERT_TRUE(chat.ok() && chat_ref.ok());

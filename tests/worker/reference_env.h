@@ -12,8 +12,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "worker/default_model.h"
+#include "worker/tokenizer.h"
 
 namespace foresight::worker::testing {
 
@@ -37,6 +39,36 @@ inline std::string GoldenCaseText(const nlohmann::json& c) {
   std::string out;
   for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
+}
+
+// The tokens golden file's vocabulary sweep against `tok`: every token's own text (special tokens
+// not parsed) must encode as llama.cpp encoded it ([id], or the listed exception). Returns how
+// many tokens were swept; the first mismatches go to `failures`.
+struct SweepResult {
+  int swept = 0, same = 0;
+  std::vector<std::string> failures;
+};
+inline SweepResult SweepVocabulary(const Tokenizer& tok, const nlohmann::json& sweep) {
+  SweepResult r;
+  std::vector<bool> skip(sweep["vocab"].get<size_t>());
+  for (int64_t id : sweep["not_swept"]) skip.at(id) = true;
+  for (TokenId id = 0; id < static_cast<TokenId>(skip.size()); ++id) {
+    if (skip[id]) continue;
+    const std::string key = std::to_string(id);
+    const std::vector<TokenId> want = sweep["exceptions"].contains(key)
+                                          ? sweep["exceptions"][key].get<std::vector<TokenId>>()
+                                          : std::vector<TokenId>{id};
+    const std::string text = tok.Decode({id}, false);
+    const std::vector<TokenId> got = tok.Encode(text, false, false);
+    ++r.swept;
+    if (got == want) {
+      ++r.same;
+    } else if (r.failures.size() < 5) {
+      r.failures.push_back("token " + key + " " + nlohmann::json(text).dump() + ": llama.cpp " +
+                           nlohmann::json(want).dump() + ", ours " + nlohmann::json(got).dump());
+    }
+  }
+  return r;
 }
 
 // Lowercase hex SHA-256 of a file; empty if it cannot be read.

@@ -106,5 +106,24 @@ TEST(TokenizerReferenceTest, MatchesLlamaCppGoldenIds) {
   EXPECT_EQ(round_trips, round_trip_cases);
 }
 
+// Every token of the vocabulary: its own text encodes as llama.cpp encodes it (the golden file's
+// vocabulary sweep), so each BPE merge that builds a token is exercised, not only those the
+// strings above happen to reach.
+TEST(TokenizerReferenceTest, EveryVocabularyTokenEncodesAsLlamaCpp) {
+  auto golden = testing::LoadGolden("llama_cpp_tokens.json");
+  ASSERT_TRUE(golden.ok()) << golden.status().message();
+  FORESIGHT_GOLDEN_MODEL_OR_SKIP(*golden, model);
+  auto gguf = GgufFile::Open(model);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
+  auto tok = Tokenizer::FromGguf(**gguf);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const auto& sweep = (*golden)["vocabulary_sweep"];
+  ASSERT_EQ(sweep["vocab"].get<int>(), (*tok)->vocab_size());
+  const testing::SweepResult r = testing::SweepVocabulary(**tok, sweep);
+  std::printf("vocabulary sweep vs llama.cpp: %d/%d tokens encode the same\n", r.same, r.swept);
+  EXPECT_GE(r.swept, (*tok)->vocab_size() - 1000);
+  EXPECT_EQ(r.same, r.swept) << "first mismatches:\n" << ::testing::PrintToString(r.failures);
+}
+
 }  // namespace
 }  // namespace foresight::worker

@@ -3,7 +3,8 @@
 (tests/worker/tokenizer_test.cc, tests/worker/model_reference_test.cc; the format is described in
 docs/worker.md, "Golden files from llama.cpp"):
 
-  tests/worker/data/llama_cpp_tokens.json   llama.cpp's token ids for a few thousand strings
+  tests/worker/data/llama_cpp_tokens.json   llama.cpp's token ids for a few thousand strings, and
+                                            for every token's own text (the vocabulary sweep)
   tests/worker/data/llama_cpp_logits.json   llama.cpp's top-k next-token logits for a few prompts,
                                             at every position, and llama.cpp's own spread
 
@@ -280,6 +281,29 @@ def make_tokens(model, count, seed):
     return items
 
 
+def make_vocabulary_sweep(model):
+    """llama.cpp's encoding of every token's own text (special tokens not parsed): which BPE merges
+    a few thousand strings cannot all reach. Stored compactly: the ids not swept (text empty or
+    not valid UTF-8 on its own) and the exceptions to "encodes to itself"."""
+    llm = load_llama(model, vocab_only=True)
+    not_swept, exceptions = [], {}
+    for i in range(llm.n_vocab()):
+        data = llm.detokenize([i])
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = b""
+        if not data:
+            not_swept.append(i)
+            continue
+        ids = llm.tokenize(data, add_bos=False, special=False)
+        if ids != [i]:
+            exceptions[str(i)] = ids
+    return {"what": "each token's text (detokenized, special=false) encoded with special=false: [id] "
+                    "unless listed in exceptions; ids in not_swept were not tried",
+            "vocab": llm.n_vocab(), "not_swept": not_swept, "exceptions": exceptions}
+
+
 def make_logits(model, threads):
     llm = load_llama(model, n_ctx=1024, n_batch=512, logits_all=True, n_threads=threads)
     vocab = llm.n_vocab()
@@ -341,6 +365,7 @@ def main():
         sys.exit(f"make_golden: no model at {args.model}; fetch it with deploy/fetch-model.sh")
 
     tokens = make_tokens(args.model, args.count, args.seed)
+    sweep = make_vocabulary_sweep(args.model)
     vocab, prompts, spread = make_logits(args.model, args.threads)
     tokens_path = os.path.join(args.out_dir, "llama_cpp_tokens.json")
     logits_path = os.path.join(args.out_dir, "llama_cpp_logits.json")
@@ -351,12 +376,17 @@ def main():
                 max(abs(x - y) for x, y in zip(pa["logits"], pb["logits"])) <= args.check_tolerance
                 for pa, pb in zip(a["positions"], b["positions"]))
         ok = check(tokens_path, tokens, "cases", lambda a, b: a == b)
+        with open(tokens_path, encoding="utf-8") as f:
+            same_sweep = json.load(f)["vocabulary_sweep"] == sweep
+        print(f"{tokens_path}: vocabulary sweep {'agrees' if same_sweep else 'DIFFERS'}")
+        ok = ok and same_sweep
         ok = check(logits_path, prompts, "prompts", same_logits) and ok
         sys.exit(0 if ok else 1)
 
     provenance = {"generator": generator_record(args.threads), "model": model_record(args.model)}
     os.makedirs(args.out_dir, exist_ok=True)
-    write_json_lines(tokens_path, {"format": TOKENS_FORMAT, **provenance, "add_bos": False}, "cases", tokens)
+    write_json_lines(tokens_path, {"format": TOKENS_FORMAT, **provenance, "add_bos": False,
+                                   "vocabulary_sweep": sweep}, "cases", tokens)
     write_json_lines(logits_path, {"format": LOGITS_FORMAT, **provenance, "vocab": vocab, "top_k": TOP_K,
                                    "add_bos": True, "llama_cpp_spread": spread}, "prompts", prompts)
     for p in (tokens_path, logits_path):
