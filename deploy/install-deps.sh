@@ -10,6 +10,8 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev libxxhash-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   etcd-server etcd-client
+  # predictor/training/train.py (and its test against the published vectors): CPU PyTorch
+  python3-torch python3-numpy libopenblas0-pthread
 )
 missing=()
 for p in "${packages[@]}"; do
