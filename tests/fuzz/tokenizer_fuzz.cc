@@ -4,9 +4,13 @@
 // defines it: each byte that is not valid UTF-8 comes back as U+FFFD (worker/unicode_text.h), and
 // a byte the vocabulary has no token for is dropped (SmolLM2 lacks 21 of the 256, such as 0x13).
 //
-// The tokenizer is SmolLM2's when its GGUF is on this machine (FORESIGHT_FUZZ_MODEL, or the file
-// deploy/fetch-model.sh leaves in ~/.cache/foresight/models/), else the synthetic test model's
-// byte tokenizer.
+// Which tokenizer: FORESIGHT_FUZZ_MODEL names it.
+//   unset      SmolLM2's when the default model is fetched (worker/default_model.h), else the
+//              synthetic test model's byte tokenizer (a run by hand)
+//   default    SmolLM2's from the default model; exits 77 (a skip, which CI refuses) when it is
+//              not fetched (deploy/fetch-model.sh): CTest's fuzz.tokenizer_fuzz.smollm2
+//   synthetic  the synthetic test model's byte tokenizer: CTest's fuzz.tokenizer_fuzz
+//   a path     that GGUF file
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,6 +18,7 @@
 #include <memory>
 
 #include "tests/fuzz/fuzz_target.h"
+#include "worker/default_model.h"
 #include "worker/gguf_file.h"
 #include "worker/synthetic_model.h"
 #include "worker/tokenizer.h"
@@ -22,12 +27,19 @@
 namespace foresight::fuzz {
 namespace {
 
+// The GGUF to take the tokenizer from; empty for the synthetic one.
 std::string ModelPath() {
-  if (const char* env = std::getenv("FORESIGHT_FUZZ_MODEL"); env != nullptr && *env != '\0') return env;
-  const char* home = std::getenv("HOME");
-  const std::string cached =
-      std::string(home != nullptr ? home : "/root") + "/.cache/foresight/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  return std::filesystem::exists(cached) ? cached : "";
+  const char* env = std::getenv("FORESIGHT_FUZZ_MODEL");
+  const std::string choice = env != nullptr ? env : "";
+  if (choice == "synthetic") return "";
+  if (choice.empty() || choice == "default") {
+    auto found = worker::FindDefaultModel();
+    if (found.ok()) return *found;
+    if (choice.empty()) return "";
+    std::fprintf(stderr, "tokenizer_fuzz: skipped, FORESIGHT_FUZZ_MODEL=default: %s\n", found.status().message().c_str());
+    std::exit(77);
+  }
+  return choice;
 }
 
 const worker::Tokenizer& TheTokenizer() {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tests/worker/reference_env.h"
 #include "worker/default_model.h"
 #include "worker/gguf_file.h"
 
@@ -15,10 +16,10 @@ namespace {
 
 using nlohmann::json;
 
-class HfTokenizerTest : public testing::Test {
+class HfTokenizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = testing::TempDir() + "/hf_tokenizer_" + testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = ::testing::TempDir() + "/hf_tokenizer_" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
@@ -156,11 +157,13 @@ TEST_F(HfTokenizerTest, FieldsOfTheWrongTypeAreRefusedNamingTheField) {
 }
 
 // The default model's real 49,152-token vocabulary written out the way the `tokenizers` library
-// serialises SmolLM2's tokenizer, loaded back, must encode exactly as the GGUF tokenizer does.
+// serialises SmolLM2's tokenizer, loaded back, must encode exactly as the GGUF tokenizer does, and
+// as llama.cpp does on the golden file's few thousand strings.
 TEST_F(HfTokenizerTest, SmolLM2VocabularyEncodesAsFromGguf) {
-  auto path = FindDefaultModel();
-  if (!path.ok()) GTEST_SKIP() << path.status().ToString();
-  auto gguf = GgufFile::Open(*path);
+  auto golden = worker::testing::LoadGolden("llama_cpp_tokens.json");
+  ASSERT_TRUE(golden.ok()) << golden.status().message();
+  FORESIGHT_GOLDEN_MODEL_OR_SKIP(*golden, path);
+  auto gguf = GgufFile::Open(path);
   ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
   auto reference = Tokenizer::FromGguf(**gguf);
   ASSERT_TRUE(reference.ok()) << reference.status().ToString();
@@ -207,6 +210,21 @@ TEST_F(HfTokenizerTest, SmolLM2VocabularyEncodesAsFromGguf) {
       EXPECT_EQ((*tok)->Encode(text, true, special), (*reference)->Encode(text, true, special)) << text;
     }
   }
+  int golden_cases = 0, golden_same = 0;
+  for (const auto& c : (*golden)["cases"]) {
+    ++golden_cases;
+    const std::vector<TokenId> got = (*tok)->Encode(worker::testing::GoldenCaseText(c), false, c["special"].get<bool>());
+    const bool same = got == c["ids"].get<std::vector<TokenId>>();
+    golden_same += same;
+    if (!same && golden_cases - golden_same <= 5) {
+      ADD_FAILURE() << "llama.cpp encodes differently: " << c.dump() << "\n  ours: " << ::testing::PrintToString(got);
+    }
+  }
+  EXPECT_GE(golden_cases, 3000);
+  EXPECT_EQ(golden_same, golden_cases) << "cases encoded as llama.cpp does (golden file)";
+  const worker::testing::SweepResult sweep = worker::testing::SweepVocabulary(**tok, (*golden)["vocabulary_sweep"]);
+  EXPECT_GE(sweep.swept, (*tok)->vocab_size() - 1000);
+  EXPECT_EQ(sweep.same, sweep.swept) << ::testing::PrintToString(sweep.failures);
   auto chat = (*tok)->FormatChat("Summarise the GPL.");
   auto chat_ref = (*reference)->FormatChat("Summarise the GPL.");
   ASSERT_TRUE(chat.ok() && chat_ref.ok());

@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <algorithm>
+#include <map>
 
 #include "tests/worker/reference_env.h"
 #include "worker/pre_tokenizer.h"
@@ -54,40 +54,75 @@ TEST(TokenizerTest, MergesByRankAndRoundTrips) {
   EXPECT_TRUE(tok->IsEndOfGeneration(7));
 }
 
-TEST(TokenizerReferenceTest, MatchesLlamaCppOnThousandsOfStrings) {
-  const std::string why = testing::ReferenceUnavailableReason();
-  if (!why.empty()) GTEST_SKIP() << why;
-  const std::string model = *FindDefaultModel();
-  const std::string dump = testing::TestTempDir() + "/tokens.jsonl";
-  ASSERT_TRUE(testing::RunReferenceScript("dump_tokens.py", "--model " + model + " --out " + dump + " --count 3000"));
+// llama.cpp's ids for a few thousand strings (English, code, scripts, whitespace runs, digits,
+// emoji, special tokens with and without parsing, invalid UTF-8), from the committed golden file
+// (tools/reference/make_golden.py): every id must be the same.
+TEST(TokenizerReferenceTest, MatchesLlamaCppGoldenIds) {
+  auto golden = testing::LoadGolden("llama_cpp_tokens.json");
+  ASSERT_TRUE(golden.ok()) << golden.status().message();
+  ASSERT_EQ((*golden)["format"], "foresight-llama-cpp-tokens/1");
+  ASSERT_EQ((*golden)["add_bos"], false);
+  FORESIGHT_GOLDEN_MODEL_OR_SKIP(*golden, model);
   auto gguf = GgufFile::Open(model);
   ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
   auto tok = Tokenizer::FromGguf(**gguf);
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
 
-  std::ifstream in(dump);
-  std::string line;
-  int total = 0, matched = 0, round_trips = 0;
+  int total = 0, matched = 0, round_trip_cases = 0, round_trips = 0;
+  std::map<std::string, int> per_category;
   std::vector<std::string> failures;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    const std::string text = j["text"];
-    const bool special = j["special"];
-    const std::vector<TokenId> want = j["ids"].get<std::vector<TokenId>>();
+  for (const auto& c : (*golden)["cases"]) {
+    const bool hex = c.contains("hex");
+    const std::string text = testing::GoldenCaseText(c);
+    const bool special = c["special"];
+    const std::vector<TokenId> want = c["ids"].get<std::vector<TokenId>>();
     const std::vector<TokenId> got = (*tok)->Encode(text, false, special);
     ++total;
+    ++per_category[c["category"].get<std::string>()];
     if (got == want) {
       ++matched;
     } else if (failures.size() < 5) {
-      failures.push_back(line);
+      failures.push_back(c.dump() + "\n  ours: " + ::testing::PrintToString(got));
     }
-    if ((*tok)->Decode(got, true) == text) ++round_trips;
+    // Decoding gives the text back where every byte has a token (not invalid UTF-8, not the C0
+    // controls SmolLM2 lacks; the fuzz target checks those).
+    const bool representable = !hex && std::none_of(text.begin(), text.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) < 0x20 && ch != '\t' && ch != '\n' && ch != '\r';
+    });
+    if (representable) {
+      ++round_trip_cases;
+      round_trips += (*tok)->Decode(got, true) == text;
+    }
   }
-  std::printf("tokenizer vs llama.cpp: %d/%d strings identical, %d/%d round-trip\n", matched, total,
-              round_trips, total);
+  std::printf("tokenizer vs llama.cpp (%s, golden): %d/%d cases identical, %d/%d round-trip\n",
+              (*golden)["generator"]["llama_cpp_python"].get<std::string>().c_str(), matched, total, round_trips,
+              round_trip_cases);
   EXPECT_GE(total, 3000);
-  EXPECT_EQ(matched, total) << "first mismatches:\n" << ::testing::PrintToString(failures);
-  EXPECT_EQ(round_trips, total);
+  for (const char* category : {"english", "code", "unicode", "whitespace", "digits", "emoji", "mixed", "edge",
+                               "invalid_utf8"}) {
+    EXPECT_GE(per_category[category], 10) << category;
+  }
+  EXPECT_EQ(matched, total) << "first mismatches (llama.cpp's ids, then ours):\n" << ::testing::PrintToString(failures);
+  EXPECT_EQ(round_trips, round_trip_cases);
+}
+
+// Every token of the vocabulary: its own text encodes as llama.cpp encodes it (the golden file's
+// vocabulary sweep), so each BPE merge that builds a token is exercised, not only those the
+// strings above happen to reach.
+TEST(TokenizerReferenceTest, EveryVocabularyTokenEncodesAsLlamaCpp) {
+  auto golden = testing::LoadGolden("llama_cpp_tokens.json");
+  ASSERT_TRUE(golden.ok()) << golden.status().message();
+  FORESIGHT_GOLDEN_MODEL_OR_SKIP(*golden, model);
+  auto gguf = GgufFile::Open(model);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
+  auto tok = Tokenizer::FromGguf(**gguf);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const auto& sweep = (*golden)["vocabulary_sweep"];
+  ASSERT_EQ(sweep["vocab"].get<int>(), (*tok)->vocab_size());
+  const testing::SweepResult r = testing::SweepVocabulary(**tok, sweep);
+  std::printf("vocabulary sweep vs llama.cpp: %d/%d tokens encode the same\n", r.same, r.swept);
+  EXPECT_GE(r.swept, (*tok)->vocab_size() - 1000);
+  EXPECT_EQ(r.same, r.swept) << "first mismatches:\n" << ::testing::PrintToString(r.failures);
 }
 
 }  // namespace

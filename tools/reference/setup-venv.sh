@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Creates the reference virtualenv used by the worker's comparison tests:
-# gguf (GGUF reader) and llama-cpp-python (llama.cpp built from source).
+# Creates the reference virtualenv for the tools in tools/reference (make_golden.py makes the golden
+# files the worker's llama.cpp parity tests read; the tests themselves need no venv):
+# gguf (GGUF reader) and llama-cpp-python (llama.cpp built from source), pinned to the version the
+# committed golden files were made with (LLAMA_CPP_PYTHON=... to try another; then
+# make_golden.py --check compares it with them).
 # Usage: tools/reference/setup-venv.sh [VENV_DIR]   (default: <repo>/.venv)
 # llama-cpp-python compiles llama.cpp; expect 10-30 minutes on a small box.
 set -euo pipefail
@@ -9,5 +12,5 @@ venv="${1:-$repo/.venv}"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --upgrade pip
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  "$venv/bin/pip" install gguf numpy llama-cpp-python
+  "$venv/bin/pip" install gguf numpy "llama-cpp-python==${LLAMA_CPP_PYTHON:-0.3.36}"
 echo "reference venv ready: $venv"
