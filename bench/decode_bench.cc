@@ -32,7 +32,7 @@
 #include "predictor/selection_policy.h"
 #include "worker/default_model.h"
 #include "client/cache_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "worker/model.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"

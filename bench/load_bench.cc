@@ -22,7 +22,7 @@
 
 #include "bench/commands.h"
 #include "client/cache_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "common/units.h"
 
 namespace foresight::bench {

@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "client/local_node.h"
+#include "testing/local_node.h"
 
 namespace foresight {
 namespace {

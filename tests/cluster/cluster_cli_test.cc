@@ -7,7 +7,7 @@
 
 #include "cluster/cli/cluster_commands.h"
 #include "cluster/cluster_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "tests/cluster/local_etcd.h"
 
 namespace foresight {

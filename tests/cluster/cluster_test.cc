@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/cluster_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "tests/cluster/local_etcd.h"
 
 namespace foresight {

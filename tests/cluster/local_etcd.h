@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "common/status.h"
 
 namespace foresight {

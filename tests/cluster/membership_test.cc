@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/cluster_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "cluster/etcd_client.h"
 #include "tests/cluster/local_etcd.h"
 

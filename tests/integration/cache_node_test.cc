@@ -17,7 +17,7 @@
 #include "client/cache_client.h"
 #include "common/checksum.h"
 #include "proto/foresight.grpc.pb.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "client/ucx_transport.h"
 
 namespace foresight {

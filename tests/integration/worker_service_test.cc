@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "client/cache_client.h"
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "tests/cluster/local_etcd.h"
 #include "worker/service/worker_client.h"
 #include "worker/synthetic_model.h"

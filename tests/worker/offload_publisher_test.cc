@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <map>
 
-#include "client/local_node.h"
+#include "testing/local_node.h"
 #include "predictor/cnn_weights.h"
 #include "worker/offload/resident_pool.h"
 #include "worker/synthetic_model.h"

@@ -1,4 +1,4 @@
-#include "client/local_node.h"
+#include "testing/local_node.h"
 
 #include <fcntl.h>
 #include <poll.h>
