@@ -66,7 +66,6 @@ TEST_P(WriteBehindQueueTest, EverythingEnqueuedArrivesIntactUnderBackPressure) {
     EXPECT_LE(held.enqueued, fits) << "the producer ran past a full ring with nothing acknowledged";
     EXPECT_LT(returned.load(), kBlocks);
     EXPECT_EQ(held.acknowledged, 0u);
-    EXPECT_GE(gated.batches_held(), 1u);
     gated.Open();
     producer.join();
     EXPECT_TRUE(all_ok.load());

@@ -394,8 +394,9 @@ TEST_P(UcxPathTest, RoundTripWholeBlocksAndHeadRangesOverUcx) {
   EXPECT_EQ(client.Get(PlainKey("t", "missing"), small.data(), small.size()).status().code(), StatusCode::kNotFound);
   auto stats = client.NodeStats();
   ASSERT_TRUE(stats.ok());
-  // One-sided gets (shm) release their leases in batches just after the copy: allow a moment.
-  for (int i = 0; i < 100 && stats.ok() && stats->active_leases != 0; ++i) {
+  // One-sided gets (shm) release their leases in batches just after the copy: poll for it.
+  for (const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       stats.ok() && stats->active_leases != 0 && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     stats = client.NodeStats();
   }

@@ -143,14 +143,15 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
     OpenGateOnExit open_on_exit{gated};
     ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
     EXPECT_EQ(pub.enqueued_blocks(), 4);
-    // Publish again (nothing new) until blocks 0 and 1 are acknowledged: their manifests follow.
+    // Publish again (nothing new) until blocks 0 and 1 are acknowledged, their manifests follow,
+    // and the held put has reached the gate.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (pub.acknowledged_blocks() < 2 && std::chrono::steady_clock::now() < deadline) {
+    while ((pub.acknowledged_blocks() < 2 || gated.batches_held() == 0) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
     }
     ASSERT_EQ(pub.acknowledged_blocks(), 2) << "blocks 0 and 1 were never acknowledged";
-    EXPECT_EQ(gated.batches_held(), 1u);
+    ASSERT_EQ(gated.batches_held(), 1u) << "block 2's layer 1 never reached the gate";
     // Block 2's layer 1 is not acknowledged, so neither block 2 nor anything after it is published.
     EXPECT_EQ(pub.published_blocks(), 2) << "a manifest was queued before every layer of its block was acknowledged";
     gated.Fail(Unavailable("layer put refused by the test"));
