@@ -60,12 +60,15 @@ class LocalCluster {
   }
   LocalNode& node(int i) { return *nodes_[i]; }
 
-  std::unique_ptr<ClusterClient> Client(int replication, bool repair = false) {
+  // Clients fail over after `node_timeout`; a repairer may take longer per call (a loaded machine
+  // slows a pass down, and a pass that times out on a node is retried from the start).
+  std::unique_ptr<ClusterClient> Client(int replication, bool repair = false,
+                                        std::chrono::milliseconds node_timeout = 2000ms) {
     ClusterClientOptions o;
     o.etcd = etcd_->url();
     o.replication = replication;
     o.background_repair = repair;
-    o.node.timeout = 2000ms;
+    o.node.timeout = node_timeout;
     o.refresh_interval = 200ms;
     auto c = ClusterClient::Connect(o);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
@@ -230,17 +233,18 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   LocalCluster cluster("16MiB");  // small RAM: many blocks reach NVMe before the crash
   ASSERT_TRUE(cluster.ok());
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.StartNode(i));
-  auto repairer = cluster.Client(2, /*repair=*/true);
+  auto repairer = cluster.Client(2, /*repair=*/true, /*node_timeout=*/10000ms);
   ASSERT_TRUE(repairer);
   ASSERT_TRUE(WaitForMembers(*repairer, 3, 30s));
 
   constexpr int kClients = 8;
-  constexpr uint64_t kSize = 16 * 1024;
+  constexpr uint64_t kSize = 64 * 1024;
   std::atomic<bool> stop{false};
-  // Puts are rationed, so that the repair after the rejoin has a bounded amount to copy on a slow
-  // machine: enough at first for n1's RAM tier (16 MiB; it owns about 2/3 of 16 KiB blocks at R=2)
-  // to overflow to NVMe, then a few hundred more in each later phase. Without a ration a client gets.
-  std::atomic<int64_t> put_ration{2500};
+  // Puts are rationed, so that the repair and the final check have a bounded amount to do on a slow
+  // machine: enough at first for n1's RAM tier (16 MiB, 256 blocks of 64 KiB; it owns about 2/3 of
+  // the blocks at R=2) to overflow to NVMe, then a few hundred more in each later phase. Without a
+  // ration a client gets.
+  std::atomic<int64_t> put_ration{800};
   std::atomic<uint64_t> puts_acked{0}, put_failures{0}, gets_ok{0}, gets_failed{0}, gets_wrong{0};
   std::vector<std::vector<uint64_t>> acked(kClients);  // per client: acknowledged block numbers
   std::vector<std::string> first_errors(kClients);
@@ -329,7 +333,7 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   }
   ASSERT_TRUE(WaitForMembers(*repairer, 2, 30s));
   const uint64_t acked_at_expiry = puts_acked;
-  put_ration += 300;
+  put_ration += 200;
   for (const auto deadline = std::chrono::steady_clock::now() + 30s;
        puts_acked < acked_at_expiry + 100 && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(50ms);
@@ -352,7 +356,7 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   // acknowledged more puts since its restart.
   ASSERT_TRUE(WaitForMembers(*repairer, 3, 30s));
   const uint64_t acked_at_restart = puts_acked;
-  put_ration += 300;
+  put_ration += 200;
   for (const auto deadline = std::chrono::steady_clock::now() + 30s;
        puts_acked < acked_at_restart + 100 && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(50ms);
@@ -364,7 +368,8 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   ASSERT_TRUE(WaitForMembers(*repairer, 3, 30s));
   auto n1 = repairer->NodeClient("n1");
   ASSERT_TRUE(n1.ok()) << n1.status().ToString();
-  ASSERT_TRUE(repairer->WaitForRepair(30s));
+  ASSERT_TRUE(repairer->WaitForRepair(30s)) << "repair passes " << repairer->repair_stats().passes
+                                             << ", last error: " << repairer->repair_stats().last_error;
   const RepairStats rs = repairer->repair_stats();
 
   // Every acknowledged block, read back through a new client after the dust settled.
@@ -403,7 +408,7 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
               (unsigned long long)under_replicated);
   for (int t = 0; t < kClients; ++t)
     if (!first_errors[t].empty()) std::printf("  client %d first get error: %s\n", t, first_errors[t].c_str());
-  EXPECT_GT(puts_acked.load(), 1000u);
+  EXPECT_GT(puts_acked.load(), 500u);
   EXPECT_GT(acked_while_down, 0u);
   EXPECT_EQ(gets_failed.load(), 0u);
   EXPECT_EQ(gets_wrong.load(), 0u);
