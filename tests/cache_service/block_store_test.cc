@@ -1,6 +1,8 @@
 #include "cache_service/block_store.h"
 
+#include <atomic>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -222,7 +224,7 @@ TEST_F(BlockStoreTest, BackgroundEvictionKeepsTheArenaBetweenWatermarks) {
   o.nvme_dir = dir_;
   auto store = std::move(*BlockStore::Open(o));
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, i)).ok());
-  for (int i = 0; i < 50 && store->Stats().ram.items > 17; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 500 && store->Stats().ram.items > 17; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   StoreStats s = store->Stats();
   EXPECT_LE(s.ram.items, 17u);  // 85% of 20 blocks
   EXPECT_GE(s.ram.items, 16u);
@@ -230,7 +232,9 @@ TEST_F(BlockStoreTest, BackgroundEvictionKeepsTheArenaBetweenWatermarks) {
 }
 
 // Writers replace blocks while readers promote them and the evictor writes them down: the
-// newest acknowledged version must always be found, never lost and never wrong.
+// newest acknowledged version must always be found, never lost and never wrong. Each thread owns
+// the keys k with k % 4 == t and remembers the bytes of its last committed version of each, so an
+// older version that comes back (from NVMe, say) is caught by its content, not just its checksum.
 TEST_F(BlockStoreTest, ReplacementsRacingEvictionAndPromotionLoseNothing) {
   BlockStoreOptions o;
   o.ram_bytes = 4 << 20;
@@ -238,33 +242,44 @@ TEST_F(BlockStoreTest, ReplacementsRacingEvictionAndPromotionLoseNothing) {
   o.nvme_dir = dir_;
   auto store = std::move(*BlockStore::Open(o));
   constexpr int kKeys = 48;  // 3x the RAM tier
-  std::atomic<int> lost{0}, wrong{0};
+  std::atomic<int> lost{0}, wrong{0}, checked{0}, put_failures{0};
   std::mutex first_mu;
   std::string first_error;
+  auto note = [&](std::string what) {
+    std::lock_guard<std::mutex> lock(first_mu);
+    if (first_error.empty()) first_error = std::move(what);
+  };
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(100 + t);
-      std::vector<bool> written(kKeys, false);
+      std::vector<std::vector<uint8_t>> committed(kKeys);  // empty: never written
+      std::vector<int> version(kKeys, 0);
       for (int i = 0; i < 600; ++i) {
-        // Each thread owns the keys k with k % 4 == t, so it knows the newest version.
         const int k = (rng() % (kKeys / 4)) * 4 + t;
         const BlockKey key = PlainKey("race", std::to_string(k));
         if (rng() % 2) {
           std::vector<uint8_t> bytes = Bytes(200000, rng());
-          bytes[0] = static_cast<uint8_t>(k);
-          if (PutBlock(*store, key, bytes).ok()) written[k] = true;
+          if (PutBlock(*store, key, bytes).ok()) {
+            committed[k] = std::move(bytes);
+            ++version[k];
+          } else {
+            put_failures++;  // a refused replacement leaves the previous version in place
+          }
         } else {
           auto lease = store->Lease(key);
           if (!lease.ok()) {
-            if (written[k]) {
+            if (!committed[k].empty()) {
               lost++;
-              std::lock_guard<std::mutex> lock(first_mu);
-              if (first_error.empty()) first_error = lease.status().ToString();
+              note("key " + std::to_string(k) + ": " + lease.status().ToString());
             }
-          } else if (lease->data()[0] != static_cast<uint8_t>(k) ||
-                     BlockChecksum(lease->data(), lease->size()) != lease->checksum()) {
+          } else if (committed[k].empty() || lease->size() != committed[k].size() ||
+                     std::memcmp(lease->data(), committed[k].data(), committed[k].size()) != 0) {
             wrong++;
+            note("key " + std::to_string(k) + " served bytes that are not its last committed version (" +
+                 std::to_string(version[k]) + " commits so far)");
+          } else {
+            checked++;
           }
         }
       }
@@ -272,13 +287,22 @@ TEST_F(BlockStoreTest, ReplacementsRacingEvictionAndPromotionLoseNothing) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(lost.load(), 0) << first_error;
-  EXPECT_EQ(wrong.load(), 0);
-  EXPECT_EQ(store->Stats().checksum_failures, 0u);
+  EXPECT_EQ(wrong.load(), 0) << first_error;
+  EXPECT_EQ(put_failures.load(), 0);
+  EXPECT_GT(checked.load(), 300);  // most reads found a version to compare
+  const StoreStats stats = store->Stats();
+  EXPECT_GT(stats.promotions, 0u) << "the race never went through NVMe";
+  EXPECT_EQ(stats.checksum_failures, 0u);
 }
 
+// Content is a function of the key (its seed and its size), so a reader checks every byte it is
+// served against what that key must hold: a torn block, another key's block or a stale size all fail.
 TEST_F(BlockStoreTest, ConcurrentWritersAndReadersSeeOnlyWholeBlocks) {
   auto store = Open(8 << 20, true);
-  std::atomic<int> bad{0};
+  auto content = [](int k) { return Bytes(65536 + 4096 * (k % 8), k); };
+  std::vector<std::vector<uint8_t>> expected;
+  for (int k = 0; k < 40; ++k) expected.push_back(content(k));
+  std::atomic<int> bad{0}, wrong{0}, checked{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -287,17 +311,24 @@ TEST_F(BlockStoreTest, ConcurrentWritersAndReadersSeeOnlyWholeBlocks) {
         const int k = rng() % 40;
         const BlockKey key = PlainKey("t", std::to_string(k));
         if (rng() % 2) {
-          auto bytes = Bytes(65536 + 4096 * (k % 8), k);  // content is a function of the key
-          if (!PutBlock(*store, key, bytes).ok()) bad++;
+          if (!PutBlock(*store, key, expected[k]).ok()) bad++;
         } else {
           auto lease = store->Lease(key);
-          if (lease.ok() && BlockChecksum(lease->data(), lease->size()) != lease->checksum()) bad++;
+          if (!lease.ok()) continue;  // not written yet
+          if (lease->size() != expected[k].size() ||
+              std::memcmp(lease->data(), expected[k].data(), expected[k].size()) != 0) {
+            wrong++;
+          } else {
+            checked++;
+          }
         }
       }
     });
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(wrong.load(), 0) << "readers were served bytes that are not the key's block";
+  EXPECT_GT(checked.load(), 100);
   EXPECT_EQ(store->Stats().active_leases, 0u);
   EXPECT_EQ(store->Stats().checksum_failures, 0u);
 }

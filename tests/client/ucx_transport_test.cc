@@ -455,10 +455,11 @@ TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
   EXPECT_EQ(out, bytes);
 }
 
-// Runs only as the child of ClientKilledMidTransferLeaksNothing: starts big transfers and dies.
+// Runs only as the child of ClientKilledMidTransferLeaksNoLeaseOrSlot: keeps big transfers in flight,
+// says so once they are submitted, and goes on until it is killed.
 TEST(UcxChild, StartTransfersThenDie) {
   const char* port = std::getenv("FORESIGHT_UCX_CHILD_PORT");
-  if (port == nullptr) GTEST_SKIP() << "helper for ClientKilledMidTransferLeaksNothing";
+  if (port == nullptr) GTEST_SKIP() << "helper for ClientKilledMidTransferLeaksNoLeaseOrSlot";
   UcxTransportOptions o;
   o.transports = "tcp";
   auto t = UcxTransport::Connect("127.0.0.1", static_cast<uint16_t>(std::atoi(port)), "", o);
@@ -472,10 +473,17 @@ TEST(UcxChild, StartTransfersThenDie) {
                           BlockChecksum(data.data(), data.size())});
     gets.push_back(UcxGet{Key("big" + std::to_string(i % 4)), {}, sink.data() + (uint64_t(i) << 22), 4 << 20});
   }
-  (void)(*t)->SubmitGets(gets);
-  (void)(*t)->SubmitPuts(puts);
-  std::this_thread::sleep_for(std::chrono::milliseconds(3));
-  kill(getpid(), SIGKILL);
+  for (bool said = false;;) {
+    auto g = (*t)->SubmitGets(gets);
+    auto p = (*t)->SubmitPuts(puts);
+    if (!said) {
+      std::printf("SUBMITTED\n");
+      std::fflush(stdout);
+      said = true;
+    }
+    if (g.ok()) (void)(*t)->Wait(*g, 10);
+    if (p.ok()) (void)(*t)->Wait(*p, 10);
+  }
 }
 
 TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
@@ -487,18 +495,43 @@ TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
     for (int i = 0; i < 4; ++i) ASSERT_TRUE(PutOne(*t, Key("big" + std::to_string(i)), big.data(), big.size()).ok());
   }
   for (int round = 0; round < 3; ++round) {
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      dup2(out[1], 1);
       std::string port = std::to_string(node.server->port());
       setenv("FORESIGHT_UCX_CHILD_PORT", port.c_str(), 1);
-      execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.StartTransfersThenDie", nullptr);
+      execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.StartTransfersThenDie",
+            nullptr);
       _exit(127);
     }
+    close(out[1]);
+    std::string text;
+    char buf[256];
+    for (ssize_t n; text.find("SUBMITTED") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0;) {
+      text.append(buf, n);
+    }
+    close(out[0]);
+    // Mid-transfer means the node holds a lease or a write slot for this client when it dies.
+    auto deadline = Clock::now() + std::chrono::seconds(15);
+    StoreStats held = node.store->Stats();
+    while (held.active_leases == 0 && held.pending_writes == 0 && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      held = node.store->Stats();
+    }
+    kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
+    ASSERT_NE(text.find("SUBMITTED"), std::string::npos) << "round " << round << ": " << text;
     ASSERT_TRUE(WIFSIGNALED(status)) << "child exit status " << status;
-    auto deadline = Clock::now() + std::chrono::seconds(15);
+    ASSERT_GT(held.active_leases + held.pending_writes, 0u) << "round " << round << ": the node never held a "
+                                                             << "lease or slot for the child";
+    std::printf("[mid-transfer] round %d: the node held %llu lease(s) and %llu write slot(s) at the kill\n", round,
+                static_cast<unsigned long long>(held.active_leases),
+                static_cast<unsigned long long>(held.pending_writes));
+    deadline = Clock::now() + std::chrono::seconds(15);
     StoreStats stats = node.store->Stats();
     while ((stats.active_leases != 0 || stats.pending_writes != 0) && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -585,16 +618,17 @@ TEST(UcxTransportTest, OneSidedGetsOfWholeBlocksRangesAndBatches) {
 
   // Nobody in Wait(): the progress thread copies the block anyway and frees the lease soon.
   std::memset(out.data(), 0, out.size());
-  const uint64_t requests = node.server->Stats().requests;
+  // A RAM hit is counted under the store's lock in the same step that pins the block, so once the
+  // count moves the lease was granted; from then on only the client's RELEASE brings it back to 0.
+  const uint64_t hits = node.store->Stats().ram.hits;
   auto lone = t->SubmitGets({UcxGet{Key("os3"), {}, out.data(), out.size()}});
   ASSERT_TRUE(lone.ok());
-  auto deadline = Clock::now() + std::chrono::seconds(5);
-  while (node.server->Stats().requests == requests && Clock::now() < deadline) {
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (node.store->Stats().ram.hits == hits && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_GT(node.server->Stats().requests, requests);  // the LEASE reached the node
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(node.store->Stats().active_leases, 0u);
+  ASSERT_GT(node.store->Stats().ram.hits, hits);  // the LEASE was granted
+  EXPECT_EQ(SettledStats(*node.store, 10).active_leases, 0u) << "the lease stays held until someone calls Wait()";
   auto lone_result = t->Wait(*lone, 10);
   ASSERT_TRUE(lone_result[0].status.ok()) << lone_result[0].status.ToString();
   EXPECT_EQ(0, std::memcmp(out.data(), blocks[3].data(), 1 << 20));
@@ -663,7 +697,11 @@ TEST(UcxTransportTest, LeaseProtocolRefusesMisuseAndExpiresHeldLeases) {
   // A release of an unknown id is ignored; a held lease pins the block until the transfer timeout,
   // which then drops the connection and frees the pin.
   raw.Send(ucxwire::EncodeRelease(5), ucxwire::EncodeIds({lease->lease_id + 1000}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The node handles one connection's messages in order: once a later call is answered, the
+  // release before it has been handled.
+  auto after_release = raw.Call(ucxwire::EncodeArena(6), {});
+  ASSERT_TRUE(after_release.has_value());
+  EXPECT_EQ(after_release->status, StatusCode::kOk) << after_release->text;
   EXPECT_EQ(node.store->Stats().active_leases, 1u);
   auto deadline = Clock::now() + std::chrono::seconds(10);
   while (node.server->Stats().dropped_connections == 0 && Clock::now() < deadline) {
@@ -762,7 +800,7 @@ TEST(UcxTransportTest, ReconnectsAfterTheNodeRestarts) {
   auto again = UcxServer::Start(store->get(), uo);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   UcxItemResult r;
-  for (int i = 0; i < 20; ++i) {
+  for (auto deadline = Clock::now() + std::chrono::seconds(20); Clock::now() < deadline;) {
     r = GetOne(**t, Key("r"), {}, out.data(), out.size());
     if (r.status.ok()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -1,5 +1,7 @@
 #include "client/write_behind_queue.h"
 
+#include <atomic>
+#include <chrono>
 #include <random>
 #include <thread>
 #include <vector>
@@ -7,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "testing/local_node.h"
+#include "tests/client/gated_cache_client.h"
 
 namespace foresight {
 namespace {
@@ -18,6 +21,9 @@ std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
   return v;
 }
 
+using testing_util::GatedCacheClient;
+using testing_util::OpenGateOnExit;
+
 class WriteBehindQueueTest : public ::testing::TestWithParam<DataPath> {};
 
 TEST_P(WriteBehindQueueTest, EverythingEnqueuedArrivesIntactUnderBackPressure) {
@@ -28,23 +34,49 @@ TEST_P(WriteBehindQueueTest, EverythingEnqueuedArrivesIntactUnderBackPressure) {
   o.data_path = GetParam();
   auto client = CacheClient::Connect(o);
   ASSERT_TRUE(client.ok()) << client.status().ToString();
+  GatedCacheClient gated(client->get());  // holds every put until Open()
+  constexpr int kBlocks = 200;
+  constexpr uint64_t kRing = 1 << 20, kSmallest = 65536 - 2 * 4096;
   std::vector<std::vector<uint8_t>> blocks;
+  for (int i = 0; i < kBlocks; ++i) blocks.push_back(Bytes(65536 - 4096 * (i % 3), i));  // sizes that do not divide the ring
   {
     // A ring of 1 MiB for 12 MiB of blocks: producers must wait for acknowledgements.
-    WriteBehindQueue queue(client->get(), {.ring_bytes = 1 << 20, .max_batch = 8, .max_batches_in_flight = 2});
-    for (int i = 0; i < 200; ++i) {
-      blocks.push_back(Bytes(65536 - 4096 * (i % 3), i));  // sizes that do not divide the ring
-      std::vector<uint8_t> scratch = blocks.back();
-      ASSERT_TRUE(queue.Enqueue(PlainKey("wb", std::to_string(i)), scratch.data(), scratch.size()).ok());
-      std::fill(scratch.begin(), scratch.end(), 0);  // the caller may reuse its buffer at once
+    WriteBehindQueue queue(&gated, {.ring_bytes = kRing, .max_batch = 8, .max_batches_in_flight = 2});
+    OpenGateOnExit open_on_exit{gated};
+    std::atomic<int> returned{0};
+    std::atomic<bool> all_ok{true};
+    std::thread producer([&] {
+      for (int i = 0; i < kBlocks; ++i) {
+        std::vector<uint8_t> scratch = blocks[i];
+        if (!queue.Enqueue(PlainKey("wb", std::to_string(i)), scratch.data(), scratch.size()).ok()) all_ok = false;
+        std::fill(scratch.begin(), scratch.end(), 0);  // the caller may reuse its buffer at once
+        returned++;
+      }
+    });
+    // Nothing is acknowledged while the gate is closed: the producer fills the ring and must stop
+    // there. Wait until the sender holds its batches and the ring is as full as it can get ...
+    const uint64_t fits = kRing / kSmallest;  // no more blocks than this can be in the ring at once
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (queue.stats().enqueued + 1 < kRing / 65536 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    // ... then the producer is blocked in Enqueue: the ring holds every block it took, unacknowledged.
+    const WriteBehindStats held = queue.stats();
+    EXPECT_GE(held.enqueued + 1, kRing / 65536) << "the producer never filled the ring";
+    EXPECT_LE(held.enqueued, fits) << "the producer ran past a full ring with nothing acknowledged";
+    EXPECT_LT(returned.load(), kBlocks);
+    EXPECT_EQ(held.acknowledged, 0u);
+    gated.Open();
+    producer.join();
+    EXPECT_TRUE(all_ok.load());
     ASSERT_TRUE(queue.Flush().ok());
     WriteBehindStats s = queue.stats();
-    EXPECT_EQ(s.enqueued, 200u);
-    EXPECT_EQ(s.acknowledged, 200u);
+    EXPECT_EQ(s.enqueued, static_cast<uint64_t>(kBlocks));
+    EXPECT_EQ(s.acknowledged, static_cast<uint64_t>(kBlocks));
     EXPECT_EQ(s.failed, 0u);
+    EXPECT_GT(s.enqueue_wait_s, 0.0);
   }
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < kBlocks; ++i) {
     std::vector<uint8_t> out(blocks[i].size());
     auto n = (*client)->Get(PlainKey("wb", std::to_string(i)), out.data(), out.size());
     ASSERT_TRUE(n.ok()) << i << ": " << n.status().ToString();

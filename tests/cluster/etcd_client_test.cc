@@ -29,7 +29,8 @@ TEST(EtcdClientTest, RejectsBadEndpoints) {
 }
 
 TEST(EtcdClientTest, UnreachableEtcdIsUnavailableAndNamesTheUrl) {
-  auto etcd = EtcdClient::Create("http://127.0.0.1:" + std::to_string(FreeLoopbackPort()),
+  RefusingLoopbackPort refusing;
+  auto etcd = EtcdClient::Create("http://127.0.0.1:" + std::to_string(refusing.port()),
                                  std::chrono::milliseconds(300));
   ASSERT_TRUE(etcd.ok());
   auto r = (*etcd)->RangePrefix("/x/");
@@ -76,7 +77,8 @@ TEST(EtcdClientTest, KeysRangesDeletesAndLeasesOnRealEtcd) {
   EXPECT_EQ(c.KeepAliveOnce(*lease).status().code(), StatusCode::kNotFound);
 
   // With several endpoints, a dead one is skipped.
-  auto multi = EtcdClient::Create("http://127.0.0.1:" + std::to_string(FreeLoopbackPort()) + "," + (*server)->url(),
+  RefusingLoopbackPort dead;
+  auto multi = EtcdClient::Create("http://127.0.0.1:" + std::to_string(dead.port()) + "," + (*server)->url(),
                                   std::chrono::milliseconds(500));
   ASSERT_TRUE(multi.ok());
   auto via_second = (*multi)->Get("/u/c");
@@ -86,9 +88,17 @@ TEST(EtcdClientTest, KeysRangesDeletesAndLeasesOnRealEtcd) {
   // A lease that is not kept alive expires and takes its keys with it.
   auto short_lease = c.GrantLease(1);
   ASSERT_TRUE(short_lease.ok());
+  const auto granted = std::chrono::steady_clock::now();
   ASSERT_TRUE(c.Put("/l/short", "x", *short_lease).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  EXPECT_EQ(c.Get("/l/short").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(c.Get("/l/short").ok());
+  const auto deadline = granted + std::chrono::seconds(15);
+  while (c.Get("/l/short").ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double gone_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - granted).count();
+  EXPECT_EQ(c.Get("/l/short").status().code(), StatusCode::kNotFound) << "still there after " << gone_after << " s";
+  // etcd expires a lease no earlier than its TTL (its leader may take a while longer to notice).
+  EXPECT_GE(gone_after, 0.9);
 }
 
 }  // namespace

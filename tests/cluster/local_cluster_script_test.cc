@@ -5,10 +5,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "cluster/cluster_client.h"
 #include "testing/local_node.h"
@@ -72,6 +74,28 @@ TEST(LocalClusterScriptTest, UpServesAndDownStopsEverything) {
     ASSERT_EQ(out, data);
   }
   EXPECT_EQ(RunShell("bash " + Script() + " status" + args + " >/dev/null"), 0);
+  {  // What status reports, as JSON: the three nodes the script started, healthy, holding the blocks.
+    const std::string cmd = std::string(FORESIGHT_BIN_DIR) + "/foresight --etcd " + url + " cluster status --json";
+    std::string out;
+    FILE* pipe = popen(cmd.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    char buf[4096];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+    const int rc = pclose(pipe);
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << cmd << "\n" << out;
+    auto j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << "not JSON: " << out;
+    ASSERT_EQ(j["nodes"].size(), 3u) << out;
+    std::set<std::string> ids;
+    uint64_t items = 0;
+    for (const auto& n : j["nodes"]) {
+      ids.insert(n["node_id"].get<std::string>());
+      EXPECT_EQ(n["health"], "ok") << n.dump();
+      items += n["ram"]["items"].get<uint64_t>() + n["nvme"]["items"].get<uint64_t>();
+    }
+    EXPECT_EQ(ids, (std::set<std::string>{"n0", "n1", "n2"}));
+    EXPECT_EQ(items, 100u) << "50 blocks at R=2";
+  }
 
   std::vector<pid_t> pids;
   for (const char* name : {"n0", "n1", "n2", "etcd"}) pids.push_back(std::stoi(ReadFile(state + "/" + name + ".pid")));

@@ -38,14 +38,35 @@ std::string LocalEtcd::Binary() {
 
 StatusOr<std::unique_ptr<LocalEtcd>> LocalEtcd::Start() {
   if (Binary().empty()) return NotFound("etcd is not installed (apt-get install etcd-server, or set FORESIGHT_ETCD)");
-  std::unique_ptr<LocalEtcd> etcd(new LocalEtcd());
   static std::atomic<int> counter{0};
-  etcd->dir_ = std::make_unique<TempDir>("etcd-" + std::to_string(counter++));
-  etcd->client_port_ = FreeLoopbackPort();
-  etcd->peer_port_ = FreeLoopbackPort();
-  etcd->url_ = "http://127.0.0.1:" + std::to_string(etcd->client_port_);
-  FS_RETURN_IF_ERROR(etcd->Launch());
-  return etcd;
+  Status last;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::unique_ptr<LocalEtcd> etcd(new LocalEtcd());
+    etcd->dir_ = std::make_unique<TempDir>("etcd-" + std::to_string(counter++));
+    etcd->client_port_ = FreeLoopbackPort();
+    etcd->peer_port_ = FreeLoopbackPort();
+    etcd->url_ = "http://127.0.0.1:" + std::to_string(etcd->client_port_);
+    last = etcd->Launch();
+    if (last.ok()) return etcd;
+    if (last.code() != StatusCode::kInternal) break;  // it ran but did not answer: not a port clash
+  }
+  return last;
+}
+
+RefusingLoopbackPort::RefusingLoopbackPort() {
+  fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
+  socklen_t len = sizeof(addr);
+  getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+}
+
+RefusingLoopbackPort::~RefusingLoopbackPort() {
+  if (fd_ >= 0) close(fd_);
 }
 
 Status LocalEtcd::Launch() {

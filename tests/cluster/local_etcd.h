@@ -19,6 +19,8 @@ class LocalEtcd {
  public:
   // The etcd binary: $FORESIGHT_ETCD, else /usr/bin/etcd. Empty when absent (tests then skip).
   static std::string Binary();
+  // On free loopback ports; tries fresh ports a few times when etcd exits at start (a port taken
+  // between choosing it and etcd binding it).
   static StatusOr<std::unique_ptr<LocalEtcd>> Start();
   ~LocalEtcd();
 
@@ -38,7 +40,24 @@ class LocalEtcd {
   pid_t pid_ = -1;
 };
 
-// A TCP port that was free on 127.0.0.1 a moment ago.
+// A TCP port that was free on 127.0.0.1 a moment ago (another process may take it before it is
+// bound again: LocalEtcd::Start retries on fresh ports when etcd cannot bind).
 int FreeLoopbackPort();
+
+// A TCP port on 127.0.0.1 that is bound but never listened on, so that connections to it are
+// refused for as long as this object lives and no other process can take the port meanwhile. For
+// tests of an endpoint that is not there.
+class RefusingLoopbackPort {
+ public:
+  RefusingLoopbackPort();
+  ~RefusingLoopbackPort();
+  RefusingLoopbackPort(const RefusingLoopbackPort&) = delete;
+  RefusingLoopbackPort& operator=(const RefusingLoopbackPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 }  // namespace foresight

@@ -33,8 +33,13 @@ TEST(MembershipTest, RegistersDeregistersExpiresAndReregisters) {
   EXPECT_EQ(member->grpc, (*node)->address());
   EXPECT_EQ(member->ucx_port, static_cast<uint32_t>((*node)->ucx_port()));
   EXPECT_NE(entry->lease, 0);
-  std::this_thread::sleep_for(3s);  // longer than the TTL: the keepalive holds it
-  EXPECT_TRUE((*etcd)->Get("/foresight/nodes/m1").ok());
+  // The keepalive holds it: watched for twice the TTL, the entry stays, under the same lease.
+  for (const auto watch_end = std::chrono::steady_clock::now() + 4s; std::chrono::steady_clock::now() < watch_end;) {
+    auto held = (*etcd)->Get("/foresight/nodes/m1");
+    ASSERT_TRUE(held.ok()) << "the entry expired although the node keeps it alive: " << held.status().ToString();
+    ASSERT_EQ(held->lease, entry->lease);
+    std::this_thread::sleep_for(100ms);
+  }
 
   EXPECT_EQ((*node)->Stop(), 0);
   EXPECT_EQ((*etcd)->Get("/foresight/nodes/m1").status().code(), StatusCode::kNotFound) << "SIGTERM deregisters";
@@ -46,12 +51,14 @@ TEST(MembershipTest, RegistersDeregistersExpiresAndReregisters) {
   EXPECT_NE(second->incarnation, member->incarnation);
   (*node)->Kill9();
   EXPECT_TRUE((*etcd)->Get("/foresight/nodes/m1").ok()) << "a crashed node stays listed until its lease expires";
+  // Polled, with a deadline far past the TTL: on a loaded machine etcd may notice the expiry late.
   const auto start = std::chrono::steady_clock::now();
-  while ((*etcd)->Get("/foresight/nodes/m1").ok() && std::chrono::steady_clock::now() - start < 10s)
+  while ((*etcd)->Get("/foresight/nodes/m1").ok() && std::chrono::steady_clock::now() - start < 30s)
     std::this_thread::sleep_for(100ms);
   const double gone_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("[membership] kill -9: entry gone after %.1f s (TTL 2 s)\n", gone_after);
-  EXPECT_LT(gone_after, 5.0);
+  EXPECT_EQ((*etcd)->Get("/foresight/nodes/m1").status().code(), StatusCode::kNotFound)
+      << "the entry of a killed node outlived its lease by far (" << gone_after << " s)";
 }
 
 TEST(MembershipTest, RefusesAnAdvertiseAddressClientsCannotDial) {

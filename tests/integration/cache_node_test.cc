@@ -394,8 +394,9 @@ TEST_P(UcxPathTest, RoundTripWholeBlocksAndHeadRangesOverUcx) {
   EXPECT_EQ(client.Get(PlainKey("t", "missing"), small.data(), small.size()).status().code(), StatusCode::kNotFound);
   auto stats = client.NodeStats();
   ASSERT_TRUE(stats.ok());
-  // One-sided gets (shm) release their leases in batches just after the copy: allow a moment.
-  for (int i = 0; i < 100 && stats.ok() && stats->active_leases != 0; ++i) {
+  // One-sided gets (shm) release their leases in batches just after the copy: poll for it.
+  for (const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       stats.ok() && stats->active_leases != 0 && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     stats = client.NodeStats();
   }
@@ -466,6 +467,7 @@ TEST(CacheNodeTest, UcxRefusesAWrongTokenAndAutoDoesNotFallBackSilently) {
   std::ofstream(token_file) << "tok\n";
   auto node = StartNode({"--ram-bytes", "16MiB", "--token-file", token_file});
   ASSERT_TRUE(node);
+  ASSERT_GT(node->ucx_port(), 0);
   CacheClientOptions o;
   o.address = node->address();
   o.data_path = DataPath::kUcx;
@@ -474,10 +476,39 @@ TEST(CacheNodeTest, UcxRefusesAWrongTokenAndAutoDoesNotFallBackSilently) {
   ASSERT_TRUE(good.ok()) << good.status().ToString();
   auto data = PutBlocks(**good, 2, 100000);
   ExpectBlocksIntact(**good, data);
+
+  // The UCX listener itself checks the token (not only the gRPC Info call in front of it).
+  UcxTransportOptions uo;
+  uo.transports = "tcp";
+  for (const char* token : {"bad", ""}) {
+    auto raw = UcxTransport::Connect("127.0.0.1", static_cast<uint16_t>(node->ucx_port()), token, uo);
+    ASSERT_FALSE(raw.ok()) << "the UCX listener accepted the token \"" << token << "\"";
+    EXPECT_EQ(raw.status().code(), StatusCode::kUnauthenticated) << raw.status().ToString();
+  }
+  auto raw = UcxTransport::Connect("127.0.0.1", static_cast<uint16_t>(node->ucx_port()), "tok", uo);
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+
   o.token = "bad";
   auto bad = CacheClient::Connect(o);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kUnauthenticated);
+
+  // Auto: with the right token it takes UCX, with no fallback to explain; with a wrong one it
+  // fails as UNAUTHENTICATED rather than handing back a client on another path.
+  o.data_path = DataPath::kAuto;
+  o.token = "tok";
+  auto autopath = CacheClient::Connect(o);
+  ASSERT_TRUE(autopath.ok()) << autopath.status().ToString();
+  EXPECT_EQ((*autopath)->stats().data_path, "ucx") << (*autopath)->stats().fallback_reason;
+  EXPECT_EQ((*autopath)->stats().fallback_reason, "");
+  ExpectBlocksIntact(**autopath, data);
+  for (const char* token : {"bad", ""}) {
+    o.token = token;
+    auto refused = CacheClient::Connect(o);
+    ASSERT_FALSE(refused.ok()) << "auto connected with the token \"" << token << "\" over "
+                               << (*refused)->stats().data_path;
+    EXPECT_EQ(refused.status().code(), StatusCode::kUnauthenticated) << refused.status().ToString();
+  }
 }
 
 std::string HttpGet(int port, const std::string& path) {
@@ -512,16 +543,26 @@ TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
   ExpectBlocksIntact(*client, data);
   std::vector<uint8_t> buf(10);
   (void)client->Get(PlainKey("t", "absent"), buf.data(), buf.size());
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // gauges refresh every second
-  const std::string text = HttpGet(node->metrics_port(), "/metrics");
-  for (const char* needle :
-       {"foresight_tier_bytes{tier=\"ram\"}", "foresight_tier_items{tier=\"nvme\"}", "foresight_tier_hits_total",
-        "foresight_tier_misses_total{tier=\"nvme\"} 1", "foresight_evictions_total{tier=\"ram\"}",
-        "foresight_bytes_in_total", "foresight_bytes_out_total", "foresight_request_seconds_bucket",
-        "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}",
-        "foresight_ram_page_bytes "}) {
-    EXPECT_NE(text.find(needle), std::string::npos) << "missing " << needle << " in:\n" << text.substr(0, 3000);
-  }
+  const std::vector<std::string> needles = {
+      "foresight_tier_bytes{tier=\"ram\"}", "foresight_tier_items{tier=\"nvme\"}", "foresight_tier_hits_total",
+      "foresight_tier_misses_total{tier=\"nvme\"} 1", "foresight_evictions_total{tier=\"ram\"}",
+      "foresight_bytes_in_total", "foresight_bytes_out_total", "foresight_request_seconds_bucket",
+      "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}",
+      "foresight_ram_page_bytes "};
+  auto missing_from = [&](const std::string& text) {
+    for (const auto& needle : needles)
+      if (text.find(needle) == std::string::npos) return needle;
+    return std::string();
+  };
+  // The gauges refresh about once a second: poll until the ones above show the traffic.
+  std::string text;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  do {
+    text = HttpGet(node->metrics_port(), "/metrics");
+    if (missing_from(text).empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(missing_from(text), "") << "missing in:\n" << text.substr(0, 3000);
 }
 
 TEST(CacheNodeTest, TlsOnTheControlPlane) {

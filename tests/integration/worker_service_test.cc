@@ -40,20 +40,6 @@ std::string WriteModel(const TempDir& dir) {
   return path;
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const int port = ntohs(a.sin_port);
-  close(fd);
-  return port;
-}
-
 std::unique_ptr<LocalWorker> StartWorker(const std::string& cache, const std::string& model,
                                          std::vector<std::string> extra = {}) {
   // Dense by default (the worker's own default is ap): the tests count prefilled and fetched blocks.
@@ -203,7 +189,8 @@ TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
   EXPECT_EQ(*health, "SERVING");
 
   // A worker whose cache node is not there refuses to start, saying which.
-  auto bad = LocalWorker::Start({"--cache", "127.0.0.1:" + std::to_string(FreePort()), "--model", model});
+  RefusingLoopbackPort nobody;  // bound, never listening: connections are refused
+  auto bad = LocalWorker::Start({"--cache", "127.0.0.1:" + std::to_string(nobody.port()), "--model", model});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("cache node"), std::string::npos) << bad.status().ToString();
 }
@@ -303,9 +290,10 @@ class WorkerKillTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorThenServesAgain) {
   TempDir dir("worker-kill");
   const std::string model = WriteModel(dir);
-  const std::string address = "127.0.0.1:" + std::to_string(FreePort());
-  auto node = LocalNode::Start({"--listen", address, "--ram-bytes", "256MiB"});
+  // Port 0: the node binds a free port itself; the restart below reuses the address it got.
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
   ASSERT_TRUE(node.ok()) << node.status().ToString();
+  const std::string address = (*node)->address();
   auto w = StartWorker(address, model);
   ASSERT_TRUE(w);
   auto c = Client(*w);

@@ -3,13 +3,19 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "testing/local_node.h"
+#include "tests/client/gated_cache_client.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
 namespace {
+
+using testing_util::GatedCacheClient;
+using testing_util::OpenGateOnExit;
 
 std::vector<TokenId> Prompt(int n, int salt = 0) {
   std::vector<TokenId> t(n);
@@ -106,7 +112,68 @@ TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
   EXPECT_EQ(imported, full);
 }
 
+// One layer's put of block 2 is held at a gate and then fails: the manifests of blocks 0 and 1 are
+// written, block 2's never is (not while its put is outstanding, not after it failed), and neither
+// is block 3's, although every layer of block 3 reached the node.
 TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
+  Node n = StartNode();
+  ASSERT_NE(n.client, nullptr);
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  const Model& m = **model;
+  ASSERT_GE(m.config().n_layers, 2);
+  const std::string fp = ModelFingerprint(m);
+  const std::vector<TokenId> a = Prompt(64);  // 4 full blocks
+  Sequence s1(m);
+  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
+  PrefixChain chain("ns", fp);
+  std::vector<BlockKey> chains;
+  std::vector<std::vector<BlockKey>> layer_keys;
+  for (int b = 0; b < 4; ++b) {
+    chains.push_back(chain.Extend(std::span<const int32_t>(a.data() + b * 16, 16)));
+    layer_keys.emplace_back();
+    for (int32_t l = 0; l < m.config().n_layers; ++l) layer_keys.back().push_back(chain.LayerKey(l));
+  }
+  const BlockKey held = layer_keys[2][1];
+  GatedCacheClient gated(n.client.get(), held);
+  {
+    KvPublisherOptions options;
+    options.queue = {.ring_bytes = 32ull << 20, .max_batch = 1, .max_batches_in_flight = 64};  // one put per batch
+    KvPublisher pub(&gated, "ns", fp, m.config().n_layers, s1.kv().layout(), options);
+    OpenGateOnExit open_on_exit{gated};
+    ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+    EXPECT_EQ(pub.enqueued_blocks(), 4);
+    // Publish again (nothing new) until blocks 0 and 1 are acknowledged, their manifests follow,
+    // and the held put has reached the gate.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while ((pub.acknowledged_blocks() < 2 || gated.batches_held() == 0) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+    }
+    ASSERT_EQ(pub.acknowledged_blocks(), 2) << "blocks 0 and 1 were never acknowledged";
+    ASSERT_EQ(gated.batches_held(), 1u) << "block 2's layer 1 never reached the gate";
+    // Block 2's layer 1 is not acknowledged, so neither block 2 nor anything after it is published.
+    EXPECT_EQ(pub.published_blocks(), 2) << "a manifest was queued before every layer of its block was acknowledged";
+    gated.Fail(Unavailable("layer put refused by the test"));
+    Status flushed = pub.Flush();
+    EXPECT_FALSE(flushed.ok()) << "a failed layer put must be reported";
+    EXPECT_NE(flushed.ToString().find(held.ToHex()), std::string::npos) << flushed.ToString();
+    EXPECT_EQ(pub.published_blocks(), 2);
+  }
+  // What the node holds: manifests 0 and 1 only; block 3's layers, but not its manifest.
+  auto published = LongestPublishedPrefix(n.client.get(), "ns", fp, a);
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  EXPECT_EQ(*published, 2);
+  for (int b = 0; b < 4; ++b) {
+    EXPECT_EQ(n.client->Stat(ManifestKey("ns", chains[b])).ok(), b < 2) << "manifest of block " << b;
+  }
+  EXPECT_EQ(n.client->Stat(held).status().code(), StatusCode::kNotFound);
+  for (const BlockKey& key : layer_keys[3]) EXPECT_TRUE(n.client->Stat(key).ok()) << "block 3 layer not stored";
+}
+
+// Remove layer 1 of block 2 after publishing: the prefix is still "published" (manifest present),
+// so an import must fail naming the block rather than produce KV.
+TEST(KvPublisherTest, ImportOfAPublishedBlockMissingALayerFailsNamingIt) {
   Node n = StartNode();
   ASSERT_NE(n.client, nullptr);
   auto model = MakeSyntheticModel(SyntheticModelSpec{});
@@ -121,8 +188,6 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
     ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
     ASSERT_TRUE(pub.Flush().ok());
   }
-  // Remove layer 1 of block 2: the prefix is still "published" (manifest present), so an import
-  // must fail naming the block rather than produce KV.
   PrefixChain chain("ns", fp);
   for (int b = 0; b <= 2; ++b) chain.Extend(std::span<const int32_t>(a.data() + b * 16, 16));
   ASSERT_TRUE(n.client->Evict(chain.LayerKey(1)).ok());

@@ -12,23 +12,245 @@
 namespace foresight::worker {
 namespace {
 
-// The dot kernels against the reference: dequantise, then a double-precision dot.
-TEST(QuantizedKernelsTest, DotMatchesDequantiseThenDot) {
+// --- A reference written from the GGUF block layouts, sharing no code with worker/. ---
+//
+// Blocks of 32 values; multi-byte fields little-endian; f16 is IEEE half precision.
+//   Q8_0: 34 bytes: f16 d, int8 q[32]                  x_j = d * q_j
+//   Q4_0: 18 bytes: f16 d, u8 qs[16]                   x_j = d * ((qs[j] & 15) - 8), x_{j+16} = d * ((qs[j] >> 4) - 8)
+//   Q4_1: 20 bytes: f16 d, f16 m, u8 qs[16]            x_j = d * (qs[j] & 15) + m,   x_{j+16} = d * (qs[j] >> 4) + m
+//   Q5_0: 22 bytes: f16 d, u32 qh, u8 qs[16]           as Q4_0 with bit j of qh as 5th bit of value j, minus 16
+//   Q5_1: 24 bytes: f16 d, f16 m, u32 qh, u8 qs[16]    as Q4_1 with that 5th bit
+// F32, F16 and BF16 (the high half of an f32) are one value per 4 or 2 bytes.
+namespace gguf {
+
+// Half precision from its bits: sign, 5 exponent bits (bias 15), 10 fraction bits.
+double Half(uint16_t h) {
+  const int exponent = (h >> 10) & 31, fraction = h & 1023;
+  double v = exponent == 0 ? std::ldexp(fraction, -24) : std::ldexp(1024 + fraction, exponent - 25);
+  if (exponent == 31) v = fraction == 0 ? INFINITY : NAN;
+  return (h >> 15) ? -v : v;
+}
+
+uint16_t U16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t U32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24); }
+
+int BlockBytes(TensorType type) {
+  switch (type) {
+    case TensorType::kQ8_0: return 34;
+    case TensorType::kQ4_0: return 18;
+    case TensorType::kQ4_1: return 20;
+    case TensorType::kQ5_0: return 22;
+    case TensorType::kQ5_1: return 24;
+    default: return 0;
+  }
+}
+
+// One quantised block: value j = d * q[j] + m.
+struct Block {
+  double d = 0, m = 0;
+  int q[32] = {};
+};
+
+Block DecodeBlock(TensorType type, const uint8_t* b) {
+  Block out;
+  out.d = Half(U16(b));
+  switch (type) {
+    case TensorType::kQ8_0:
+      for (int j = 0; j < 32; ++j) out.q[j] = static_cast<int8_t>(b[2 + j]);
+      break;
+    case TensorType::kQ4_0:
+      for (int j = 0; j < 16; ++j) {
+        out.q[j] = (b[2 + j] & 15) - 8;
+        out.q[j + 16] = (b[2 + j] >> 4) - 8;
+      }
+      break;
+    case TensorType::kQ4_1:
+      out.m = Half(U16(b + 2));
+      for (int j = 0; j < 16; ++j) {
+        out.q[j] = b[4 + j] & 15;
+        out.q[j + 16] = b[4 + j] >> 4;
+      }
+      break;
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1: {
+      const bool q5_1 = type == TensorType::kQ5_1;
+      if (q5_1) out.m = Half(U16(b + 2));
+      const uint32_t qh = U32(b + (q5_1 ? 4 : 2));
+      const uint8_t* qs = b + (q5_1 ? 8 : 6);
+      for (int j = 0; j < 16; ++j) {
+        out.q[j] = ((qs[j] & 15) | (((qh >> j) & 1) << 4)) - (q5_1 ? 0 : 16);
+        out.q[j + 16] = ((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - (q5_1 ? 0 : 16);
+      }
+      break;
+    }
+    default:
+      ADD_FAILURE() << "no reference decoder for " << TensorTypeName(type);
+  }
+  return out;
+}
+
+// The row's values, exactly (every product and sum here fits a double's 53 bits for the scales used).
+std::vector<double> Dequantize(TensorType type, const uint8_t* row, int64_t n) {
+  std::vector<double> out(n);
+  if (type == TensorType::kF32) {
+    for (int64_t i = 0; i < n; ++i) {
+      float f;
+      std::memcpy(&f, row + 4 * i, 4);
+      out[i] = f;
+    }
+  } else if (type == TensorType::kF16) {
+    for (int64_t i = 0; i < n; ++i) out[i] = Half(U16(row + 2 * i));
+  } else if (type == TensorType::kBF16) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(U16(row + 2 * i)) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      out[i] = f;
+    }
+  } else {
+    for (int64_t blk = 0; blk < n / 32; ++blk) {
+      const Block b = DecodeBlock(type, row + blk * BlockBytes(type));
+      for (int j = 0; j < 32; ++j) out[blk * 32 + j] = b.d * b.q[j] + b.m;
+    }
+  }
+  return out;
+}
+
+// Random bits for a half that is a normal number of magnitude 2^-8 .. 2^8.
+uint16_t RandomHalf(std::mt19937& rng) {
+  const uint16_t sign = rng() & 1, exponent = 7 + rng() % 16, fraction = rng() & 1023;
+  return static_cast<uint16_t>(sign << 15 | exponent << 10 | fraction);
+}
+
+// A row of random blocks: random scales (and mins) in range, random quantised values.
+std::vector<uint8_t> RandomRow(TensorType type, int64_t n, std::mt19937& rng) {
+  std::vector<uint8_t> row;
+  if (type == TensorType::kF32) {
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const float f = dist(rng);
+      uint8_t b[4];
+      std::memcpy(b, &f, 4);
+      row.insert(row.end(), b, b + 4);
+    }
+    return row;
+  }
+  if (type == TensorType::kF16 || type == TensorType::kBF16) {
+    for (int64_t i = 0; i < n; ++i) {
+      // BF16: the high half of a float of magnitude 2^-8 .. 2^8 (exponent 119 .. 134).
+      const uint16_t h = type == TensorType::kF16
+                             ? RandomHalf(rng)
+                             : static_cast<uint16_t>((rng() & 1) << 15 | (119 + rng() % 16) << 7 | (rng() & 127));
+      row.push_back(h & 0xff);
+      row.push_back(h >> 8);
+    }
+    return row;
+  }
+  const int bytes = BlockBytes(type);
+  const bool with_min = type == TensorType::kQ4_1 || type == TensorType::kQ5_1;
+  for (int64_t blk = 0; blk < n / 32; ++blk) {
+    std::vector<uint8_t> b(bytes);
+    for (auto& v : b) v = static_cast<uint8_t>(rng());
+    const uint16_t d = RandomHalf(rng);
+    b[0] = d & 0xff;
+    b[1] = d >> 8;
+    if (with_min) {
+      const uint16_t m = RandomHalf(rng);
+      b[2] = m & 0xff;
+      b[3] = m >> 8;
+    }
+    row.insert(row.end(), b.begin(), b.end());
+  }
+  return row;
+}
+
+}  // namespace gguf
+
+const TensorType kRowTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16, TensorType::kQ8_0,
+                                TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1};
+
+// Every value the dequantiser produces is the layout's value, rounded once to float.
+TEST(QuantizedKernelsTest, DequantiseMatchesTheGgufBlockLayout) {
+  std::mt19937 rng(17);
+  for (TensorType type : kRowTypes) {
+    for (int64_t n : {32, 96, 1536}) {
+      const std::vector<uint8_t> row = gguf::RandomRow(type, n, rng);
+      ASSERT_EQ(row.size(), TensorTypeBytes(type, n)) << TensorTypeName(type);
+      const std::vector<double> want = gguf::Dequantize(type, row.data(), n);
+      std::vector<float> got(n);
+      DequantizeRow(type, row.data(), n, got.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(got[i], static_cast<float>(want[i])) << TensorTypeName(type) << " n=" << n << " value " << i;
+      }
+    }
+  }
+}
+
+// The dot kernels against the layout reference: exact values, then a double-precision dot.
+TEST(QuantizedKernelsTest, DotMatchesTheGgufLayoutReference) {
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (TensorType type : kRowTypes) {
+    for (int64_t n : {32, 64, 576, 1536}) {
+      const std::vector<uint8_t> row = gguf::RandomRow(type, n, rng);
+      std::vector<float> x(n);
+      for (float& v : x) v = dist(rng);
+      const std::vector<double> w = gguf::Dequantize(type, row.data(), n);
+      double ref = 0, magnitude = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ref += w[i] * x[i];
+        magnitude += std::fabs(w[i] * x[i]);
+      }
+      const float got = DotRow(type, row.data(), x.data(), n);
+      // Float accumulation over at most 32 products per block and 48 blocks: well under 2e-5 of the
+      // sum of magnitudes.
+      EXPECT_NEAR(got, ref, 2e-5 * magnitude + 1e-6) << TensorTypeName(type) << " n=" << n;
+    }
+  }
+}
+
+// The quantiser's output, read back through the layout reference: within a scale step of the input.
+// Q8_0 and Q4_0 round x/d to the nearest step (Q4_0's clamp at +7 costs up to one step at the
+// extreme opposite the block's largest magnitude); Q4_1 steps from the block minimum. Rounding d
+// and m to half precision adds at most |q| * |d| * 2^-11 + |m| * 2^-11.
+TEST(QuantizedKernelsTest, QuantiseRoundTripsThroughTheGgufLayoutWithinAStep) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
                           TensorType::kQ4_0, TensorType::kQ4_1}) {
-    for (int64_t n : {32, 64, 576, 1536}) {
-      std::vector<float> w(n), x(n), deq(n);
-      for (float& v : w) v = dist(rng);
-      for (float& v : x) v = dist(rng);
+    for (int64_t n : {32, 576}) {
+      std::vector<float> w(n);
+      for (float& v : w) v = dist(rng) + (type == TensorType::kQ4_1 ? 1.0f : 0.0f);
       auto bytes = QuantizeRow(type, w.data(), n);
-      ASSERT_TRUE(bytes.ok());
-      DequantizeRow(type, bytes->data(), n, deq.data());
-      double ref = 0;
-      for (int64_t i = 0; i < n; ++i) ref += static_cast<double>(deq[i]) * x[i];
-      const float got = DotRow(type, bytes->data(), x.data(), n);
-      EXPECT_NEAR(got, ref, 1e-4 * std::sqrt(static_cast<double>(n)) * 4) << TensorTypeName(type) << " n=" << n;
+      ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+      ASSERT_EQ(bytes->size(), TensorTypeBytes(type, n));
+      const std::vector<double> back = gguf::Dequantize(type, bytes->data(), n);
+      for (int64_t blk = 0; blk < n / 32; ++blk) {
+        double amax = 0, lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < 32; ++j) {
+          amax = std::max(amax, std::fabs(double(w[blk * 32 + j])));
+          lo = std::min(lo, double(w[blk * 32 + j]));
+          hi = std::max(hi, double(w[blk * 32 + j]));
+        }
+        double step = 0, slack = 0;
+        switch (type) {
+          case TensorType::kF32: break;
+          case TensorType::kF16: slack = amax * std::ldexp(1.0, -11); break;
+          case TensorType::kBF16: slack = amax * std::ldexp(1.0, -8); break;
+          case TensorType::kQ8_0: step = 0.5 * amax / 127; slack = amax * std::ldexp(1.0, -11); break;
+          case TensorType::kQ4_0: step = amax / 8; slack = 8 * (amax / 8) * std::ldexp(1.0, -11); break;
+          case TensorType::kQ4_1:
+            step = 0.5 * (hi - lo) / 15;
+            slack = (hi - lo) * std::ldexp(1.0, -11) + std::fabs(lo) * std::ldexp(1.0, -11);
+            break;
+          default: break;
+        }
+        for (int j = 0; j < 32; ++j) {
+          const int64_t i = blk * 32 + j;
+          ASSERT_LE(std::fabs(back[i] - w[i]), step + slack + 1e-7)
+              << TensorTypeName(type) << " n=" << n << " value " << i << ": " << w[i] << " came back as " << back[i];
+        }
+      }
     }
   }
 }
@@ -140,7 +362,8 @@ TEST(QuantizedKernelsTest, IntegerDotsAreExact) {
   }
 }
 
-// The float part: general scales against a double reference built from the integer block sums,
+// The float part: general scales against a double reference built from the integer block sums
+// (weights read by the layout reference above),
 // and the multi-row kernel bit-identical to the single-row one.
 TEST(QuantizedKernelsTest, Q8DotsMatchScalarReference) {
   std::mt19937 rng(9);
@@ -167,14 +390,11 @@ TEST(QuantizedKernelsTest, Q8DotsMatchScalarReference) {
         const uint8_t* row = mat.data() + r * row_bytes;
         double ref = 0, scale = 0;
         for (int64_t b = 0; b < nb; ++b) {
-          float deq[32];
-          DequantizeRow(type, row + b * row_bytes / nb, 32, deq);
-          const float dw = FromHalf(*reinterpret_cast<const uint16_t*>(row + b * row_bytes / nb));
-          const float mw = type == TensorType::kQ4_1 ? FromHalf(*reinterpret_cast<const uint16_t*>(row + b * 20 + 2)) : 0.0f;
-          int64_t isum = 0;  // integer weights: (deq - m) / d
-          for (int j = 0; j < 32; ++j) isum += std::lround((deq[j] - mw) / dw) * q[b].q[j];
-          ref += static_cast<double>(dw) * q[b].d * isum + static_cast<double>(mw) * q[b].s;
-          scale += std::fabs(static_cast<double>(dw) * q[b].d * isum) + std::fabs(static_cast<double>(mw) * q[b].s);
+          const gguf::Block wb = gguf::DecodeBlock(type, row + b * gguf::BlockBytes(type));
+          int64_t isum = 0;  // integer weights times integer activations
+          for (int j = 0; j < 32; ++j) isum += static_cast<int64_t>(wb.q[j]) * q[b].q[j];
+          ref += wb.d * q[b].d * isum + wb.m * q[b].s;
+          scale += std::fabs(wb.d * q[b].d * isum) + std::fabs(wb.m * q[b].s);
         }
         const float one = DotRowQ8(type, row, q.data(), n);
         EXPECT_NEAR(one, ref, 1e-6 * scale + 1e-6) << TensorTypeName(type) << " n=" << n << " row " << r;
