@@ -12,27 +12,27 @@
 // (block, KV head) instead of coalesced gets): time per token, stall per token, bytes fetched and
 // gets sent per token.
 // Random KV contexts are published to the node before decoding.
+#include <omp.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <omp.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <sstream>
 
 #include "bench/commands.h"
+#include "client/cache_client.h"
 #include "common/file_io.h"
 #include "common/units.h"
 #include "predictor/cnn_weights.h"
-#include "predictor/shipped_weights.h"
 #include "predictor/selection_policy.h"
-#include "worker/default_model.h"
-#include "client/cache_client.h"
+#include "predictor/shipped_weights.h"
 #include "testing/local_node.h"
+#include "worker/default_model.h"
 #include "worker/model.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"
@@ -65,10 +65,11 @@ struct DecodeBenchFlags {
   std::string node_ram = "3GiB";
   std::string models;  // offload: several models in one run, paired with --contexts
   std::string calibration_text;
-  std::string llama_cpp_python;  // runs llama.cpp (llama-cpp-python) beside dense, same threads
-  int chunk = 5;  // offload: steps per turn when variants take turns
+  std::string llama_cpp_python;   // runs llama.cpp (llama-cpp-python) beside dense, same threads
+  int chunk = 5;                  // offload: steps per turn when variants take turns
   std::string speculative = "0";  // offload, ap: cross-token variants per speculative_blocks value
-  std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure compact-key calibration rows on this text
+  std::string text;  // offload: real context from this text (models with a tokenizer)  // non-empty: measure
+                     // compact-key calibration rows on this text
 };
 
 std::string LoadAverage() {
@@ -88,7 +89,8 @@ std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
   return out;
 }
 
@@ -97,7 +99,8 @@ std::vector<std::string> SplitList(const std::string& s) {
 // (an extra round trip) instead of one eager send, which undoes coalescing (docs/perf-notes.md).
 // The node started here inherits the setting; a user's UCX_RNDV_THRESH wins.
 void ApplyUcxRendezvousThreshold(const DecodeBenchFlags& f) {
-  if (!f.ucx_rndv_thresh.empty() && f.ucx_rndv_thresh != "auto") setenv("UCX_RNDV_THRESH", f.ucx_rndv_thresh.c_str(), 0);
+  if (!f.ucx_rndv_thresh.empty() && f.ucx_rndv_thresh != "auto")
+    setenv("UCX_RNDV_THRESH", f.ucx_rndv_thresh.c_str(), 0);
 }
 
 std::string UcxRendezvousThreshold() {
@@ -149,14 +152,16 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
   // ap as served: the query's quarter of the kept blocks is known only at the step.
   const bool refined = IsServedAp(f.policy);
   FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : f.policy));
-  if (spec.kind == predictor::PolicyKind::kDense) return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
+  if (spec.kind == predictor::PolicyKind::kDense)
+    return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
   spec.budget.budget_tokens = f.budget;
   spec.weights = weights;
   std::vector<int64_t> speculative;
   for (const std::string& v : SplitList(f.speculative)) {
     char* end = nullptr;
     const long long n = std::strtoll(v.c_str(), &end, 10);
-    if (*end != '\0' || n < -1) return InvalidArgument("--speculative-blocks: '" + v + "' is not a count of blocks (or -1)");
+    if (*end != '\0' || n < -1)
+      return InvalidArgument("--speculative-blocks: '" + v + "' is not a count of blocks (or -1)");
     speculative.push_back(n);
   }
   if (speculative.empty()) speculative.push_back(0);
@@ -170,8 +175,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
   }
   for (int64_t ctx : contexts) {
     if (c.max_context > 0 && ctx + OffloadSteps(f) > c.max_context) {
-      return OutOfRange("context " + std::to_string(ctx) + " + " + std::to_string(OffloadSteps(f)) + " steps exceeds the model's " +
-                        std::to_string(c.max_context));
+      return OutOfRange("context " + std::to_string(ctx) + " + " + std::to_string(OffloadSteps(f)) +
+                        " steps exceeds the model's " + std::to_string(c.max_context));
     }
     std::vector<worker::TokenId> ids(ctx);
     for (int64_t i = 0; i < ctx; ++i) ids[i] = static_cast<worker::TokenId>((i * 7919 + 13) % c.vocab_size);
@@ -199,7 +204,9 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
       std::vector<float> logits;
       FS_RETURN_IF_ERROR(seed->Prefill(ids, &logits));
       FS_RETURN_IF_ERROR(seed->Flush());
-      if (!f.json) std::printf("# prefilled and published %lld tokens of %s in %.1f s\n", static_cast<long long>(ctx), f.text.c_str(), seed->stats().prefill_seconds);
+      if (!f.json)
+        std::printf("# prefilled and published %lld tokens of %s in %.1f s\n", static_cast<long long>(ctx),
+                    f.text.c_str(), seed->stats().prefill_seconds);
     }
     for (const std::string& transport : transports) {
       CacheClientOptions co;
@@ -286,7 +293,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
           for (int k = 0; k < chunk; ++k) {
             const worker::OffloadStats before = l.seq->stats();
             const double cpu0 = ProcessCpuSeconds(), node_cpu0 = ProcessCpuSeconds(node->pid());
-            FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
+            FS_RETURN_IF_ERROR(
+                l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
             if (k == 0) continue;
             l.cpu_s += ProcessCpuSeconds() - cpu0;
             l.node_cpu_s += ProcessCpuSeconds(node->pid()) - node_cpu0;
@@ -314,17 +322,29 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         const double bytes = static_cast<double>(l.bytes) / n;
         const double hit = l.hits + l.misses > 0 ? 100.0 * l.hits / (l.hits + l.misses) : 0.0;
         if (f.json) {
-          rows->push_back({{"mode", std::string(worker::OffloadModeName(l.v.mode))}, {"transport", transport},
-                           {"reuse", l.v.reuse}, {"context", ctx}, {"budget", f.budget}, {"policy", f.policy},
-                           {"us_per_token", median}, {"us_per_token_mean", mean}, {"stall_us_per_token", stall},
-                           {"bytes_per_token", bytes}, {"verify_us_per_token", 1e6 * l.verify_s / n},
-                           {"stalled_layers_per_token", l.stalls / n}, {"pool_hit_rate", hit / 100},
-                           {"gets_per_token", l.requests / n}, {"coalesce", l.v.coalesce},
+          rows->push_back({{"mode", std::string(worker::OffloadModeName(l.v.mode))},
+                           {"transport", transport},
+                           {"reuse", l.v.reuse},
+                           {"context", ctx},
+                           {"budget", f.budget},
+                           {"policy", f.policy},
+                           {"us_per_token", median},
+                           {"us_per_token_mean", mean},
+                           {"stall_us_per_token", stall},
+                           {"bytes_per_token", bytes},
+                           {"verify_us_per_token", 1e6 * l.verify_s / n},
+                           {"stalled_layers_per_token", l.stalls / n},
+                           {"pool_hit_rate", hit / 100},
+                           {"gets_per_token", l.requests / n},
+                           {"coalesce", l.v.coalesce},
                            {"speculative_blocks", l.v.speculative},
                            {"ucx_rndv_thresh", UcxRendezvousThreshold()},
-                           {"cpu_us_per_token", 1e6 * l.cpu_s / n}, {"node_cpu_us_per_token", 1e6 * l.node_cpu_s / n},
-                           {"steps", l.timed}, {"model", model_name},
-                           {"ucx_transport", client->stats().ucx_transport}, {"loadavg", load},
+                           {"cpu_us_per_token", 1e6 * l.cpu_s / n},
+                           {"node_cpu_us_per_token", 1e6 * l.node_cpu_s / n},
+                           {"steps", l.timed},
+                           {"model", model_name},
+                           {"ucx_transport", client->stats().ucx_transport},
+                           {"loadavg", load},
                            {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
         } else {
           std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%% %8.0f  %s\n",
@@ -352,7 +372,8 @@ class CalibrationProbe : public worker::DecodeAttentionHook {
       : c_(c), kv_(kv), budgets_(std::move(budgets)), sums_(budgets_.size() * 2, 0.0) {
     for (int l = 0; l < c.n_layers; ++l) copies_.emplace_back(c.n_heads, c.n_kv_heads, c.head_dim);
   }
-  bool SelectBlocks(int32_t, int64_t, const float*, const worker::KvCache&, std::vector<std::vector<int32_t>>*) override {
+  bool SelectBlocks(int32_t, int64_t, const float*, const worker::KvCache&,
+                    std::vector<std::vector<int32_t>>*) override {
     return false;  // dense: the exact row
   }
   void OnAttention(int32_t layer, int64_t position, const float* queries, bool, const float*, const float* block_sum,
@@ -385,11 +406,15 @@ class CalibrationProbe : public worker::DecodeAttentionHook {
   nlohmann::json Report() const {
     nlohmann::json out = nlohmann::json::array();
     for (size_t i = 0; i < budgets_.size(); ++i) {
-      out.push_back({{"budget", budgets_[i]}, {"recovery_compact_topk", sums_[i * 2] / rows_},
+      out.push_back({{"budget", budgets_[i]},
+                     {"recovery_compact_topk", sums_[i * 2] / rows_},
                      {"recovery_exact_topk", sums_[i * 2 + 1] / rows_},
-                     {"ratio", sums_[i * 2] / sums_[i * 2 + 1]}, {"total_variation", tv_ / rows_}, {"rows", rows_},
-                     {"compact_bytes_per_token_layer",
-                      copies_.empty() ? 0.0 : static_cast<double>(copies_[0].bytes()) / std::max<int64_t>(1, copies_[0].tokens())},
+                     {"ratio", sums_[i * 2] / sums_[i * 2 + 1]},
+                     {"total_variation", tv_ / rows_},
+                     {"rows", rows_},
+                     {"compact_bytes_per_token_layer", copies_.empty() ? 0.0
+                                                                       : static_cast<double>(copies_[0].bytes()) /
+                                                                             std::max<int64_t>(1, copies_[0].tokens())},
                      {"kv_bytes_per_token_layer", static_cast<double>(kv_->layout().block_bytes()) / 16}});
     }
     return out;
@@ -488,7 +513,8 @@ StatusOr<double> LlamaCppDecodeMs(const std::string& python, const std::string& 
                        " (is llama-cpp-python installed for " + python + "? tools/reference/setup-venv.sh)");
   }
   nlohmann::json j = nlohmann::json::parse(out.substr(line), nullptr, false);
-  if (j.is_discarded() || !j.contains("decode_ms_per_token")) return DataLoss("unexpected output of " + script + ": " + out);
+  if (j.is_discarded() || !j.contains("decode_ms_per_token"))
+    return DataLoss("unexpected output of " + script + ": " + out);
   return j["decode_ms_per_token"].get<double>();
 }
 
@@ -504,8 +530,9 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   int64_t max_context = 0;
   for (int64_t c : contexts) max_context = std::max(max_context, c);
   if (f.synthetic_8b) {
-    FS_ASSIGN_OR_RETURN(model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
-                                   f.synthetic_layers, static_cast<int32_t>(max_context + std::max(f.steps, OffloadSteps(f)) + 1))));
+    FS_ASSIGN_OR_RETURN(
+        model, worker::MakeSyntheticModel(worker::SyntheticModelSpec::Llama31_8BGeometry(
+                   f.synthetic_layers, static_cast<int32_t>(max_context + std::max(f.steps, OffloadSteps(f)) + 1))));
   } else {
     std::string path = f.model;
     if (path.empty()) {
@@ -534,7 +561,8 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   }
   for (int64_t ctx : contexts) {
     if (c.max_context > 0 && ctx + f.steps > c.max_context) {
-      return OutOfRange("context " + std::to_string(ctx) + " + steps exceeds the model's " + std::to_string(c.max_context));
+      return OutOfRange("context " + std::to_string(ctx) + " + steps exceeds the model's " +
+                        std::to_string(c.max_context));
     }
     worker::Sequence seq(*model);
     if (f.prefill) {
@@ -566,7 +594,8 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       }
       std::vector<float> logits;
       for (int s = 0; s < f.steps; ++s) {
-        FS_RETURN_IF_ERROR(seq.Decode(static_cast<worker::TokenId>((s * 31 + 5) % c.vocab_size), &logits, policy.get()));
+        FS_RETURN_IF_ERROR(
+            seq.Decode(static_cast<worker::TokenId>((s * 31 + 5) % c.vocab_size), &logits, policy.get()));
         if (policy != nullptr) FS_RETURN_IF_ERROR(policy->status());
       }
       const worker::SequenceStats& st = seq.stats();
@@ -579,9 +608,14 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       const double in_attention = policy != nullptr ? pred - 1e3 * policy->lookahead_seconds() / st.decode_tokens : 0.0;
       const double attn_only = std::max(0.0, attn - in_attention);
       if (f.json) {
-        rows.push_back({{"policy", name}, {"context", ctx}, {"budget", f.budget}, {"ms_per_token", ms},
-                        {"attention_ms_per_token", attn_only}, {"predictor_ms_per_token", pred},
-                        {"predictor_share", ms > 0 ? pred / ms : 0}, {"blocks_per_step", blocks},
+        rows.push_back({{"policy", name},
+                        {"context", ctx},
+                        {"budget", f.budget},
+                        {"ms_per_token", ms},
+                        {"attention_ms_per_token", attn_only},
+                        {"predictor_ms_per_token", pred},
+                        {"predictor_share", ms > 0 ? pred / ms : 0},
+                        {"blocks_per_step", blocks},
                         {"model", f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source()},
                         {"weights", uses_cnn ? predictor::CnnWeightsName(f.weights) : ""}});
       } else {
@@ -590,15 +624,19 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       }
       if (name == "dense" && !f.llama_cpp_python.empty() && !f.synthetic_8b) {
         // The same model, context and threads in llama.cpp, right after our dense rows.
-        FS_ASSIGN_OR_RETURN(double llama_ms, LlamaCppDecodeMs(f.llama_cpp_python, model->source(), ctx, f.steps,
-                                                              omp_get_max_threads()));
+        FS_ASSIGN_OR_RETURN(double llama_ms,
+                            LlamaCppDecodeMs(f.llama_cpp_python, model->source(), ctx, f.steps, omp_get_max_threads()));
         if (f.json) {
-          rows.push_back({{"policy", "llama.cpp-dense"}, {"context", ctx}, {"ms_per_token", llama_ms},
-                          {"engine_over_llama_cpp", ms / llama_ms}, {"threads", omp_get_max_threads()},
+          rows.push_back({{"policy", "llama.cpp-dense"},
+                          {"context", ctx},
+                          {"ms_per_token", llama_ms},
+                          {"engine_over_llama_cpp", ms / llama_ms},
+                          {"threads", omp_get_max_threads()},
                           {"model", model->source()}});
         } else {
           std::printf("%-20s %8lld %8s %10.2f %10s %10s %10s %12s   (engine dense / llama.cpp = %.2f)\n",
-                      "llama.cpp (dense)", static_cast<long long>(ctx), "-", llama_ms, "-", "-", "-", "-", ms / llama_ms);
+                      "llama.cpp (dense)", static_cast<long long>(ctx), "-", llama_ms, "-", "-", "-", "-",
+                      ms / llama_ms);
         }
       }
     }
@@ -622,35 +660,45 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "quest, h2o, snapkv, streaming_llm");
   cmd->add_option("--budget", f->budget, "Token budget of sparse policies");
   cmd->add_option("--steps", f->steps, "Decode steps timed per policy");
-  cmd->add_option("--weights", f->weights,
-                  "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
+  cmd->add_option(
+      "--weights", f->weights,
+      "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   cmd->add_flag("--prefill", f->prefill, "Fill the context by a real dense prefill instead of random KV");
   cmd->add_flag("--json", f->json, "JSON rows");
-  cmd->add_option("--llama-cpp", f->llama_cpp_python,
-                  "Python with llama-cpp-python (e.g. .venv/bin/python): also time llama.cpp's dense decode of the same "
-                  "model, context and threads, right after the dense rows");
-  cmd->add_option("--modes", f->modes, "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
+  cmd->add_option(
+      "--llama-cpp", f->llama_cpp_python,
+      "Python with llama-cpp-python (e.g. .venv/bin/python): also time llama.cpp's dense decode of the same "
+      "model, context and threads, right after the dense rows");
+  cmd->add_option("--modes", f->modes,
+                  "KV offload: comma-separated resident,on-demand,cross-layer,cross-token (starts a cache node)");
   cmd->add_option("--transport", f->transports, "KV offload: comma-separated UCX transports shm,tcp");
-  cmd->add_flag("--no-reuse", f->no_reuse, "KV offload: also each offloaded mode moving its whole selected set every step");
+  cmd->add_flag("--no-reuse", f->no_reuse,
+                "KV offload: also each offloaded mode moving its whole selected set every step");
   cmd->add_option("--ucx-rndv-thresh", f->ucx_rndv_thresh,
                   "KV offload: UCX_RNDV_THRESH for the bench's client and node unless set in the environment "
                   "(auto: UCX's own, 8 KiB over TCP here)");
   cmd->add_flag("--compare-coalescing", f->compare_coalescing,
                 "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
-  cmd->add_option("--policy", f->policy, "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), "
+  cmd->add_option("--policy", f->policy,
+                  "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), "
                   "ap (as served; ap_refined is the same), quest)");
   cmd->add_option("--speculative-blocks", f->speculative,
                   "KV offload, --policy ap: comma-separated blocks per KV head that cross-token prefetches beyond "
                   "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
-  cmd->add_option("--margin", f->margin, "KV offload: resident pool margin, blocks per (layer, KV head); -1: room for a KV head's union of its query heads' selections (OffloadOptions::margin_blocks)");
-  cmd->add_option("--chunk", f->chunk, "KV offload: variants take turns of this many steps (the first of each untimed)");
-  cmd->add_option("--text", f->text, "KV offload: real context from this text (prefilled once, imported by every variant)");
+  cmd->add_option("--margin", f->margin,
+                  "KV offload: resident pool margin, blocks per (layer, KV head); -1: room for a KV head's union of "
+                  "its query heads' selections (OffloadOptions::margin_blocks)");
+  cmd->add_option("--chunk", f->chunk,
+                  "KV offload: variants take turns of this many steps (the first of each untimed)");
+  cmd->add_option("--text", f->text,
+                  "KV offload: real context from this text (prefilled once, imported by every variant)");
   cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");
   cmd->add_option("--calibration-text", f->calibration_text,
                   "Measure compact-key calibration rows against exact ones on this text (first --contexts entry)");
   cmd->add_option("--models", f->models,
-                  "KV offload: several models in one run (synthetic-8b, default, or a path), each at the --contexts entry in the same position");
+                  "KV offload: several models in one run (synthetic-8b, default, or a path), each at the --contexts "
+                  "entry in the same position");
   cmd->callback([f, exit_code] {
     Status s = RunDecodeBench(*f);
     if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.ToString().c_str());

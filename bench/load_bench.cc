@@ -22,8 +22,8 @@
 
 #include "bench/commands.h"
 #include "client/cache_client.h"
-#include "testing/local_node.h"
 #include "common/units.h"
+#include "testing/local_node.h"
 
 namespace foresight::bench {
 
@@ -111,7 +111,10 @@ void RunClient(const LoadFlags& f, const std::string& address, uint64_t block_by
       Status s = (*client)->Put(bk, buf.data(), buf.size());
       const float us = std::chrono::duration<float, std::micro>(std::chrono::steady_clock::now() - t0).count();
       out->puts++;
-      if (!s.ok()) { note_error(s); continue; }
+      if (!s.ok()) {
+        note_error(s);
+        continue;
+      }
       acknowledged[key] = true;
       out->bytes += buf.size();
       if (out->put_lat_n < ClientResult::kMaxSamples) out->put_us[out->put_lat_n++] = us;
@@ -170,13 +173,15 @@ int RunLoad(const LoadFlags& f) {
     node = std::move(*started);
     address = node->address();
   }
-  void* shared = mmap(nullptr, sizeof(ClientResult) * f.clients, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* shared =
+      mmap(nullptr, sizeof(ClientResult) * f.clients, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* results = static_cast<ClientResult*>(shared);
   std::memset(shared, 0, sizeof(ClientResult) * f.clients);
   if (!f.json)
-    std::printf("load: %d client processes, %.0f s, %u keys x %s = %s working set (%.1fx the %s RAM tier), %.0f%% puts\n",
-                f.clients, f.seconds, keys, FormatByteSize(*block).c_str(), FormatByteSize(uint64_t{keys} * *block).c_str(),
-                static_cast<double>(keys) * *block / *ram, f.ram.c_str(), 100 * f.put_share);
+    std::printf(
+        "load: %d client processes, %.0f s, %u keys x %s = %s working set (%.1fx the %s RAM tier), %.0f%% puts\n",
+        f.clients, f.seconds, keys, FormatByteSize(*block).c_str(), FormatByteSize(uint64_t{keys} * *block).c_str(),
+        static_cast<double>(keys) * *block / *ram, f.ram.c_str(), 100 * f.put_share);
   std::vector<pid_t> pids;
   for (int i = 0; i < f.clients; ++i) {
     pid_t pid = fork();
@@ -210,13 +215,24 @@ int RunLoad(const LoadFlags& f) {
     if (data_path.empty()) data_path = r.data_path;
   }
   munmap(shared, sizeof(ClientResult) * f.clients);
-  nlohmann::json j = {{"clients", f.clients}, {"seconds", f.seconds}, {"keys", keys}, {"block_bytes", *block},
-                      {"ram_bytes", *ram}, {"data_path", data_path}, {"puts", total.puts}, {"gets", total.gets},
-                      {"errors", total.errors}, {"mismatches", total.mismatches}, {"lost", total.lost},
-                      {"not_found", total.not_found}, {"crashed_clients", crashed},
+  nlohmann::json j = {{"clients", f.clients},
+                      {"seconds", f.seconds},
+                      {"keys", keys},
+                      {"block_bytes", *block},
+                      {"ram_bytes", *ram},
+                      {"data_path", data_path},
+                      {"puts", total.puts},
+                      {"gets", total.gets},
+                      {"errors", total.errors},
+                      {"mismatches", total.mismatches},
+                      {"lost", total.lost},
+                      {"not_found", total.not_found},
+                      {"crashed_clients", crashed},
                       {"gbps", total.bytes / f.seconds / 1e9},
-                      {"put_p50_us", Percentile(put_us, 0.5)}, {"put_p99_us", Percentile(put_us, 0.99)},
-                      {"get_p50_us", Percentile(get_us, 0.5)}, {"get_p99_us", Percentile(get_us, 0.99)}};
+                      {"put_p50_us", Percentile(put_us, 0.5)},
+                      {"put_p99_us", Percentile(put_us, 0.99)},
+                      {"get_p50_us", Percentile(get_us, 0.5)},
+                      {"get_p99_us", Percentile(get_us, 0.99)}};
   if (node) {
     CacheClientOptions o;
     o.ucx_tuning = UcxTuningFromEnvironment();
@@ -224,8 +240,11 @@ int RunLoad(const LoadFlags& f) {
     o.data_path = DataPath::kGrpc;
     if (auto c = CacheClient::Connect(o); c.ok()) {
       if (auto s = (*c)->NodeStats(); s.ok()) {
-        j["node"] = {{"ram_items", s->ram.items}, {"nvme_items", s->nvme.items}, {"demotions", s->demotions},
-                     {"promotions", s->promotions}, {"checksum_failures", s->checksum_failures}};
+        j["node"] = {{"ram_items", s->ram.items},
+                     {"nvme_items", s->nvme.items},
+                     {"demotions", s->demotions},
+                     {"promotions", s->promotions},
+                     {"checksum_failures", s->checksum_failures}};
       }
     }
     j["node_exit"] = node->Stop();
@@ -234,10 +253,11 @@ int RunLoad(const LoadFlags& f) {
   if (f.json) {
     std::cout << j.dump(2) << "\n";
   } else {
-    std::printf("data path %s: %llu puts, %llu gets (%.2f GB/s), %llu errors, %llu mismatches, %llu acknowledged blocks lost\n",
-                data_path.c_str(), (unsigned long long)total.puts, (unsigned long long)total.gets,
-                total.bytes / f.seconds / 1e9, (unsigned long long)total.errors,
-                (unsigned long long)total.mismatches, (unsigned long long)total.lost);
+    std::printf(
+        "data path %s: %llu puts, %llu gets (%.2f GB/s), %llu errors, %llu mismatches, %llu acknowledged blocks lost\n",
+        data_path.c_str(), (unsigned long long)total.puts, (unsigned long long)total.gets,
+        total.bytes / f.seconds / 1e9, (unsigned long long)total.errors, (unsigned long long)total.mismatches,
+        (unsigned long long)total.lost);
     std::printf("put p50 %.0f us  p99 %.0f us | get p50 %.0f us  p99 %.0f us\n", Percentile(put_us, 0.5),
                 Percentile(put_us, 0.99), Percentile(get_us, 0.5), Percentile(get_us, 0.99));
     if (j.contains("node")) std::printf("node: %s\n", j["node"].dump().c_str());

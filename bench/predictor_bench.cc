@@ -25,9 +25,9 @@
 #include "predictor/block_ranking.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
-#include "predictor/shipped_weights.h"
 #include "predictor/incremental_cnn.h"
 #include "predictor/selection_policy.h"
+#include "predictor/shipped_weights.h"
 
 namespace foresight::bench {
 namespace {
@@ -50,8 +50,8 @@ struct PredictorBenchArgs {
 
 // --threads (default: 1 and every core) and --blocks as numbers; false after printing the error.
 bool ParseCounts(const PredictorBenchArgs& a, std::vector<int64_t>* threads, std::vector<int64_t>* blocks) {
-  auto t = ParseIntList(a.threads.empty() ? "1," + std::to_string(omp_get_num_procs()) : a.threads, "--threads", 1,
-                        4096);
+  auto t =
+      ParseIntList(a.threads.empty() ? "1," + std::to_string(omp_get_num_procs()) : a.threads, "--threads", 1, 4096);
   auto b = ParseIntList(a.blocks, "--blocks", 1, 1 << 24);
   for (const Status& s : {t.status(), b.status()}) {
     if (!s.ok()) {
@@ -86,8 +86,7 @@ double ProcessCpuSeconds() {
 // With `mean`, the wall-clock mean over at least `min_reps` calls instead (for work that differs
 // from call to call, such as a prediction reused for k steps).
 template <typename Fn>
-double TimeMicros(double min_seconds, Fn fn, double* cpu_us = nullptr, bool mean = false,
-                  int min_reps = 3) {
+double TimeMicros(double min_seconds, Fn fn, double* cpu_us = nullptr, bool mean = false, int min_reps = 3) {
   int reps = 0;
   const auto t0 = Clock::now();
   const double c0 = ProcessCpuSeconds();
@@ -113,17 +112,15 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
     float prune;
     bool full;
   };
-  const Variant variants[] = {{"exact_incremental", false, 1, 0.0f, false},
-                              {"exact_full", false, 1, 0.0f, true},
-                              {"per_kv_head", true, 1, 0.0f, false},
-                              {"reuse4", false, 4, 0.0f, false},
-                              {"reuse16", false, 16, 0.0f, false},
-                              {"prune", false, 1, a.prune_threshold, false}};
+  const Variant variants[] = {
+      {"exact_incremental", false, 1, 0.0f, false}, {"exact_full", false, 1, 0.0f, true},
+      {"per_kv_head", true, 1, 0.0f, false},        {"reuse4", false, 4, 0.0f, false},
+      {"reuse16", false, 16, 0.0f, false},          {"prune", false, 1, a.prune_threshold, false}};
   std::vector<int64_t> thread_counts, block_counts;
   if (!ParseCounts(a, &thread_counts, &block_counts)) return 1;
   if (!a.json) {
-    std::printf("AttentionPredictor policy per decode step (Observe + Select), %d query / %d KV heads\n",
-                a.heads, a.kv_heads);
+    std::printf("AttentionPredictor policy per decode step (Observe + Select), %d query / %d KV heads\n", a.heads,
+                a.kv_heads);
     std::printf("%-18s %7s %7s %12s %14s\n", "variant", "blocks", "threads", "policy_us", "policy_cpu_us");
   }
   std::mt19937 rng(11);
@@ -161,8 +158,11 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
           std::fprintf(stderr, "predictor bench: %s\n", policy.status().ToString().c_str());
           return 1;
         }
-        PrefillObservation prefill{.prompt_tokens = prompt, .rows = kCnnRows, .block_max = prefill_rows,
-                                   .block_sum = prefill_rows, .block_sum_total = {}};
+        PrefillObservation prefill{.prompt_tokens = prompt,
+                                   .rows = kCnnRows,
+                                   .block_max = prefill_rows,
+                                   .block_sum = prefill_rows,
+                                   .block_sum_total = {}};
         if (Status s = (*policy)->ObservePrefill(prefill); !s.ok()) {
           std::fprintf(stderr, "predictor bench: %s\n", s.ToString().c_str());
           return 1;
@@ -172,25 +172,30 @@ int RunVariantBench(const PredictorBenchArgs& a, std::shared_ptr<const CnnWeight
         int step = 0;
         Status failed;
         double cpu_us = 0.0;
-        const double us = TimeMicros(a.min_seconds, [&] {
-          AttentionObservation obs{.key_tokens = prompt + 1, .dense = false,
-                                   .block_max = step_rows[step % step_rows.size()], .block_sum = {}};
-          Status s = (*policy)->Observe(obs);
-          StepInputs in;
-          in.key_tokens = prompt + 2;
-          if (s.ok()) s = (*policy)->Select(in, &selection);
-          if (!s.ok()) failed = s;
-          ++step;
-        }, &cpu_us, /*mean=*/true, /*min_reps=*/std::max(3, 2 * v.reuse));
+        const double us = TimeMicros(
+            a.min_seconds,
+            [&] {
+              AttentionObservation obs{.key_tokens = prompt + 1,
+                                       .dense = false,
+                                       .block_max = step_rows[step % step_rows.size()],
+                                       .block_sum = {}};
+              Status s = (*policy)->Observe(obs);
+              StepInputs in;
+              in.key_tokens = prompt + 2;
+              if (s.ok()) s = (*policy)->Select(in, &selection);
+              if (!s.ok()) failed = s;
+              ++step;
+            },
+            &cpu_us, /*mean=*/true, /*min_reps=*/std::max(3, 2 * v.reuse));
         if (!failed.ok()) {
           std::fprintf(stderr, "predictor bench: %s\n", failed.ToString().c_str());
           return 1;
         }
         if (a.json) {
-          std::printf("{\"bench\": \"predictor_variants\", \"variant\": \"%s\", \"blocks\": %lld, "
-                      "\"heads\": %d, \"kv_heads\": %d, \"threads\": %d, \"policy_us\": %.1f, \"policy_cpu_us\": %.1f}\n",
-                      v.name, static_cast<long long>(blocks), a.heads, a.kv_heads,
-                      static_cast<int>(threads), us, cpu_us);
+          std::printf(
+              "{\"bench\": \"predictor_variants\", \"variant\": \"%s\", \"blocks\": %lld, "
+              "\"heads\": %d, \"kv_heads\": %d, \"threads\": %d, \"policy_us\": %.1f, \"policy_cpu_us\": %.1f}\n",
+              v.name, static_cast<long long>(blocks), a.heads, a.kv_heads, static_cast<int>(threads), us, cpu_us);
         } else {
           std::printf("%-18s %7lld %7d %12.0f %14.0f\n", v.name, static_cast<long long>(blocks),
                       static_cast<int>(threads), us, cpu_us);
@@ -215,10 +220,10 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
   if (!ParseCounts(a, &thread_counts, &block_counts)) return 1;
   thread_counts.erase(std::unique(thread_counts.begin(), thread_counts.end()), thread_counts.end());
   if (!a.json) {
-    std::printf("predictor cost per decode step, %d heads, budget %lld tokens (sink 64, local 64)\n",
-                a.heads, static_cast<long long>(a.budget));
-    std::printf("%7s %7s %12s %15s %10s %9s %12s %15s\n", "blocks", "threads", "full_us", "incremental_us",
-                "select_us", "speedup", "full_cpu_us", "incremental_cpu_us");
+    std::printf("predictor cost per decode step, %d heads, budget %lld tokens (sink 64, local 64)\n", a.heads,
+                static_cast<long long>(a.budget));
+    std::printf("%7s %7s %12s %15s %10s %9s %12s %15s\n", "blocks", "threads", "full_us", "incremental_us", "select_us",
+                "speedup", "full_cpu_us", "incremental_cpu_us");
   }
   std::mt19937 rng(7);
   for (int64_t blocks : block_counts) {
@@ -245,21 +250,24 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
         outs.push_back(scores[h].data());
       }
       double full_cpu_us = 0.0, incremental_cpu_us = 0.0;
-      const double full_us =
-          TimeMicros(a.min_seconds, [&] { RunCnnBatch(*weights, images, outs, t); }, &full_cpu_us);
+      const double full_us = TimeMicros(
+          a.min_seconds, [&] { RunCnnBatch(*weights, images, outs, t); }, &full_cpu_us);
       // Incremental: push a row, update; one head per thread.
       std::vector<std::unique_ptr<IncrementalCnn>> cnns;
       for (int h = 0; h < a.heads; ++h) {
         cnns.push_back(std::make_unique<IncrementalCnn>(weights));
         cnns[h]->Reset(histories[h].Image(0, blocks), scores[h].data());
       }
-      const double incremental_us = TimeMicros(a.min_seconds, [&] {
+      const double incremental_us = TimeMicros(
+          a.min_seconds,
+          [&] {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(t) if (t > 1)
-        for (int h = 0; h < a.heads; ++h) {
-          histories[h].Push(new_rows[h]);
-          cnns[h]->Advance(histories[h].Image(0, blocks), scores[h].data());
-        }
-      }, &incremental_cpu_us);
+            for (int h = 0; h < a.heads; ++h) {
+              histories[h].Push(new_rows[h]);
+              cnns[h]->Advance(histories[h].Image(0, blocks), scores[h].data());
+            }
+          },
+          &incremental_cpu_us);
       // Selection: top-k of the candidates plus sink and local, per head.
       SelectionBudget budget;
       budget.budget_tokens = a.budget;
@@ -274,14 +282,15 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
       });
       const double speedup = full_us / incremental_us;
       if (a.json) {
-        std::printf("{\"bench\": \"predictor\", \"blocks\": %lld, \"heads\": %d, \"threads\": %d, "
-                    "\"full_us\": %.1f, \"incremental_us\": %.1f, \"select_us\": %.1f, "
-                    "\"speedup\": %.2f, \"full_cpu_us\": %.1f, \"incremental_cpu_us\": %.1f}\n",
-                    static_cast<long long>(blocks), a.heads, t, full_us, incremental_us, select_us, speedup,
-                    full_cpu_us, incremental_cpu_us);
+        std::printf(
+            "{\"bench\": \"predictor\", \"blocks\": %lld, \"heads\": %d, \"threads\": %d, "
+            "\"full_us\": %.1f, \"incremental_us\": %.1f, \"select_us\": %.1f, "
+            "\"speedup\": %.2f, \"full_cpu_us\": %.1f, \"incremental_cpu_us\": %.1f}\n",
+            static_cast<long long>(blocks), a.heads, t, full_us, incremental_us, select_us, speedup, full_cpu_us,
+            incremental_cpu_us);
       } else {
-        std::printf("%7lld %7d %12.0f %15.0f %10.1f %8.1fx %12.0f %15.0f\n", static_cast<long long>(blocks), t,
-                    full_us, incremental_us, select_us, speedup, full_cpu_us, incremental_cpu_us);
+        std::printf("%7lld %7d %12.0f %15.0f %10.1f %8.1fx %12.0f %15.0f\n", static_cast<long long>(blocks), t, full_us,
+                    incremental_us, select_us, speedup, full_cpu_us, incremental_cpu_us);
       }
       std::fflush(stdout);
     }
@@ -293,13 +302,15 @@ int RunPredictorBench(const PredictorBenchArgs& a) {
 
 void AddPredictorBench(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<PredictorBenchArgs>();
-  CLI::App* cmd = app.add_subcommand("predictor", "AttentionPredictor cost per decode step: full vs incremental CNN, top-k");
+  CLI::App* cmd =
+      app.add_subcommand("predictor", "AttentionPredictor cost per decode step: full vs incremental CNN, top-k");
   cmd->add_option("--blocks", args->blocks, "key block counts (16 tokens each), comma-separated");
   cmd->add_option("--heads", args->heads, "query heads per step (a layer)");
   cmd->add_option("--threads", args->threads, "thread counts, comma-separated (default: 1 and all cores)");
   cmd->add_option("--budget", args->budget, "token budget for the selection timing");
   cmd->add_option("--min-seconds", args->min_seconds, "minimum time per measurement");
-  cmd->add_option("--weights", args->weights, "CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
+  cmd->add_option("--weights", args->weights,
+                  "CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   cmd->add_flag("--json", args->json, "one JSON object per row");
   cmd->add_flag("--variants", args->variants,
                 "time the AttentionPredictor policy per step: exact (incremental, full) and the "

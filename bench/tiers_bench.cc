@@ -37,27 +37,27 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <span>
 #include <optional>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
-#include "bench/commands.h"
 #include <grpcpp/grpcpp.h>
+#include "bench/commands.h"
 
 #include "cache_service/arena_memory.h"
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
 #include "cache_service/node_metrics.h"
-#include "client/cache_client.h"
 #include "cache_service/ucx_server.h"
+#include "client/cache_client.h"
 #include "client/ucx_transport.h"
 #include "common/checksum.h"
 #include "common/units.h"
@@ -70,15 +70,15 @@ using Clock = std::chrono::steady_clock;
 struct TiersFlags {
   bool json = false;
   bool quick = false;
-  std::string ram = "";          // node RAM tier; default 1GiB (quick: 512MiB)
-  std::string nvme_dir = "";     // default: a temp dir
+  std::string ram = "";                           // node RAM tier; default 1GiB (quick: 512MiB)
+  std::string nvme_dir = "";                      // default: a temp dir
   std::string perftest = FORESIGHT_UCX_PERFTEST;  // the linked UCX's (bench/CMakeLists.txt)
-  std::string paths;     // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
+  std::string paths;                              // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
   std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
   std::string inflight;  // comma-separated in-flight counts; empty: the default list
   int trials = 3;
-  std::string row_bytes;  // bytes moved per RAM row; default 256MiB (quick: 128MiB)
-  int keys = 0;           // distinct keys per RAM-path row; 0: a fifth of the RAM tier
+  std::string row_bytes;            // bytes moved per RAM row; default 256MiB (quick: 128MiB)
+  int keys = 0;                     // distinct keys per RAM-path row; 0: a fifth of the RAM tier
   std::string huge_pages = "auto";  // the node's arena (and the memcpy ceiling's): auto, on, off
 };
 
@@ -191,8 +191,7 @@ StatusOr<ChildNode> ForkNode(const BlockStoreOptions& options) {
     }
     close(port_pipe[1]);
     char c;
-    while (read(control_pipe[0], &c, 1) > 0) {
-    }
+    while (read(control_pipe[0], &c, 1) > 0) {}
     if (grpc_server) grpc_server->Shutdown();
     grpc_server.reset();
     server.reset();
@@ -430,16 +429,17 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& tls, int st
 // ucx_perftest ucp_am_bw between two processes on loopback with UCX_TLS=tls; GB/s or nullopt.
 // window: sends outstanding at once (-O), 0 for perftest's default (32 for ucp_am_bw); a path row
 // with N requests in flight is compared with window N, like for like.
-std::optional<double> PerftestGbps(const std::string& binary, const std::string& tls, uint64_t block,
-                                   int iters, int window, std::string* note) {
+std::optional<double> PerftestGbps(const std::string& binary, const std::string& tls, uint64_t block, int iters,
+                                   int window, std::string* note) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     const std::string port = std::to_string(FreePort());
     pid_t server = Spawn({binary, "-p", port}, tls, -1);
     usleep(300000);
     int out[2];
     if (pipe(out) != 0) return std::nullopt;
-    std::vector<std::string> argv = {binary, "127.0.0.1", "-p", port, "-t", "ucp_am_bw", "-s", std::to_string(block),
-                                     "-n", std::to_string(iters), "-w", std::to_string(std::max(10, iters / 20))};
+    std::vector<std::string> argv = {binary, "127.0.0.1",           "-p", port,
+                                     "-t",   "ucp_am_bw",           "-s", std::to_string(block),
+                                     "-n",   std::to_string(iters), "-w", std::to_string(std::max(10, iters / 20))};
     if (window > 0) {
       argv.push_back("-O");
       argv.push_back(std::to_string(window));
@@ -610,8 +610,8 @@ BlockKey BenchKey(const std::string& path, uint64_t block, uint64_t i) {
 }
 
 // Keeps `inflight` transfers going over `ops` operations on keys 0..keys-1 (cyclic).
-Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, int inflight,
-            uint64_t ops, uint64_t keys, pid_t node_pid) {
+Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, int inflight, uint64_t ops,
+            uint64_t keys, pid_t node_pid) {
   const double client_cpu0 = ProcessCpuSeconds(getpid()), node_cpu0 = ProcessCpuSeconds(node_pid);
   Row row;
   row.path = name;
@@ -668,8 +668,8 @@ Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, 
 }
 
 void PrintTable(const std::vector<Row>& rows) {
-  std::printf("%-9s %-15s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s",
-              "p50_us", "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
+  std::printf("%-9s %-15s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s", "p50_us",
+              "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
   for (const Row& r : rows) {
     char ceil[32] = "-", ratio[32] = "-";
     if (r.ceiling_gbps && *r.ceiling_gbps > 0) {
@@ -735,8 +735,8 @@ int RunTiers(const TiersFlags& flags) {
   std::filesystem::create_directories(nvme_dir);
 
   std::vector<uint64_t> sizes = flags.quick
-      ? std::vector<uint64_t>{1u << 20}
-      : std::vector<uint64_t>{16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u << 20};
+                                    ? std::vector<uint64_t>{1u << 20}
+                                    : std::vector<uint64_t>{16u << 10, 64u << 10, 256u << 10, 1u << 20, 4u << 20};
   std::vector<int> inflights = flags.quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16};
   if (!flags.sizes.empty()) {
     sizes.clear();
@@ -799,8 +799,8 @@ int RunTiers(const TiersFlags& flags) {
   if (pages == HugePages::kAuto) {
     pages = HugePagesFit(4096, ram) ? HugePages::kOn : HugePages::kOff;  // the node's header page
     if (pages == HugePages::kOff) {
-      std::cerr << "tiers: the node's arena is in 4KiB pages: " << ReadHugePageCount().free
-                << " 2MiB huge pages free, " << (ram >> 21) + 1 << " needed (`sysctl vm.nr_hugepages=N` reserves them)\n";
+      std::cerr << "tiers: the node's arena is in 4KiB pages: " << ReadHugePageCount().free << " 2MiB huge pages free, "
+                << (ram >> 21) + 1 << " needed (`sysctl vm.nr_hugepages=N` reserves them)\n";
     }
   }
 
@@ -850,12 +850,16 @@ int RunTiers(const TiersFlags& flags) {
       StatusOr<std::unique_ptr<BenchPath>> path = Unavailable("not connected");
       if (specs[pi].transports == "grpc") {
         auto p = GrpcBenchPath::Connect(specs[pi].port, max_block);
-        if (p.ok()) path = std::unique_ptr<BenchPath>(std::move(*p));
-        else path = p.status();
+        if (p.ok())
+          path = std::unique_ptr<BenchPath>(std::move(*p));
+        else
+          path = p.status();
       } else {
         auto p = UcxBenchPath::Connect(specs[pi].port, specs[pi].transports, max_block);
-        if (p.ok()) path = std::unique_ptr<BenchPath>(std::move(*p));
-        else path = p.status();
+        if (p.ok())
+          path = std::unique_ptr<BenchPath>(std::move(*p));
+        else
+          path = p.status();
       }
       if (!path.ok()) {
         std::cerr << "tiers: " << specs[pi].name << ": " << path.status().ToString() << "\n";
@@ -866,8 +870,8 @@ int RunTiers(const TiersFlags& flags) {
     }
     // The memcpy ceiling's arena, in the node's page size (huge: hugetlb if any pages are left,
     // else transparent huge pages).
-    auto ceiling_arena = MapArenaMemory(0, ram, /*shared=*/false,
-                                        pages == HugePages::kOn ? HugePages::kAuto : HugePages::kOff);
+    auto ceiling_arena =
+        MapArenaMemory(0, ram, /*shared=*/false, pages == HugePages::kOn ? HugePages::kAuto : HugePages::kOff);
     if (!ceiling_arena.ok()) {
       std::cerr << "tiers: the memcpy ceiling's arena: " << ceiling_arena.status().ToString() << "\n";
       StopNode(*ram_node);
@@ -886,33 +890,33 @@ int RunTiers(const TiersFlags& flags) {
       const uint64_t block = sizes[si];
       double memcpy_best = 0, perftest_best = 0, perftest_shm_best = 0, verify_best = 0;
       std::map<StreamSource, double> tcp_stream_best;  // plain loopback TCP, by source
-      std::map<int, double> perftest_window_best;  // ucp_am_bw over tcp with -O <inflight>
-      std::vector<Row> best;  // per (path, op, inflight), in order
+      std::map<int, double> perftest_window_best;      // ucp_am_bw over tcp with -O <inflight>
+      std::vector<Row> best;                           // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
         memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena, ram, block, flags.quick ? 0.2 : 0.3));
         // perftest moves as many bytes per run as a path row does (--row-bytes), like for like.
         const int iters = static_cast<int>(std::clamp<uint64_t>(bytes_per_row / block, 100, 20000));
         if (want("ram-tcp")) {
-          perftest_best = std::max(perftest_best,
-                                   PerftestGbps(flags.perftest, "tcp", block, iters, 0, &ceiling_note).value_or(0));
+          perftest_best =
+              std::max(perftest_best, PerftestGbps(flags.perftest, "tcp", block, iters, 0, &ceiling_note).value_or(0));
           for (int inflight : inflights) {
             double& best_w = perftest_window_best[inflight];
-            best_w = std::max(
-                best_w, PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &ceiling_note).value_or(0));
+            best_w = std::max(best_w,
+                              PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &ceiling_note).value_or(0));
           }
           // The first loopback stream after perftest's processes runs 10-25% slow, whatever its
           // source (docs/perf-notes.md, session 7): one unmeasured run first, so that no row pays it.
           TcpStreamGbps(arena, ram, block, bytes_per_row / 4, StreamSource::kHot, &ceiling_note);
           for (StreamSource source : {StreamSource::kCold, StreamSource::kHot, StreamSource::kColdVerified}) {
             double& best_s = tcp_stream_best[source];
-            best_s = std::max(best_s,
-                              TcpStreamGbps(arena, ram, block, bytes_per_row, source, &ceiling_note).value_or(0));
+            best_s =
+                std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, source, &ceiling_note).value_or(0));
           }
         }
         if (want("ram-shm")) {
-          perftest_shm_best = std::max(
-              perftest_shm_best,
-              PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &ceiling_note).value_or(0));
+          perftest_shm_best =
+              std::max(perftest_shm_best,
+                       PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &ceiling_note).value_or(0));
         }
         verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;

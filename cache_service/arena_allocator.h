@@ -42,7 +42,7 @@ class ArenaAllocator {
 
  private:
   struct Page {
-    int cls = -1;                  // -1: free
+    int cls = -1;  // -1: free
     uint32_t slots = 0;
     uint32_t live = 0;
     std::vector<uint64_t> free_bits;  // bit set = slot free

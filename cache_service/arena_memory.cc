@@ -113,9 +113,12 @@ StatusOr<HugePages> ParseHugePages(const std::string& text) {
 
 const char* HugePagesName(HugePages mode) {
   switch (mode) {
-    case HugePages::kAuto: return "auto";
-    case HugePages::kOn: return "on";
-    case HugePages::kOff: return "off";
+    case HugePages::kAuto:
+      return "auto";
+    case HugePages::kOn:
+      return "on";
+    case HugePages::kOff:
+      return "off";
   }
   return "?";
 }

@@ -34,9 +34,9 @@ struct ArenaMemory {
   uint8_t* data = nullptr;  // base + header_bytes
   uint64_t data_bytes = 0;
   uint64_t header_bytes = 0;
-  int fd = -1;               // the memfd of a shared mapping, else -1
-  uint64_t page_bytes = 0;   // 4096, or 2 MiB in huge pages
-  std::string description;   // for logs: "2MiB huge pages", "4KiB pages"
+  int fd = -1;              // the memfd of a shared mapping, else -1
+  uint64_t page_bytes = 0;  // 4096, or 2 MiB in huge pages
+  std::string description;  // for logs: "2MiB huge pages", "4KiB pages"
 };
 
 // Maps header_bytes (rounded up to the page size) followed by data_bytes of zeroed memory, every

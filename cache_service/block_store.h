@@ -32,13 +32,13 @@ enum class Tier { kRam = 0, kNvme = 1 };
 const char* TierName(Tier tier);
 
 struct BlockStoreOptions {
-  uint64_t ram_bytes = 1ull << 30;     // arena size
+  uint64_t ram_bytes = 1ull << 30;      // arena size
   uint64_t max_block_bytes = 4u << 20;  // largest block accepted (and the arena's page size)
-  double high_watermark = 0.95;        // background eviction starts above this share of the arena
-  double low_watermark = 0.85;         // ... and stops below this one
-  bool background_eviction = true;     // false: evict only when a put finds no room (tests)
-  std::string nvme_dir;                // empty: no NVMe tier (evicted blocks are dropped)
-  uint64_t nvme_bytes = 0;             // capacity of the NVMe tier (0: unlimited)
+  double high_watermark = 0.95;         // background eviction starts above this share of the arena
+  double low_watermark = 0.85;          // ... and stops below this one
+  bool background_eviction = true;      // false: evict only when a put finds no room (tests)
+  std::string nvme_dir;                 // empty: no NVMe tier (evicted blocks are dropped)
+  uint64_t nvme_bytes = 0;              // capacity of the NVMe tier (0: unlimited)
   // Place the arena in an anonymous shared-memory file (memfd) that same-host clients may map
   // read-only (UcxServer's one-sided get path). false, or a kernel without memfd: a private mapping.
   bool shared_arena = true;
@@ -50,10 +50,10 @@ struct BlockStoreOptions {
 // header page holds the magic and this random nonce (ucxwire::WriteArenaFileHeader, in
 // proto/ucx_messages.h), so that a client can tell it mapped this node's arena.
 struct SharedArena {
-  int fd = -1;                   // -1: the arena is not shared
-  uint64_t arena_offset = 0;     // where the arena starts in the file (after the header page)
+  int fd = -1;                // -1: the arena is not shared
+  uint64_t arena_offset = 0;  // where the arena starts in the file (after the header page)
   uint64_t file_bytes = 0;
-  uint8_t nonce[16] = {};        // also at header bytes 8..23
+  uint8_t nonce[16] = {};  // also at header bytes 8..23
 };
 
 struct BlockInfo {
@@ -66,11 +66,11 @@ struct BlockInfo {
 
 struct TierStats {
   uint64_t capacity_bytes = 0;
-  uint64_t used_bytes = 0;     // bytes of committed blocks
+  uint64_t used_bytes = 0;  // bytes of committed blocks
   uint64_t items = 0;
   uint64_t hits = 0;
   uint64_t misses = 0;
-  uint64_t evictions = 0;      // blocks pushed out of this tier for space
+  uint64_t evictions = 0;  // blocks pushed out of this tier for space
 };
 
 struct StoreStats {
@@ -81,7 +81,7 @@ struct StoreStats {
   uint64_t demotions = 0;          // RAM -> NVMe
   uint64_t active_leases = 0;
   uint64_t pending_writes = 0;
-  uint64_t ram_page_bytes = 0;     // the RAM arena's page size: 4096, or 2 MiB in huge pages
+  uint64_t ram_page_bytes = 0;  // the RAM arena's page size: 4096, or 2 MiB in huge pages
 };
 
 class BlockStore;

@@ -45,10 +45,10 @@ grpc::Status ControlService::CheckAuth(grpc::ServerContext* ctx) const {
   return CheckBearerToken(*ctx, options_.token, "node", "pass --token-file");
 }
 
-#define FS_CHECK_AUTH(ctx)                          \
-  do {                                              \
-    grpc::Status _auth = CheckAuth(ctx);            \
-    if (!_auth.ok()) return _auth;                  \
+#define FS_CHECK_AUTH(ctx)               \
+  do {                                   \
+    grpc::Status _auth = CheckAuth(ctx); \
+    if (!_auth.ok()) return _auth;       \
   } while (0)
 
 grpc::Status ControlService::Info(grpc::ServerContext* ctx, const v1::InfoRequest*, v1::InfoResponse* resp) {

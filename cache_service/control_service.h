@@ -43,8 +43,7 @@ class ControlService final : public v1::CacheNode::Service {
   grpc::Status Stat(grpc::ServerContext* ctx, const v1::StatRequest* req, v1::StatResponse* resp) override;
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req, v1::ListResponse* resp) override;
   grpc::Status Evict(grpc::ServerContext* ctx, const v1::EvictRequest* req, v1::EvictResponse* resp) override;
-  grpc::Status LongestPrefix(grpc::ServerContext* ctx, const v1::PrefixRequest* req,
-                             v1::PrefixResponse* resp) override;
+  grpc::Status LongestPrefix(grpc::ServerContext* ctx, const v1::PrefixRequest* req, v1::PrefixResponse* resp) override;
   grpc::Status Flush(grpc::ServerContext* ctx, const v1::FlushRequest* req, v1::FlushResponse* resp) override;
   grpc::Status NodeStats(grpc::ServerContext* ctx, const v1::NodeStatsRequest* req,
                          v1::NodeStatsResponse* resp) override;

@@ -2,24 +2,24 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <ucp/api/ucp.h>
+#include <CLI/CLI.hpp>
 
 #include "cache_service/block_store.h"
 #include "cache_service/control_service.h"
-#include "cluster/membership.h"
 #include "cache_service/node_metrics.h"
 #include "cache_service/ucx_server.h"
+#include "cluster/membership.h"
 #include "common/file_io.h"
 #include "common/units.h"
 
@@ -127,8 +127,8 @@ int Run(const Flags& f) {
     uo.token = token;
     uo.observer = [&metrics](const UcxRequestEvent& e) {
       const bool put = e.op == UcxRequestEvent::Op::kPut;
-      metrics.RecordRequest(put ? NodeMetrics::Op::kPut : NodeMetrics::Op::kGet, NodeMetrics::Path::kUcx,
-                            e.latency_s, e.ok, put ? e.bytes : 0, put ? 0 : e.bytes);
+      metrics.RecordRequest(put ? NodeMetrics::Op::kPut : NodeMetrics::Op::kGet, NodeMetrics::Path::kUcx, e.latency_s,
+                            e.ok, put ? e.bytes : 0, put ? 0 : e.bytes);
     };
     auto started = UcxServer::Start(store->get(), uo);
     if (!started.ok()) return fail(started.status().WithContext("starting the UCX data plane"));
@@ -172,8 +172,7 @@ int Run(const Flags& f) {
   }
   spdlog::info("foresight-cached {} serving gRPC on {}:{}, UCX {} on port {}, RAM {}, NVMe {}", co.node_id,
                listen->first, bound_port, ucp_get_version_string(), co.ucx_port,
-               FormatByteSize(store->get()->arena_bytes()),
-               f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);
+               FormatByteSize(store->get()->arena_bytes()), f.nvme_dir.empty() ? std::string("off") : f.nvme_dir);
   // Join the cluster before announcing READY, so that READY means "listed" when etcd answers.
   std::unique_ptr<NodeMembership> membership;
   if (!f.etcd.empty()) {

@@ -13,9 +13,12 @@ namespace foresight {
 namespace {
 const char* OpName(NodeMetrics::Op op) {
   switch (op) {
-    case NodeMetrics::Op::kGet: return "get";
-    case NodeMetrics::Op::kPut: return "put";
-    case NodeMetrics::Op::kOther: return "other";
+    case NodeMetrics::Op::kGet:
+      return "get";
+    case NodeMetrics::Op::kPut:
+      return "put";
+    case NodeMetrics::Op::kOther:
+      return "other";
   }
   return "other";
 }
@@ -30,21 +33,29 @@ struct NodeMetrics::Impl {
       prometheus::BuildGauge().Name("foresight_tier_bytes").Help("Bytes of blocks held per tier").Register(*registry);
   prometheus::Family<prometheus::Gauge>& tier_items =
       prometheus::BuildGauge().Name("foresight_tier_items").Help("Blocks held per tier").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& tier_capacity =
-      prometheus::BuildGauge().Name("foresight_tier_capacity_bytes").Help("Capacity per tier (0: unlimited)").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& tier_capacity = prometheus::BuildGauge()
+                                                             .Name("foresight_tier_capacity_bytes")
+                                                             .Help("Capacity per tier (0: unlimited)")
+                                                             .Register(*registry);
   // Counters mirrored from the store: exported as gauges holding monotonic totals.
   prometheus::Family<prometheus::Gauge>& hits =
       prometheus::BuildGauge().Name("foresight_tier_hits_total").Help("Reads served per tier").Register(*registry);
   prometheus::Family<prometheus::Gauge>& misses =
       prometheus::BuildGauge().Name("foresight_tier_misses_total").Help("Reads not found per tier").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& evictions =
-      prometheus::BuildGauge().Name("foresight_evictions_total").Help("Blocks evicted for space per tier").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& evictions = prometheus::BuildGauge()
+                                                         .Name("foresight_evictions_total")
+                                                         .Help("Blocks evicted for space per tier")
+                                                         .Register(*registry);
   prometheus::Family<prometheus::Gauge>& store_totals =
       prometheus::BuildGauge().Name("foresight_store_events_total").Help("Store events by kind").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& checksum_failures =
-      prometheus::BuildGauge().Name("foresight_checksum_failures_total").Help("Blocks found corrupt and dropped").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& ram_page_bytes =
-      prometheus::BuildGauge().Name("foresight_ram_page_bytes").Help("Page size of the RAM arena (2 MiB: huge pages)").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& checksum_failures = prometheus::BuildGauge()
+                                                                 .Name("foresight_checksum_failures_total")
+                                                                 .Help("Blocks found corrupt and dropped")
+                                                                 .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& ram_page_bytes = prometheus::BuildGauge()
+                                                              .Name("foresight_ram_page_bytes")
+                                                              .Help("Page size of the RAM arena (2 MiB: huge pages)")
+                                                              .Register(*registry);
   prometheus::Family<prometheus::Counter>& bytes_in_family =
       prometheus::BuildCounter().Name("foresight_bytes_in_total").Help("Block bytes received").Register(*registry);
   prometheus::Family<prometheus::Counter>& bytes_out_family =
@@ -71,8 +82,8 @@ StatusOr<int> NodeMetrics::Serve(const std::string& host_port) {
 }
 
 void NodeMetrics::RecordRequest(Op op, Path path, double seconds, bool ok, uint64_t bytes_in, uint64_t bytes_out) {
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1.0};
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {10e-6,  25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3,
+                                                                   2.5e-3, 5e-3,  10e-3, 25e-3,  100e-3, 1.0};
   const prometheus::Labels labels{{"op", OpName(op)}, {"path", PathName(path)}};
   impl_->latency.Add(labels, kBuckets).Observe(seconds);
   if (!ok) impl_->errors.Add(labels).Increment();

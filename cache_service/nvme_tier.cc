@@ -90,11 +90,9 @@ StatusOr<std::unique_ptr<NvmeTier>> NvmeTier::Open(const std::string& dir, uint6
     tier->counters_.used_bytes += meta.size;
     tier->max_generation_ = std::max(tier->max_generation_, meta.generation);
   }
-  if (!it->status().ok())
-    return DataLoss("scanning the NVMe tier in " + dir + " failed: " + it->status().ToString());
+  if (!it->status().ok()) return DataLoss("scanning the NVMe tier in " + dir + " failed: " + it->status().ToString());
   if (bad > 0) spdlog::warn("NVMe tier {}: skipped {} malformed index entries", dir, bad);
-  spdlog::info("NVMe tier {}: {} blocks, {} bytes recovered", dir, tier->counters_.items,
-               tier->counters_.used_bytes);
+  spdlog::info("NVMe tier {}: {} blocks, {} bytes recovered", dir, tier->counters_.items, tier->counters_.used_bytes);
   return tier;
 }
 

@@ -244,8 +244,10 @@ class TieredBlockStore final : public BlockStore {
     bool found_nvme = false;
     if (nvme_) {
       Status s = nvme_->Delete(key);
-      if (s.ok()) found_nvme = true;
-      else if (s.code() != StatusCode::kNotFound) return s;
+      if (s.ok())
+        found_nvme = true;
+      else if (s.code() != StatusCode::kNotFound)
+        return s;
     }
     if (!found_ram && !found_nvme) return NotFound("block " + key.ToHex() + " is not in this node");
     return Status::OK();
@@ -451,8 +453,9 @@ class TieredBlockStore final : public BlockStore {
         result = DataLoss("block " + key.ToHex() + " failed its checksum in RAM; dropped");
       } else {
         bool superseded = false;
-        result = nvme_->Put(key, data, NvmeTier::Meta{size, checksum, generation},
-                            [this](const BlockKey& dropped) { OnNvmeDrop(dropped); }, &superseded);
+        result = nvme_->Put(
+            key, data, NvmeTier::Meta{size, checksum, generation},
+            [this](const BlockKey& dropped) { OnNvmeDrop(dropped); }, &superseded);
         // A newer version is on NVMe already: this one was replaced meanwhile and needs no copy.
         if (superseded) need_write = false;
       }
@@ -492,7 +495,8 @@ class TieredBlockStore final : public BlockStore {
   // Turns pending write `handle` into a visible entry (its id is the handle), replacing an older
   // entry under the same key. Returns the checksum of an NVMe copy that this block supersedes, for
   // the caller to delete (conditionally, outside the lock).
-  std::optional<uint64_t> PublishLocked(uint64_t handle, uint64_t checksum, uint64_t generation, bool pin) FS_REQUIRES(mu_) {
+  std::optional<uint64_t> PublishLocked(uint64_t handle, uint64_t checksum, uint64_t generation, bool pin)
+      FS_REQUIRES(mu_) {
     Pending p = pending_[handle];
     pending_.erase(handle);
     auto found = index_.find(p.key);
@@ -501,8 +505,10 @@ class TieredBlockStore final : public BlockStore {
     std::optional<uint64_t> stale;
     if (nvme_) {
       if (auto meta = nvme_->Lookup(p.key)) {
-        if (meta->checksum == checksum) on_nvme = true;
-        else stale = meta->checksum;
+        if (meta->checksum == checksum)
+          on_nvme = true;
+        else
+          stale = meta->checksum;
       }
     }
     const uint64_t id = handle;  // handles and entry ids share one counter
@@ -575,7 +581,8 @@ class TieredBlockStore final : public BlockStore {
   }
 
   double FillLocked() const FS_REQUIRES(mu_) {
-    return static_cast<double>(alloc_.allocated_bytes()) / static_cast<double>(alloc_.num_pages() * alloc_.page_bytes());
+    return static_cast<double>(alloc_.allocated_bytes()) /
+           static_cast<double>(alloc_.num_pages() * alloc_.page_bytes());
   }
 
   void MaybeWakeEvictor() {
@@ -706,8 +713,7 @@ StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const BlockStoreOptions& 
     }
     nvme = std::move(*opened);
   }
-  return std::unique_ptr<BlockStore>(
-      new TieredBlockStore(options, memory, arena_bytes, std::move(nvme), shared));
+  return std::unique_ptr<BlockStore>(new TieredBlockStore(options, memory, arena_bytes, std::move(nvme), shared));
 }
 
 }  // namespace foresight

@@ -4,9 +4,9 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <unistd.h>
 #include <spdlog/spdlog.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -75,7 +75,8 @@ class WorkerPool {
       stop_ = true;
     }
     cv_.SignalAll();
-    for (auto& t : threads_) if (t.joinable()) t.join();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
   }
 
  private:
@@ -139,7 +140,7 @@ class UcxServer::Impl {
     std::unordered_map<uint32_t, Region> regions;
     std::unordered_set<Outstanding*> outstanding;
     std::unordered_map<void*, Clock::time_point> held_descs;  // rendezvous/persistent data we hold
-    bool arena_granted = false;  // ARENA answered: LEASE allowed
+    bool arena_granted = false;                               // ARENA answered: LEASE allowed
     uint64_t next_lease_id = 1;
     struct Held {
       ReadLease lease;
@@ -203,14 +204,13 @@ class UcxServer::Impl {
 
   static void OnConnRequest(ucp_conn_request_h request, void* arg);
   static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
-  static ucs_status_t OnRequestAm(void* arg, const void* header, size_t header_length, void* data,
-                                  size_t length, const ucp_am_recv_param_t* param);
-  ucs_status_t HandleRequest(Session* s, const void* header, size_t header_length, void* data,
-                             size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnRequestAm(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                                  const ucp_am_recv_param_t* param);
+  ucs_status_t HandleRequest(Session* s, const void* header, size_t header_length, void* data, size_t length,
+                             const ucp_am_recv_param_t* param);
   void HandleHello(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
   void HandleRegister(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
-  ucs_status_t HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv,
-                         bool one_sided);
+  ucs_status_t HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv, bool one_sided);
   void HandleArena(Session* s, const Decoded& msg);
   void HandleRelease(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv);
   ucs_status_t HandlePut(Session* s, const Decoded& msg, void* data, size_t length, bool rndv);
@@ -222,8 +222,8 @@ class UcxServer::Impl {
   void FinishPut(std::unique_ptr<PutTask> task);
 
   // Sends a reply; `done` runs on completion or failure (on the progress thread).
-  void SendReply(Session* s, MsgType type, uint64_t req_id, ReplyBody body, const void* data,
-                 size_t length, std::string text, std::shared_ptr<void> keep, bool data_in_arena,
+  void SendReply(Session* s, MsgType type, uint64_t req_id, ReplyBody body, const void* data, size_t length,
+                 std::string text, std::shared_ptr<void> keep, bool data_in_arena,
                  std::function<void(ucs_status_t, size_t)> done);
   void SendError(Session* s, MsgType type, uint64_t req_id, const Status& status, bool close);
   static void SendDone(void* request, ucs_status_t status, void* user_data);
@@ -273,8 +273,7 @@ class UcxServer::Impl {
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
   std::vector<uint64_t> refused_sessions_;  // to close politely (after their last reply)
 
-  std::atomic<uint64_t> connections_{0}, connections_total_{0}, requests_{0}, errors_sent_{0},
-      dropped_{0};
+  std::atomic<uint64_t> connections_{0}, connections_total_{0}, requests_{0}, errors_sent_{0}, dropped_{0};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -322,11 +321,10 @@ Status UcxServer::Impl::Init() {
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     addrinfo* res = nullptr;
-    int rc = getaddrinfo(options_.host.empty() ? nullptr : options_.host.c_str(),
-                         std::to_string(options_.port).c_str(), &hints, &res);
+    int rc = getaddrinfo(options_.host.empty() ? nullptr : options_.host.c_str(), std::to_string(options_.port).c_str(),
+                         &hints, &res);
     if (rc != 0 || res == nullptr) {
-      return InvalidArgument("UCX data plane: cannot resolve listen host '" + options_.host +
-                             "': " + gai_strerror(rc));
+      return InvalidArgument("UCX data plane: cannot resolve listen host '" + options_.host + "': " + gai_strerror(rc));
     }
     const addrinfo* pick = res;
     for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
@@ -347,17 +345,15 @@ Status UcxServer::Impl::Init() {
   lp.conn_handler.arg = this;
   st = ucp_listener_create(worker_, &lp, &listener_);
   if (st != UCS_OK) {
-    return Unavailable("UCX data plane: cannot listen on " + options_.host + ":" +
-                       std::to_string(options_.port) + ": " + UcsText(st) +
-                       " (is the port in use? UCX needs tcp or rdmacm for sockaddr listeners)");
+    return Unavailable("UCX data plane: cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
+                       ": " + UcsText(st) + " (is the port in use? UCX needs tcp or rdmacm for sockaddr listeners)");
   }
   ucp_listener_attr_t la{};
   la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
   st = ucp_listener_query(listener_, &la);
   if (st != UCS_OK) return Internal("UCX data plane: ucp_listener_query failed: " + UcsText(st));
-  port_ = la.sockaddr.ss_family == AF_INET6
-              ? ntohs(reinterpret_cast<const sockaddr_in6*>(&la.sockaddr)->sin6_port)
-              : ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
+  port_ = la.sockaddr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&la.sockaddr)->sin6_port)
+                                            : ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
 
   pool_ = std::make_unique<WorkerPool>(options_.worker_threads);
   ucx_->Start([this] { return ProgressPass(); });
@@ -374,7 +370,7 @@ void UcxServer::Impl::Shutdown() {
     ucx_->Join();
     ForceSessionsDown();
   }
-  pool_.reset();  // joins; tasks still queued run and post into a queue nobody reads
+  pool_.reset();                               // joins; tasks still queued run and post into a queue nobody reads
   if (ucx_ != nullptr) ucx_->DiscardPosted();  // drops leases and slots held by late completions
   if (arena_memh_ != nullptr) ucp_mem_unmap(context_, arena_memh_);
   ucx_.reset();  // the worker, then the context
@@ -440,8 +436,7 @@ void UcxServer::Impl::ForceSessionsDown() {
 }
 
 void UcxServer::Impl::Sweep(Clock::time_point now) {
-  auto limit = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(options_.transfer_timeout_s));
+  auto limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.transfer_timeout_s));
   for (auto& [id, s] : sessions_) {
     if (s->closing) continue;
     bool expired = false;
@@ -449,8 +444,7 @@ void UcxServer::Impl::Sweep(Clock::time_point now) {
     for (auto& [desc, t] : s->held_descs) expired |= now - t > limit;
     for (auto& [lid, held] : s->leases) expired |= now - held.since > limit;
     if (expired) {
-      CloseSession(s.get(), "a transfer made no progress for " +
-                                std::to_string(options_.transfer_timeout_s) + " s");
+      CloseSession(s.get(), "a transfer made no progress for " + std::to_string(options_.transfer_timeout_s) + " s");
     }
   }
 }
@@ -519,8 +513,8 @@ void UcxServer::Impl::OnConnRequest(ucp_conn_request_h request, void* arg) {
   if (ucp_conn_request_query(request, &attr) == UCS_OK) peer = SockaddrText(attr.client_address);
 
   ucp_ep_params_t ep_params{};
-  ep_params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep_params.field_mask =
+      UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
   ep_params.conn_request = request;
   // NONE keeps the shared-memory transports (PEER drops them); dead peers are found by the
   // connection manager's disconnect event (OnEpError) and by Sweep()'s transfer timeout.
@@ -550,9 +544,8 @@ void UcxServer::Impl::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
 // ---------------------------------------------------------------------------------------------
 // Requests.
 
-ucs_status_t UcxServer::Impl::OnRequestAm(void* arg, const void* header, size_t header_length,
-                                          void* data, size_t length,
-                                          const ucp_am_recv_param_t* param) {
+ucs_status_t UcxServer::Impl::OnRequestAm(void* arg, const void* header, size_t header_length, void* data,
+                                          size_t length, const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Impl*>(arg);
   if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || param->reply_ep == nullptr) {
     return UCS_OK;  // no way to answer (the client did not ask for replies); dropped
@@ -564,9 +557,8 @@ ucs_status_t UcxServer::Impl::OnRequestAm(void* arg, const void* header, size_t 
   return self->HandleRequest(s, header, header_length, data, length, param);
 }
 
-ucs_status_t UcxServer::Impl::HandleRequest(Session* s, const void* header, size_t header_length,
-                                            void* data, size_t length,
-                                            const ucp_am_recv_param_t* param) {
+ucs_status_t UcxServer::Impl::HandleRequest(Session* s, const void* header, size_t header_length, void* data,
+                                            size_t length, const ucp_am_recv_param_t* param) {
   requests_++;
   const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
   std::string error;
@@ -584,10 +576,10 @@ ucs_status_t UcxServer::Impl::HandleRequest(Session* s, const void* header, size
   }
   const MsgType type = msg->header.type;
   if (!s->authenticated && type != MsgType::kHello) {
-    SendError(s, MsgType::kError, msg->header.req_id,
-              Unauthenticated(Node() + ": " + MsgTypeName(type) +
-                              " before HELLO; this node requires a token (--token-file)"),
-              true);
+    SendError(
+        s, MsgType::kError, msg->header.req_id,
+        Unauthenticated(Node() + ": " + MsgTypeName(type) + " before HELLO; this node requires a token (--token-file)"),
+        true);
     return UCS_OK;
   }
   switch (type) {
@@ -611,42 +603,36 @@ ucs_status_t UcxServer::Impl::HandleRequest(Session* s, const void* header, size
       return HandlePut(s, *msg, data, length, rndv);
     default:
       SendError(s, MsgType::kError, msg->header.req_id,
-                InvalidArgument(Node() + ": unknown message type " +
-                                std::to_string(static_cast<unsigned>(type))),
+                InvalidArgument(Node() + ": unknown message type " + std::to_string(static_cast<unsigned>(type))),
                 false);
       return UCS_OK;
   }
 }
 
-void UcxServer::Impl::HandleHello(Session* s, const Decoded& msg, const void* data, size_t length,
-                                  bool rndv) {
+void UcxServer::Impl::HandleHello(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv) {
   if (rndv || length > kMaxTokenBytes) {
     SendError(s, MsgType::kHelloReply, msg.header.req_id,
-              Unauthenticated(Node() + ": HELLO token exceeds " + std::to_string(kMaxTokenBytes) +
-                              " bytes"),
-              true);
+              Unauthenticated(Node() + ": HELLO token exceeds " + std::to_string(kMaxTokenBytes) + " bytes"), true);
     return;
   }
-  if (!options_.token.empty() && !ConstantTimeEquals(options_.token, std::string_view(static_cast<const char*>(data), length))) {
+  if (!options_.token.empty() &&
+      !ConstantTimeEquals(options_.token, std::string_view(static_cast<const char*>(data), length))) {
     SendError(s, MsgType::kHelloReply, msg.header.req_id,
               Unauthenticated(Node() + ": wrong token in HELLO from " + s->peer), true);
     return;
   }
   s->authenticated = true;
-  SendReply(s, MsgType::kHelloReply, msg.header.req_id, ReplyBody{}, nullptr, 0, {}, nullptr, false,
-            nullptr);
+  SendReply(s, MsgType::kHelloReply, msg.header.req_id, ReplyBody{}, nullptr, 0, {}, nullptr, false, nullptr);
 }
 
-void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void* data, size_t length,
-                                     bool rndv) {
+void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv) {
   std::string error;
   auto body = DecodeRegister(msg, &error);
   if (!body || rndv || length == 0 || length > kMaxRkeyBytes || body->length == 0 ||
       body->base + body->length < body->base) {
-    if (error.empty()) error = "REGISTER needs a packed key of 1.." + std::to_string(kMaxRkeyBytes) +
-                               " bytes and a non-empty region";
-    SendError(s, MsgType::kRegisterReply, msg.header.req_id, InvalidArgument(Node() + ": " + error),
-              false);
+    if (error.empty())
+      error = "REGISTER needs a packed key of 1.." + std::to_string(kMaxRkeyBytes) + " bytes and a non-empty region";
+    SendError(s, MsgType::kRegisterReply, msg.header.req_id, InvalidArgument(Node() + ": " + error), false);
     return;
   }
   if (RkeyCheck(data, length) != body->key_check) {
@@ -678,23 +664,21 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
   ucs_status_t st = ucp_ep_rkey_unpack(s->ep, packed.data(), &r.rkey);
   if (st != UCS_OK) {
     SendError(s, MsgType::kRegisterReply, msg.header.req_id,
-              InvalidArgument(Node() + ": cannot unpack the remote key of region " +
-                              std::to_string(body->region_id) + ": " + UcsText(st)),
+              InvalidArgument(Node() + ": cannot unpack the remote key of region " + std::to_string(body->region_id) +
+                              ": " + UcsText(st)),
               false);
     return;
   }
   void* first = nullptr;
   void* last = nullptr;
-  if (ucp_rkey_ptr(r.rkey, r.base, &first) == UCS_OK &&
-      ucp_rkey_ptr(r.rkey, r.base + r.length - 1, &last) == UCS_OK &&
+  if (ucp_rkey_ptr(r.rkey, r.base, &first) == UCS_OK && ucp_rkey_ptr(r.rkey, r.base + r.length - 1, &last) == UCS_OK &&
       static_cast<uint8_t*>(last) == static_cast<uint8_t*>(first) + (r.length - 1)) {
     r.mapped = static_cast<uint8_t*>(first);
   }
   ReplyBody reply;
   reply.flags = r.mapped != nullptr ? kReplyMapped : 0;
   s->regions[body->region_id] = r;
-  SendReply(s, MsgType::kRegisterReply, msg.header.req_id, reply, nullptr, 0, {}, nullptr, false,
-            nullptr);
+  SendReply(s, MsgType::kRegisterReply, msg.header.req_id, reply, nullptr, 0, {}, nullptr, false, nullptr);
 }
 
 void UcxServer::Impl::HandleArena(Session* s, const Decoded& msg) {
@@ -717,8 +701,7 @@ void UcxServer::Impl::HandleArena(Session* s, const Decoded& msg) {
             std::string(bytes.begin(), bytes.end()), nullptr, false, nullptr);
 }
 
-void UcxServer::Impl::HandleRelease(Session* s, const Decoded& msg, const void* data, size_t length,
-                                    bool rndv) {
+void UcxServer::Impl::HandleRelease(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv) {
   std::string error;
   std::optional<std::vector<uint64_t>> ids;
   if (!rndv) ids = DecodeIds(data, length, &error);
@@ -730,8 +713,8 @@ void UcxServer::Impl::HandleRelease(Session* s, const Decoded& msg, const void* 
   for (uint64_t id : *ids) s->leases.erase(id);  // unknown ids (expired, or never ours): ignored
 }
 
-ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const void* data,
-                                        size_t length, bool rndv, bool one_sided) {
+ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const void* data, size_t length, bool rndv,
+                                        bool one_sided) {
   const MsgType reply_type = one_sided ? MsgType::kLeaseReply : MsgType::kGetReply;
   const char* name = one_sided ? "LEASE" : "GET";
   std::string error;
@@ -740,8 +723,7 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
   if (body && !rndv) ranges = DecodeRanges(data, length, body->range_count, &error);
   if (body && rndv) error = std::string(name) + "'s range list is too large";
   if (!body || !ranges) {
-    SendError(s, reply_type, msg.header.req_id, InvalidArgument(Node() + ": " + name + ": " + error),
-              false);
+    SendError(s, reply_type, msg.header.req_id, InvalidArgument(Node() + ": " + name + ": " + error), false);
     return UCS_OK;
   }
   if (one_sided && !s->arena_granted) {
@@ -763,8 +745,7 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
     if (r == s->regions.end() || r->second.mapped == nullptr || body->region_offset > r->second.length ||
         body->capacity > r->second.length - body->region_offset) {
       SendError(s, MsgType::kGetReply, msg.header.req_id,
-                InvalidArgument(Node() + ": GET " + body->key.ToHex() + ": region " +
-                                std::to_string(body->region_id) +
+                InvalidArgument(Node() + ": GET " + body->key.ToHex() + ": region " + std::to_string(body->region_id) +
                                 " is not registered and mapped, or the destination lies outside it"),
                 false);
       return UCS_OK;
@@ -802,9 +783,8 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
       uint64_t total = 0;
       for (const ByteRange& r : t->ranges) {
         if (r.length == 0 || r.offset > size || r.length > size - r.offset) {
-          t->status = OutOfRange(what + ": range [" + std::to_string(r.offset) + ", +" +
-                                 std::to_string(r.length) + ") is outside the " + std::to_string(size) +
-                                 "-byte block");
+          t->status = OutOfRange(what + ": range [" + std::to_string(r.offset) + ", +" + std::to_string(r.length) +
+                                 ") is outside the " + std::to_string(size) + "-byte block");
           break;
         }
         total += r.length;
@@ -892,8 +872,8 @@ void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t, bool from_pool) {
     reply.length = t->length;
     const uint64_t n = t->length;
     const auto arrival = t->arrival;
-    SendReply(s, MsgType::kLeaseReply, t->req_id, reply, nullptr, 0, std::string(bytes.begin(), bytes.end()),
-              nullptr, false, [this, n, arrival](ucs_status_t st, size_t) {
+    SendReply(s, MsgType::kLeaseReply, t->req_id, reply, nullptr, 0, std::string(bytes.begin(), bytes.end()), nullptr,
+              false, [this, n, arrival](ucs_status_t st, size_t) {
                 UcxRequestEvent::Op op = UcxRequestEvent::Op::kGet;
                 Observe(op, st == UCS_OK ? Status::OK() : Unavailable(UcsText(st)), n, arrival, true);
               });
@@ -912,13 +892,12 @@ void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t, bool from_pool) {
   std::shared_ptr<GetTask> keep(std::move(t));
   SendReply(s, MsgType::kGetReply, keep->req_id, reply, data, data_len, {}, keep, in_arena,
             [this, bytes, arrival, via_region](ucs_status_t st, size_t) {
-              Observe(UcxRequestEvent::Op::kGet,
-                      st == UCS_OK ? Status::OK() : Unavailable(UcsText(st)), bytes, arrival, via_region);
+              Observe(UcxRequestEvent::Op::kGet, st == UCS_OK ? Status::OK() : Unavailable(UcsText(st)), bytes, arrival,
+                      via_region);
             });
 }
 
-ucs_status_t UcxServer::Impl::HandlePut(Session* s, const Decoded& msg, void* data, size_t length,
-                                        bool rndv) {
+ucs_status_t UcxServer::Impl::HandlePut(Session* s, const Decoded& msg, void* data, size_t length, bool rndv) {
   std::string error;
   auto body = DecodePut(msg, &error);
   auto reject = [&](const Status& status) {
@@ -934,15 +913,15 @@ ucs_status_t UcxServer::Impl::HandlePut(Session* s, const Decoded& msg, void* da
   task->arrival = Clock::now();
   if (body->flags & kViaRegion) {
     auto r = s->regions.find(body->region_id);
-    if (length != 0 || r == s->regions.end() || r->second.mapped == nullptr ||
-        body->region_offset > r->second.length || body->size > r->second.length - body->region_offset) {
+    if (length != 0 || r == s->regions.end() || r->second.mapped == nullptr || body->region_offset > r->second.length ||
+        body->size > r->second.length - body->region_offset) {
       return reject(InvalidArgument(what + ": region " + std::to_string(body->region_id) +
                                     " is not registered and mapped, or the source lies outside it"));
     }
     task->region_src = r->second.mapped + body->region_offset;
   } else if (length != body->size) {
-    return reject(InvalidArgument(what + ": header says " + std::to_string(body->size) +
-                                  " bytes but " + std::to_string(length) + " bytes came"));
+    return reject(InvalidArgument(what + ": header says " + std::to_string(body->size) + " bytes but " +
+                                  std::to_string(length) + " bytes came"));
   }
   if (body->size == 0) return reject(InvalidArgument(what + ": empty block"));
   ucs_status_t keep_data = UCS_OK;
@@ -1017,8 +996,8 @@ void UcxServer::Impl::PutReserved(std::unique_ptr<PutTask> t) {
   o->keep = task;
   o->done = [this, task](ucs_status_t st, size_t) mutable {
     if (st != UCS_OK) {
-      task->status = Unavailable(Node() + ": PUT " + task->body.key.ToHex() +
-                                 ": receiving the block failed: " + UcsText(st));
+      task->status =
+          Unavailable(Node() + ": PUT " + task->body.key.ToHex() + ": receiving the block failed: " + UcsText(st));
       FinishPut(std::make_unique<PutTask>(std::move(*task)));
       return;
     }
@@ -1083,8 +1062,7 @@ void UcxServer::Impl::FinishPut(std::unique_ptr<PutTask> t) {
 // ---------------------------------------------------------------------------------------------
 // Sending.
 
-void UcxServer::Impl::SendError(Session* s, MsgType type, uint64_t req_id, const Status& status,
-                                bool close) {
+void UcxServer::Impl::SendError(Session* s, MsgType type, uint64_t req_id, const Status& status, bool close) {
   errors_sent_++;
   ReplyBody body;
   body.status = static_cast<int32_t>(status.code());
@@ -1099,9 +1077,8 @@ void UcxServer::Impl::SendError(Session* s, MsgType type, uint64_t req_id, const
             });
 }
 
-void UcxServer::Impl::SendReply(Session* s, MsgType type, uint64_t req_id, ReplyBody body,
-                                const void* data, size_t length, std::string text,
-                                std::shared_ptr<void> keep, bool data_in_arena,
+void UcxServer::Impl::SendReply(Session* s, MsgType type, uint64_t req_id, ReplyBody body, const void* data,
+                                size_t length, std::string text, std::shared_ptr<void> keep, bool data_in_arena,
                                 std::function<void(ucs_status_t, size_t)> done) {
   auto* o = new Outstanding;
   o->impl = this;

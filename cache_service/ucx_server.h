@@ -64,31 +64,31 @@ namespace foresight {
 struct UcxRequestEvent {
   enum class Op { kGet, kPut };
   Op op = Op::kGet;
-  uint64_t bytes = 0;         // bytes delivered (get) or stored (put); 0 on failure
-  double latency_s = 0;       // from the request's arrival to its reply's completion
+  uint64_t bytes = 0;    // bytes delivered (get) or stored (put); 0 on failure
+  double latency_s = 0;  // from the request's arrival to its reply's completion
   bool ok = false;
   StatusCode code = StatusCode::kOk;
-  bool via_region = false;    // moved by the shared-memory fast path (or copied one-sided by the client)
+  bool via_region = false;  // moved by the shared-memory fast path (or copied one-sided by the client)
 };
 
 struct UcxServerOptions {
-  std::string host = "0.0.0.0";  // listen address (an IP)
-  uint16_t port = 0;             // 0: pick a free port; see UcxServer::port()
-  std::string token;             // empty: no authentication
+  std::string host = "0.0.0.0";                          // listen address (an IP)
+  uint16_t port = 0;                                     // 0: pick a free port; see UcxServer::port()
+  std::string token;                                     // empty: no authentication
   std::function<void(const UcxRequestEvent&)> observer;  // optional; called once per GET/PUT
-  int worker_threads = 2;        // threads for Lease/Reserve/Commit and fast-path copies
-  double transfer_timeout_s = 30;  // a transfer outstanding longer drops its connection
-  std::string transports;        // UCX_TLS for the node; empty: UCX's default (all)
+  int worker_threads = 2;                                // threads for Lease/Reserve/Commit and fast-path copies
+  double transfer_timeout_s = 30;                        // a transfer outstanding longer drops its connection
+  std::string transports;                                // UCX_TLS for the node; empty: UCX's default (all)
   // After activity the progress thread polls this long before sleeping on the worker's event fd:
   // lower latency against CPU burnt (foresight-cached takes FORESIGHT_UCX_SPIN_US).
   double spin_us = 50;
 };
 
 struct UcxServerStats {
-  uint64_t connections = 0;       // currently connected clients
+  uint64_t connections = 0;  // currently connected clients
   uint64_t connections_total = 0;
   uint64_t requests = 0;
-  uint64_t errors_sent = 0;       // error replies of any kind
+  uint64_t errors_sent = 0;          // error replies of any kind
   uint64_t dropped_connections = 0;  // closed for auth failure, timeout or peer failure
 };
 

@@ -29,7 +29,7 @@ StatusOr<std::shared_ptr<ArenaMap>> MapArena(const ucxwire::ArenaGrant& g) {
   const std::string path = "/proc/" + std::to_string(g.pid) + "/fd/" + std::to_string(g.fd);
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Unavailable("cannot open " + path + ": " + strerror(errno) + " (another host or user?)");
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != g.file_bytes) {
     close(fd);
     return Unavailable(path + " is not the node's arena (size differs)");

@@ -9,13 +9,13 @@
 #include <spdlog/spdlog.h>
 #include <ucp/api/ucp.h>
 
+#include "client/ucx_transport.h"
 #include "common/checksum.h"
 #include "common/file_io.h"
-#include "client/ucx_transport.h"
-#include "proto/ucx_messages.h"
-#include "proto/foresight.grpc.pb.h"
 #include "common/mutex.h"
+#include "proto/foresight.grpc.pb.h"
 #include "proto/grpc_common.h"
+#include "proto/ucx_messages.h"
 
 namespace foresight {
 
@@ -92,7 +92,8 @@ class GrpcCacheClient final : public CacheClient {
     Status s = FromGrpc(stub_->Put(ctx.get(), req, &resp), options_.address, "put");
     std::vector<Status> statuses;
     for (size_t i = 0; i < items.size(); ++i) {
-      if (!s.ok()) items[i].status = s;
+      if (!s.ok())
+        items[i].status = s;
       else if (static_cast<int>(i) >= resp.results_size())
         items[i].status = Internal("node " + options_.address + " answered fewer put results than items");
       else
@@ -294,8 +295,8 @@ class UcxCacheClient final : public CacheClient {
     std::vector<UcxPut> puts;
     puts.reserve(items.size());
     for (const BlockPut& item : items)
-      puts.push_back(UcxPut{item.key, static_cast<const uint8_t*>(item.data), item.size,
-                            BlockChecksum(item.data, item.size)});
+      puts.push_back(
+          UcxPut{item.key, static_cast<const uint8_t*>(item.data), item.size, BlockChecksum(item.data, item.size)});
     auto batch = ucx_->SubmitPuts(std::move(puts));
     return std::async(std::launch::deferred, [this, items, batch] { return Finish(batch, items); });
   }
@@ -412,8 +413,8 @@ StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOpt
     uo.request_timeout_s = std::chrono::duration<double>(options.timeout).count();
     auto ucx = UcxTransport::Connect(host, static_cast<uint16_t>(info->ucx_port), options.token, uo);
     if (ucx.ok()) {
-      return std::unique_ptr<CacheClient>(new UcxCacheClient(
-          std::move(grpc_client), std::move(*ucx), std::chrono::duration<double>(options.timeout).count()));
+      return std::unique_ptr<CacheClient>(new UcxCacheClient(std::move(grpc_client), std::move(*ucx),
+                                                             std::chrono::duration<double>(options.timeout).count()));
     }
     ucx_failure = ucx.status();
   }

@@ -34,13 +34,13 @@ namespace foresight {
 enum class DataPath { kAuto, kUcx, kGrpc };
 
 struct CacheClientOptions {
-  std::string address;       // the node's gRPC HOST:PORT
-  std::string token;         // empty: no authentication
-  DataPath data_path = DataPath::kAuto;  // kUcx fails Connect when UCX cannot be used
-  std::string ucx_transports = "auto";   // "auto", "shm" or "tcp" (UCX_TLS for this client)
-  UcxTuning ucx_tuning;                  // the UCX client's polling and get path
+  std::string address;                       // the node's gRPC HOST:PORT
+  std::string token;                         // empty: no authentication
+  DataPath data_path = DataPath::kAuto;      // kUcx fails Connect when UCX cannot be used
+  std::string ucx_transports = "auto";       // "auto", "shm" or "tcp" (UCX_TLS for this client)
+  UcxTuning ucx_tuning;                      // the UCX client's polling and get path
   std::chrono::milliseconds timeout{10000};  // per call
-  std::string tls_ca;        // PEM file of the CA; non-empty: use TLS for gRPC
+  std::string tls_ca;                        // PEM file of the CA; non-empty: use TLS for gRPC
 };
 
 struct ClientStats {

@@ -2,13 +2,13 @@
 #include "client/ucx_transport.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -104,7 +104,7 @@ class UcxTransport::Impl {
     Clock::time_point start;
     std::function<void(const Status&, const ReplyBody&, const void*, size_t)> on_control_reply;
     const char* control = nullptr;  // a control request's name (HELLO, REGISTER, ARENA)
-    bool lease = false;  // a one-sided get: LEASE, then copy out of arena
+    bool lease = false;             // a one-sided get: LEASE, then copy out of arena
     std::vector<ByteRange> ranges;
     std::shared_ptr<ArenaMap> arena;
   };
@@ -132,7 +132,7 @@ class UcxTransport::Impl {
     std::vector<bool> done;
     std::vector<bool> verified;  // checksum already checked while copying (one-sided)
     size_t remaining = 0;
-    int copying = 0;             // one-sided copies in progress into this batch's buffers
+    int copying = 0;  // one-sided copies in progress into this batch's buffers
     bool get = true;
     std::vector<BlockKey> keys;
   };
@@ -150,8 +150,8 @@ class UcxTransport::Impl {
   void RunSync(std::function<void()> fn);
   void Post(std::function<void()> fn) { ucx_->Post(std::move(fn)); }
   Status DoConnect();
-  Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
-                          double timeout_s, std::vector<uint8_t>* reply_data = nullptr);
+  Status ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply, double timeout_s,
+                          std::vector<uint8_t>* reply_data = nullptr);
   void RequestArena();
   void HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length, bool rndv);
   // Copies one ready block (of batch `prefer` when it has one); false when none is ready.
@@ -160,14 +160,13 @@ class UcxTransport::Impl {
   bool CopyOneReady(UcxBatch prefer, size_t min_ready = 1);
   // Records an item's result; true when that finished its batch. Wakes the batch's waiter unless
   // notify is false (then the caller does, after unlocking mu_).
-  bool FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes,
-                        uint64_t checksum, bool verified, bool notify = true) FS_REQUIRES(mu_);
+  bool FinishItemLocked(UcxBatch batch, size_t index, const Status& status, uint64_t bytes, uint64_t checksum,
+                        bool verified, bool notify = true) FS_REQUIRES(mu_);
   void FlushReleases();
   void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
   void StartOp(PendingSend ps);
-  void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum,
-                  bool verified = false);
+  void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum, bool verified = false);
   // Completes a GET whose delivered bytes hashed to `actual` on this (the progress) thread: OK
   // when that is the node's checksum, DATA_LOSS otherwise.
   void CompleteCheckedGet(uint64_t req_id, uint64_t length, uint64_t expected, uint64_t actual);
@@ -175,8 +174,8 @@ class UcxTransport::Impl {
   void Sweep();
   void DescribeEndpoint();
   static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
-  static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length, void* data,
-                                size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                                const ucp_am_recv_param_t* param);
   ucs_status_t HandleReply(const void* header, size_t header_length, void* data, size_t length,
                            const ucp_am_recv_param_t* param);
   static void SendDone(void* request, ucs_status_t status, void* user_data);
@@ -214,8 +213,8 @@ class UcxTransport::Impl {
   std::unordered_map<UcxBatch, Batch> batches_ FS_GUARDED_BY(mu_);
   std::deque<Ready> ready_ FS_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, uint64_t>> releases_ FS_GUARDED_BY(mu_);  // (generation, lease id)
-  std::shared_ptr<ArenaMap> arena_ FS_GUARDED_BY(mu_);  // null: no one-sided gets
-  uint64_t generation_ FS_GUARDED_BY(mu_) = 1;          // bumped on every drop
+  std::shared_ptr<ArenaMap> arena_ FS_GUARDED_BY(mu_);                      // null: no one-sided gets
+  uint64_t generation_ FS_GUARDED_BY(mu_) = 1;                              // bumped on every drop
   UcxBatch next_batch_ = 1;
   std::atomic<uint64_t> next_req_id_{1};
   uint32_t next_region_id_ = 1;
@@ -288,8 +287,7 @@ void UcxTransport::Impl::Sweep() {
   auto now = Clock::now();
   for (auto& [id, op] : ops_) {
     if (op.batch != 0 && now - op.start > limit) {
-      DropConnection(DeadlineExceeded(What(op) + ": no answer within " +
-                                      std::to_string(options_.request_timeout_s) +
+      DropConnection(DeadlineExceeded(What(op) + ": no answer within " + std::to_string(options_.request_timeout_s) +
                                       " s (request_timeout_s); connection dropped"));
       return;
     }
@@ -370,8 +368,8 @@ Status UcxTransport::Impl::DoConnect() {
   freeaddrinfo(res);
 
   ucp_ep_params_t p{};
-  p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                 UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                 UCP_EP_PARAM_FIELD_ERR_HANDLER;
   p.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
   p.sockaddr.addr = reinterpret_cast<const sockaddr*>(&ss);
   p.sockaddr.addrlen = len;
@@ -388,8 +386,7 @@ Status UcxTransport::Impl::DoConnect() {
   }
   ReplyBody reply;
   std::vector<uint8_t> token(token_.begin(), token_.end());
-  Status s = ControlRoundTrip(EncodeHello(next_req_id_++), std::move(token), &reply,
-                              options_.connect_timeout_s);
+  Status s = ControlRoundTrip(EncodeHello(next_req_id_++), std::move(token), &reply, options_.connect_timeout_s);
   if (s.ok()) {
     std::vector<Region> regions;
     {
@@ -416,9 +413,8 @@ Status UcxTransport::Impl::DoConnect() {
   return Status::OK();
 }
 
-Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data,
-                                            ReplyBody* reply, double timeout_s,
-                                            std::vector<uint8_t>* reply_data) {
+Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::vector<uint8_t> data, ReplyBody* reply,
+                                            double timeout_s, std::vector<uint8_t>* reply_data) {
   bool done = false;
   Status result;
   PendingSend ps;
@@ -447,8 +443,7 @@ Status UcxTransport::Impl::ControlRoundTrip(std::vector<uint8_t> header, std::ve
   if (ep_failed_) {
     return Unavailable("UCX: cannot reach node " + node_ + " (" + what + "): " + UcsText(ep_error_));
   }
-  return Unavailable("UCX: node " + node_ + " did not answer " + what + " within " +
-                     std::to_string(timeout_s) + " s");
+  return Unavailable("UCX: node " + node_ + " did not answer " + what + " within " + std::to_string(timeout_s) + " s");
 }
 
 Status UcxTransport::Impl::SendRegister(Region& r) {
@@ -458,8 +453,7 @@ Status UcxTransport::Impl::SendRegister(Region& r) {
   body.length = r.size;
   body.key_check = RkeyCheck(r.rkey.data(), r.rkey.size());
   ReplyBody reply;
-  Status s = ControlRoundTrip(EncodeRegister(next_req_id_++, body), r.rkey, &reply,
-                              options_.connect_timeout_s);
+  Status s = ControlRoundTrip(EncodeRegister(next_req_id_++, body), r.rkey, &reply, options_.connect_timeout_s);
   if (!s.ok()) return s;
   r.fast_path = reply.flags & kReplyMapped;
   return Status::OK();
@@ -510,15 +504,14 @@ StatusOr<UcxBuffer> UcxTransport::Impl::AddRegion(void* data, uint64_t bytes, bo
   RunSync([&] {
     Region r;
     ucp_mem_map_params_t mp{};
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
-                    UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
     mp.address = allocate ? nullptr : data;
     mp.length = bytes;
     mp.flags = allocate ? UCP_MEM_MAP_ALLOCATE : 0;
     ucs_status_t st = ucp_mem_map(context_, &mp, &r.memh);
     if (st != UCS_OK) {
-      result = ResourceExhausted("UCX client: cannot " + std::string(allocate ? "allocate" : "register") +
-                                 " a " + std::to_string(bytes) + "-byte buffer: " + UcsText(st));
+      result = ResourceExhausted("UCX client: cannot " + std::string(allocate ? "allocate" : "register") + " a " +
+                                 std::to_string(bytes) + "-byte buffer: " + UcsText(st));
       return;
     }
     ucp_mem_attr_t attr{};
@@ -571,8 +564,7 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
       return InvalidArgument("GET " + (*gets)[i].key.ToHex() + ": no destination buffer");
     }
     if (is_get && (*gets)[i].ranges.size() > kMaxRanges) {
-      return InvalidArgument("GET " + (*gets)[i].key.ToHex() + ": more than " +
-                             std::to_string(kMaxRanges) + " ranges");
+      return InvalidArgument("GET " + (*gets)[i].key.ToHex() + ": more than " + std::to_string(kMaxRanges) + " ranges");
     }
     if (!is_get && ((*puts)[i].src == nullptr || (*puts)[i].size == 0)) {
       return InvalidArgument("PUT " + (*puts)[i].key.ToHex() + ": empty block");
@@ -689,8 +681,8 @@ void UcxTransport::Impl::StartOp(PendingSend ps) {
     p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
     p.memh = ps.memh;
   }
-  void* req = ucp_am_send_nbx(ep_, kUcxRequestAmId, ctx->header.data(), ctx->header.size(),
-                              length > 0 ? data : nullptr, length, &p);
+  void* req = ucp_am_send_nbx(ep_, kUcxRequestAmId, ctx->header.data(), ctx->header.size(), length > 0 ? data : nullptr,
+                              length, &p);
   if (req == nullptr) {
     delete static_cast<std::pair<Impl*, std::pair<SendCtx*, uint64_t>>*>(p.user_data);
     delete ctx;
@@ -699,8 +691,7 @@ void UcxTransport::Impl::StartOp(PendingSend ps) {
     delete ctx;
     auto it = ops_.find(req_id);
     if (it != ops_.end()) {
-      CompleteOp(req_id, Unavailable(What(it->second) + ": send failed: " +
-                                     UcsText(UCS_PTR_STATUS(req))), 0, 0);
+      CompleteOp(req_id, Unavailable(What(it->second) + ": send failed: " + UcsText(UCS_PTR_STATUS(req))), 0, 0);
     }
   }
 }
@@ -715,8 +706,7 @@ void UcxTransport::Impl::SendDone(void* request, ucs_status_t status, void* user
   if (status != UCS_OK) {
     auto it = self->ops_.find(req_id);
     if (it != self->ops_.end()) {
-      self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": send failed: " + UcsText(status)),
-                       0, 0);
+      self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": send failed: " + UcsText(status)), 0, 0);
     }
   }
 }
@@ -737,8 +727,7 @@ void UcxTransport::Impl::RecvDone(void* request, ucs_status_t status, size_t len
   auto it = self->ops_.find(req_id);
   if (it == self->ops_.end()) return;
   if (status != UCS_OK) {
-    self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": receiving failed: " + UcsText(status)),
-                     0, 0);
+    self->CompleteOp(req_id, Unavailable(self->What(it->second) + ": receiving failed: " + UcsText(status)), 0, 0);
   } else if (self->options_.tuning.verify_on_progress_thread) {
     self->CompleteCheckedGet(req_id, length, checksum, BlockChecksum(it->second.dest, length));
   } else {
@@ -746,27 +735,26 @@ void UcxTransport::Impl::RecvDone(void* request, ucs_status_t status, size_t len
   }
 }
 
-void UcxTransport::Impl::CompleteCheckedGet(uint64_t req_id, uint64_t length, uint64_t expected,
-                                            uint64_t actual) {
+void UcxTransport::Impl::CompleteCheckedGet(uint64_t req_id, uint64_t length, uint64_t expected, uint64_t actual) {
   auto it = ops_.find(req_id);
   if (it == ops_.end()) return;
   if (actual != expected) {
-    CompleteOp(req_id, DataLoss(What(it->second) + ": checksum mismatch on the delivered bytes (the block " +
-                                "was not delivered)"),
-               0, 0);
+    CompleteOp(
+        req_id,
+        DataLoss(What(it->second) + ": checksum mismatch on the delivered bytes (the block " + "was not delivered)"), 0,
+        0);
     return;
   }
   CompleteOp(req_id, Status::OK(), length, expected, /*verified=*/true);
 }
 
-ucs_status_t UcxTransport::Impl::OnReplyAm(void* arg, const void* header, size_t header_length,
-                                           void* data, size_t length,
-                                           const ucp_am_recv_param_t* param) {
+ucs_status_t UcxTransport::Impl::OnReplyAm(void* arg, const void* header, size_t header_length, void* data,
+                                           size_t length, const ucp_am_recv_param_t* param) {
   return static_cast<Impl*>(arg)->HandleReply(header, header_length, data, length, param);
 }
 
-ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_length, void* data,
-                                             size_t length, const ucp_am_recv_param_t* param) {
+ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_length, void* data, size_t length,
+                                             const ucp_am_recv_param_t* param) {
   const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
   std::string error;
   auto msg = DecodeHeader(header, header_length, &error);
@@ -783,8 +771,7 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   Op& op = it->second;
   if (!reply) {
     if (op.on_control_reply) {
-      op.on_control_reply(Internal("node " + node_ + " sent a malformed reply: " + error), ReplyBody{},
-                          nullptr, 0);
+      op.on_control_reply(Internal("node " + node_ + " sent a malformed reply: " + error), ReplyBody{}, nullptr, 0);
       ops_.erase(it);
       return UCS_OK;
     }
@@ -816,8 +803,9 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   }
   if (reply->flags & kReplyWroteRegion) {
     if (reply->length > op.capacity) {
-      CompleteOp(op.req_id, DataLoss(What(op) + ": node claims " + std::to_string(reply->length) +
-                                     " bytes for a " + std::to_string(op.capacity) + "-byte buffer"),
+      CompleteOp(op.req_id,
+                 DataLoss(What(op) + ": node claims " + std::to_string(reply->length) + " bytes for a " +
+                          std::to_string(op.capacity) + "-byte buffer"),
                  0, 0);
     } else {
       CompleteOp(op.req_id, Status::OK(), reply->length, reply->checksum);
@@ -825,9 +813,9 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
     return UCS_OK;
   }
   if (reply->length != length || length > op.capacity) {
-    CompleteOp(op.req_id, DataLoss(What(op) + ": reply carries " + std::to_string(length) +
-                                   " bytes, header says " + std::to_string(reply->length) +
-                                   ", buffer holds " + std::to_string(op.capacity)),
+    CompleteOp(op.req_id,
+               DataLoss(What(op) + ": reply carries " + std::to_string(length) + " bytes, header says " +
+                        std::to_string(reply->length) + ", buffer holds " + std::to_string(op.capacity)),
                0, 0);
     return UCS_OK;
   }
@@ -865,8 +853,8 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
   return UCS_INPROGRESS;
 }
 
-void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes,
-                                    uint64_t checksum, bool verified) {
+void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum,
+                                    bool verified) {
   auto it = ops_.find(req_id);
   if (it == ops_.end()) return;
   Op op = std::move(it->second);
@@ -935,8 +923,8 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
     // Nothing may land in the caller's buffers after we return: drop the connection (which fails
     // the blocks not yet being copied) and let the copies already running finish.
     RunSync([&] {
-      DropConnection(DeadlineExceeded("UCX batch on node " + node_ + " not done within " +
-                                      std::to_string(timeout_s) + " s (Wait timeout); connection dropped"));
+      DropConnection(DeadlineExceeded("UCX batch on node " + node_ + " not done within " + std::to_string(timeout_s) +
+                                      " s (Wait timeout); connection dropped"));
     });
     mu_.Lock();
     cv_.Wait(mu_, [&]() FS_REQUIRES(mu_) { return batches_[id].copying == 0; });
@@ -947,8 +935,8 @@ std::vector<UcxItemResult> UcxTransport::Impl::Wait(UcxBatch id, double timeout_
   for (size_t i = 0; i < batch.results.size(); ++i) {
     UcxItemResult& r = batch.results[i];
     if (!batch.done[i]) {
-      r.status = DeadlineExceeded((batch.get ? "GET " : "PUT ") + batch.keys[i].ToHex() + " on node " +
-                                  node_ + ": not done within " + std::to_string(timeout_s) + " s");
+      r.status = DeadlineExceeded((batch.get ? "GET " : "PUT ") + batch.keys[i].ToHex() + " on node " + node_ +
+                                  ": not done within " + std::to_string(timeout_s) + " s");
       continue;
     }
     if (!batch.get || !r.status.ok() || batch.verified[i]) continue;
@@ -996,8 +984,7 @@ void UcxTransport::Impl::RequestArena() {
   }
 }
 
-void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length,
-                                          bool rndv) {
+void UcxTransport::Impl::HandleLeaseReply(Op& op, const ReplyBody& reply, const void* data, size_t length, bool rndv) {
   std::string error;
   std::optional<LeaseGrant> grant;
   if (!rndv) grant = DecodeLeaseGrant(data, length, &error);
@@ -1145,8 +1132,7 @@ UcxTransport::UcxTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 UcxTransport::~UcxTransport() = default;
 
 StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(const std::string& host, uint16_t port,
-                                                              const std::string& token,
-                                                              UcxTransportOptions options) {
+                                                              const std::string& token, UcxTransportOptions options) {
   auto impl = std::make_unique<Impl>(host, port, token, std::move(options));
   FS_RETURN_IF_ERROR(impl->Init());
   FS_RETURN_IF_ERROR(impl->EnsureConnected());

@@ -95,7 +95,7 @@ struct UcxGet {
   BlockKey key;
   std::vector<ByteRange> ranges;  // empty: the whole block; else these ranges, concatenated
   uint8_t* dest = nullptr;
-  uint64_t capacity = 0;          // room at dest
+  uint64_t capacity = 0;  // room at dest
 };
 
 struct UcxPut {
@@ -111,18 +111,18 @@ struct UcxItemResult {
 };
 
 struct UcxTransportStats {
-  std::string node;        // host:port
-  std::string transport;   // UCX transport of the message lane: "sysv", "posix", "tcp", ...
-  std::string path;        // "shm" or "tcp" (or "self", "unknown")
-  std::string lanes;       // UCX's own description of the endpoint (ucp_ep_print_info)
+  std::string node;       // host:port
+  std::string transport;  // UCX transport of the message lane: "sysv", "posix", "tcp", ...
+  std::string path;       // "shm" or "tcp" (or "self", "unknown")
+  std::string lanes;      // UCX's own description of the endpoint (ucp_ep_print_info)
   bool connected = false;
   uint64_t gets = 0, puts = 0, failures = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
   uint64_t fast_path_ops = 0;  // moved through a mapped buffer
   uint64_t reconnects = 0;
-  bool arena_mapped = false;     // the node's arena is mapped: gets are one-sided
-  uint64_t one_sided_gets = 0;   // gets copied out of the node's arena by this client
-  std::string arena_note;        // why the arena is not mapped (empty when it is, or not tried)
+  bool arena_mapped = false;    // the node's arena is mapped: gets are one-sided
+  uint64_t one_sided_gets = 0;  // gets copied out of the node's arena by this client
+  std::string arena_note;       // why the arena is not mapped (empty when it is, or not tried)
 };
 
 using UcxBatch = uint64_t;
@@ -132,8 +132,7 @@ class UcxTransport {
   // Connects and authenticates (HELLO{token}; empty token: none). UNAVAILABLE naming host:port
   // when the node cannot be reached, UNAUTHENTICATED when it refuses the token.
   static StatusOr<std::unique_ptr<UcxTransport>> Connect(const std::string& host, uint16_t port,
-                                                         const std::string& token,
-                                                         UcxTransportOptions options = {});
+                                                         const std::string& token, UcxTransportOptions options = {});
   ~UcxTransport();
   UcxTransport(const UcxTransport&) = delete;
   UcxTransport& operator=(const UcxTransport&) = delete;

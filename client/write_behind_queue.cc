@@ -7,8 +7,10 @@ namespace foresight {
 WriteBehindQueue::WriteBehindQueue(CacheClient* client, WriteBehindOptions options)
     : client_(client), options_(options) {
   auto ring = client_->AllocateBuffer(options_.ring_bytes);
-  if (ring.ok()) ring_ = *ring;
-  else ring_status_ = ring.status().WithContext("allocating the write-behind ring");
+  if (ring.ok())
+    ring_ = *ring;
+  else
+    ring_status_ = ring.status().WithContext("allocating the write-behind ring");
   sender_ = std::thread([this] { SenderLoop(); });
 }
 

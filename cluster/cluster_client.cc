@@ -9,8 +9,8 @@
 #include <type_traits>
 #include <unordered_map>
 
-#include <nlohmann/json.hpp>
 #include <xxhash.h>
+#include <nlohmann/json.hpp>
 
 #include "cluster/etcd_client.h"
 #include "common/json_fields.h"
@@ -55,7 +55,7 @@ class ClusterClient::Impl {
     Mutex mu;
     std::shared_ptr<CacheClient> client FS_GUARDED_BY(mu);
     Clock::time_point retry_connect_after FS_GUARDED_BY(mu){};
-    std::atomic<int64_t> suspect_until{0};    // steady_clock ticks
+    std::atomic<int64_t> suspect_until{0};  // steady_clock ticks
   };
   struct View {
     std::vector<std::shared_ptr<Node>> nodes;
@@ -104,8 +104,8 @@ class ClusterClient::Impl {
     bool same = members.size() == view_->nodes.size();
     for (size_t i = 0; same && i < members.size(); ++i) {
       const auto& old = view_->nodes[i]->member;
-      same = old.node_id == members[i].node_id && old.grpc == members[i].grpc &&
-             old.incarnation == members[i].incarnation;
+      same =
+          old.node_id == members[i].node_id && old.grpc == members[i].grpc && old.incarnation == members[i].incarnation;
     }
     if (same) return Status::OK();
     auto next = std::make_shared<View>();
@@ -132,7 +132,8 @@ class ClusterClient::Impl {
     MutexLock lock(node.mu);
     if (node.client) return node.client;
     if (Clock::now() < node.retry_connect_after)
-      return Unavailable("node " + node.member.node_id + " (" + node.member.grpc + ") failed recently; not retrying yet");
+      return Unavailable("node " + node.member.node_id + " (" + node.member.grpc +
+                         ") failed recently; not retrying yet");
     CacheClientOptions o = options_.node;
     o.address = node.member.grpc;
     auto c = CacheClient::Connect(o);
@@ -213,20 +214,22 @@ class ClusterClient::Impl {
         still.push_back(i);
       }
       if (still.empty()) break;
-      RunOnNodes<BlockPut>(*view, by_node, items, [](CacheClient& c, std::span<BlockPut> sub) {
-        return c.PutBatchAsync(sub);
-      }, [&](size_t i, const BlockPut& result, const Node& node) {
-        if (result.status.ok()) {
-          ++state[i].acks;
-        } else {
-          state[i].failed_over = true;
-          state[i].errors += " " + node.member.node_id + ": " + result.status.message() + ";";
-        }
-      });
+      RunOnNodes<BlockPut>(
+          *view, by_node, items, [](CacheClient& c, std::span<BlockPut> sub) { return c.PutBatchAsync(sub); },
+          [&](size_t i, const BlockPut& result, const Node& node) {
+            if (result.status.ok()) {
+              ++state[i].acks;
+            } else {
+              state[i].failed_over = true;
+              state[i].errors += " " + node.member.node_id + ": " + result.status.message() + ";";
+            }
+          });
       pending.clear();
       for (size_t i : still) {
-        if (state[i].acks >= r) items[i].status = Status::OK();
-        else pending.push_back(i);
+        if (state[i].acks >= r)
+          items[i].status = Status::OK();
+        else
+          pending.push_back(i);
       }
     }
     Status first;
@@ -283,16 +286,16 @@ class ClusterClient::Impl {
       }
       first_round = false;
       if (still.empty()) break;
-      RunOnNodes<BlockGet>(*view, by_node, items, [](CacheClient& c, std::span<BlockGet> sub) {
-        return c.GetBatchAsync(sub);
-      }, [&](size_t i, const BlockGet& result, const Node& node) {
-        items[i].bytes = result.bytes;
-        items[i].status = result.status;
-        if (!result.status.ok()) {
-          if (result.status.code() != StatusCode::kNotFound) state[i].only_not_found = false;
-          state[i].errors += " " + node.member.node_id + ": " + result.status.message() + ";";
-        }
-      });
+      RunOnNodes<BlockGet>(
+          *view, by_node, items, [](CacheClient& c, std::span<BlockGet> sub) { return c.GetBatchAsync(sub); },
+          [&](size_t i, const BlockGet& result, const Node& node) {
+            items[i].bytes = result.bytes;
+            items[i].status = result.status;
+            if (!result.status.ok()) {
+              if (result.status.code() != StatusCode::kNotFound) state[i].only_not_found = false;
+              state[i].errors += " " + node.member.node_id + ": " + result.status.message() + ";";
+            }
+          });
       pending.clear();
       for (size_t i : still)
         if (!items[i].status.ok()) pending.push_back(i);
@@ -458,7 +461,8 @@ class ClusterClient::Impl {
   void RepairLoop() {
     mu_.Lock();
     while (!stopping_) {
-      const auto wait = options_.repair_interval.count() > 0 ? options_.repair_interval : std::chrono::milliseconds(5000);
+      const auto wait =
+          options_.repair_interval.count() > 0 ? options_.repair_interval : std::chrono::milliseconds(5000);
       const bool woken = cv_.WaitFor(mu_, wait, [&]() FS_REQUIRES(mu_) { return stopping_ || repair_pending_; });
       if (stopping_) break;
       if (!woken && options_.repair_interval.count() > 0) repair_pending_ = true;  // the periodic pass
@@ -663,8 +667,10 @@ class ClusterCacheClient final : public CacheClient {
     for (const auto& m : cluster_->members()) {
       FS_ASSIGN_OR_RETURN(auto c, cluster_->NodeClient(m.node_id));
       Status s = c->Evict(key);
-      if (s.ok()) any = true;
-      else if (s.code() != StatusCode::kNotFound) return s.WithContext("node " + m.node_id);
+      if (s.ok())
+        any = true;
+      else if (s.code() != StatusCode::kNotFound)
+        return s.WithContext("node " + m.node_id);
     }
     return any ? Status::OK() : NotFound("block " + key.ToHex() + " is on no member");
   }

@@ -49,11 +49,11 @@
 namespace foresight {
 
 struct ClusterClientOptions {
-  std::string etcd;                       // "http://HOST:PORT[,...]"
+  std::string etcd;  // "http://HOST:PORT[,...]"
   std::string prefix = kDefaultMembersPrefix;
-  int replication = 1;                    // R
-  int extra_probes = 2;                   // a get tries at most R + extra_probes nodes
-  CacheClientOptions node;                // per-node options (address is ignored)
+  int replication = 1;      // R
+  int extra_probes = 2;     // a get tries at most R + extra_probes nodes
+  CacheClientOptions node;  // per-node options (address is ignored)
   std::chrono::milliseconds refresh_interval{500};
   std::chrono::milliseconds suspect_for{2000};  // a node that failed is tried last for this long
   bool background_repair = false;

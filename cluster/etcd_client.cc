@@ -132,7 +132,7 @@ StatusOr<std::string> EtcdClient::Base64Decode(const std::string& text) {
 }
 
 StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const std::string& endpoints,
-                                                          std::chrono::milliseconds timeout) {
+                                                         std::chrono::milliseconds timeout) {
   std::unique_ptr<EtcdClient> client(new EtcdClient());
   client->endpoints_text_ = endpoints;
   client->timeout_ = timeout;
@@ -217,8 +217,9 @@ StatusOr<std::string> EtcdClient::CallOne(const Endpoint& e, const std::string& 
   while (true) {
     pollfd p{sock.fd, POLLIN, 0};
     const int ready = poll(&p, 1, RemainingMs(deadline));
-    if (ready == 0) return DeadlineExceeded("etcd " + e.url + path + ": no answer within " +
-                                            std::to_string(timeout_.count()) + " ms");
+    if (ready == 0)
+      return DeadlineExceeded("etcd " + e.url + path + ": no answer within " + std::to_string(timeout_.count()) +
+                              " ms");
     if (ready < 0 && errno == EINTR) continue;
     ssize_t n = recv(sock.fd, buffer, sizeof(buffer), 0);
     if (n == 0) break;
@@ -243,8 +244,10 @@ StatusOr<std::string> EtcdClient::CallOne(const Endpoint& e, const std::string& 
     std::string message = payload;
     auto j = nlohmann::json::parse(payload, nullptr, false);
     if (!j.is_discarded() && j.is_object()) {
-      if (j.contains("message") && j["message"].is_string()) message = j["message"].get<std::string>();
-      else if (j.contains("error") && j["error"].is_string()) message = j["error"].get<std::string>();
+      if (j.contains("message") && j["message"].is_string())
+        message = j["message"].get<std::string>();
+      else if (j.contains("error") && j["error"].is_string())
+        message = j["error"].get<std::string>();
     }
     // 503 and friends: the member is up but cannot serve (no leader); another endpoint may.
     const std::string text = "etcd " + e.url + path + ": HTTP " + std::to_string(code) + ": " + message;
@@ -270,7 +273,8 @@ namespace {
 
 StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& what) {
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Internal("etcd " + what + ": response is not JSON: " + text.substr(0, 200));
+  if (j.is_discarded() || !j.is_object())
+    return Internal("etcd " + what + ": response is not JSON: " + text.substr(0, 200));
   // Streaming endpoints wrap each message in {"result": ...} or {"error": ...}.
   if (j.contains("error") && j["error"].is_object()) {
     const auto& err = j["error"];

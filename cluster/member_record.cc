@@ -21,12 +21,9 @@ Status ReadMemberFields(const nlohmann::json& j, ClusterMember* m) {
 }  // namespace
 
 std::string EncodeClusterMember(const ClusterMember& member) {
-  const nlohmann::json v = {{"node_id", member.node_id},
-                            {"grpc", member.grpc},
-                            {"ucx_port", member.ucx_port},
-                            {"nvme", member.nvme},
-                            {"incarnation", member.incarnation},
-                            {"started_at", member.started_at}};
+  const nlohmann::json v = {{"node_id", member.node_id},         {"grpc", member.grpc},
+                            {"ucx_port", member.ucx_port},       {"nvme", member.nvme},
+                            {"incarnation", member.incarnation}, {"started_at", member.started_at}};
   return v.dump();
 }
 

@@ -105,8 +105,10 @@ Status NodeMembership::Stop() {
   if (lease_ == 0) return Status::OK();
   Status s = etcd_->RevokeLease(lease_);
   registered_ = false;
-  if (s.ok()) spdlog::info("membership: deregistered {}", key_);
-  else spdlog::warn("membership: could not deregister {} ({}); etcd drops it when the lease expires", key_, s.ToString());
+  if (s.ok())
+    spdlog::info("membership: deregistered {}", key_);
+  else
+    spdlog::warn("membership: could not deregister {} ({}); etcd drops it when the lease expires", key_, s.ToString());
   return s;
 }
 

@@ -28,10 +28,10 @@
 namespace foresight {
 
 struct MembershipOptions {
-  std::string etcd;                        // endpoints, "http://HOST:PORT[,...]"
+  std::string etcd;  // endpoints, "http://HOST:PORT[,...]"
   std::string prefix = kDefaultMembersPrefix;
-  std::string node_id;                     // stable across restarts (it decides which keys the node owns)
-  std::string advertise;                   // gRPC HOST:PORT that clients should dial
+  std::string node_id;    // stable across restarts (it decides which keys the node owns)
+  std::string advertise;  // gRPC HOST:PORT that clients should dial
   uint32_t ucx_port = 0;
   bool nvme = false;
   int64_t ttl_seconds = 10;

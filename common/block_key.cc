@@ -36,8 +36,7 @@ int HexValue(char c) {
 }  // namespace
 
 StatusOr<BlockKey> BlockKey::FromHex(std::string_view hex) {
-  if (hex.size() != 2 * kSize)
-    return InvalidArgument("block key '" + std::string(hex) + "' must be 32 hex digits");
+  if (hex.size() != 2 * kSize) return InvalidArgument("block key '" + std::string(hex) + "' must be 32 hex digits");
   uint8_t bytes[kSize];
   for (size_t i = 0; i < kSize; ++i) {
     const int hi = HexValue(hex[2 * i]), lo = HexValue(hex[2 * i + 1]);
@@ -61,8 +60,8 @@ PrefixChain::PrefixChain(std::string_view name_space, std::string_view model_fin
     : chain_(HashFields({"foresight-chain-v1", name_space, model_fingerprint})) {}
 
 const BlockKey& PrefixChain::Extend(std::span<const int32_t> block_tokens) {
-  chain_ = HashFields({chain_.view(), std::string_view(reinterpret_cast<const char*>(block_tokens.data()),
-                                                       block_tokens.size_bytes())});
+  chain_ = HashFields(
+      {chain_.view(), std::string_view(reinterpret_cast<const char*>(block_tokens.data()), block_tokens.size_bytes())});
   return chain_;
 }
 

@@ -34,9 +34,7 @@ class BlockLayout {
   uint64_t block_bytes() const { return head_bytes() * kv_heads_; }
   ByteRange head_range(uint32_t head) const { return {head * head_bytes(), head_bytes()}; }
   // Heads [first, first + count) are also one contiguous range.
-  ByteRange heads_range(uint32_t first, uint32_t count) const {
-    return {first * head_bytes(), count * head_bytes()};
-  }
+  ByteRange heads_range(uint32_t first, uint32_t count) const { return {first * head_bytes(), count * head_bytes()}; }
   uint64_t k_offset(uint32_t head, uint32_t token) const {
     return head * head_bytes() + uint64_t{token} * head_dim_ * elem_bytes_;
   }

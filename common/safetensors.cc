@@ -16,10 +16,9 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kF64, "F64", 8},  {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2},  {DType::kI8, "I8", 1},   {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1},
+    {DType::kF64, "F64", 8}, {DType::kF32, "F32", 4},   {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
+    {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},   {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1},
+    {DType::kU8, "U8", 1},   {DType::kBool, "BOOL", 1},
 };
 
 template <typename Out>
@@ -29,15 +28,55 @@ std::vector<Out> ConvertFloat(const TensorView& t) {
   for (int64_t i = 0; i < n; ++i) {
     double v = 0;
     switch (t.dtype) {
-      case DType::kF64: { double x; std::memcpy(&x, t.data + 8 * i, 8); v = x; break; }
-      case DType::kF32: { float x; std::memcpy(&x, t.data + 4 * i, 4); v = x; break; }
-      case DType::kF16: { uint16_t x; std::memcpy(&x, t.data + 2 * i, 2); v = HalfToFloat(x); break; }
-      case DType::kBF16: { uint16_t x; std::memcpy(&x, t.data + 2 * i, 2); v = BFloat16ToFloat(x); break; }
-      case DType::kI64: { int64_t x; std::memcpy(&x, t.data + 8 * i, 8); v = static_cast<double>(x); break; }
-      case DType::kI32: { int32_t x; std::memcpy(&x, t.data + 4 * i, 4); v = x; break; }
-      case DType::kI16: { int16_t x; std::memcpy(&x, t.data + 2 * i, 2); v = x; break; }
-      case DType::kI8: v = static_cast<int8_t>(t.data[i]); break;
-      case DType::kU8: case DType::kBool: v = t.data[i]; break;
+      case DType::kF64: {
+        double x;
+        std::memcpy(&x, t.data + 8 * i, 8);
+        v = x;
+        break;
+      }
+      case DType::kF32: {
+        float x;
+        std::memcpy(&x, t.data + 4 * i, 4);
+        v = x;
+        break;
+      }
+      case DType::kF16: {
+        uint16_t x;
+        std::memcpy(&x, t.data + 2 * i, 2);
+        v = HalfToFloat(x);
+        break;
+      }
+      case DType::kBF16: {
+        uint16_t x;
+        std::memcpy(&x, t.data + 2 * i, 2);
+        v = BFloat16ToFloat(x);
+        break;
+      }
+      case DType::kI64: {
+        int64_t x;
+        std::memcpy(&x, t.data + 8 * i, 8);
+        v = static_cast<double>(x);
+        break;
+      }
+      case DType::kI32: {
+        int32_t x;
+        std::memcpy(&x, t.data + 4 * i, 4);
+        v = x;
+        break;
+      }
+      case DType::kI16: {
+        int16_t x;
+        std::memcpy(&x, t.data + 2 * i, 2);
+        v = x;
+        break;
+      }
+      case DType::kI8:
+        v = static_cast<int8_t>(t.data[i]);
+        break;
+      case DType::kU8:
+      case DType::kBool:
+        v = t.data[i];
+        break;
     }
     out[static_cast<size_t>(i)] = static_cast<Out>(v);
   }
@@ -102,11 +141,11 @@ Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);
   if (header_len > size - 8)
-    return InvalidArgument(path + ": truncated safetensors file (header of " +
-                           std::to_string(header_len) + " bytes, file has " + std::to_string(size) + ")");
-  nlohmann::json header = nlohmann::json::parse(
-      reinterpret_cast<const char*>(bytes + 8),
-      reinterpret_cast<const char*>(bytes + 8 + header_len), nullptr, /*allow_exceptions=*/false);
+    return InvalidArgument(path + ": truncated safetensors file (header of " + std::to_string(header_len) +
+                           " bytes, file has " + std::to_string(size) + ")");
+  nlohmann::json header =
+      nlohmann::json::parse(reinterpret_cast<const char*>(bytes + 8),
+                            reinterpret_cast<const char*>(bytes + 8 + header_len), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object())
     return InvalidArgument(path + ": safetensors header is not a JSON object");
 
@@ -143,13 +182,12 @@ Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
     const uint64_t begin = j["data_offsets"][0].get<uint64_t>();
     const uint64_t end = j["data_offsets"][1].get<uint64_t>();
     if (begin > end || end > data_size)
-      return InvalidArgument(where + " lies outside the file (truncated?): bytes [" + std::to_string(begin) +
-                             ", " + std::to_string(end) + ") of " + std::to_string(data_size));
+      return InvalidArgument(where + " lies outside the file (truncated?): bytes [" + std::to_string(begin) + ", " +
+                             std::to_string(end) + ") of " + std::to_string(data_size));
     t.nbytes = end - begin;
     if (static_cast<uint64_t>(t.numel()) * DTypeSize(t.dtype) != t.nbytes)
-      return InvalidArgument(where + ": shape and dtype need " +
-                             std::to_string(t.numel() * DTypeSize(t.dtype)) + " bytes, header says " +
-                             std::to_string(t.nbytes));
+      return InvalidArgument(where + ": shape and dtype need " + std::to_string(t.numel() * DTypeSize(t.dtype)) +
+                             " bytes, header says " + std::to_string(t.nbytes));
     t.data = base + begin;
     tensors_.emplace(t.name, std::move(t));
   }
@@ -177,8 +215,8 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", DTypeName(t.dtype)}, {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.data.size()}}};
+    header[t.name] = {
+        {"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
     offset += t.data.size();
   }
   std::string text = header.dump();
@@ -189,7 +227,8 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
   out.write(reinterpret_cast<const char*>(&len), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   // The header gives explicit offsets, so its key order (alphabetical) does not matter.
-  for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
+  for (const auto& t : tensors)
+    out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
   if (!out) return Internal("failed writing " + path);
   return Status::OK();
 }

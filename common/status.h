@@ -85,17 +85,26 @@ Status OkStatusWithoutValue();
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& status) : status_(status) { CheckNotOk(); }  // NOLINT
+  StatusOr(const Status& status) : status_(status) { CheckNotOk(); }        // NOLINT
   StatusOr(Status&& status) : status_(std::move(status)) { CheckNotOk(); }  // NOLINT
-  StatusOr(const T& value) : value_(value) {}  // NOLINT
-  StatusOr(T&& value) : value_(std::move(value)) {}  // NOLINT
+  StatusOr(const T& value) : value_(value) {}                               // NOLINT
+  StatusOr(T&& value) : value_(std::move(value)) {}                         // NOLINT
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
 
-  T& value() & { CheckOk(); return *value_; }
-  const T& value() const& { CheckOk(); return *value_; }
-  T&& value() && { CheckOk(); return std::move(*value_); }
+  T& value() & {
+    CheckOk();
+    return *value_;
+  }
+  const T& value() const& {
+    CheckOk();
+    return *value_;
+  }
+  T&& value() && {
+    CheckOk();
+    return std::move(*value_);
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -104,10 +113,12 @@ class [[nodiscard]] StatusOr {
 
  private:
   void CheckNotOk() {
-    if (status_.ok()) [[unlikely]] status_ = status_internal::OkStatusWithoutValue();
+    if (status_.ok()) [[unlikely]]
+      status_ = status_internal::OkStatusWithoutValue();
   }
   void CheckOk() const {
-    if (!status_.ok()) [[unlikely]] status_internal::DieOnValueOfError(status_);
+    if (!status_.ok()) [[unlikely]]
+      status_internal::DieOnValueOfError(status_);
   }
 
   Status status_;
@@ -117,10 +128,10 @@ class [[nodiscard]] StatusOr {
 }  // namespace foresight
 
 // Returns early from the enclosing function with the status of `expr` when it is not OK.
-#define FS_RETURN_IF_ERROR(expr)                         \
-  do {                                                   \
-    ::foresight::Status _fs_status = (expr);             \
-    if (!_fs_status.ok()) return _fs_status;             \
+#define FS_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::foresight::Status _fs_status = (expr); \
+    if (!_fs_status.ok()) return _fs_status; \
   } while (0)
 
 #define FS_CONCAT_INNER(a, b) a##b

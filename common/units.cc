@@ -11,8 +11,7 @@ namespace foresight {
 StatusOr<uint64_t> ParseByteSize(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  if (i == 0)
-    return InvalidArgument("bad size '" + text + "': expected a number with an optional unit, e.g. 512MiB");
+  if (i == 0) return InvalidArgument("bad size '" + text + "': expected a number with an optional unit, e.g. 512MiB");
   const std::string number = text.substr(0, i);
   std::string unit = text.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
@@ -23,19 +22,32 @@ StatusOr<uint64_t> ParseByteSize(const std::string& text) {
   std::string u;
   for (char c : unit) u.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   uint64_t scale = 0;
-  if (u.empty() || u == "b") scale = 1;
-  else if (u == "k" || u == "kib") scale = 1ull << 10;
-  else if (u == "m" || u == "mib") scale = 1ull << 20;
-  else if (u == "g" || u == "gib") scale = 1ull << 30;
-  else if (u == "t" || u == "tib") scale = 1ull << 40;
-  else if (u == "p" || u == "pib") scale = 1ull << 50;
-  else if (u == "e" || u == "eib") scale = 1ull << 60;
-  else if (u == "kb") scale = 1000;
-  else if (u == "mb") scale = 1000 * 1000;
-  else if (u == "gb") scale = 1000 * 1000 * 1000;
-  else if (u == "tb") scale = 1000ull * 1000 * 1000 * 1000;
-  else if (u == "pb") scale = 1000ull * 1000 * 1000 * 1000 * 1000;
-  else if (u == "eb") scale = 1000ull * 1000 * 1000 * 1000 * 1000 * 1000;
+  if (u.empty() || u == "b")
+    scale = 1;
+  else if (u == "k" || u == "kib")
+    scale = 1ull << 10;
+  else if (u == "m" || u == "mib")
+    scale = 1ull << 20;
+  else if (u == "g" || u == "gib")
+    scale = 1ull << 30;
+  else if (u == "t" || u == "tib")
+    scale = 1ull << 40;
+  else if (u == "p" || u == "pib")
+    scale = 1ull << 50;
+  else if (u == "e" || u == "eib")
+    scale = 1ull << 60;
+  else if (u == "kb")
+    scale = 1000;
+  else if (u == "mb")
+    scale = 1000 * 1000;
+  else if (u == "gb")
+    scale = 1000 * 1000 * 1000;
+  else if (u == "tb")
+    scale = 1000ull * 1000 * 1000 * 1000;
+  else if (u == "pb")
+    scale = 1000ull * 1000 * 1000 * 1000 * 1000;
+  else if (u == "eb")
+    scale = 1000ull * 1000 * 1000 * 1000 * 1000 * 1000;
   else
     return InvalidArgument("bad size '" + text + "': unknown unit '" + unit +
                            "' (use B, KiB, MiB, GiB, TiB, PiB, EiB, KB, MB, GB, TB, PB or EB)");
@@ -65,8 +77,10 @@ std::string FormatByteSize(uint64_t bytes) {
     ++u;
   }
   char buf[32];
-  if (u == 0) std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
-  else std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[u]);
+  if (u == 0)
+    std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[u]);
   return buf;
 }
 

@@ -18,7 +18,6 @@ std::string FormatByteSize(uint64_t bytes);
 
 // A comma-separated list of whole numbers, each in [min, max], at least one. Errors name `what`
 // (the flag) and the offending item: --budget: "12x" is not a whole number from 1 to 2147483647.
-StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const std::string& what, int64_t min,
-                                            int64_t max);
+StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const std::string& what, int64_t min, int64_t max);
 
 }  // namespace foresight

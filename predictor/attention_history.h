@@ -39,7 +39,7 @@ class AttentionHistory {
   void Reserve(int64_t columns);
   int64_t columns_ = 0;
   int64_t capacity_ = 0;
-  int oldest_ = 0;  // ring index of row 0
+  int oldest_ = 0;           // ring index of row 0
   std::vector<float> data_;  // [64][capacity_]
 };
 

@@ -53,8 +53,8 @@ void RunCnn(const CnnWeights& weights, const HistoryImage& image, float* out) {
   }
 }
 
-void RunCnnBatch(const CnnWeights& weights, std::span<const HistoryImage> images,
-                 std::span<float* const> outputs, int threads) {
+void RunCnnBatch(const CnnWeights& weights, std::span<const HistoryImage> images, std::span<float* const> outputs,
+                 int threads) {
   struct Work {
     size_t image;
     int64_t begin;

@@ -21,7 +21,7 @@ void RunCnn(const CnnWeights& weights, const HistoryImage& image, float* out);
 
 // Many images (heads, or the N of a [N, 64, L] batch), spread over `threads` OpenMP threads by
 // (image, column tile). outputs[i] holds images[i].columns floats.
-void RunCnnBatch(const CnnWeights& weights, std::span<const HistoryImage> images,
-                 std::span<float* const> outputs, int threads);
+void RunCnnBatch(const CnnWeights& weights, std::span<const HistoryImage> images, std::span<float* const> outputs,
+                 int threads);
 
 }  // namespace foresight::predictor

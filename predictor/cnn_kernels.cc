@@ -7,8 +7,7 @@
 
 namespace foresight::predictor::internal {
 
-CnnTile::CnnTile(int64_t begin, int64_t end, int64_t columns)
-    : begin(begin), end(end), columns(columns) {
+CnnTile::CnnTile(int64_t begin, int64_t end, int64_t columns) : begin(begin), end(end), columns(columns) {
   padded_width_ = (end - begin + 15) / 16 * 16;
 }
 
@@ -23,8 +22,8 @@ TileScratch& ThreadScratch() {
   return scratch;
 }
 
-void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const CnnTile& tile,
-              TileScratch& scratch, float* a1) {
+void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const CnnTile& tile, TileScratch& scratch,
+              float* a1) {
   const int64_t A = tile.a1_stride(), X = tile.x_stride();
   if (row < 0 || row >= kCnnRows) {
     std::memset(a1, 0, sizeof(float) * kCnnChannels1 * A);
@@ -60,7 +59,7 @@ void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const Cnn
     }
   }
   // conv1 outputs outside the image are conv2's zero padding, not relu(bias).
-  const int64_t first_valid = std::clamp<int64_t>(1 - tile.begin, 0, A);          // global col 0
+  const int64_t first_valid = std::clamp<int64_t>(1 - tile.begin, 0, A);  // global col 0
   const int64_t end_valid = std::clamp<int64_t>(tile.columns - tile.begin + 1, first_valid, A);
   for (int i = 0; i < kCnnChannels1; ++i) {
     float* r = a1 + i * A;
@@ -69,8 +68,8 @@ void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const Cnn
   }
 }
 
-void Conv2Row(const CnnWeights& w, const float* a1_above, const float* a1_row,
-              const float* a1_below, const CnnTile& tile, float* out) {
+void Conv2Row(const CnnWeights& w, const float* a1_above, const float* a1_row, const float* a1_below,
+              const CnnTile& tile, float* out) {
   const int64_t A = tile.a1_stride(), P = tile.padded_width();
   const float* rows[3] = {a1_above, a1_row, a1_below};
   const __m256 zero = _mm256_setzero_ps();

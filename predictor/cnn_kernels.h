@@ -38,12 +38,12 @@ struct CnnTile {
 // first call nothing is allocated (large allocations would otherwise be fresh zeroed pages from
 // the kernel on every decode step).
 struct TileScratch {
-  std::vector<float> x;      // 3 input rows, x_stride each
-  std::vector<float> zero;   // a zero conv1 row block (16 x a1_stride): padding above/below
-  std::vector<float> a1;     // conv1 rows (the caller decides how many)
-  std::vector<float> rows;   // conv2 rows
-  std::vector<float> sum;    // per-channel float sums
-  std::vector<double> dsum;  // per-channel double sums
+  std::vector<float> x;                      // 3 input rows, x_stride each
+  std::vector<float> zero;                   // a zero conv1 row block (16 x a1_stride): padding above/below
+  std::vector<float> a1;                     // conv1 rows (the caller decides how many)
+  std::vector<float> rows;                   // conv2 rows
+  std::vector<float> sum;                    // per-channel float sums
+  std::vector<double> dsum;                  // per-channel double sums
   std::vector<double> leaving, boundary, y;  // IncrementalCnn's other row sums and its readout
   std::vector<double> groups;                // IncrementalCnn: per-group sums of a full tile
 
@@ -56,12 +56,12 @@ TileScratch& ThreadScratch();
 
 // conv1 + ReLU of image row `row` (-1 and 64 give the zero padding row) over the tile:
 // a1[i * a1_stride + j], i < 16. Columns outside the image are 0 (conv2's zero padding).
-void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const CnnTile& tile,
-              TileScratch& scratch, float* a1);
+void Conv1Row(const CnnWeights& w, const HistoryImage& image, int row, const CnnTile& tile, TileScratch& scratch,
+              float* a1);
 
 // conv2 + ReLU of one output row from its three conv1 rows: out[o * padded_width + k] for output
 // column tile.begin + k (lanes k >= width are scratch).
-void Conv2Row(const CnnWeights& w, const float* a1_above, const float* a1_row,
-              const float* a1_below, const CnnTile& tile, float* out);
+void Conv2Row(const CnnWeights& w, const float* a1_above, const float* a1_row, const float* a1_below,
+              const CnnTile& tile, float* out);
 
 }  // namespace foresight::predictor::internal

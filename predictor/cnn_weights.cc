@@ -9,15 +9,14 @@
 namespace foresight::predictor {
 namespace {
 
-Status ReadTensor(const SafetensorsFile& file, const std::string& name,
-                  const std::vector<int64_t>& shape, float* dst) {
+Status ReadTensor(const SafetensorsFile& file, const std::string& name, const std::vector<int64_t>& shape, float* dst) {
   FS_ASSIGN_OR_RETURN(const TensorView* t, file.Get(name));
   if (t->shape != shape) {
     std::string want, got;
     for (int64_t d : shape) want += (want.empty() ? "" : ",") + std::to_string(d);
     for (int64_t d : t->shape) got += (got.empty() ? "" : ",") + std::to_string(d);
-    return InvalidArgument("predictor weights " + file.path() + ": tensor " + name + " has shape [" +
-                           got + "], expected [" + want + "]");
+    return InvalidArgument("predictor weights " + file.path() + ": tensor " + name + " has shape [" + got +
+                           "], expected [" + want + "]");
   }
   std::vector<float> values = t->ToFloat32();
   std::copy(values.begin(), values.end(), dst);

@@ -14,13 +14,13 @@
 
 namespace foresight::predictor {
 
-inline constexpr int kCnnRows = 64;      // history rows (time), the CNN's H
-inline constexpr int kCnnChannels1 = 16;  // conv1 output channels
-inline constexpr int kCnnChannels2 = 32;  // conv2 output channels
+inline constexpr int kCnnRows = 64;                                             // history rows (time), the CNN's H
+inline constexpr int kCnnChannels1 = 16;                                        // conv1 output channels
+inline constexpr int kCnnChannels2 = 32;                                        // conv2 output channels
 inline constexpr int kCnnParameters = 16 * 9 + 16 + 32 * 16 * 9 + 32 + 32 + 1;  // 4,833
 
 struct CnnWeights {
-  float conv1_weight[kCnnChannels1][9] = {};                 // [out][dy * 3 + dx]
+  float conv1_weight[kCnnChannels1][9] = {};  // [out][dy * 3 + dx]
   float conv1_bias[kCnnChannels1] = {};
   float conv2_weight[kCnnChannels2][kCnnChannels1 * 9] = {};  // [out][in * 9 + dy * 3 + dx]
   float conv2_bias[kCnnChannels2] = {};
@@ -32,7 +32,7 @@ struct CnnWeights {
   // The same layout from bytes in memory (the shipped weights, predictor/shipped_weights.h);
   // `name` stands for the file in errors.
   static StatusOr<std::shared_ptr<const CnnWeights>> FromBytes(const std::string& name, const uint8_t* data,
-                                                              size_t size);
+                                                               size_t size);
   // Writes the same layout (what training produces).
   Status Save(const std::string& path, const std::string& description = "") const;
   // Deterministic pseudo-random weights in PyTorch's default init range (tests, benchmarks).

@@ -54,8 +54,8 @@ namespace {
 // Runs conv2 (with ReLU) over output rows [first, last] of the tile, walking down with a ring of
 // three conv1 rows, and hands each row to add(h, row) as [32][padded_width] floats.
 template <typename Add>
-void Conv2Rows(const CnnWeights& w, const HistoryImage& image, const CnnTile& tile, TileScratch& scratch,
-               int first, int last, Add&& add) {
+void Conv2Rows(const CnnWeights& w, const HistoryImage& image, const CnnTile& tile, TileScratch& scratch, int first,
+               int last, Add&& add) {
   const size_t block = static_cast<size_t>(kCnnChannels1) * tile.a1_stride();
   if (scratch.a1.size() < 3 * block) scratch.a1.resize(3 * block);
   scratch.rows.resize(kC2 * tile.padded_width());
@@ -117,8 +117,7 @@ void IncrementalCnn::FullTile(const HistoryImage& image, int64_t begin, int64_t 
   Readout(begin, width, P, Fold::kFull, out);
 }
 
-void IncrementalCnn::IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end,
-                                     float* out) {
+void IncrementalCnn::IncrementalTile(const HistoryImage& image, int64_t begin, int64_t end, float* out) {
   const CnnWeights& w = *weights_;
   const CnnTile tile(begin, end, image.columns);
   TileScratch& scratch = internal::ThreadScratch();
@@ -192,8 +191,9 @@ void IncrementalCnn::Plan(const HistoryImage& image, bool reset, std::vector<Pie
     initialized_ = true;
   }
   // Appended columns change conv2 in the last two old columns (their right neighbours were padding).
-  const int64_t incremental_end =
-      columns_ == 0 ? 0 : image.columns == columns_ ? columns_ : std::max<int64_t>(0, columns_ - 2);
+  const int64_t incremental_end = columns_ == 0               ? 0
+                                  : image.columns == columns_ ? columns_
+                                                              : std::max<int64_t>(0, columns_ - 2);
   if (groups_ > 0 && incremental_end > 0) {
     // This update's leaving group is in leave_slot_; from now on the next one leaves first, and
     // columns computed in full store their groups from there.
@@ -227,8 +227,6 @@ void IncrementalCnn::Update(const HistoryImage& image, bool reset, float* out, i
 
 void IncrementalCnn::Reset(const HistoryImage& image, float* out, int threads) { Update(image, true, out, threads); }
 
-void IncrementalCnn::Advance(const HistoryImage& image, float* out, int threads) {
-  Update(image, false, out, threads);
-}
+void IncrementalCnn::Advance(const HistoryImage& image, float* out, int threads) { Update(image, false, out, threads); }
 
 }  // namespace foresight::predictor

@@ -87,7 +87,7 @@ class IncrementalCnn {
   int64_t capacity_ = 0;
   // Channel-major so the per-step update streams through contiguous memory.
   std::vector<double> interior_sum_;  // [32][capacity_]: sum of conv2 rows 2..61
-  std::vector<Piece> pieces_;  // Update's scratch
+  std::vector<Piece> pieces_;         // Update's scratch
   // With groups_ > 0 (period k >= 4 dividing 60): interior rows 2..61 in 60 / k groups of k rows,
   // each group's sum kept from the update it entered ([groups_][32][capacity_] floats, a ring);
   // leave_slot_ holds the group that leaves at the next update. An update then computes k + 4
@@ -95,10 +95,10 @@ class IncrementalCnn {
   int groups_ = 0;
   std::vector<float> group_sums_;
   int leave_slot_ = 0;
-  int update_slot_ = 0;  // Plan -> RunPiece: the slot of this update's leaving group
-  int full_slot_ = 0;    // Plan -> RunPiece: where a full column's group 0 goes
-  std::vector<double> leaving_sum_;   // [32][capacity_] (empty with groups_): conv2 rows 2..period+1, which leave
-                                      // at the next update
+  int update_slot_ = 0;              // Plan -> RunPiece: the slot of this update's leaving group
+  int full_slot_ = 0;                // Plan -> RunPiece: where a full column's group 0 goes
+  std::vector<double> leaving_sum_;  // [32][capacity_] (empty with groups_): conv2 rows 2..period+1, which leave
+                                     // at the next update
 };
 
 }  // namespace foresight::predictor

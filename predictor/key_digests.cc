@@ -10,8 +10,8 @@ namespace foresight::predictor {
 KeyDigests::KeyDigests(int kv_heads, int head_dim, int block_tokens)
     : kv_heads_(kv_heads), head_dim_(head_dim), block_tokens_(block_tokens) {}
 
-StatusOr<KeyDigests> KeyDigests::FromArray(int kv_heads, int head_dim, int block_tokens,
-                                           int64_t tokens, std::vector<float> data) {
+StatusOr<KeyDigests> KeyDigests::FromArray(int kv_heads, int head_dim, int block_tokens, int64_t tokens,
+                                           std::vector<float> data) {
   if (kv_heads <= 0 || head_dim <= 0 || block_tokens <= 0 || tokens < 0) {
     return InvalidArgument("key digests: kv_heads, head_dim and block_tokens must be positive");
   }

@@ -23,8 +23,8 @@ class KeyDigests {
 
   // Adopts digests laid out [blocks, kv_heads, 2, head_dim] (min row, then max row), as a trace
   // stores them, covering `tokens` keys.
-  static StatusOr<KeyDigests> FromArray(int kv_heads, int head_dim, int block_tokens,
-                                        int64_t tokens, std::vector<float> data);
+  static StatusOr<KeyDigests> FromArray(int kv_heads, int head_dim, int block_tokens, int64_t tokens,
+                                        std::vector<float> data);
 
   // Appends one token's keys, [kv_heads, head_dim].
   void AppendToken(std::span<const float> keys);
@@ -37,9 +37,7 @@ class KeyDigests {
   int64_t complete_blocks() const { return tokens_ / block_tokens_; }
 
   const float* min(int kv_head, int64_t block) const { return &data_[Offset(kv_head, block)]; }
-  const float* max(int kv_head, int64_t block) const {
-    return &data_[Offset(kv_head, block) + head_dim_];
-  }
+  const float* max(int kv_head, int64_t block) const { return &data_[Offset(kv_head, block) + head_dim_]; }
   // Quest's bound: sum over channels of max(q_c * min_c, q_c * max_c) >= q . k for every key k
   // of the block.
   float UpperBound(int kv_head, int64_t block, const float* query) const;

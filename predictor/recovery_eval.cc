@@ -23,8 +23,7 @@ double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
 }
 
 // Replays one layer of one trace under one policy and budget.
-Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union,
-                   LayerTally* tally) {
+Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union, LayerTally* tally) {
   const TraceGeometry& g = trace.geometry();
   const LayerGeometry lg = g.layer();
   FS_ASSIGN_OR_RETURN(auto policy, MakeSelectionPolicy(spec, lg, layer));
@@ -96,8 +95,8 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
   const TraceGeometry& g0 = traces[0]->geometry();
   for (const Trace* t : traces) {
     const TraceGeometry& g = t->geometry();
-    if (g.layers != g0.layers || g.q_heads != g0.q_heads || g.kv_heads != g0.kv_heads ||
-        g.head_dim != g0.head_dim || g.block_tokens != g0.block_tokens) {
+    if (g.layers != g0.layers || g.q_heads != g0.q_heads || g.kv_heads != g0.kv_heads || g.head_dim != g0.head_dim ||
+        g.block_tokens != g0.block_tokens) {
       return InvalidArgument("recovery: traces have different model geometries");
     }
   }
@@ -124,8 +123,7 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     if (!s.ok()) {
       if (first_error.ok()) {
         first_error = s.WithContext("policy " + options.variants[v].label + ", budget " +
-                                    std::to_string(options.budgets[b]) + ", layer " +
-                                    std::to_string(layer));
+                                    std::to_string(options.budgets[b]) + ", layer " + std::to_string(layer));
       }
       continue;
     }

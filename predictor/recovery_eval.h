@@ -40,12 +40,12 @@ struct RecoveryOptions {
 struct RecoveryResult {
   std::string label;
   int64_t budget = 0;
-  double recovery = 0.0;           // mean over layers of the per-layer mean
+  double recovery = 0.0;  // mean over layers of the per-layer mean
   double kv_union_recovery = 0.0;
-  std::vector<double> per_layer;   // [layers]
-  int64_t samples = 0;             // (trace, layer, head, step) samples
+  std::vector<double> per_layer;      // [layers]
+  int64_t samples = 0;                // (trace, layer, head, step) samples
   double mean_selected_blocks = 0.0;  // per query head and step, sink and local included
-  double select_seconds = 0.0;     // policy time (Select + Observe), summed over threads
+  double select_seconds = 0.0;        // policy time (Select + Observe), summed over threads
 };
 
 // Every variant at every budget over every trace (all traces must share the geometry).

@@ -65,7 +65,7 @@ struct CnnWeights;
 // Attention geometry of one layer.
 struct LayerGeometry {
   int q_heads = 0;
-  int kv_heads = 0;   // q_heads % kv_heads == 0; query head h belongs to KV head h / (q_heads / kv_heads)
+  int kv_heads = 0;  // q_heads % kv_heads == 0; query head h belongs to KV head h / (q_heads / kv_heads)
   int head_dim = 0;
   int group_size() const { return kv_heads == 0 ? 0 : q_heads / kv_heads; }
 };
@@ -73,18 +73,18 @@ struct LayerGeometry {
 // What a policy needs in StepInputs before it can select; all false means it can be asked ahead
 // of the step (prefetch) with only key_tokens.
 struct PolicyNeeds {
-  bool query = false;         // Quest
-  bool key_digests = false;   // Quest
-  bool dense_row = false;     // Oracle (an upper bound, not a real method)
-  bool block_sum = false;     // H2O: observations must carry block_sum
+  bool query = false;               // Quest
+  bool key_digests = false;         // Quest
+  bool dense_row = false;           // Oracle (an upper bound, not a real method)
+  bool block_sum = false;           // H2O: observations must carry block_sum
   bool query_block_scores = false;  // AttentionPredictor refined by the worker's compact key copy
 };
 
 // Known before this step's attention.
 struct StepInputs {
-  int64_t key_tokens = 0;                    // keys this step attends, the current token's included
-  std::span<const float> query;              // [q_heads, head_dim], post-RoPE; when needs().query
-  const KeyDigests* key_digests = nullptr;   // per-block key min/max; when needs().key_digests
+  int64_t key_tokens = 0;                   // keys this step attends, the current token's included
+  std::span<const float> query;             // [q_heads, head_dim], post-RoPE; when needs().query
+  const KeyDigests* key_digests = nullptr;  // per-block key min/max; when needs().key_digests
   // [q_heads, ceil(key_tokens / block_tokens)] dense attention mass per block of this very step;
   // only Oracle reads it (offline evaluation).
   std::span<const float> dense_block_sum;
@@ -202,8 +202,7 @@ struct PolicySpec {
 
 // One policy for layer `layer` of one sequence. Fails when the spec is inconsistent (for example
 // AttentionPredictor without weights, a geometry whose q_heads is not a multiple of kv_heads).
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeSelectionPolicy(const PolicySpec& spec,
-                                                               const LayerGeometry& geometry,
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeSelectionPolicy(const PolicySpec& spec, const LayerGeometry& geometry,
                                                                int layer);
 
 }  // namespace foresight::predictor

@@ -12,12 +12,14 @@ extern const size_t kShippedWeights_size;
 
 std::shared_ptr<const CnnWeights> ShippedCnnWeights() {
   static const std::shared_ptr<const CnnWeights> weights = [] {
-    StatusOr<std::shared_ptr<const CnnWeights>> w = CnnWeights::FromBytes(
-        "predictor/weights/foresight-smollm2.safetensors (compiled in)", internal::kShippedWeights,
-        internal::kShippedWeights_size);
+    StatusOr<std::shared_ptr<const CnnWeights>> w =
+        CnnWeights::FromBytes("predictor/weights/foresight-smollm2.safetensors (compiled in)",
+                              internal::kShippedWeights, internal::kShippedWeights_size);
     if (!w.ok()) {
-      std::fprintf(stderr, "fatal: the shipped AttentionPredictor weights are corrupt (%s); rebuild from a clean "
-                   "checkout\n", w.status().ToString().c_str());
+      std::fprintf(stderr,
+                   "fatal: the shipped AttentionPredictor weights are corrupt (%s); rebuild from a clean "
+                   "checkout\n",
+                   w.status().ToString().c_str());
       std::abort();
     }
     return *std::move(w);

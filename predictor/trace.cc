@@ -9,9 +9,7 @@
 namespace foresight::predictor {
 namespace {
 
-std::string LayerName(int layer, const char* what) {
-  return "layer" + std::to_string(layer) + "." + what;
-}
+std::string LayerName(int layer, const char* what) { return "layer" + std::to_string(layer) + "." + what; }
 
 Status CheckSize(const std::string& what, size_t got, size_t expected) {
   if (got == expected) return Status::OK();
@@ -29,8 +27,7 @@ StatusOr<int64_t> MetaInt(const std::map<std::string, std::string>& meta, const 
   try {
     return static_cast<int64_t>(std::stoll(it->second));
   } catch (...) {
-    return InvalidArgument("trace " + path + ": metadata '" + key + "' is not an integer: " +
-                           it->second);
+    return InvalidArgument("trace " + path + ": metadata '" + key + "' is not an integer: " + it->second);
   }
 }
 
@@ -38,12 +35,13 @@ StatusOr<int64_t> MetaInt(const std::map<std::string, std::string>& meta, const 
 
 Status TraceGeometry::Validate() const {
   if (layers <= 0 || q_heads <= 0 || kv_heads <= 0 || head_dim <= 0 || block_tokens <= 0) {
-    return InvalidArgument("trace geometry: layers, q_heads, kv_heads, head_dim and block_tokens "
-                           "must be positive");
+    return InvalidArgument(
+        "trace geometry: layers, q_heads, kv_heads, head_dim and block_tokens "
+        "must be positive");
   }
   if (q_heads % kv_heads != 0) {
-    return InvalidArgument("trace geometry: q_heads (" + std::to_string(q_heads) +
-                           ") is not a multiple of kv_heads (" + std::to_string(kv_heads) + ")");
+    return InvalidArgument("trace geometry: q_heads (" + std::to_string(q_heads) + ") is not a multiple of kv_heads (" +
+                           std::to_string(kv_heads) + ")");
   }
   if (prompt_tokens <= 0) return InvalidArgument("trace geometry: prompt_tokens must be positive");
   return Status::OK();
@@ -60,8 +58,8 @@ struct TraceWriter::LayerRecord {
 
 TraceWriter::~TraceWriter() = default;
 
-StatusOr<std::unique_ptr<TraceWriter>> TraceWriter::Create(
-    std::string path, const TraceGeometry& geometry, std::map<std::string, std::string> metadata) {
+StatusOr<std::unique_ptr<TraceWriter>> TraceWriter::Create(std::string path, const TraceGeometry& geometry,
+                                                           std::map<std::string, std::string> metadata) {
   FS_RETURN_IF_ERROR(geometry.Validate());
   std::unique_ptr<TraceWriter> w(new TraceWriter());
   w->path_ = std::move(path);
@@ -90,16 +88,14 @@ Status TraceWriter::RecordPrefill(int layer, const PrefillObservation& prefill) 
   if (prefill.block_sum_total.empty()) {
     r.layer.prefill_block_sum_total.assign(q * bp, 0.0f);
   } else {
-    r.layer.prefill_block_sum_total.assign(prefill.block_sum_total.begin(),
-                                           prefill.block_sum_total.end());
+    r.layer.prefill_block_sum_total.assign(prefill.block_sum_total.begin(), prefill.block_sum_total.end());
   }
   r.has_prefill = true;
   return Status::OK();
 }
 
 Status TraceWriter::RecordDecodeStep(int layer, int64_t step, std::span<const float> query,
-                                     std::span<const float> block_max,
-                                     std::span<const float> block_sum) {
+                                     std::span<const float> block_max, std::span<const float> block_sum) {
   if (layer < 0 || layer >= geometry_.layers) return OutOfRange("trace: layer out of range");
   LayerRecord& r = *layers_[layer];
   if (step != static_cast<int64_t>(r.step_max.size())) {
@@ -120,8 +116,7 @@ Status TraceWriter::RecordKeyDigests(int layer, const KeyDigests& digests) {
   if (layer < 0 || layer >= geometry_.layers) return OutOfRange("trace: layer out of range");
   if (digests.kv_heads() != geometry_.kv_heads || digests.head_dim() != geometry_.head_dim ||
       digests.block_tokens() != geometry_.block_tokens) {
-    return InvalidArgument("trace: key digests of layer " + std::to_string(layer) +
-                           " do not match the geometry");
+    return InvalidArgument("trace: key digests of layer " + std::to_string(layer) + " do not match the geometry");
   }
   layers_[layer]->layer.digests = digests;
   layers_[layer]->has_digests = true;
@@ -138,9 +133,8 @@ Status TraceWriter::Finish() {
     if (!r.has_prefill) return FailedPrecondition("trace: layer " + std::to_string(l) + " has no prefill");
     if (!r.has_digests) return FailedPrecondition("trace: layer " + std::to_string(l) + " has no key digests");
     if (static_cast<int64_t>(r.step_max.size()) != steps) {
-      return FailedPrecondition("trace: layer " + std::to_string(l) + " has " +
-                                std::to_string(r.step_max.size()) + " decode steps, layer 0 has " +
-                                std::to_string(steps));
+      return FailedPrecondition("trace: layer " + std::to_string(l) + " has " + std::to_string(r.step_max.size()) +
+                                " decode steps, layer 0 has " + std::to_string(steps));
     }
     Trace::Layer layer = std::move(r.layer);
     layer.decode_block_max.assign(steps * q * bmax, 0.0f);
@@ -190,8 +184,7 @@ Status Trace::Check() const {
   return Status::OK();
 }
 
-StatusOr<Trace> Trace::FromLayers(const TraceGeometry& geometry, int64_t decode_steps,
-                                  std::vector<Layer> layers,
+StatusOr<Trace> Trace::FromLayers(const TraceGeometry& geometry, int64_t decode_steps, std::vector<Layer> layers,
                                   std::map<std::string, std::string> metadata) {
   Trace t;
   t.geometry_ = geometry;
@@ -219,21 +212,18 @@ Status Trace::Save(const std::string& path) const {
   std::vector<TensorToWrite> tensors;
   for (int l = 0; l < g.layers; ++l) {
     const Layer& L = layers_[l];
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "prefill.block_max"), {q, rows, bp},
-                                         L.prefill_block_max.data()));
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "prefill.block_sum"), {q, rows, bp},
-                                         L.prefill_block_sum.data()));
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "prefill.block_sum_total"), {q, bp},
-                                         L.prefill_block_sum_total.data()));
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "decode.block_max"),
-                                         {decode_steps_, q, max_blocks_}, L.decode_block_max.data()));
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "decode.block_sum"),
-                                         {decode_steps_, q, max_blocks_}, L.decode_block_sum.data()));
-    tensors.push_back(TensorToWrite::F32(LayerName(l, "decode.query"),
-                                         {decode_steps_, q, g.head_dim}, L.decode_query.data()));
-    tensors.push_back(TensorToWrite::F32(
-        LayerName(l, "key_digests"),
-        {L.digests.num_blocks(), g.kv_heads, 2, g.head_dim}, L.digests.data().data()));
+    tensors.push_back(TensorToWrite::F32(LayerName(l, "prefill.block_max"), {q, rows, bp}, L.prefill_block_max.data()));
+    tensors.push_back(TensorToWrite::F32(LayerName(l, "prefill.block_sum"), {q, rows, bp}, L.prefill_block_sum.data()));
+    tensors.push_back(
+        TensorToWrite::F32(LayerName(l, "prefill.block_sum_total"), {q, bp}, L.prefill_block_sum_total.data()));
+    tensors.push_back(TensorToWrite::F32(LayerName(l, "decode.block_max"), {decode_steps_, q, max_blocks_},
+                                         L.decode_block_max.data()));
+    tensors.push_back(TensorToWrite::F32(LayerName(l, "decode.block_sum"), {decode_steps_, q, max_blocks_},
+                                         L.decode_block_sum.data()));
+    tensors.push_back(
+        TensorToWrite::F32(LayerName(l, "decode.query"), {decode_steps_, q, g.head_dim}, L.decode_query.data()));
+    tensors.push_back(TensorToWrite::F32(LayerName(l, "key_digests"),
+                                         {L.digests.num_blocks(), g.kv_heads, 2, g.head_dim}, L.digests.data().data()));
   }
   meta["key_digest_tokens"] = std::to_string(layers_.empty() ? 0 : layers_[0].digests.tokens());
   Status s = WriteSafetensors(path, tensors, meta);
@@ -245,14 +235,14 @@ StatusOr<Trace> Trace::Load(const std::string& path) {
   const auto& meta = file->metadata();
   auto fmt = meta.find("format");
   if (fmt == meta.end() || fmt->second != "foresight-trace") {
-    return InvalidArgument("trace " + path + ": not a foresight trace (metadata format != "
+    return InvalidArgument("trace " + path +
+                           ": not a foresight trace (metadata format != "
                            "foresight-trace; see docs/trace-format.md)");
   }
   FS_ASSIGN_OR_RETURN(int64_t version, MetaInt(meta, "version", path));
   if (version != kTraceFormatVersion) {
     return InvalidArgument("trace " + path + ": format version " + std::to_string(version) +
-                           " is not supported (this build reads version " +
-                           std::to_string(kTraceFormatVersion) + ")");
+                           " is not supported (this build reads version " + std::to_string(kTraceFormatVersion) + ")");
   }
   TraceGeometry g;
   FS_ASSIGN_OR_RETURN(int64_t layers, MetaInt(meta, "layers", path));
@@ -285,8 +275,7 @@ StatusOr<Trace> Trace::Load(const std::string& path) {
     FS_RETURN_IF_ERROR(get(l, "decode.query", &L.decode_query));
     std::vector<float> digests;
     FS_RETURN_IF_ERROR(get(l, "key_digests", &digests));
-    auto d = KeyDigests::FromArray(g.kv_heads, g.head_dim, g.block_tokens, digest_tokens,
-                                   std::move(digests));
+    auto d = KeyDigests::FromArray(g.kv_heads, g.head_dim, g.block_tokens, digest_tokens, std::move(digests));
     if (!d.ok()) return d.status().WithContext("trace " + path);
     L.digests = std::move(*d);
   }
@@ -311,8 +300,7 @@ std::span<const float> Trace::query(int layer, int64_t step) const {
   return std::span<const float>(layers_[layer].decode_query).subspan(step * n, n);
 }
 
-void Trace::DecodeRows(int layer, int64_t step, std::vector<float>* block_max,
-                       std::vector<float>* block_sum) const {
+void Trace::DecodeRows(int layer, int64_t step, std::vector<float>* block_max, std::vector<float>* block_sum) const {
   const Layer& L = layers_[layer];
   const int64_t q = geometry_.q_heads, nb = geometry_.blocks_at(step);
   if (block_max) block_max->resize(q * nb);

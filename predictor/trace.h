@@ -52,9 +52,7 @@ struct TraceGeometry {
   int64_t prefill_rows() const { return prompt_tokens < kHistoryRows ? prompt_tokens : kHistoryRows; }
   // Keys attended at decode step s: the prompt, the tokens decoded before, and this one.
   int64_t key_tokens(int64_t step) const { return prompt_tokens + step + 1; }
-  int64_t blocks_at(int64_t step) const {
-    return (key_tokens(step) + block_tokens - 1) / block_tokens;
-  }
+  int64_t blocks_at(int64_t step) const { return (key_tokens(step) + block_tokens - 1) / block_tokens; }
   Status Validate() const;
 };
 
@@ -62,9 +60,8 @@ class TraceWriter {
  public:
   // Nothing is written before Finish; the whole trace is buffered in memory (a few hundred MB at
   // most for 8K contexts and a few hundred steps).
-  static StatusOr<std::unique_ptr<TraceWriter>> Create(
-      std::string path, const TraceGeometry& geometry,
-      std::map<std::string, std::string> metadata = {});
+  static StatusOr<std::unique_ptr<TraceWriter>> Create(std::string path, const TraceGeometry& geometry,
+                                                       std::map<std::string, std::string> metadata = {});
 
   // Dense prefill of layer `layer`: spans as in PrefillObservation (rows = prefill_rows(),
   // num_blocks = prompt_blocks()); block_sum_total may be empty (stored as zeros).
@@ -72,8 +69,8 @@ class TraceWriter {
 
   // Dense decode step `step` of layer `layer`; steps arrive in order 0, 1, 2, ... for each layer.
   // query: [q_heads, head_dim]; block_max, block_sum: [q_heads, blocks_at(step)].
-  Status RecordDecodeStep(int layer, int64_t step, std::span<const float> query,
-                          std::span<const float> block_max, std::span<const float> block_sum);
+  Status RecordDecodeStep(int layer, int64_t step, std::span<const float> query, std::span<const float> block_max,
+                          std::span<const float> block_sum);
 
   // Key digests of layer `layer` covering at least the keys of the last recorded step.
   Status RecordKeyDigests(int layer, const KeyDigests& digests);
@@ -109,8 +106,7 @@ class Trace {
   // [q_heads, head_dim]
   std::span<const float> query(int layer, int64_t step) const;
   // Compact [q_heads, blocks_at(step)] copies of the dense rows.
-  void DecodeRows(int layer, int64_t step, std::vector<float>* block_max,
-                  std::vector<float>* block_sum) const;
+  void DecodeRows(int layer, int64_t step, std::vector<float>* block_max, std::vector<float>* block_sum) const;
   const KeyDigests& key_digests(int layer) const { return layers_[layer].digests; }
 
   // Builds a trace from parts (tests, the synthetic generator); same checks as Load.
@@ -123,8 +119,7 @@ class Trace {
     std::vector<float> decode_query;             // [S, q_heads, head_dim]
     KeyDigests digests;
   };
-  static StatusOr<Trace> FromLayers(const TraceGeometry& geometry, int64_t decode_steps,
-                                    std::vector<Layer> layers,
+  static StatusOr<Trace> FromLayers(const TraceGeometry& geometry, int64_t decode_steps, std::vector<Layer> layers,
                                     std::map<std::string, std::string> metadata = {});
   // Writes this trace in the documented format.
   Status Save(const std::string& path) const;

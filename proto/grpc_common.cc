@@ -26,8 +26,8 @@ void AddBearerToken(grpc::ClientContext* context, const std::string& token) {
   if (!token.empty()) context->AddMetadata(kAuthorization, std::string(kBearer) + token);
 }
 
-grpc::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token,
-                              const std::string& service, const std::string& how_to_pass) {
+grpc::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token, const std::string& service,
+                              const std::string& how_to_pass) {
   if (token.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find(kAuthorization);

@@ -25,7 +25,7 @@ void AddBearerToken(grpc::ClientContext* context, const std::string& token);
 // OK when `token` is empty (no authentication) or the call carries "Bearer <token>", compared in
 // constant time; otherwise UNAUTHENTICATED, naming `service` ("node", "worker") and, when the
 // metadata is missing, telling the caller `how_to_pass` it ("pass --token-file").
-grpc::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token,
-                              const std::string& service, const std::string& how_to_pass);
+grpc::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token, const std::string& service,
+                              const std::string& how_to_pass);
 
 }  // namespace foresight

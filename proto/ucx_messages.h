@@ -48,7 +48,7 @@
 namespace foresight::ucxwire {
 
 inline constexpr uint32_t kUcxMagic = 0x58555346;  // "FSUX"
-inline constexpr uint16_t kUcxWireVersion = 2;  // 2: REGISTER carries key_check
+inline constexpr uint16_t kUcxWireVersion = 2;     // 2: REGISTER carries key_check
 inline constexpr unsigned kUcxRequestAmId = 17;
 inline constexpr unsigned kUcxReplyAmId = 18;
 
@@ -75,9 +75,7 @@ inline bool UcxVersionsInteroperate(const std::string& a, const std::string& b) 
 // ucp_ep_rkey_unpack trusts its input (it takes no length; UCX 1.22 crashes on random bytes), so a
 // node unpacks only a key whose check matches. That stops damaged or foreign bytes; it cannot stop
 // a token holder who crafts a bad key with a matching check (README, "Auth").
-inline uint32_t RkeyCheck(const void* key, size_t length) {
-  return static_cast<uint32_t>(BlockChecksum(key, length));
-}
+inline uint32_t RkeyCheck(const void* key, size_t length) { return static_cast<uint32_t>(BlockChecksum(key, length)); }
 
 enum class MsgType : uint16_t {
   kHello = 1,
@@ -99,9 +97,9 @@ enum class MsgType : uint16_t {
 // GET / PUT flags.
 inline constexpr uint32_t kViaRegion = 1u << 0;  // bytes move through a mapped client region
 // Reply flags.
-inline constexpr uint32_t kReplyMapped = 1u << 0;  // REGISTER_REPLY: the node mapped the region
+inline constexpr uint32_t kReplyMapped = 1u << 0;       // REGISTER_REPLY: the node mapped the region
 inline constexpr uint32_t kReplyWroteRegion = 1u << 1;  // GET_REPLY: bytes are in the region
-inline constexpr uint32_t kReplyCloses = 1u << 2;  // the node drops the connection after this
+inline constexpr uint32_t kReplyCloses = 1u << 2;       // the node drops the connection after this
 
 // 24 bytes on the wire.
 struct MsgHeader {
@@ -117,16 +115,16 @@ inline constexpr size_t kHeaderWireBytes = 24;
 struct RegisterBody {  // 24 bytes
   uint32_t region_id = 0;
   uint32_t key_check = 0;  // RkeyCheck of the packed key in the data (wire version 2)
-  uint64_t base = 0;    // the region's address in the client
+  uint64_t base = 0;       // the region's address in the client
   uint64_t length = 0;
 };
 
 struct GetBody {  // 48 bytes; data: range_count x {offset u64, length u64} (none: whole block)
   BlockKey key;
   uint32_t flags = 0;
-  uint32_t region_id = 0;       // with kViaRegion: where the node writes the bytes
+  uint32_t region_id = 0;  // with kViaRegion: where the node writes the bytes
   uint64_t region_offset = 0;
-  uint64_t capacity = 0;        // room at the destination; a longer answer is an error
+  uint64_t capacity = 0;  // room at the destination; a longer answer is an error
   uint32_t range_count = 0;
   uint32_t reserved = 0;
 };
@@ -134,9 +132,9 @@ struct GetBody {  // 48 bytes; data: range_count x {offset u64, length u64} (non
 struct PutBody {  // 48 bytes; data: the block bytes unless kViaRegion
   BlockKey key;
   uint64_t size = 0;
-  uint64_t checksum = 0;        // BlockChecksum of the block, computed by the writer
+  uint64_t checksum = 0;  // BlockChecksum of the block, computed by the writer
   uint32_t flags = 0;
-  uint32_t region_id = 0;       // with kViaRegion: where the node reads the bytes
+  uint32_t region_id = 0;  // with kViaRegion: where the node reads the bytes
   uint64_t region_offset = 0;
 };
 
@@ -144,21 +142,21 @@ struct PutBody {  // 48 bytes; data: the block bytes unless kViaRegion
 // For GET: `checksum` is BlockChecksum of exactly the bytes delivered: the writer's checksum for
 // a whole block, the node's XXH3 over the concatenated ranges for a subset.
 struct ReplyBody {
-  int32_t status = 0;           // foresight::StatusCode
+  int32_t status = 0;  // foresight::StatusCode
   uint32_t flags = 0;
   uint64_t checksum = 0;
-  uint64_t length = 0;          // bytes delivered (GET) or stored (PUT)
+  uint64_t length = 0;  // bytes delivered (GET) or stored (PUT)
   uint64_t reserved = 0;
 };
 
 // ARENA_REPLY data, 48 bytes: where a same-host client finds the node's arena.
 struct ArenaGrant {
-  uint32_t pid = 0;             // the node's process id
-  int32_t fd = -1;              // the memfd in that process (/proc/<pid>/fd/<fd>)
+  uint32_t pid = 0;  // the node's process id
+  int32_t fd = -1;   // the memfd in that process (/proc/<pid>/fd/<fd>)
   uint64_t file_bytes = 0;
-  uint64_t arena_offset = 0;    // where the arena starts in the file
+  uint64_t arena_offset = 0;  // where the arena starts in the file
   uint64_t arena_bytes = 0;
-  uint8_t nonce[16] = {};       // must match the file's header
+  uint8_t nonce[16] = {};  // must match the file's header
 };
 inline constexpr uint32_t kArenaGrantBytes = 48;
 
@@ -182,9 +180,9 @@ inline bool ArenaFileHeaderMatches(const uint8_t* page, const uint8_t (&nonce)[1
 
 // LEASE_REPLY data, 24 bytes: the pinned block, as an offset into the arena.
 struct LeaseGrant {
-  uint64_t lease_id = 0;        // to RELEASE
-  uint64_t block_offset = 0;    // the block's first byte, from the arena's start
-  uint64_t block_bytes = 0;     // the whole block (ranges are offsets into it)
+  uint64_t lease_id = 0;      // to RELEASE
+  uint64_t block_offset = 0;  // the block's first byte, from the arena's start
+  uint64_t block_bytes = 0;   // the whole block (ranges are offsets into it)
 };
 inline constexpr uint32_t kLeaseGrantBytes = 24;
 
@@ -221,28 +219,40 @@ inline constexpr uint32_t kReplyBodyBytes = 32;
 
 inline const char* MsgTypeName(MsgType type) {
   switch (type) {
-    case MsgType::kHello: return "HELLO";
-    case MsgType::kHelloReply: return "HELLO_REPLY";
-    case MsgType::kRegister: return "REGISTER";
-    case MsgType::kRegisterReply: return "REGISTER_REPLY";
-    case MsgType::kGet: return "GET";
-    case MsgType::kGetReply: return "GET_REPLY";
-    case MsgType::kPut: return "PUT";
-    case MsgType::kPutReply: return "PUT_REPLY";
-    case MsgType::kError: return "ERROR";
-    case MsgType::kArena: return "ARENA";
-    case MsgType::kArenaReply: return "ARENA_REPLY";
-    case MsgType::kLease: return "LEASE";
-    case MsgType::kLeaseReply: return "LEASE_REPLY";
-    case MsgType::kRelease: return "RELEASE";
+    case MsgType::kHello:
+      return "HELLO";
+    case MsgType::kHelloReply:
+      return "HELLO_REPLY";
+    case MsgType::kRegister:
+      return "REGISTER";
+    case MsgType::kRegisterReply:
+      return "REGISTER_REPLY";
+    case MsgType::kGet:
+      return "GET";
+    case MsgType::kGetReply:
+      return "GET_REPLY";
+    case MsgType::kPut:
+      return "PUT";
+    case MsgType::kPutReply:
+      return "PUT_REPLY";
+    case MsgType::kError:
+      return "ERROR";
+    case MsgType::kArena:
+      return "ARENA";
+    case MsgType::kArenaReply:
+      return "ARENA_REPLY";
+    case MsgType::kLease:
+      return "LEASE";
+    case MsgType::kLeaseReply:
+      return "LEASE_REPLY";
+    case MsgType::kRelease:
+      return "RELEASE";
   }
   return "UNKNOWN";
 }
 
 // --- Encoding: header + body into one buffer (the UCX AM header). ---
-inline std::vector<uint8_t> EncodeHello(uint64_t req_id) {
-  return internal::Start(MsgType::kHello, req_id, 0);
-}
+inline std::vector<uint8_t> EncodeHello(uint64_t req_id) { return internal::Start(MsgType::kHello, req_id, 0); }
 inline std::vector<uint8_t> EncodeRegister(uint64_t req_id, const RegisterBody& b) {
   auto out = internal::Start(MsgType::kRegister, req_id, kRegisterBodyBytes);
   internal::PutLE(out, b.region_id, 4);
@@ -262,9 +272,7 @@ inline std::vector<uint8_t> EncodeGet(uint64_t req_id, const GetBody& b) {
   internal::PutLE(out, 0, 4);
   return out;
 }
-inline std::vector<uint8_t> EncodeArena(uint64_t req_id) {
-  return internal::Start(MsgType::kArena, req_id, 0);
-}
+inline std::vector<uint8_t> EncodeArena(uint64_t req_id) { return internal::Start(MsgType::kArena, req_id, 0); }
 // LEASE has GET's body and range list (flags and region fields unused).
 inline std::vector<uint8_t> EncodeLease(uint64_t req_id, const GetBody& b) {
   auto out = EncodeGet(req_id, b);
@@ -272,9 +280,7 @@ inline std::vector<uint8_t> EncodeLease(uint64_t req_id, const GetBody& b) {
   out[7] = 0;
   return out;
 }
-inline std::vector<uint8_t> EncodeRelease(uint64_t req_id) {
-  return internal::Start(MsgType::kRelease, req_id, 0);
-}
+inline std::vector<uint8_t> EncodeRelease(uint64_t req_id) { return internal::Start(MsgType::kRelease, req_id, 0); }
 inline std::vector<uint8_t> EncodeIds(const std::vector<uint64_t>& ids) {
   std::vector<uint8_t> out;
   out.reserve(ids.size() * 8);
@@ -358,8 +364,8 @@ inline std::optional<Decoded> DecodeHeader(const void* data, size_t size, std::s
     return std::nullopt;
   }
   if (d.header.body_bytes > size - kHeaderWireBytes) {
-    *error = "message header announces a " + std::to_string(d.header.body_bytes) +
-             "-byte body but only " + std::to_string(size - kHeaderWireBytes) + " bytes follow";
+    *error = "message header announces a " + std::to_string(d.header.body_bytes) + "-byte body but only " +
+             std::to_string(size - kHeaderWireBytes) + " bytes follow";
     return std::nullopt;
   }
   d.body = p + kHeaderWireBytes;
@@ -369,8 +375,8 @@ inline std::optional<Decoded> DecodeHeader(const void* data, size_t size, std::s
 namespace internal {
 inline bool NeedBody(const Decoded& msg, uint32_t bytes, const char* what, std::string* error) {
   if (msg.header.body_bytes >= bytes) return true;
-  *error = std::string(what) + " body of " + std::to_string(msg.header.body_bytes) +
-           " bytes is shorter than " + std::to_string(bytes);
+  *error = std::string(what) + " body of " + std::to_string(msg.header.body_bytes) + " bytes is shorter than " +
+           std::to_string(bytes);
   return false;
 }
 }  // namespace internal
@@ -419,15 +425,15 @@ inline std::optional<ReplyBody> DecodeReply(const Decoded& msg, std::string* err
   b.length = internal::GetLE(p + 16, 8);
   return b;
 }
-inline std::optional<std::vector<ByteRange>> DecodeRanges(const void* data, size_t size,
-                                                          uint32_t count, std::string* error) {
+inline std::optional<std::vector<ByteRange>> DecodeRanges(const void* data, size_t size, uint32_t count,
+                                                          std::string* error) {
   if (count > kMaxRanges) {
     *error = std::to_string(count) + " ranges exceed the limit of " + std::to_string(kMaxRanges);
     return std::nullopt;
   }
   if (size != uint64_t{count} * 16 || (count > 0 && data == nullptr)) {
-    *error = "range list of " + std::to_string(size) + " bytes does not hold " +
-             std::to_string(count) + " ranges of 16 bytes";
+    *error = "range list of " + std::to_string(size) + " bytes does not hold " + std::to_string(count) +
+             " ranges of 16 bytes";
     return std::nullopt;
   }
   std::vector<ByteRange> ranges(count);
@@ -441,8 +447,7 @@ inline std::optional<std::vector<ByteRange>> DecodeRanges(const void* data, size
 
 inline std::optional<ArenaGrant> DecodeArenaGrant(const void* data, size_t size, std::string* error) {
   if (data == nullptr || size < kArenaGrantBytes) {
-    *error = "ARENA_REPLY carries " + std::to_string(size) + " bytes, fewer than " +
-             std::to_string(kArenaGrantBytes);
+    *error = "ARENA_REPLY carries " + std::to_string(size) + " bytes, fewer than " + std::to_string(kArenaGrantBytes);
     return std::nullopt;
   }
   const auto* p = static_cast<const uint8_t*>(data);
@@ -457,8 +462,7 @@ inline std::optional<ArenaGrant> DecodeArenaGrant(const void* data, size_t size,
 }
 inline std::optional<LeaseGrant> DecodeLeaseGrant(const void* data, size_t size, std::string* error) {
   if (data == nullptr || size < kLeaseGrantBytes) {
-    *error = "LEASE_REPLY carries " + std::to_string(size) + " bytes, fewer than " +
-             std::to_string(kLeaseGrantBytes);
+    *error = "LEASE_REPLY carries " + std::to_string(size) + " bytes, fewer than " + std::to_string(kLeaseGrantBytes);
     return std::nullopt;
   }
   const auto* p = static_cast<const uint8_t*>(data);
@@ -470,8 +474,8 @@ inline std::optional<LeaseGrant> DecodeLeaseGrant(const void* data, size_t size,
 }
 inline std::optional<std::vector<uint64_t>> DecodeIds(const void* data, size_t size, std::string* error) {
   if (size % 8 != 0 || size / 8 > kMaxReleaseIds || (size > 0 && data == nullptr)) {
-    *error = "lease id list of " + std::to_string(size) + " bytes is not 1.." +
-             std::to_string(kMaxReleaseIds) + " ids of 8 bytes";
+    *error = "lease id list of " + std::to_string(size) + " bytes is not 1.." + std::to_string(kMaxReleaseIds) +
+             " ids of 8 bytes";
     return std::nullopt;
   }
   std::vector<uint64_t> ids(size / 8);

@@ -27,16 +27,16 @@
 #include <string>
 #include <thread>
 
-#include "common/status.h"
 #include "common/mutex.h"
+#include "common/status.h"
 
 namespace foresight::ucx {
 
 std::string StatusText(ucs_status_t status);
 
 struct WorkerOptions {
-  std::string who;               // prefixes errors: "UCX client", "UCX data plane"
-  std::string tls;               // UCX_TLS for this context; empty: UCX's default (or the environment's)
+  std::string who;  // prefixes errors: "UCX client", "UCX data plane"
+  std::string tls;  // UCX_TLS for this context; empty: UCX's default (or the environment's)
   // Messages up to this size go eagerly (UCX_RNDV_THRESH), unless the environment sets that variable.
   std::string rendezvous_threshold;
   // The active-message handler this end receives on.
@@ -44,7 +44,7 @@ struct WorkerOptions {
   ucp_am_recv_callback_t am_callback = nullptr;
   void* am_arg = nullptr;
   uint32_t am_flags = UCP_AM_FLAG_WHOLE_MSG;
-  double spin_us = 50;           // polling after activity before sleeping on the event fd
+  double spin_us = 50;  // polling after activity before sleeping on the event fd
 };
 
 class Worker {

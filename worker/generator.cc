@@ -32,7 +32,8 @@ std::string StopReason(const Tokenizer* tokenizer, bool stop_at_eos, TokenId nex
   return "";
 }
 
-StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options) {
+StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt,
+                                  const GenerateOptions& options) {
   if (prompt.empty()) return InvalidArgument("the prompt is empty (no tokens)");
   const int64_t limit = model.config().max_context;
   if (limit > 0 && static_cast<int64_t>(prompt.size()) >= limit) {

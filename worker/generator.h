@@ -58,6 +58,7 @@ struct GenerateResult {
 std::string StopReason(const Tokenizer* tokenizer, bool stop_at_eos, TokenId next, int32_t emitted, int32_t max_tokens,
                        int64_t position, int64_t max_context);
 
-StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt, const GenerateOptions& options);
+StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>& prompt,
+                                  const GenerateOptions& options);
 
 }  // namespace foresight::worker

@@ -43,9 +43,15 @@ class Reader {
 
 bool IsIntegerType(GgufValueType t) {
   switch (t) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kU16:
-    case GgufValueType::kI16: case GgufValueType::kU32: case GgufValueType::kI32:
-    case GgufValueType::kU64: case GgufValueType::kI64: case GgufValueType::kBool:
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kU16:
+    case GgufValueType::kI16:
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kU64:
+    case GgufValueType::kI64:
+    case GgufValueType::kBool:
       return true;
     default:
       return false;
@@ -55,19 +61,76 @@ bool IsIntegerType(GgufValueType t) {
 // Reads one scalar of `type` into value->i / value->f / value->s.
 bool ReadScalar(Reader& r, GgufValueType type, int64_t* i, double* f, std::string* s) {
   switch (type) {
-    case GgufValueType::kU8: { uint8_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kI8: { int8_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kU16: { uint16_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kI16: { int16_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kU32: { uint32_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kI32: { int32_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kU64: { uint64_t v; if (!r.Read(&v)) return false; *i = static_cast<int64_t>(v); return true; }
-    case GgufValueType::kI64: { int64_t v; if (!r.Read(&v)) return false; *i = v; return true; }
-    case GgufValueType::kBool: { uint8_t v; if (!r.Read(&v)) return false; *i = v != 0; return true; }
-    case GgufValueType::kF32: { float v; if (!r.Read(&v)) return false; *f = v; return true; }
-    case GgufValueType::kF64: { double v; if (!r.Read(&v)) return false; *f = v; return true; }
-    case GgufValueType::kString: return r.ReadString(s);
-    default: return false;
+    case GgufValueType::kU8: {
+      uint8_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kI8: {
+      int8_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kU16: {
+      uint16_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kI16: {
+      int16_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kU32: {
+      uint32_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kI32: {
+      int32_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kU64: {
+      uint64_t v;
+      if (!r.Read(&v)) return false;
+      *i = static_cast<int64_t>(v);
+      return true;
+    }
+    case GgufValueType::kI64: {
+      int64_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      return true;
+    }
+    case GgufValueType::kBool: {
+      uint8_t v;
+      if (!r.Read(&v)) return false;
+      *i = v != 0;
+      return true;
+    }
+    case GgufValueType::kF32: {
+      float v;
+      if (!r.Read(&v)) return false;
+      *f = v;
+      return true;
+    }
+    case GgufValueType::kF64: {
+      double v;
+      if (!r.Read(&v)) return false;
+      *f = v;
+      return true;
+    }
+    case GgufValueType::kString:
+      return r.ReadString(s);
+    default:
+      return false;
   }
 }
 
@@ -76,10 +139,19 @@ bool KnownScalarType(uint32_t t) { return t <= 12 && t != 9; }
 // The fewest bytes one array element of a known scalar type takes (a string: its length).
 uint64_t MinScalarBytes(GgufValueType t) {
   switch (t) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
-    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
-    default: return 8;
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kBool:
+      return 1;
+    case GgufValueType::kU16:
+    case GgufValueType::kI16:
+      return 2;
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kF32:
+      return 4;
+    default:
+      return 8;
   }
 }
 
@@ -103,8 +175,8 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
 Status GgufFile::ParseAll() {
   const std::string& p = file_->path();
   auto truncated = [&](const std::string& where) {
-    return DataLoss("GGUF file " + p + " is truncated or malformed: " + where +
-                    " runs past the end of the file (" + std::to_string(file_->size()) + " bytes)");
+    return DataLoss("GGUF file " + p + " is truncated or malformed: " + where + " runs past the end of the file (" +
+                    std::to_string(file_->size()) + " bytes)");
   };
   Reader r(file_->data(), file_->size());
   uint32_t magic = 0;
@@ -119,8 +191,8 @@ Status GgufFile::ParseAll() {
   uint64_t n_tensors = 0, n_kv = 0;
   if (!r.Read(&n_tensors) || !r.Read(&n_kv)) return truncated("the header");
   if (n_tensors > (1u << 24) || n_kv > (1u << 24)) {
-    return DataLoss("GGUF file " + p + " is malformed: implausible counts (" +
-                    std::to_string(n_tensors) + " tensors, " + std::to_string(n_kv) + " keys)");
+    return DataLoss("GGUF file " + p + " is malformed: implausible counts (" + std::to_string(n_tensors) +
+                    " tensors, " + std::to_string(n_kv) + " keys)");
   }
 
   for (uint64_t k = 0; k < n_kv; ++k) {
@@ -145,20 +217,28 @@ Status GgufFile::ParseAll() {
       if (count > r.remaining() / MinScalarBytes(value.array_type)) return truncated("metadata array " + key);
       const bool is_str = value.array_type == GgufValueType::kString;
       const bool is_float = value.array_type == GgufValueType::kF32 || value.array_type == GgufValueType::kF64;
-      if (is_str) value.strings.reserve(count); else if (is_float) value.floats.reserve(count); else value.ints.reserve(count);
+      if (is_str)
+        value.strings.reserve(count);
+      else if (is_float)
+        value.floats.reserve(count);
+      else
+        value.ints.reserve(count);
       for (uint64_t e = 0; e < count; ++e) {
         int64_t iv = 0;
         double fv = 0;
         std::string sv;
         if (!ReadScalar(r, value.array_type, &iv, &fv, &sv)) return truncated("metadata array " + key);
-        if (is_str) value.strings.push_back(std::move(sv));
-        else if (is_float) value.floats.push_back(fv);
-        else value.ints.push_back(iv);
+        if (is_str)
+          value.strings.push_back(std::move(sv));
+        else if (is_float)
+          value.floats.push_back(fv);
+        else
+          value.ints.push_back(iv);
       }
     } else {
       if (!KnownScalarType(type_id)) {
-        return DataLoss("GGUF file " + p + " is malformed: metadata key " + key +
-                        " has unknown value type id " + std::to_string(type_id));
+        return DataLoss("GGUF file " + p + " is malformed: metadata key " + key + " has unknown value type id " +
+                        std::to_string(type_id));
       }
       if (!ReadScalar(r, value.type, &value.i, &value.f, &value.s)) return truncated("metadata key " + key);
     }
@@ -179,8 +259,8 @@ Status GgufFile::ParseAll() {
     uint32_t n_dims;
     if (!r.Read(&n_dims)) return truncated("tensor info " + tensor.name);
     if (n_dims == 0 || n_dims > kMaxDims) {
-      return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " has " +
-                      std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
+      return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " has " + std::to_string(n_dims) +
+                      " dimensions (1 to 4 allowed)");
     }
     uint64_t elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
@@ -225,8 +305,8 @@ Status GgufFile::ParseAll() {
     GgufTensor& tensor = tensors_[t];
     const uint64_t off = offsets[t].offset;
     if (off % alignment != 0) {
-      return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " offset " +
-                      std::to_string(off) + " is not aligned to " + std::to_string(alignment));
+      return DataLoss("GGUF file " + p + " is malformed: tensor " + tensor.name + " offset " + std::to_string(off) +
+                      " is not aligned to " + std::to_string(alignment));
     }
     if (data_start > file_->size() || off > file_->size() - data_start ||
         file_->size() - data_start - off < tensor.nbytes) {

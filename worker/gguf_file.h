@@ -24,8 +24,19 @@
 namespace foresight::worker {
 
 enum class GgufValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // One metadata value. Scalars fill one of the scalar fields; arrays fill the vector of their kind
@@ -33,9 +44,9 @@ enum class GgufValueType : uint32_t {
 struct GgufValue {
   GgufValueType type = GgufValueType::kU8;
   GgufValueType array_type = GgufValueType::kU8;  // for kArray
-  int64_t i = 0;       // every integer and bool scalar (u64 values above 2^63 wrap)
-  double f = 0;        // f32 / f64 scalar
-  std::string s;       // string scalar
+  int64_t i = 0;                                  // every integer and bool scalar (u64 values above 2^63 wrap)
+  double f = 0;                                   // f32 / f64 scalar
+  std::string s;                                  // string scalar
   std::vector<int64_t> ints;
   std::vector<double> floats;
   std::vector<std::string> strings;

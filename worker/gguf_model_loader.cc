@@ -23,15 +23,16 @@ class Loader {
                              std::to_string(rows) + "]");
     }
     if (!KernelSupports(t->type)) {
-      return Unimplemented("GGUF file " + f_.path() + ": tensor " + name + " has type " +
-                           TensorTypeName(t->type) + ", which the engine cannot compute with yet");
+      return Unimplemented("GGUF file " + f_.path() + ": tensor " + name + " has type " + TensorTypeName(t->type) +
+                           ", which the engine cannot compute with yet");
     }
     return WeightMatrix(t->type, rows, cols, t->data);
   }
 
   StatusOr<std::vector<float>> Vector(const std::string& name, int64_t n) const {
     FS_ASSIGN_OR_RETURN(const GgufTensor* t, f_.GetTensor(name));
-    if (t->numel() != n) return Error(name, "has " + std::to_string(t->numel()) + " values, expected " + std::to_string(n));
+    if (t->numel() != n)
+      return Error(name, "has " + std::to_string(t->numel()) + " values, expected " + std::to_string(n));
     if (!KernelSupports(t->type)) return Error(name, std::string("has unsupported type ") + TensorTypeName(t->type));
     std::vector<float> out(n);
     DequantizeRow(t->type, t->data, n, out.data());
@@ -79,10 +80,11 @@ StatusOr<ModelWeights> LoadGgufWeights(std::shared_ptr<const GgufFile> file) {
   Loader l(f);
   FS_ASSIGN_OR_RETURN(const GgufTensor* embd, f.GetTensor("token_embd.weight"));
   if (embd->dims.size() != 2 || embd->dims[0] != d_model) {
-    return l.Error("token_embd.weight", "has shape " + Loader::Shape(embd->dims) + ", expected [" + std::to_string(d_model) + ", vocab]");
+    return l.Error("token_embd.weight",
+                   "has shape " + Loader::Shape(embd->dims) + ", expected [" + std::to_string(d_model) + ", vocab]");
   }
-  FS_RETURN_IF_ERROR(CheckModelGeometry("GGUF file " + f.path(), n_layers, d_model, n_heads, n_kv, head_dim, ffn,
-                                        embd->dims[1], ctx));
+  FS_RETURN_IF_ERROR(
+      CheckModelGeometry("GGUF file " + f.path(), n_layers, d_model, n_heads, n_kv, head_dim, ffn, embd->dims[1], ctx));
   c.n_layers = static_cast<int32_t>(n_layers);
   c.d_model = static_cast<int32_t>(d_model);
   c.ffn_dim = static_cast<int32_t>(ffn);
@@ -110,10 +112,10 @@ StatusOr<ModelWeights> LoadGgufWeights(std::shared_ptr<const GgufFile> file) {
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
   for (int64_t i = 0; i < n_layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
-    const LayerTensorNames names{b + "attn_norm.weight", b + "ffn_norm.weight",   b + "attn_q.weight",
-                                 b + "attn_k.weight",    b + "attn_v.weight",     b + "attn_output.weight",
-                                 b + "attn_q.bias",      b + "attn_k.bias",       b + "attn_v.bias",
-                                 b + "ffn_gate.weight",  b + "ffn_up.weight",     b + "ffn_down.weight"};
+    const LayerTensorNames names{b + "attn_norm.weight", b + "ffn_norm.weight", b + "attn_q.weight",
+                                 b + "attn_k.weight",    b + "attn_v.weight",   b + "attn_output.weight",
+                                 b + "attn_q.bias",      b + "attn_k.bias",     b + "attn_v.bias",
+                                 b + "ffn_gate.weight",  b + "ffn_up.weight",   b + "ffn_down.weight"};
     FS_ASSIGN_OR_RETURN(LayerWeights L, LoadLayerWeights(l, names, d_model, q_out, kv_out, ffn, c.qkv_bias));
     w.layers.push_back(std::move(L));
   }

@@ -54,12 +54,18 @@ class HfTensors {
     }
     TensorType type;
     switch (t->dtype) {
-      case DType::kF32: type = TensorType::kF32; break;
-      case DType::kF16: type = TensorType::kF16; break;
-      case DType::kBF16: type = TensorType::kBF16; break;
+      case DType::kF32:
+        type = TensorType::kF32;
+        break;
+      case DType::kF16:
+        type = TensorType::kF16;
+        break;
+      case DType::kBF16:
+        type = TensorType::kBF16;
+        break;
       default:
-        return Unimplemented("Hugging Face folder " + dir_ + ": tensor " + name + " has dtype " +
-                             DTypeName(t->dtype) + " (F32, F16 and BF16 are supported)");
+        return Unimplemented("Hugging Face folder " + dir_ + ": tensor " + name + " has dtype " + DTypeName(t->dtype) +
+                             " (F32, F16 and BF16 are supported)");
     }
     return WeightMatrix(type, rows, cols, t->data);
   }
@@ -102,7 +108,8 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
   ModelConfig& c = out.weights.config;
   auto field = [&]<typename T>(const char* key, T fallback) { return JsonFileField(cfg, key, fallback, config_path); };
   auto need = [&](const char* key) -> StatusOr<int64_t> {
-    if (!cfg.contains(key) || !cfg[key].is_number_integer()) return DataLoss(config_path + ": missing integer \"" + key + "\"");
+    if (!cfg.contains(key) || !cfg[key].is_number_integer())
+      return DataLoss(config_path + ": missing integer \"" + key + "\"");
     return field(key, int64_t{0});
   };
   FS_ASSIGN_OR_RETURN(std::string arch, field("model_type", std::string()));
@@ -154,7 +161,8 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
       FS_ASSIGN_OR_RETURN(float high, scaling("high_freq_factor", 4.0f));
       FS_ASSIGN_OR_RETURN(float original, scaling("original_max_position_embeddings", 8192.0f));
       if (!(factor > 0) || !(low > 0) || !(high > low) || !(original > 0)) {
-        return DataLoss(config_path + ": rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor "
+        return DataLoss(config_path +
+                        ": rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor "
                         "and original_max_position_embeddings > 0");
       }
       c.rope_freq_factors = Llama3RopeFreqFactors(c.head_dim, c.rope_theta, factor, low, high, original);
@@ -179,7 +187,7 @@ StatusOr<HfModel> LoadHfModel(const std::string& dir) {
   c.qkv_bias = t.Has("model.layers.0.self_attn.q_proj.bias");
   for (int64_t l = 0; l < layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    const LayerTensorNames names{p + "input_layernorm.weight", p + "post_attention_layernorm.weight",
+    const LayerTensorNames names{p + "input_layernorm.weight",  p + "post_attention_layernorm.weight",
                                  p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
                                  p + "self_attn.v_proj.weight", p + "self_attn.o_proj.weight",
                                  p + "self_attn.q_proj.bias",   p + "self_attn.k_proj.bias",

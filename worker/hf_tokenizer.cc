@@ -96,10 +96,13 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
   if (type != "BPE") return Unimplemented(path + ": model type \"" + type + "\" is not supported (BPE only)");
   FS_ASSIGN_OR_RETURN(const bool byte_fallback, JsonFileField(model, "byte_fallback", false, path + ": model"));
   if (byte_fallback) {
-    return Unimplemented(path + ": BPE with byte_fallback (SentencePiece-style) is not supported (byte-level BPE only)");
+    return Unimplemented(path +
+                         ": BPE with byte_fallback (SentencePiece-style) is not supported (byte-level BPE only)");
   }
-  if (!model.contains("vocab") || !model["vocab"].is_object()) return DataLoss(path + ": model has no \"vocab\" object");
-  if (!model.contains("merges") || !model["merges"].is_array()) return DataLoss(path + ": model has no \"merges\" array");
+  if (!model.contains("vocab") || !model["vocab"].is_object())
+    return DataLoss(path + ": model has no \"vocab\" object");
+  if (!model.contains("merges") || !model["merges"].is_array())
+    return DataLoss(path + ": model has no \"merges\" array");
 
   TokenizerSpec spec;
   FS_ASSIGN_OR_RETURN(spec.pre, PreTokenizerName(tok, path));
@@ -108,7 +111,8 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
   std::vector<std::pair<std::string, int64_t>> entries;
   int64_t max_id = -1;
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0) return DataLoss(path + ": vocab entry \"" + text + "\" has no valid id");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0)
+      return DataLoss(path + ": vocab entry \"" + text + "\" has no valid id");
     entries.emplace_back(text, id.get<int64_t>());
     max_id = std::max(max_id, id.get<int64_t>());
   }
@@ -171,7 +175,8 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
       continue;
     }
     const json& first = (*p)["single"][0];
-    if (first.contains("SpecialToken") && first["SpecialToken"].contains("id") && first["SpecialToken"]["id"].is_string()) {
+    if (first.contains("SpecialToken") && first["SpecialToken"].contains("id") &&
+        first["SpecialToken"]["id"].is_string()) {
       spec.bos = find(first["SpecialToken"]["id"].get<std::string>());
       spec.add_bos = spec.bos >= 0;
     }

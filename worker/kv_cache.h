@@ -32,10 +32,18 @@ class KvCache {
   // new block (zeroed); dropped blocks below the old end stay dropped.
   void Resize(int64_t tokens);
 
-  uint16_t* key(int32_t layer, int32_t head, int64_t pos) { return at(layer, pos) + k_off_[head] + (pos % block_tokens()) * head_dim_; }
-  uint16_t* value(int32_t layer, int32_t head, int64_t pos) { return at(layer, pos) + v_off_[head] + (pos % block_tokens()) * head_dim_; }
-  const uint16_t* key(int32_t layer, int32_t head, int64_t pos) const { return const_cast<KvCache*>(this)->key(layer, head, pos); }
-  const uint16_t* value(int32_t layer, int32_t head, int64_t pos) const { return const_cast<KvCache*>(this)->value(layer, head, pos); }
+  uint16_t* key(int32_t layer, int32_t head, int64_t pos) {
+    return at(layer, pos) + k_off_[head] + (pos % block_tokens()) * head_dim_;
+  }
+  uint16_t* value(int32_t layer, int32_t head, int64_t pos) {
+    return at(layer, pos) + v_off_[head] + (pos % block_tokens()) * head_dim_;
+  }
+  const uint16_t* key(int32_t layer, int32_t head, int64_t pos) const {
+    return const_cast<KvCache*>(this)->key(layer, head, pos);
+  }
+  const uint16_t* value(int32_t layer, int32_t head, int64_t pos) const {
+    return const_cast<KvCache*>(this)->value(layer, head, pos);
+  }
   // The bytes of one block (layout().block_bytes() long); null when dropped.
   const uint8_t* block_data(int32_t layer, int64_t block) const {
     return reinterpret_cast<const uint8_t*>(layers_[layer][block].get());

@@ -20,8 +20,8 @@ struct LayerTensorNames {
 // `Reader` provides Vector(name, n) -> StatusOr<std::vector<float>> and
 // Matrix(name, rows, cols) -> StatusOr<WeightMatrix>, with errors naming the file and tensor.
 template <typename Reader>
-StatusOr<LayerWeights> LoadLayerWeights(const Reader& r, const LayerTensorNames& n, int64_t d_model,
-                                        int64_t q_out, int64_t kv_out, int64_t ffn, bool qkv_bias) {
+StatusOr<LayerWeights> LoadLayerWeights(const Reader& r, const LayerTensorNames& n, int64_t d_model, int64_t q_out,
+                                        int64_t kv_out, int64_t ffn, bool qkv_bias) {
   LayerWeights L;
   FS_ASSIGN_OR_RETURN(L.attn_norm, r.Vector(n.attn_norm, d_model));
   FS_ASSIGN_OR_RETURN(L.ffn_norm, r.Vector(n.ffn_norm, d_model));

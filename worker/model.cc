@@ -20,7 +20,8 @@ StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& path) {
   return std::unique_ptr<Model>(new Model(std::move(weights), std::move(tokenizer), path));
 }
 
-std::unique_ptr<Model> Model::FromWeights(ModelWeights weights, std::unique_ptr<Tokenizer> tokenizer, std::string source) {
+std::unique_ptr<Model> Model::FromWeights(ModelWeights weights, std::unique_ptr<Tokenizer> tokenizer,
+                                          std::string source) {
   return std::unique_ptr<Model>(new Model(std::move(weights), std::move(tokenizer), std::move(source)));
 }
 

@@ -11,20 +11,26 @@ Status CheckModelGeometry(const std::string& where, int64_t n_layers, int64_t d_
     const char* name;
     int64_t value, max;
   };
-  const Count counts[] = {{"layer count", n_layers, 4096},         {"model width", d_model, 1 << 17},
-                          {"attention head count", n_heads, 4096}, {"KV head count", n_kv_heads, 4096},
-                          {"head size", head_dim, 4096},           {"feed-forward width", ffn_dim, 1 << 20},
-                          {"vocabulary size", vocab_size, 1 << 24}, {"context length", max_context, 1 << 24}};
+  const Count counts[] = {{"layer count", n_layers, 4096},
+                          {"model width", d_model, 1 << 17},
+                          {"attention head count", n_heads, 4096},
+                          {"KV head count", n_kv_heads, 4096},
+                          {"head size", head_dim, 4096},
+                          {"feed-forward width", ffn_dim, 1 << 20},
+                          {"vocabulary size", vocab_size, 1 << 24},
+                          {"context length", max_context, 1 << 24}};
   for (const Count& c : counts) {
     if (c.value <= 0 || c.value > c.max) {
-      return DataLoss(where + ": " + c.name + " " + std::to_string(c.value) + " is outside 1.." + std::to_string(c.max));
+      return DataLoss(where + ": " + c.name + " " + std::to_string(c.value) + " is outside 1.." +
+                      std::to_string(c.max));
     }
   }
   if (n_heads % n_kv_heads != 0) {
     return DataLoss(where + ": " + std::to_string(n_heads) + " attention heads are not a multiple of " +
                     std::to_string(n_kv_heads) + " KV heads");
   }
-  if (head_dim % 2 != 0) return DataLoss(where + ": head size " + std::to_string(head_dim) + " is odd (RoPE rotates pairs)");
+  if (head_dim % 2 != 0)
+    return DataLoss(where + ": head size " + std::to_string(head_dim) + " is odd (RoPE rotates pairs)");
   if (n_heads * head_dim > (1 << 20)) {
     return DataLoss(where + ": " + std::to_string(n_heads) + " heads of " + std::to_string(head_dim) + " are too wide");
   }

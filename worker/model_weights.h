@@ -24,7 +24,7 @@ struct ModelWeights {
   WeightMatrix token_embedding;  // [vocab x d_model]
   std::vector<LayerWeights> layers;
   std::vector<float> output_norm;
-  WeightMatrix output;           // [vocab x d_model]; the embedding when tied
+  WeightMatrix output;  // [vocab x d_model]; the embedding when tied
   // Keeps memory maps / converted buffers alive as long as the views above.
   std::vector<std::shared_ptr<const void>> storage;
 };

@@ -34,11 +34,13 @@ int64_t DenseBlockMass(const ModelConfig& config, int32_t layer, int64_t positio
 
 StatusOr<std::unique_ptr<OracleDecodeAttention>> OracleDecodeAttention::Create(const ModelConfig& config,
                                                                                const predictor::PolicySpec& spec) {
-  if (spec.kind != predictor::PolicyKind::kOracle) return InvalidArgument("OracleDecodeAttention needs the oracle policy");
+  if (spec.kind != predictor::PolicyKind::kOracle)
+    return InvalidArgument("OracleDecodeAttention needs the oracle policy");
   std::unique_ptr<OracleDecodeAttention> out(new OracleDecodeAttention(config, spec.dense_first_layers));
   const predictor::LayerGeometry geometry{config.n_heads, config.n_kv_heads, config.head_dim};
   for (int32_t l = 0; l < config.n_layers; ++l) {
-    FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::SelectionPolicy> p, predictor::MakeSelectionPolicy(spec, geometry, l));
+    FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::SelectionPolicy> p,
+                        predictor::MakeSelectionPolicy(spec, geometry, l));
     FS_RETURN_IF_ERROR(p->ObservePrefill({}));
     out->policies_.push_back(std::move(p));
   }

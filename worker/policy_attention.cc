@@ -13,9 +13,7 @@
 namespace foresight::worker {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
@@ -59,8 +57,9 @@ StatusOr<std::unique_ptr<PolicyDecodeAttention>> PolicyDecodeAttention::Create(c
                                                                                int64_t prompt_tokens,
                                                                                PolicyAttentionOptions options) {
   if (spec.kind == predictor::PolicyKind::kOracle) {
-    return InvalidArgument("policy oracle needs each step's dense attention and is offline-only; "
-                           "use `foresight predictor eval` on a trace");
+    return InvalidArgument(
+        "policy oracle needs each step's dense attention and is offline-only; "
+        "use `foresight predictor eval` on a trace");
   }
   std::unique_ptr<PolicyDecodeAttention> p(new PolicyDecodeAttention(config, prompt_tokens, options));
   const predictor::LayerGeometry geometry{config.n_heads, config.n_kv_heads, config.head_dim};
@@ -126,7 +125,8 @@ bool PolicyDecodeAttention::CanSelectAhead(int32_t layer) const {
   return !n.query && !n.key_digests && !n.dense_row;  // query_block_scores: the CNN's share ahead
 }
 
-bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens, std::vector<std::vector<int32_t>>* blocks) {
+bool PolicyDecodeAttention::PeekSelection(int32_t layer, int64_t key_tokens,
+                                          std::vector<std::vector<int32_t>>* blocks) {
   if (!status_.ok() || !CanSelectAhead(layer)) return false;
   predictor::SelectionPolicy& policy = *policies_[layer];
   if (policy.WantsDenseRow() && options_.calibration == CalibrationSource::kExact) return false;
@@ -279,8 +279,8 @@ void PolicyDecodeAttention::OnAttention(int32_t layer, int64_t position, const f
     // one; else, with a lookahead query, the lookahead row of this step (one pass over the
     // compact copy per layer and step instead of two; it lacks only the step's own key, in the
     // local window); else a pass for the exact query.
-    from_lookahead = compact_row_layer_ != layer && HasLookahead(layer, position + 1) &&
-                     !policies_[layer]->needs().block_sum;
+    from_lookahead =
+        compact_row_layer_ != layer && HasLookahead(layer, position + 1) && !policies_[layer]->needs().block_sum;
     if (from_lookahead) {
       block_max = Padded(look_scores_[layer], look_blocks_[layer], n_blocks).data();
     } else {

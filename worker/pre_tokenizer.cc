@@ -14,9 +14,18 @@ struct Segment {
   const std::vector<uint32_t>& cps;
   size_t begin, end;
   uint32_t at(size_t i) const { return i >= begin && i < end ? cps[i] : kOutOfRange; }
-  bool letter(size_t i) const { uint32_t c = at(i); return c != kOutOfRange && IsLetter(c); }
-  bool number(size_t i) const { uint32_t c = at(i); return c != kOutOfRange && IsNumber(c); }
-  bool space(size_t i) const { uint32_t c = at(i); return c != kOutOfRange && IsWhitespace(c); }
+  bool letter(size_t i) const {
+    uint32_t c = at(i);
+    return c != kOutOfRange && IsLetter(c);
+  }
+  bool number(size_t i) const {
+    uint32_t c = at(i);
+    return c != kOutOfRange && IsNumber(c);
+  }
+  bool space(size_t i) const {
+    uint32_t c = at(i);
+    return c != kOutOfRange && IsWhitespace(c);
+  }
   // [^\s\p{L}\p{N}]
   bool other(size_t i) const {
     uint32_t c = at(i);
@@ -110,7 +119,10 @@ void SplitLlama3(const Segment& s, int max_digits, std::vector<size_t>* ends) {
     }
     if (s.number(pos)) {
       int n = 0;
-      while (s.number(pos) && n < max_digits) { ++pos; ++n; }
+      while (s.number(pos) && n < max_digits) {
+        ++pos;
+        ++n;
+      }
       ends->push_back(pos);
       continue;
     }

@@ -29,7 +29,8 @@ class PreTokenizer {
 
  private:
   enum class Kind { kGpt2, kDigitsThenGpt2, kLlama3 };
-  PreTokenizer(std::string name, Kind kind, int max_digits) : name_(std::move(name)), kind_(kind), max_digits_(max_digits) {}
+  PreTokenizer(std::string name, Kind kind, int max_digits)
+      : name_(std::move(name)), kind_(kind), max_digits_(max_digits) {}
 
   std::string name_;
   Kind kind_;

@@ -41,9 +41,9 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   // (long) prefill rather than fail after it.
   if (max_context > 0 && context + predict - 1 > max_context) {
     return InvalidArgument("--context " + std::to_string(context) + " plus --predict " + std::to_string(predict) +
-                           " needs " + std::to_string(context + predict - 1) + " positions, more than the model's context of " +
-                           std::to_string(max_context) + "; lower --context to at most " +
-                           std::to_string(max_context - predict + 1));
+                           " needs " + std::to_string(context + predict - 1) +
+                           " positions, more than the model's context of " + std::to_string(max_context) +
+                           "; lower --context to at most " + std::to_string(max_context - predict + 1));
   }
   if (context <= 0 || predict <= 0 || static_cast<int64_t>(tokens.size()) < context + predict) {
     return InvalidArgument("eval quality needs " + std::to_string(context + predict) + " tokens of text, got " +
@@ -58,7 +58,9 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     int update_period;
     std::unique_ptr<PolicyDecodeAttention> policy;
     std::unique_ptr<OracleDecodeAttention> oracle;
-    DecodeAttentionHook* hook() const { return policy ? static_cast<DecodeAttentionHook*>(policy.get()) : oracle.get(); }
+    DecodeAttentionHook* hook() const {
+      return policy ? static_cast<DecodeAttentionHook*>(policy.get()) : oracle.get();
+    }
     Status status() const { return policy ? policy->status() : oracle->status(); }
   };
   std::vector<Run> runs;
@@ -66,7 +68,8 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
   const std::vector<int> every_step = {1};
   for (predictor::PolicyKind kind : spec.policies) {
     if (kind == predictor::PolicyKind::kDense) continue;
-    const std::vector<float>& refines = kind == predictor::PolicyKind::kAttentionPredictor ? spec.query_refine : published;
+    const std::vector<float>& refines =
+        kind == predictor::PolicyKind::kAttentionPredictor ? spec.query_refine : published;
     for (int64_t budget : spec.budgets) {
       for (float refine : refines) {
         const bool served = kind == predictor::PolicyKind::kAttentionPredictor && refine > 0.0f &&

@@ -24,7 +24,7 @@ struct QualityRow {
   int64_t budget = 0;  // 0 for dense
   int64_t context = 0;
   double perplexity = 0;
-  double top1_agreement = 0;  // vs dense, over the predicted tokens
+  double top1_agreement = 0;   // vs dense, over the predicted tokens
   double blocks_fraction = 0;  // attended / dense blocks over decode steps
   // Share of the dense attention mass inside the attended blocks (per query head, KV-head union),
   // averaged over decode steps, layers and query heads; dense steps and layers count as 1.

@@ -25,7 +25,7 @@ inline uint16_t FloatToBFloat16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
-  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
+  bits += 0x7fff + ((bits >> 16) & 1);                                                        // round to nearest even
   return static_cast<uint16_t>(bits >> 16);
 }
 
@@ -91,7 +91,8 @@ float DotBF16(const uint8_t* w, const float* x, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))), 16);
+    __m256i wide =
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))), 16);
     acc = _mm256_fmadd_ps(_mm256_castsi256_ps(wide), _mm256_loadu_ps(x + i), acc);
   }
   float s = HorizontalSum(acc);
@@ -295,8 +296,14 @@ void DotRowsQ8(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t
 
 bool KernelSupports(TensorType type) {
   switch (type) {
-    case TensorType::kF32: case TensorType::kF16: case TensorType::kBF16: case TensorType::kQ8_0:
-    case TensorType::kQ4_0: case TensorType::kQ4_1: case TensorType::kQ5_0: case TensorType::kQ5_1:
+    case TensorType::kF32:
+    case TensorType::kF16:
+    case TensorType::kBF16:
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
       return true;
     default:
       return false;
@@ -355,13 +362,20 @@ void DequantizeRow(TensorType type, const uint8_t* src, int64_t n, float* dst) {
 
 float DotRow(TensorType type, const uint8_t* row, const float* x, int64_t n) {
   switch (type) {
-    case TensorType::kF32: return DotF32(reinterpret_cast<const float*>(row), x, n);
-    case TensorType::kF16: return DotF16(row, x, n);
-    case TensorType::kBF16: return DotBF16(row, x, n);
-    case TensorType::kQ8_0: return DotQ8_0(row, x, n);
-    case TensorType::kQ4_0: return DotQ4_0(row, x, n);
-    case TensorType::kQ4_1: return DotQ4_1(row, x, n);
-    default: return DotByDequant(type, row, x, n);
+    case TensorType::kF32:
+      return DotF32(reinterpret_cast<const float*>(row), x, n);
+    case TensorType::kF16:
+      return DotF16(row, x, n);
+    case TensorType::kBF16:
+      return DotBF16(row, x, n);
+    case TensorType::kQ8_0:
+      return DotQ8_0(row, x, n);
+    case TensorType::kQ4_0:
+      return DotQ4_0(row, x, n);
+    case TensorType::kQ4_1:
+      return DotQ4_1(row, x, n);
+    default:
+      return DotByDequant(type, row, x, n);
   }
 }
 
@@ -401,7 +415,10 @@ StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, in
     } else if (type == TensorType::kQ4_0) {
       float amax = 0, extreme = 0;
       for (int j = 0; j < kQK; ++j) {
-        if (std::fabs(x[j]) > amax) { amax = std::fabs(x[j]); extreme = x[j]; }
+        if (std::fabs(x[j]) > amax) {
+          amax = std::fabs(x[j]);
+          extreme = x[j];
+        }
       }
       const float d = extreme / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
       put_half(p, d);
@@ -413,7 +430,10 @@ StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, in
       p += 18;
     } else if (type == TensorType::kQ4_1) {
       float lo = x[0], hi = x[0];
-      for (int j = 1; j < kQK; ++j) { lo = std::min(lo, x[j]); hi = std::max(hi, x[j]); }
+      for (int j = 1; j < kQK; ++j) {
+        lo = std::min(lo, x[j]);
+        hi = std::max(hi, x[j]);
+      }
       const float d = (hi - lo) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
       put_half(p, d);
       put_half(p + 2, lo);

@@ -29,9 +29,9 @@ float DotRow(TensorType type, const uint8_t* row, const float* x, int64_t n);
 // Q8_0 rows (llama.cpp computes these types the same way: d = max|x|/127 and q = round(x/d), with
 // d and d*sum(q) rounded to half precision).
 struct Q8Activations {
-  float d;     // scale (half-rounded)
-  float s;     // d * sum(q) (half-rounded)
-  int32_t sum; // sum(q)
+  float d;      // scale (half-rounded)
+  float s;      // d * sum(q) (half-rounded)
+  int32_t sum;  // sum(q)
   int8_t q[32];
 };
 

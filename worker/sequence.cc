@@ -8,9 +8,7 @@
 namespace foresight::worker {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
@@ -68,8 +66,7 @@ void Sequence::TEST_FillRandomKv(int64_t tokens, uint32_t seed) {
   }
 }
 
-Status Sequence::ImportKv(int64_t n_blocks,
-                          const std::function<Status(int32_t, const std::vector<uint8_t*>&)>& fill) {
+Status Sequence::ImportKv(int64_t n_blocks, const std::function<Status(int32_t, const std::vector<uint8_t*>&)>& fill) {
   if (kv_.tokens() != 0) {
     return FailedPrecondition("importing KV needs an empty sequence; this one holds " + std::to_string(kv_.tokens()) +
                               " tokens");
@@ -200,7 +197,8 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
   if (logits == nullptr) return Status::OK();
   const int64_t first = all_logits ? 0 : n - 1;
   const int64_t rows = n - first;
-  for (int64_t t = first; t < n; ++t) RmsNorm(x_.data() + t * d, w.output_norm.data(), d, c_.rms_eps, h_.data() + (t - first) * d);
+  for (int64_t t = first; t < n; ++t)
+    RmsNorm(x_.data() + t * d, w.output_norm.data(), d, c_.rms_eps, h_.data() + (t - first) * d);
   w.output.Multiply(h_.data(), rows, logits, &gemm_);
   return Status::OK();
 }

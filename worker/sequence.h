@@ -70,9 +70,9 @@ struct SequenceStats {
   double prefill_seconds = 0;
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
-  double attention_seconds = 0;      // decode attention only
-  int64_t blocks_attended = 0;       // over decode steps, layers and KV heads
-  int64_t blocks_total = 0;          // what dense attention would have read
+  double attention_seconds = 0;  // decode attention only
+  int64_t blocks_attended = 0;   // over decode steps, layers and KV heads
+  int64_t blocks_total = 0;      // what dense attention would have read
 };
 
 // The chunking both backends' Prefill share: runs `forward(tokens, n, out)` over `tokens` in chunks
@@ -100,7 +100,8 @@ class Sequence {
   // checksum-verified). The sequence then continues at n_blocks * block_tokens exactly as if it had
   // prefilled those tokens (the KV is the same bytes a prefill would write). On error the sequence
   // is left empty.
-  Status ImportKv(int64_t n_blocks, const std::function<Status(int32_t layer, const std::vector<uint8_t*>& dests)>& fill);
+  Status ImportKv(int64_t n_blocks,
+                  const std::function<Status(int32_t layer, const std::vector<uint8_t*>& dests)>& fill);
 
   int64_t position() const { return kv_.tokens(); }
   // Forgets everything from `position` on.
@@ -117,7 +118,8 @@ class Sequence {
  private:
   Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
                  PrefillAttentionObserver* observer, KvBlockSource* source = nullptr);
-  void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out, PrefillAttentionObserver* observer);
+  void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
+                      PrefillAttentionObserver* observer);
   Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
                          KvBlockSource* source);
 

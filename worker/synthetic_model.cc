@@ -67,7 +67,8 @@ bool IsQk(const std::string& gguf_name) {
 
 // llama.cpp's converter reorders Q/K rows of Llama checkpoints so RoPE rotates adjacent pairs:
 // within each head, row i of the first half goes to 2i and of the second half to 2i+1.
-std::vector<float> PermuteForInterleavedRope(const std::vector<float>& v, int64_t rows, int64_t cols, int32_t head_dim) {
+std::vector<float> PermuteForInterleavedRope(const std::vector<float>& v, int64_t rows, int64_t cols,
+                                             int32_t head_dim) {
   std::vector<float> out(v.size());
   const int64_t half = head_dim / 2;
   for (int64_t r = 0; r < rows; ++r) {
@@ -80,9 +81,12 @@ std::vector<float> PermuteForInterleavedRope(const std::vector<float>& v, int64_
 
 DType ToDType(TensorType t) {
   switch (t) {
-    case TensorType::kF16: return DType::kF16;
-    case TensorType::kBF16: return DType::kBF16;
-    default: return DType::kF32;
+    case TensorType::kF16:
+      return DType::kF16;
+    case TensorType::kBF16:
+      return DType::kBF16;
+    default:
+      return DType::kF32;
   }
 }
 
@@ -130,12 +134,18 @@ StatusOr<std::unique_ptr<Model>> MakeSyntheticModel(const SyntheticModelSpec& s)
       std::vector<float>* dst = nullptr;
       const std::string& n = t.gguf_name;
       const int l = n.rfind("blk.", 0) == 0 ? std::stoi(n.substr(4)) : -1;
-      if (n == "output_norm.weight") dst = &w.output_norm;
-      else if (n.find("attn_norm") != std::string::npos) dst = &w.layers[l].attn_norm;
-      else if (n.find("ffn_norm") != std::string::npos) dst = &w.layers[l].ffn_norm;
-      else if (n.find("attn_q.bias") != std::string::npos) dst = &w.layers[l].bq;
-      else if (n.find("attn_k.bias") != std::string::npos) dst = &w.layers[l].bk;
-      else if (n.find("attn_v.bias") != std::string::npos) dst = &w.layers[l].bv;
+      if (n == "output_norm.weight")
+        dst = &w.output_norm;
+      else if (n.find("attn_norm") != std::string::npos)
+        dst = &w.layers[l].attn_norm;
+      else if (n.find("ffn_norm") != std::string::npos)
+        dst = &w.layers[l].ffn_norm;
+      else if (n.find("attn_q.bias") != std::string::npos)
+        dst = &w.layers[l].bq;
+      else if (n.find("attn_k.bias") != std::string::npos)
+        dst = &w.layers[l].bk;
+      else if (n.find("attn_v.bias") != std::string::npos)
+        dst = &w.layers[l].bv;
       if (dst != nullptr) *dst = std::move(t.values);
       continue;
     }
@@ -158,13 +168,20 @@ StatusOr<std::unique_ptr<Model>> MakeSyntheticModel(const SyntheticModelSpec& s)
       continue;
     }
     LayerWeights& L = w.layers[std::stoi(n.substr(4))];
-    if (n.find("attn_q.") != std::string::npos) L.wq = m;
-    else if (n.find("attn_k.") != std::string::npos) L.wk = m;
-    else if (n.find("attn_v.") != std::string::npos) L.wv = m;
-    else if (n.find("attn_output") != std::string::npos) L.wo = m;
-    else if (n.find("ffn_gate") != std::string::npos) L.w_gate = m;
-    else if (n.find("ffn_up") != std::string::npos) L.w_up = m;
-    else if (n.find("ffn_down") != std::string::npos) L.w_down = m;
+    if (n.find("attn_q.") != std::string::npos)
+      L.wq = m;
+    else if (n.find("attn_k.") != std::string::npos)
+      L.wk = m;
+    else if (n.find("attn_v.") != std::string::npos)
+      L.wv = m;
+    else if (n.find("attn_output") != std::string::npos)
+      L.wo = m;
+    else if (n.find("ffn_gate") != std::string::npos)
+      L.w_gate = m;
+    else if (n.find("ffn_up") != std::string::npos)
+      L.w_up = m;
+    else if (n.find("ffn_down") != std::string::npos)
+      L.w_down = m;
   }
   return Model::FromWeights(std::move(w), nullptr, "synthetic");
 }
@@ -207,7 +224,8 @@ Status WriteSyntheticGguf(const SyntheticModelSpec& s, const std::string& path) 
       FS_RETURN_IF_ERROR(w.AddFloatTensor(t.gguf_name, TensorType::kF32, dims, t.values));
       continue;
     }
-    if (interleaved && IsQk(t.gguf_name)) t.values = PermuteForInterleavedRope(t.values, t.hf_shape[0], t.hf_shape[1], s.head_dim);
+    if (interleaved && IsQk(t.gguf_name))
+      t.values = PermuteForInterleavedRope(t.values, t.hf_shape[0], t.hf_shape[1], s.head_dim);
     FS_RETURN_IF_ERROR(w.AddFloatTensor(t.gguf_name, s.type, dims, t.values));
   }
   return w.Write(path);
@@ -240,7 +258,8 @@ Status WriteSyntheticHfFolder(const SyntheticModelSpec& s, const std::string& di
     TensorToWrite tw = TensorToWrite::F32(t.hf_name, t.hf_shape, t.values.data());
     const TensorType type = t.hf_shape.size() == 1 ? TensorType::kF32 : s.type;
     if (type != TensorType::kF32) {
-      FS_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, QuantizeRow(type, t.values.data(), static_cast<int64_t>(t.values.size())));
+      FS_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                          QuantizeRow(type, t.values.data(), static_cast<int64_t>(t.values.size())));
       tw.dtype = ToDType(type);
       tw.data = std::move(bytes);
     }

@@ -26,7 +26,7 @@ struct SyntheticModelSpec {
   int32_t vocab_size = 257;  // 256 byte tokens + "<|end|>" (the test tokenizer)
   int32_t max_context = 4096;
   float rope_theta = 10000.0f;
-  bool qkv_bias = false;       // Qwen2 has it
+  bool qkv_bias = false;  // Qwen2 has it
   bool tied_embeddings = true;
   TensorType type = TensorType::kF32;  // encoding of the matrices
   uint32_t seed = 1;

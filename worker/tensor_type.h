@@ -32,10 +32,10 @@ enum class TensorType : uint32_t {
 };
 
 struct TensorTypeInfo {
-  const char* name;     // "Q4_1"
+  const char* name;      // "Q4_1"
   uint32_t block_elems;  // 1 for plain types
   uint32_t block_bytes;
-  bool supported;        // the engine can dequantise and multiply it
+  bool supported;  // the engine can dequantise and multiply it
 };
 
 // INVALID_ARGUMENT for ids this build does not know (message carries the id).

@@ -51,7 +51,10 @@ Tokenizer::Tokenizer(TokenizerSpec spec, PreTokenizer pre)
   if (eot_ < 0) {
     for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>"}) {
       TokenId id = Find(name);
-      if (id >= 0) { eot_ = id; break; }
+      if (id >= 0) {
+        eot_ = id;
+        break;
+      }
     }
   }
 }
@@ -78,8 +81,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& gguf) {
   if (gguf.Has("tokenizer.ggml.token_type")) {
     FS_ASSIGN_OR_RETURN(const std::vector<int64_t>* types, gguf.GetIntArray("tokenizer.ggml.token_type"));
     if (types->size() != tokens->size()) {
-      return DataLoss("GGUF file " + gguf.path() + ": tokenizer.ggml.token_type has " +
-                      std::to_string(types->size()) + " entries for " + std::to_string(tokens->size()) + " tokens");
+      return DataLoss("GGUF file " + gguf.path() + ": tokenizer.ggml.token_type has " + std::to_string(types->size()) +
+                      " entries for " + std::to_string(tokens->size()) + " tokens");
     }
     for (int64_t t : *types) spec.kinds.push_back(static_cast<TokenKind>(t));
   }

@@ -25,7 +25,12 @@ namespace foresight::worker {
 using TokenId = int32_t;
 
 enum class TokenKind : int32_t {
-  kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
 };
 
 // What a tokenizer is built from (GGUF metadata, tokenizer.json, or a test).
@@ -78,12 +83,12 @@ class Tokenizer {
   std::vector<TokenKind> kinds_;
   std::unordered_map<std::string, TokenId> token_ids_;
   std::unordered_map<std::string, int32_t> merge_ranks_;  // key "left right"
-  std::vector<TokenId> special_by_length_;                 // partition order
+  std::vector<TokenId> special_by_length_;                // partition order
   PreTokenizer pre_tokenizer_;
   TokenId bos_, eos_, eot_;
   bool add_bos_;
   std::string chat_template_;
-  std::string byte_to_char_[256];               // GPT-2 byte alphabet, UTF-8
+  std::string byte_to_char_[256];  // GPT-2 byte alphabet, UTF-8
   std::unordered_map<uint32_t, uint8_t> char_to_byte_;
 };
 

@@ -15,7 +15,8 @@ namespace {
 class PrefillRecorders : public PrefillAttentionObserver {
  public:
   PrefillRecorders(int layers, int q_heads, int64_t prompt_tokens) {
-    for (int l = 0; l < layers; ++l) recorders.push_back(std::make_unique<predictor::PrefillRecorder>(q_heads, prompt_tokens));
+    for (int l = 0; l < layers; ++l)
+      recorders.push_back(std::make_unique<predictor::PrefillRecorder>(q_heads, prompt_tokens));
   }
   void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) override {
     recorders[layer]->AddRow(q_head, query, std::span<const float>(probs, static_cast<size_t>(query + 1)));
@@ -35,8 +36,9 @@ class DecodeRecorder : public DecodeAttentionHook {
     if (!status.ok()) return;
     const size_t q_size = static_cast<size_t>(c_.n_heads) * c_.head_dim;
     const size_t rows = static_cast<size_t>(c_.n_heads) * n_blocks;
-    status = writer_->RecordDecodeStep(layer, step, std::span<const float>(queries, q_size),
-                                       std::span<const float>(block_max, rows), std::span<const float>(block_sum, rows));
+    status =
+        writer_->RecordDecodeStep(layer, step, std::span<const float>(queries, q_size),
+                                  std::span<const float>(block_max, rows), std::span<const float>(block_sum, rows));
   }
   int64_t step = 0;
   Status status;
@@ -66,7 +68,8 @@ StatusOr<TraceSummary> RecordTrace(const Model& model, const std::vector<TokenId
   g.prompt_tokens = static_cast<int64_t>(prompt.size());
   metadata.emplace("model", model.source());
   metadata.emplace("recorded_by", "foresight trace");
-  FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::TraceWriter> writer, predictor::TraceWriter::Create(out_path, g, metadata));
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::TraceWriter> writer,
+                      predictor::TraceWriter::Create(out_path, g, metadata));
 
   Sequence seq(model);
   PrefillRecorders prefill(c.n_layers, c.n_heads, g.prompt_tokens);

@@ -35,8 +35,8 @@ inline __m256 ExpPoly8(__m256 x) {
   const __m256 shift = _mm256_set1_ps(0x1.8p23f);
   const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
   const __m256 n = _mm256_sub_ps(z, shift);
-  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 b =
+      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
   const __m256 u = _mm256_mul_ps(b, b);
   const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
   const __m256 mid = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
@@ -164,7 +164,8 @@ void SoftmaxPooled16(const float* x, int64_t n, float* block_max, float* block_s
     }
     const __m256 lo = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
     const __m256 hi = ExpPoly8(_mm256_sub_ps(_mm256_loadu_ps(p + 8), shift));
-    __m128 mx = _mm_max_ps(_mm256_castps256_ps128(_mm256_max_ps(lo, hi)), _mm256_extractf128_ps(_mm256_max_ps(lo, hi), 1));
+    __m128 mx =
+        _mm_max_ps(_mm256_castps256_ps128(_mm256_max_ps(lo, hi)), _mm256_extractf128_ps(_mm256_max_ps(lo, hi), 1));
     mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
     mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
     const float sum = SumLanes16(lo, hi);
@@ -198,7 +199,8 @@ float Dot(const float* a, const float* b, int64_t n) {
 void Axpy(float a, const float* x, float* y, int64_t n) {
   const __m256 av = _mm256_set1_ps(a);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
@@ -241,8 +243,8 @@ void DotHalfRows(const uint16_t* rows, int64_t count, int64_t n, const float* b,
   }
 }
 
-void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts,
-                          int64_t n_blocks, int64_t n, float* lanes) {
+void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts, int64_t n_blocks,
+                          int64_t n, float* lanes) {
   int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
     for (int half = 0; half < 2; ++half) {
@@ -273,7 +275,8 @@ void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, con
     const float* p = probs;
     for (int64_t k = 0; k < n_blocks; ++k) {
       for (int32_t j = 0; j < counts[k]; ++j) {
-        for (int64_t i = c; i < n; ++i) lanes[j * n + i] = std::fma(p[j], _cvtsh_ss(values[k][j * n + i]), lanes[j * n + i]);
+        for (int64_t i = c; i < n; ++i)
+          lanes[j * n + i] = std::fma(p[j], _cvtsh_ss(values[k][j * n + i]), lanes[j * n + i]);
       }
       p += counts[k];
     }
@@ -312,7 +315,8 @@ void AxpyHalf(float a, const uint16_t* x, float* y, int64_t n) {
 void FloatToHalfRow(const float* x, int64_t n, uint16_t* out) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
   }
   for (; i < n; ++i) out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }

@@ -73,8 +73,8 @@ void DotHalfRows(const uint16_t* rows, int64_t count, int64_t n, const float* b,
 // counts[k] value rows of n halves at values[k]; its row j is added, times the next weight of
 // `probs`, into lane j (the AxpyHalf into lane p % kAttentionLanes above, for blocks that start at
 // a multiple of kAttentionLanes).
-void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts,
-                          int64_t n_blocks, int64_t n, float* lanes);
+void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts, int64_t n_blocks,
+                          int64_t n, float* lanes);
 // out[i] = sum over the 16 lanes of lanes[lane * n + i], pairwise: lanes j and j+8, then j and
 // j+4, then j and j+2, then 0 and 1.
 void SumLanes(const float* lanes, int64_t n, float* out);

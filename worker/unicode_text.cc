@@ -49,7 +49,10 @@ std::vector<uint32_t> DecodeUtf8(std::string_view text) {
     bool ok = true;
     for (int k = 1; k < len; ++k) {
       const uint8_t c = static_cast<uint8_t>(text[i + k]);
-      if ((c & 0xc0) != 0x80) { ok = false; break; }
+      if ((c & 0xc0) != 0x80) {
+        ok = false;
+        break;
+      }
       cp = (cp << 6) | (c & 0x3f);
     }
     if (!ok) {
@@ -93,8 +96,7 @@ bool IsNumber(uint32_t cp) {
 
 bool IsWhitespace(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0d) || cp == 0x20 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
-         cp == 0x205f || cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
 }
 
 }  // namespace foresight::worker

@@ -24,7 +24,12 @@ void SingleThreadedBlas() {
 
 WeightMatrix::WeightMatrix(TensorType type, int64_t rows, int64_t cols, const uint8_t* data,
                            std::shared_ptr<const std::vector<uint8_t>> owned)
-    : type_(type), rows_(rows), cols_(cols), row_bytes_(TensorTypeBytes(type, cols)), data_(data), owned_(std::move(owned)) {}
+    : type_(type),
+      rows_(rows),
+      cols_(cols),
+      row_bytes_(TensorTypeBytes(type, cols)),
+      data_(data),
+      owned_(std::move(owned)) {}
 
 void WeightMatrix::DequantizeRowTo(int64_t r, float* out) const { DequantizeRow(type_, row(r), cols_, out); }
 
@@ -36,7 +41,8 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
     const int64_t tasks = (rows_ + kRowsPerTask - 1) / kRowsPerTask;
     auto multiply = [&](const Q8Activations* xq, int64_t task) {
       const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
-      for (int64_t t = 0; t < n; ++t) DotRowsQ8(type_, row(r0), row_bytes_, count, xq + t * nb, cols_, y + t * rows_ + r0);
+      for (int64_t t = 0; t < n; ++t)
+        DotRowsQ8(type_, row(r0), row_bytes_, count, xq + t * nb, cols_, y + t * rows_ + r0);
     };
     const bool parallel = rows_ * cols_ >= 32768;
     if (n < kGemmMinRows) {

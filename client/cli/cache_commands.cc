@@ -8,8 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/cache_client.h"
 #include "cli/cli_util.h"
+#include "client/cache_client.h"
 #include "client/cli/commands.h"
 #include "common/file_io.h"
 #include "common/units.h"
@@ -39,8 +39,10 @@ StatusOr<std::unique_ptr<CacheClient>> ConnectFrom(const CacheFlags& f) {
   o.address = f.cache;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.timeout_s * 1000));
   o.tls_ca = f.tls_ca;
-  if (f.transport == "grpc") o.data_path = DataPath::kGrpc;
-  else if (f.transport == "ucx") o.data_path = DataPath::kUcx;
+  if (f.transport == "grpc")
+    o.data_path = DataPath::kGrpc;
+  else if (f.transport == "ucx")
+    o.data_path = DataPath::kUcx;
   else if (f.transport != "auto")
     return InvalidArgument("--transport '" + f.transport + "': expected auto, ucx or grpc");
   if (!f.token_file.empty()) {
@@ -50,13 +52,17 @@ StatusOr<std::unique_ptr<CacheClient>> ConnectFrom(const CacheFlags& f) {
 }
 
 nlohmann::json TierJson(const RemoteTierStats& t) {
-  return {{"capacity_bytes", t.capacity_bytes}, {"used_bytes", t.used_bytes}, {"items", t.items},
-          {"hits", t.hits}, {"misses", t.misses}, {"evictions", t.evictions}};
+  return {{"capacity_bytes", t.capacity_bytes},
+          {"used_bytes", t.used_bytes},
+          {"items", t.items},
+          {"hits", t.hits},
+          {"misses", t.misses},
+          {"evictions", t.evictions}};
 }
 
 nlohmann::json BlockJson(const RemoteBlockInfo& b) {
-  return {{"key", b.key.ToHex()}, {"size", b.size}, {"checksum", b.checksum}, {"in_ram", b.in_ram},
-          {"on_nvme", b.on_nvme}};
+  return {
+      {"key", b.key.ToHex()}, {"size", b.size}, {"checksum", b.checksum}, {"in_ram", b.in_ram}, {"on_nvme", b.on_nvme}};
 }
 
 std::string Tiers(const RemoteBlockInfo& b) {
@@ -85,13 +91,25 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   put->add_option("FILE", put_args->file)->required();
   put->callback([flags, put_args, exit_code] {
     auto key = ParseKey(put_args->key, flags->name_space);
-    if (!key.ok()) { *exit_code = Fail(key.status()); return; }
+    if (!key.ok()) {
+      *exit_code = Fail(key.status());
+      return;
+    }
     auto data = ReadWholeFile(put_args->file);
-    if (!data.ok()) { *exit_code = Fail(data.status()); return; }
+    if (!data.ok()) {
+      *exit_code = Fail(data.status());
+      return;
+    }
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     Status s = (*client)->Put(*key, data->data(), data->size());
-    if (!s.ok()) { *exit_code = Fail(s.WithContext("put " + put_args->key)); return; }
+    if (!s.ok()) {
+      *exit_code = Fail(s.WithContext("put " + put_args->key));
+      return;
+    }
     std::cout << "put " << key->ToHex() << " " << data->size() << " bytes via " << (*client)->stats().data_path << "\n";
   });
 
@@ -101,16 +119,31 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   get->add_option("FILE", get_args->file)->required();
   get->callback([flags, get_args, exit_code] {
     auto key = ParseKey(get_args->key, flags->name_space);
-    if (!key.ok()) { *exit_code = Fail(key.status()); return; }
+    if (!key.ok()) {
+      *exit_code = Fail(key.status());
+      return;
+    }
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     auto info = (*client)->Stat(*key);
-    if (!info.ok()) { *exit_code = Fail(info.status().WithContext("get " + get_args->key)); return; }
+    if (!info.ok()) {
+      *exit_code = Fail(info.status().WithContext("get " + get_args->key));
+      return;
+    }
     std::vector<char> buf(info->size);
     auto n = (*client)->Get(*key, buf.data(), buf.size());
-    if (!n.ok()) { *exit_code = Fail(n.status().WithContext("get " + get_args->key)); return; }
+    if (!n.ok()) {
+      *exit_code = Fail(n.status().WithContext("get " + get_args->key));
+      return;
+    }
     Status written = WriteOutput(get_args->file, std::string_view(buf.data(), *n));
-    if (!written.ok()) { *exit_code = Fail(written); return; }
+    if (!written.ok()) {
+      *exit_code = Fail(written);
+      return;
+    }
     if (get_args->file == "-") return;
     std::cerr << "got " << key->ToHex() << " " << *n << " bytes\n";
   });
@@ -122,26 +155,48 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   stat->add_flag("--json", *stat_json, "Print JSON");
   stat->callback([flags, stat_key, stat_json, exit_code] {
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     if (!stat_key->empty()) {
       auto key = ParseKey(*stat_key, flags->name_space);
-      if (!key.ok()) { *exit_code = Fail(key.status()); return; }
+      if (!key.ok()) {
+        *exit_code = Fail(key.status());
+        return;
+      }
       auto info = (*client)->Stat(*key);
-      if (!info.ok()) { *exit_code = Fail(info.status()); return; }
-      if (*stat_json) std::cout << BlockJson(*info).dump(2) << "\n";
-      else std::cout << info->key.ToHex() << " " << info->size << " bytes, " << Tiers(*info) << "\n";
+      if (!info.ok()) {
+        *exit_code = Fail(info.status());
+        return;
+      }
+      if (*stat_json)
+        std::cout << BlockJson(*info).dump(2) << "\n";
+      else
+        std::cout << info->key.ToHex() << " " << info->size << " bytes, " << Tiers(*info) << "\n";
       return;
     }
     auto node = (*client)->Info();
     auto s = (*client)->NodeStats();
-    if (!node.ok() || !s.ok()) { *exit_code = Fail(node.ok() ? s.status() : node.status()); return; }
+    if (!node.ok() || !s.ok()) {
+      *exit_code = Fail(node.ok() ? s.status() : node.status());
+      return;
+    }
     if (*stat_json) {
-      nlohmann::json j = {{"node_id", node->node_id}, {"version", node->version}, {"ucx_port", node->ucx_port},
-                          {"ucx_version", node->ucx_version}, {"ram", TierJson(s->ram)}, {"nvme", TierJson(s->nvme)},
-                          {"checksum_failures", s->checksum_failures}, {"promotions", s->promotions},
-                          {"demotions", s->demotions}, {"active_leases", s->active_leases},
-                          {"bytes_in", s->bytes_in}, {"bytes_out", s->bytes_out},
-                          {"uptime_seconds", s->uptime_seconds}, {"ram_page_bytes", s->ram_page_bytes},
+      nlohmann::json j = {{"node_id", node->node_id},
+                          {"version", node->version},
+                          {"ucx_port", node->ucx_port},
+                          {"ucx_version", node->ucx_version},
+                          {"ram", TierJson(s->ram)},
+                          {"nvme", TierJson(s->nvme)},
+                          {"checksum_failures", s->checksum_failures},
+                          {"promotions", s->promotions},
+                          {"demotions", s->demotions},
+                          {"active_leases", s->active_leases},
+                          {"bytes_in", s->bytes_in},
+                          {"bytes_out", s->bytes_out},
+                          {"uptime_seconds", s->uptime_seconds},
+                          {"ram_page_bytes", s->ram_page_bytes},
                           {"client_data_path", (*client)->stats().data_path}};
       std::cout << j.dump(2) << "\n";
       return;
@@ -174,16 +229,23 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   ls->add_flag("--json", *ls_json, "Print JSON");
   ls->callback([flags, ls_limit, ls_json, exit_code] {
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     auto blocks = (*client)->List(*ls_limit);
-    if (!blocks.ok()) { *exit_code = Fail(blocks.status()); return; }
+    if (!blocks.ok()) {
+      *exit_code = Fail(blocks.status());
+      return;
+    }
     if (*ls_json) {
       nlohmann::json j = nlohmann::json::array();
       for (const auto& b : *blocks) j.push_back(BlockJson(b));
       std::cout << j.dump(2) << "\n";
       return;
     }
-    for (const auto& b : *blocks) std::printf("hex:%s %10llu %s\n", b.key.ToHex().c_str(), (unsigned long long)b.size, Tiers(b).c_str());
+    for (const auto& b : *blocks)
+      std::printf("hex:%s %10llu %s\n", b.key.ToHex().c_str(), (unsigned long long)b.size, Tiers(b).c_str());
   });
 
   auto evict_key = std::make_shared<std::string>();
@@ -191,29 +253,50 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
   evict->add_option("KEY", *evict_key)->required();
   evict->callback([flags, evict_key, exit_code] {
     auto key = ParseKey(*evict_key, flags->name_space);
-    if (!key.ok()) { *exit_code = Fail(key.status()); return; }
+    if (!key.ok()) {
+      *exit_code = Fail(key.status());
+      return;
+    }
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     Status s = (*client)->Evict(*key);
-    if (!s.ok()) { *exit_code = Fail(s); return; }
+    if (!s.ok()) {
+      *exit_code = Fail(s);
+      return;
+    }
     std::cout << "evicted " << key->ToHex() << "\n";
   });
 
   CLI::App* flush = app.add_subcommand("flush", "Write every RAM-only block down to NVMe");
   flush->callback([flags, exit_code] {
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     Status s = (*client)->Flush();
-    if (!s.ok()) { *exit_code = Fail(s); return; }
+    if (!s.ok()) {
+      *exit_code = Fail(s);
+      return;
+    }
     std::cout << "flushed\n";
   });
 
   CLI::App* health = app.add_subcommand("health", "Exit 0 when the node serves");
   health->callback([flags, exit_code] {
     auto client = ConnectFrom(*flags);
-    if (!client.ok()) { *exit_code = Fail(client.status()); return; }
+    if (!client.ok()) {
+      *exit_code = Fail(client.status());
+      return;
+    }
     Status s = (*client)->Health();
-    if (!s.ok()) { *exit_code = Fail(s); return; }
+    if (!s.ok()) {
+      *exit_code = Fail(s);
+      return;
+    }
     std::cout << "ok " << (*client)->address() << " data path " << (*client)->stats().data_path << "\n";
   });
 }

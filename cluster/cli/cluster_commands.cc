@@ -12,12 +12,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/cache_client.h"
 #include "cli/cli_util.h"
+#include "client/cache_client.h"
 #include "cluster/cli/cluster_commands.h"
-#include "common/file_io.h"
 #include "cluster/cluster_client.h"
 #include "cluster/etcd_client.h"
+#include "common/file_io.h"
 #include "common/units.h"
 
 namespace foresight::cli {
@@ -39,9 +39,7 @@ StatusOr<std::string> TokenFrom(CLI::App& root) {
   return ReadSecretFile(opt->as<std::string>(), "--token-file");
 }
 
-double Ratio(uint64_t hits, uint64_t misses) {
-  return hits + misses == 0 ? 0.0 : double(hits) / double(hits + misses);
-}
+double Ratio(uint64_t hits, uint64_t misses) { return hits + misses == 0 ? 0.0 : double(hits) / double(hits + misses); }
 
 std::string Fill(uint64_t used, uint64_t capacity) {
   char buf[64];
@@ -70,8 +68,11 @@ int Status_(CLI::App& root, const ClusterFlags& f) {
       std::cerr << "foresight: skipping " << kv.key << ": " << m.status().message() << "\n";
       continue;
     }
-    nlohmann::json row = {{"node_id", m->node_id}, {"grpc", m->grpc}, {"ucx_port", m->ucx_port},
-                          {"incarnation", m->incarnation}, {"started_at", m->started_at}};
+    nlohmann::json row = {{"node_id", m->node_id},
+                          {"grpc", m->grpc},
+                          {"ucx_port", m->ucx_port},
+                          {"incarnation", m->incarnation},
+                          {"started_at", m->started_at}};
     CacheClientOptions o;
     o.ucx_tuning = UcxTuningFromEnvironment();
     o.address = m->grpc;
@@ -87,8 +88,11 @@ int Status_(CLI::App& root, const ClusterFlags& f) {
     } else {
       row["health"] = "ok";
       auto tier = [](const RemoteTierStats& t) {
-        return nlohmann::json{{"capacity_bytes", t.capacity_bytes}, {"used_bytes", t.used_bytes},
-                              {"items", t.items}, {"hits", t.hits}, {"misses", t.misses},
+        return nlohmann::json{{"capacity_bytes", t.capacity_bytes},
+                              {"used_bytes", t.used_bytes},
+                              {"items", t.items},
+                              {"hits", t.hits},
+                              {"misses", t.misses},
                               {"hit_rate", Ratio(t.hits, t.misses)}};
       };
       row["ram"] = tier(st->ram);
@@ -110,13 +114,13 @@ int Status_(CLI::App& root, const ClusterFlags& f) {
       const auto& r = n["ram"];
       const auto& v = n["nvme"];
       std::printf("%-12s %-22s %-6s %-24s %-24s %7.1f%% %7.1f%% %9llu\n", n["node_id"].get<std::string>().c_str(),
-                  n["grpc"].get<std::string>().c_str(), "ok",
-                  Fill(r["used_bytes"], r["capacity_bytes"]).c_str(), Fill(v["used_bytes"], v["capacity_bytes"]).c_str(),
-                  100 * r["hit_rate"].get<double>(), 100 * v["hit_rate"].get<double>(),
+                  n["grpc"].get<std::string>().c_str(), "ok", Fill(r["used_bytes"], r["capacity_bytes"]).c_str(),
+                  Fill(v["used_bytes"], v["capacity_bytes"]).c_str(), 100 * r["hit_rate"].get<double>(),
+                  100 * v["hit_rate"].get<double>(),
                   static_cast<unsigned long long>(r["items"].get<uint64_t>() + v["items"].get<uint64_t>()));
     } else {
-      std::printf("%-12s %-22s %-6s %s\n", n["node_id"].get<std::string>().c_str(), n["grpc"].get<std::string>().c_str(),
-                  "DOWN", n["error"].get<std::string>().c_str());
+      std::printf("%-12s %-22s %-6s %s\n", n["node_id"].get<std::string>().c_str(),
+                  n["grpc"].get<std::string>().c_str(), "DOWN", n["error"].get<std::string>().c_str());
     }
   }
   return down == 0 ? 0 : 1;
@@ -210,8 +214,9 @@ void AddClusterCommands(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<ClusterFlags>();
   const char* env = std::getenv("FORESIGHT_ETCD_ENDPOINTS");
   flags->etcd = env != nullptr ? env : "http://127.0.0.1:2379";
-  app.add_option("--etcd", flags->etcd, "etcd endpoints of the cluster, http://HOST:PORT[,...] "
-                                        "(default: $FORESIGHT_ETCD_ENDPOINTS or http://127.0.0.1:2379)");
+  app.add_option("--etcd", flags->etcd,
+                 "etcd endpoints of the cluster, http://HOST:PORT[,...] "
+                 "(default: $FORESIGHT_ETCD_ENDPOINTS or http://127.0.0.1:2379)");
   CLI::App* cluster = app.add_subcommand("cluster", "Many cache nodes coordinated through etcd");
   cluster->require_subcommand(1);
   cluster->add_option("--prefix", flags->prefix, "etcd key prefix of the member list")->capture_default_str();

@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "predictor/cli/predictor_commands.h"
 #include "common/safetensors.h"
 #include "common/units.h"
+#include "predictor/cli/predictor_commands.h"
 #include "predictor/cnn_cpu.h"
 #include "predictor/cnn_weights.h"
-#include "predictor/shipped_weights.h"
 #include "predictor/recovery_eval.h"
+#include "predictor/shipped_weights.h"
 #include "predictor/trace.h"
 
 namespace foresight::cli {
@@ -63,8 +63,8 @@ int RunCnnCommand(const CnnArgs& a) {
   for (const auto& [name, tensor] : (*input)->tensors()) {
     if (!EndsWith(name, ".input")) continue;
     if (tensor.shape.size() != 3 || tensor.shape[1] != kCnnRows) {
-      std::fprintf(stderr, "predictor cnn: %s in %s has shape of rank %zu; expected float [N, 64, L]\n",
-                   name.c_str(), a.input.c_str(), tensor.shape.size());
+      std::fprintf(stderr, "predictor cnn: %s in %s has shape of rank %zu; expected float [N, 64, L]\n", name.c_str(),
+                   a.input.c_str(), tensor.shape.size());
       return 1;
     }
     const int64_t n = tensor.shape[0], l = tensor.shape[2];
@@ -80,9 +80,8 @@ int RunCnnCommand(const CnnArgs& a) {
     const auto t0 = std::chrono::steady_clock::now();
     RunCnnBatch(**weights, images, outs, threads);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s: [%lld, 64, %lld] -> %s.output [%lld, %lld] in %.2f ms", name.c_str(),
-                static_cast<long long>(n), static_cast<long long>(l), prefix.c_str(),
-                static_cast<long long>(n), static_cast<long long>(l), ms);
+    std::printf("%s: [%lld, 64, %lld] -> %s.output [%lld, %lld] in %.2f ms", name.c_str(), static_cast<long long>(n),
+                static_cast<long long>(l), prefix.c_str(), static_cast<long long>(n), static_cast<long long>(l), ms);
     if (!a.expect_suffix.empty()) {
       auto expected = (*input)->Get(prefix + "." + a.expect_suffix);
       if (!expected.ok()) {
@@ -234,29 +233,36 @@ int RunEvalCommand(const EvalArgs& a) {
   if (a.json) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : *results) {
-      rows.push_back({{"policy", r.label}, {"budget", r.budget}, {"recovery", r.recovery},
-                      {"kv_union_recovery", r.kv_union_recovery}, {"per_layer", r.per_layer},
-                      {"samples", r.samples}, {"mean_selected_blocks", r.mean_selected_blocks},
+      rows.push_back({{"policy", r.label},
+                      {"budget", r.budget},
+                      {"recovery", r.recovery},
+                      {"kv_union_recovery", r.kv_union_recovery},
+                      {"per_layer", r.per_layer},
+                      {"samples", r.samples},
+                      {"mean_selected_blocks", r.mean_selected_blocks},
                       {"policy_seconds", r.select_seconds}});
     }
-    nlohmann::json doc = {{"traces", SplitCommas(a.traces)}, {"layers", g.layers},
-                          {"q_heads", g.q_heads}, {"kv_heads", g.kv_heads},
+    nlohmann::json doc = {{"traces", SplitCommas(a.traces)},
+                          {"layers", g.layers},
+                          {"q_heads", g.q_heads},
+                          {"kv_heads", g.kv_heads},
                           {"weights", needs_weights ? CnnWeightsName(a.weights) : ""},
                           {"calibration_period", a.calibration},
-                          {"sink", a.sink}, {"local", a.local}, {"results", rows}};
+                          {"sink", a.sink},
+                          {"local", a.local},
+                          {"results", rows}};
     std::printf("%s\n", doc.dump(2).c_str());
     return 0;
   }
-  std::printf("%zu trace(s), %d layers, %d query heads / %d KV heads; recovery = share of dense "
-              "attention mass on the selected blocks (mean over layers, heads, steps)\n",
-              traces.size(), g.layers, g.q_heads, g.kv_heads);
+  std::printf(
+      "%zu trace(s), %d layers, %d query heads / %d KV heads; recovery = share of dense "
+      "attention mass on the selected blocks (mean over layers, heads, steps)\n",
+      traces.size(), g.layers, g.q_heads, g.kv_heads);
   if (needs_weights) std::printf("AttentionPredictor weights: %s\n", CnnWeightsName(a.weights).c_str());
-  std::printf("%-22s %7s %9s %10s %8s %10s\n", "policy", "budget", "recovery", "kv_union", "blocks",
-              "policy_s");
+  std::printf("%-22s %7s %9s %10s %8s %10s\n", "policy", "budget", "recovery", "kv_union", "blocks", "policy_s");
   for (const auto& r : *results) {
-    std::printf("%-22s %7lld %9.4f %10.4f %8.1f %10.3f\n", r.label.c_str(),
-                static_cast<long long>(r.budget), r.recovery, r.kv_union_recovery,
-                r.mean_selected_blocks, r.select_seconds);
+    std::printf("%-22s %7lld %9.4f %10.4f %8.1f %10.3f\n", r.label.c_str(), static_cast<long long>(r.budget),
+                r.recovery, r.kv_union_recovery, r.mean_selected_blocks, r.select_seconds);
   }
   if (a.per_layer) {
     std::printf("\nper-layer recovery\n%-22s %7s", "policy", "budget");
@@ -279,13 +285,15 @@ void AddPredictorCommands(CLI::App& app, int* exit_code) {
   predictor->require_subcommand(1);
 
   auto cnn_args = std::make_shared<CnnArgs>();
-  CLI::App* cnn = predictor->add_subcommand("cnn", "Run the CNN over every *.input tensor [N, 64, L]; write *.output [N, L]");
+  CLI::App* cnn =
+      predictor->add_subcommand("cnn", "Run the CNN over every *.input tensor [N, 64, L]; write *.output [N, L]");
   cnn->add_option("--weights", cnn_args->weights,
                   "CNN weights (safetensors, published layout; default: the shipped foresight-smollm2 weights)");
   cnn->add_option("--input", cnn_args->input, "safetensors with tensors named *.input")->required();
   cnn->add_option("--output", cnn_args->output, "safetensors to write *.output tensors to")->required();
-  cnn->add_option("--expect-suffix", cnn_args->expect_suffix,
-                  "compare each output with <prefix>.<suffix> in the input file (e.g. llama3.1) and fail above --tolerance");
+  cnn->add_option(
+      "--expect-suffix", cnn_args->expect_suffix,
+      "compare each output with <prefix>.<suffix> in the input file (e.g. llama3.1) and fail above --tolerance");
   cnn->add_option("--tolerance", cnn_args->tolerance, "relative error bound for --expect-suffix");
   cnn->add_option("--threads", cnn_args->threads, "OpenMP threads (default: all cores)");
   cnn->callback([cnn_args, exit_code] { *exit_code = RunCnnCommand(*cnn_args); });

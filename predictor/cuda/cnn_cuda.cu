@@ -12,12 +12,12 @@
 namespace foresight::predictor {
 namespace {
 
-constexpr int kTile = 32;                 // output columns per block (one warp across columns)
-constexpr int kC1 = kCnnChannels1;        // 16
-constexpr int kC2 = kCnnChannels2;        // 32
-constexpr int kA1Width = kTile + 2;       // conv1 columns a tile's conv2 reads
-constexpr int kW1 = 0, kB1 = kW1 + kC1 * 9, kW2 = kB1 + kC1, kB2 = kW2 + kC2 * kC1 * 9,
-              kW3 = kB2 + kC2, kB3 = kW3 + kC2, kWeightCount = kB3 + 1;
+constexpr int kTile = 32;            // output columns per block (one warp across columns)
+constexpr int kC1 = kCnnChannels1;   // 16
+constexpr int kC2 = kCnnChannels2;   // 32
+constexpr int kA1Width = kTile + 2;  // conv1 columns a tile's conv2 reads
+constexpr int kW1 = 0, kB1 = kW1 + kC1 * 9, kW2 = kB1 + kC1, kB2 = kW2 + kC2 * kC1 * 9, kW3 = kB2 + kC2,
+              kB3 = kW3 + kC2, kWeightCount = kB3 + 1;
 static_assert(kWeightCount == kCnnParameters, "packed weight layout");
 
 __constant__ float c_weights[kWeightCount];
@@ -125,8 +125,8 @@ CudaCnn::~CudaCnn() {
   if (device_weights_) cudaFree(device_weights_);
 }
 
-Status CudaCnn::RunOnDevice(const float* device_images, int64_t n, int64_t columns,
-                            float* device_scores, void* stream) {
+Status CudaCnn::RunOnDevice(const float* device_images, int64_t n, int64_t columns, float* device_scores,
+                            void* stream) {
   if (n <= 0 || columns <= 0) return Status::OK();
   if (n > 65535) return InvalidArgument("CUDA CNN: at most 65535 images per call");
   const dim3 grid(static_cast<unsigned>((columns + kTile - 1) / kTile), static_cast<unsigned>(n));

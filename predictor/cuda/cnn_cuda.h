@@ -32,8 +32,7 @@ class CudaCnn {
 
   // Device-memory variant on the caller's stream (a cudaStream_t, or nullptr for the default
   // stream); asynchronous. The weights were uploaded by Create.
-  Status RunOnDevice(const float* device_images, int64_t n, int64_t columns, float* device_scores,
-                     void* stream);
+  Status RunOnDevice(const float* device_images, int64_t n, int64_t columns, float* device_scores, void* stream);
 
  private:
   CudaCnn() = default;

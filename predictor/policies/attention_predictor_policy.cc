@@ -33,8 +33,7 @@ struct PredictedHead {
 
 class AttentionPredictorPolicy final : public BlockScoringPolicy {
  public:
-  AttentionPredictorPolicy(const PolicySpec& spec, const LayerGeometry& g)
-      : BlockScoringPolicy(spec, g), spec_(spec) {
+  AttentionPredictorPolicy(const PolicySpec& spec, const LayerGeometry& g) : BlockScoringPolicy(spec, g), spec_(spec) {
     const int n = spec.predict_per_kv_head ? g.kv_heads : g.q_heads;
     for (int i = 0; i < n; ++i) heads_.emplace_back(spec.weights, spec.reuse_steps);
     zero_field_score_ = ZeroFieldScore(*spec.weights);
@@ -55,8 +54,9 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     const int64_t nb = (prefill.prompt_tokens + budget_.block_tokens - 1) / budget_.block_tokens;
     const size_t rows = prefill.rows, q = geometry_.q_heads;
     if (rows > static_cast<size_t>(kCnnRows) || prefill.block_max.size() != q * rows * nb) {
-      return InvalidArgument("attention_predictor: prefill block_max must hold q_heads x rows x "
-                             "prompt blocks with rows <= 64");
+      return InvalidArgument(
+          "attention_predictor: prefill block_max must hold q_heads x rows x "
+          "prompt blocks with rows <= 64");
     }
     std::vector<float> merged;
     for (size_t i = 0; i < heads_.size(); ++i) {
@@ -78,9 +78,8 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     const int64_t nb = (obs.key_tokens + budget_.block_tokens - 1) / budget_.block_tokens;
     const size_t q = geometry_.q_heads;
     if (obs.block_max.size() != q * nb) {
-      return InvalidArgument("attention_predictor: observation block_max has " +
-                             std::to_string(obs.block_max.size()) + " values, expected q_heads x " +
-                             std::to_string(nb));
+      return InvalidArgument("attention_predictor: observation block_max has " + std::to_string(obs.block_max.size()) +
+                             " values, expected q_heads x " + std::to_string(nb));
     }
     std::vector<float> merged;
     for (size_t i = 0; i < heads_.size(); ++i) {
@@ -103,7 +102,8 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     }
     if (spec_.query_refine > 0.0f && !window.KeepsAllCandidates() &&
         spec_.refine_scorer == PolicySpec::RefineScorer::kQueryBlockScores) {
-      if (!in.query_block_scores.empty() && in.query_block_scores.size() != static_cast<size_t>(geometry_.q_heads) * window.num_blocks) {
+      if (!in.query_block_scores.empty() &&
+          in.query_block_scores.size() != static_cast<size_t>(geometry_.q_heads) * window.num_blocks) {
         return InvalidArgument("attention_predictor: query refinement needs query_block_scores of q_heads x " +
                                std::to_string(window.num_blocks) + " blocks, got " +
                                std::to_string(in.query_block_scores.size()) + " values");
@@ -113,8 +113,9 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
       if (in.query.size() != static_cast<size_t>(geometry_.q_heads) * geometry_.head_dim || d == nullptr ||
           d->kv_heads() != geometry_.kv_heads || d->head_dim() != geometry_.head_dim ||
           d->complete_blocks() < window.candidate_end()) {
-        return InvalidArgument("attention_predictor: query refinement needs the step's query (q_heads x "
-                               "head_dim values) and key digests covering every candidate block");
+        return InvalidArgument(
+            "attention_predictor: query refinement needs the step's query (q_heads x "
+            "head_dim values) and key digests covering every candidate block");
       }
     }
     return Status::OK();
@@ -129,18 +130,15 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     return AskedAhead(in) ? window.keep_blocks - RefinedBlocks(window.keep_blocks) : window.keep_blocks;
   }
 
-  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
-                       float* scores) override {
-    const PredictedHead& head =
-        heads_[spec_.predict_per_kv_head ? q_head / geometry_.group_size() : q_head];
+  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) override {
+    const PredictedHead& head = heads_[spec_.predict_per_kv_head ? q_head / geometry_.group_size() : q_head];
     for (int64_t i = 0; i < window.num_candidates(); ++i) {
       const int64_t c = window.candidate_begin() + i - window_begin_;
       // A column the prediction does not cover (asked further ahead than one step, or a column
       // that joined while a prediction was reused) is a block that just left the local window:
       // rank it first, as recent blocks usually matter.
-      scores[i] = (c >= 0 && c < static_cast<int64_t>(head.scores.size()))
-                      ? head.scores[c]
-                      : std::numeric_limits<float>::max();
+      scores[i] =
+          (c >= 0 && c < static_cast<int64_t>(head.scores.size())) ? head.scores[c] : std::numeric_limits<float>::max();
     }
     if (spec_.query_refine > 0.0f && !AskedAhead(in)) RefineWithQuery(in, window, q_head, scores);
   }
@@ -150,9 +148,7 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
            in.query_block_scores.empty();
   }
   // How many of `keep` blocks the query chooses.
-  int64_t RefinedBlocks(int64_t keep) const {
-    return std::min<int64_t>(keep, std::llround(spec_.query_refine * keep));
-  }
+  int64_t RefinedBlocks(int64_t keep) const { return std::min<int64_t>(keep, std::llround(spec_.query_refine * keep)); }
 
   // Keeps the CNN's best (1 - query_refine) share of window.keep_blocks (scored +inf so they stay
   // first) and scores every other candidate by the Quest bound of the step's query, so that
@@ -204,8 +200,8 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
     initialized_ = true;
     if (reuse) return;  // keep the previous scores (window_begin_ unchanged)
     // Incremental updates see exactly reuse_steps new rows each (updates at steps 0, k, 2k, ...).
-    const bool incremental = !spec_.full_cnn && spec_.prune_threshold <= 0.0f &&
-                             spec_.reuse_steps <= IncrementalCnn::kMaxPeriod;
+    const bool incremental =
+        !spec_.full_cnn && spec_.prune_threshold <= 0.0f && spec_.reuse_steps <= IncrementalCnn::kMaxPeriod;
     const bool restart = begin != window_begin_ || !after_push;
     window_begin_ = begin;
     const int n = static_cast<int>(heads_.size());
@@ -296,12 +292,14 @@ class AttentionPredictorPolicy final : public BlockScoringPolicy {
 StatusOr<std::unique_ptr<SelectionPolicy>> MakeAttentionPredictorPolicy(const PolicySpec& spec,
                                                                         const LayerGeometry& g) {
   if (!spec.weights) {
-    return InvalidArgument("attention_predictor: no CNN weights (load them with CnnWeights::Load, "
-                           "e.g. the published cnn_llama3.1.safetensors)");
+    return InvalidArgument(
+        "attention_predictor: no CNN weights (load them with CnnWeights::Load, "
+        "e.g. the published cnn_llama3.1.safetensors)");
   }
   if (spec.calibration_period < 0 || spec.reuse_steps < 1 || spec.threads < 1) {
-    return InvalidArgument("attention_predictor: calibration_period >= 0, reuse_steps >= 1 and "
-                           "threads >= 1 required");
+    return InvalidArgument(
+        "attention_predictor: calibration_period >= 0, reuse_steps >= 1 and "
+        "threads >= 1 required");
   }
   return std::unique_ptr<SelectionPolicy>(new AttentionPredictorPolicy(spec, g));
 }

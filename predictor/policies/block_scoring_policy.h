@@ -52,17 +52,14 @@ class BlockScoringPolicy : public SelectionPolicy {
 
  protected:
   // Checks StepInputs once per Select (before any ScoreCandidates call).
-  virtual Status PrepareScores(const StepInputs& in, const CandidateWindow& window) {
-    return Status::OK();
-  }
+  virtual Status PrepareScores(const StepInputs& in, const CandidateWindow& window) { return Status::OK(); }
   // How many candidates this Select keeps (at most window.keep_blocks, which is the default).
   virtual int64_t KeepBlocks(const StepInputs& in, const CandidateWindow& window) { return window.keep_blocks; }
   // True when every query head of a KV head selects the same blocks (then ScoreCandidates is asked
   // for the group's first query head only, and the KV head's union is the budget).
   virtual bool SelectsPerKvHead() const { return false; }
   // scores[i] for block window.candidate_begin() + i of query head `q_head`; higher is kept.
-  virtual void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
-                               float* scores) = 0;
+  virtual void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) = 0;
 
   SelectionBudget budget_;
   LayerGeometry geometry_;

@@ -1,6 +1,6 @@
 // Dense: every block, every step. The quality ceiling and the cost floor of no selection.
-#include "predictor/policies/policy_factories.h"
 #include "predictor/policies/block_scoring_policy.h"
+#include "predictor/policies/policy_factories.h"
 
 namespace foresight::predictor {
 namespace {
@@ -25,8 +25,7 @@ class DensePolicy final : public BlockScoringPolicy {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeDensePolicy(const PolicySpec& spec,
-                                                           const LayerGeometry& g) {
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeDensePolicy(const PolicySpec& spec, const LayerGeometry& g) {
   return std::unique_ptr<SelectionPolicy>(new DensePolicy(spec, g));
 }
 

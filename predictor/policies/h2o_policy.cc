@@ -4,8 +4,8 @@
 // that drops out may come back when its score rises again (the cache service still holds it).
 #include <string>
 
-#include "predictor/policies/policy_factories.h"
 #include "predictor/policies/block_scoring_policy.h"
+#include "predictor/policies/policy_factories.h"
 
 namespace foresight::predictor {
 namespace {
@@ -37,8 +37,7 @@ class H2OPolicy final : public BlockScoringPolicy {
     const int64_t nb = (obs.key_tokens + budget_.block_tokens - 1) / budget_.block_tokens;
     const size_t q = geometry_.q_heads;
     if (obs.block_sum.size() != q * nb) {
-      return InvalidArgument("h2o: observation must carry block_sum of q_heads x " +
-                             std::to_string(nb) + " blocks");
+      return InvalidArgument("h2o: observation must carry block_sum of q_heads x " + std::to_string(nb) + " blocks");
     }
     Grow(nb);
     for (size_t h = 0; h < q; ++h) {
@@ -53,8 +52,7 @@ class H2OPolicy final : public BlockScoringPolicy {
     Grow(window.num_blocks);
     return Status::OK();
   }
-  void ScoreCandidates(const StepInputs&, const CandidateWindow& window, int q_head,
-                       float* scores) override {
+  void ScoreCandidates(const StepInputs&, const CandidateWindow& window, int q_head, float* scores) override {
     const std::vector<double>& acc = accumulated_[q_head];
     for (int64_t i = 0; i < window.num_candidates(); ++i) {
       scores[i] = static_cast<float>(acc[window.candidate_begin() + i]);
@@ -74,8 +72,7 @@ class H2OPolicy final : public BlockScoringPolicy {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeH2OPolicy(const PolicySpec& spec,
-                                                         const LayerGeometry& g) {
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeH2OPolicy(const PolicySpec& spec, const LayerGeometry& g) {
   return std::unique_ptr<SelectionPolicy>(new H2OPolicy(spec, g));
 }
 

@@ -3,8 +3,8 @@
 // against, not a method.
 #include <string>
 
-#include "predictor/policies/policy_factories.h"
 #include "predictor/policies/block_scoring_policy.h"
+#include "predictor/policies/policy_factories.h"
 
 namespace foresight::predictor {
 namespace {
@@ -24,8 +24,7 @@ class OraclePolicy final : public BlockScoringPolicy {
     }
     return Status::OK();
   }
-  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
-                       float* scores) override {
+  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) override {
     const float* row = in.dense_block_sum.data() + static_cast<size_t>(q_head) * window.num_blocks;
     for (int64_t i = 0; i < window.num_candidates(); ++i) scores[i] = row[window.candidate_begin() + i];
   }
@@ -33,8 +32,7 @@ class OraclePolicy final : public BlockScoringPolicy {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeOraclePolicy(const PolicySpec& spec,
-                                                            const LayerGeometry& g) {
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeOraclePolicy(const PolicySpec& spec, const LayerGeometry& g) {
   return std::unique_ptr<SelectionPolicy>(new OraclePolicy(spec, g));
 }
 

@@ -9,19 +9,12 @@
 
 namespace foresight::predictor {
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeAttentionPredictorPolicy(const PolicySpec& spec,
-                                                                        const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeQuestPolicy(const PolicySpec& spec,
-                                                           const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeH2OPolicy(const PolicySpec& spec,
-                                                         const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeSnapKVPolicy(const PolicySpec& spec,
-                                                            const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeStreamingLLMPolicy(const PolicySpec& spec,
-                                                                  const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeOraclePolicy(const PolicySpec& spec,
-                                                            const LayerGeometry& g);
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeDensePolicy(const PolicySpec& spec,
-                                                           const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeAttentionPredictorPolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeQuestPolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeH2OPolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeSnapKVPolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeStreamingLLMPolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeOraclePolicy(const PolicySpec& spec, const LayerGeometry& g);
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeDensePolicy(const PolicySpec& spec, const LayerGeometry& g);
 
 }  // namespace foresight::predictor

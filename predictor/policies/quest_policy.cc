@@ -2,8 +2,8 @@
 // key min/max; the query is this step's, so Quest selects only once the query exists.
 #include <string>
 
-#include "predictor/policies/policy_factories.h"
 #include "predictor/policies/block_scoring_policy.h"
+#include "predictor/policies/policy_factories.h"
 
 namespace foresight::predictor {
 namespace {
@@ -27,13 +27,11 @@ class QuestPolicy final : public BlockScoringPolicy {
     }
     if (d->complete_blocks() < window.candidate_end()) {
       return InvalidArgument("quest: key digests cover " + std::to_string(d->complete_blocks()) +
-                             " complete blocks, the step needs " +
-                             std::to_string(window.candidate_end()));
+                             " complete blocks, the step needs " + std::to_string(window.candidate_end()));
     }
     return Status::OK();
   }
-  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head,
-                       float* scores) override {
+  void ScoreCandidates(const StepInputs& in, const CandidateWindow& window, int q_head, float* scores) override {
     const int kv_head = q_head / geometry_.group_size();
     const float* q = in.query.data() + static_cast<size_t>(q_head) * geometry_.head_dim;
     for (int64_t i = 0; i < window.num_candidates(); ++i) {
@@ -44,8 +42,7 @@ class QuestPolicy final : public BlockScoringPolicy {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeQuestPolicy(const PolicySpec& spec,
-                                                           const LayerGeometry& g) {
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeQuestPolicy(const PolicySpec& spec, const LayerGeometry& g) {
   return std::unique_ptr<SelectionPolicy>(new QuestPolicy(spec, g));
 }
 

@@ -6,8 +6,8 @@
 #include <limits>
 #include <string>
 
-#include "predictor/policies/policy_factories.h"
 #include "predictor/policies/block_scoring_policy.h"
+#include "predictor/policies/policy_factories.h"
 
 namespace foresight::predictor {
 namespace {
@@ -43,8 +43,7 @@ class SnapKVPolicy final : public BlockScoringPolicy {
     if (votes_.empty()) return FailedPrecondition("snapkv: Select before ObservePrefill");
     return Status::OK();
   }
-  void ScoreCandidates(const StepInputs&, const CandidateWindow& window, int q_head,
-                       float* scores) override {
+  void ScoreCandidates(const StepInputs&, const CandidateWindow& window, int q_head, float* scores) override {
     for (int64_t i = 0; i < window.num_candidates(); ++i) {
       const int64_t b = window.candidate_begin() + i;
       scores[i] = b < prompt_blocks_ ? votes_[q_head][b] : std::numeric_limits<float>::max();
@@ -59,8 +58,7 @@ class SnapKVPolicy final : public BlockScoringPolicy {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<SelectionPolicy>> MakeSnapKVPolicy(const PolicySpec& spec,
-                                                            const LayerGeometry& g) {
+StatusOr<std::unique_ptr<SelectionPolicy>> MakeSnapKVPolicy(const PolicySpec& spec, const LayerGeometry& g) {
   return std::unique_ptr<SelectionPolicy>(new SnapKVPolicy(spec, g));
 }
 

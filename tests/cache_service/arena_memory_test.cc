@@ -132,9 +132,9 @@ TEST(ArenaMemoryTest, RequiredHugePagesThatAreNotThereGiveAnErrorSayingHowToRese
 
 // Other tests' daemons (ctest -j) take huge pages too: a mapping that fails while the pool is
 // short was a race for pages, not a defect.
-#define SKIP_IF_THE_POOL_RAN_DRY(result, pages)                                                 \
-  if (!(result).ok() && (result).status().code() == StatusCode::kResourceExhausted &&          \
-      ReadHugePageCount().free < (pages))                                                      \
+#define SKIP_IF_THE_POOL_RAN_DRY(result, pages)                                       \
+  if (!(result).ok() && (result).status().code() == StatusCode::kResourceExhausted && \
+      ReadHugePageCount().free < (pages))                                             \
   GTEST_SKIP() << "another process took the free huge pages: " << (result).status().message()
 
 TEST(ArenaMemoryTest, HugePagesWhenReserved) {

@@ -24,21 +24,24 @@ TEST_F(LeaseTest, ABlockPromotedFromNvmeStaysPinnedUntilReleased) {
   const BlockKey a = PlainKey("lease", "a");
   const auto a_bytes = Bytes(kMiB, 1);
   ASSERT_TRUE(PutBlock(*store, a, a_bytes).ok());
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
   ASSERT_FALSE(store->Stat(a)->in_ram);  // written down to NVMe
 
   auto lease = store->Lease(a);
   ASSERT_TRUE(lease.ok()) << lease.status().ToString();
   EXPECT_FALSE(lease->was_in_ram());
   // Churn the other slot: the leased one is neither evicted nor reused.
-  for (int i = 2; i < 6; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
+  for (int i = 2; i < 6; ++i)
+    ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
   EXPECT_TRUE(store->Stat(a)->in_ram);
   EXPECT_TRUE(std::equal(a_bytes.begin(), a_bytes.end(), lease->data()));
   EXPECT_EQ(store->Stats().active_leases, 1u);
 
   *lease = ReadLease();
   EXPECT_EQ(store->Stats().active_leases, 0u);
-  for (int i = 6; i < 8; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
+  for (int i = 6; i < 8; ++i)
+    ASSERT_TRUE(PutBlock(*store, PlainKey("lease", std::to_string(i)), Bytes(kMiB, 10 + i)).ok());
   auto info = store->Stat(a);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_FALSE(info->in_ram) << "a released block must be evictable again";

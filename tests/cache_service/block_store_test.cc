@@ -120,7 +120,8 @@ TEST_F(BlockStoreTest, LeasedBlockIsNeitherEvictedNorChangedUnderTheReader) {
   ASSERT_TRUE(lease.ok());
   EXPECT_EQ(store->Stats().active_leases, 1u);
   // Fill and churn: only the non-leased slot may be reused.
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, 10 + i)).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, 10 + i)).ok());
   EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), lease->data()));
   EXPECT_TRUE(store->Stat(a).ok());
   *lease = ReadLease();
@@ -197,7 +198,8 @@ TEST_F(BlockStoreTest, ReplacedBlockNeverResurfacesFromNvme) {
   ASSERT_TRUE(store->Flush().ok());
   const auto v2 = Bytes(1 << 20, 2);
   ASSERT_TRUE(PutBlock(*store, a, v2).ok());
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, 5 + i)).ok());
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, 5 + i)).ok());
   EXPECT_EQ(ReadBlock(*store, a), v2);
 }
 
@@ -224,7 +226,8 @@ TEST_F(BlockStoreTest, BackgroundEvictionKeepsTheArenaBetweenWatermarks) {
   o.nvme_dir = dir_;
   auto store = std::move(*BlockStore::Open(o));
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(PutBlock(*store, PlainKey("t", std::to_string(i)), Bytes(1 << 20, i)).ok());
-  for (int i = 0; i < 500 && store->Stats().ram.items > 17; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 500 && store->Stats().ram.items > 17; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   StoreStats s = store->Stats();
   EXPECT_LE(s.ram.items, 17u);  // 85% of 20 blocks
   EXPECT_GE(s.ram.items, 16u);

@@ -5,15 +5,15 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -230,8 +230,8 @@ class LyingNode {
   explicit LyingNode(size_t payload_bytes = 100000) : payload_(Bytes(payload_bytes, 77)) {
     CreateTcpAmWorker(&context_, &worker_);
     ucp_am_handler_param_t am{};
-    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    am.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                    UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
     am.id = ucxwire::kUcxRequestAmId;
     am.flags = UCP_AM_FLAG_WHOLE_MSG;
     am.arg = this;
@@ -327,7 +327,8 @@ TEST(UcxTransportTest, ClientRefusesBytesThatFailTheirChecksum) {
   // into the destination); either is verified on the progress thread or by Wait().
   for (size_t bytes : {1000, 100000, 1 << 20}) {
     for (bool on_progress : {true, false}) {
-      SCOPED_TRACE(std::to_string(bytes) + " bytes, verified " + (on_progress ? "on the progress thread" : "in Wait()"));
+      SCOPED_TRACE(std::to_string(bytes) + " bytes, verified " +
+                   (on_progress ? "on the progress thread" : "in Wait()"));
       LyingNode liar(bytes);
       UcxTransportOptions o;
       o.transports = "tcp";
@@ -383,8 +384,7 @@ TEST(UcxWireTest, UcxVersionsInteroperateWithinAMajorMinorOnly) {
 TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
   Node node = StartNode();
   RawClient raw(node.server->port());
-  auto expect_invalid = [&](const std::vector<uint8_t>& header, const std::vector<uint8_t>& data,
-                            const char* what) {
+  auto expect_invalid = [&](const std::vector<uint8_t>& header, const std::vector<uint8_t>& data, const char* what) {
     auto reply = raw.Call(header, data);
     ASSERT_TRUE(reply.has_value()) << what << ": no reply";
     EXPECT_EQ(reply->status, StatusCode::kInvalidArgument) << what << ": " << reply->text;
@@ -435,8 +435,10 @@ TEST(UcxTransportTest, MalformedMessagesAreAnsweredAndTheNodeKeepsServing) {
       std::vector<uint8_t> junk(1 + rng() % 400);
       for (auto& b : junk) b = static_cast<uint8_t>(rng());
       reg.key_check = ucxwire::RkeyCheck(junk.data(), junk.size());
-      if (i % 2 == 0) junk[rng() % junk.size()] ^= 0x10;  // damaged after the check was taken
-      else reg.key_check ^= 1;                             // a stale check
+      if (i % 2 == 0)
+        junk[rng() % junk.size()] ^= 0x10;  // damaged after the check was taken
+      else
+        reg.key_check ^= 1;  // a stale check
       auto reply = raw.Call(ucxwire::EncodeRegister(8, reg), junk);
       ASSERT_TRUE(reply.has_value()) << "junk rkey of " << junk.size() << " bytes: no reply";
       EXPECT_EQ(reply->status, StatusCode::kInvalidArgument) << reply->text;
@@ -469,8 +471,8 @@ TEST(UcxChild, StartTransfersThenDie) {
   std::vector<UcxPut> puts;
   std::vector<UcxGet> gets;
   for (int i = 0; i < 8; ++i) {
-    puts.push_back(UcxPut{Key("dying" + std::to_string(i)), data.data(), data.size(),
-                          BlockChecksum(data.data(), data.size())});
+    puts.push_back(
+        UcxPut{Key("dying" + std::to_string(i)), data.data(), data.size(), BlockChecksum(data.data(), data.size())});
     gets.push_back(UcxGet{Key("big" + std::to_string(i % 4)), {}, sink.data() + (uint64_t(i) << 22), 4 << 20});
   }
   for (bool said = false;;) {
@@ -503,8 +505,7 @@ TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
       dup2(out[1], 1);
       std::string port = std::to_string(node.server->port());
       setenv("FORESIGHT_UCX_CHILD_PORT", port.c_str(), 1);
-      execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.StartTransfersThenDie",
-            nullptr);
+      execl("/proc/self/exe", "ucx_transport_test", "--gtest_filter=UcxChild.StartTransfersThenDie", nullptr);
       _exit(127);
     }
     close(out[1]);
@@ -527,7 +528,7 @@ TEST(UcxTransportTest, ClientKilledMidTransferLeaksNoLeaseOrSlot) {
     ASSERT_NE(text.find("SUBMITTED"), std::string::npos) << "round " << round << ": " << text;
     ASSERT_TRUE(WIFSIGNALED(status)) << "child exit status " << status;
     ASSERT_GT(held.active_leases + held.pending_writes, 0u) << "round " << round << ": the node never held a "
-                                                             << "lease or slot for the child";
+                                                            << "lease or slot for the child";
     std::printf("[mid-transfer] round %d: the node held %llu lease(s) and %llu write slot(s) at the kill\n", round,
                 static_cast<unsigned long long>(held.active_leases),
                 static_cast<unsigned long long>(held.pending_writes));
@@ -600,7 +601,8 @@ TEST(UcxTransportTest, OneSidedGetsOfWholeBlocksRangesAndBatches) {
   }
   std::vector<uint8_t> sink(32u << 20);
   std::vector<UcxGet> gets;
-  for (int i = 0; i < 32; ++i) gets.push_back(UcxGet{Key("os" + std::to_string(i % 8)), {}, sink.data() + (uint64_t(i) << 20), 1 << 20});
+  for (int i = 0; i < 32; ++i)
+    gets.push_back(UcxGet{Key("os" + std::to_string(i % 8)), {}, sink.data() + (uint64_t(i) << 20), 1 << 20});
   auto first = t->SubmitGets(std::vector<UcxGet>(gets.begin(), gets.begin() + 16));
   auto second = t->SubmitGets(std::vector<UcxGet>(gets.begin() + 16, gets.end()));
   ASSERT_TRUE(first.ok() && second.ok());

@@ -38,7 +38,8 @@ TEST_P(WriteBehindQueueTest, EverythingEnqueuedArrivesIntactUnderBackPressure) {
   constexpr int kBlocks = 200;
   constexpr uint64_t kRing = 1 << 20, kSmallest = 65536 - 2 * 4096;
   std::vector<std::vector<uint8_t>> blocks;
-  for (int i = 0; i < kBlocks; ++i) blocks.push_back(Bytes(65536 - 4096 * (i % 3), i));  // sizes that do not divide the ring
+  for (int i = 0; i < kBlocks; ++i)
+    blocks.push_back(Bytes(65536 - 4096 * (i % 3), i));  // sizes that do not divide the ring
   {
     // A ring of 1 MiB for 12 MiB of blocks: producers must wait for acknowledgements.
     WriteBehindQueue queue(&gated, {.ring_bytes = kRing, .max_batch = 8, .max_batches_in_flight = 2});
@@ -102,7 +103,8 @@ TEST(WriteBehindQueueFailureTest, ALostNodeIsReportedNotIgnored) {
   ASSERT_TRUE(queue.Flush().ok());
   (*node)->Kill9();
   Status s;
-  for (int i = 0; i < 50 && s.ok(); ++i) s = queue.Enqueue(PlainKey("wb", std::to_string(i)), block.data(), block.size());
+  for (int i = 0; i < 50 && s.ok(); ++i)
+    s = queue.Enqueue(PlainKey("wb", std::to_string(i)), block.data(), block.size());
   if (s.ok()) s = queue.Flush();
   EXPECT_FALSE(s.ok());
   EXPECT_GE(queue.stats().failed, 1u);

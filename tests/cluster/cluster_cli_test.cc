@@ -70,7 +70,8 @@ TEST(ClusterCliTest, StatusListsNodesWithFillAndHealthAndRepairCopies) {
   auto cluster = ClusterClient::Connect(o);  // R=1: the repair below makes a second copy
   ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
   std::vector<uint8_t> data(8192, 1);
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE((*cluster)->Put(PlainKey("cli", std::to_string(i)), data.data(), data.size()).ok());
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE((*cluster)->Put(PlainKey("cli", std::to_string(i)), data.data(), data.size()).ok());
 
   std::string out;
   ASSERT_EQ(RunCli({"--etcd", url, "cluster", "status"}, &out), 0) << out;

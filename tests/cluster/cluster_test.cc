@@ -19,8 +19,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#define SKIP_WITHOUT_ETCD() \
-  if (LocalEtcd::Binary().empty()) GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)"
+#define SKIP_WITHOUT_ETCD()        \
+  if (LocalEtcd::Binary().empty()) \
+  GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)"
 
 std::vector<uint8_t> Content(uint64_t size, uint64_t seed) {
   std::vector<uint8_t> v(size);
@@ -368,8 +369,8 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   ASSERT_TRUE(WaitForMembers(*repairer, 3, 30s));
   auto n1 = repairer->NodeClient("n1");
   ASSERT_TRUE(n1.ok()) << n1.status().ToString();
-  ASSERT_TRUE(repairer->WaitForRepair(30s)) << "repair passes " << repairer->repair_stats().passes
-                                             << ", last error: " << repairer->repair_stats().last_error;
+  ASSERT_TRUE(repairer->WaitForRepair(30s))
+      << "repair passes " << repairer->repair_stats().passes << ", last error: " << repairer->repair_stats().last_error;
   // The pass the rejoin triggered may have run while clients that had not yet seen n1 come back
   // were still writing to its fallbacks; such blocks go home at the next periodic pass (every
   // repair_interval). Run that pass now, after the last write, rather than wait for it.
@@ -384,8 +385,10 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
   for (int t = 0; t < kClients; ++t) {
     for (uint64_t j : acked[t]) {
       auto n = verifier->Get(KeyOf("c" + std::to_string(t) + "-", j), out.data(), out.size());
-      if (n.ok() && out == Content(kSize, (uint64_t(t) << 32) | j)) ++final_ok;
-      else ++final_bad;
+      if (n.ok() && out == Content(kSize, (uint64_t(t) << 32) | j))
+        ++final_ok;
+      else
+        ++final_bad;
     }
   }
   // After repair, both owners of every block hold it (the rejoined node included).
@@ -399,17 +402,18 @@ TEST(ClusterTest, ReplicatedClusterSurvivesKill9WithEightClientsAndRepairsTheRej
       }
     }
   }
-  std::printf("[kill -9] 8 clients, R=2: puts acked %llu (%llu while n1 was down), put failures %llu; "
-              "gets ok %llu, failed %llu, wrong %llu\n",
-              (unsigned long long)puts_acked.load(), (unsigned long long)acked_while_down,
-              (unsigned long long)put_failures.load(), (unsigned long long)gets_ok.load(),
-              (unsigned long long)gets_failed.load(), (unsigned long long)gets_wrong.load());
+  std::printf(
+      "[kill -9] 8 clients, R=2: puts acked %llu (%llu while n1 was down), put failures %llu; "
+      "gets ok %llu, failed %llu, wrong %llu\n",
+      (unsigned long long)puts_acked.load(), (unsigned long long)acked_while_down,
+      (unsigned long long)put_failures.load(), (unsigned long long)gets_ok.load(),
+      (unsigned long long)gets_failed.load(), (unsigned long long)gets_wrong.load());
   std::printf("[rejoin] n1 came back serving %llu blocks from its NVMe tier\n", (unsigned long long)kept_on_nvme);
-  std::printf("[rejoin] repair passes %llu, blocks copied %llu, copy errors %llu; final check: %llu of %llu "
-              "acknowledged blocks intact, %llu owner copies missing\n",
-              (unsigned long long)rs.passes, (unsigned long long)rs.blocks_copied, (unsigned long long)rs.copy_errors,
-              (unsigned long long)final_ok, (unsigned long long)(final_ok + final_bad),
-              (unsigned long long)under_replicated);
+  std::printf(
+      "[rejoin] repair passes %llu, blocks copied %llu, copy errors %llu; final check: %llu of %llu "
+      "acknowledged blocks intact, %llu owner copies missing\n",
+      (unsigned long long)rs.passes, (unsigned long long)rs.blocks_copied, (unsigned long long)rs.copy_errors,
+      (unsigned long long)final_ok, (unsigned long long)(final_ok + final_bad), (unsigned long long)under_replicated);
   for (int t = 0; t < kClients; ++t)
     if (!first_errors[t].empty()) std::printf("  client %d first get error: %s\n", t, first_errors[t].c_str());
   EXPECT_GT(puts_acked.load(), 500u);
@@ -451,13 +455,17 @@ TEST(ClusterTest, EtcdOutageOfTenSecondsLosesNothing) {
   std::mt19937 rng(1);
   while (std::chrono::steady_clock::now() < outage_end) {
     Status s = put_some(20);
-    if (s.ok()) puts_during += 20;
-    else ++failures_during;
+    if (s.ok())
+      puts_during += 20;
+    else
+      ++failures_during;
     for (int i = 0; i < 20; ++i) {
       const uint64_t j = rng() % written;
       auto n = client->Get(KeyOf("e", j), out.data(), out.size());
-      if (n.ok() && out == Content(kSize, j)) ++gets_during;
-      else ++failures_during;
+      if (n.ok() && out == Content(kSize, j))
+        ++gets_during;
+      else
+        ++failures_during;
     }
   }
   const ClusterStats during = client->stats();
@@ -471,11 +479,12 @@ TEST(ClusterTest, EtcdOutageOfTenSecondsLosesNothing) {
     auto n = client->Get(KeyOf("e", j), out.data(), out.size());
     if (n.ok() && out == Content(kSize, j)) ++intact;
   }
-  std::printf("[etcd down 10 s] puts %llu, gets %llu, failures %llu during the outage (etcd errors seen %llu); "
-              "after: %llu of %llu blocks intact, members %zu (the 4th joined: %s)\n",
-              (unsigned long long)puts_during, (unsigned long long)gets_during, (unsigned long long)failures_during,
-              (unsigned long long)during.etcd_errors, (unsigned long long)intact, (unsigned long long)written,
-              client->members().size(), joined ? "yes" : "no");
+  std::printf(
+      "[etcd down 10 s] puts %llu, gets %llu, failures %llu during the outage (etcd errors seen %llu); "
+      "after: %llu of %llu blocks intact, members %zu (the 4th joined: %s)\n",
+      (unsigned long long)puts_during, (unsigned long long)gets_during, (unsigned long long)failures_during,
+      (unsigned long long)during.etcd_errors, (unsigned long long)intact, (unsigned long long)written,
+      client->members().size(), joined ? "yes" : "no");
   EXPECT_GT(puts_during, 0u);
   EXPECT_GT(gets_during, 0u);
   EXPECT_EQ(failures_during, 0u);

@@ -30,8 +30,7 @@ TEST(EtcdClientTest, RejectsBadEndpoints) {
 
 TEST(EtcdClientTest, UnreachableEtcdIsUnavailableAndNamesTheUrl) {
   RefusingLoopbackPort refusing;
-  auto etcd = EtcdClient::Create("http://127.0.0.1:" + std::to_string(refusing.port()),
-                                 std::chrono::milliseconds(300));
+  auto etcd = EtcdClient::Create("http://127.0.0.1:" + std::to_string(refusing.port()), std::chrono::milliseconds(300));
   ASSERT_TRUE(etcd.ok());
   auto r = (*etcd)->RangePrefix("/x/");
   ASSERT_FALSE(r.ok());

@@ -73,14 +73,22 @@ Status LocalEtcd::Launch() {
   const std::string client = url_;
   const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> args = {Binary(),
-                                   "--name", "test",
-                                   "--data-dir", dir_->path() + "/data",
-                                   "--listen-client-urls", client,
-                                   "--advertise-client-urls", client,
-                                   "--listen-peer-urls", peer,
-                                   "--initial-advertise-peer-urls", peer,
-                                   "--initial-cluster", "test=" + peer,
-                                   "--log-level", "error"};
+                                   "--name",
+                                   "test",
+                                   "--data-dir",
+                                   dir_->path() + "/data",
+                                   "--listen-client-urls",
+                                   client,
+                                   "--advertise-client-urls",
+                                   client,
+                                   "--listen-peer-urls",
+                                   peer,
+                                   "--initial-advertise-peer-urls",
+                                   peer,
+                                   "--initial-cluster",
+                                   "test=" + peer,
+                                   "--log-level",
+                                   "error"};
   const std::string log = dir_->path() + "/etcd.log";
   pid_ = fork();
   if (pid_ < 0) return Internal("fork failed");

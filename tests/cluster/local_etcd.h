@@ -10,8 +10,8 @@
 #include <memory>
 #include <string>
 
-#include "testing/local_node.h"
 #include "common/status.h"
+#include "testing/local_node.h"
 
 namespace foresight {
 

@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include "cluster/cluster_client.h"
-#include "testing/local_node.h"
 #include "cluster/etcd_client.h"
+#include "testing/local_node.h"
 #include "tests/cluster/local_etcd.h"
 
 namespace foresight {
@@ -21,8 +21,8 @@ TEST(MembershipTest, RegistersDeregistersExpiresAndReregisters) {
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   auto etcd = EtcdClient::Create((*server)->url());
   ASSERT_TRUE(etcd.ok());
-  const std::vector<std::string> flags = {"--ram-bytes", "16MiB", "--etcd", (*server)->url(), "--node-id", "m1",
-                                          "--etcd-ttl", "2"};
+  const std::vector<std::string> flags = {"--ram-bytes", "16MiB", "--etcd",     (*server)->url(),
+                                          "--node-id",   "m1",    "--etcd-ttl", "2"};
 
   auto node = LocalNode::Start(flags);
   ASSERT_TRUE(node.ok()) << node.status().ToString();

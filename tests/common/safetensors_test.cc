@@ -17,8 +17,8 @@ TEST(SafetensorsTest, WriteThenReadRoundTrips) {
   const std::string path = TempPath("rt.safetensors");
   std::vector<float> a = {1.f, -2.5f, 3.25f, 4.f, 5.f, 6.f};
   std::vector<float> b = {42.f};
-  ASSERT_TRUE(WriteSafetensors(path, {TensorToWrite::F32("a", {2, 3}, a.data()),
-                                      TensorToWrite::F32("b", {1}, b.data())},
+  ASSERT_TRUE(WriteSafetensors(path,
+                               {TensorToWrite::F32("a", {2, 3}, a.data()), TensorToWrite::F32("b", {1}, b.data())},
                                {{"note", "hi"}})
                   .ok());
   auto file = SafetensorsFile::Open(path);

@@ -25,8 +25,7 @@ TEST(StatusOrTest, ConstructedFromAnOkStatusBecomesAnInternalError) {
   StatusOr<int> from_ok(Status::OK());
   EXPECT_FALSE(from_ok.ok());
   EXPECT_EQ(from_ok.status().code(), StatusCode::kInternal);
-  EXPECT_NE(from_ok.status().message().find("OK status"), std::string::npos)
-      << from_ok.status().ToString();
+  EXPECT_NE(from_ok.status().message().find("OK status"), std::string::npos) << from_ok.status().ToString();
 }
 
 TEST(StatusOrDeathTest, ValueOfAnErrorAbortsWithTheErrorsMessage) {

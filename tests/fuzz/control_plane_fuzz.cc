@@ -89,7 +89,6 @@ std::string KeyId(uint64_t input, int index) {
   return id;
 }
 
-
 // The bytes `ranges` select from `value`, or nullopt when a range falls outside it.
 std::optional<std::string> Slice(const std::string& value, const v1::GetItem& item) {
   if (item.ranges().empty()) return value;
@@ -108,8 +107,10 @@ std::vector<std::string> Seeds() {
   return {
       std::string("\x00\x01\x00\x02\x00\x00\x01\x00\x00", 9),
       std::string("\x00\x03\x01\x03\x05\x02\x02\x03\x07\x00\x01\x11\x05\x02\x01\x01\x01\x02\x03\x00\x00", 21),
-      std::string("\x00\x02\x04\x03\x09\x00\x05\x01\x08\x00\x01\x04\x01\x05\x00\x04\x03\x04\x05\x06\x07\x06\x06\x07", 24),
-      std::string("\x00\x01\x00\x00\x00\x00\x01\x01\x00\x02\x10\x00\x20\x00\x30\x00\x05\x00\x03\x00\x01\x01\x00\x00", 24),
+      std::string("\x00\x02\x04\x03\x09\x00\x05\x01\x08\x00\x01\x04\x01\x05\x00\x04\x03\x04\x05\x06\x07\x06\x06\x07",
+                  24),
+      std::string("\x00\x01\x00\x00\x00\x00\x01\x01\x00\x02\x10\x00\x20\x00\x30\x00\x05\x00\x03\x00\x01\x01\x00\x00",
+                  24),
   };
 }
 
@@ -225,8 +226,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           const KeyModel& m = model[index];
           bool matched = false;
           for (const std::string& v : m.values) {
-            matched |= resp.block().size() == v.size() &&
-                       resp.block().checksum() == BlockChecksum(v.data(), v.size());
+            matched |= resp.block().size() == v.size() && resp.block().checksum() == BlockChecksum(v.data(), v.size());
           }
           FUZZ_CHECK(matched, "Stat describes the block that was put");
           FUZZ_CHECK(resp.block().in_ram() || resp.block().on_nvme(), "a present block is in a tier");

@@ -15,8 +15,8 @@ using worker::GgufFile;
 
 std::vector<std::string> Seeds() {
   std::vector<std::string> seeds;
-  const worker::TensorType types[] = {worker::TensorType::kF32, worker::TensorType::kF16,
-                                      worker::TensorType::kQ8_0, worker::TensorType::kQ4_1};
+  const worker::TensorType types[] = {worker::TensorType::kF32, worker::TensorType::kF16, worker::TensorType::kQ8_0,
+                                      worker::TensorType::kQ4_1};
   for (worker::TensorType type : types) {
     const std::string path = WriteScratchFile("", ".seed.gguf");
     const Status st = worker::WriteSyntheticGguf(TinyModelSpec(type), path);
@@ -31,8 +31,7 @@ std::vector<std::string> Seeds() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace foresight;
   using namespace foresight::worker;
-  const std::string path =
-      fuzz::WriteScratchFile(std::string(reinterpret_cast<const char*>(data), size), ".gguf");
+  const std::string path = fuzz::WriteScratchFile(std::string(reinterpret_cast<const char*>(data), size), ".gguf");
   auto opened = GgufFile::Open(path);
   if (!opened.ok()) {
     FUZZ_CHECK(!opened.status().message().empty(), "a refused file gets a reason");

@@ -20,8 +20,8 @@ namespace {
 const std::string& Folder() {
   // Never destroyed: the exit handler that removes the folder runs after static destructors.
   static const std::string* dir = new std::string([] {
-    const std::string d = (std::filesystem::temp_directory_path() /
-                           ("foresight-fuzz-hf-" + std::to_string(getpid()))).string();
+    const std::string d =
+        (std::filesystem::temp_directory_path() / ("foresight-fuzz-hf-" + std::to_string(getpid()))).string();
     const Status st = worker::WriteSyntheticHfFolder(TinyModelSpec(), d, 1);
     FUZZ_CHECK(st.ok(), st.message().c_str());
     std::atexit([] {

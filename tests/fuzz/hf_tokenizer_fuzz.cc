@@ -20,8 +20,8 @@ constexpr const char* kSplit = "\n@@tokenizer_config.json@@\n";
 const std::string& Folder() {
   // Never destroyed: the exit handler that removes the folder runs after static destructors.
   static const std::string* dir = new std::string([] {
-    const std::string d = (std::filesystem::temp_directory_path() /
-                           ("foresight-fuzz-hftok-" + std::to_string(getpid()))).string();
+    const std::string d =
+        (std::filesystem::temp_directory_path() / ("foresight-fuzz-hftok-" + std::to_string(getpid()))).string();
     std::filesystem::create_directories(d);
     std::atexit([] {
       std::error_code ec;
@@ -48,15 +48,17 @@ std::string ByteVocab() {
 
 std::vector<std::string> Seeds() {
   const std::string vocab = ByteVocab();
-  const std::string gpt2 = R"({"version": "1.0", "added_tokens": [{"id": 259, "content": "<|im_start|>", "special": true},
+  const std::string gpt2 =
+      R"({"version": "1.0", "added_tokens": [{"id": 259, "content": "<|im_start|>", "special": true},
       {"id": 260, "content": "<|im_end|>", "special": true}],
     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
       {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
     "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
       {"Sequence": {"id": "A", "type_id": 0}}]},
-    "model": {"type": "BPE", "byte_fallback": false, "vocab": {)" + vocab +
-                           R"(, "he": 256, "ll": 257, "hell": 258}, "merges": ["h e", ["l", "l"], "he ll"]}})";
-  const std::string config = R"({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}, "add_bos_token": false,
+    "model": {"type": "BPE", "byte_fallback": false, "vocab": {)" +
+      vocab + R"(, "he": 256, "ll": 257, "hell": 258}, "merges": ["h e", ["l", "l"], "he ll"]}})";
+  const std::string config =
+      R"({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}, "add_bos_token": false,
     "chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"})";
   return {gpt2, gpt2 + kSplit + config};
 }

@@ -125,8 +125,7 @@ int main(int argc, char** argv) {
       inputs.push_back(arg);
     }
   }
-  const std::string crash_file =
-      (fs::current_path() / (fs::path(argv[0]).filename().string() + "-crash.bin")).string();
+  const std::string crash_file = (fs::current_path() / (fs::path(argv[0]).filename().string() + "-crash.bin")).string();
   std::snprintf(g_crash_path, sizeof(g_crash_path), "%s", crash_file.c_str());
   for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) signal(sig, OnCrash);
   const std::vector<std::string> seeds = foresight::fuzz::Seeds();

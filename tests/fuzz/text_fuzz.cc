@@ -72,7 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 3: {
       auto member = ParseClusterMember(text);
-      if (member.ok()) FUZZ_CHECK(!member->node_id.empty() && !member->grpc.empty(), "a member has an id and an address");
+      if (member.ok())
+        FUZZ_CHECK(!member->node_id.empty() && !member->grpc.empty(), "a member has an id and an address");
       break;
     }
     default: {

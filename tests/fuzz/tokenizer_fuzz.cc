@@ -36,7 +36,8 @@ std::string ModelPath() {
     auto found = worker::FindDefaultModel();
     if (found.ok()) return *found;
     if (choice.empty()) return "";
-    std::fprintf(stderr, "tokenizer_fuzz: skipped, FORESIGHT_FUZZ_MODEL=default: %s\n", found.status().message().c_str());
+    std::fprintf(stderr, "tokenizer_fuzz: skipped, FORESIGHT_FUZZ_MODEL=default: %s\n",
+                 found.status().message().c_str());
     std::exit(77);
   }
   return choice;
@@ -84,7 +85,8 @@ std::vector<std::string> Seeds() {
       "Hello, world! How are you today?",
       "int main(int argc, char** argv) {\n\treturn 0;\n}\n",
       "  leading spaces, trailing spaces   \n\n\r\n",
-      "caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82",
+      "caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80 "
+      "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82",
       "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n",
       "<|endoftext|><|im_start|><|im_end|><|im_start",
       "1234567890 3.14159 0xdeadbeef 1,000,000",
@@ -108,8 +110,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::vector<TokenId> ids = tok.Encode(text, false, parse_special);
     for (TokenId id : ids) FUZZ_CHECK(id >= 0 && id < tok.vocab_size(), "token ids lie in the vocabulary");
     const std::string back = tok.Decode(ids, true);
-    FUZZ_CHECK(back == expected, parse_special ? "decode(encode(text)) == text, special tokens parsed"
-                                           : "decode(encode(text)) == text");
+    FUZZ_CHECK(back == expected,
+               parse_special ? "decode(encode(text)) == text, special tokens parsed" : "decode(encode(text)) == text");
   }
   return 0;
 }

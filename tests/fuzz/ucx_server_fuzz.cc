@@ -27,8 +27,8 @@ using namespace foresight::ucxwire;
 struct Node {
   std::unique_ptr<BlockStore> store;
   std::unique_ptr<UcxServer> server;
-  std::unique_ptr<RawClient> raw;           // the fuzzed connection; replaced when dropped
-  std::unique_ptr<UcxTransport> checker;    // a well-behaved client
+  std::unique_ptr<RawClient> raw;         // the fuzzed connection; replaced when dropped
+  std::unique_ptr<UcxTransport> checker;  // a well-behaved client
 };
 
 Node& TheNode() {
@@ -106,7 +106,8 @@ std::vector<std::string> Seeds() {
       std::string("\x02\x00\x01\x00\x00\x00\x01\x00\x00\x00", 10),
       std::string("\x02\x01\x02\x00\x00\x01\x01\x00\x00\x02\x00\x10\x00\x00\x00\x08\x00\x00", 18),
       std::string("\x04\x00\x00\x06\x05\x00\x07\x08\x00\x01", 10),
-      std::string("\x00\x14\x46\x53\x55\x58\x02\x00\x03\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 25),
+      std::string(
+          "\x00\x14\x46\x53\x55\x58\x02\x00\x03\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 25),
       std::string("\x03\x05\x10\x00\x00\x40\x00\x01\x00\x00\x00\x00\x00\x00\x02", 15),
   };
 }

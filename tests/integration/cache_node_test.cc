@@ -15,14 +15,13 @@
 #include <ucp/api/ucp.h>
 
 #include "client/cache_client.h"
+#include "client/ucx_transport.h"
 #include "common/checksum.h"
 #include "proto/foresight.grpc.pb.h"
 #include "testing/local_node.h"
-#include "client/ucx_transport.h"
 
 namespace foresight {
 namespace {
-
 
 std::vector<uint8_t> Bytes(uint64_t size, uint32_t seed) {
   std::vector<uint8_t> v(size);
@@ -533,8 +532,8 @@ std::string HttpGet(int port, const std::string& path) {
 
 TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
   TempDir dir("metrics");
-  auto node = StartNode({"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path(),
-                         "--metrics", "127.0.0.1:0"});
+  auto node = StartNode(
+      {"--ram-bytes", "8MiB", "--max-block-bytes", "1MiB", "--nvme-dir", dir.path(), "--metrics", "127.0.0.1:0"});
   ASSERT_TRUE(node);
   ASSERT_GT(node->metrics_port(), 0);
   auto client = Connect(*node, DataPath::kAuto);
@@ -543,12 +542,17 @@ TEST(CacheNodeTest, MetricsEndpointServesPrometheusText) {
   ExpectBlocksIntact(*client, data);
   std::vector<uint8_t> buf(10);
   (void)client->Get(PlainKey("t", "absent"), buf.data(), buf.size());
-  const std::vector<std::string> needles = {
-      "foresight_tier_bytes{tier=\"ram\"}", "foresight_tier_items{tier=\"nvme\"}", "foresight_tier_hits_total",
-      "foresight_tier_misses_total{tier=\"nvme\"} 1", "foresight_evictions_total{tier=\"ram\"}",
-      "foresight_bytes_in_total", "foresight_bytes_out_total", "foresight_request_seconds_bucket",
-      "foresight_checksum_failures_total 0", "foresight_store_events_total{event=\"demotion\"}",
-      "foresight_ram_page_bytes "};
+  const std::vector<std::string> needles = {"foresight_tier_bytes{tier=\"ram\"}",
+                                            "foresight_tier_items{tier=\"nvme\"}",
+                                            "foresight_tier_hits_total",
+                                            "foresight_tier_misses_total{tier=\"nvme\"} 1",
+                                            "foresight_evictions_total{tier=\"ram\"}",
+                                            "foresight_bytes_in_total",
+                                            "foresight_bytes_out_total",
+                                            "foresight_request_seconds_bucket",
+                                            "foresight_checksum_failures_total 0",
+                                            "foresight_store_events_total{event=\"demotion\"}",
+                                            "foresight_ram_page_bytes "};
   auto missing_from = [&](const std::string& text) {
     for (const auto& needle : needles)
       if (text.find(needle) == std::string::npos) return needle;

@@ -83,14 +83,16 @@ TEST(TiersBenchTest, QuickRunPrintsEveryPathAndCeiling) {
       }
     }
   }
-  const auto ceiling_of = [&](const char* path) { return by_name[std::make_pair(std::string(path), "get")]["ceiling"]; };
+  const auto ceiling_of = [&](const char* path) {
+    return by_name[std::make_pair(std::string(path), "get")]["ceiling"];
+  };
   EXPECT_EQ(ceiling_of("ram-shm"), "memcpy");
   EXPECT_EQ(ceiling_of("ram-tcp"), "ucx_perftest ucp_am_bw tcp -O 4");
 
   // Every reference ran and gave a figure: a reference that fails prints 0, so 0 is a failure.
   // tcp-stream-verify in particular is 0 when a block arrives with the wrong checksum.
-  for (const char* op : {"memcpy", "xxh3-verify", "memcpy+verify", "perftest-am-tcp", "perftest-am-shm",
-                         "tcp-stream", "tcp-stream-hot", "tcp-stream-verify"}) {
+  for (const char* op : {"memcpy", "xxh3-verify", "memcpy+verify", "perftest-am-tcp", "perftest-am-shm", "tcp-stream",
+                         "tcp-stream-hot", "tcp-stream-verify"}) {
     auto it = by_name.find({"ceiling", op});
     ASSERT_NE(it, by_name.end()) << "reference " << op << " missing";
     EXPECT_GT(it->second["gbps"].get<double>(), 0) << it->second.dump();

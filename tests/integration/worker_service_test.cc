@@ -1,8 +1,8 @@
 // Integration tests of foresight-worker: real cache node and worker processes on loopback, a small
 // synthetic GGUF model (byte tokenizer), requests through WorkerClient (what `foresight generate
 // --worker` uses).
-#include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -43,8 +43,8 @@ std::string WriteModel(const TempDir& dir) {
 std::unique_ptr<LocalWorker> StartWorker(const std::string& cache, const std::string& model,
                                          std::vector<std::string> extra = {}) {
   // Dense by default (the worker's own default is ap): the tests count prefilled and fetched blocks.
-  std::vector<std::string> args = {"--cache", cache, "--model", model, "--threads", "1", "--cache-timeout-ms", "2000",
-                                   "--policy", "dense"};
+  std::vector<std::string> args = {"--cache", cache,      "--model", model, "--threads", "1", "--cache-timeout-ms",
+                                   "2000",    "--policy", "dense"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto w = LocalWorker::Start(args);
   EXPECT_TRUE(w.ok()) << w.status().ToString();
@@ -200,9 +200,7 @@ TEST(WorkerServiceTest, TokenIsRequiredOfClientsAndPresentedToTheNode) {
   TempDir dir("worker-token");
   const std::string model = WriteModel(dir);
   const std::string token_file = dir.path() + "/token";
-  {
-    std::ofstream(token_file) << "s3cret\n";
-  }
+  { std::ofstream(token_file) << "s3cret\n"; }
   auto node = LocalNode::Start({"--ram-bytes", "64MiB", "--token-file", token_file});
   ASSERT_TRUE(node.ok()) << node.status().ToString();
   auto without = LocalWorker::Start({"--cache", (*node)->address(), "--model", model});
@@ -318,10 +316,10 @@ TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorT
     if (got.size() == 40) (*node)->Kill9();
   });
   ASSERT_FALSE(killed.ok()) << "the request succeeded although its cache node died";
-  std::printf("request after kill -9 of the cache node, %zu tokens in: %s\n", got.size(), killed.status().ToString().c_str());
+  std::printf("request after kill -9 of the cache node, %zu tokens in: %s\n", got.size(),
+              killed.status().ToString().c_str());
   EXPECT_TRUE(killed.status().code() == StatusCode::kUnavailable ||
-              killed.status().code() == StatusCode::kDeadlineExceeded ||
-              killed.status().code() == StatusCode::kAborted)
+              killed.status().code() == StatusCode::kDeadlineExceeded || killed.status().code() == StatusCode::kAborted)
       << killed.status().ToString();
   EXPECT_NE(killed.status().message().find("node"), std::string::npos) << killed.status().ToString();
   ASSERT_GE(got.size(), 40u);
@@ -349,7 +347,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, WorkerKillTest, ::testing::Values("dense", "s
 // Issue 6 point 4: workers on a 3-node cluster (etcd) instead of one node: the first request
 // publishes across the nodes, the second worker imports the shared prefix from them.
 TEST(WorkerServiceTest, WorkersOnAThreeNodeClusterShareAPrefix) {
-  if (LocalEtcd::Binary().empty()) GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)";
+  if (LocalEtcd::Binary().empty())
+    GTEST_SKIP() << "etcd not installed: apt-get install etcd-server (or set FORESIGHT_ETCD)";
   TempDir dir("worker-cluster");
   const std::string model = WriteModel(dir);
   auto etcd = LocalEtcd::Start();
@@ -357,7 +356,8 @@ TEST(WorkerServiceTest, WorkersOnAThreeNodeClusterShareAPrefix) {
   std::vector<std::unique_ptr<LocalNode>> nodes;
   for (int i = 0; i < 3; ++i) {
     const std::string id = "n" + std::to_string(i);
-    auto node = LocalNode::Start({"--ram-bytes", "128MiB", "--etcd", (*etcd)->url(), "--node-id", id, "--etcd-ttl", "2"});
+    auto node =
+        LocalNode::Start({"--ram-bytes", "128MiB", "--etcd", (*etcd)->url(), "--node-id", id, "--etcd-ttl", "2"});
     ASSERT_TRUE(node.ok()) << node.status().ToString();
     nodes.push_back(std::move(*node));
   }

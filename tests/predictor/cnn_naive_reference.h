@@ -12,9 +12,7 @@ namespace foresight::predictor::testing {
 inline std::vector<double> NaiveCnn(const CnnWeights& w, const HistoryImage& image) {
   const int H = kCnnRows;
   const int64_t L = image.columns;
-  auto x = [&](int h, int64_t c) -> double {
-    return (h < 0 || h >= H || c < 0 || c >= L) ? 0.0 : image.rows[h][c];
-  };
+  auto x = [&](int h, int64_t c) -> double { return (h < 0 || h >= H || c < 0 || c >= L) ? 0.0 : image.rows[h][c]; };
   std::vector<double> a1(16 * H * L);
   for (int i = 0; i < 16; ++i)
     for (int h = 0; h < H; ++h)

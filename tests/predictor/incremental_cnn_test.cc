@@ -22,8 +22,8 @@ using testing::NaiveCnn;
 using testing::RelativeError;
 
 std::shared_ptr<const CnnWeights> TestWeights() {
-  auto loaded = CnnWeights::Load(FORESIGHT_SOURCE_DIR
-                                 "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
+  auto loaded =
+      CnnWeights::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
   if (loaded.ok()) return *loaded;
   return CnnWeights::Random(7);
 }
@@ -116,7 +116,8 @@ TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGro
       auto row = RandomRow(rng, blocks(tokens));
       if (step % 5 != 4) {
         // Sparse step: only some blocks were attended.
-        for (size_t c = 0; c < row.size(); ++c) if (rng() % 4 != 0) row[c] = 0.0f;
+        for (size_t c = 0; c < row.size(); ++c)
+          if (rng() % 4 != 0) row[c] = 0.0f;
       }
       history.Push(row);
     }
@@ -124,7 +125,10 @@ TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGro
     const HistoryImage image = history.Image(4, window_end(tokens + 1));
     inc.resize(image.columns);
     full.resize(image.columns);
-    if (step == 0) incremental.Reset(image, inc.data()); else incremental.Advance(image, inc.data());
+    if (step == 0)
+      incremental.Reset(image, inc.data());
+    else
+      incremental.Advance(image, inc.data());
     RunCnn(*w, image, full.data());
     ++updates;
     if (image.columns != last_columns) ++growth_updates;
@@ -133,8 +137,10 @@ TEST_P(IncrementalCnnPeriodTest, EqualsFullAtEveryUpdateOverThousandStepsWithGro
     worst = std::max(worst, err);
     ASSERT_LT(err, 1e-5) << "period " << period << " step " << step << " columns " << image.columns;
   }
-  std::printf("period %d: incremental vs full at %d updates over %d steps (%d with new columns): "
-              "max relative error %.3g\n", period, updates, kSteps, growth_updates, worst);
+  std::printf(
+      "period %d: incremental vs full at %d updates over %d steps (%d with new columns): "
+      "max relative error %.3g\n",
+      period, updates, kSteps, growth_updates, worst);
   EXPECT_GT(growth_updates, std::min(50, updates / 2));
 }
 
@@ -181,7 +187,10 @@ TEST(IncrementalCnnTest, EqualsFullAtEveryUpdateOnRealHistories) {
           const HistoryImage image = history.Image(4, window_end(g.key_tokens(step)));
           inc.resize(image.columns);
           full.resize(image.columns);
-          if (step == 0) cnn.Reset(image, inc.data()); else cnn.Advance(image, inc.data());
+          if (step == 0)
+            cnn.Reset(image, inc.data());
+          else
+            cnn.Advance(image, inc.data());
           RunCnn(*ShippedCnnWeights(), image, full.data());
           const double err = RelativeError(inc, full);
           worst = std::max(worst, err);
@@ -234,7 +243,7 @@ TEST(AttentionHistoryTest, KeepsLastSixtyFourRowsWithZerosInNewColumns) {
   for (int i = 0; i < 6; ++i) init[i] = float(i + 1);
   h.Reset(init, 3, 2);
   EXPECT_EQ(h.columns(), 2);
-  EXPECT_EQ(h.row(0)[0], 0.0f);   // padding rows above a short prefill
+  EXPECT_EQ(h.row(0)[0], 0.0f);  // padding rows above a short prefill
   EXPECT_EQ(h.row(61)[0], 1.0f);
   EXPECT_EQ(h.row(63)[1], 6.0f);
   std::vector<float> wide = {7, 8, 9};
@@ -246,7 +255,7 @@ TEST(AttentionHistoryTest, KeepsLastSixtyFourRowsWithZerosInNewColumns) {
   for (int i = 0; i < 70; ++i) h.Push(std::vector<float>{float(100 + i)});
   EXPECT_EQ(h.row(63)[0], 169.0f);
   EXPECT_EQ(h.row(0)[0], 106.0f);
-  EXPECT_EQ(h.row(0)[2], 0.0f);   // a short row reads 0 in its missing columns
+  EXPECT_EQ(h.row(0)[2], 0.0f);  // a short row reads 0 in its missing columns
 }
 
 }  // namespace

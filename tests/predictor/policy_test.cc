@@ -21,8 +21,7 @@ using Blocks = std::vector<int32_t>;
 
 // Brute force: enumerate tokens into sink / local / candidate blocks, sort candidates by
 // (score desc, index asc), keep (budget - sink - local) / block of them (all with fewer than 3).
-Blocks ReferenceSelect(const std::vector<float>& block_scores, int64_t key_tokens,
-                       const SelectionBudget& b) {
+Blocks ReferenceSelect(const std::vector<float>& block_scores, int64_t key_tokens, const SelectionBudget& b) {
   std::set<int32_t> always, candidates;
   for (int64_t t = 0; t < key_tokens; ++t) {
     const int32_t blk = static_cast<int32_t>(t / b.block_tokens);
@@ -35,8 +34,7 @@ Blocks ReferenceSelect(const std::vector<float>& block_scores, int64_t key_token
     if (!always.count(blk)) candidates.insert(blk);
   }
   std::vector<int32_t> order(candidates.begin(), candidates.end());
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t x, int32_t y) { return block_scores[x] > block_scores[y]; });
+  std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return block_scores[x] > block_scores[y]; });
   const int64_t keep = std::max<int64_t>(0, (b.budget_tokens - b.sink_tokens - b.local_tokens) / b.block_tokens);
   if (order.size() >= 3 && static_cast<int64_t>(order.size()) > keep) order.resize(keep);
   std::set<int32_t> out = always;
@@ -46,7 +44,8 @@ Blocks ReferenceSelect(const std::vector<float>& block_scores, int64_t key_token
 
 Blocks ReferenceUnion(const BlockSelection& sel, int kv, int group) {
   std::set<int32_t> u;
-  for (int j = 0; j < group; ++j) u.insert(sel.per_query_head[kv * group + j].begin(), sel.per_query_head[kv * group + j].end());
+  for (int j = 0; j < group; ++j)
+    u.insert(sel.per_query_head[kv * group + j].begin(), sel.per_query_head[kv * group + j].end());
   return Blocks(u.begin(), u.end());
 }
 
@@ -105,8 +104,11 @@ void CheckAgainstReference(PolicyKind kind, const Fixture& f, int64_t budget, Re
     f.trace.DecodeRows(0, s, &bmax, &bsum);
     const TraceGeometry& g = f.trace.geometry();
     const int64_t nb = g.blocks_at(s);
-    StepInputs in{.key_tokens = g.key_tokens(s), .query = f.trace.query(0, s),
-                  .key_digests = &f.trace.key_digests(0), .dense_block_sum = bsum, .query_block_scores = {}};
+    StepInputs in{.key_tokens = g.key_tokens(s),
+                  .query = f.trace.query(0, s),
+                  .key_digests = &f.trace.key_digests(0),
+                  .dense_block_sum = bsum,
+                  .query_block_scores = {}};
     BlockSelection sel;
     ASSERT_TRUE((*policy)->Select(in, &sel).ok());
     for (int h = 0; h < f.g.q_heads; ++h) {
@@ -180,7 +182,8 @@ TEST(PolicyTest, QuestRanksByKeyBoundComputedFromRawKeys) {
   for (auto& v : keys) v = n(rng);
   for (auto& v : query) v = n(rng);
   KeyDigests digests(kv_heads, d, 16);
-  for (int64_t t = 0; t < tokens; ++t) digests.AppendToken(std::span<const float>(&keys[t * kv_heads * d], kv_heads * d));
+  for (int64_t t = 0; t < tokens; ++t)
+    digests.AppendToken(std::span<const float>(&keys[t * kv_heads * d], kv_heads * d));
   PolicySpec spec;
   spec.kind = PolicyKind::kQuest;
   spec.budget.budget_tokens = 192;
@@ -267,7 +270,8 @@ TEST(PolicyTest, SnapKVVotesWithTheLastWindowAndKeepsGeneratedBlocks) {
 // AttentionPredictor: a plain history (deque of rows) and the full CNN on the cropped window,
 // with sparse observations and a dense row every 5th step.
 void CheckAttentionPredictor(bool per_kv_head, bool full_cnn) {
-  auto weights = CnnWeights::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
+  auto weights =
+      CnnWeights::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
   std::shared_ptr<const CnnWeights> w = weights.ok() ? *weights : CnnWeights::Random(3);
   Fixture f = SmallTrace(500, 60);
   const TraceGeometry& g = f.trace.geometry();

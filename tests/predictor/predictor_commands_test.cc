@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "predictor/cli/predictor_commands.h"
 #include "common/safetensors.h"
+#include "predictor/cli/predictor_commands.h"
 #include "predictor/trace.h"
 #include "tests/predictor/synthetic_trace.h"
 
@@ -17,8 +17,8 @@ namespace {
 const std::string kReferenceDir = FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/";
 
 std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() /
-          ("foresight_pred_cli_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("foresight_pred_cli_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 int RunCommand(std::vector<std::string> args) {
@@ -39,10 +39,10 @@ TEST(PredictorCommandsTest, CnnReproducesPublishedVectorsForBothCheckpoints) {
   if (!std::filesystem::exists(kReferenceDir + "vectors.safetensors")) GTEST_SKIP() << "no reference data";
   for (const std::string checkpoint : {"llama3.1", "longchat"}) {
     const std::string out = TempPath(checkpoint + ".safetensors");
-    ASSERT_EQ(RunCommand({"predictor", "cnn", "--weights", kReferenceDir + "cnn_" + checkpoint + ".safetensors",
-                          "--input", kReferenceDir + "vectors.safetensors", "--output", out,
-                          "--expect-suffix", checkpoint}),
-              0);
+    ASSERT_EQ(
+        RunCommand({"predictor", "cnn", "--weights", kReferenceDir + "cnn_" + checkpoint + ".safetensors", "--input",
+                    kReferenceDir + "vectors.safetensors", "--output", out, "--expect-suffix", checkpoint}),
+        0);
     auto file = SafetensorsFile::Open(out);
     ASSERT_TRUE(file.ok()) << file.status().ToString();
     auto y = (*file)->Get("case6.output");
@@ -72,8 +72,8 @@ TEST(PredictorCommandsTest, EvalRunsOnATrace) {
   o.decode_steps = 12;
   const std::string trace = TempPath("trace.safetensors");
   ASSERT_TRUE(testing::MakeSyntheticTrace(o).Save(trace).ok());
-  EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "quest,h2o,oracle", "--budget",
-                        "160,256", "--json"}),
+  EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "quest,h2o,oracle", "--budget", "160,256",
+                        "--json"}),
             0);
   // Without --weights, attention_predictor runs with the shipped weights; a missing file is an error.
   EXPECT_EQ(RunCommand({"predictor", "eval", "--trace", trace, "--policy", "attention_predictor", "--budget", "160"}),

@@ -17,7 +17,8 @@ TEST(RecoveryEvalTest, DenseIsOneOracleBoundsEveryPolicyAndUnionBoundsOwn) {
   o.decode_steps = 30;
   Trace trace = testing::MakeSyntheticTrace(o);
   RecoveryOptions options;
-  auto weights = CnnWeights::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
+  auto weights =
+      CnnWeights::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_llama3.1.safetensors");
   for (PolicyKind k : AllPolicyKinds()) {
     if (k == PolicyKind::kAttentionPredictor && !weights.ok()) continue;
     PolicySpec spec;
@@ -33,17 +34,15 @@ TEST(RecoveryEvalTest, DenseIsOneOracleBoundsEveryPolicyAndUnionBoundsOwn) {
   std::map<std::pair<std::string, int64_t>, RecoveryResult> by;
   for (const auto& r : *results) {
     by[{r.label, r.budget}] = r;
-    std::printf("%-20s %5lld recovery %.4f union %.4f blocks %.1f\n", r.label.c_str(),
-                static_cast<long long>(r.budget), r.recovery, r.kv_union_recovery, r.mean_selected_blocks);
+    std::printf("%-20s %5lld recovery %.4f union %.4f blocks %.1f\n", r.label.c_str(), static_cast<long long>(r.budget),
+                r.recovery, r.kv_union_recovery, r.mean_selected_blocks);
     EXPECT_GE(r.recovery, 0.0);
     EXPECT_LE(r.recovery, 1.0 + 1e-5);
     EXPECT_GE(r.kv_union_recovery, r.recovery - 1e-9);
     EXPECT_EQ(r.per_layer.size(), static_cast<size_t>(o.layers));
     EXPECT_EQ(r.samples, o.layers * o.q_heads * o.decode_steps);
   }
-  auto recovery = [&](const std::string& label, int64_t budget) {
-    return by[std::make_pair(label, budget)].recovery;
-  };
+  auto recovery = [&](const std::string& label, int64_t budget) { return by[std::make_pair(label, budget)].recovery; };
   for (int64_t b : options.budgets) {
     EXPECT_NEAR(recovery("dense", b), 1.0, 1e-5);
     for (const auto& [key, r] : by) {
@@ -62,9 +61,10 @@ TEST(RecoveryEvalTest, DenseIsOneOracleBoundsEveryPolicyAndUnionBoundsOwn) {
 // Two query heads share one KV head. Each dense row below sums to 1; recovery is the dense mass
 // on the kept blocks, averaged over heads and steps within a layer, then over layers.
 // The oracle keeps the two heaviest candidates of the step; StreamingLLM the two most recent (3, 4).
-//   row A = .10 .05 .30 .02 .13 .15 .25  oracle keeps 2, 4: .10+.30+.13+.15+.25 = .93; streaming .10+.02+.13+.15+.25 = .65
-//   row B = .05 .25 .01 .40 .04 .05 .20  oracle keeps 3, 1: .05+.25+.40+.05+.20 = .95; streaming .05+.40+.04+.05+.20 = .74
-//   row C = .50 .12 .11 .08 .09 .05 .05  oracle keeps 1, 2: .50+.12+.11+.05+.05 = .83; streaming .50+.08+.09+.05+.05 = .77
+//   row A = .10 .05 .30 .02 .13 .15 .25  oracle keeps 2, 4: .10+.30+.13+.15+.25 = .93; streaming .10+.02+.13+.15+.25 =
+//   .65 row B = .05 .25 .01 .40 .04 .05 .20  oracle keeps 3, 1: .05+.25+.40+.05+.20 = .95; streaming
+//   .05+.40+.04+.05+.20 = .74 row C = .50 .12 .11 .08 .09 .05 .05  oracle keeps 1, 2: .50+.12+.11+.05+.05 = .83;
+//   streaming .50+.08+.09+.05+.05 = .77
 // Layer 0: head 0 sees A, head 1 sees B (both steps). Layer 1: both heads see C.
 //   oracle:    layer 0 (.93+.95)/2 = .94, layer 1 .83; recovery (.94+.83)/2 = .885
 //              KV union: layer 0 blocks {0,2,4,5,6} u {0,1,3,5,6} = all 7 -> 1.0, layer 1 .83 -> .915

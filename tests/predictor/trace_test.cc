@@ -11,7 +11,8 @@ namespace foresight::predictor {
 namespace {
 
 std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("foresight_pred_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("foresight_pred_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 void ExpectSameTrace(const Trace& a, const Trace& b) {
@@ -102,7 +103,8 @@ TEST(TraceTest, RejectsMisuse) {
   TraceGeometry bad = g;
   bad.kv_heads = 3;
   EXPECT_FALSE(TraceWriter::Create(TempPath("bad2.safetensors"), bad).ok());
-  auto not_trace = Trace::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_longchat.safetensors");
+  auto not_trace =
+      Trace::Load(FORESIGHT_SOURCE_DIR "/../shared/reference/attention_predictor/cnn_longchat.safetensors");
   EXPECT_FALSE(not_trace.ok());
 }
 

@@ -36,8 +36,8 @@ struct Case {
 TEST(CompactKeyCopyTest, LogitsEqualAPlainDequantisedProduct) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const Case& c : {Case{9, 3, 64, 1000}, Case{4, 4, 32, 7}, Case{8, 2, 128, 531}, Case{6, 3, 48, 300},
-                        Case{2, 1, 64, 8}}) {
+  for (const Case& c :
+       {Case{9, 3, 64, 1000}, Case{4, 4, 32, 7}, Case{8, 2, 128, 531}, Case{6, 3, 48, 300}, Case{2, 1, 64, 8}}) {
     CompactKeyCopy copy(c.n_heads, c.kv_heads, c.head_dim);
     std::vector<float> keys(static_cast<size_t>(c.tokens) * c.kv_heads * c.head_dim);
     for (auto& v : keys) v = normal(rng) * (1.0f + 3.0f * (rng() % 7 == 0));

@@ -55,10 +55,10 @@ double MaxRelativeDiff(const std::vector<float>& ref, const std::vector<float>& 
   return scale > 0 ? diff / scale : diff;
 }
 
-#define SKIP_WITHOUT_GPU()                                                       \
-  do {                                                                           \
-    Status device = CudaDeviceStatus();                                          \
-    if (!device.ok()) GTEST_SKIP() << "no usable GPU: " << device.message();     \
+#define SKIP_WITHOUT_GPU()                                                   \
+  do {                                                                       \
+    Status device = CudaDeviceStatus();                                      \
+    if (!device.ok()) GTEST_SKIP() << "no usable GPU: " << device.message(); \
   } while (0)
 
 TEST(CudaKernelsTest, RmsNormMatchesCpu) {
@@ -161,7 +161,8 @@ struct KvFixture {
   int32_t n_heads, kv_heads, head_dim;
   int64_t tokens;
   KvCache kv;
-  KvFixture(int32_t nh, int32_t kvh, int32_t hd, int64_t t) : n_heads(nh), kv_heads(kvh), head_dim(hd), tokens(t), kv(1, kvh, hd) {
+  KvFixture(int32_t nh, int32_t kvh, int32_t hd, int64_t t)
+      : n_heads(nh), kv_heads(kvh), head_dim(hd), tokens(t), kv(1, kvh, hd) {
     kv.Resize(tokens);
   }
   // Layer 0's blocks one after another: the device layout.
@@ -195,8 +196,8 @@ TEST(CudaKernelsTest, StoreKvWritesTheBlockLayout) {
 
 // Attention of query head h (at `visible` - 1) over `blocks`, as Sequence::DecodeAttention does it,
 // with the value sum in double.
-void ReferenceAttention(const KvFixture& f, const float* q, int32_t h, int64_t visible, const std::vector<int32_t>& blocks,
-                        float* out, float* block_max, float* block_sum) {
+void ReferenceAttention(const KvFixture& f, const float* q, int32_t h, int64_t visible,
+                        const std::vector<int32_t>& blocks, float* out, float* block_max, float* block_sum) {
   const int32_t hd = f.head_dim, kvh = h / (f.n_heads / f.kv_heads);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   std::vector<float> sc;
@@ -254,7 +255,8 @@ TEST_P(CudaAttentionTest, CausalAndSparseMatchCpu) {
       std::vector<int32_t> all((visible + 15) / 16);
       for (size_t b = 0; b < all.size(); ++b) all[b] = static_cast<int32_t>(b);
       for (int32_t h = 0; h < n_heads; ++h) {
-        ReferenceAttention(f, q.data() + t * qo + h * hd, h, visible, all, ref.data() + t * qo + h * hd, nullptr, nullptr);
+        ReferenceAttention(f, q.data() + t * qo + h * hd, h, visible, all, ref.data() + t * qo + h * hd, nullptr,
+                           nullptr);
       }
     }
     DeviceArray<float> dq(q), dout(std::vector<float>(n * qo));

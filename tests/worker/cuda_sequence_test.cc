@@ -16,11 +16,11 @@
 // Top-1 must agree wherever the CPU's top two logits are further apart than twice the tolerance.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
-#include <unistd.h>
 
 #include "worker/cuda/cuda_sequence.h"
 #include "worker/sequence.h"
@@ -35,7 +35,8 @@ namespace {
 // attention kernel's 8-block tiles. Records what the step's attention looked like.
 class FixedBlocksHook : public DecodeAttentionHook {
  public:
-  explicit FixedBlocksHook(int32_t n_layers) : queries(n_layers), last_block(n_layers), block_max(n_layers), block_sum(n_layers) {}
+  explicit FixedBlocksHook(int32_t n_layers)
+      : queries(n_layers), last_block(n_layers), block_max(n_layers), block_sum(n_layers) {}
 
   bool SelectBlocks(int32_t layer, int64_t position, const float* q, const KvCache& kv,
                     std::vector<std::vector<int32_t>>* blocks) override {
@@ -149,7 +150,8 @@ void CompareBackends(const Model& model, double tolerance, const std::string& na
     ExpectLogitsAgree(lc, lg, vocab, tolerance, what);
     EXPECT_FALSE(hg.was_dense) << what;
     for (int32_t l = 0; l < c.n_layers; ++l) {
-      EXPECT_LE(MaxRelativeDiff(hc.queries[l], hg.queries[l], c.head_dim * c.n_heads), tolerance) << what << " layer " << l;
+      EXPECT_LE(MaxRelativeDiff(hc.queries[l], hg.queries[l], c.head_dim * c.n_heads), tolerance)
+          << what << " layer " << l;
       EXPECT_LE(MaxRelativeDiff(hc.last_block[l], hg.last_block[l], hc.last_block[l].size()), tolerance)
           << what << " layer " << l << " KV block";
       ASSERT_EQ(hc.block_max[l].size(), hg.block_max[l].size());
@@ -223,8 +225,9 @@ TEST(CudaSequenceTest, F16ModelWithBiasAndLlama3RopeMatchesCpu) {
 TEST(CudaSequenceTest, Q8_0GgufModelMatchesCpu) {
   Status device = CudaDeviceStatus();
   if (!device.ok()) GTEST_SKIP() << "no usable GPU: " << device.message();
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            ("foresight_cuda_seq_" + std::to_string(::getpid()) + ".gguf")).string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("foresight_cuda_seq_" + std::to_string(::getpid()) + ".gguf"))
+          .string();
   ASSERT_TRUE(WriteSyntheticGguf(SmallSpec(TensorType::kQ8_0), path).ok());
   auto model = Model::Open(path);
   ASSERT_TRUE(model.ok()) << model.status().ToString();

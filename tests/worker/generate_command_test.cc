@@ -34,8 +34,9 @@ int RunCommand(std::vector<std::string> args) {
 class GenerateCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = (std::filesystem::temp_directory_path() /
-             ("foresight_generate_cli_" + std::to_string(::getpid()) + ".gguf")).string();
+    path_ =
+        (std::filesystem::temp_directory_path() / ("foresight_generate_cli_" + std::to_string(::getpid()) + ".gguf"))
+            .string();
     ASSERT_TRUE(WriteSyntheticGguf(SyntheticModelSpec{}, path_).ok());
   }
   void TearDown() override { std::filesystem::remove(path_); }
@@ -78,8 +79,8 @@ TEST_F(GenerateCommandTest, BadNumbersAreRefusedNotClampedOrThrown) {
 }
 
 TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {
-  const std::vector<std::string> args = {"generate", "--model", path_, "--prompt-tokens", "1,2,3,4",
-                                         "--max-tokens", "3", "--json", "--backend", "cuda"};
+  const std::vector<std::string> args = {"generate",     "--model", path_,    "--prompt-tokens", "1,2,3,4",
+                                         "--max-tokens", "3",       "--json", "--backend",       "cuda"};
 #if FORESIGHT_WORKER_HAVE_CUDA
   const Status device = CudaDeviceStatus();
   if (device.ok()) {
@@ -101,8 +102,8 @@ TEST_F(GenerateCommandTest, CudaBackendRefusesSelectionPolicies) {
 #if FORESIGHT_WORKER_HAVE_CUDA
   if (!CudaDeviceStatus().ok()) GTEST_SKIP() << "the device error comes first without a GPU";
   testing::internal::CaptureStderr();
-  const int code = RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--backend", "cuda",
-                               "--policy", "quest"});
+  const int code = RunCommand(
+      {"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--backend", "cuda", "--policy", "quest"});
   const std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(code, 1);
   EXPECT_NE(err.find("--policy dense only"), std::string::npos) << err;

@@ -13,7 +13,8 @@ namespace foresight::worker {
 namespace {
 
 std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("foresight_gguf_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("foresight_gguf_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 std::vector<float> RandomValues(size_t n, uint32_t seed) {
@@ -34,8 +35,8 @@ TEST(GgufFileTest, RoundTripsMetadataAndTensors) {
   w.SetI32Array("tokenizer.ggml.token_type", {1, 1, 3});
   w.SetF32Array("scores", {0.5f, -1.0f});
   const std::vector<float> values = RandomValues(64 * 3, 1);
-  for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
-                       TensorType::kQ4_0, TensorType::kQ4_1}) {
+  for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                       TensorType::kQ4_1}) {
     ASSERT_TRUE(w.AddFloatTensor(std::string("t.") + TensorTypeName(t), t, {64, 3}, values).ok());
   }
   const std::string path = TempPath("roundtrip.gguf");
@@ -59,9 +60,11 @@ TEST(GgufFileTest, RoundTripsMetadataAndTensors) {
   EXPECT_NE(missing.status().message().find(path), std::string::npos);
   EXPECT_NE(missing.status().message().find("absent"), std::string::npos);
 
-  const struct { TensorType type; float tolerance; } cases[] = {
-      {TensorType::kF32, 0.0f}, {TensorType::kF16, 2e-3f}, {TensorType::kBF16, 2e-2f},
-      {TensorType::kQ8_0, 2e-2f}, {TensorType::kQ4_0, 0.35f}, {TensorType::kQ4_1, 0.35f}};
+  const struct {
+    TensorType type;
+    float tolerance;
+  } cases[] = {{TensorType::kF32, 0.0f},   {TensorType::kF16, 2e-3f},  {TensorType::kBF16, 2e-2f},
+               {TensorType::kQ8_0, 2e-2f}, {TensorType::kQ4_0, 0.35f}, {TensorType::kQ4_1, 0.35f}};
   for (const auto& c : cases) {
     auto t = g.GetTensor(std::string("t.") + TensorTypeName(c.type));
     ASSERT_TRUE(t.ok());

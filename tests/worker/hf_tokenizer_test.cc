@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "tests/worker/reference_env.h"
@@ -33,13 +33,22 @@ class HfTokenizerTest : public ::testing::Test {
 
   // The tiny vocabulary of tokenizer_test.cc: bytes of "abc " plus merges a+b, ab+c, Ġ+a.
   static json TinyTokenizerJson() {
-    json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"\xC4\xA0", 3}, {"ab", 4}, {"abc", 5}, {"\xC4\xA0" "a", 6}};
+    json vocab = {{"a", 0},
+                  {"b", 1},
+                  {"c", 2},
+                  {"\xC4\xA0", 3},
+                  {"ab", 4},
+                  {"abc", 5},
+                  {"\xC4\xA0"
+                   "a",
+                   6}};
     return {
         {"version", "1.0"},
         {"added_tokens", json::array({{{"id", 7}, {"content", "<|end|>"}, {"special", true}}})},
         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
         {"decoder", {{"type", "ByteLevel"}}},
-        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({json::array({"a", "b"}), "ab c", "\xC4\xA0 a"})}}},
+        {"model",
+         {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({json::array({"a", "b"}), "ab c", "\xC4\xA0 a"})}}},
     };
   }
 
@@ -183,16 +192,15 @@ TEST_F(HfTokenizerTest, SmolLM2VocabularyEncodesAsFromGguf) {
     const size_t space = m.find(' ');
     merge_pairs.push_back(json::array({m.substr(0, space), m.substr(space + 1)}));
   }
-  Write("tokenizer.json",
-        json{{"added_tokens", added},
-             {"pre_tokenizer", {{"type", "Sequence"},
-                                {"pretokenizers", json::array({{{"type", "Digits"}, {"individual_digits", true}},
-                                                               {{"type", "ByteLevel"}, {"use_regex", true}}})}}},
-             {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_pairs}}}});
-  Write("tokenizer_config.json",
-        json{{"bos_token", (*reference)->TokenPiece((*reference)->bos(), true)},
-             {"eos_token", (*reference)->TokenPiece((*reference)->eos(), true)},
-             {"chat_template", *(*gguf)->GetString("tokenizer.chat_template")}});
+  Write("tokenizer.json", json{{"added_tokens", added},
+                               {"pre_tokenizer",
+                                {{"type", "Sequence"},
+                                 {"pretokenizers", json::array({{{"type", "Digits"}, {"individual_digits", true}},
+                                                                {{"type", "ByteLevel"}, {"use_regex", true}}})}}},
+                               {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_pairs}}}});
+  Write("tokenizer_config.json", json{{"bos_token", (*reference)->TokenPiece((*reference)->bos(), true)},
+                                      {"eos_token", (*reference)->TokenPiece((*reference)->eos(), true)},
+                                      {"chat_template", *(*gguf)->GetString("tokenizer.chat_template")}});
   auto tok = LoadHfTokenizer(dir_);
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
   EXPECT_EQ((*tok)->vocab_size(), (*reference)->vocab_size());
@@ -213,7 +221,8 @@ TEST_F(HfTokenizerTest, SmolLM2VocabularyEncodesAsFromGguf) {
   int golden_cases = 0, golden_same = 0;
   for (const auto& c : (*golden)["cases"]) {
     ++golden_cases;
-    const std::vector<TokenId> got = (*tok)->Encode(worker::testing::GoldenCaseText(c), false, c["special"].get<bool>());
+    const std::vector<TokenId> got =
+        (*tok)->Encode(worker::testing::GoldenCaseText(c), false, c["special"].get<bool>());
     const bool same = got == c["ids"].get<std::vector<TokenId>>();
     golden_same += same;
     if (!same && golden_cases - golden_same <= 5) {

@@ -5,11 +5,10 @@
 // The engine follows llama.cpp's CPU arithmetic operation for operation (8-bit activations against
 // Q4_1/Q8_0 rows, half K/V, half attention operands, the same exp polynomial, the same summation
 // orders: worker/transformer_kernels.h); against llama.cpp's AVX-512 kernels (its plain ones, not
-// the repacked or AMX weights: make_golden.py) the logits are bit-identical (docs/worker.md). The tolerances below are llama.cpp's own spread
-// (the golden file records it: the same tokens evaluated one at a time instead of as a batch), so
-// that a llama.cpp built for another CPU, which sums in another order, would still pass, and a
-// wrong weight layout, RoPE pairing or mask does not. FORESIGHT_REFERENCE_DETAIL=1 prints every
-// position.
+// the repacked or AMX weights: make_golden.py) the logits are bit-identical (docs/worker.md). The tolerances below are
+// llama.cpp's own spread (the golden file records it: the same tokens evaluated one at a time instead of as a batch),
+// so that a llama.cpp built for another CPU, which sums in another order, would still pass, and a wrong weight layout,
+// RoPE pairing or mask does not. FORESIGHT_REFERENCE_DETAIL=1 prints every position.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -40,10 +39,10 @@ std::vector<int64_t> TopK(const float* x, int64_t n, int64_t k) {
 // at least 16. Any arithmetic llama.cpp itself may produce passes; the engine, measured against the
 // golden file, is bit-identical (max |diff| 0, 301/301, overlap 20). A wrong weight layout, RoPE
 // pairing, mask or norm moves logits by whole units at most positions.
-constexpr double kMaxAbsDiff = 1.25;    // any one of llama.cpp's top-20 logits, any position
-constexpr double kMeanAbsDiff = 0.15;   // over every compared logit
-constexpr int kTopKOverlap = 16;        // of the engine's top 20 ids in llama.cpp's, every position
-constexpr double kTop1Share = 0.95;     // positions with the same top-1 (llama.cpp's own: 0.96)
+constexpr double kMaxAbsDiff = 1.25;   // any one of llama.cpp's top-20 logits, any position
+constexpr double kMeanAbsDiff = 0.15;  // over every compared logit
+constexpr int kTopKOverlap = 16;       // of the engine's top 20 ids in llama.cpp's, every position
+constexpr double kTop1Share = 0.95;    // positions with the same top-1 (llama.cpp's own: 0.96)
 
 TEST(ModelReferenceTest, LogitsMatchLlamaCppGolden) {
   auto golden = testing::LoadGolden("llama_cpp_logits.json");
@@ -130,13 +129,13 @@ TEST(ModelReferenceTest, LogitsMatchLlamaCppGolden) {
     }
   }
   const double mean_abs = sum_abs / static_cast<double>(positions * k);
-  std::printf("logits vs llama.cpp %s (golden): top-1 identical at %lld/%lld positions, top-%lld logits: "
-              "max |diff| %.4f, mean |diff| %.5f, %lld positions exact; min top-%lld overlap %lld "
-              "(llama.cpp's own spread: %s)\n",
-              (*golden)["generator"]["llama_cpp_python"].get<std::string>().c_str(),
-              static_cast<long long>(top1_same), static_cast<long long>(positions), static_cast<long long>(k),
-              max_abs, mean_abs, static_cast<long long>(exact), static_cast<long long>(k),
-              static_cast<long long>(min_overlap), spread.dump().c_str());
+  std::printf(
+      "logits vs llama.cpp %s (golden): top-1 identical at %lld/%lld positions, top-%lld logits: "
+      "max |diff| %.4f, mean |diff| %.5f, %lld positions exact; min top-%lld overlap %lld "
+      "(llama.cpp's own spread: %s)\n",
+      (*golden)["generator"]["llama_cpp_python"].get<std::string>().c_str(), static_cast<long long>(top1_same),
+      static_cast<long long>(positions), static_cast<long long>(k), max_abs, mean_abs, static_cast<long long>(exact),
+      static_cast<long long>(k), static_cast<long long>(min_overlap), spread.dump().c_str());
   EXPECT_GE(positions, 200);
   EXPECT_LE(mean_abs, kMeanAbsDiff);
   EXPECT_GE(top1_judgeable, positions / 3) << "too few positions with a clear top-1 to judge";

@@ -146,7 +146,8 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
     // Publish again (nothing new) until blocks 0 and 1 are acknowledged, their manifests follow,
     // and the held put has reached the gate.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while ((pub.acknowledged_blocks() < 2 || gated.batches_held() == 0) && std::chrono::steady_clock::now() < deadline) {
+    while ((pub.acknowledged_blocks() < 2 || gated.batches_held() == 0) &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
     }

@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <map>
 
-#include "testing/local_node.h"
 #include "predictor/cnn_weights.h"
+#include "testing/local_node.h"
 #include "worker/offload/resident_pool.h"
 #include "worker/synthetic_model.h"
 
@@ -118,16 +118,17 @@ TEST_F(OffloadSequenceTest, OutputTokensIdenticalInEveryMode) {
         o.local_blocks = 4;
         o.margin_blocks = 4;
         const std::string what = std::string(predictor::PolicyKindName(spec.kind)) +
-                                 (spec.query_refine > 0 ? " refined " : " ") +
-                                 std::string(OffloadModeName(mode)) + (reuse ? "" : " no-reuse");
+                                 (spec.query_refine > 0 ? " refined " : " ") + std::string(OffloadModeName(mode)) +
+                                 (reuse ? "" : " no-reuse");
         auto off = Generate(*model_, client_.get(), spec, o, prompt, steps);
         ASSERT_TRUE(off.ok()) << what << ": " << off.status().ToString();
         EXPECT_EQ(off->tokens, resident->tokens) << what;
         EXPECT_GT(off->stats.heads_fetched, 0) << what;
         EXPECT_GT(off->stats.bytes_fetched, 0u) << what;
         // The worker really dropped the history: far less than the full KV stays on it.
-        EXPECT_LT(off->stats.resident_kv_bytes, 20u * model_->config().n_layers *
-                                                    SyntheticModelSpec{}.n_kv_heads * 2 * 16 * 16 * 2 * 2) << what;
+        EXPECT_LT(off->stats.resident_kv_bytes,
+                  20u * model_->config().n_layers * SyntheticModelSpec{}.n_kv_heads * 2 * 16 * 16 * 2 * 2)
+            << what;
         if (!reuse && spec.kind != predictor::PolicyKind::kQuest) {
           // Without reuse only prefetched blocks are hits (Quest cannot be asked ahead).
           EXPECT_EQ(off->stats.pool_hits > 0, mode != OffloadMode::kOnDemand) << what;
@@ -418,8 +419,8 @@ TEST(ResidentPoolTest, EvictsLeastRecentlyUsedAndNeverPinned) {
   // Touch moves an entry to the recently used end without pinning it.
   pool.MarkReady(d);
   pool.Unpin(d);
-  pool.Unpin(pool.Lookup({0, 0, 1}));  // LRU order now: c, d, a
-  pool.Touch(pool.Lookup({0, 0, 3}));  // d, a, c
+  pool.Unpin(pool.Lookup({0, 0, 1}));             // LRU order now: c, d, a
+  pool.Touch(pool.Lookup({0, 0, 3}));             // d, a, c
   ASSERT_NE(pool.Insert({0, 0, 5}, 0), nullptr);  // evicts d, not c
   EXPECT_EQ(pool.Lookup({0, 0, 4}), nullptr);
   EXPECT_NE(pool.Lookup({0, 0, 3}), nullptr);

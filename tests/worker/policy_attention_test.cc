@@ -16,7 +16,7 @@ std::vector<TokenId> Prompt(int n) {
 }
 
 StatusOr<GenerateResult> RunPolicy(const Model& model, const std::vector<TokenId>& prompt, predictor::PolicyKind kind,
-                             int64_t budget, std::unique_ptr<PolicyDecodeAttention>* keep) {
+                                   int64_t budget, std::unique_ptr<PolicyDecodeAttention>* keep) {
   predictor::PolicySpec spec;
   spec.kind = kind;
   spec.budget.budget_tokens = budget;
@@ -59,8 +59,9 @@ TEST(PolicyAttentionTest, SmallBudgetAttendsFewerBlocks) {
     std::unique_ptr<PolicyDecodeAttention> keep;
     auto sparse = RunPolicy(**model, prompt, kind, 256, &keep);
     ASSERT_TRUE(sparse.ok()) << sparse.status().ToString();
-    const double per_head_step = static_cast<double>(sparse->stats.blocks_attended) /
-                                 (sparse->stats.decode_tokens * (*model)->config().n_layers * (*model)->config().n_kv_heads);
+    const double per_head_step =
+        static_cast<double>(sparse->stats.blocks_attended) /
+        (sparse->stats.decode_tokens * (*model)->config().n_layers * (*model)->config().n_kv_heads);
     // 256 tokens: 4 sink + up to 5 local blocks + 8 chosen per query head; a KV head attends the
     // union of its 2 query heads' choices (at most 4 + 5 + 16), out of ~38 blocks.
     EXPECT_LE(per_head_step, 25.0) << predictor::PolicyKindName(kind);

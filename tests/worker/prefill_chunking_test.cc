@@ -60,17 +60,15 @@ TEST_P(PrefillChunkingTest, KvBytesAreTheSameHoweverThePromptWasCut) {
     int64_t n;
     int32_t chunk;
   };
-  for (const Case& c : {Case{"a longer prompt (last chunk 46 rows, not 44)", 302, 64},
-                        Case{"chunks of 37", 300, 37}, Case{"chunks of 3 (the few-row kernels)", 300, 3},
-                        Case{"one decode step per token", 300, 0}}) {
+  for (const Case& c : {Case{"a longer prompt (last chunk 46 rows, not 44)", 302, 64}, Case{"chunks of 37", 300, 37},
+                        Case{"chunks of 3 (the few-row kernels)", 300, 3}, Case{"one decode step per token", 300, 0}}) {
     auto other = Fill(**model, tokens, c.n, c.chunk);
     std::vector<std::string> differ = DifferentBlocks(*reference, *other, spec.n_layers, checked);
     EXPECT_TRUE(differ.empty()) << c.what << ": " << differ.size() << " blocks differ, first " << differ.front();
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(QuantizedWeights, PrefillChunkingTest,
-                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_1),
+INSTANTIATE_TEST_SUITE_P(QuantizedWeights, PrefillChunkingTest, ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_1),
                          [](const auto& info) { return std::string(TensorTypeName(info.param)); });
 
 }  // namespace

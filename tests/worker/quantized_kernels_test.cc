@@ -36,12 +36,18 @@ uint32_t U32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (sta
 
 int BlockBytes(TensorType type) {
   switch (type) {
-    case TensorType::kQ8_0: return 34;
-    case TensorType::kQ4_0: return 18;
-    case TensorType::kQ4_1: return 20;
-    case TensorType::kQ5_0: return 22;
-    case TensorType::kQ5_1: return 24;
-    default: return 0;
+    case TensorType::kQ8_0:
+      return 34;
+    case TensorType::kQ4_0:
+      return 18;
+    case TensorType::kQ4_1:
+      return 20;
+    case TensorType::kQ5_0:
+      return 22;
+    case TensorType::kQ5_1:
+      return 24;
+    default:
+      return 0;
   }
 }
 
@@ -216,8 +222,8 @@ TEST(QuantizedKernelsTest, DotMatchesTheGgufLayoutReference) {
 TEST(QuantizedKernelsTest, QuantiseRoundTripsThroughTheGgufLayoutWithinAStep) {
   std::mt19937 rng(23);
   std::normal_distribution<float> dist(0.0f, 2.0f);
-  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
-                          TensorType::kQ4_0, TensorType::kQ4_1}) {
+  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                          TensorType::kQ4_1}) {
     for (int64_t n : {32, 576}) {
       std::vector<float> w(n);
       for (float& v : w) v = dist(rng) + (type == TensorType::kQ4_1 ? 1.0f : 0.0f);
@@ -234,16 +240,28 @@ TEST(QuantizedKernelsTest, QuantiseRoundTripsThroughTheGgufLayoutWithinAStep) {
         }
         double step = 0, slack = 0;
         switch (type) {
-          case TensorType::kF32: break;
-          case TensorType::kF16: slack = amax * std::ldexp(1.0, -11); break;
-          case TensorType::kBF16: slack = amax * std::ldexp(1.0, -8); break;
-          case TensorType::kQ8_0: step = 0.5 * amax / 127; slack = amax * std::ldexp(1.0, -11); break;
-          case TensorType::kQ4_0: step = amax / 8; slack = 8 * (amax / 8) * std::ldexp(1.0, -11); break;
+          case TensorType::kF32:
+            break;
+          case TensorType::kF16:
+            slack = amax * std::ldexp(1.0, -11);
+            break;
+          case TensorType::kBF16:
+            slack = amax * std::ldexp(1.0, -8);
+            break;
+          case TensorType::kQ8_0:
+            step = 0.5 * amax / 127;
+            slack = amax * std::ldexp(1.0, -11);
+            break;
+          case TensorType::kQ4_0:
+            step = amax / 8;
+            slack = 8 * (amax / 8) * std::ldexp(1.0, -11);
+            break;
           case TensorType::kQ4_1:
             step = 0.5 * (hi - lo) / 15;
             slack = (hi - lo) * std::ldexp(1.0, -11) + std::fabs(lo) * std::ldexp(1.0, -11);
             break;
-          default: break;
+          default:
+            break;
         }
         for (int j = 0; j < 32; ++j) {
           const int64_t i = blk * 32 + j;
@@ -275,7 +293,6 @@ TEST(QuantizedKernelsTest, Q5DecodingRule) {
   EXPECT_NEAR(DotRow(TensorType::kQ5_0, block.data(), x.data(), 32), sum, 1e-4);
 }
 
-
 uint16_t Half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 float FromHalf(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -286,10 +303,10 @@ TEST(QuantizedKernelsTest, ActivationQuantisationRule) {
   std::vector<float> x(96);
   for (float& v : x) v = dist(rng);
   for (int j = 32; j < 64; ++j) x[j] = 0.0f;  // an all-zero block
-  x[70] = 0.5f * 127.0f / 127.0f;              // block 2: amax 127 gives id = 1, so 0.5 ties to 0
-  x[71] = 1.5f;                                // ... and 1.5 ties to 2
+  x[70] = 0.5f * 127.0f / 127.0f;             // block 2: amax 127 gives id = 1, so 0.5 ties to 0
+  x[71] = 1.5f;                               // ... and 1.5 ties to 2
   x[72] = 127.0f;
-  x[73] = -2.5f;                               // ... and -2.5 ties to -2
+  x[73] = -2.5f;  // ... and -2.5 ties to -2
   for (int j = 74; j < 96; ++j) x[j] = std::round(x[j]);
   std::vector<Q8Activations> q(3);
   QuantizeActivations(x.data(), 96, q.data());

@@ -37,7 +37,8 @@ inline std::string GoldenCaseText(const nlohmann::json& c) {
   if (!c.contains("hex")) return c["text"].get<std::string>();
   const std::string hex = c["hex"].get<std::string>();
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -112,15 +113,15 @@ inline StatusOr<std::string> GoldenModel(const nlohmann::json& golden) {
 }
 
 // Skips the test when the default model is not fetched; fails it when the file is another one.
-#define FORESIGHT_GOLDEN_MODEL_OR_SKIP(golden, path_var)                                          \
-  std::string path_var;                                                                           \
-  {                                                                                               \
-    auto model_or = ::foresight::worker::testing::GoldenModel(golden);                            \
-    if (!model_or.ok() && model_or.status().code() == ::foresight::StatusCode::kNotFound) {       \
-      GTEST_SKIP() << model_or.status().message();                                                \
-    }                                                                                             \
-    ASSERT_TRUE(model_or.ok()) << model_or.status().message();                                    \
-    path_var = *model_or;                                                                         \
+#define FORESIGHT_GOLDEN_MODEL_OR_SKIP(golden, path_var)                                    \
+  std::string path_var;                                                                     \
+  {                                                                                         \
+    auto model_or = ::foresight::worker::testing::GoldenModel(golden);                      \
+    if (!model_or.ok() && model_or.status().code() == ::foresight::StatusCode::kNotFound) { \
+      GTEST_SKIP() << model_or.status().message();                                          \
+    }                                                                                       \
+    ASSERT_TRUE(model_or.ok()) << model_or.status().message();                              \
+    path_var = *model_or;                                                                   \
   }
 
 // A folder for this test process's files, removed when the process exits.
@@ -132,7 +133,8 @@ inline std::string TestTempDir() {
       std::filesystem::remove_all(path, ec);
     }
   };
-  static const Dir dir{std::filesystem::temp_directory_path() / ("foresight_worker_test_" + std::to_string(::getpid()))};
+  static const Dir dir{std::filesystem::temp_directory_path() /
+                       ("foresight_worker_test_" + std::to_string(::getpid()))};
   std::filesystem::create_directories(dir.path);
   return dir.path.string();
 }

@@ -63,12 +63,13 @@ class ShippedWeightsCliTest : public ::testing::Test {
 };
 
 TEST_F(ShippedWeightsCliTest, GenerateUsesTheShippedWeightsFromAnyDirectory) {
-  const ProcessResult run = RunIn(dir_.string(), "foresight",
-                        {"generate", "--model", model_, "--policy", "ap", "--budget", "64", "--prompt-tokens",
-                         "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,"
-                         "34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,"
-                         "65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80",
-                         "--sink", "16", "--local", "16", "--max-tokens", "2", "--json"});
+  const ProcessResult run =
+      RunIn(dir_.string(), "foresight",
+            {"generate", "--model", model_, "--policy", "ap", "--budget", "64", "--prompt-tokens",
+             "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,"
+             "34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,"
+             "65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80",
+             "--sink", "16", "--local", "16", "--max-tokens", "2", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json j = nlohmann::json::parse(run.output.substr(run.output.find('{')), nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << run.output;
@@ -78,8 +79,9 @@ TEST_F(ShippedWeightsCliTest, GenerateUsesTheShippedWeightsFromAnyDirectory) {
 }
 
 TEST_F(ShippedWeightsCliTest, GenerateDefaultsToTheServedAttentionPredictor) {
-  const ProcessResult run = RunIn(dir_.string(), "foresight",
-                        {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1", "--json"});
+  const ProcessResult run =
+      RunIn(dir_.string(), "foresight",
+            {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json j = nlohmann::json::parse(run.output.substr(run.output.find('{')), nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << run.output;
@@ -90,15 +92,15 @@ TEST_F(ShippedWeightsCliTest, GenerateDefaultsToTheServedAttentionPredictor) {
 
 TEST_F(ShippedWeightsCliTest, AMissingWeightsFileIsNamed) {
   const std::string missing = (dir_ / "no-such-weights.safetensors").string();
-  const ProcessResult gen = RunIn(dir_.string(), "foresight",
-                        {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1", "--weights",
-                         missing});
+  const ProcessResult gen =
+      RunIn(dir_.string(), "foresight",
+            {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1", "--weights", missing});
   EXPECT_EQ(gen.exit_code, 1) << gen.output;
   EXPECT_NE(gen.output.find("--weights"), std::string::npos) << gen.output;
   EXPECT_NE(gen.output.find(missing), std::string::npos) << gen.output;
   // The worker loads its weights before it connects to the cache service: no node is needed.
-  const ProcessResult worker = RunIn(dir_.string(), "foresight-worker",
-                           {"--cache", "127.0.0.1:1", "--model", model_, "--weights", missing});
+  const ProcessResult worker =
+      RunIn(dir_.string(), "foresight-worker", {"--cache", "127.0.0.1:1", "--model", model_, "--weights", missing});
   EXPECT_NE(worker.exit_code, 0) << worker.output;
   EXPECT_NE(worker.output.find(missing), std::string::npos) << worker.output;
 }

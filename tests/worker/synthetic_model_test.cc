@@ -69,7 +69,10 @@ std::vector<double> ReferenceLogits(const SyntheticModelSpec& s, const TensorSou
       if (s.qkv_bias) {
         auto bq = get(b + "attn_q.bias"), bk = get(b + "attn_k.bias"), bv = get(b + "attn_v.bias");
         for (size_t i = 0; i < q.size(); ++i) q[i] += bq[i];
-        for (size_t i = 0; i < k.size(); ++i) { k[i] += bk[i]; v[i] += bv[i]; }
+        for (size_t i = 0; i < k.size(); ++i) {
+          k[i] += bk[i];
+          v[i] += bv[i];
+        }
       }
       rope(q, nh, pos);
       rope(k, nkv, pos);
@@ -87,7 +90,10 @@ std::vector<double> ReferenceLogits(const SyntheticModelSpec& s, const TensorSou
           mx = std::max(mx, sc[p]);
         }
         double sum = 0;
-        for (double& e : sc) { e = std::exp(e - mx); sum += e; }
+        for (double& e : sc) {
+          e = std::exp(e - mx);
+          sum += e;
+        }
         for (size_t p = 0; p <= pos; ++p)
           for (int64_t i = 0; i < hd; ++i) att[head * hd + i] += sc[p] / sum * values[l][p][kvh * hd + i];
       }
@@ -112,7 +118,8 @@ TensorSource GgufSource(const GgufFile& f) {
     EXPECT_NE(t, nullptr) << name;
     std::vector<float> v(t->numel());
     const uint64_t row_bytes = TensorTypeBytes(t->type, t->dims[0]);
-    for (int64_t r = 0; r < t->rows(); ++r) DequantizeRow(t->type, t->data + r * row_bytes, t->dims[0], v.data() + r * t->dims[0]);
+    for (int64_t r = 0; r < t->rows(); ++r)
+      DequantizeRow(t->type, t->data + r * row_bytes, t->dims[0], v.data() + r * t->dims[0]);
     return std::vector<double>(v.begin(), v.end());
   };
 }
@@ -288,7 +295,11 @@ TEST(SyntheticModelTest, ConfigsWithBadFieldsOrGeometryAreRefused) {
     std::string expect;
   };
   const Case cases[] = {
-      {[](nlohmann::json& c) { c["num_attention_heads"] = 0; c.erase("head_dim"); }, "num_attention_heads"},
+      {[](nlohmann::json& c) {
+         c["num_attention_heads"] = 0;
+         c.erase("head_dim");
+       },
+       "num_attention_heads"},
       {[](nlohmann::json& c) { c["num_attention_heads"] = 0; }, "attention head count 0"},
       {[](nlohmann::json& c) { c["num_key_value_heads"] = 0; }, "KV head count 0"},
       {[](nlohmann::json& c) { c["num_key_value_heads"] = "two"; }, "\"num_key_value_heads\" is string"},
@@ -297,7 +308,9 @@ TEST(SyntheticModelTest, ConfigsWithBadFieldsOrGeometryAreRefused) {
       {[](nlohmann::json& c) { c["hidden_size"] = 4294967296ll + 64; }, "model width 4294967360"},
       {[](nlohmann::json& c) { c["rope_theta"] = -1; }, "rope_theta must be positive"},
       {[](nlohmann::json& c) { c["tie_word_embeddings"] = "yes"; }, "\"tie_word_embeddings\" is string"},
-      {[](nlohmann::json& c) { c["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 0}}; },
+      {[](nlohmann::json& c) {
+         c["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 0}};
+       },
        "rope_scaling llama3 needs"},
   };
   for (const Case& c : cases) {

@@ -31,7 +31,15 @@ TEST(PreTokenizerTest, Gpt2Pieces) {
 // A tiny vocabulary: bytes of "abc " plus merges "a b" -> "ab", "ab c" -> "abc".
 std::unique_ptr<Tokenizer> TinyTokenizer() {
   TokenizerSpec spec;
-  spec.tokens = {"a", "b", "c", "\xC4\xA0", "ab", "abc", "\xC4\xA0" "a", "<|end|>"};  // \xC4\xA0 is 'Ġ' (space)
+  spec.tokens = {"a",
+                 "b",
+                 "c",
+                 "\xC4\xA0",
+                 "ab",
+                 "abc",
+                 "\xC4\xA0"
+                 "a",
+                 "<|end|>"};  // \xC4\xA0 is 'Ġ' (space)
   spec.kinds = {TokenKind::kNormal, TokenKind::kNormal, TokenKind::kNormal, TokenKind::kNormal,
                 TokenKind::kNormal, TokenKind::kNormal, TokenKind::kNormal, TokenKind::kControl};
   spec.merges = {"a b", "ab c", "\xC4\xA0 a"};
@@ -98,8 +106,8 @@ TEST(TokenizerReferenceTest, MatchesLlamaCppGoldenIds) {
               (*golden)["generator"]["llama_cpp_python"].get<std::string>().c_str(), matched, total, round_trips,
               round_trip_cases);
   EXPECT_GE(total, 3000);
-  for (const char* category : {"english", "code", "unicode", "whitespace", "digits", "emoji", "mixed", "edge",
-                               "invalid_utf8"}) {
+  for (const char* category :
+       {"english", "code", "unicode", "whitespace", "digits", "emoji", "mixed", "edge", "invalid_utf8"}) {
     EXPECT_GE(per_category[category], 10) << category;
   }
   EXPECT_EQ(matched, total) << "first mismatches (llama.cpp's ids, then ours):\n" << ::testing::PrintToString(failures);

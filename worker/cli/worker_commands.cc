@@ -4,18 +4,18 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
-#include <limits>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "worker/cli/worker_commands.h"
 #include "common/file_io.h"
 #include "common/units.h"
+#include "worker/cli/worker_commands.h"
 #include "worker/default_model.h"
 #include "worker/generator.h"
 #if FORESIGHT_WORKER_HAVE_CUDA
@@ -39,7 +39,6 @@ namespace {
 const CLI::Range kPositive(1, std::numeric_limits<int>::max());
 const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
 
-
 using worker::Model;
 using worker::TokenId;
 
@@ -53,7 +52,7 @@ struct GenerateFlags {
   bool json = false;
   bool print_tokens = false;
   std::string policy;  // empty: ap here (dense with --backend cuda), the worker's default with --worker
-  int budget = 0;       // 0: 1024 here, the worker's default with --worker
+  int budget = 0;      // 0: 1024 here, the worker's default with --worker
   int sink = 64;
   int local = 64;
   int dense_layers = 0;
@@ -91,8 +90,9 @@ StatusOr<std::string> PromptText(const GenerateFlags& f) {
 // `generate --worker`: the request goes to a foresight-worker, tokens stream back as they come.
 Status RunRemoteGenerate(const GenerateFlags& f) {
   if (!f.model.empty() || !f.weights.empty() || f.threads > 0 || f.dense_layers > 0 || f.sink != 64 || f.local != 64) {
-    return InvalidArgument("--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
-                           "settings (foresight-worker flags), not a request's; drop them with --worker");
+    return InvalidArgument(
+        "--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
+        "settings (foresight-worker flags), not a request's; drop them with --worker");
   }
   worker::WorkerClientOptions o;
   o.address = f.worker;
@@ -175,11 +175,12 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
                  "(%.1f MiB); stalls %lld (%.3f s); policy %s budget %d%s; KV %s\n",
                  f.worker.c_str(), s.cache().c_str(), static_cast<long long>(s.prompt_tokens()),
                  static_cast<long long>(s.prefix_hit_tokens()), static_cast<long long>(s.generated_tokens()),
-                 s.finish_reason().c_str(), s.time_to_first_token_seconds(), s.prefill_tokens_per_second(), s.decode_tokens_per_second(),
-                 static_cast<long long>(s.blocks_fetched()), s.bytes_fetched() / 1048576.0,
-                 static_cast<long long>(s.blocks_published()), s.bytes_published() / 1048576.0,
-                 static_cast<long long>(s.stalls()), s.stall_seconds(), s.policy().c_str(), s.budget(),
-                 s.weights().empty() ? "" : (", weights " + s.weights()).c_str(), s.kv_mode().c_str());
+                 s.finish_reason().c_str(), s.time_to_first_token_seconds(), s.prefill_tokens_per_second(),
+                 s.decode_tokens_per_second(), static_cast<long long>(s.blocks_fetched()),
+                 s.bytes_fetched() / 1048576.0, static_cast<long long>(s.blocks_published()),
+                 s.bytes_published() / 1048576.0, static_cast<long long>(s.stalls()), s.stall_seconds(),
+                 s.policy().c_str(), s.budget(), s.weights().empty() ? "" : (", weights " + s.weights()).c_str(),
+                 s.kv_mode().c_str());
   }
   return Status::OK();
 }
@@ -203,8 +204,9 @@ Status RunGenerate(GenerateFlags f) {
     return Unavailable("cuda backend: this build has no CUDA support (nvcc was not found when it was configured)");
 #endif
     if (f.policy != "dense") {
-      return InvalidArgument("--backend cuda decodes with --policy dense only: selection policies need the prefill's "
-                             "attention rows, which the CUDA backend does not report yet");
+      return InvalidArgument(
+          "--backend cuda decodes with --policy dense only: selection policies need the prefill's "
+          "attention rows, which the CUDA backend does not report yet");
     }
   }
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
@@ -247,7 +249,8 @@ Status RunGenerate(GenerateFlags f) {
     } else if (!f.weights.empty()) {
       return InvalidArgument("--weights is AttentionPredictor's; --policy " + f.policy + " does not use it");
     }
-    FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size()), po));
+    FS_ASSIGN_OR_RETURN(
+        policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size()), po));
     options.hook = policy.get();
     options.prefill_observer = policy.get();
     options.after_prefill = [&] { return policy->FinishPrefill(); };
@@ -305,13 +308,13 @@ Status RunGenerate(GenerateFlags f) {
       for (TokenId id : result.tokens) std::printf("%d ", id);
       std::printf("\n");
     }
-    std::fprintf(stderr,
-                 "-- %s: prompt %zu tokens, generated %zu (%s); prefill %.1f tok/s, decode %.1f tok/s; "
-                 "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s%s; predictor %.2f ms/step\n",
-                 model_path.c_str(), prompt.size(), result.tokens.size(), result.finish_reason.c_str(), prefill_tps,
-                 decode_tps, blocks_per_step,
-                 s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0,
-                 policy_label.c_str(), policy_details.c_str(), predictor_ms);
+    std::fprintf(
+        stderr,
+        "-- %s: prompt %zu tokens, generated %zu (%s); prefill %.1f tok/s, decode %.1f tok/s; "
+        "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s%s; predictor %.2f ms/step\n",
+        model_path.c_str(), prompt.size(), result.tokens.size(), result.finish_reason.c_str(), prefill_tps, decode_tps,
+        blocks_per_step, s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0,
+        policy_label.c_str(), policy_details.c_str(), predictor_ms);
   }
   return Status::OK();
 }
@@ -334,7 +337,8 @@ Status RunTrace(const TraceFlags& f) {
   } else {
     if (f.prompt_file.empty()) return InvalidArgument("give --prompt-file F or --prompt-tokens IDS");
     FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(f.prompt_file, "--prompt-file " + f.prompt_file));
-    if (model->tokenizer() == nullptr) return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
+    if (model->tokenizer() == nullptr)
+      return FailedPrecondition("model " + model_path + " has no tokenizer; use --prompt-tokens");
     if (f.chat) {
       FS_ASSIGN_OR_RETURN(text, model->tokenizer()->FormatChat(text));
     }
@@ -431,18 +435,24 @@ Status RunQuality(const QualityFlags& f) {
   if (f.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
-      j.push_back({{"policy", r.policy}, {"budget", r.budget}, {"context", r.context}, {"perplexity", r.perplexity},
-                   {"top1_agreement", r.top1_agreement}, {"recovery", r.recovery}, {"blocks_fraction", r.blocks_fraction},
-                   {"query_refine", r.query_refine}, {"update_period", r.update_period}});
+      j.push_back({{"policy", r.policy},
+                   {"budget", r.budget},
+                   {"context", r.context},
+                   {"perplexity", r.perplexity},
+                   {"top1_agreement", r.top1_agreement},
+                   {"recovery", r.recovery},
+                   {"blocks_fraction", r.blocks_fraction},
+                   {"query_refine", r.query_refine},
+                   {"update_period", r.update_period}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
     std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
                 "recovery", "blocks", "refine", "period");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(), static_cast<long long>(r.budget),
-                  static_cast<long long>(r.context), r.perplexity, r.top1_agreement, r.recovery, r.blocks_fraction,
-                  r.query_refine, r.update_period);
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(),
+                  static_cast<long long>(r.budget), static_cast<long long>(r.context), r.perplexity, r.top1_agreement,
+                  r.recovery, r.blocks_fraction, r.query_refine, r.update_period);
     }
   }
   return Status::OK();
@@ -481,8 +491,9 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--sink", flags->sink, "Sink tokens always attended")->check(kNonNegative);
   gen->add_option("--local", flags->local, "Most recent tokens always attended")->check(kNonNegative);
   gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense")->check(kNonNegative);
-  gen->add_option("--weights", flags->weights,
-                  "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
+  gen->add_option(
+      "--weights", flags->weights,
+      "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
   gen->add_option("--query-refine", flags->query_refine,
                   "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's "
                   "int8 key copy instead of the CNN (0: the published method)")
@@ -502,8 +513,8 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->callback([flags, exit_code] { Report(RunGenerate(*flags), exit_code); });
 
   auto tflags = std::make_shared<TraceFlags>();
-  CLI::App* trace = app.add_subcommand(
-      "trace", "Record an attention trace (dense prefill + N dense decode steps) for the predictor");
+  CLI::App* trace =
+      app.add_subcommand("trace", "Record an attention trace (dense prefill + N dense decode steps) for the predictor");
   trace->add_option("--model", tflags->model, "GGUF file or Hugging Face folder (default: SmolLM2)");
   trace->add_option("--prompt-file", tflags->prompt_file, "File holding the prompt text");
   trace->add_option("--prompt-tokens", tflags->prompt_tokens, "Prompt as comma-separated token ids");
@@ -525,12 +536,12 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   quality->add_option("--weights", qflags->weights,
                       "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 "
                       "weights)");
-  quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)")
-      ->check(kNonNegative);
+  quality->add_option("--sink", qflags->sink, "Sink tokens always attended (part of the budget)")->check(kNonNegative);
   quality->add_option("--local", qflags->local, "Most recent tokens always attended (part of the budget)")
       ->check(kNonNegative);
-  quality->add_option("--calibration-period", qflags->calibration_period,
-                      "AttentionPredictor: a dense calibration step every M decode steps (0: never)")
+  quality
+      ->add_option("--calibration-period", qflags->calibration_period,
+                   "AttentionPredictor: a dense calibration step every M decode steps (0: never)")
       ->check(kNonNegative);
   quality->add_option("--query-refine", qflags->query_refine,
                       "AttentionPredictor: share of the kept blocks chosen by the step's query (Quest bound) "

@@ -153,7 +153,9 @@ __global__ void __launch_bounds__(kAttentionThreads) AttentionKernel(AttentionAr
   }
   __syncthreads();
 
-  auto block_at = [&](int64_t i) -> int32_t { return a.block_ids != nullptr ? a.block_ids[first + i] : static_cast<int32_t>(i); };
+  auto block_at = [&](int64_t i) -> int32_t {
+    return a.block_ids != nullptr ? a.block_ids[first + i] : static_cast<int32_t>(i);
+  };
   // The score of this thread's key in block b, or -inf past the query's position (the block's
   // count, as DecodeAttention's counts[i]).
   auto score = [&](int32_t b) -> float {
@@ -226,7 +228,8 @@ __global__ void __launch_bounds__(kAttentionThreads) AttentionKernel(AttentionAr
         if (bj < 0) break;  // slots past the list's end (they come last)
         const float pj = probs[j];
         if (pj == 0.0f) continue;
-        const __half* v = a.kv + bj * block_elems + kvh * head_elems + static_cast<int64_t>(kBlockTokens + j % kBlockTokens) * hd;
+        const __half* v =
+            a.kv + bj * block_elems + kvh * head_elems + static_cast<int64_t>(kBlockTokens + j % kBlockTokens) * hd;
         acc[r] = fmaf(pj, __half2float(v[dim]), acc[r]);
       }
     }

@@ -49,9 +49,9 @@ cudaError_t LaunchSwiGlu(float* gate, const float* up, int64_t count, cudaStream
 cudaError_t LaunchAdd(float* x, const float* y, int64_t count, cudaStream_t stream);
 
 struct AttentionArgs {
-  const float* q = nullptr;  // [n x n_heads x head_dim], roped and rounded to half
+  const float* q = nullptr;    // [n x n_heads x head_dim], roped and rounded to half
   const __half* kv = nullptr;  // the layer's blocks
-  float* out = nullptr;      // [n x n_heads x head_dim]
+  float* out = nullptr;        // [n x n_heads x head_dim]
   // Query t sits at position p0 + t and sees keys 0 .. p0 + t (causal).
   int64_t n = 0, p0 = 0;
   int32_t n_heads = 0, kv_heads = 0, head_dim = 0;

@@ -16,9 +16,7 @@
 namespace foresight::worker {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 std::string Mib(uint64_t bytes) {
   char buf[32];
@@ -33,8 +31,8 @@ Status Check(cudaError_t err, const std::string& what) {
 
 Status Check(cublasStatus_t status, const std::string& what) {
   if (status == CUBLAS_STATUS_SUCCESS) return Status::OK();
-  return Internal("cuda backend: " + what + ": " + cublasGetStatusName(status) + " (" +
-                  cublasGetStatusString(status) + ")");
+  return Internal("cuda backend: " + what + ": " + cublasGetStatusName(status) + " (" + cublasGetStatusString(status) +
+                  ")");
 }
 
 // The forward pass checks a few hundred calls per token: build no message unless one failed.
@@ -152,9 +150,9 @@ StatusOr<CudaMatrix> CudaModel::UploadMatrix(const WeightMatrix& m, const std::s
       m.DequantizeRowTo(r0 + r, floats.data() + r * d.cols);
       FloatToHalfRow(floats.data() + r * d.cols, d.cols, halves.data() + r * d.cols);
     }
-    FS_RETURN_IF_ERROR(Check(cudaMemcpy(static_cast<uint16_t*>(p) + r0 * d.cols, halves.data(), rows * d.cols * 2,
-                                        cudaMemcpyHostToDevice),
-                             "uploading " + name));
+    FS_RETURN_IF_ERROR(Check(
+        cudaMemcpy(static_cast<uint16_t*>(p) + r0 * d.cols, halves.data(), rows * d.cols * 2, cudaMemcpyHostToDevice),
+        "uploading " + name));
   }
   return d;
 }
@@ -263,7 +261,8 @@ struct CudaSequence::Impl {
   KvCache mirror;
   std::vector<int64_t> mirrored;
 
-  Impl(const ModelConfig& c) : mirror(c.n_layers, c.n_kv_heads, c.head_dim, cuda::kBlockTokens), mirrored(c.n_layers, 0) {}
+  Impl(const ModelConfig& c)
+      : mirror(c.n_layers, c.n_kv_heads, c.head_dim, cuda::kBlockTokens), mirrored(c.n_layers, 0) {}
   ~Impl() {
     for (__half* p : kv) cudaFree(p);
     if (blas != nullptr) cublasDestroy(blas);
@@ -325,11 +324,10 @@ Status Gemm(cublasHandle_t blas, cudaStream_t stream, const CudaMatrix& w, const
     b = x_half;
     type = CUDA_R_16F;
   }
-  const cublasStatus_t status =
-      cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n),
-                   static_cast<int>(w.cols), &one, w.data, type, static_cast<int>(w.cols), b, type,
-                   static_cast<int>(w.cols), &zero, y, CUDA_R_32F, static_cast<int>(w.rows), CUBLAS_COMPUTE_32F,
-                   CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t status = cublasGemmEx(
+      blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(n), static_cast<int>(w.cols), &one,
+      w.data, type, static_cast<int>(w.cols), b, type, static_cast<int>(w.cols), &zero, y, CUDA_R_32F,
+      static_cast<int>(w.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (status == CUBLAS_STATUS_SUCCESS) return Status::OK();
   return Check(status, std::string("cublasGemmEx for ") + what);
 }
@@ -346,15 +344,15 @@ void CudaSequence::Rewind(int64_t position) {
 Status CudaSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
                              PrefillAttentionObserver* observer) {
   if (observer != nullptr) {
-    return Unimplemented("cuda backend: prefill attention observers (selection policies' prompt rows) are not "
-                         "supported; use the CPU backend");
+    return Unimplemented(
+        "cuda backend: prefill attention observers (selection policies' prompt rows) are not "
+        "supported; use the CPU backend");
   }
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
   const double t0 = Now();
-  FS_RETURN_IF_ERROR(ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
-                                         [&](const TokenId* chunk, int64_t n, float* out) {
-                                           return Forward(chunk, n, out, all_logits, nullptr);
-                                         }));
+  FS_RETURN_IF_ERROR(ForEachPrefillChunk(
+      tokens, chunk_, c_.vocab_size, logits, all_logits,
+      [&](const TokenId* chunk, int64_t n, float* out) { return Forward(chunk, n, out, all_logits, nullptr); }));
   stats_.prefill_tokens += tokens.size();
   stats_.prefill_seconds += Now() - t0;
   return Status::OK();
@@ -393,14 +391,15 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
   if (n_blocks > m.kv_capacity) {
     int64_t capacity = std::max<int64_t>(n_blocks, std::max<int64_t>(64, 2 * m.kv_capacity));
     if (c_.max_context > 0) {
-      capacity = std::max(n_blocks, std::min(capacity, (int64_t{c_.max_context} + cuda::kBlockTokens - 1) / cuda::kBlockTokens));
+      capacity = std::max(n_blocks,
+                          std::min(capacity, (int64_t{c_.max_context} + cuda::kBlockTokens - 1) / cuda::kBlockTokens));
     }
     const int64_t used = (p0 + cuda::kBlockTokens - 1) / cuda::kBlockTokens;
     for (int32_t l = 0; l < c_.n_layers; ++l) {
       void* grown = nullptr;
-      FS_RETURN_IF_ERROR(Check(cudaMalloc(&grown, capacity * block_bytes),
-                               "cudaMalloc of " + Mib(capacity * block_bytes) + " for the KV cache of layer " +
-                                   std::to_string(l)));
+      FS_RETURN_IF_ERROR(
+          Check(cudaMalloc(&grown, capacity * block_bytes),
+                "cudaMalloc of " + Mib(capacity * block_bytes) + " for the KV cache of layer " + std::to_string(l)));
       // Zeroed, as KvCache's new blocks are: a partial block's unwritten rows read the same on both
       // backends (and in the host copy).
       Status zeroed = Check(cudaMemsetAsync(grown, 0, capacity * block_bytes, s), "clearing the KV cache");
@@ -424,9 +423,9 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
   }
 
   Status status = [&]() -> Status {
-    FS_RETURN_IF_ERROR(Check(cudaMemcpyAsync(m.tokens.as<int32_t>(), tokens, n * sizeof(int32_t),
-                                             cudaMemcpyHostToDevice, s),
-                             "copying token ids to the device"));
+    FS_RETURN_IF_ERROR(
+        Check(cudaMemcpyAsync(m.tokens.as<int32_t>(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, s),
+              "copying token ids to the device"));
     const CudaMatrix& emb = model_.token_embedding();
     FS_RETURN_IF_ERROR(Check(cuda::LaunchEmbed(emb.data, emb.f16, m.tokens.as<int32_t>(), n, d, m.x.as<float>(), s),
                              "launching the embedding lookup"));
@@ -452,8 +451,8 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
         FS_RETURN_IF_ERROR(Check(cuda::LaunchRope(k, n, c_.n_kv_heads, c_.head_dim, p0, model_.rope_theta_scale(),
                                                   model_.rope_freq_factors(), interleaved, /*round_to_half=*/false, s),
                                  "launching RoPE on the keys"));
-        FS_RETURN_IF_ERROR(Check(cuda::LaunchStoreKv(k, v, n, p0, c_.n_kv_heads, c_.head_dim, m.kv[l], s),
-                                 "launching the KV store"));
+        FS_RETURN_IF_ERROR(
+            Check(cuda::LaunchStoreKv(k, v, n, p0, c_.n_kv_heads, c_.head_dim, m.kv[l], s), "launching the KV store"));
         FS_RETURN_IF_ERROR(Attend(l, n, p0, hook));
         FS_RETURN_IF_ERROR(Gemm(m.blas, s, L.wo, att, n, h, xh, "attn_output"));
         FS_RETURN_IF_ERROR(Check(cuda::LaunchAdd(x, h, n * d, s), "launching the residual add"));
@@ -472,9 +471,9 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
                              "launching the output RMSNorm"));
     FS_RETURN_IF_ERROR(m.logits.Reserve(rows * c_.vocab_size * sizeof(float), "logits"));
     FS_RETURN_IF_ERROR(Gemm(m.blas, s, model_.output(), h, rows, m.logits.as<float>(), xh, "output"));
-    FS_RETURN_IF_ERROR(Check(cudaMemcpyAsync(logits, m.logits.as<float>(), rows * c_.vocab_size * sizeof(float),
-                                             cudaMemcpyDeviceToHost, s),
-                             "copying logits to the host"));
+    FS_RETURN_IF_ERROR(Check(
+        cudaMemcpyAsync(logits, m.logits.as<float>(), rows * c_.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, s),
+        "copying logits to the host"));
     return Check(cudaStreamSynchronize(s), "running the forward pass");
   }();
   if (!status.ok()) {
@@ -539,9 +538,11 @@ Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentio
       int32_t prev = -1;
       for (int32_t b : m.selected[kvh]) {
         if (b <= prev || b >= n_blocks) {
-          return InvalidArgument("decode hook: KV head " + std::to_string(kvh) + "'s block list must be ascending block "
-                                 "indices below " + std::to_string(n_blocks) + "; it has " + std::to_string(b) +
-                                 " after " + std::to_string(prev));
+          return InvalidArgument("decode hook: KV head " + std::to_string(kvh) +
+                                 "'s block list must be ascending block "
+                                 "indices below " +
+                                 std::to_string(n_blocks) + "; it has " + std::to_string(b) + " after " +
+                                 std::to_string(prev));
         }
         m.ids_host.push_back(b);
         prev = b;
@@ -569,24 +570,28 @@ Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentio
   const uint64_t pooled_bytes = uint64_t(c_.n_heads) * n_blocks * sizeof(float);
   FS_RETURN_IF_ERROR(m.block_max.Reserve(pooled_bytes, "per-block attention"));
   FS_RETURN_IF_ERROR(m.block_sum.Reserve(pooled_bytes, "per-block attention"));
-  FS_RETURN_IF_ERROR(Check(cudaMemsetAsync(m.block_max.as<float>(), 0, pooled_bytes, s), "clearing per-block attention"));
-  FS_RETURN_IF_ERROR(Check(cudaMemsetAsync(m.block_sum.as<float>(), 0, pooled_bytes, s), "clearing per-block attention"));
+  FS_RETURN_IF_ERROR(
+      Check(cudaMemsetAsync(m.block_max.as<float>(), 0, pooled_bytes, s), "clearing per-block attention"));
+  FS_RETURN_IF_ERROR(
+      Check(cudaMemsetAsync(m.block_sum.as<float>(), 0, pooled_bytes, s), "clearing per-block attention"));
   a.block_max = m.block_max.as<float>();
   a.block_sum = m.block_sum.as<float>();
   FS_RETURN_IF_ERROR(Check(cuda::LaunchAttention(a, s), "launching attention"));
   m.block_max_host.resize(c_.n_heads * n_blocks);
   m.block_sum_host.resize(c_.n_heads * n_blocks);
-  FS_RETURN_IF_ERROR(Check(cudaMemcpyAsync(m.block_max_host.data(), a.block_max, pooled_bytes, cudaMemcpyDeviceToHost, s),
-                           "copying per-block attention to the host"));
-  FS_RETURN_IF_ERROR(Check(cudaMemcpyAsync(m.block_sum_host.data(), a.block_sum, pooled_bytes, cudaMemcpyDeviceToHost, s),
-                           "copying per-block attention to the host"));
+  FS_RETURN_IF_ERROR(
+      Check(cudaMemcpyAsync(m.block_max_host.data(), a.block_max, pooled_bytes, cudaMemcpyDeviceToHost, s),
+            "copying per-block attention to the host"));
+  FS_RETURN_IF_ERROR(
+      Check(cudaMemcpyAsync(m.block_sum_host.data(), a.block_sum, pooled_bytes, cudaMemcpyDeviceToHost, s),
+            "copying per-block attention to the host"));
   FS_RETURN_IF_ERROR(Check(cudaStreamSynchronize(s), "running attention"));
   hook->OnAttention(layer, p0, m.q_host.data(), !sparse, m.block_max_host.data(), m.block_sum_host.data(), n_blocks);
   return Status::OK();
 }
 
 std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> CudaSequenceFactory(const CudaModel& model,
-                                                                                     int32_t prefill_chunk) {
+                                                                                   int32_t prefill_chunk) {
   return [&model, prefill_chunk]() -> StatusOr<std::unique_ptr<GenerationSequence>> {
     FS_ASSIGN_OR_RETURN(std::unique_ptr<CudaSequence> seq, CudaSequence::Create(model, prefill_chunk));
     return std::unique_ptr<GenerationSequence>(std::make_unique<CudaGenerationSequence>(std::move(seq)));

@@ -133,6 +133,6 @@ class CudaSequence {
 
 // For Generate (GenerateOptions::make_sequence): CudaSequences on `model`.
 std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> CudaSequenceFactory(const CudaModel& model,
-                                                                                     int32_t prefill_chunk);
+                                                                                   int32_t prefill_chunk);
 
 }  // namespace foresight::worker

@@ -12,9 +12,7 @@
 namespace foresight::worker {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 constexpr char kManifestMagic[8] = {'F', 'S', 'K', 'V', 'M', 'A', 'N', '1'};
 // magic, then u32 n_layers, kv_heads, head_bytes, block_tokens, then u64 checksums [layer][head].
@@ -29,7 +27,9 @@ class Hasher {
     XXH3_128bits_update(&state_, data, n);
   }
   template <typename T>
-  void Value(const T& v) { Bytes(&v, sizeof(v)); }
+  void Value(const T& v) {
+    Bytes(&v, sizeof(v));
+  }
   void String(std::string_view s) { Bytes(s.data(), s.size()); }
   void Floats(const std::vector<float>& v) { Bytes(v.data(), v.size() * sizeof(float)); }
   void Matrix(const WeightMatrix& m) {
@@ -223,8 +223,8 @@ KvPublisherStats KvPublisher::stats() {
   return s;
 }
 
-StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space,
-                                         std::string_view fingerprint, const std::vector<TokenId>& tokens) {
+StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
+                                         const std::vector<TokenId>& tokens) {
   PrefixChain chain(name_space, fingerprint);
   std::vector<BlockKey> manifests;
   constexpr int64_t bt = 16;
@@ -292,7 +292,8 @@ Status ImportPrefix(CacheClient* client, std::string_view name_space, std::strin
       const std::string what = "prefix block " + std::to_string(b) + " layer " + std::to_string(l);
       if (!g.status.ok()) return g.status.WithContext(what);
       if (g.bytes != layout.block_bytes()) {
-        return DataLoss(what + ": " + std::to_string(g.bytes) + " bytes, expected " + std::to_string(layout.block_bytes()));
+        return DataLoss(what + ": " + std::to_string(g.bytes) + " bytes, expected " +
+                        std::to_string(layout.block_bytes()));
       }
       const uint8_t* m = manifests.data() + b * manifest_bytes + kManifestHeader + uint64_t{8} * l * heads;
       for (uint32_t h = 0; h < heads; ++h) {

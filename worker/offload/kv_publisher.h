@@ -49,12 +49,12 @@ struct KvPublisherOptions {
 };
 
 struct KvPublisherStats {
-  int64_t blocks_enqueued = 0;     // sequence blocks whose every layer is queued
-  int64_t blocks_published = 0;    // sequence blocks whose manifest is queued (all layers acknowledged)
-  int64_t puts = 0;                // layer blocks + manifests queued
-  uint64_t bytes = 0;              // bytes queued
-  double enqueue_wait_s = 0;       // back-pressure: time Publish/Flush spent waiting for the ring
-  double publish_s = 0;            // time inside Publish (hashing, copying into the ring)
+  int64_t blocks_enqueued = 0;   // sequence blocks whose every layer is queued
+  int64_t blocks_published = 0;  // sequence blocks whose manifest is queued (all layers acknowledged)
+  int64_t puts = 0;              // layer blocks + manifests queued
+  uint64_t bytes = 0;            // bytes queued
+  double enqueue_wait_s = 0;     // back-pressure: time Publish/Flush spent waiting for the ring
+  double publish_s = 0;          // time inside Publish (hashing, copying into the ring)
 };
 
 class KvPublisher {
@@ -101,11 +101,11 @@ class KvPublisher {
   const int32_t n_layers_;
   const BlockLayout layout_;
   PrefixChain chain_;
-  std::vector<BlockKey> chains_;       // per block
-  std::vector<BlockKey> layer_keys_;   // [block][layer]
-  std::vector<uint64_t> head_sums_;    // [block][layer][head]
-  std::vector<uint64_t> last_seq_;     // per block: queue sequence number of its last layer put
-  uint64_t seq_ = 0;                   // puts queued so far
+  std::vector<BlockKey> chains_;      // per block
+  std::vector<BlockKey> layer_keys_;  // [block][layer]
+  std::vector<uint64_t> head_sums_;   // [block][layer][head]
+  std::vector<uint64_t> last_seq_;    // per block: queue sequence number of its last layer put
+  uint64_t seq_ = 0;                  // puts queued so far
   int64_t acknowledged_ = 0, manifests_ = 0;
   KvPublisherStats stats_;
   std::unique_ptr<WriteBehindQueue> queue_;  // last: destroyed (flushed) first
@@ -115,13 +115,13 @@ class KvPublisher {
 BlockKey ManifestKey(std::string_view name_space, const BlockKey& chain);
 
 // How many leading full blocks of `tokens` are published (their manifests are in the node).
-StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space,
-                                         std::string_view fingerprint, const std::vector<TokenId>& tokens);
+StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
+                                         const std::vector<TokenId>& tokens);
 
 struct ImportStats {
-  int64_t blocks = 0;   // sequence blocks imported
-  int64_t gets = 0;     // layer blocks fetched
-  uint64_t bytes = 0;   // bytes fetched
+  int64_t blocks = 0;  // sequence blocks imported
+  int64_t gets = 0;    // layer blocks fetched
+  uint64_t bytes = 0;  // bytes fetched
   double seconds = 0;
 };
 
@@ -132,7 +132,6 @@ struct ImportStats {
 // (n_blocks * 16 < tokens.size()) to get the next token's logits. Errors name the block and
 // layer; the sequence is left empty.
 Status ImportPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
-                    const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq,
-                    ImportStats* stats = nullptr);
+                    const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq, ImportStats* stats = nullptr);
 
 }  // namespace foresight::worker

@@ -12,9 +12,7 @@
 namespace foresight::worker {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
@@ -29,10 +27,14 @@ StatusOr<OffloadMode> ParseOffloadMode(std::string_view name) {
 
 std::string_view OffloadModeName(OffloadMode mode) {
   switch (mode) {
-    case OffloadMode::kResident: return "resident";
-    case OffloadMode::kOnDemand: return "on-demand";
-    case OffloadMode::kCrossLayer: return "cross-layer";
-    case OffloadMode::kCrossToken: return "cross-token";
+    case OffloadMode::kResident:
+      return "resident";
+    case OffloadMode::kOnDemand:
+      return "on-demand";
+    case OffloadMode::kCrossLayer:
+      return "cross-layer";
+    case OffloadMode::kCrossToken:
+      return "cross-token";
   }
   return "?";
 }
@@ -56,13 +58,13 @@ struct OffloadedSequence::FetchState {
     bool holds_staging = false;
     std::future<Status> done;
   };
-  std::list<Batch> batches;                                  // outstanding, oldest first
-  std::vector<std::vector<ResidentPool::Entry*>> pinned;     // per layer: pinned by the attention
+  std::list<Batch> batches;                               // outstanding, oldest first
+  std::vector<std::vector<ResidentPool::Entry*>> pinned;  // per layer: pinned by the attention
   // Per layer: pool entries a prefetch found already there, pinned until the layer's step uses
   // them, so that the prefetches of other layers cannot evict them first.
   std::vector<std::vector<ResidentPool::Entry*>> reserved;
-  std::vector<ResidentPool::Entry*> failed;                  // fetched wrong or not at all
-  int64_t step = 0;                                          // the decode step being computed
+  std::vector<ResidentPool::Entry*> failed;  // fetched wrong or not at all
+  int64_t step = 0;                          // the decode step being computed
   // Staging: layer l owns bytes [l * share, (l + 1) * share), handed out front to back and free
   // again once none of the layer's batches is outstanding (a layer has at most two at once: its
   // prefetch and its on-demand batch, both completed by the layer's AcquireLayer).
@@ -91,9 +93,11 @@ OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, Of
 OffloadedSequence::~OffloadedSequence() { AbandonFetches(); }
 
 StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
-    const Model& model, CacheClient* client, const std::optional<predictor::PolicySpec>& policy, OffloadOptions options) {
+    const Model& model, CacheClient* client, const std::optional<predictor::PolicySpec>& policy,
+    OffloadOptions options) {
   const bool offload = options.mode != OffloadMode::kResident;
-  if (offload && !options.publish) return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) + " needs publish");
+  if (offload && !options.publish)
+    return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) + " needs publish");
   if ((offload || options.publish || options.import_prefix) && client == nullptr) {
     return InvalidArgument("offload, publishing and prefix import need a cache client");
   }
@@ -104,9 +108,10 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
   if (options.sink_blocks < 0 || options.local_blocks < 1 || options.margin_blocks < -1) {
     return InvalidArgument("sink_blocks >= 0, local_blocks >= 1 and margin_blocks >= -1 (auto) are required");
   }
-  if (offload && options.attention.calibration == CalibrationSource::kExact && policy->kind == predictor::PolicyKind::kAttentionPredictor &&
-      policy->calibration_period > 0) {
-    return InvalidArgument("exact calibration attends every block densely; offloaded modes need compact-key calibration");
+  if (offload && options.attention.calibration == CalibrationSource::kExact &&
+      policy->kind == predictor::PolicyKind::kAttentionPredictor && policy->calibration_period > 0) {
+    return InvalidArgument(
+        "exact calibration attends every block densely; offloaded modes need compact-key calibration");
   }
   if (options.fingerprint.empty() && client != nullptr) options.fingerprint = ModelFingerprint(model);
   std::unique_ptr<OffloadedSequence> s(new OffloadedSequence(model, client, std::move(options)));
@@ -114,14 +119,15 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
   const OffloadOptions& o = s->options_;
   const ModelConfig& c = model.config();
   if (o.publish) {
-    s->publisher_ = std::make_unique<KvPublisher>(client, o.name_space, o.fingerprint, c.n_layers, s->seq_.kv().layout(),
-                                                  o.publisher);
+    s->publisher_ = std::make_unique<KvPublisher>(client, o.name_space, o.fingerprint, c.n_layers,
+                                                  s->seq_.kv().layout(), o.publisher);
   }
   if (offload) {
     const BlockLayout& layout = s->seq_.kv().layout();
     const int64_t budget_blocks = (policy->budget.budget_tokens + 15) / 16;
     const int64_t group = c.n_heads / c.n_kv_heads;
-    const int64_t margin = o.margin_blocks >= 0 ? o.margin_blocks : std::max(budget_blocks, (group - 1) * budget_blocks + 16);
+    const int64_t margin =
+        o.margin_blocks >= 0 ? o.margin_blocks : std::max(budget_blocks, (group - 1) * budget_blocks + 16);
     const int64_t per_head = budget_blocks + margin;
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
     FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
@@ -180,13 +186,15 @@ Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vecto
   const int64_t p = static_cast<int64_t>(prompt.size());
   int64_t imported = 0;
   if (options_.import_prefix && client_ != nullptr) {
-    FS_ASSIGN_OR_RETURN(int64_t published, LongestPublishedPrefix(client_, options_.name_space, options_.fingerprint, prompt));
+    FS_ASSIGN_OR_RETURN(int64_t published,
+                        LongestPublishedPrefix(client_, options_.name_space, options_.fingerprint, prompt));
     // Keep the last 64 prompt tokens (at least one) to prefill: the policy learns from their rows.
     const int64_t keep = spec_.has_value() ? std::min<int64_t>(64, p) : 1;
     imported = std::min(published, (p - keep) / 16);
     if (imported > 0) {
       ImportStats st;
-      FS_RETURN_IF_ERROR(ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, &seq_, &st));
+      FS_RETURN_IF_ERROR(
+          ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, &seq_, &st));
       stats_.import_seconds += st.seconds;
       stats_.prefix_blocks_imported = imported;
       stats_.bytes_fetched += st.bytes;
@@ -211,7 +219,8 @@ Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint3
   seq_.TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed);
   tokens_ = ids;
   if (spec_.has_value()) {
-    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, static_cast<int64_t>(ids.size()), options_.attention));
+    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_,
+                                                               static_cast<int64_t>(ids.size()), options_.attention));
     FS_RETURN_IF_ERROR(policy_->FinishPrefill());
   }
   return AfterContext();
@@ -283,7 +292,8 @@ void OffloadedSequence::SendFetches(int32_t layer, std::vector<FetchUnit>* units
     // A run: heads of one block with at most one unwanted head between neighbours (moving an
     // unwanted 4-8 KiB head costs less than another request).
     size_t j = i + 1;
-    while (j < units->size() && (*units)[j].block == (*units)[i].block && (*units)[j].head - (*units)[j - 1].head <= 2) ++j;
+    while (j < units->size() && (*units)[j].block == (*units)[i].block && (*units)[j].head - (*units)[j - 1].head <= 2)
+      ++j;
     const int32_t h0 = (*units)[i].head;
     uint32_t span = 1;
     uint8_t* dest = pool_->data((*units)[i].entry);
@@ -400,8 +410,8 @@ Status OffloadedSequence::AcquireLayer(int32_t layer, int64_t position, const st
                                        std::vector<std::vector<const uint16_t*>>* heads) {
   const int64_t step = fetch_->step;
   if (layer + 1 < model_.config().n_layers &&
-      (options_.mode == OffloadMode::kCrossLayer ||
-       (options_.mode == OffloadMode::kCrossToken && policy_ != nullptr && policy_->HasLookahead(layer + 1, position + 1)))) {
+      (options_.mode == OffloadMode::kCrossLayer || (options_.mode == OffloadMode::kCrossToken && policy_ != nullptr &&
+                                                     policy_->HasLookahead(layer + 1, position + 1)))) {
     // InfiniGen: the next layer's blocks during this one. Cross-token asked for the next layer's
     // blocks a step ago; a lookahead query has now told the rest (the query's share).
     PrefetchNext(layer + 1, position + 1, step);

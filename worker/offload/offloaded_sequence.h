@@ -62,9 +62,9 @@ std::string_view OffloadModeName(OffloadMode mode);
 
 struct OffloadOptions {
   OffloadMode mode = OffloadMode::kCrossToken;
-  bool reuse = true;                 // false: every selected non-resident block is fetched every step
+  bool reuse = true;  // false: every selected non-resident block is fetched every step
   std::string name_space = "default";
-  std::string fingerprint;           // empty: ModelFingerprint(model), computed by Create
+  std::string fingerprint;  // empty: ModelFingerprint(model), computed by Create
   // Pool per (layer, KV head) = budget / 16 + margin. -1: room for the union of a KV head's query
   // heads' selections (up to group x budget / 16 blocks: (group - 1) x budget / 16 + 16 more), and
   // at least twice the budget. A KV head fetches that union, which exceeds one head's budget (more
@@ -76,10 +76,10 @@ struct OffloadOptions {
   // whose share is taken falls back to one get per head. -1: as large as the pool (a whole step
   // of no-reuse fetches is in flight at once in cross-token mode); 0: no coalescing.
   int64_t staging_bytes = -1;
-  int64_t sink_blocks = 4;           // blocks [0, sink) are never dropped
-  int64_t local_blocks = 8;          // the most recent full blocks are never dropped
-  bool publish = true;               // publish KV (required by every mode but resident)
-  bool import_prefix = true;         // Prefill imports the longest published prefix
+  int64_t sink_blocks = 4;    // blocks [0, sink) are never dropped
+  int64_t local_blocks = 8;   // the most recent full blocks are never dropped
+  bool publish = true;        // publish KV (required by every mode but resident)
+  bool import_prefix = true;  // Prefill imports the longest published prefix
   int32_t prefill_chunk = 512;
   // How the policy attends (worker/policy_attention.h). Calibration rows come from the compact key
   // copy (exact calibration attends every block densely: resident only). Query-refined
@@ -94,21 +94,21 @@ struct OffloadStats {
   int64_t prefix_blocks_imported = 0;
   double import_seconds = 0;
   int64_t prefill_tokens = 0;
-  double prefill_seconds = 0;        // import included
+  double prefill_seconds = 0;  // import included
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
-  int64_t heads_fetched = 0;         // (layer, block, KV head) units fetched (and verified)
-  int64_t fetch_requests = 0;        // the gets that brought them (fewer when heads are coalesced)
-  uint64_t bytes_fetched = 0;        // moved by those gets (unwanted heads in a coalesced range too) and imports
+  int64_t heads_fetched = 0;               // (layer, block, KV head) units fetched (and verified)
+  int64_t fetch_requests = 0;              // the gets that brought them (fewer when heads are coalesced)
+  uint64_t bytes_fetched = 0;              // moved by those gets (unwanted heads in a coalesced range too) and imports
   int64_t pool_hits = 0, pool_misses = 0;  // selected non-resident units found / not found in the pool
-  int64_t stalls = 0;                // (step, layer) pairs that fetched on demand or waited > 50 us
-  double stall_seconds = 0;          // time the decode waited for fetches (client checksum included)
-  double verify_seconds = 0;         // end-to-end per-head checksum checks of fetched bytes
+  int64_t stalls = 0;                      // (step, layer) pairs that fetched on demand or waited > 50 us
+  double stall_seconds = 0;                // time the decode waited for fetches (client checksum included)
+  double verify_seconds = 0;               // end-to-end per-head checksum checks of fetched bytes
   int64_t pool_evictions = 0;
   int64_t blocks_published = 0;
   uint64_t bytes_published = 0;
-  double offload_wait_seconds = 0;   // publish back-pressure
-  uint64_t resident_kv_bytes = 0;    // worker KV storage after the last step (pool excluded)
+  double offload_wait_seconds = 0;  // publish back-pressure
+  uint64_t resident_kv_bytes = 0;   // worker KV storage after the last step (pool excluded)
   uint64_t pool_bytes = 0;
   uint64_t staging_bytes = 0;
 };

@@ -39,9 +39,9 @@ class ResidentPool {
     PoolKey key;
     int64_t slot = 0;
     bool ready = false;
-    int32_t refs = 0;      // pins; 0: on the LRU list
-    int64_t step = -1;     // the decode step it was fetched for (no-reuse mode uses only its own)
-    int64_t batch = -1;    // the fetch batch filling it, while not ready
+    int32_t refs = 0;    // pins; 0: on the LRU list
+    int64_t step = -1;   // the decode step it was fetched for (no-reuse mode uses only its own)
+    int64_t batch = -1;  // the fetch batch filling it, while not ready
     std::list<Entry*>::iterator lru;
   };
 
@@ -60,7 +60,10 @@ class ResidentPool {
   void Touch(Entry* e) {
     if (e->refs == 0) lru_.splice(lru_.end(), lru_, e->lru);
   }
-  void MarkReady(Entry* e) { e->ready = true; e->batch = -1; }
+  void MarkReady(Entry* e) {
+    e->ready = true;
+    e->batch = -1;
+  }
   // Removes a pinned entry whose fetch failed (its pins are dropped).
   void Erase(Entry* e);
 
@@ -75,8 +78,8 @@ class ResidentPool {
   const uint64_t slot_bytes_;
   const int64_t slots_;
   std::unordered_map<PoolKey, Entry, PoolKeyHash> map_;
-  std::list<Entry*> lru_;          // unpinned entries, least recently used first
-  std::vector<int64_t> free_;      // free slots
+  std::list<Entry*> lru_;      // unpinned entries, least recently used first
+  std::vector<int64_t> free_;  // free slots
   int64_t evictions_ = 0;
 };
 

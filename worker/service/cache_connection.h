@@ -19,8 +19,8 @@
 namespace foresight::worker {
 
 struct CacheConnectionOptions {
-  std::string cache;  // a node's gRPC HOST:PORT, or empty with etcd
-  std::string etcd;   // etcd endpoints http://HOST:PORT[,...]: use the cluster
+  std::string cache;    // a node's gRPC HOST:PORT, or empty with etcd
+  std::string etcd;     // etcd endpoints http://HOST:PORT[,...]: use the cluster
   int replication = 1;  // cluster only
   std::string token;    // the cache service's token (empty: none)
   std::string ucx_transports = "auto";

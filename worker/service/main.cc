@@ -10,10 +10,10 @@
 #include <limits>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "common/file_io.h"
 #include "predictor/selection_policy.h"
@@ -160,17 +160,17 @@ int Run(const Flags& f) {
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   service.set_address(host + ":" + std::to_string(bound_port));
-  spdlog::info("foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}",
-               model_path, host, bound_port, cache.Describe(), f.kv_mode, service.DefaultPolicyLabel(), f.budget,
-               so.weights_name);
+  spdlog::info(
+      "foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}",
+      model_path, host, bound_port, cache.Describe(), f.kv_mode, service.DefaultPolicyLabel(), f.budget,
+      so.weights_name);
   // One parseable line for launchers and tests.
   std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << service.fingerprint() << std::endl;
 
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
-    while (read(g_signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
-    }
+    while (read(g_signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {}
     if (!stopping) spdlog::info("signal {}: shutting down (a request in progress gets 5 s to finish)", sig);
     stopping = true;
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -212,9 +212,7 @@ int main(int argc, char** argv) {
       ->check(kPositive)
       ->capture_default_str();
   app.add_option("--sink", f.sink, "Sink tokens always attended")->check(kNonNegative)->capture_default_str();
-  app.add_option("--local", f.local, "Most recent tokens always attended")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  app.add_option("--local", f.local, "Most recent tokens always attended")->check(kNonNegative)->capture_default_str();
   app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")
       ->check(kNonNegative)
       ->capture_default_str();

@@ -7,9 +7,7 @@
 namespace foresight::worker {
 namespace {
 
-Status FromGrpc(const grpc::Status& s, const std::string& address) {
-  return FromGrpcStatus(s, "worker " + address);
-}
+Status FromGrpc(const grpc::Status& s, const std::string& address) { return FromGrpcStatus(s, "worker " + address); }
 
 }  // namespace
 

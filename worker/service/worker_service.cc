@@ -27,7 +27,11 @@ class WorkerService::Request {
   // `address` is the worker's own, read under run_mu_ by the caller.
   Request(WorkerService* service, grpc::ServerContext* context, const v1::GenerateRequest& request,
           grpc::ServerWriter<v1::GenerateEvent>* writer, Clock::time_point arrival, std::string address)
-      : s_(*service), context_(context), request_(request), writer_(writer), arrival_(arrival),
+      : s_(*service),
+        context_(context),
+        request_(request),
+        writer_(writer),
+        arrival_(arrival),
         address_(std::move(address)) {}
 
   Status Run();
@@ -100,8 +104,9 @@ Status WorkerService::Request::MakePolicy() {
   FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy_name_));
   policy_name_ = std::string(predictor::PolicyKindName(spec.kind));
   if (spec.kind == predictor::PolicyKind::kOracle) {
-    return InvalidArgument("policy oracle needs each step's dense attention and is offline-only; "
-                           "use `foresight predictor eval` on a trace");
+    return InvalidArgument(
+        "policy oracle needs each step's dense attention and is offline-only; "
+        "use `foresight predictor eval` on a trace");
   }
   if (spec.kind == predictor::PolicyKind::kDense) return Status::OK();
   spec.budget.budget_tokens = budget_;
@@ -267,10 +272,11 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::Gen
   }
   ++served_;
   const v1::GenerateStats& st = r.stats();
-  spdlog::info("request: prompt {} tokens (prefix hit {}), generated {}; prefill {:.1f} tok/s, decode {:.1f} tok/s, "
-               "TTFT {:.3f} s",
-               st.prompt_tokens(), st.prefix_hit_tokens(), st.generated_tokens(), st.prefill_tokens_per_second(),
-               st.decode_tokens_per_second(), st.time_to_first_token_seconds());
+  spdlog::info(
+      "request: prompt {} tokens (prefix hit {}), generated {}; prefill {:.1f} tok/s, decode {:.1f} tok/s, "
+      "TTFT {:.3f} s",
+      st.prompt_tokens(), st.prefix_hit_tokens(), st.generated_tokens(), st.prefill_tokens_per_second(),
+      st.decode_tokens_per_second(), st.time_to_first_token_seconds());
   v1::GenerateEvent event;
   *event.mutable_stats() = st;
   writer->Write(event);

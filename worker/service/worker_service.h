@@ -42,9 +42,9 @@ struct WorkerServiceOptions {
   std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
   std::string weights_name;  // what they are (predictor::CnnWeightsName), for statistics and Info
   int32_t prefill_chunk = 512;
-  std::string token;                   // required of callers (empty: none)
-  bool prefix_reuse = true;            // look up and import published prefixes
-  bool publish = true;                 // publish every full block
+  std::string token;         // required of callers (empty: none)
+  bool prefix_reuse = true;  // look up and import published prefixes
+  bool publish = true;       // publish every full block
   // Where the KV lives during decode (worker/offload/offloaded_sequence.h): cross-token keeps a
   // budget's worth on the worker and prefetches the predictor's next blocks.
   OffloadMode kv_mode = OffloadMode::kCrossToken;
