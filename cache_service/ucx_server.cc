@@ -272,6 +272,8 @@ class UcxServer::Impl {
   std::unordered_map<ucp_ep_h, uint64_t> session_by_ep_;
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
   std::vector<uint64_t> refused_sessions_;  // to close politely (after their last reply)
+  // Transfers given up on (Abandon) whose UCX request never completed; freed at shutdown.
+  std::unordered_set<Outstanding*> abandoned_;
 
   std::atomic<uint64_t> connections_{0}, connections_total_{0}, requests_{0}, errors_sent_{0}, dropped_{0};
 };
@@ -374,6 +376,9 @@ void UcxServer::Impl::Shutdown() {
   if (ucx_ != nullptr) ucx_->DiscardPosted();  // drops leases and slots held by late completions
   if (arena_memh_ != nullptr) ucp_mem_unmap(context_, arena_memh_);
   ucx_.reset();  // the worker, then the context
+  // No callback can come any more: the records of transfers UCX never completed go too.
+  for (Outstanding* o : abandoned_) delete o;
+  abandoned_.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,6 +1128,7 @@ void UcxServer::Impl::RecvDone(void* request, ucs_status_t status, size_t length
 
 void UcxServer::Impl::Complete(Outstanding* o, ucs_status_t status, size_t length) {
   if (o->abandoned) {  // the late callback of a transfer we already gave up on
+    abandoned_.erase(o);
     delete o;
     return;
   }
@@ -1136,6 +1142,7 @@ void UcxServer::Impl::Abandon(Outstanding* o) {
   // close; its endpoint is gone, so no byte can move any more. Free what the transfer holds (the
   // lease or the slot) and keep only the small record, in case UCX calls back after all.
   o->abandoned = true;
+  abandoned_.insert(o);
   auto done = std::move(o->done);
   o->done = nullptr;
   if (done) done(UCS_ERR_CANCELED, 0);
