@@ -1,0 +1,125 @@
+// Scheduler: continuous batching for one Model on one worker (issue 19). Every front end (the gRPC
+// WorkerService, the OpenAI-compatible HTTP API) submits requests here; one thread runs them.
+//
+// Each step is one forward pass over up to `max_seqs` running sequences: the weight matrices are
+// multiplied once for all of the step's token rows (one GEMM per weight, not one GEMV per
+// sequence), attention runs per sequence with its own policy, budget and KV offload (the cache
+// service's cross-token prefetch keeps working per sequence). A step holds at most `step_tokens`
+// rows: every running decode first, then prefill chunks of the waiting prompts, so a long prompt
+// delays running decodes by at most one chunk. Requests join and leave at step boundaries. A
+// cancelled request (the client went away) frees its sequence before the next step.
+//
+// Admission: at most `max_seqs` sequences run and `max_waiting` wait; beyond that Submit says
+// RESOURCE_EXHAUSTED. A request whose KV would not fit the `kv_budget_bytes` left by the running
+// sequences waits (it never runs the worker out of memory); one that could never fit is refused.
+//
+// Exactness: a sequence's tokens do not depend on what else runs in its steps (each row's
+// arithmetic is the same alone or batched), so greedy output alone and batched is identical.
+//
+// Thread-safety: Submit, Cancel and counts may be called from any thread. Observers are called on
+// the scheduler's thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "predictor/cnn_weights.h"
+#include "predictor/selection_policy.h"
+#include "proto/worker.pb.h"
+#include "worker/model.h"
+#include "worker/offload/offloaded_sequence.h"
+#include "worker/sampler.h"
+#include "worker/service/cache_connection.h"
+
+namespace foresight::worker {
+
+// How the worker serves when a request does not say: one definition for the worker's flags.
+struct ServingOptions {
+  std::string key_namespace = "default";
+  std::string default_policy = "dense";
+  int32_t default_budget = 1024;
+  int32_t sink_tokens = 64;
+  int32_t local_tokens = 64;
+  int32_t dense_first_layers = 0;
+  // AttentionPredictor: share of the kept blocks chosen by the step's query (PolicySpec::query_refine).
+  float query_refine = predictor::PolicySpec::kServingQueryRefine;
+  std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
+  std::string weights_name;  // what they are (predictor::CnnWeightsName), for statistics
+  int32_t prefill_chunk = 512;
+  bool prefix_reuse = true;  // look up and import published prefixes
+  bool publish = true;       // publish every full block
+  // Where the KV lives during decode (worker/offload/offloaded_sequence.h).
+  OffloadMode kv_mode = OffloadMode::kCrossToken;
+};
+
+struct SchedulerOptions {
+  ServingOptions serving;
+  int32_t max_seqs = 8;      // sequences in one step
+  int32_t max_waiting = 64;  // queued beyond those; more is RESOURCE_EXHAUSTED
+  int32_t step_tokens = 512; // token rows per step: the running decodes, then prefill chunks
+  uint64_t kv_budget_bytes = 0;  // worker-resident KV of the running sequences; 0: no limit
+  std::string address;       // the worker's own address, for statistics
+};
+
+// One generation request, as every front end hands it over (already tokenised).
+struct ServeRequest {
+  std::vector<TokenId> prompt;
+  int32_t max_tokens = 16;  // > 0
+  int32_t min_tokens = 0;   // EOS and stop strings do not end generation before this many tokens
+  bool ignore_eos = false;  // generate max_tokens whatever the model says (benchmarks)
+  std::vector<std::string> stop;  // stop strings (worker/text_stream.h)
+  SamplingParams sampling;
+  std::string policy;  // "" : the worker's default
+  int32_t budget = 0;  // 0: the worker's default
+  bool prefix_reuse = true;
+  bool publish = true;
+};
+
+// Hears one request's output, on the scheduler's thread, in order. Keep each call short (queue the
+// bytes; never wait for a slow client).
+class ServeObserver {
+ public:
+  virtual ~ServeObserver() = default;
+  // A generated token and the text it releases (worker/text_stream.h; may be empty). Return false
+  // when the client is gone: the request is cancelled and OnFinish follows with ABORTED.
+  virtual bool OnToken(TokenId id, const std::string& text) = 0;
+  // Exactly once, last. OK: stats.finish_reason() is "eos", "stop", "max_tokens" or "context", and
+  // `text` is what the stream still held back. Otherwise the error (statistics so far).
+  virtual void OnFinish(const Status& status, const v1::GenerateStats& stats, const std::string& text) = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const Model& model, CacheConnection* cache, SchedulerOptions options);
+  ~Scheduler();  // cancels what runs and waits (ABORTED), then joins
+
+  // Checks the request (INVALID_ARGUMENT / OUT_OF_RANGE / FAILED_PRECONDITION, naming the field)
+  // and queues it; RESOURCE_EXHAUSTED when max_waiting requests already wait. The id cancels it.
+  StatusOr<uint64_t> Submit(ServeRequest request, std::shared_ptr<ServeObserver> observer);
+  // Cancels a queued or running request (OnFinish with ABORTED follows); unknown ids are ignored.
+  void Cancel(uint64_t id);
+
+  struct Counts {
+    int32_t running = 0;
+    int32_t waiting = 0;
+    int64_t served = 0;
+    int64_t failed = 0;
+  };
+  Counts counts() const;
+
+  const SchedulerOptions& options() const { return options_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+  // The policy a request without one runs, as its statistics name it (worker/policy_label.h).
+  std::string DefaultPolicyLabel() const;
+
+ private:
+  struct Impl;
+  const SchedulerOptions options_;
+  const std::string fingerprint_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace foresight::worker
