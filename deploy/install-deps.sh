@@ -9,10 +9,13 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libucx-dev ucx-utils
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev prometheus-cpp-dev libxxhash-dev
+  libcpp-httplib-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   etcd-server etcd-client
   # predictor/training/train.py (and its test against the published vectors): CPU PyTorch
   python3-torch python3-numpy libopenblas0-pthread
+  # the tests' virtual environment (tools/python-env.sh: OpenAI's client for the HTTP API's test)
+  python3-venv
   "$@"
 )
 missing=()

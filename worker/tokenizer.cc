@@ -229,19 +229,34 @@ std::string Tokenizer::Decode(const std::vector<TokenId>& ids, bool render_speci
 }
 
 StatusOr<std::string> Tokenizer::FormatChat(const std::string& user_message) const {
+  return FormatChat(std::vector<ChatMessage>{{"user", user_message}});
+}
+
+StatusOr<std::string> Tokenizer::FormatChat(const std::vector<ChatMessage>& messages) const {
   if (chat_template_.find("<|im_start|>") == std::string::npos) {
     return Unimplemented("the model's chat template is not ChatML (<|im_start|>); pass a raw prompt instead");
   }
-  std::string system;
-  const std::string marker = "<|im_start|>system\n";
-  const size_t at = chat_template_.find(marker);
-  if (at != std::string::npos) {
-    const size_t end = chat_template_.find("<|im_end|>", at);
-    if (end != std::string::npos) system = chat_template_.substr(at + marker.size(), end - at - marker.size());
+  if (messages.empty()) return InvalidArgument("the conversation has no messages");
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& role = messages[i].role;
+    if (role != "system" && role != "user" && role != "assistant") {
+      return InvalidArgument("message " + std::to_string(i) + " has role '" + role +
+                             "'; the roles are system, user and assistant");
+    }
   }
   std::string prompt;
-  if (!system.empty()) prompt += marker + system + "<|im_end|>\n";
-  prompt += "<|im_start|>user\n" + user_message + "<|im_end|>\n<|im_start|>assistant\n";
+  if (messages.front().role != "system") {
+    const std::string marker = "<|im_start|>system\n";
+    const size_t at = chat_template_.find(marker);
+    if (at != std::string::npos) {
+      const size_t end = chat_template_.find("<|im_end|>", at);
+      const std::string system =
+          end == std::string::npos ? "" : chat_template_.substr(at + marker.size(), end - at - marker.size());
+      if (!system.empty()) prompt = marker + system + "<|im_end|>\n";
+    }
+  }
+  for (const ChatMessage& m : messages) prompt += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+  prompt += "<|im_start|>assistant\n";
   return prompt;
 }
 

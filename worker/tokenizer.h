@@ -44,6 +44,12 @@ struct TokenizerSpec {
   std::string chat_template;
 };
 
+// One turn of a chat conversation (Tokenizer::FormatChat).
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
 // GPT-2's byte alphabet, which byte-level BPE vocabularies are written in: the printable bytes
 // stand for themselves, the others for U+0100 onwards in byte order.
 uint32_t ByteLevelCodepoint(uint8_t byte);
@@ -65,6 +71,10 @@ class Tokenizer {
   // parse_special (ChatML "<|im_start|>" templates, with the template's default system message if
   // it has one). UNIMPLEMENTED for other templates.
   StatusOr<std::string> FormatChat(const std::string& user_message) const;
+  // The same for a conversation (roles "system", "user", "assistant"), ending with the assistant's
+  // turn opened. The template's default system message comes first unless the conversation starts
+  // with its own. INVALID_ARGUMENT for an empty conversation or another role (naming its index).
+  StatusOr<std::string> FormatChat(const std::vector<ChatMessage>& messages) const;
 
   int32_t vocab_size() const { return static_cast<int32_t>(tokens_.size()); }
   TokenId bos() const { return bos_; }

@@ -65,6 +65,40 @@ TEST(TokenizerTest, MergesByRankAndRoundTrips) {
 // llama.cpp's ids for a few thousand strings (English, code, scripts, whitespace runs, digits,
 // emoji, special tokens with and without parsing, invalid UTF-8), from the committed golden file
 // (tools/reference/make_golden.py): every id must be the same.
+// ChatML conversations: the template's default system message unless the conversation brings
+// its own, every turn in order, the assistant's turn opened at the end.
+TEST(TokenizerTest, FormatsChatConversations) {
+  TokenizerSpec spec;
+  spec.tokens = {"a", "<|im_start|>", "<|im_end|>"};
+  spec.kinds = {TokenKind::kNormal, TokenKind::kControl, TokenKind::kControl};
+  spec.chat_template =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+      "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+      "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
+  auto tok = Tokenizer::FromSpec(spec);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  auto one = (*tok)->FormatChat("hi");
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(*one,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  auto own_system = (*tok)->FormatChat(
+      std::vector<ChatMessage>{{"system", "Be brief."}, {"user", "q1"}, {"assistant", "a1"}, {"user", "q2"}});
+  ASSERT_TRUE(own_system.ok()) << own_system.status().ToString();
+  EXPECT_EQ(*own_system,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1"
+            "<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n");
+  auto bad_role = (*tok)->FormatChat(std::vector<ChatMessage>{{"user", "q"}, {"tool", "x"}});
+  EXPECT_EQ(bad_role.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_role.status().message().find("message 1 has role 'tool'"), std::string::npos);
+  EXPECT_EQ((*tok)->FormatChat(std::vector<ChatMessage>{}).status().code(), StatusCode::kInvalidArgument);
+
+  spec.chat_template = "{{ messages }}";
+  auto plain = Tokenizer::FromSpec(spec);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->FormatChat("hi").status().code(), StatusCode::kUnimplemented);
+}
+
 TEST(TokenizerReferenceTest, MatchesLlamaCppGoldenIds) {
   auto golden = testing::LoadGolden("llama_cpp_tokens.json");
   ASSERT_TRUE(golden.ok()) << golden.status().message();
