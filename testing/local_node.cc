@@ -188,11 +188,15 @@ StatusOr<std::unique_ptr<LocalWorker>> LocalWorker::Start(std::vector<std::strin
   argv.insert(argv.end(), args.begin(), args.end());
   auto line = SpawnUntilReady(argv, w->log_path_, "READY grpc=", ready_timeout_s, &w->pid_);
   if (!line.ok()) return Status(line.status().code(), line.status().message() + ": " + w->Log());
+  // "READY grpc=HOST:PORT fingerprint=HEX [http=HOST:PORT]"
   std::istringstream in(*line);
-  std::string ready, grpc, fingerprint;
-  in >> ready >> grpc >> fingerprint;
-  w->address_ = grpc.substr(5);
-  if (fingerprint.rfind("fingerprint=", 0) == 0) w->fingerprint_ = fingerprint.substr(12);
+  std::string field;
+  in >> field;
+  while (in >> field) {
+    if (field.rfind("grpc=", 0) == 0) w->address_ = field.substr(5);
+    if (field.rfind("fingerprint=", 0) == 0) w->fingerprint_ = field.substr(12);
+    if (field.rfind("http=", 0) == 0) w->http_address_ = field.substr(5);
+  }
   return w;
 }
 

@@ -50,7 +50,7 @@ class LocalNode {
 // besides --listen (e.g. {"--cache", node->address(), "--model", path}).
 class LocalWorker {
  public:
-  // Waits up to `ready_timeout_s` for "READY grpc=HOST:PORT fingerprint=HEX" (loading a model
+  // Waits up to `ready_timeout_s` for "READY grpc=HOST:PORT fingerprint=HEX ..." (loading a model
   // takes a while). `binary` empty: the foresight-worker beside this executable.
   static StatusOr<std::unique_ptr<LocalWorker>> Start(std::vector<std::string> args, std::string binary = "",
                                                       int ready_timeout_s = 60);
@@ -58,6 +58,8 @@ class LocalWorker {
 
   const std::string& address() const { return address_; }  // gRPC HOST:PORT
   const std::string& fingerprint() const { return fingerprint_; }
+  // The OpenAI-compatible API's HOST:PORT when started with --http; empty otherwise.
+  const std::string& http_address() const { return http_address_; }
   pid_t pid() const { return pid_; }
   bool running();
   // SIGTERM and wait; returns the exit status (0 = clean).
@@ -67,7 +69,7 @@ class LocalWorker {
  private:
   LocalWorker() = default;
   pid_t pid_ = -1;
-  std::string address_, fingerprint_, log_path_;
+  std::string address_, fingerprint_, http_address_, log_path_;
 };
 
 // A directory under the test temp dir, removed on destruction.
