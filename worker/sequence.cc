@@ -36,14 +36,10 @@ Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, in
 Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
                          PrefillAttentionObserver* observer) {
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
-  const double t0 = Now();
-  FS_RETURN_IF_ERROR(ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
-                                         [&](const TokenId* chunk, int64_t n, float* out) {
-                                           return Forward(chunk, n, out, all_logits, nullptr, observer);
-                                         }));
-  stats_.prefill_tokens += tokens.size();
-  stats_.prefill_seconds += Now() - t0;
-  return Status::OK();
+  return ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
+                             [&](const TokenId* chunk, int64_t n, float* out) {
+                               return Forward(chunk, n, out, all_logits, nullptr, observer, nullptr, true);
+                             });
 }
 
 void Sequence::TEST_FillRandomKv(int64_t tokens, uint32_t seed) {
@@ -90,30 +86,42 @@ Status Sequence::ImportKv(int64_t n_blocks, const std::function<Status(int32_t, 
 }
 
 Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook, KvBlockSource* source) {
-  const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr, source));
-  stats_.decode_tokens += 1;
-  stats_.decode_seconds += Now() - t0;
-  return Status::OK();
+  return Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr, source, false);
 }
 
 Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                         PrefillAttentionObserver* observer, KvBlockSource* source) {
-  const ModelWeights& w = model_.weights();
-  const int64_t d = c_.d_model, qo = int64_t{c_.n_heads} * c_.head_dim, kvo = int64_t{c_.n_kv_heads} * c_.head_dim;
-  const int64_t p0 = kv_.tokens();
+                         PrefillAttentionObserver* observer, KvBlockSource* source, bool prefill) {
+  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
+  std::vector<ForwardItem> items(1);
+  ForwardItem& item = items[0];
+  item.sequence = this;
+  item.tokens = tokens;
+  item.n = n;
+  item.logits = logits;
+  item.all_logits = all_logits;
+  item.hook = hook;
+  item.source = source;
+  item.observer = observer;
+  item.prefill = prefill;
+  alone_->Run(&items);
+  return items[0].status;
+}
+
+Status Sequence::CheckStep(const ForwardItem& item) const {
+  const int64_t p0 = kv_.tokens(), n = item.n;
+  if (n <= 0) return InvalidArgument("a forward step needs at least one token");
   if (p0 + n > c_.max_context && c_.max_context > 0) {
     return OutOfRange("sequence of " + std::to_string(p0 + n) + " tokens exceeds the model's context of " +
                       std::to_string(c_.max_context));
   }
   for (int64_t t = 0; t < n; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= c_.vocab_size) {
-      return InvalidArgument("token id " + std::to_string(tokens[t]) + " is outside the vocabulary of " +
+    if (item.tokens[t] < 0 || item.tokens[t] >= c_.vocab_size) {
+      return InvalidArgument("token id " + std::to_string(item.tokens[t]) + " is outside the vocabulary of " +
                              std::to_string(c_.vocab_size));
     }
   }
-  if (n > 1 || observer != nullptr) {  // chunk attention reads every earlier block from the cache
+  if (n > 1 || item.observer != nullptr) {  // chunk attention reads every earlier block from the cache
     for (int32_t l = 0; l < c_.n_layers; ++l) {
       for (int64_t b = 0; b < kv_.blocks(); ++b) {
         if (!kv_.resident(l, b)) {
@@ -123,84 +131,169 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
       }
     }
   }
-  kv_.Resize(p0 + n);
+  return Status::OK();
+}
+
+void BatchForward::Run(std::vector<ForwardItem>* items_in) {
+  std::vector<ForwardItem>& items = *items_in;
+  const ModelConfig& c = model_.config();
+  const ModelWeights& w = model_.weights();
+  const int64_t d = c.d_model, qo = int64_t{c.n_heads} * c.head_dim, kvo = int64_t{c.n_kv_heads} * c.head_dim;
+  const double t0 = Now();
+  // The step's rows: item i's tokens are rows [first[i], first[i] + n) at positions p0[i] + t.
+  const int64_t m = static_cast<int64_t>(items.size());
+  std::vector<int64_t> first(m), p0(m);
+  std::vector<bool> decode(m);
+  int64_t n = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    ForwardItem& it = items[i];
+    it.status = it.sequence->CheckStep(it);
+    first[i] = n;
+    p0[i] = it.sequence->kv_.tokens();
+    decode[i] = it.n == 1 && it.observer == nullptr;
+    if (!it.status.ok()) continue;
+    it.sequence->kv_.Resize(p0[i] + it.n);
+    n += it.n;
+  }
+  row_item_.resize(n);
+  row_pos_.resize(n);
+  for (int64_t i = 0; i < m; ++i) {
+    if (!items[i].status.ok()) continue;
+    for (int64_t t = 0; t < items[i].n; ++t) {
+      row_item_[first[i] + t] = static_cast<int32_t>(i);
+      row_pos_[first[i] + t] = p0[i] + t;
+    }
+  }
   x_.resize(n * d);
   h_.resize(n * d);
   q_.resize(n * qo);
   k_.resize(n * kvo);
   v_.resize(n * kvo);
   att_.resize(n * qo);
-  gate_.resize(n * c_.ffn_dim);
-  up_.resize(n * c_.ffn_dim);
-  for (int64_t t = 0; t < n; ++t) w.token_embedding.DequantizeRowTo(tokens[t], x_.data() + t * d);
+  gate_.resize(n * c.ffn_dim);
+  up_.resize(n * c.ffn_dim);
+  for (int64_t r = 0; r < n; ++r) {
+    const ForwardItem& it = items[row_item_[r]];
+    w.token_embedding.DequantizeRowTo(it.tokens[row_pos_[r] - p0[row_item_[r]]], x_.data() + r * d);
+  }
 
-  for (int32_t l = 0; l < c_.n_layers; ++l) {
+  for (int32_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
-    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * d, L.attn_norm.data(), d, c_.rms_eps, h_.data() + t * d);
-    if (n == 1 && observer == nullptr && hook != nullptr && l + 1 < c_.n_layers && hook->WantsLookaheadQueries()) {
+    for (int64_t r = 0; r < n; ++r) RmsNorm(x_.data() + r * d, L.attn_norm.data(), d, c.rms_eps, h_.data() + r * d);
+    for (int64_t i = 0; i < m; ++i) {
+      ForwardItem& it = items[i];
+      if (!it.status.ok() || !decode[i] || it.hook == nullptr || l + 1 >= c.n_layers ||
+          !it.hook->WantsLookaheadQueries()) {
+        continue;
+      }
       // Layer l + 1's queries from layer l's input (DecodeAttentionHook::WantsLookaheadQueries).
       const LayerWeights& next = w.layers[l + 1];
       look_h_.resize(d);
       look_q_.resize(qo);
-      RmsNorm(x_.data(), next.attn_norm.data(), d, c_.rms_eps, look_h_.data());
+      RmsNorm(x_.data() + first[i] * d, next.attn_norm.data(), d, c.rms_eps, look_h_.data());
       next.wq.Multiply(look_h_.data(), 1, look_q_.data(), &gemm_);
-      if (c_.qkv_bias) {
-        for (int64_t i = 0; i < qo; ++i) look_q_[i] += next.bq[i];
+      if (c.qkv_bias) {
+        for (int64_t j = 0; j < qo; ++j) look_q_[j] += next.bq[j];
       }
-      rope_.Apply(look_q_.data(), c_.n_heads, p0);
-      hook->OnLookaheadQuery(l + 1, p0, look_q_.data());
+      it.sequence->rope_.Apply(look_q_.data(), c.n_heads, p0[i]);
+      it.hook->OnLookaheadQuery(l + 1, p0[i], look_q_.data());
     }
     L.wq.Multiply(h_.data(), n, q_.data(), &gemm_);
     L.wk.Multiply(h_.data(), n, k_.data(), &gemm_);
     L.wv.Multiply(h_.data(), n, v_.data(), &gemm_);
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; ++t) {
-      float* qt = q_.data() + t * qo;
-      float* kt = k_.data() + t * kvo;
-      float* vt = v_.data() + t * kvo;
-      if (c_.qkv_bias) {
-        for (int64_t i = 0; i < qo; ++i) qt[i] += L.bq[i];
-        for (int64_t i = 0; i < kvo; ++i) kt[i] += L.bk[i];
-        for (int64_t i = 0; i < kvo; ++i) vt[i] += L.bv[i];
+    for (int64_t r = 0; r < n; ++r) {
+      Sequence& seq = *items[row_item_[r]].sequence;
+      const int64_t pos = row_pos_[r];
+      float* qt = q_.data() + r * qo;
+      float* kt = k_.data() + r * kvo;
+      float* vt = v_.data() + r * kvo;
+      if (c.qkv_bias) {
+        for (int64_t j = 0; j < qo; ++j) qt[j] += L.bq[j];
+        for (int64_t j = 0; j < kvo; ++j) kt[j] += L.bk[j];
+        for (int64_t j = 0; j < kvo; ++j) vt[j] += L.bv[j];
       }
-      rope_.Apply(qt, c_.n_heads, p0 + t);
+      seq.rope_.Apply(qt, c.n_heads, pos);
       RoundToHalf(qt, qo);
-      rope_.Apply(kt, c_.n_kv_heads, p0 + t);
-      for (int32_t h = 0; h < c_.n_kv_heads; ++h) {
-        FloatToHalfRow(kt + h * c_.head_dim, c_.head_dim, kv_.key(l, h, p0 + t));
-        FloatToHalfRow(vt + h * c_.head_dim, c_.head_dim, kv_.value(l, h, p0 + t));
+      seq.rope_.Apply(kt, c.n_kv_heads, pos);
+      for (int32_t h = 0; h < c.n_kv_heads; ++h) {
+        FloatToHalfRow(kt + h * c.head_dim, c.head_dim, seq.kv_.key(l, h, pos));
+        FloatToHalfRow(vt + h * c.head_dim, c.head_dim, seq.kv_.value(l, h, pos));
       }
     }
-    if (n == 1 && observer == nullptr) {
-      const double ta = Now();
-      Status s = DecodeAttention(l, p0, q_.data(), att_.data(), hook, source);
-      stats_.attention_seconds += Now() - ta;
-      if (!s.ok()) {
-        kv_.Resize(p0);  // the step did not happen
-        return s;
+    for (int64_t i = 0; i < m; ++i) {
+      ForwardItem& it = items[i];
+      if (!it.status.ok()) continue;
+      Sequence& seq = *it.sequence;
+      float* q = q_.data() + first[i] * qo;
+      float* out = att_.data() + first[i] * qo;
+      if (decode[i]) {
+        const double ta = Now();
+        Status s = seq.DecodeAttention(l, p0[i], q, out, it.hook, it.source);
+        seq.stats_.attention_seconds += Now() - ta;
+        if (!s.ok()) {  // the step did not happen for this sequence; its row computes on, unused
+          it.status = s;
+          seq.kv_.Resize(p0[i]);
+          std::fill(out, out + qo, 0.0f);
+        }
+      } else {
+        seq.ChunkAttention(l, it.n, p0[i], q, out, it.observer);
       }
-    } else {
-      ChunkAttention(l, n, p0, q_.data(), att_.data(), observer);
     }
     L.wo.Multiply(att_.data(), n, h_.data(), &gemm_);
-    for (int64_t i = 0; i < n * d; ++i) x_[i] += h_[i];
+    for (int64_t j = 0; j < n * d; ++j) x_[j] += h_[j];
 
-    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * d, L.ffn_norm.data(), d, c_.rms_eps, h_.data() + t * d);
+    for (int64_t r = 0; r < n; ++r) RmsNorm(x_.data() + r * d, L.ffn_norm.data(), d, c.rms_eps, h_.data() + r * d);
     L.w_gate.Multiply(h_.data(), n, gate_.data(), &gemm_);
     L.w_up.Multiply(h_.data(), n, up_.data(), &gemm_);
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * c_.ffn_dim, up_.data() + t * c_.ffn_dim, c_.ffn_dim);
+    for (int64_t r = 0; r < n; ++r) SwiGlu(gate_.data() + r * c.ffn_dim, up_.data() + r * c.ffn_dim, c.ffn_dim);
     L.w_down.Multiply(gate_.data(), n, h_.data(), &gemm_);
-    for (int64_t i = 0; i < n * d; ++i) x_[i] += h_[i];
+    for (int64_t j = 0; j < n * d; ++j) x_[j] += h_[j];
   }
 
-  if (logits == nullptr) return Status::OK();
-  const int64_t first = all_logits ? 0 : n - 1;
-  const int64_t rows = n - first;
-  for (int64_t t = first; t < n; ++t)
-    RmsNorm(x_.data() + t * d, w.output_norm.data(), d, c_.rms_eps, h_.data() + (t - first) * d);
-  w.output.Multiply(h_.data(), rows, logits, &gemm_);
-  return Status::OK();
+  // Logits for the rows that want them, in one product; straight into the item's buffer when one
+  // item wants them.
+  std::vector<int64_t> out_rows;  // rows of x_, in order
+  std::vector<float*> out_dest;   // where each row's logits go
+  for (int64_t i = 0; i < m; ++i) {
+    const ForwardItem& it = items[i];
+    if (!it.status.ok() || it.logits == nullptr) continue;
+    for (int64_t t = it.all_logits ? 0 : it.n - 1; t < it.n; ++t) {
+      out_rows.push_back(first[i] + t);
+      out_dest.push_back(it.logits + (it.all_logits ? t * c.vocab_size : 0));
+    }
+  }
+  const int64_t rows = static_cast<int64_t>(out_rows.size());
+  if (rows > 0) {
+    for (int64_t j = 0; j < rows; ++j) {
+      RmsNorm(x_.data() + out_rows[j] * d, w.output_norm.data(), d, c.rms_eps, h_.data() + j * d);
+    }
+    bool contiguous = true;
+    for (int64_t j = 1; j < rows; ++j) contiguous = contiguous && out_dest[j] == out_dest[0] + j * c.vocab_size;
+    if (contiguous) {
+      w.output.Multiply(h_.data(), rows, out_dest[0], &gemm_);
+    } else {
+      logits_.resize(rows * c.vocab_size);
+      w.output.Multiply(h_.data(), rows, logits_.data(), &gemm_);
+      for (int64_t j = 0; j < rows; ++j) {
+        std::copy_n(logits_.data() + j * c.vocab_size, c.vocab_size, out_dest[j]);
+      }
+    }
+  }
+  const double seconds = Now() - t0;
+  for (int64_t i = 0; i < m; ++i) {
+    const ForwardItem& it = items[i];
+    if (!it.status.ok()) continue;
+    SequenceStats& st = it.sequence->stats_;
+    if (!it.prefill) {
+      st.decode_tokens += 1;
+      st.decode_seconds += seconds;
+    } else {
+      st.prefill_tokens += it.n;
+      st.prefill_seconds += seconds;
+    }
+  }
 }
 
 void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,

@@ -1,13 +1,22 @@
 // Sequence: one running generation on a Model: its KV cache (blocks of 16 tokens) and the forward
-// pass. Prefill runs chunks of tokens with dense causal attention (sgemm); Decode runs one token
-// and may attend only selected KV blocks per layer and KV head (sparse decode).
+// pass. Prefill runs chunks of tokens with dense causal attention; Decode runs one token and may
+// attend only selected KV blocks per layer and KV head (sparse decode).
 //
-// Thread-safety: none; one thread drives a Sequence (its kernels use all cores through OpenMP and
-// OpenBLAS).
+// BatchForward runs one forward step over several sequences of one Model at once (continuous
+// batching, worker/service/scheduler.h): their token rows go through each weight matrix together,
+// and attention runs per sequence, each with its own hook and block source. A sequence alone is a
+// batch of one, so every path runs the same code. Each row's arithmetic does not depend on the
+// other rows of its step (the weight products are per row, worker/weight_matrix.h), so a
+// sequence's logits are the same alone and batched, bit for bit, on the Q4/Q8 models the engine
+// serves (for other weight types, see WeightMatrix: many rows take the sgemm path).
+//
+// Thread-safety: none; one thread drives a Sequence or a BatchForward (the kernels use all cores
+// through OpenMP).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "common/status.h"
@@ -81,6 +90,38 @@ struct SequenceStats {
 Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, int64_t vocab, std::vector<float>* logits,
                            bool all_logits, const std::function<Status(const TokenId*, int64_t, float*)>& forward);
 
+class Sequence;
+
+// One sequence's part of a forward step.
+struct ForwardItem {
+  Sequence* sequence = nullptr;
+  const TokenId* tokens = nullptr;
+  int64_t n = 0;  // 1 without an observer: a decode step (the hook may make it sparse); else dense
+  float* logits = nullptr;  // the last token's logits [vocab] (every token's with all_logits); null: none
+  bool all_logits = false;
+  DecodeAttentionHook* hook = nullptr;           // decode only; null: dense
+  KvBlockSource* source = nullptr;               // decode only; null: the KvCache
+  PrefillAttentionObserver* observer = nullptr;  // dense chunks only
+  bool prefill = false;  // counted as prefill (else decode) in the sequence's statistics
+  Status status;  // set by Run: OK when the sequence advanced by n tokens
+};
+
+class BatchForward {
+ public:
+  explicit BatchForward(const Model& model) : model_(model) {}
+  // Advances every item's sequence by its tokens. Items must name distinct sequences of this
+  // Model. An item that fails (a bad token, the context full, a block its source cannot supply)
+  // gets its error and leaves its sequence as it was; the others go on.
+  void Run(std::vector<ForwardItem>* items);
+
+ private:
+  const Model& model_;
+  // Scratch for the step's rows, reused across calls.
+  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, logits_, look_h_, look_q_;
+  std::vector<int32_t> row_item_;  // the item of each row
+  std::vector<int64_t> row_pos_;   // its position in that item's sequence
+};
+
 class Sequence {
  public:
   explicit Sequence(const Model& model, int32_t prefill_chunk = 512);
@@ -116,8 +157,12 @@ class Sequence {
   void ResetStats() { stats_ = {}; }
 
  private:
+  friend class BatchForward;
+  // A batch of one.
   Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                 PrefillAttentionObserver* observer, KvBlockSource* source = nullptr);
+                 PrefillAttentionObserver* observer, KvBlockSource* source, bool prefill);
+  // The checks BatchForward::Run makes before a step: context, token ids, resident history.
+  Status CheckStep(const ForwardItem& item) const;
   void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
                       PrefillAttentionObserver* observer);
   Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
@@ -129,9 +174,9 @@ class Sequence {
   Rope rope_;
   KvCache kv_;
   SequenceStats stats_;
-  // Scratch, reused across calls.
-  std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, scores_, pooled_, pooled_sum_;
-  std::vector<float> look_h_, look_q_;  // DecodeAttentionHook::OnLookaheadQuery
+  std::unique_ptr<BatchForward> alone_;  // Forward's batch of one
+  // Attention scratch, reused across calls.
+  std::vector<float> scores_, pooled_, pooled_sum_;
   // Per query head, DecodeAttention's 16-lane value sums, positions used per selected block, and
   // each selected block's values.
   std::vector<std::vector<float>> lanes_;

@@ -179,10 +179,10 @@ Status OffloadedSequence::AfterContext() {
   return Status::OK();
 }
 
-Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vector<float>* logits) {
-  if (seq_.position() != 0) return FailedPrecondition("Prefill runs once, on an empty sequence");
+Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
+  if (seq_.position() != 0 || !tokens_.empty()) return FailedPrecondition("Prefill runs once, on an empty sequence");
   if (prompt.empty()) return InvalidArgument("prefill needs at least one token");
-  const double t0 = Now();
+  prefill_t0_ = Now();
   const int64_t p = static_cast<int64_t>(prompt.size());
   int64_t imported = 0;
   if (options_.import_prefix && client_ != nullptr) {
@@ -205,12 +205,43 @@ Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vecto
     FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, options_.attention));
   }
   tokens_ = prompt;
-  std::vector<TokenId> rest(prompt.begin() + imported * 16, prompt.end());
-  FS_RETURN_IF_ERROR(seq_.Prefill(rest, logits, false, policy_.get()));
+  prompt_tokens_ = p;
+  prefill_at_ = imported * seq_.kv().block_tokens();
+  return Status::OK();
+}
+
+ForwardItem OffloadedSequence::NextPrefillChunk(int64_t max_tokens, float* logits) {
+  ForwardItem item;
+  item.sequence = &seq_;
+  item.tokens = tokens_.data() + prefill_at_;
+  item.n = std::min(std::max<int64_t>(1, max_tokens), prefill_remaining());
+  item.logits = item.n == prefill_remaining() ? logits : nullptr;
+  item.observer = policy_.get();
+  item.prefill = true;
+  return item;
+}
+
+Status OffloadedSequence::EndPrefillChunk(const ForwardItem& item) {
+  FS_RETURN_IF_ERROR(item.status);
+  prefill_at_ += item.n;
+  if (prefill_remaining() > 0) return Status::OK();
   if (policy_ != nullptr) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
   FS_RETURN_IF_ERROR(AfterContext());
-  stats_.prefill_tokens += p;
-  stats_.prefill_seconds += Now() - t0;
+  stats_.prefill_tokens += prompt_tokens_;
+  stats_.prefill_seconds += Now() - prefill_t0_;
+  return Status::OK();
+}
+
+Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vector<float>* logits) {
+  FS_RETURN_IF_ERROR(BeginPrefill(prompt));
+  if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
+  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
+  std::vector<ForwardItem> items(1);
+  while (prefill_remaining() > 0) {
+    items[0] = NextPrefillChunk(options_.prefill_chunk, logits != nullptr ? logits->data() : nullptr);
+    alone_->Run(&items);
+    FS_RETURN_IF_ERROR(EndPrefillChunk(items[0]));
+  }
   return Status::OK();
 }
 
@@ -218,6 +249,7 @@ Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint3
   if (seq_.position() != 0) return FailedPrecondition("TEST_FillRandom needs an empty sequence");
   seq_.TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed);
   tokens_ = ids;
+  prompt_tokens_ = prefill_at_ = static_cast<int64_t>(ids.size());
   if (spec_.has_value()) {
     FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_,
                                                                static_cast<int64_t>(ids.size()), options_.attention));
@@ -226,12 +258,23 @@ Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint3
   return AfterContext();
 }
 
-Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
-  if (seq_.position() == 0) return FailedPrecondition("Decode needs a prefilled sequence");
-  const double t0 = Now();
+StatusOr<ForwardItem> OffloadedSequence::DecodeStep(TokenId token, float* logits) {
+  if (seq_.position() == 0 || prefill_remaining() > 0) return FailedPrecondition("Decode needs a prefilled sequence");
+  decode_t0_ = Now();
   fetch_->step = stats_.decode_tokens;
-  const bool offload = options_.mode != OffloadMode::kResident;
-  Status s = seq_.Decode(token, logits, policy_.get(), offload ? this : nullptr);
+  decode_token_ = token;
+  ForwardItem item;
+  item.sequence = &seq_;
+  item.tokens = &decode_token_;
+  item.n = 1;
+  item.logits = logits;
+  item.hook = policy_.get();
+  item.source = options_.mode != OffloadMode::kResident ? this : nullptr;
+  return item;
+}
+
+Status OffloadedSequence::EndDecode(const ForwardItem& item) {
+  Status s = item.status;
   if (policy_ != nullptr && !policy_->status().ok()) {
     s = policy_->status().WithContext("selection policy");
   }
@@ -239,11 +282,20 @@ Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
     AbandonFetches();
     return s;
   }
-  tokens_.push_back(token);
+  tokens_.push_back(decode_token_);
   FS_RETURN_IF_ERROR(Publish());
   stats_.decode_tokens++;
-  stats_.decode_seconds += Now() - t0;
+  stats_.decode_seconds += Now() - decode_t0_;
   return Status::OK();
+}
+
+Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
+  if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
+  FS_ASSIGN_OR_RETURN(ForwardItem item, DecodeStep(token, logits != nullptr ? logits->data() : nullptr));
+  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
+  std::vector<ForwardItem> items(1, item);
+  alone_->Run(&items);
+  return EndDecode(items[0]);
 }
 
 Status OffloadedSequence::Flush() { return publisher_ != nullptr ? publisher_->Flush() : Status::OK(); }

@@ -137,6 +137,20 @@ class OffloadedSequence : public KvBlockSource {
   // Waits for every queued publish.
   Status Flush();
 
+  // Prefill and Decode a step at a time, for a scheduler that runs several sequences in one
+  // forward pass (BatchForward, worker/sequence.h); Prefill and Decode are these with a batch of
+  // one. BeginPrefill imports the published prefix and makes the policy; then, while
+  // prefill_remaining() > 0, NextPrefillChunk gives the next chunk (at most `max_tokens`; the last
+  // writes the prompt's logits to `logits` [vocab]) and EndPrefillChunk takes it back after the
+  // step ran (the last seeds the policy and publishes). DecodeStep / EndDecode are one Decode. The
+  // items point into this sequence: keep it alive and unchanged until the End call.
+  Status BeginPrefill(const std::vector<TokenId>& prompt);
+  int64_t prefill_remaining() const { return prompt_tokens_ - prefill_at_; }
+  ForwardItem NextPrefillChunk(int64_t max_tokens, float* logits);
+  Status EndPrefillChunk(const ForwardItem& item);
+  StatusOr<ForwardItem> DecodeStep(TokenId token, float* logits);
+  Status EndDecode(const ForwardItem& item);
+
   int64_t position() const { return seq_.position(); }
   const std::vector<TokenId>& tokens() const { return tokens_; }
   OffloadStats stats() const;
@@ -180,6 +194,12 @@ class OffloadedSequence : public KvBlockSource {
   int64_t dropped_upto_ = 0;  // blocks [sink, dropped_upto_) are dropped from seq_'s KV
   OffloadStats stats_;
   std::vector<float> logits_scratch_;
+  // The stepwise form's state: prompt tokens [0, prefill_at_) are in the KV; the token of the
+  // decode step in flight; when the prefill and the step began.
+  int64_t prompt_tokens_ = 0, prefill_at_ = 0;
+  TokenId decode_token_ = 0;
+  double prefill_t0_ = 0, decode_t0_ = 0;
+  std::unique_ptr<BatchForward> alone_;  // Prefill and Decode's batch of one
 };
 
 }  // namespace foresight::worker
