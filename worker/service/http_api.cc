@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <string_view>
 #include <thread>
 
@@ -73,6 +74,17 @@ struct HttpApi::Request final : public ServeObserver {
   Status status FS_GUARDED_BY(mu);
   v1::GenerateStats stats FS_GUARDED_BY(mu);
 };
+
+openai::ModelInfo ServedModelInfo(const Model& model, const std::string& model_path) {
+  std::filesystem::path path(model_path);
+  if (!path.has_filename()) path = path.parent_path();  // "folder/"
+  openai::ModelInfo info;
+  info.name = std::filesystem::is_directory(path) ? path.filename().string() : path.stem().string();
+  info.tokenizer = model.tokenizer();
+  info.vocab_size = model.config().vocab_size;
+  info.max_context = model.config().max_context;
+  return info;
+}
 
 HttpApi::HttpApi(HttpApiOptions options, ServingMetrics* metrics)
     : options_(std::move(options)),

@@ -64,6 +64,11 @@ class SchedulerBackend final : public ServeBackend {
   Scheduler* const scheduler_;
 };
 
+// The served model as the API describes and checks it: named after its file without the extension
+// (SmolLM2-135M-Instruct.Q4_1.gguf: "SmolLM2-135M-Instruct.Q4_1"; a Hugging Face folder: its name),
+// its tokenizer, vocabulary and context.
+openai::ModelInfo ServedModelInfo(const Model& model, const std::string& model_path);
+
 struct HttpApiOptions {
   std::string token;                        // required of callers (empty: none)
   size_t max_body_bytes = size_t{8} << 20;  // larger request bodies get 413
