@@ -1,6 +1,8 @@
 #include "worker/generator.h"
 
-#include <algorithm>
+#include <limits>
+
+#include "worker/text_stream.h"
 
 namespace foresight::worker {
 namespace {
@@ -40,27 +42,54 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
     return OutOfRange("the prompt has " + std::to_string(prompt.size()) + " tokens; the model's context is " +
                       std::to_string(limit));
   }
+  FS_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(options.sampling));
+  if (options.min_tokens < 0) {
+    return InvalidArgument("min_tokens must be >= 0, got " + std::to_string(options.min_tokens));
+  }
   std::unique_ptr<GenerationSequence> seq;
   if (options.make_sequence) {
     FS_ASSIGN_OR_RETURN(seq, options.make_sequence());
   } else {
     seq = std::make_unique<CpuGenerationSequence>(model, options.prefill_chunk);
   }
+  const Tokenizer* tok = model.tokenizer();
+  // The tokens min_tokens keeps from being picked.
+  std::vector<TokenId> end_of_generation;
+  if (options.min_tokens > 0 && tok != nullptr) {
+    for (TokenId id = 0; id < tok->vocab_size(); ++id) {
+      if (tok->IsEndOfGeneration(id)) end_of_generation.push_back(id);
+    }
+  }
+  const bool stop_at_eos = options.stop_at_end_of_generation && !options.ignore_eos;
+  TextStream stream(tok, options.stop);
+
   std::vector<float> logits;
   FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits, options.prefill_observer));
   if (options.after_prefill) FS_RETURN_IF_ERROR(options.after_prefill());
   GenerateResult result;
-  const Tokenizer* tok = model.tokenizer();
   for (int32_t i = 0; i < options.max_tokens; ++i) {
-    const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (i < options.min_tokens) {
+      for (TokenId id : end_of_generation) {
+        if (id < static_cast<TokenId>(logits.size())) logits[id] = -std::numeric_limits<float>::infinity();
+      }
+    }
+    const TokenId next = sampler.Sample(logits.data(), static_cast<int64_t>(logits.size()));
     result.tokens.push_back(next);
     if (options.on_token) options.on_token(next);
-    result.finish_reason =
-        StopReason(tok, options.stop_at_end_of_generation, next, i + 1, options.max_tokens, seq->position(), limit);
+    TextStream::Piece piece = stream.Add(next, /*may_stop=*/i + 1 >= options.min_tokens);
+    if (options.on_text && !piece.text.empty()) options.on_text(piece.text);
+    if (piece.stopped) {
+      result.finish_reason = "stop";
+      break;
+    }
+    result.finish_reason = StopReason(tok, stop_at_eos, next, i + 1, options.max_tokens, seq->position(), limit);
     if (!result.finish_reason.empty()) break;
     FS_RETURN_IF_ERROR(seq->Decode(next, &logits, options.hook));
     if (options.after_step) FS_RETURN_IF_ERROR(options.after_step());
   }
+  const std::string rest = stream.Finish();
+  if (options.on_text && !rest.empty()) options.on_text(rest);
+  result.text = stream.text();
   result.stats = seq->stats();
   return result;
 }

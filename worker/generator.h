@@ -1,7 +1,9 @@
-// Generate: greedy text generation on a Model: prefill the prompt densely, then decode token by
-// token (optionally with a DecodeAttentionHook restricting attention), stopping at max_tokens or
-// an end-of-generation token. The forward pass runs on the CPU (Sequence) unless
-// GenerateOptions::make_sequence picks another backend (worker/cuda/cuda_sequence.h).
+// Generate: text generation on a Model: prefill the prompt densely, then decode token by token
+// (optionally with a DecodeAttentionHook restricting attention), each token picked by the Sampler
+// (greedy unless GenerateOptions::sampling says otherwise) and its text streamed through a
+// TextStream, stopping at max_tokens, an end-of-generation token or a stop string. The forward
+// pass runs on the CPU (Sequence) unless GenerateOptions::make_sequence picks another backend
+// (worker/cuda/cuda_sequence.h).
 //
 // Thread-safety: one call per thread; the Model may be shared.
 #pragma once
@@ -14,6 +16,7 @@
 
 #include "common/status.h"
 #include "worker/model.h"
+#include "worker/sampler.h"
 #include "worker/sequence.h"
 
 namespace foresight::worker {
@@ -33,22 +36,36 @@ struct GenerateOptions {
   int32_t max_tokens = 128;
   int32_t prefill_chunk = 512;
   bool stop_at_end_of_generation = true;
+  // vLLM's name for stop_at_end_of_generation = false: either one keeps generating past the
+  // model's end-of-generation tokens (which then stay in `tokens` and add no text).
+  bool ignore_eos = false;
+  // vLLM's min_tokens: the end-of-generation tokens are never picked as the first min_tokens
+  // tokens, and a stop string completed before the min_tokens-th token is ordinary text.
+  int32_t min_tokens = 0;
+  SamplingParams sampling;  // default: greedy
+  // Generation ends when the text contains one of these (finish_reason "stop"); the text stops
+  // before it (OpenAI's `stop`). Empty strings are ignored.
+  std::vector<std::string> stop;
   DecodeAttentionHook* hook = nullptr;  // null: dense decode
   PrefillAttentionObserver* prefill_observer = nullptr;
   // Called after the prefill (e.g. to seed selection policies) and after each decode step (to
   // surface a hook's error); a non-OK status ends generation with it.
   std::function<Status()> after_prefill;
   std::function<Status()> after_step;
-  // Called with each new token as it is produced (for streaming output).
+  // Called with each new token as it is produced.
   std::function<void(TokenId)> on_token;
+  // Called with each piece of text as it is released (valid UTF-8; never part of a stop string),
+  // for streaming output: the pieces concatenate to GenerateResult::text.
+  std::function<void(const std::string&)> on_text;
   // Makes the sequence to generate on; null: a CPU Sequence of `prefill_chunk`.
   std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> make_sequence;
 };
 
 struct GenerateResult {
-  std::vector<TokenId> tokens;  // generated, not including the prompt
+  std::vector<TokenId> tokens;  // generated, not including the prompt (the one completing a stop string included)
+  std::string text;             // the tokens' text, valid UTF-8, cut before a stop string
   SequenceStats stats;
-  std::string finish_reason;  // see StopReason
+  std::string finish_reason;  // see StopReason; "stop" for a stop string
 };
 
 // Why generation ends after emitting `next` as its `emitted`-th token (1-based) with the sequence

@@ -5,6 +5,7 @@
 
 #include "worker/oracle_attention.h"
 #include "worker/policy_attention.h"
+#include "worker/sampler.h"
 #include "worker/sequence.h"
 
 namespace foresight::worker {
@@ -129,7 +130,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     for (int64_t i = 0; i < predict; ++i) {
       const TokenId target = tokens[context + i];
       nll -= LogProb(logits, target);
-      const TokenId top = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const TokenId top = Argmax(logits.data(), static_cast<int64_t>(logits.size()));
       if (hook == nullptr) dense_top1.push_back(top);
       agree += top == dense_top1[i];
       if (i + 1 < predict) {

@@ -8,6 +8,14 @@
 // Greedy (temperature 0) returns the first maximum (ties go to the lowest id), as every argmax in
 // this tree always did, so greedy output is unchanged by the sampler.
 //
+// With a temperature, the distribution is softmax(logits / temperature) restricted first to the
+// top_k most likely tokens, then to the nucleus: the shortest run of those, most likely first,
+// whose share of their probability reaches top_p; the token is drawn from what is left,
+// renormalised. Ties in order go to the lower id, so top_k = 1 (or a tiny top_p) is greedy. NaN and
+// -inf logits are never drawn. The draw is computed here from std::mt19937_64's raw output (one
+// per token), not by a standard-library distribution, so a seed gives the same tokens with every
+// standard library.
+//
 // Thread-safety: a Sampler holds its random state; one thread uses it at a time.
 #pragma once
 
@@ -27,7 +35,7 @@ struct SamplingParams {
   uint64_t seed = 0;         // the random stream (used only when temperature > 0)
 };
 
-// The first index of the largest value (NaN never wins); -1 when n == 0.
+// The first index of the largest value (NaN never wins; 0 when every value is NaN); -1 when n == 0.
 TokenId Argmax(const float* logits, int64_t n);
 
 class Sampler {
@@ -43,6 +51,7 @@ class Sampler {
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, TokenId>> candidates_;  // scratch
+  std::vector<float> weights_;                         // scratch: exp((logit - max) / temperature)
 };
 
 }  // namespace foresight::worker

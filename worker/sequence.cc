@@ -203,6 +203,7 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
     L.wv.Multiply(h_.data(), n, v_.data(), &gemm_);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n; ++r) {
+      if (!items[row_item_[r]].status.ok()) continue;  // failed in an earlier layer: its KV is not written
       Sequence& seq = *items[row_item_[r]].sequence;
       const int64_t pos = row_pos_[r];
       float* qt = q_.data() + r * qo;
@@ -231,9 +232,8 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
         const double ta = Now();
         Status s = seq.DecodeAttention(l, p0[i], q, out, it.hook, it.source);
         seq.stats_.attention_seconds += Now() - ta;
-        if (!s.ok()) {  // the step did not happen for this sequence; its row computes on, unused
+        if (!s.ok()) {  // the step does not happen for this sequence; its row computes on, unused
           it.status = s;
-          seq.kv_.Resize(p0[i]);
           std::fill(out, out + qo, 0.0f);
         }
       } else {
@@ -252,6 +252,9 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
     for (int64_t j = 0; j < n * d; ++j) x_[j] += h_[j];
   }
 
+  for (int64_t i = 0; i < m; ++i) {
+    if (!items[i].status.ok()) items[i].sequence->kv_.Resize(p0[i]);  // (a no-op when CheckStep failed)
+  }
   // Logits for the rows that want them, in one product; straight into the item's buffer when one
   // item wants them.
   std::vector<int64_t> out_rows;  // rows of x_, in order

@@ -96,14 +96,14 @@ class Sequence;
 struct ForwardItem {
   Sequence* sequence = nullptr;
   const TokenId* tokens = nullptr;
-  int64_t n = 0;  // 1 without an observer: a decode step (the hook may make it sparse); else dense
+  int64_t n = 0;            // 1 without an observer: a decode step (the hook may make it sparse); else dense
   float* logits = nullptr;  // the last token's logits [vocab] (every token's with all_logits); null: none
   bool all_logits = false;
   DecodeAttentionHook* hook = nullptr;           // decode only; null: dense
   KvBlockSource* source = nullptr;               // decode only; null: the KvCache
   PrefillAttentionObserver* observer = nullptr;  // dense chunks only
-  bool prefill = false;  // counted as prefill (else decode) in the sequence's statistics
-  Status status;  // set by Run: OK when the sequence advanced by n tokens
+  bool prefill = false;                          // counted as prefill (else decode) in the sequence's statistics
+  Status status;                                 // set by Run: OK when the sequence advanced by n tokens
 };
 
 class BatchForward {

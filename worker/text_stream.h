@@ -33,7 +33,9 @@ class TextStream {
     std::string text;      // newly released text (valid UTF-8)
     bool stopped = false;  // a stop string completed; `text` ends before it
   };
-  Piece Add(TokenId token);
+  // `may_stop` false: a stop string that completes with this token is ordinary text (a request's
+  // min_tokens not reached yet); one completing later still stops.
+  Piece Add(TokenId token, bool may_stop = true);
   // The text still held back (an unfinished stop-string prefix, or an incomplete UTF-8 sequence,
   // which is replaced by U+FFFD), released because the generation ended for another reason.
   std::string Finish();
@@ -44,7 +46,7 @@ class TextStream {
  private:
   const Tokenizer* tokenizer_;
   std::vector<std::string> stop_;
-  std::string pending_;   // decoded, not yet released
+  std::string pending_;  // decoded, not yet released
   std::string released_;
   bool stopped_ = false;
 };

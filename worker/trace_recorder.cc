@@ -7,6 +7,7 @@
 #include "predictor/key_digests.h"
 #include "predictor/prefill_recorder.h"
 #include "predictor/trace.h"
+#include "worker/sampler.h"
 #include "worker/sequence.h"
 
 namespace foresight::worker {
@@ -84,7 +85,7 @@ StatusOr<TraceSummary> RecordTrace(const Model& model, const std::vector<TokenId
   summary.prompt_tokens = g.prompt_tokens;
   DecodeRecorder recorder(writer.get(), c);
   for (int32_t s = 0; s < decode_steps; ++s) {
-    const TokenId next = static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const TokenId next = Argmax(logits.data(), static_cast<int64_t>(logits.size()));
     summary.generated.push_back(next);
     recorder.step = s;
     FS_RETURN_IF_ERROR(seq.Decode(next, &logits, &recorder));

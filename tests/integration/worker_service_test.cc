@@ -183,7 +183,11 @@ TEST(WorkerServiceTest, BadRequestsGetErrorsThatNameTheProblem) {
   expect_error(Request(Text(5000, 2), 4), StatusCode::kOutOfRange, "context is 4096");
   r = Request("hello", 4);
   r.set_greedy(false);
-  expect_error(r, StatusCode::kUnimplemented, "greedy");
+  r.set_temperature(-1);
+  expect_error(r, StatusCode::kInvalidArgument, "temperature");
+  r = Request("hello", 4);
+  r.set_min_tokens(5);
+  expect_error(r, StatusCode::kInvalidArgument, "min_tokens");
   auto health = c->Health();
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(*health, "SERVING");
@@ -321,7 +325,9 @@ TEST_P(WorkerKillTest, CacheNodeKilledDuringDecodeEndsTheRequestWithAClearErrorT
   EXPECT_TRUE(killed.status().code() == StatusCode::kUnavailable ||
               killed.status().code() == StatusCode::kDeadlineExceeded || killed.status().code() == StatusCode::kAborted)
       << killed.status().ToString();
-  EXPECT_NE(killed.status().message().find("node"), std::string::npos) << killed.status().ToString();
+  EXPECT_NE(killed.status().message().find("node"), std::string::npos)
+      << killed.status().ToString() << "\nworker log:\n"
+      << w->Log();
   ASSERT_GE(got.size(), 40u);
   ASSERT_LE(got.size(), reference.tokens.size());
   EXPECT_TRUE(std::equal(got.begin(), got.end(), reference.tokens.begin())) << "output differs from the reference run";

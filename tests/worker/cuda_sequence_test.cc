@@ -23,6 +23,7 @@
 #include <random>
 
 #include "worker/cuda/cuda_sequence.h"
+#include "worker/sampler.h"
 #include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 #include "worker/transformer_kernels.h"
@@ -99,13 +100,13 @@ void ExpectLogitsAgree(const std::vector<float>& cpu, const std::vector<float>& 
     double scale = 0;
     for (int64_t i = 0; i < vocab; ++i) scale = std::max(scale, std::fabs(static_cast<double>(row[i])));
     if (sorted[0] - sorted[1] <= 2 * tolerance * scale) continue;  // a near tie: either answer is right
-    EXPECT_EQ(std::max_element(row, row + vocab) - row, std::max_element(grow, grow + vocab) - grow)
-        << what << " row " << r;
+    EXPECT_EQ(worker::Argmax(&*row, vocab), worker::Argmax(&*grow, vocab)) << what << " row " << r;
   }
 }
 
-TokenId Argmax(const std::vector<float>& logits, int64_t vocab) {
-  return static_cast<TokenId>(std::max_element(logits.end() - vocab, logits.end()) - (logits.end() - vocab));
+// The greedy token of the last row (the generation loops' rule, worker/sampler.h).
+TokenId LastRowArgmax(const std::vector<float>& logits, int64_t vocab) {
+  return worker::Argmax(logits.data() + logits.size() - vocab, vocab);
 }
 
 void CompareBackends(const Model& model, double tolerance, const std::string& name) {
@@ -132,7 +133,7 @@ void CompareBackends(const Model& model, double tolerance, const std::string& na
 
   // Both decode the CPU's choice, so that one flipped near-tie cannot make the inputs differ.
   for (int step = 0; step < 3; ++step) {
-    const TokenId next = Argmax(lc, vocab);
+    const TokenId next = LastRowArgmax(lc, vocab);
     ASSERT_TRUE(cpu.Decode(next, &lc).ok());
     s = gpu.Decode(next, &lg);
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -142,7 +143,7 @@ void CompareBackends(const Model& model, double tolerance, const std::string& na
   FixedBlocksHook hc(c.n_layers), hg(c.n_layers);
   hc.n_heads = hg.n_heads = c.n_heads;
   for (int step = 0; step < 3; ++step) {
-    const TokenId next = Argmax(lc, vocab);
+    const TokenId next = LastRowArgmax(lc, vocab);
     ASSERT_TRUE(cpu.Decode(next, &lc, &hc).ok());
     s = gpu.Decode(next, &lg, &hg);
     ASSERT_TRUE(s.ok()) << s.ToString();

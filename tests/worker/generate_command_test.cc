@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "worker/cli/worker_commands.h"
 #include "worker/synthetic_model.h"
@@ -76,6 +78,54 @@ TEST_F(GenerateCommandTest, BadNumbersAreRefusedNotClampedOrThrown) {
   std::filesystem::remove(text);
   EXPECT_NE(bad_budget, 0);
   EXPECT_NE(budget_error.find("--budget: \"abc\" is not a whole number"), std::string::npos) << budget_error;
+}
+
+TEST_F(GenerateCommandTest, SamplingFlagsReachGenerate) {
+  auto run_json = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"generate",     "--model", path_,    "--prompt-tokens", "1,2,3,4",
+                                     "--max-tokens", "12",      "--json", "--print-tokens"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ::testing::internal::CaptureStdout();
+    const int code = RunCommand(args);
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    EXPECT_EQ(code, 0) << out;
+    auto j = nlohmann::json::parse(out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << out;
+    return j;
+  };
+  const auto greedy = run_json({});
+  EXPECT_FALSE(greedy.contains("sampling"));
+  const std::vector<std::string> sampled = {"--temperature", "1000", "--top-k", "50",
+                                            "--top-p",       "0.95", "--seed",  "11"};
+  const auto a = run_json(sampled), b = run_json(sampled);
+  ASSERT_TRUE(a.contains("sampling")) << a.dump();
+  EXPECT_EQ(a["sampling"]["seed"], 11);
+  EXPECT_EQ(a["sampling"]["top_k"], 50);
+  EXPECT_EQ(a["tokens"], b["tokens"]);       // the same seed, the same tokens
+  EXPECT_NE(a["tokens"], greedy["tokens"]);  // a synthetic model is sure of its token; T = 1000 is not
+  const auto top1 = run_json({"--temperature", "1", "--top-k", "1", "--seed", "5"});
+  EXPECT_EQ(top1["tokens"], greedy["tokens"]);
+  const auto stop = run_json({"--stop", "x", "--stop", "yz"});
+  EXPECT_EQ(stop["stop"], nlohmann::json({"x", "yz"}));
+}
+
+TEST_F(GenerateCommandTest, BadSamplingFlagsAreRefusedByName) {
+  for (const auto& [flag, value, field] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--temperature", "-1", "temperature"}, {"--top-p", "0", "top_p"}, {"--top-p", "1.5", "top_p"}}) {
+    ::testing::internal::CaptureStderr();
+    const int code = RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", flag, value});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(code, 1) << flag << " " << value;
+    EXPECT_NE(err.find(field), std::string::npos) << err;
+  }
+  EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", "--top-k", "-1"}), 100);
+  // A worker's gRPC API decodes greedily: sampling flags with --worker are refused, not dropped.
+  ::testing::internal::CaptureStderr();
+  const int code = RunCommand({"generate", "--worker", "127.0.0.1:1", "--prompt", "hi", "--temperature", "0.7"});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("--temperature, --top-k, --top-p, --seed and --stop apply to local generation"), std::string::npos)
+      << err;
 }
 
 TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {

@@ -2,6 +2,8 @@
 // generation ends for a reason it reports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "tests/worker/test_tokens.h"
 #include "worker/generator.h"
 #include "worker/synthetic_model.h"
@@ -38,6 +40,45 @@ TEST(GenerateTest, ReportsWhyItStopped) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->tokens.size(), 10u);
   EXPECT_EQ(r->finish_reason, "context");
+}
+
+TEST(GenerateTest, GreedyIsTheLoopItReplaced) {
+  // The generation loop before the sampler: std::max_element over each step's logits.
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<TokenId> prompt = testing::TestTokens(20);
+  Sequence seq(**model);
+  std::vector<float> logits;
+  ASSERT_TRUE(seq.Prefill(prompt, &logits).ok());
+  std::vector<TokenId> want;
+  for (int i = 0; i < 12; ++i) {
+    want.push_back(static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    ASSERT_TRUE(seq.Decode(want.back(), &logits).ok());
+  }
+  GenerateOptions o;
+  o.max_tokens = 12;
+  o.stop_at_end_of_generation = false;
+  auto r = Generate(**model, prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tokens, want);
+  // top_k 1 samples the same tokens, whatever the temperature and seed.
+  o.sampling.temperature = 2.0f;
+  o.sampling.top_k = 1;
+  o.sampling.seed = 99;
+  r = Generate(**model, prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->tokens, want);
+}
+
+TEST(GenerateTest, RefusesBadSamplingBeforeRunning) {
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  GenerateOptions o;
+  o.sampling.temperature = -1.0f;
+  auto r = Generate(**model, testing::TestTokens(4), o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("temperature"), std::string::npos) << r.status().message();
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "worker/policy_attention.h"
 #include "worker/policy_label.h"
 #include "worker/quality_eval.h"
+#include "worker/sampler.h"
 #include "worker/service/worker_client.h"
 #include "worker/trace_recorder.h"
 
@@ -63,7 +64,9 @@ struct GenerateFlags {
   std::string worker;      // HOST:PORT of a foresight-worker: generate there
   std::string token_file;  // the worker's token
   bool no_prefix_reuse = false;
-  std::string backend = "cpu";  // cpu | cuda
+  std::string backend = "cpu";      // cpu | cuda
+  worker::SamplingParams sampling;  // default: greedy
+  std::vector<std::string> stop;
 };
 
 StatusOr<std::string> ResolveModel(const std::string& flag) {
@@ -93,6 +96,13 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     return InvalidArgument(
         "--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
         "settings (foresight-worker flags), not a request's; drop them with --worker");
+  }
+  const worker::SamplingParams greedy;
+  if (f.sampling.temperature != greedy.temperature || f.sampling.top_k != greedy.top_k ||
+      f.sampling.top_p != greedy.top_p || f.sampling.seed != greedy.seed || !f.stop.empty()) {
+    return InvalidArgument(
+        "--temperature, --top-k, --top-p, --seed and --stop apply to local generation: a foresight-worker's "
+        "gRPC API decodes greedily and takes no stop strings yet; drop them with --worker");
   }
   worker::WorkerClientOptions o;
   o.address = f.worker;
@@ -190,6 +200,7 @@ Status RunGenerate(GenerateFlags f) {
     return InvalidArgument("--backend applies to local generation; a foresight-worker (--worker) runs its own");
   }
   if (!f.worker.empty()) return RunRemoteGenerate(f);
+  FS_RETURN_IF_ERROR(worker::Sampler::Create(f.sampling).status());  // before the model loads: fail fast
   if (f.no_prefix_reuse || !f.token_file.empty()) {
     return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
   }
@@ -265,9 +276,11 @@ Status RunGenerate(GenerateFlags f) {
     options.make_sequence = worker::CudaSequenceFactory(*cuda_model, f.prefill_chunk);
   }
 #endif
-  if (!f.json && tok != nullptr) {
-    options.on_token = [&](TokenId id) {
-      std::fputs(tok->TokenPiece(id, false).c_str(), stdout);
+  options.sampling = f.sampling;
+  options.stop = f.stop;
+  if (!f.json) {
+    options.on_text = [](const std::string& text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     };
   }
@@ -276,7 +289,6 @@ Status RunGenerate(GenerateFlags f) {
   const double prefill_tps = s.prefill_seconds > 0 ? s.prefill_tokens / s.prefill_seconds : 0;
   const double decode_tps = s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0;
   const double blocks_per_step = s.decode_tokens > 0 ? static_cast<double>(s.blocks_attended) / s.decode_tokens : 0;
-  const std::string text = tok != nullptr ? tok->Decode(result.tokens) : std::string();
   const double predictor_ms =
       policy != nullptr && s.decode_tokens > 0 ? 1e3 * policy->predictor_seconds() / s.decode_tokens : 0.0;
   if (f.json) {
@@ -289,7 +301,14 @@ Status RunGenerate(GenerateFlags f) {
     j["prompt_tokens"] = prompt.size();
     j["generated_tokens"] = result.tokens.size();
     j["finish_reason"] = result.finish_reason;
-    j["text"] = text;
+    j["text"] = result.text;
+    if (f.sampling.temperature > 0) {
+      j["sampling"] = {{"temperature", f.sampling.temperature},
+                       {"top_k", f.sampling.top_k},
+                       {"top_p", f.sampling.top_p},
+                       {"seed", f.sampling.seed}};
+    }
+    if (!f.stop.empty()) j["stop"] = f.stop;
     if (f.print_tokens) j["tokens"] = result.tokens;
     j["load_seconds"] = load_s;
     j["prefill_tokens_per_second"] = prefill_tps;
@@ -471,7 +490,8 @@ void Report(const Status& s, int* exit_code) {
 
 void AddWorkerCommands(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<GenerateFlags>();
-  CLI::App* gen = app.add_subcommand("generate", "Generate text with the worker engine (greedy decoding)");
+  CLI::App* gen = app.add_subcommand(
+      "generate", "Generate text with the worker engine (greedy decoding, or sampled with --temperature)");
   gen->add_option("--model", flags->model,
                   "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct in $FORESIGHT_MODELS or "
                   "~/.cache/foresight/models)");
@@ -479,6 +499,19 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--prompt", flags->prompt, "Prompt text");
   gen->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as comma-separated token ids");
   gen->add_option("--max-tokens", flags->max_tokens, "Most tokens to generate")->check(kPositive);
+  gen->add_option("--temperature", flags->sampling.temperature,
+                  "Sample from softmax(logits / T) (default 0: greedy, the most likely token)");
+  gen->add_option("--top-k", flags->sampling.top_k,
+                  "With --temperature: sample among the K most likely tokens (0: all)")
+      ->check(kNonNegative);
+  gen->add_option("--top-p", flags->sampling.top_p,
+                  "With --temperature: sample among the fewest most likely tokens whose probability reaches P "
+                  "(nucleus; default 1: all)");
+  gen->add_option("--seed", flags->sampling.seed,
+                  "With --temperature: the random stream (the same seed gives the same tokens; default 0)");
+  gen->add_option("--stop", flags->stop,
+                  "End generation at this text, which is not printed (repeat for several; finish reason \"stop\")")
+      ->allow_extra_args(false);
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
   gen->add_option("--policy", flags->policy,
                   "Decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "

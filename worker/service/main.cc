@@ -53,6 +53,10 @@ struct Flags {
   std::string kv_mode = "cross-token";
   bool no_prefix_reuse = false;
   bool no_publish = false;
+  int max_seqs = 8;
+  int max_waiting = 64;
+  int step_tokens = 512;
+  int kv_budget_mib = 0;
   std::string log_level = "info";
 };
 
@@ -104,7 +108,12 @@ int Run(const Flags& f) {
   auto model = worker::Model::Open(model_path);
   if (!model.ok()) return fail(model.status());
 
-  worker::WorkerServiceOptions so;
+  worker::SchedulerOptions sched;
+  worker::ServingOptions& so = sched.serving;
+  sched.max_seqs = f.max_seqs;
+  sched.max_waiting = f.max_waiting;
+  sched.step_tokens = f.step_tokens;
+  sched.kv_budget_bytes = uint64_t{static_cast<uint32_t>(f.kv_budget_mib)} << 20;
   so.key_namespace = f.key_namespace;
   so.default_policy = f.policy;
   so.default_budget = f.budget;
@@ -113,7 +122,6 @@ int Run(const Flags& f) {
   so.dense_first_layers = f.dense_layers;
   so.query_refine = f.query_refine;
   so.prefill_chunk = f.prefill_chunk;
-  so.token = token;
   so.prefix_reuse = !f.no_prefix_reuse;
   so.publish = !f.no_publish;
   {
@@ -149,7 +157,8 @@ int Run(const Flags& f) {
   // later failures are per request, and the worker reconnects.
   if (auto c = cache.Get(); !c.ok()) return fail(c.status());
 
-  worker::WorkerService service(**model, model_path, &cache, so);
+  worker::Scheduler scheduler(**model, &cache, sched);
+  worker::WorkerService service(**model, model_path, &cache, &scheduler, token);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &bound_port);
@@ -159,13 +168,14 @@ int Run(const Flags& f) {
     return fail(Unavailable("cannot listen on " + f.listen + " (address in use, or not a local address?)"));
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
-  service.set_address(host + ":" + std::to_string(bound_port));
+  scheduler.set_address(host + ":" + std::to_string(bound_port));
   spdlog::info(
-      "foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}",
-      model_path, host, bound_port, cache.Describe(), f.kv_mode, service.DefaultPolicyLabel(), f.budget,
-      so.weights_name);
+      "foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}, "
+      "up to {} sequences per step ({} waiting), {} tokens per step",
+      model_path, host, bound_port, cache.Describe(), f.kv_mode, scheduler.DefaultPolicyLabel(), f.budget,
+      so.weights_name, f.max_seqs, f.max_waiting, f.step_tokens);
   // One parseable line for launchers and tests.
-  std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << service.fingerprint() << std::endl;
+  std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << scheduler.fingerprint() << std::endl;
 
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
@@ -238,6 +248,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-prefix-reuse", f.no_prefix_reuse, "Never import published prefixes (always prefill)");
   app.add_flag("--no-publish", f.no_publish, "Never publish KV blocks to the cache service");
+  app.add_option("--max-seqs", f.max_seqs, "Requests run together, batched in each forward step")
+      ->check(kPositive)
+      ->capture_default_str();
+  app.add_option("--max-waiting", f.max_waiting, "Requests queued beyond those; more are refused (RESOURCE_EXHAUSTED)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--step-tokens", f.step_tokens,
+                 "Token rows per forward step: the running decodes, then prompt chunks (a long prompt delays "
+                 "running decodes by at most one such step)")
+      ->check(kPositive)
+      ->capture_default_str();
+  app.add_option("--kv-budget-mib", f.kv_budget_mib,
+                 "KV the running requests may hold on the worker (MiB; 0: no limit); requests beyond it wait")
+      ->check(kNonNegative)
+      ->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return Run(f);

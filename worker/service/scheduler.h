@@ -47,7 +47,7 @@ struct ServingOptions {
   // AttentionPredictor: share of the kept blocks chosen by the step's query (PolicySpec::query_refine).
   float query_refine = predictor::PolicySpec::kServingQueryRefine;
   std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
-  std::string weights_name;  // what they are (predictor::CnnWeightsName), for statistics
+  std::string weights_name;                              // what they are (predictor::CnnWeightsName), for statistics
   int32_t prefill_chunk = 512;
   bool prefix_reuse = true;  // look up and import published prefixes
   bool publish = true;       // publish every full block
@@ -57,19 +57,18 @@ struct ServingOptions {
 
 struct SchedulerOptions {
   ServingOptions serving;
-  int32_t max_seqs = 8;      // sequences in one step
-  int32_t max_waiting = 64;  // queued beyond those; more is RESOURCE_EXHAUSTED
-  int32_t step_tokens = 512; // token rows per step: the running decodes, then prefill chunks
+  int32_t max_seqs = 8;          // sequences in one step
+  int32_t max_waiting = 64;      // queued beyond those; more is RESOURCE_EXHAUSTED
+  int32_t step_tokens = 512;     // token rows per step: the running decodes, then prefill chunks
   uint64_t kv_budget_bytes = 0;  // worker-resident KV of the running sequences; 0: no limit
-  std::string address;       // the worker's own address, for statistics
 };
 
 // One generation request, as every front end hands it over (already tokenised).
 struct ServeRequest {
   std::vector<TokenId> prompt;
-  int32_t max_tokens = 16;  // > 0
-  int32_t min_tokens = 0;   // EOS and stop strings do not end generation before this many tokens
-  bool ignore_eos = false;  // generate max_tokens whatever the model says (benchmarks)
+  int32_t max_tokens = 16;        // > 0
+  int32_t min_tokens = 0;         // EOS and stop strings do not end generation before this many tokens
+  bool ignore_eos = false;        // generate max_tokens whatever the model says (benchmarks)
   std::vector<std::string> stop;  // stop strings (worker/text_stream.h)
   SamplingParams sampling;
   std::string policy;  // "" : the worker's default
@@ -114,6 +113,8 @@ class Scheduler {
   const std::string& fingerprint() const { return fingerprint_; }
   // The policy a request without one runs, as its statistics name it (worker/policy_label.h).
   std::string DefaultPolicyLabel() const;
+  // The worker's own address, reported in each request's statistics.
+  void set_address(std::string address);
 
  private:
   struct Impl;

@@ -1,0 +1,137 @@
+// Continuous batching in foresight-worker (worker/service/scheduler.h), end to end: a real cache
+// node and worker on loopback serving the default model (SmolLM2-135M, Q4_1: each activation row
+// is multiplied on its own, worker/weight_matrix.h, so a sequence's arithmetic is the same whatever
+// else runs in its step), requests through WorkerClient from several threads at once. A synthetic
+// model would not do: its random weights repeat one token whatever the attention reads.
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "testing/local_node.h"
+#include "worker/default_model.h"
+#include "worker/service/worker_client.h"
+
+namespace foresight::worker {
+namespace {
+
+// Distinct prompts of about 250 tokens: a few sentences on a topic, repeated with variations.
+std::string Prompt(int i) {
+  static const char* kTopics[] = {"the harbour",    "a mountain village", "the old library", "a night train",
+                                  "the lighthouse", "a desert road",      "the river mill",  "a winter market"};
+  static const char* kVerbs[] = {"remembers", "hides", "welcomes", "forgets", "guards", "watches"};
+  std::string text = "Write a short story about " + std::string(kTopics[i % 8]) + ".\n";
+  for (int k = 0; k < 14; ++k) {
+    text += "Everyone in " + std::string(kTopics[(i + k) % 8]) + " " + kVerbs[(i * 3 + k) % 6] +
+            " something different on day " + std::to_string(k + 1) + ". ";
+  }
+  return text + "\nThe story begins:";
+}
+
+struct Outcome {
+  Status status;
+  v1::GenerateStats stats;
+  std::vector<int32_t> tokens;
+};
+
+Outcome Generate(const std::string& address, const v1::GenerateRequest& r) {
+  Outcome run;
+  WorkerClientOptions o;
+  o.address = address;
+  auto client = WorkerClient::Connect(o);
+  if (!client.ok()) {
+    run.status = client.status();
+    return run;
+  }
+  auto stats = (*client)->Generate(r, [&](const v1::Token& t) { run.tokens.push_back(t.id()); });
+  run.status = stats.ok() ? Status::OK() : stats.status();
+  if (stats.ok()) run.stats = *stats;
+  return run;
+}
+
+struct Mode {
+  const char* policy;
+  const char* kv_mode;
+};
+
+class WorkerBatchingTest : public ::testing::TestWithParam<Mode> {};
+
+TEST_P(WorkerBatchingTest, EightConcurrentRequestsGetTheTokensEachGetsAlone) {
+  const Mode mode = GetParam();
+  auto model = FindDefaultModel();
+  if (!model.ok()) GTEST_SKIP() << model.status().ToString();
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  // A small step (128 rows) so that prompts are prefilled in chunks between decode steps.
+  auto worker = LocalWorker::Start({"--cache",
+                                    (*node)->address(),
+                                    "--model",
+                                    *model,
+                                    "--threads",
+                                    "2",
+                                    "--policy",
+                                    mode.policy,
+                                    "--budget",
+                                    "64",
+                                    "--sink",
+                                    "16",
+                                    "--local",
+                                    "16",
+                                    "--kv-mode",
+                                    mode.kv_mode,
+                                    "--max-seqs",
+                                    "8",
+                                    "--step-tokens",
+                                    "128",
+                                    "--cache-timeout-ms",
+                                    "5000"});
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  const std::string address = (*worker)->address();
+
+  constexpr int kRequests = 8;
+  std::vector<v1::GenerateRequest> requests(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    requests[i].set_prompt_text(Prompt(i));
+    requests[i].set_max_tokens(16);
+    requests[i].set_greedy(true);
+    requests[i].set_no_prefix_reuse(true);  // each one prefilled, alone and together
+  }
+  std::vector<Outcome> alone(kRequests), together(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    alone[i] = Generate(address, requests[i]);
+    ASSERT_TRUE(alone[i].status.ok()) << alone[i].status.ToString();
+    EXPECT_EQ(alone[i].stats.max_batch(), 1);
+    EXPECT_EQ(alone[i].tokens.size(), 16u);
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] { together[i] = Generate(address, requests[i]); });
+  }
+  for (auto& t : threads) t.join();
+  int widest = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << together[i].status.ToString();
+    EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i;
+    EXPECT_GE(together[i].stats.max_batch(), 2) << "request " << i << " never shared a step";
+    widest = std::max(widest, together[i].stats.max_batch());
+    if (std::string(mode.policy) != "dense") {
+      EXPECT_LT(together[i].stats.blocks_attended_per_step(), together[i].stats.blocks_total_per_step());
+    }
+  }
+  EXPECT_GE(widest, kRequests / 2) << "the requests hardly overlapped";
+  EXPECT_EQ((*worker)->Stop(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, WorkerBatchingTest,
+                         ::testing::Values(Mode{"dense", "resident"}, Mode{"ap", "cross-token"}, Mode{"ap", "resident"},
+                                           Mode{"quest", "cross-token"}),
+                         [](const ::testing::TestParamInfo<Mode>& info) {
+                           std::string name = std::string(info.param.policy) + "_" + info.param.kv_mode;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace foresight::worker

@@ -1,0 +1,475 @@
+#include "worker/service/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/mutex.h"
+#include "worker/generator.h"
+#include "worker/policy_attention.h"
+#include "worker/policy_label.h"
+#include "worker/sequence.h"
+#include "worker/text_stream.h"
+
+namespace foresight::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// KV bytes one token holds on the worker (every layer's keys and values in half precision).
+uint64_t KvBytesPerToken(const ModelConfig& c) {
+  return uint64_t{2} * 2 * static_cast<uint64_t>(c.n_layers) * c.n_kv_heads * c.head_dim;
+}
+
+}  // namespace
+
+// One request, from Submit to OnFinish.
+struct Job {
+  uint64_t id = 0;
+  ServeRequest request;
+  std::shared_ptr<ServeObserver> observer;
+  Clock::time_point arrival;
+  // The attention it runs: none is dense.
+  std::optional<predictor::PolicySpec> spec;
+  PolicyAttentionOptions attention{CalibrationSource::kCompactKeys};
+  OffloadMode kv_mode = OffloadMode::kResident;
+  uint64_t kv_bytes = 0;  // the most KV it may hold on the worker (admission)
+  std::optional<Sampler> sampler;
+  std::optional<TextStream> text;
+  v1::GenerateStats stats;
+  // Running.
+  std::shared_ptr<CacheClient> client;
+  bool cache_failed = false;
+  std::unique_ptr<OffloadedSequence> seq;
+  std::vector<float> logits;
+  bool decoding = false;  // the prompt is in; each step decodes `next`
+  TokenId next = 0;
+  int32_t generated = 0;
+  int64_t decode_steps = 0;
+  Clock::time_point decode_start;
+  bool done = false;
+};
+
+struct Scheduler::Impl {
+  Impl(const Model& m, CacheConnection* c, const SchedulerOptions& o, const std::string& f)
+      : model(m), cache(c), options(o), fingerprint(f), forward(m) {}
+
+  // Checks a request and works out what it runs; the errors Submit returns.
+  Status Prepare(Job* job) const;
+  void Loop();
+  // A step: admitted jobs start, running ones advance by one forward pass.
+  void Start(Job* job);
+  void Step();
+  void Emit(Job* job);
+  void Finish(Job* job, const Status& status);
+  // Marks a cache-service error: the connection is dropped when the job finishes.
+  Status Cache(Job* job, Status s) {
+    if (!s.ok()) job->cache_failed = true;
+    return s;
+  }
+
+  const Model& model;
+  CacheConnection* const cache;
+  const SchedulerOptions& options;
+  const std::string& fingerprint;
+
+  mutable Mutex mu;
+  CondVar wake;
+  std::deque<std::unique_ptr<Job>> waiting FS_GUARDED_BY(mu);
+  std::set<uint64_t> cancelled FS_GUARDED_BY(mu);
+  int32_t running_count FS_GUARDED_BY(mu) = 0;
+  uint64_t running_kv FS_GUARDED_BY(mu) = 0;  // the running jobs' kv_bytes
+  uint64_t next_id FS_GUARDED_BY(mu) = 1;
+  bool stopping FS_GUARDED_BY(mu) = false;
+  std::string address FS_GUARDED_BY(mu);
+  std::atomic<int64_t> served{0}, failed{0};
+
+  // The scheduler thread's own.
+  std::vector<std::unique_ptr<Job>> running;
+  BatchForward forward;
+  std::thread thread;
+};
+
+Status Scheduler::Impl::Prepare(Job* job) const {
+  const ServeRequest& r = job->request;
+  const ServingOptions& o = options.serving;
+  const ModelConfig& c = model.config();
+  if (r.max_tokens <= 0) {
+    return InvalidArgument("max_tokens must be positive (got " + std::to_string(r.max_tokens) + ")");
+  }
+  if (r.min_tokens < 0 || r.min_tokens > r.max_tokens) {
+    return InvalidArgument("min_tokens must be in [0, max_tokens] (got " + std::to_string(r.min_tokens) + ")");
+  }
+  if (r.prompt.empty()) return InvalidArgument("the prompt is empty (no tokens)");
+  for (TokenId id : r.prompt) {
+    if (id < 0 || id >= c.vocab_size) {
+      return InvalidArgument("prompt token " + std::to_string(id) + " is outside the vocabulary [0, " +
+                             std::to_string(c.vocab_size) + ")");
+    }
+  }
+  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+  if (c.max_context > 0 && prompt >= c.max_context) {
+    return OutOfRange("the prompt has " + std::to_string(prompt) + " tokens; the model's context is " +
+                      std::to_string(c.max_context));
+  }
+  if (r.budget < 0) return InvalidArgument("budget " + std::to_string(r.budget) + " is negative");
+  FS_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(r.sampling));
+  job->sampler.emplace(std::move(sampler));
+
+  std::string policy = r.policy.empty() ? o.default_policy : r.policy;
+  std::replace(policy.begin(), policy.end(), '-', '_');
+  const int32_t budget = r.budget > 0 ? r.budget : o.default_budget;
+  predictor::PolicySpec spec;
+  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy));
+  if (spec.kind == predictor::PolicyKind::kOracle) {
+    return InvalidArgument(
+        "policy oracle needs each step's dense attention and is offline-only; "
+        "use `foresight predictor eval` on a trace");
+  }
+  if (spec.kind != predictor::PolicyKind::kDense) {
+    spec.budget.budget_tokens = budget;
+    spec.budget.sink_tokens = o.sink_tokens;
+    spec.budget.local_tokens = o.local_tokens;
+    spec.dense_first_layers = o.dense_first_layers;
+    ApplyQueryRefinement(o.query_refine, &spec, &job->attention, o.kv_mode != OffloadMode::kResident);
+    if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
+      if (o.weights == nullptr) {
+        return FailedPrecondition("policy attention_predictor needs the CNN weights, and this worker has none");
+      }
+      spec.weights = o.weights;
+      job->stats.set_weights(o.weights_name);
+    }
+    job->spec = spec;
+    // Dense attention reads every block each step: offloading it would move the whole history
+    // every step, so dense requests keep their KV resident (and still publish it).
+    job->kv_mode = o.kv_mode;
+  }
+  job->stats.set_policy(job->spec ? PolicyLabel(*job->spec) : "dense");
+  job->stats.set_budget(job->spec ? budget : 0);
+  job->stats.set_kv_mode(std::string(OffloadModeName(job->kv_mode)));
+  job->stats.set_prompt_tokens(prompt);
+  {
+    MutexLock lock(mu);
+    job->stats.set_worker(address);
+  }
+  job->stats.set_cache(cache->Describe());
+
+  // What it may hold on the worker: its whole context (the prompt is resident until published,
+  // and a resident sequence keeps everything). An upper bound for offloaded modes.
+  int64_t tokens = prompt + r.max_tokens;
+  if (c.max_context > 0) tokens = std::min<int64_t>(tokens, c.max_context);
+  job->kv_bytes = static_cast<uint64_t>(tokens) * KvBytesPerToken(c);
+  if (options.kv_budget_bytes > 0 && job->kv_bytes > options.kv_budget_bytes) {
+    return OutOfRange("the request needs up to " + std::to_string(job->kv_bytes >> 20) + " MiB of KV (" +
+                      std::to_string(tokens) + " tokens); this worker's KV budget is " +
+                      std::to_string(options.kv_budget_bytes >> 20) + " MiB");
+  }
+  job->text.emplace(model.tokenizer(), r.stop);
+  return Status::OK();
+}
+
+void Scheduler::Impl::Start(Job* job) {
+  const ServingOptions& o = options.serving;
+  StatusOr<std::shared_ptr<CacheClient>> connected = cache->Get();
+  if (!connected.ok()) return Finish(job, connected.status());
+  job->client = *connected;
+  OffloadOptions oo;
+  oo.mode = job->kv_mode;
+  oo.name_space = o.key_namespace;
+  oo.fingerprint = fingerprint;
+  oo.prefill_chunk = o.prefill_chunk;
+  oo.attention = job->attention;
+  // Shared prefix: the longest published prefix is imported instead of computed.
+  oo.import_prefix = o.prefix_reuse && job->request.prefix_reuse;
+  // Every mode but resident needs the KV in the cache service; resident may skip publishing.
+  oo.publish = oo.mode != OffloadMode::kResident || (o.publish && job->request.publish);
+  StatusOr<std::unique_ptr<OffloadedSequence>> created =
+      OffloadedSequence::Create(model, job->client.get(), job->spec, oo);
+  if (!created.ok()) return Finish(job, created.status());
+  job->seq = std::move(*created);
+  job->logits.assign(model.config().vocab_size, 0.0f);
+  Status s = Cache(job, job->seq->BeginPrefill(job->request.prompt));
+  if (!s.ok()) return Finish(job, s);
+}
+
+void Scheduler::Impl::Emit(Job* job) {
+  const Tokenizer* tok = model.tokenizer();
+  const ServeRequest& r = job->request;
+  const TokenId next = job->sampler->Sample(job->logits.data(), model.config().vocab_size);
+  job->next = next;
+  job->generated++;
+  if (job->generated == 1) job->stats.set_time_to_first_token_seconds(Seconds(job->arrival, Clock::now()));
+  job->stats.set_generated_tokens(job->generated);
+  TextStream::Piece piece = job->text->Add(next);
+  if (!job->observer->OnToken(next, piece.text)) return Finish(job, Aborted("the client went away"));
+  const bool stop_at_eos = !r.ignore_eos && job->generated >= r.min_tokens;
+  std::string reason = piece.stopped ? "stop"
+                                     : StopReason(tok, stop_at_eos, next, job->generated, r.max_tokens,
+                                                  job->seq->position(), model.config().max_context);
+  if (reason.empty()) return;
+  job->stats.set_finish_reason(reason);
+  Finish(job, Status::OK());
+}
+
+void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
+  Status status = status_in;
+  const Clock::time_point now = Clock::now();
+  if (job->decoding && job->decode_steps > 0) {
+    job->stats.set_decode_seconds(Seconds(job->decode_start, now));
+    if (job->stats.decode_seconds() > 0) {
+      job->stats.set_decode_tokens_per_second(job->decode_steps / job->stats.decode_seconds());
+    }
+  }
+  if (job->seq != nullptr) {
+    OffloadedSequence& seq = *job->seq;
+    // Every full block is in the cache service (and findable) before the request reports success,
+    // so a request sent after this one, to any worker, can reuse it.
+    if (status.ok()) status = Cache(job, seq.Flush().WithContext("publishing the request's KV"));
+    const ModelConfig& c = model.config();
+    const OffloadStats st = seq.stats();
+    job->stats.set_blocks_fetched(st.prefix_blocks_imported * (c.n_layers + 1) + st.heads_fetched);
+    job->stats.set_bytes_fetched(static_cast<int64_t>(st.bytes_fetched));
+    // Blocks this request wrote (an imported prefix is adopted, not written again).
+    job->stats.set_blocks_published((st.blocks_published - st.prefix_blocks_imported) * c.n_layers);
+    job->stats.set_bytes_published(static_cast<int64_t>(st.bytes_published));
+    job->stats.set_stalls(st.stalls);
+    job->stats.set_stall_seconds(st.stall_seconds);
+    const SequenceStats& ss = seq.sequence().stats();
+    if (ss.decode_tokens > 0) {
+      job->stats.set_blocks_attended_per_step(static_cast<double>(ss.blocks_attended) / ss.decode_tokens);
+      job->stats.set_blocks_total_per_step(static_cast<double>(ss.blocks_total) / ss.decode_tokens);
+    }
+  }
+  if (job->cache_failed && job->client != nullptr) cache->MarkBroken(job->client);
+  std::string tail;
+  if (status.ok() && job->stats.finish_reason() != "stop") tail = job->text->Finish();
+  if (status.ok()) {
+    ++served;
+    const v1::GenerateStats& st = job->stats;
+    spdlog::info(
+        "request {}: prompt {} tokens (prefix hit {}), generated {} ({}); prefill {:.1f} tok/s, decode {:.1f} "
+        "tok/s, TTFT {:.3f} s",
+        job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.generated_tokens(), st.finish_reason(),
+        st.prefill_tokens_per_second(), st.decode_tokens_per_second(), st.time_to_first_token_seconds());
+  } else {
+    ++failed;
+    spdlog::warn("request {} failed after {} generated tokens: {}", job->id, job->generated, status.ToString());
+  }
+  job->seq.reset();  // its KV and pool go back now
+  job->done = true;
+  job->observer->OnFinish(status, job->stats, tail);
+}
+
+void Scheduler::Impl::Step() {
+  std::vector<ForwardItem> items;
+  std::vector<Job*> owners;
+  int64_t budget = std::max(1, options.step_tokens);
+  // Every running decode first: one row each.
+  for (auto& j : running) {
+    if (!j->decoding || j->done) continue;
+    StatusOr<ForwardItem> item = j->seq->DecodeStep(j->next, j->logits.data());
+    if (!item.ok()) {
+      Finish(j.get(), item.status());
+      continue;
+    }
+    items.push_back(*item);
+    owners.push_back(j.get());
+    --budget;
+  }
+  // Then prompts, in arrival order, in chunks, within what is left of the step (at least one row,
+  // so a prompt always advances).
+  budget = std::max<int64_t>(budget, 1);
+  for (auto& j : running) {
+    if (j->decoding || j->done || budget <= 0) continue;
+    items.push_back(
+        j->seq->NextPrefillChunk(std::min<int64_t>(budget, options.serving.prefill_chunk), j->logits.data()));
+    owners.push_back(j.get());
+    budget -= items.back().n;
+  }
+  if (items.empty()) return;
+  for (Job* job : owners) {
+    job->stats.set_max_batch(std::max<int32_t>(job->stats.max_batch(), static_cast<int32_t>(owners.size())));
+  }
+  forward.Run(&items);
+  for (size_t i = 0; i < items.size(); ++i) {
+    Job* job = owners[i];
+    OffloadedSequence& seq = *job->seq;
+    if (job->decoding) {
+      // A block that cannot be fetched, or fails its checksum, or a publish that fails, ends the
+      // request here: the step's logits are never used.
+      Status s = Cache(job, seq.EndDecode(items[i]));
+      if (!s.ok()) {
+        Finish(job, s);
+        continue;
+      }
+      job->decode_steps++;
+      Emit(job);
+      continue;
+    }
+    Status s = Cache(job, seq.EndPrefillChunk(items[i]));
+    if (!s.ok()) {
+      Finish(job, s);
+      continue;
+    }
+    if (seq.prefill_remaining() > 0) continue;
+    const OffloadStats st = seq.stats();
+    const int64_t hit = st.prefix_blocks_imported * seq.sequence().kv().layout().block_tokens();
+    v1::GenerateStats& stats = job->stats;
+    stats.set_prefix_hit_tokens(hit);
+    stats.set_prefix_import_seconds(st.import_seconds);
+    stats.set_prefill_tokens(stats.prompt_tokens() - hit);
+    stats.set_prefill_seconds(std::max(0.0, st.prefill_seconds - st.import_seconds));
+    if (stats.prefill_seconds() > 0) {
+      stats.set_prefill_tokens_per_second(static_cast<double>(stats.prefill_tokens()) / stats.prefill_seconds());
+    }
+    job->decoding = true;
+    job->decode_start = Clock::now();
+    Emit(job);
+  }
+}
+
+void Scheduler::Impl::Loop() {
+  while (true) {
+    std::vector<std::unique_ptr<Job>> admitted, dropped;
+    std::set<uint64_t> cancel;
+    bool stop = false;
+    {
+      MutexLock lock(mu);
+      wake.Wait(
+          mu, [&]() FS_REQUIRES(mu) { return stopping || !waiting.empty() || !cancelled.empty() || !running.empty(); });
+      stop = stopping;
+      cancel.swap(cancelled);
+      for (auto it = waiting.begin(); it != waiting.end();) {
+        if (stop || cancel.count((*it)->id) > 0) {
+          dropped.push_back(std::move(*it));
+          it = waiting.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      // Admission in arrival order: a job that does not fit the KV budget waits, and so do the
+      // ones behind it (no overtaking, so a large request is not starved).
+      while (!stop && !waiting.empty() && running_count < options.max_seqs) {
+        const uint64_t need = waiting.front()->kv_bytes;
+        if (options.kv_budget_bytes > 0 && running_count > 0 && running_kv + need > options.kv_budget_bytes) break;
+        running_kv += need;
+        ++running_count;
+        admitted.push_back(std::move(waiting.front()));
+        waiting.pop_front();
+      }
+    }
+    for (auto& j : dropped)
+      Finish(j.get(), Aborted(stop ? "the worker is shutting down" : "the request was cancelled"));
+    for (auto& j : running) {
+      if (stop || cancel.count(j->id) > 0) {
+        Finish(j.get(), Aborted(stop ? "the worker is shutting down" : "the request was cancelled"));
+      }
+    }
+    for (auto& j : admitted) {
+      Start(j.get());
+      running.push_back(std::move(j));
+    }
+    if (!stop) Step();
+    // Jobs that finished leave the batch.
+    uint64_t freed = 0;
+    int32_t left = 0;
+    for (auto it = running.begin(); it != running.end();) {
+      if ((*it)->done) {
+        freed += (*it)->kv_bytes;
+        ++left;
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    {
+      MutexLock lock(mu);
+      running_kv -= freed;
+      running_count -= left;
+    }
+    if (stop) return;
+  }
+}
+
+Scheduler::Scheduler(const Model& model, CacheConnection* cache, SchedulerOptions options)
+    : options_(std::move(options)),
+      fingerprint_(ModelFingerprint(model)),
+      impl_(std::make_unique<Impl>(model, cache, options_, fingerprint_)) {
+  impl_->thread = std::thread([this] { impl_->Loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    MutexLock lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->wake.SignalAll();
+  impl_->thread.join();
+}
+
+StatusOr<uint64_t> Scheduler::Submit(ServeRequest request, std::shared_ptr<ServeObserver> observer) {
+  auto job = std::make_unique<Job>();
+  job->request = std::move(request);
+  job->observer = std::move(observer);
+  job->arrival = Clock::now();
+  FS_RETURN_IF_ERROR(impl_->Prepare(job.get()));
+  uint64_t id = 0;
+  {
+    MutexLock lock(impl_->mu);
+    if (impl_->stopping) return Unavailable("the worker is shutting down");
+    if (static_cast<int32_t>(impl_->waiting.size()) >= options_.max_waiting) {
+      return ResourceExhausted("the worker is busy: " + std::to_string(impl_->running_count) +
+                               " requests running and " + std::to_string(impl_->waiting.size()) +
+                               " waiting (--max-waiting " + std::to_string(options_.max_waiting) + "); retry later");
+    }
+    id = impl_->next_id++;
+    job->id = id;
+    impl_->waiting.push_back(std::move(job));
+  }
+  impl_->wake.Signal();
+  return id;
+}
+
+void Scheduler::Cancel(uint64_t id) {
+  {
+    MutexLock lock(impl_->mu);
+    impl_->cancelled.insert(id);
+  }
+  impl_->wake.Signal();
+}
+
+Scheduler::Counts Scheduler::counts() const {
+  Counts c;
+  MutexLock lock(impl_->mu);
+  c.running = impl_->running_count;
+  c.waiting = static_cast<int32_t>(impl_->waiting.size());
+  c.served = impl_->served;
+  c.failed = impl_->failed;
+  return c;
+}
+
+void Scheduler::set_address(std::string address) {
+  MutexLock lock(impl_->mu);
+  impl_->address = std::move(address);
+}
+
+std::string Scheduler::DefaultPolicyLabel() const {
+  std::string name = options_.serving.default_policy;
+  std::replace(name.begin(), name.end(), '-', '_');
+  predictor::PolicySpec spec;
+  StatusOr<predictor::PolicyKind> kind = predictor::ParsePolicyKind(name);
+  if (!kind.ok()) return options_.serving.default_policy;  // every request will say why
+  spec.kind = *kind;
+  PolicyAttentionOptions attention;
+  ApplyQueryRefinement(options_.serving.query_refine, &spec, &attention);
+  return PolicyLabel(spec);
+}
+
+}  // namespace foresight::worker
