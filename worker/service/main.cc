@@ -1,5 +1,6 @@
-// foresight-worker: one model behind a gRPC generation service (proto/worker.proto), its KV blocks
-// shared through the cache service. See README.md ("The main job") and docs/worker.md.
+// foresight-worker: one model behind a gRPC generation service (proto/worker.proto) and, with
+// --http, an OpenAI-compatible HTTP API (worker/service/http_api.h), its KV blocks shared through
+// the cache service. See README.md ("The main job") and docs/worker.md.
 #include <omp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 #include "predictor/shipped_weights.h"
 #include "worker/default_model.h"
 #include "worker/service/cache_connection.h"
+#include "worker/service/http_api.h"
+#include "worker/service/serving_metrics.h"
 #include "worker/service/worker_service.h"
 
 namespace {
@@ -33,6 +36,7 @@ using namespace foresight;
 
 struct Flags {
   std::string listen = "127.0.0.1:7700";
+  std::string http;  // the OpenAI-compatible API's HOST:PORT; empty: none
   std::string cache;
   std::string etcd;
   int replication = 1;
@@ -98,6 +102,23 @@ int Run(const Flags& f) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+
+  // The HTTP API listens before the model loads, so that GET /health says when the worker is ready
+  // (503 until then).
+  worker::ServingMetrics metrics;
+  std::unique_ptr<worker::HttpApi> http;
+  std::string http_address;
+  if (!f.http.empty()) {
+    worker::HttpApiOptions ho;
+    ho.token = token;
+    // A streamed or waiting request holds a connection thread: every request the scheduler admits,
+    // and a few for /health and /metrics.
+    ho.threads = f.max_seqs + f.max_waiting + 8;
+    http = std::make_unique<worker::HttpApi>(ho, &metrics);
+    StatusOr<int> port = http->Start(f.http);
+    if (!port.ok()) return fail(port.status());
+    http_address = f.http.substr(0, f.http.rfind(':')) + ":" + std::to_string(*port);
+  }
 
   std::string model_path = f.model;
   if (model_path.empty()) {
@@ -174,8 +195,15 @@ int Run(const Flags& f) {
       "up to {} sequences per step ({} waiting), {} tokens per step",
       model_path, host, bound_port, cache.Describe(), f.kv_mode, scheduler.DefaultPolicyLabel(), f.budget,
       so.weights_name, f.max_seqs, f.max_waiting, f.step_tokens);
+  worker::SchedulerBackend backend(&scheduler);
+  if (http) {
+    worker::openai::ModelInfo served = worker::ServedModelInfo(**model, model_path);
+    spdlog::info("OpenAI-compatible API on http://{}/v1, model {}", http_address, served.name);
+    http->Ready(std::move(served), &backend);
+  }
   // One parseable line for launchers and tests.
-  std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << scheduler.fingerprint() << std::endl;
+  std::cout << "READY grpc=" << host << ":" << bound_port << " fingerprint=" << scheduler.fingerprint()
+            << (http ? " http=" + http_address : "") << std::endl;
 
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
@@ -191,6 +219,8 @@ int Run(const Flags& f) {
     OnTerminate(0);
   }
   signal_thread.join();
+  // Before the scheduler goes: the streams still open are cancelled, the server's threads joined.
+  if (http) http->Stop();
   spdlog::info("stopped cleanly");
   return 0;
 }
@@ -198,11 +228,16 @@ int Run(const Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"foresight-worker: a model behind a gRPC generation service, KV shared through the cache service"};
+  CLI::App app{
+      "foresight-worker: a model behind a gRPC generation service and an OpenAI-compatible HTTP API, KV shared "
+      "through the cache service"};
   Flags f;
   app.set_config("--config", "", "Read flags from a TOML/INI file (keys are the long flag names)");
   app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
   app.add_option("--listen", f.listen, "gRPC address HOST:PORT (port 0: pick a free one)")->capture_default_str();
+  app.add_option("--http", f.http,
+                 "Also serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, "
+                 "/health, /metrics) on HOST:PORT (port 0: pick a free one)");
   app.add_option("--cache", f.cache, "The cache node's gRPC HOST:PORT");
   app.add_option("--etcd", f.etcd, "Use a cache cluster instead: etcd endpoints http://HOST:PORT[,...]");
   app.add_option("--replication", f.replication, "Cluster replication factor R (with --etcd)")
