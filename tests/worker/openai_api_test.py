@@ -7,8 +7,8 @@ It starts a real foresight-cached and a real foresight-worker (the default model
 Instruct; deploy/fetch-model.sh) on loopback with free ports and a token, then checks:
   chat and completions (greedy: the same request gives the same text), streams with
   include_usage in OpenAI's order, a shared prefix reported as cached_tokens, 8 concurrent
-  streams (each gives the text it gives alone), a stream cancelled midway (its sequence is freed
-  and the worker still serves), the bad inputs (malformed JSON, a bad field, no or a wrong
+  streams (each gives the text it gives alone), a stream cancelled midway and one cancelled during
+  its prefill (their sequences are freed and the worker still serves), the bad inputs (malformed JSON, a bad field, no or a wrong
   token, an unknown model or path, a prompt beyond the context, n=2) with their statuses and
   OpenAI error objects, /health, /v1/models and /metrics; and that SIGTERM stops it cleanly.
 
@@ -193,6 +193,22 @@ def main():
 def run_checks(checks, client, raw, worker, expected_model):
     state = {"expected_model": expected_model}
 
+    def aborted(metrics_text):
+        m = re.search(r'^foresight_worker_request_errors_total\{code="ABORTED"\} ([0-9.e+]+)$', metrics_text, re.M)
+        return float(m.group(1)) if m else 0
+
+    def wait_until_idle(timeout_s, what):
+        """Waits until no sequence runs or waits (the scheduler's counts); returns /metrics."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            _, _, data = raw.request("GET", "/metrics")
+            text = data.decode()
+            busy = metric(text, "foresight_worker_running_sequences") + metric(text, "foresight_worker_waiting_requests")
+            if busy == 0:
+                return text
+            expect(time.monotonic() < deadline, f"{what}: still running {timeout_s} s after its client went away")
+            time.sleep(0.2)
+
     def health_and_models():
         status, ctype, data = raw.request("GET", "/health", token=None)  # /health needs no token
         expect(status == 200 and json.loads(data) == {"status": "ok"}, f"/health: {status} {data!r}")
@@ -315,19 +331,22 @@ def run_checks(checks, client, raw, worker, expected_model):
             if got == 5:
                 break
         stream.close()  # the client goes away midway
-        deadline = time.monotonic() + 15
-        running = None
-        while time.monotonic() < deadline:
-            _, _, data = raw.request("GET", "/metrics")
-            running = metric(data.decode(), "foresight_worker_running_sequences")
-            if running == 0:
-                break
-            time.sleep(0.2)
-        expect(running == 0, f"{running} sequences still run 15 s after the client went away")
-        errors = re.search(r'foresight_worker_request_errors_total\{code="ABORTED"\} ([0-9.]+)', data.decode())
-        expect(errors is not None and float(errors.group(1)) >= 1, "no ABORTED request counted")
+        expect(aborted(wait_until_idle(15, "the stream whose client went away")) >= 1, "no ABORTED request counted")
         r = client.completions.create(model=state["model"], prompt="Still there?", max_tokens=4, temperature=0)
         expect(r.choices[0].text is not None and r.usage.completion_tokens > 0, "the worker does not serve")
+
+    def cancelled_during_prefill():
+        # A fresh ~3K-token prompt takes tens of seconds to prefill here; the client leaves at once.
+        salt = int(time.time() * 1000) % 100000
+        document = " ".join(f"Record {i}: the value is {(i * 7919 + salt) % 10007}." for i in range(250))
+        aborted_before = aborted(wait_until_idle(5, "the worker before the request"))
+        t0 = time.monotonic()
+        stream = client.completions.create(model=state["model"], prompt=document, max_tokens=8, temperature=0,
+                                           stream=True, extra_body={"foresight": {"prefix_reuse": False}})
+        stream.close()
+        text = wait_until_idle(30, "the request whose client left during its prefill")
+        expect(aborted(text) == aborted_before + 1, "the request ran to its end instead of being cancelled")
+        print(f"    freed {time.monotonic() - t0:.1f} s after the request was sent")
 
     def bad_inputs():
         model = state["model"]
@@ -400,6 +419,7 @@ def run_checks(checks, client, raw, worker, expected_model):
     checks.run("shared prefix reported as cached_tokens", shared_prefix_is_cached)
     checks.run("8 concurrent streams", eight_concurrent_streams)
     checks.run("stream cancelled midway", cancelled_stream)
+    checks.run("stream cancelled during its prefill", cancelled_during_prefill)
     checks.run("bad inputs: statuses and error objects", bad_inputs)
     checks.run("/metrics and /health after all that", metrics_and_health)
 
