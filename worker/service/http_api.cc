@@ -134,7 +134,8 @@ void HttpApi::Route() {
   const int threads = std::max(4, options_.threads);
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.set_payload_max_length(options_.max_body_bytes);
-  s.set_tcp_nodelay(true);  // a stream's small chunks go out as they are written
+  s.set_tcp_nodelay(true);           // a stream's small chunks go out as they are written
+  s.set_keep_alive_max_count(1000);  // clients (benchmarks) reuse their connections
 
   s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     HandleGeneration(Endpoint::kCompletions, req, res);
