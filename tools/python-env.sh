@@ -11,7 +11,7 @@ stamp="$dir/.requirements"
 if [ -x "$dir/bin/python" ] && cmp -s "$requirements" "$stamp"; then
   exit 0  # already made from these requirements
 fi
-python3 -m venv "$dir"
+python3 -m venv --clear "$dir"
 "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
 cp "$requirements" "$stamp"
-echo "python-env: $dir ready ($(tr '\n' ' ' < <(grep -v '^#' "$requirements" | grep .)))" >&2
+echo "python-env: $dir ready with $(grep -v '^#' "$requirements" | grep . | paste -sd' ')" >&2
