@@ -226,72 +226,123 @@ namespace {
 // next group of the caller's consecutive rows) measured faster than the hardware prefetcher alone.
 constexpr int kPrefetchRows = 8;
 
-// R rows of one type against the same activations; each row's sum is taken in the single-row
-// order (a vector accumulator over blocks, then its horizontal sum, plus the scalar min terms).
-template <int R>
-void DotRowsQ8Impl(TensorType type, const uint8_t* w, uint64_t row_bytes, const Q8Activations* x, int64_t n,
-                   float* out) {
-  __m256 acc[R];
-  float extra[R];
+// R weight rows against T activation rows (x + t * x_stride blocks), out[t * out_stride + r].
+// Each (row, activation) sum is taken in the single-row order (a vector accumulator over blocks,
+// then its horizontal sum, plus the scalar min terms), so the result does not depend on T: a
+// sequence's products are the same bits alone and batched. A weight block is loaded and unpacked
+// once for the T activation rows.
+template <int R, int T>
+void DotTileQ8(TensorType type, const uint8_t* w, uint64_t row_bytes, const Q8Activations* x, int64_t x_stride,
+               int64_t n, float* out, int64_t out_stride) {
+  __m256 acc[R][T];
+  float extra[R][T];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    acc[r] = _mm256_setzero_ps();
-    extra[r] = 0.0f;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      acc[r][t] = _mm256_setzero_ps();
+      extra[r][t] = 0.0f;
+    }
   }
   const int64_t nb = n / kQK;
   if (type == TensorType::kQ8_0) {
     for (int64_t b = 0; b < nb; ++b) {
-      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      __m256i qx[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) qx[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t * x_stride + b].q));
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 34;
         _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
         const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-        const __m256i dot = DotU8S8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(blk) * x[b].d), _mm256_cvtepi32_ps(dot), acc[r]);
+        const __m256i aw = _mm256_sign_epi8(qw, qw);
+        const float dw = LoadHalf(blk);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m256i dot = DotU8S8(aw, _mm256_sign_epi8(qx[t], qw));
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t * x_stride + b].d), _mm256_cvtepi32_ps(dot), acc[r][t]);
+        }
       }
     }
   } else if (type == TensorType::kQ4_1) {
     for (int64_t b = 0; b < nb; ++b) {
-      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      __m256i qx[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) qx[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t * x_stride + b].q));
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 20;
         _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
-        const __m256i dot = DotU8S8(UnpackNibbles(blk + 4), qx);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(blk) * x[b].d), _mm256_cvtepi32_ps(dot), acc[r]);
-        extra[r] += LoadHalf(blk + 2) * x[b].s;
+        const __m256i qw = UnpackNibbles(blk + 4);
+        const float dw = LoadHalf(blk), mw = LoadHalf(blk + 2);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const Q8Activations& xb = x[t * x_stride + b];
+          const __m256i dot = DotU8S8(qw, qx[t]);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb.d), _mm256_cvtepi32_ps(dot), acc[r][t]);
+          extra[r][t] += mw * xb.s;
+        }
       }
     }
   } else {  // Q4_0: sum (q - 8) * qx = sum q * qx - 8 * sum qx
     for (int64_t b = 0; b < nb; ++b) {
-      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].q));
+      __m256i qx[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) qx[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t * x_stride + b].q));
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * 18;
         _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
-        const int32_t dot = HorizontalSumI32(DotU8S8(UnpackNibbles(blk + 2), qx)) - 8 * x[b].sum;
-        extra[r] += LoadHalf(blk) * x[b].d * static_cast<float>(dot);
+        const __m256i qw = UnpackNibbles(blk + 2);
+        const float dw = LoadHalf(blk);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const Q8Activations& xb = x[t * x_stride + b];
+          const int32_t dot = HorizontalSumI32(DotU8S8(qw, qx[t])) - 8 * xb.sum;
+          extra[r][t] += dw * xb.d * static_cast<float>(dot);
+        }
       }
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) out[r] = HorizontalSum(acc[r]) + extra[r];
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) out[t * out_stride + r] = HorizontalSum(acc[r][t]) + extra[r][t];
+  }
 }
 
 }  // namespace
 
 float DotRowQ8(TensorType type, const uint8_t* w, const Q8Activations* x, int64_t n) {
   float out;
-  DotRowsQ8Impl<1>(type, w, 0, x, n, &out);
+  DotTileQ8<1, 1>(type, w, 0, x, 0, n, &out, 0);
   return out;
 }
 
 void DotRowsQ8(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
                int64_t n, float* out) {
-  int64_t r = 0;
-  for (; r + 4 <= count; r += 4) DotRowsQ8Impl<4>(type, rows + r * row_bytes, row_bytes, x, n, out + r);
-  for (; r < count; ++r) DotRowsQ8Impl<1>(type, rows + r * row_bytes, row_bytes, x, n, out + r);
+  DotRowsQ8Batch(type, rows, row_bytes, count, x, 0, 1, n, out, 0);
+}
+
+void DotRowsQ8Batch(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
+                    int64_t x_stride, int64_t m, int64_t n, float* out, int64_t out_stride) {
+  int64_t t = 0;
+  for (; t + 2 <= m; t += 2) {
+    const Q8Activations* xt = x + t * x_stride;
+    float* ot = out + t * out_stride;
+    int64_t r = 0;
+    for (; r + 4 <= count; r += 4)
+      DotTileQ8<4, 2>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
+    for (; r < count; ++r) DotTileQ8<1, 2>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
+  }
+  for (; t < m; ++t) {
+    const Q8Activations* xt = x + t * x_stride;
+    float* ot = out + t * out_stride;
+    int64_t r = 0;
+    for (; r + 4 <= count; r += 4)
+      DotTileQ8<4, 1>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
+    for (; r < count; ++r) DotTileQ8<1, 1>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
+  }
 }
 
 bool KernelSupports(TensorType type) {

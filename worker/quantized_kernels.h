@@ -48,6 +48,10 @@ float DotRowQ8(TensorType type, const uint8_t* row, const Q8Activations* x, int6
 // faster (the activation blocks are loaded once per 4 rows).
 void DotRowsQ8(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
                int64_t n, float* out);
+// The same for m activation rows (row t at x + t * x_stride blocks): out[t * out_stride + r]. Each
+// value equals what DotRowsQ8 gives for that activation row alone, bit for bit.
+void DotRowsQ8Batch(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
+                    int64_t x_stride, int64_t m, int64_t n, float* out, int64_t out_stride);
 
 // Encodes n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1), round-to-nearest; returns the bytes.
 StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, int64_t n);

@@ -41,8 +41,7 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
     const int64_t tasks = (rows_ + kRowsPerTask - 1) / kRowsPerTask;
     auto multiply = [&](const Q8Activations* xq, int64_t task) {
       const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
-      for (int64_t t = 0; t < n; ++t)
-        DotRowsQ8(type_, row(r0), row_bytes_, count, xq + t * nb, cols_, y + t * rows_ + r0);
+      DotRowsQ8Batch(type_, row(r0), row_bytes_, count, xq, nb, n, cols_, y + r0, rows_);
     };
     const bool parallel = rows_ * cols_ >= 32768;
     if (n < kGemmMinRows) {

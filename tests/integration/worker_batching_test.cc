@@ -124,6 +124,73 @@ TEST_P(WorkerBatchingTest, EightConcurrentRequestsGetTheTokensEachGetsAlone) {
   EXPECT_EQ((*worker)->Stop(), 0);
 }
 
+// Sampling and stop strings through the worker's scheduler: a seed gives the same tokens, alone or
+// beside other requests; a stop string ends generation ("stop") and is never streamed.
+TEST(WorkerSamplingTest, SeededSamplingRepeatsAndStopStringsEndGeneration) {
+  auto model = FindDefaultModel();
+  if (!model.ok()) GTEST_SKIP() << model.status().ToString();
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto worker = LocalWorker::Start(
+      {"--cache", (*node)->address(), "--model", *model, "--threads", "2", "--policy", "dense", "--max-seqs", "4"});
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  const std::string address = (*worker)->address();
+
+  v1::GenerateRequest sampled;
+  sampled.set_prompt_text("Write a poem about the sea.");
+  sampled.set_chat(true);
+  sampled.set_max_tokens(24);
+  sampled.set_ignore_eos(true);
+  sampled.set_temperature(0.9f);
+  sampled.set_top_p(0.95f);
+  sampled.set_seed(1234);
+  v1::GenerateRequest greedy = sampled;
+  greedy.set_greedy(true);
+  Outcome first = Generate(address, sampled);
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  EXPECT_EQ(first.tokens.size(), 24u);
+  std::vector<Outcome> together(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] { together[i] = Generate(address, i == 1 ? greedy : sampled); });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(together[0].status.ok() && together[1].status.ok() && together[2].status.ok());
+  EXPECT_EQ(together[0].tokens, first.tokens);
+  EXPECT_EQ(together[2].tokens, first.tokens);
+  EXPECT_NE(together[1].tokens, first.tokens) << "temperature 0.9 sampled exactly the greedy tokens";
+  v1::GenerateRequest other_seed = sampled;
+  other_seed.set_seed(99);
+  Outcome other = Generate(address, other_seed);
+  ASSERT_TRUE(other.status.ok()) << other.status.ToString();
+  EXPECT_NE(other.tokens, first.tokens);
+
+  // A stop string taken from the greedy answer: generation ends there, and the text streamed
+  // (pieces plus the final text) is the answer up to it.
+  std::string text;
+  WorkerClientOptions o;
+  o.address = address;
+  auto client = WorkerClient::Connect(o);
+  ASSERT_TRUE(client.ok());
+  v1::GenerateRequest plain = greedy;
+  plain.set_max_tokens(40);
+  auto full = (*client)->Generate(plain, [&](const v1::Token& t) { text += t.piece(); });
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  text += full->final_text();
+  ASSERT_GT(text.size(), 30u) << text;
+  const std::string stop = text.substr(20, 6);
+  v1::GenerateRequest stopping = plain;
+  stopping.add_stop(stop);
+  std::string stopped_text;
+  auto stopped = (*client)->Generate(stopping, [&](const v1::Token& t) { stopped_text += t.piece(); });
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  stopped_text += stopped->final_text();
+  EXPECT_EQ(stopped->finish_reason(), "stop");
+  EXPECT_EQ(stopped_text, text.substr(0, text.find(stop))) << "stop string " << stop;
+  EXPECT_LT(stopped->generated_tokens(), full->generated_tokens());
+  EXPECT_EQ((*worker)->Stop(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, WorkerBatchingTest,
                          ::testing::Values(Mode{"dense", "resident"}, Mode{"ap", "cross-token"}, Mode{"ap", "resident"},
                                            Mode{"quest", "cross-token"}),

@@ -119,13 +119,6 @@ TEST_F(GenerateCommandTest, BadSamplingFlagsAreRefusedByName) {
     EXPECT_NE(err.find(field), std::string::npos) << err;
   }
   EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", "--top-k", "-1"}), 100);
-  // A worker's gRPC API decodes greedily: sampling flags with --worker are refused, not dropped.
-  ::testing::internal::CaptureStderr();
-  const int code = RunCommand({"generate", "--worker", "127.0.0.1:1", "--prompt", "hi", "--temperature", "0.7"});
-  const std::string err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(code, 1);
-  EXPECT_NE(err.find("--temperature, --top-k, --top-p, --seed and --stop apply to local generation"), std::string::npos)
-      << err;
 }
 
 TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {

@@ -382,6 +382,39 @@ TEST(QuantizedKernelsTest, IntegerDotsAreExact) {
 // The float part: general scales against a double reference built from the integer block sums
 // (weights read by the layout reference above),
 // and the multi-row kernel bit-identical to the single-row one.
+// The batched kernel (continuous batching: several sequences' activation rows against each
+// weight block) gives each activation row exactly its single-row result, whatever the batch size.
+TEST(QuantizedKernelsTest, BatchedQ8DotsEqualEachRowAlone) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1}) {
+    const int64_t n = 576, nb = n / 32, rows = 11;
+    std::vector<uint8_t> mat;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> w(n);
+      for (float& v : w) v = dist(rng) + (type == TensorType::kQ4_1 ? 0.3f : 0.0f);
+      auto bytes = QuantizeRow(type, w.data(), n);
+      ASSERT_TRUE(bytes.ok());
+      mat.insert(mat.end(), bytes->begin(), bytes->end());
+    }
+    const uint64_t row_bytes = TensorTypeBytes(type, n);
+    for (int64_t m : {1, 2, 3, 5, 8}) {
+      std::vector<float> x(m * n);
+      for (float& v : x) v = dist(rng);
+      std::vector<Q8Activations> q(m * nb);
+      for (int64_t t = 0; t < m; ++t) QuantizeActivations(x.data() + t * n, n, q.data() + t * nb);
+      std::vector<float> out(m * rows, -1.0f);
+      DotRowsQ8Batch(type, mat.data(), row_bytes, rows, q.data(), nb, m, n, out.data(), rows);
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          EXPECT_EQ(out[t * rows + r], DotRowQ8(type, mat.data() + r * row_bytes, q.data() + t * nb, n))
+              << TensorTypeName(type) << " batch " << m << " activation row " << t << " weight row " << r;
+        }
+      }
+    }
+  }
+}
+
 TEST(QuantizedKernelsTest, Q8DotsMatchScalarReference) {
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 1.0f);

@@ -97,13 +97,6 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
         "--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
         "settings (foresight-worker flags), not a request's; drop them with --worker");
   }
-  const worker::SamplingParams greedy;
-  if (f.sampling.temperature != greedy.temperature || f.sampling.top_k != greedy.top_k ||
-      f.sampling.top_p != greedy.top_p || f.sampling.seed != greedy.seed || !f.stop.empty()) {
-    return InvalidArgument(
-        "--temperature, --top-k, --top-p, --seed and --stop apply to local generation: a foresight-worker's "
-        "gRPC API decodes greedily and takes no stop strings yet; drop them with --worker");
-  }
   worker::WorkerClientOptions o;
   o.address = f.worker;
   if (!f.token_file.empty()) {
@@ -121,7 +114,12 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
   r.set_max_tokens(f.max_tokens);
   r.set_policy(f.policy);
   r.set_budget(f.budget);
-  r.set_greedy(true);
+  r.set_greedy(f.sampling.temperature == 0);
+  r.set_temperature(f.sampling.temperature);
+  r.set_top_k(f.sampling.top_k);
+  r.set_top_p(f.sampling.top_p);
+  r.set_seed(f.sampling.seed);
+  for (const std::string& stop : f.stop) r.add_stop(stop);
   r.set_no_prefix_reuse(f.no_prefix_reuse);
   FS_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerClient> client, worker::WorkerClient::Connect(o));
   std::string text;
@@ -143,6 +141,12 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     return stats.status().WithContext("generation ended after " + std::to_string(received) + " tokens");
   }
   const worker::v1::GenerateStats& s = *stats;
+  // What the stream held back to the end (a stop string's beginning that did not complete).
+  if (f.json) {
+    text += s.final_text();
+  } else {
+    std::fwrite(s.final_text().data(), 1, s.final_text().size(), stdout);
+  }
   if (f.json) {
     nlohmann::json j;
     j["worker"] = f.worker;

@@ -207,7 +207,8 @@ void Scheduler::Impl::Emit(Job* job) {
   job->generated++;
   if (job->generated == 1) job->stats.set_time_to_first_token_seconds(Seconds(job->arrival, Clock::now()));
   job->stats.set_generated_tokens(job->generated);
-  TextStream::Piece piece = job->text->Add(next);
+  // Stop strings, like the end-of-generation token, count from min_tokens on (Generate's rule).
+  TextStream::Piece piece = job->text->Add(next, job->generated >= r.min_tokens);
   if (!job->observer->OnToken(next, piece.text)) return Finish(job, Aborted("the client went away"));
   const bool stop_at_eos = !r.ignore_eos && job->generated >= r.min_tokens;
   std::string reason = piece.stopped ? "stop"
