@@ -341,6 +341,7 @@ class UcxCacheClient final : public CacheClient {
     s.bytes_out = u.bytes_out;
     s.bytes_in = u.bytes_in;
     s.reconnects = u.reconnects;
+    s.connected = u.connected;
     return s;
   }
   const std::string& address() const override { return control_->address(); }

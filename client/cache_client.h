@@ -63,6 +63,7 @@ struct ClientStats {
   uint64_t puts = 0, gets = 0, errors = 0;
   uint64_t bytes_out = 0, bytes_in = 0;
   uint64_t reconnects = 0;
+  bool connected = false;  // UCX: the data connection is up (dropped on a deadline, remade by the next call)
 };
 
 struct BlockPut {
