@@ -37,7 +37,7 @@
 #include <string>
 #include <vector>
 
-#include "client/ucx_transport.h"
+#include "client/ucx_tuning.h"
 #include "common/block_key.h"
 #include "common/block_layout.h"
 #include "common/status.h"
