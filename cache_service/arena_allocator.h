@@ -16,14 +16,33 @@
 
 namespace foresight {
 
+// The size classes of an arena of `page_bytes` pages: 4 KiB growing by 1.25x (256-byte aligned) up
+// to the page. Immutable once built, so readers need no lock (the block store keeps a copy beside
+// its mutex-guarded allocator).
+//
+// Thread-safety: const methods may be called concurrently.
+class ArenaSizeClasses {
+ public:
+  explicit ArenaSizeClasses(uint64_t page_bytes);
+
+  // The smallest class whose slots hold `bytes`; -1 when bytes > page_bytes.
+  int ClassFor(uint64_t bytes) const;
+  uint64_t SlotBytes(int cls) const { return class_bytes_[cls]; }
+  int size() const { return static_cast<int>(class_bytes_.size()); }
+  uint64_t page_bytes() const { return class_bytes_.back(); }
+
+ private:
+  std::vector<uint64_t> class_bytes_;  // ascending; the last is the page
+};
+
 class ArenaAllocator {
  public:
   ArenaAllocator(uint64_t arena_bytes, uint64_t page_bytes);
 
-  // The smallest class whose slots hold `bytes`; -1 when bytes > page_bytes.
-  int ClassFor(uint64_t bytes) const;
-  uint64_t ClassSlotBytes(int cls) const { return class_bytes_[cls]; }
-  int num_classes() const { return static_cast<int>(class_bytes_.size()); }
+  const ArenaSizeClasses& classes() const { return classes_; }
+  int ClassFor(uint64_t bytes) const { return classes_.ClassFor(bytes); }
+  uint64_t ClassSlotBytes(int cls) const { return classes_.SlotBytes(cls); }
+  int num_classes() const { return classes_.size(); }
 
   // Offset of a free slot of class `cls`, or nullopt when the class has no free slot and no free
   // page is left (the caller then frees slots and retries).
@@ -48,7 +67,7 @@ class ArenaAllocator {
     std::vector<uint64_t> free_bits;  // bit set = slot free
   };
   uint64_t page_bytes_;
-  std::vector<uint64_t> class_bytes_;
+  const ArenaSizeClasses classes_;
   std::vector<Page> pages_;
   std::vector<uint64_t> free_pages_;
   std::vector<std::set<uint64_t>> partial_pages_;  // per class: pages with a free slot

@@ -96,6 +96,7 @@ class TieredBlockStore final : public BlockStore {
         arena_(memory.data),
         arena_bytes_(arena_bytes),
         shared_(shared),
+        classes_(options.max_block_bytes),
         alloc_(arena_bytes, options.max_block_bytes),
         nvme_(std::move(nvme)) {
     if (nvme_) next_id_ = nvme_->max_generation() + 1;
@@ -371,11 +372,7 @@ class TieredBlockStore final : public BlockStore {
 
   // Finds room for `size` bytes, evicting as needed; returns a pending-write handle.
   StatusOr<uint64_t> AllocatePending(const BlockKey& key, uint64_t size) {
-    int cls;
-    {
-      MutexLock lock(mu_);
-      cls = alloc_.ClassFor(size);  // the classes never change, but the allocator is mu_'s
-    }
+    const int cls = classes_.ClassFor(size);
     for (int attempt = 0;; ++attempt) {
       {
         MutexLock lock(mu_);
@@ -623,6 +620,7 @@ class TieredBlockStore final : public BlockStore {
   const uint64_t arena_bytes_;
   const SharedArena shared_;
 
+  const ArenaSizeClasses classes_;  // alloc_'s, immutable: read without mu_
   Mutex mu_;
   ArenaAllocator alloc_ FS_GUARDED_BY(mu_);
   std::unordered_map<BlockKey, uint64_t, BlockKeyHash> index_ FS_GUARDED_BY(mu_);

@@ -105,6 +105,16 @@ class GrpcCacheClient final : public CacheClient {
   }
 
   Status GetBatch(std::span<BlockGet> items) override {
+    for (BlockGet& item : items) {
+      if (item.dest == nullptr || item.capacity == 0) {  // as UcxTransport::SubmitGets refuses it
+        const Status refused = InvalidArgument("GET " + item.key.ToHex() + ": no destination buffer");
+        for (BlockGet& i : items) {
+          i.bytes = 0;
+          i.status = refused;
+        }
+        return refused;
+      }
+    }
     v1::GetRequest req;
     for (const BlockGet& item : items) {
       v1::GetItem* g = req.add_items();
@@ -135,8 +145,9 @@ class GrpcCacheClient final : public CacheClient {
             item.status = DataLoss("block " + item.key.ToHex() + " from " + options_.address +
                                    " failed its checksum on arrival; not delivered");
           } else if (r.data().size() > item.capacity) {
-            item.status = InvalidArgument("block " + item.key.ToHex() + " has " + std::to_string(r.data().size()) +
-                                          " bytes but the buffer holds " + std::to_string(item.capacity));
+            item.status = OutOfRange("block " + item.key.ToHex() + " from " + options_.address + ": " +
+                                     std::to_string(r.data().size()) + " bytes do not fit the " +
+                                     std::to_string(item.capacity) + "-byte destination");
           } else {
             std::memcpy(item.dest, r.data().data(), r.data().size());
             item.bytes = r.data().size();
@@ -330,6 +341,7 @@ class UcxCacheClient final : public CacheClient {
     s.bytes_out = u.bytes_out;
     s.bytes_in = u.bytes_in;
     s.reconnects = u.reconnects;
+    s.connected = u.connected;
     return s;
   }
   const std::string& address() const override { return control_->address(); }

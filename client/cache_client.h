@@ -13,6 +13,19 @@
 //   Status s = (*client)->Put(key, data, size);
 //   auto n = (*client)->Get(key, buffer, capacity);
 //
+// Errors: the same misuse gets the same code on every data path (tests/client/data_path_errors_test.cc):
+//   NOT_FOUND         the node holds no block under the key;
+//   OUT_OF_RANGE      the block (or the ranges asked for) does not fit the destination's capacity,
+//                     or a range lies outside the block;
+//   INVALID_ARGUMENT  no destination buffer (null or capacity 0), an empty block, a block larger
+//                     than the node's --max-block-bytes;
+//   DATA_LOSS         the bytes failed their checksum (on the node or on arrival); never delivered;
+//   DEADLINE_EXCEEDED the node did not answer within options.timeout (over UCX the connection is
+//                     then dropped and the next call reconnects; nothing lands in the buffer after
+//                     the call returned);
+//   UNAVAILABLE       the node cannot be reached.
+// A failed get leaves the destination's contents unspecified. Messages name the key and the node.
+//
 // Thread-safety: all methods may be called concurrently.
 #pragma once
 
@@ -24,7 +37,7 @@
 #include <string>
 #include <vector>
 
-#include "client/ucx_transport.h"
+#include "client/ucx_tuning.h"
 #include "common/block_key.h"
 #include "common/block_layout.h"
 #include "common/status.h"
@@ -50,6 +63,7 @@ struct ClientStats {
   uint64_t puts = 0, gets = 0, errors = 0;
   uint64_t bytes_out = 0, bytes_in = 0;
   uint64_t reconnects = 0;
+  bool connected = false;  // UCX: the data connection is up (dropped on a deadline, remade by the next call)
 };
 
 struct BlockPut {

@@ -272,7 +272,7 @@ ucx::Worker::Pass UcxTransport::Impl::ProgressPass() {
   if (ep_failed_ && ep_ != nullptr) {
     DropConnection(Unavailable("connection to node " + node_ + " lost: " + UcsText(ep_error_)));
   }
-  const bool copied = CopyOneReady(0, std::max<size_t>(1, options_.tuning.copy_backlog));
+  const bool copied = CopyOneReady(0, options_.tuning.copy_backlog);  // >= 1 (clamped at Connect)
   FlushReleases();
   const auto now = Clock::now();
   if (now - last_sweep_ > std::chrono::milliseconds(50)) {
@@ -1117,22 +1117,12 @@ void UcxTransport::Impl::SendFireAndForget(std::vector<uint8_t> header, std::vec
 
 // ---------------------------------------------------------------------------------------------
 
-UcxTuning UcxTuningFromEnvironment() {
-  UcxTuning t;
-  if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) t.spin_us = std::atof(spin);
-  if (const char* one = std::getenv("FORESIGHT_UCX_ONE_SIDED")) t.one_sided_gets = std::atoi(one) != 0;
-  if (const char* v = std::getenv("FORESIGHT_UCX_VERIFY_ON_PROGRESS")) t.verify_on_progress_thread = std::atoi(v) != 0;
-  if (const char* backlog = std::getenv("FORESIGHT_UCX_COPY_BACKLOG")) {
-    t.copy_backlog = static_cast<size_t>(std::max(1, std::atoi(backlog)));
-  }
-  return t;
-}
-
 UcxTransport::UcxTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 UcxTransport::~UcxTransport() = default;
 
 StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Connect(const std::string& host, uint16_t port,
                                                               const std::string& token, UcxTransportOptions options) {
+  options.tuning.copy_backlog = std::max<size_t>(1, options.tuning.copy_backlog);
   auto impl = std::make_unique<Impl>(host, port, token, std::move(options));
   FS_RETURN_IF_ERROR(impl->Init());
   FS_RETURN_IF_ERROR(impl->EnsureConnected());

@@ -268,7 +268,6 @@ class ClusterClient::Impl {
       pending.push_back(i);
     }
     uint64_t failovers = 0;
-    bool first_round = true;
     while (!pending.empty()) {
       std::map<size_t, std::vector<size_t>> by_node;
       std::vector<size_t> still;
@@ -280,11 +279,10 @@ class ClusterClient::Impl {
           items[i].status = st.only_not_found ? NotFound(text) : Unavailable(text);
           continue;
         }
-        if (!first_round) ++failovers;
+        if (st.next == 1) ++failovers;  // an item counts once, however many nodes it goes on to
         by_node[st.order[st.next++]].push_back(i);
         still.push_back(i);
       }
-      first_round = false;
       if (still.empty()) break;
       RunOnNodes<BlockGet>(
           *view, by_node, items, [](CacheClient& c, std::span<BlockGet> sub) { return c.GetBatchAsync(sub); },

@@ -86,10 +86,12 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     std::string key, file;
   };
   auto put_args = std::make_shared<KeyFile>();
+  auto put_json = std::make_shared<bool>(false);
   CLI::App* put = app.add_subcommand("put", "Store FILE as the block KEY");
   put->add_option("KEY", put_args->key)->required();
   put->add_option("FILE", put_args->file)->required();
-  put->callback([flags, put_args, exit_code] {
+  put->add_flag("--json", *put_json, "Print JSON");
+  put->callback([flags, put_args, put_json, exit_code] {
     auto key = ParseKey(put_args->key, flags->name_space);
     if (!key.ok()) {
       *exit_code = Fail(key.status());
@@ -108,6 +110,11 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     Status s = (*client)->Put(*key, data->data(), data->size());
     if (!s.ok()) {
       *exit_code = Fail(s.WithContext("put " + put_args->key));
+      return;
+    }
+    if (*put_json) {
+      nlohmann::json j = {{"key", key->ToHex()}, {"size", data->size()}, {"data_path", (*client)->stats().data_path}};
+      std::cout << j.dump(2) << "\n";
       return;
     }
     std::cout << "put " << key->ToHex() << " " << data->size() << " bytes via " << (*client)->stats().data_path << "\n";
@@ -264,14 +271,16 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     }
     Status s = (*client)->Evict(*key);
     if (!s.ok()) {
-      *exit_code = Fail(s);
+      *exit_code = Fail(s.WithContext("evict " + *evict_key));
       return;
     }
     std::cout << "evicted " << key->ToHex() << "\n";
   });
 
+  auto flush_json = std::make_shared<bool>(false);
   CLI::App* flush = app.add_subcommand("flush", "Write every RAM-only block down to NVMe");
-  flush->callback([flags, exit_code] {
+  flush->add_flag("--json", *flush_json, "Print JSON");
+  flush->callback([flags, flush_json, exit_code] {
     auto client = ConnectFrom(*flags);
     if (!client.ok()) {
       *exit_code = Fail(client.status());
@@ -282,11 +291,23 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
       *exit_code = Fail(s);
       return;
     }
+    if (*flush_json) {
+      auto stats = (*client)->NodeStats();
+      if (!stats.ok()) {
+        *exit_code = Fail(stats.status());
+        return;
+      }
+      nlohmann::json j = {{"address", (*client)->address()}, {"flushed", true}, {"nvme", TierJson(stats->nvme)}};
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
     std::cout << "flushed\n";
   });
 
+  auto health_json = std::make_shared<bool>(false);
   CLI::App* health = app.add_subcommand("health", "Exit 0 when the node serves");
-  health->callback([flags, exit_code] {
+  health->add_flag("--json", *health_json, "Print JSON");
+  health->callback([flags, health_json, exit_code] {
     auto client = ConnectFrom(*flags);
     if (!client.ok()) {
       *exit_code = Fail(client.status());
@@ -295,6 +316,12 @@ void AddCacheCommands(CLI::App& app, int* exit_code) {
     Status s = (*client)->Health();
     if (!s.ok()) {
       *exit_code = Fail(s);
+      return;
+    }
+    if (*health_json) {
+      nlohmann::json j = {
+          {"address", (*client)->address()}, {"serving", true}, {"data_path", (*client)->stats().data_path}};
+      std::cout << j.dump(2) << "\n";
       return;
     }
     std::cout << "ok " << (*client)->address() << " data path " << (*client)->stats().data_path << "\n";

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <thread>
@@ -60,6 +62,7 @@ class LocalCluster {
     return ::testing::AssertionSuccess();
   }
   LocalNode& node(int i) { return *nodes_[i]; }
+  std::string nvme_dir(int i) const { return dir_.path() + "/n" + std::to_string(i); }
 
   // Clients fail over after `node_timeout`; a repairer may take longer per call (a loaded machine
   // slows a pass down, and a pass that times out on a node is retried from the start).
@@ -493,6 +496,137 @@ TEST(ClusterTest, EtcdOutageOfTenSecondsLosesNothing) {
 }
 
 // The cluster behind the single-node CacheClient interface (what the worker is written against).
+// Node index of a node id "n<i>".
+int IndexOf(const std::string& node_id) { return std::stoi(node_id.substr(1)); }
+
+uint64_t RamMisses(ClusterClient& client, const std::vector<ClusterMember>& members) {
+  uint64_t misses = 0;
+  for (const ClusterMember& m : members) {
+    auto node = client.NodeClient(m.node_id);
+    EXPECT_TRUE(node.ok()) << node.status().ToString();
+    if (!node.ok()) continue;
+    auto stats = (*node)->NodeStats();
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    if (stats.ok()) misses += stats->ram.misses;
+  }
+  return misses;
+}
+
+// R = 2 on 4 nodes. A get whose first replica answers DATA_LOSS (a byte flipped in its NVMe copy)
+// or NOT_FOUND (evicted there) is served from the other replica with the right bytes; a key on no
+// node is NOT_FOUND after exactly R + extra_probes probes.
+TEST(ClusterTest, GetFailsOverToTheOtherReplicaOnDataLossOrNotFoundAndAMissProbesABoundedNumberOfNodes) {
+  SKIP_WITHOUT_ETCD();
+  LocalCluster cluster("32MiB");
+  ASSERT_TRUE(cluster.ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(cluster.StartNode(i));
+  ClusterClientOptions o;
+  o.etcd = cluster.etcd().url();
+  o.replication = 2;
+  o.extra_probes = 1;  // a get tries at most 3 of the 4 nodes
+  o.node.timeout = 5000ms;
+  auto connected = ClusterClient::Connect(o);
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  ClusterClient& client = **connected;
+  ASSERT_TRUE(WaitForMembers(client, 4, 30s));
+  constexpr uint64_t kSize = 256 << 10;
+  std::vector<uint8_t> out(kSize);
+
+  // DATA_LOSS on the first replica: its only block, flushed to NVMe, a byte flipped on disk while
+  // the node is down; restarted, the node finds the damage when it reads the block.
+  const BlockKey lossy = KeyOf("failover-data-loss", 0);
+  const std::vector<std::string> lossy_owners = client.Owners(lossy);
+  ASSERT_EQ(lossy_owners.size(), 2u);
+  const int first = IndexOf(lossy_owners[0]);
+  const auto lossy_data = Content(kSize, 1);
+  ASSERT_TRUE(client.Put(lossy, lossy_data.data(), lossy_data.size()).ok());
+  {
+    auto node = client.NodeClient(lossy_owners[0]);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    ASSERT_TRUE((*node)->Flush().ok());
+    auto listed = (*node)->List(10);
+    ASSERT_TRUE(listed.ok());
+    ASSERT_EQ(listed->size(), 1u) << "the first replica must hold only the block to damage";
+  }
+  cluster.node(first).Kill9();
+  int flipped = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(cluster.nvme_dir(first))) {
+    if (entry.path().extension() != ".blob") continue;
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = std::filesystem::file_size(entry.path());
+    f.seekg(static_cast<std::streamoff>(size / 2));
+    char c;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.write(&c, 1);
+    ++flipped;
+  }
+  ASSERT_EQ(flipped, 1) << "expected the one blob file of " << cluster.nvme_dir(first);
+  ASSERT_TRUE(cluster.StartNode(first));
+  // The client must see the restarted node (its new address) before the get.
+  const std::string restarted = cluster.node(first).address();
+  bool seen = false;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       !seen && std::chrono::steady_clock::now() < deadline;) {
+    (void)client.RefreshMembership();
+    for (const ClusterMember& m : client.members()) seen |= m.node_id == lossy_owners[0] && m.grpc == restarted;
+    if (!seen) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(seen) << lossy_owners[0] << " never re-registered at " << restarted;
+  ASSERT_EQ(client.Owners(lossy), lossy_owners);
+
+  ClusterStats before = client.stats();
+  auto got = client.Get(lossy, out.data(), out.size());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(*got, kSize);
+  EXPECT_TRUE(out == lossy_data) << "the failover served wrong bytes";
+  EXPECT_EQ(client.stats().get_failovers, before.get_failovers + 1);
+  EXPECT_EQ(client.stats().failed_gets, before.failed_gets);
+  {
+    auto node = client.NodeClient(lossy_owners[0]);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    auto stats = (*node)->NodeStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->checksum_failures, 1u) << "the first replica was not asked, or did not answer DATA_LOSS";
+  }
+
+  // NOT_FOUND on the first replica: evicted there, directly.
+  const BlockKey evicted = KeyOf("failover-not-found", 0);
+  const std::vector<std::string> evicted_owners = client.Owners(evicted);
+  const auto evicted_data = Content(kSize, 2);
+  ASSERT_TRUE(client.Put(evicted, evicted_data.data(), evicted_data.size()).ok());
+  {
+    auto node = client.NodeClient(evicted_owners[0]);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    ASSERT_TRUE((*node)->Evict(evicted).ok());
+    EXPECT_EQ((*node)->Stat(evicted).status().code(), StatusCode::kNotFound);
+  }
+  before = client.stats();
+  std::fill(out.begin(), out.end(), 0);
+  got = client.Get(evicted, out.data(), out.size());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(out == evicted_data) << "the failover served wrong bytes";
+  EXPECT_EQ(client.stats().get_failovers, before.get_failovers + 1);
+
+  // A true miss: NOT_FOUND after R + extra_probes = 3 probes (of 4 nodes), quickly.
+  const std::vector<ClusterMember> members = client.members();
+  ASSERT_EQ(members.size(), 4u);
+  const uint64_t misses_before = RamMisses(client, members);
+  before = client.stats();
+  const BlockKey nowhere = KeyOf("failover-nowhere", 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  got = client.Get(nowhere, out.data(), out.size());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kNotFound) << got.status().ToString();
+  EXPECT_NE(got.status().message().find("none of its 3 candidate node(s)"), std::string::npos)
+      << got.status().ToString();
+  EXPECT_EQ(RamMisses(client, members) - misses_before, 3u) << "a miss must probe exactly R + extra_probes nodes";
+  EXPECT_EQ(client.stats().get_failovers, before.get_failovers + 1) << "an item counts one failover";
+  EXPECT_LT(took, 2s) << "a miss on healthy nodes must not wait for timeouts";
+}
+
 TEST(ClusterTest, ClusterServesTheCacheClientInterface) {
   SKIP_WITHOUT_ETCD();
   LocalCluster cluster;

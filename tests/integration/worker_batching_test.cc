@@ -64,7 +64,8 @@ TEST_P(WorkerBatchingTest, EightConcurrentRequestsGetTheTokensEachGetsAlone) {
   if (!model.ok()) GTEST_SKIP() << model.status().ToString();
   auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
   ASSERT_TRUE(node.ok()) << node.status().ToString();
-  // A small step (128 rows) so that prompts are prefilled in chunks between decode steps.
+  // A small step (128 rows) so that prompts are prefilled in chunks between decode steps, and no
+  // bound on prompt rows beside decodes, so that the eight overlap.
   auto worker = LocalWorker::Start({"--cache",
                                     (*node)->address(),
                                     "--model",
@@ -85,6 +86,8 @@ TEST_P(WorkerBatchingTest, EightConcurrentRequestsGetTheTokensEachGetsAlone) {
                                     "8",
                                     "--step-tokens",
                                     "128",
+                                    "--max-decode-slowdown",
+                                    "100",
                                     "--cache-timeout-ms",
                                     "5000"});
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();

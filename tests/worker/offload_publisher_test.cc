@@ -5,7 +5,10 @@
 
 #include <chrono>
 #include <cstring>
+#include <random>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "testing/local_node.h"
 #include "tests/client/gated_cache_client.h"
@@ -199,6 +202,122 @@ TEST(KvPublisherTest, ImportOfAPublishedBlockMissingALayerFailsNamingIt) {
   EXPECT_EQ(s2.position(), 0);
   // Importing more blocks than the prompt holds is refused.
   EXPECT_FALSE(ImportPrefix(n.client.get(), "ns", fp, a, 5, &s2).ok());
+}
+
+// A prefix of 4 blocks published through the real node, and what an importer needs to damage it.
+struct Published {
+  Node n;
+  std::unique_ptr<Model> model;
+  std::string fp;
+  std::vector<TokenId> tokens;
+  std::vector<BlockKey> chains;               // per block
+  std::vector<std::vector<BlockKey>> layers;  // [block][layer]
+  BlockLayout layout{16, 1, 1, 1};            // the sequence's, once published
+};
+
+Published PublishFourBlocks() {
+  Published p;
+  p.n = StartNode();
+  if (p.n.client == nullptr) return p;
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  EXPECT_TRUE(model.ok());
+  if (!model.ok()) return p;
+  p.model = std::move(*model);
+  p.fp = ModelFingerprint(*p.model);
+  p.tokens = Prompt(64);
+  Sequence s1(*p.model);
+  EXPECT_TRUE(s1.Prefill(p.tokens, nullptr).ok());
+  p.layout = s1.kv().layout();
+  KvPublisher pub(p.n.client.get(), "ns", p.fp, p.model->config().n_layers, p.layout);
+  EXPECT_TRUE(pub.Publish(p.tokens, s1.kv()).ok());
+  EXPECT_TRUE(pub.Flush().ok());
+  EXPECT_EQ(pub.published_blocks(), 4);
+  PrefixChain chain("ns", p.fp);
+  for (int b = 0; b < 4; ++b) {
+    p.chains.push_back(chain.Extend(std::span<const int32_t>(p.tokens.data() + b * 16, 16)));
+    p.layers.emplace_back();
+    for (int32_t l = 0; l < p.model->config().n_layers; ++l) p.layers.back().push_back(chain.LayerKey(l));
+  }
+  return p;
+}
+
+std::vector<uint8_t> Fetch(CacheClient& client, const BlockKey& key, uint64_t capacity) {
+  std::vector<uint8_t> out(capacity);
+  auto n = client.Get(key, out.data(), out.size());
+  EXPECT_TRUE(n.ok()) << n.status().ToString();
+  out.resize(n.ok() ? *n : 0);
+  return out;
+}
+
+// Imports all 4 blocks into a fresh sequence; expects DATA_LOSS whose message holds `names`, and
+// the sequence left empty (no partial import) and still usable: the 2 undamaged leading blocks
+// import cleanly afterwards when `undamaged_prefix`.
+void ExpectImportRefused(Published& p, const std::string& names, bool undamaged_prefix = true) {
+  Sequence s2(*p.model);
+  Status s = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 4, &s2);
+  EXPECT_STREQ(StatusCodeName(s.code()), StatusCodeName(StatusCode::kDataLoss)) << s.ToString();
+  EXPECT_NE(s.message().find(names), std::string::npos) << "expected \"" << names << "\" in: " << s.ToString();
+  EXPECT_EQ(s2.position(), 0);
+  EXPECT_EQ(s2.kv().tokens(), 0) << "a refused import left KV in the sequence";
+  if (undamaged_prefix) {
+    Status ok = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 2, &s2);
+    EXPECT_TRUE(ok.ok()) << ok.ToString();
+    EXPECT_EQ(s2.position(), 32);
+  }
+}
+
+TEST(KvPublisherTest, ImportRefusesAGarbageManifestWithDataLoss) {
+  Published p = PublishFourBlocks();
+  ASSERT_NE(p.model, nullptr);
+  CacheClient& client = *p.n.client;
+  const BlockKey manifest = ManifestKey("ns", p.chains[2]);
+  const std::vector<uint8_t> good = Fetch(client, manifest, 1 << 20);
+  ASSERT_FALSE(good.empty());
+  // Same size, wrong bytes; shorter; longer than any manifest of this geometry.
+  for (uint64_t size : {good.size(), good.size() / 2, good.size() + 4096}) {
+    SCOPED_TRACE("garbage manifest of " + std::to_string(size) + " bytes");
+    std::vector<uint8_t> garbage(size);
+    std::mt19937 rng(static_cast<uint32_t>(size));
+    for (auto& b : garbage) b = static_cast<uint8_t>(rng());
+    ASSERT_TRUE(client.Put(manifest, garbage.data(), garbage.size()).ok());
+    // Still "published": the lookup goes by the manifests' presence.
+    EXPECT_EQ(*LongestPublishedPrefix(&client, "ns", p.fp, p.tokens), 4);
+    ExpectImportRefused(p, "manifest of prefix block 2");
+  }
+}
+
+TEST(KvPublisherTest, ImportRefusesAShortOrLongLayerBlockWithDataLossNamingBlockAndLayer) {
+  Published p = PublishFourBlocks();
+  ASSERT_NE(p.model, nullptr);
+  CacheClient& client = *p.n.client;
+  const BlockKey layer = p.layers[2][1];
+  const std::vector<uint8_t> good = Fetch(client, layer, p.layout.block_bytes());
+  ASSERT_EQ(good.size(), p.layout.block_bytes());
+  for (uint64_t size : {good.size() - 1, good.size() / 2, good.size() + 64}) {
+    SCOPED_TRACE("layer block of " + std::to_string(size) + " bytes");
+    std::vector<uint8_t> changed(good);
+    changed.resize(size, 0x5a);
+    ASSERT_TRUE(client.Put(layer, changed.data(), changed.size()).ok());
+    ExpectImportRefused(p, "prefix block 2 layer 1");
+  }
+}
+
+TEST(KvPublisherTest, ImportRefusesAPerHeadChecksumMismatchWithDataLossNamingBlockLayerAndHead) {
+  Published p = PublishFourBlocks();
+  ASSERT_NE(p.model, nullptr);
+  CacheClient& client = *p.n.client;
+  const uint32_t heads = p.layout.kv_heads();
+  ASSERT_GE(heads, 1u);
+  const uint32_t head = heads - 1;
+  const int32_t last_layer = p.model->config().n_layers - 1;
+  const BlockKey layer = p.layers[3][last_layer];
+  std::vector<uint8_t> changed = Fetch(client, layer, p.layout.block_bytes());
+  ASSERT_EQ(changed.size(), p.layout.block_bytes());
+  // Different bytes of the right size, put through the client: the node's and the transport's
+  // checksums are the new bytes' own, so only the manifest's per-head checksum can catch it.
+  changed[p.layout.head_range(head).offset + 5] ^= 0x01;
+  ASSERT_TRUE(client.Put(layer, changed.data(), changed.size()).ok());
+  ExpectImportRefused(p, "prefix block 3 layer " + std::to_string(last_layer) + " head " + std::to_string(head));
 }
 
 TEST(KvPublisherTest, ALostNodeIsReported) {

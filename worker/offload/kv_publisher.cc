@@ -236,6 +236,19 @@ StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view n
   return static_cast<int64_t>(n);
 }
 
+namespace {
+
+// A get's failure during an import, naming `what`. A stored block longer than this geometry's
+// (OUT_OF_RANGE: it does not fit the destination) is damaged data like a short one: DATA_LOSS.
+Status StoredBlockStatus(const Status& s, const std::string& what) {
+  if (s.code() == StatusCode::kOutOfRange) {
+    return DataLoss(what + ": the stored block is larger than this model's KV geometry allows (" + s.message() + ")");
+  }
+  return s.WithContext(what);
+}
+
+}  // namespace
+
 Status ImportPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
                     const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq, ImportStats* stats) {
   const double t0 = Now();
@@ -265,7 +278,9 @@ Status ImportPrefix(CacheClient* client, std::string_view name_space, std::strin
   if (n_blocks > 0) {
     Status s = client->GetBatch(gets);
     for (int64_t b = 0; b < n_blocks; ++b) {
-      if (!gets[b].status.ok()) return gets[b].status.WithContext("manifest of prefix block " + std::to_string(b));
+      if (!gets[b].status.ok()) {
+        return StoredBlockStatus(gets[b].status, "manifest of prefix block " + std::to_string(b));
+      }
       const uint8_t* m = manifests.data() + b * manifest_bytes;
       if (gets[b].bytes != manifest_bytes || std::memcmp(m, kManifestMagic, 8) != 0 ||
           GetLe<uint32_t>(m + 8) != static_cast<uint32_t>(n_layers) || GetLe<uint32_t>(m + 12) != heads ||
@@ -290,7 +305,7 @@ Status ImportPrefix(CacheClient* client, std::string_view name_space, std::strin
     for (int64_t b = 0; b < n_blocks; ++b) {
       const BlockGet& g = layer_gets[b];
       const std::string what = "prefix block " + std::to_string(b) + " layer " + std::to_string(l);
-      if (!g.status.ok()) return g.status.WithContext(what);
+      if (!g.status.ok()) return StoredBlockStatus(g.status, what);
       if (g.bytes != layout.block_bytes()) {
         return DataLoss(what + ": " + std::to_string(g.bytes) + " bytes, expected " +
                         std::to_string(layout.block_bytes()));

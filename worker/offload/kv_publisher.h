@@ -130,7 +130,9 @@ struct ImportStats {
 // the manifest's per-head checksums checked too). The sequence then continues at position
 // n_blocks * 16 exactly as if it had prefilled those tokens. Keep at least one token to prefill
 // (n_blocks * 16 < tokens.size()) to get the next token's logits. Errors name the block and
-// layer; the sequence is left empty.
+// layer; the sequence is left empty. Damaged data is DATA_LOSS: a manifest that does not describe
+// this geometry, a layer block shorter or longer than the layout's, a head whose bytes differ from
+// the manifest's checksum (naming the head too).
 Status ImportPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
                     const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq, ImportStats* stats = nullptr);
 

@@ -60,6 +60,7 @@ struct Flags {
   int max_seqs = 8;
   int max_waiting = 64;
   int step_tokens = 512;
+  float max_decode_slowdown = 3.0f;
   int kv_budget_mib = 0;
   std::string log_level = "info";
 };
@@ -134,6 +135,7 @@ int Run(const Flags& f) {
   sched.max_seqs = f.max_seqs;
   sched.max_waiting = f.max_waiting;
   sched.step_tokens = f.step_tokens;
+  sched.max_decode_slowdown = f.max_decode_slowdown;
   sched.kv_budget_bytes = uint64_t{static_cast<uint32_t>(f.kv_budget_mib)} << 20;
   so.key_namespace = f.key_namespace;
   so.default_policy = f.policy;
@@ -293,6 +295,11 @@ int main(int argc, char** argv) {
                  "Token rows per forward step: the running decodes, then prompt chunks (a long prompt delays "
                  "running decodes by at most one such step)")
       ->check(kPositive)
+      ->capture_default_str();
+  app.add_option("--max-decode-slowdown", f.max_decode_slowdown,
+                 "While requests decode, a step takes at most (F - 1) prompt tokens per decoding request (at least "
+                 "one), so a long prompt slows their tokens by about F at most")
+      ->check(CLI::Range(1.0f, 1000.0f))
       ->capture_default_str();
   app.add_option("--kv-budget-mib", f.kv_budget_mib,
                  "KV the running requests may hold on the worker (MiB; 0: no limit); requests beyond it wait")

@@ -284,8 +284,13 @@ void Scheduler::Impl::Step() {
     owners.push_back(j.get());
     --budget;
   }
-  // Then prompts, in arrival order, in chunks, within what is left of the step (at least one row,
-  // so a prompt always advances).
+  // Then prompts, in arrival order, in chunks, within what is left of the step and the decode
+  // slowdown bound (at least one row, so a prompt always advances).
+  const int64_t decoding = static_cast<int64_t>(items.size());
+  if (decoding > 0) {
+    budget = std::min<int64_t>(budget, static_cast<int64_t>(std::max(0.0f, options.max_decode_slowdown - 1.0f) *
+                                                            static_cast<float>(decoding)));
+  }
   budget = std::max<int64_t>(budget, 1);
   for (auto& j : running) {
     if (j->decoding || j->done || budget <= 0) continue;

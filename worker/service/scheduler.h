@@ -5,8 +5,8 @@
 // multiplied once for all of the step's token rows (one GEMM per weight, not one GEMV per
 // sequence), attention runs per sequence with its own policy, budget and KV offload (the cache
 // service's cross-token prefetch keeps working per sequence). A step holds at most `step_tokens`
-// rows: every running decode first, then prefill chunks of the waiting prompts, so a long prompt
-// delays running decodes by at most one chunk. Requests join and leave at step boundaries. A
+// rows: every running decode first, then prefill chunks of the waiting prompts, bounded so that a
+// long prompt slows running decodes by at most `max_decode_slowdown`. Requests join and leave at step boundaries. A
 // cancelled request (the client went away) frees its sequence before the next step.
 //
 // Admission: at most `max_seqs` sequences run and `max_waiting` wait; beyond that Submit says
@@ -57,9 +57,13 @@ struct ServingOptions {
 
 struct SchedulerOptions {
   ServingOptions serving;
-  int32_t max_seqs = 8;          // sequences in one step
-  int32_t max_waiting = 64;      // queued beyond those; more is RESOURCE_EXHAUSTED
-  int32_t step_tokens = 512;     // token rows per step: the running decodes, then prefill chunks
+  int32_t max_seqs = 8;       // sequences in one step
+  int32_t max_waiting = 64;   // queued beyond those; more is RESOURCE_EXHAUSTED
+  int32_t step_tokens = 512;  // token rows per step: the running decodes, then prefill chunks
+  // While sequences decode, a step holds at most (max_decode_slowdown - 1) prompt rows per
+  // decoding row (at least one), so a long prompt slows running decodes by about this factor at
+  // most (a step's time grows with its rows on a CPU); with none decoding, prompts fill the step.
+  float max_decode_slowdown = 3.0f;
   uint64_t kv_budget_bytes = 0;  // worker-resident KV of the running sequences; 0: no limit
 };
 
