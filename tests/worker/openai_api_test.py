@@ -7,10 +7,11 @@ It starts a real foresight-cached and a real foresight-worker (the default model
 Instruct; deploy/fetch-model.sh) on loopback with free ports and a token, then checks:
   chat and completions (greedy: the same request gives the same text), streams with
   include_usage in OpenAI's order, a shared prefix reported as cached_tokens, 8 concurrent
-  streams (each gives the text it gives alone), a stream cancelled midway and one cancelled during
-  its prefill (their sequences are freed and the worker still serves), the bad inputs (malformed JSON, a bad field, no or a wrong
-  token, an unknown model or path, a prompt beyond the context, n=2) with their statuses and
-  OpenAI error objects, /health, /v1/models and /metrics; and that SIGTERM stops it cleanly.
+  streams (each gives the text it gives alone), a stream cancelled midway and one cancelled
+  during its prefill (their sequences are freed and the worker still serves), the bad inputs
+  (malformed JSON, a bad field, no or a wrong token, an unknown model or path, a prompt beyond
+  the context, n=2) with their statuses and OpenAI error objects, /health, /v1/models and
+  /metrics, 429 from a second worker whose queue is full, and that SIGTERM stops it cleanly.
 
   openai_api_test.py --bin-dir build/bin [--model GGUF]
 
@@ -155,29 +156,61 @@ def main():
     os.chmod(token_file, 0o600)
 
     node = worker = None
+    extra_workers = []
     checks = Checks()
+
+    def start_worker(name, *flags):
+        argv = [os.path.join(args.bin_dir, "foresight-worker"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                "--cache", node.ready["grpc"], "--token-file", token_file, "--threads", "2", *flags]
+        if args.model:
+            argv += ["--model", args.model]
+        w = Daemon(argv, os.path.join(tmp, name + ".log"), 120)
+        expect("http" in w.ready, f"the READY line names no http address: {w.ready}")
+        return w
+
+    def connect(w):
+        host, port = w.ready["http"].rsplit(":", 1)
+        return (openai.OpenAI(base_url=f"http://{w.ready['http']}/v1", api_key=TOKEN, max_retries=0, timeout=300),
+                Http(host, int(port)))
+
     try:
         node = Daemon([os.path.join(args.bin_dir, "foresight-cached"), "--listen", "127.0.0.1:0", "--ram-bytes",
                        "512MiB", "--token-file", token_file], os.path.join(tmp, "node.log"), 30)
-        argv = [os.path.join(args.bin_dir, "foresight-worker"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                "--cache", node.ready["grpc"], "--token-file", token_file, "--threads", "2", "--max-seqs", "8"]
-        if args.model:
-            argv += ["--model", args.model]
-        worker = Daemon(argv, os.path.join(tmp, "worker.log"), 120)
-        expect("http" in worker.ready, f"the READY line names no http address: {worker.ready}")
-        host, port = worker.ready["http"].rsplit(":", 1)
-        raw = Http(host, int(port))
-        client = openai.OpenAI(base_url=f"http://{worker.ready['http']}/v1", api_key=TOKEN, max_retries=0,
-                               timeout=300)
+        worker = start_worker("worker", "--max-seqs", "8")
+        client, raw = connect(worker)
         # The model is named after its file, as llama.cpp's server names it.
         expected_model = os.path.splitext(os.path.basename(args.model.rstrip("/")))[0] if args.model else \
             "SmolLM2-135M-Instruct.Q4_1"
         run_checks(checks, client, raw, worker, expected_model)
+
+        def overload_is_429():
+            # One sequence runs and one may wait: a third request while two streams are open is refused.
+            small = start_worker("small-worker", "--max-seqs", "1", "--max-waiting", "1")
+            extra_workers.append(small)
+            small_client, small_raw = connect(small)
+            streams = []
+            for _ in range(2):  # the first runs, the second waits (a stream's headers come at once)
+                streams.append(small_client.completions.create(model=expected_model, prompt="Count to a thousand:",
+                                                               max_tokens=400, temperature=0, stream=True,
+                                                               extra_body={"ignore_eos": True}))
+            expect_error(*small_raw.request("POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 2}), 429,
+                         "busy")
+            try:
+                small_client.completions.create(model=expected_model, prompt="Hello", max_tokens=2)
+                raise AssertionError("a request beyond the queue was accepted")
+            except openai.RateLimitError:
+                pass
+            for stream in streams:
+                stream.close()
+
+        checks.run("overload: 429 when the queue is full", overload_is_429)
     except Exception as e:
         checks.failures.append("setup")
         print(f"[ FAIL ] setup: {e}", flush=True)
         traceback.print_exc()
     finally:
+        for w in extra_workers:
+            w.stop()
         if worker is not None:
             status = worker.stop()
             if not checks.failures:
