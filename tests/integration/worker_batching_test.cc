@@ -4,6 +4,7 @@
 // else runs in its step), requests through WorkerClient from several threads at once. A synthetic
 // model would not do: its random weights repeat one token whatever the attention reads.
 #include <algorithm>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,8 @@ struct Mode {
   const char* policy;
   const char* kv_mode;
 };
+
+void PrintTo(const Mode& mode, std::ostream* os) { *os << mode.policy << " " << mode.kv_mode; }
 
 class WorkerBatchingTest : public ::testing::TestWithParam<Mode> {};
 
