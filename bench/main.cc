@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   foresight::bench::AddPredictorBench(app, &exit_code);
   foresight::bench::AddDecodeBench(app, &exit_code);
   foresight::bench::AddLoadBench(app, &exit_code);
+  foresight::bench::AddServeBench(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

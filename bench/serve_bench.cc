@@ -55,10 +55,10 @@ struct ServeFlags {
   std::vector<std::string> workloads = {"short"};
   std::vector<int> concurrency = {1, 8};
   int short_tokens = 128;
-  std::string doc;                 // shared-prefix and interference
-  std::vector<std::string> docs;   // long
-  int doc_bytes = 33000;           // about 7.3K SmolLM2 tokens, the demo's document
-  int docs_bytes = 27000;          // about 6K tokens each
+  std::string doc;                // shared-prefix and interference
+  std::vector<std::string> docs;  // long
+  int doc_bytes = 33000;          // about 7.3K SmolLM2 tokens, the demo's document
+  int docs_bytes = 27000;         // about 6K tokens each
   std::string token_file;
   bool json_out = false;
 };
@@ -122,12 +122,8 @@ Timing Complete(const Target& t, const std::string& token, const std::string& pr
                 Clock::time_point epoch) {
   auto since = [&] { return std::chrono::duration<double>(Clock::now() - epoch).count(); };
   Timing r;
-  json body = {{"model", t.model},
-               {"prompt", prompt},
-               {"max_tokens", max_tokens},
-               {"temperature", 0},
-               {"stream", true},
-               {"stream_options", {{"include_usage", true}}}};
+  json body = {{"model", t.model}, {"prompt", prompt}, {"max_tokens", max_tokens},
+               {"temperature", 0}, {"stream", true},   {"stream_options", {{"include_usage", true}}}};
   if (ignore_eos) body["ignore_eos"] = true;
   httplib::Client cli(t.host, t.port);
   cli.set_read_timeout(3600, 0);
@@ -282,7 +278,8 @@ std::vector<Timing> RunClosedLoop(const Target& t, const std::string& token, con
   std::vector<std::thread> clients;
   for (int c = 0; c < concurrency; ++c) {
     clients.emplace_back([&] {
-      for (size_t i; (i = next++) < prompts.size();) runs[i] = Complete(t, token, prompts[i], max_tokens, ignore_eos, epoch);
+      for (size_t i; (i = next++) < prompts.size();)
+        runs[i] = Complete(t, token, prompts[i], max_tokens, ignore_eos, epoch);
     });
   }
   for (auto& c : clients) c.join();
@@ -291,11 +288,11 @@ std::vector<Timing> RunClosedLoop(const Target& t, const std::string& token, con
 
 // About 100 tokens of plain English, distinct per `i`.
 std::string ShortPrompt(int i) {
-  static const char* kSubjects[] = {"a lighthouse keeper", "a young baker", "an old sailor", "a city gardener",
-                                    "a night-shift nurse", "a travelling musician", "a mountain guide",
-                                    "a retired teacher"};
-  static const char* kPlaces[] = {"a windy harbour town", "a quiet village", "a busy market street",
-                                  "a snowed-in mountain hut", "a river island", "a desert crossroads"};
+  static const char* kSubjects[] = {"a lighthouse keeper", "a young baker",       "an old sailor",
+                                    "a city gardener",     "a night-shift nurse", "a travelling musician",
+                                    "a mountain guide",    "a retired teacher"};
+  static const char* kPlaces[] = {"a windy harbour town",     "a quiet village", "a busy market street",
+                                  "a snowed-in mountain hut", "a river island",  "a desert crossroads"};
   std::ostringstream s;
   s << "Request " << i << ". Write a long, detailed story about " << kSubjects[i % 8] << " who lives in "
     << kPlaces[(i * 5) % 6] << ". Describe the morning routine, the people they meet, the weather, the sounds "
@@ -330,17 +327,29 @@ void PrintRatio(const Summary& a, const Summary& b) {
   auto r = [](double x, double y) { return y > 0 ? x / y : 0.0; };
   std::printf("%-10s %-14s %4d %5s %7s %8.2fx %8.2fx %8.2fx %8.2fx %8.2fx %8.2fx %8.2fx %8.2fx\n",
               (a.target + "/" + b.target).substr(0, 10).c_str(), a.workload.c_str(), a.concurrency, "", "",
-              r(a.wall, b.wall), r(a.output_tps, b.output_tps), r(a.decode_tps, b.decode_tps), r(a.ttft_p50, b.ttft_p50),
-              r(a.ttft_p99, b.ttft_p99), r(a.itl_p50, b.itl_p50), r(a.itl_p99, b.itl_p99), r(a.e2e_p50, b.e2e_p50));
+              r(a.wall, b.wall), r(a.output_tps, b.output_tps), r(a.decode_tps, b.decode_tps),
+              r(a.ttft_p50, b.ttft_p50), r(a.ttft_p99, b.ttft_p99), r(a.itl_p50, b.itl_p50), r(a.itl_p99, b.itl_p99),
+              r(a.e2e_p50, b.e2e_p50));
 }
 
 json ToJson(const Summary& s) {
-  return {{"target", s.target},        {"workload", s.workload},    {"concurrency", s.concurrency},
-          {"requests", s.requests},    {"failed", s.failed},        {"output_tokens", s.output_tokens},
-          {"prompt_tokens", s.prompt_tokens}, {"cached_tokens", s.cached_tokens}, {"wall_seconds", s.wall},
-          {"output_tokens_per_second", s.output_tps}, {"decode_tokens_per_second", s.decode_tps},
-          {"ttft_p50", s.ttft_p50},    {"ttft_p99", s.ttft_p99},    {"itl_p50", s.itl_p50},
-          {"itl_p99", s.itl_p99},      {"e2e_p50", s.e2e_p50},      {"first_error", s.first_error}};
+  return {{"target", s.target},
+          {"workload", s.workload},
+          {"concurrency", s.concurrency},
+          {"requests", s.requests},
+          {"failed", s.failed},
+          {"output_tokens", s.output_tokens},
+          {"prompt_tokens", s.prompt_tokens},
+          {"cached_tokens", s.cached_tokens},
+          {"wall_seconds", s.wall},
+          {"output_tokens_per_second", s.output_tps},
+          {"decode_tokens_per_second", s.decode_tps},
+          {"ttft_p50", s.ttft_p50},
+          {"ttft_p99", s.ttft_p99},
+          {"itl_p50", s.itl_p50},
+          {"itl_p99", s.itl_p99},
+          {"e2e_p50", s.e2e_p50},
+          {"first_error", s.first_error}};
 }
 
 int RunServeBench(const ServeFlags& f) {
@@ -406,15 +415,22 @@ int RunServeBench(const ServeFlags& f) {
         report(rows);
       }
     } else if (w == "shared-prefix") {
-      static const char* kQuestions[] = {
-          "Summarise the document in one sentence.",  "Who may copy the work, and on what terms?",
-          "What must a distributor give to recipients?", "What does the document say about patents?",
-          "What happens when the terms are violated?",  "What does the document say about warranties?",
-          "How can a later version of the terms apply?", "What must a modified version carry?",
-          "List three duties of a distributor.",        "What is a covered work?",
-          "What is the purpose of the document?",       "What is said about source code?",
-          "What does the document say about fees?",     "Who wrote the document?",
-          "What does 'propagate' mean here?",           "Name one right the document grants."};
+      static const char* kQuestions[] = {"Summarise the document in one sentence.",
+                                         "Who may copy the work, and on what terms?",
+                                         "What must a distributor give to recipients?",
+                                         "What does the document say about patents?",
+                                         "What happens when the terms are violated?",
+                                         "What does the document say about warranties?",
+                                         "How can a later version of the terms apply?",
+                                         "What must a modified version carry?",
+                                         "List three duties of a distributor.",
+                                         "What is a covered work?",
+                                         "What is the purpose of the document?",
+                                         "What is said about source code?",
+                                         "What does the document say about fees?",
+                                         "Who wrote the document?",
+                                         "What does 'propagate' mean here?",
+                                         "Name one right the document grants."};
       for (const char* phase : {"cold", "warm"}) {
         std::vector<std::string> prompts;
         for (int i = 0; i < 8; ++i) {
@@ -470,10 +486,11 @@ int RunServeBench(const ServeFlags& f) {
           s.first_error = big.error;
         }
         if (!f.json_out) {
-          std::printf("%-10s interference: decode inter-token p99 %.4f s before the long prompt, %.4f s during its "
-                      "prefill (%.2fx; %zu and %zu gaps); its TTFT %.2f s (%lld prompt tokens)\n",
-                      t.name.c_str(), s.itl_p50, s.itl_p99, s.itl_p50 > 0 ? s.itl_p99 / s.itl_p50 : 0.0,
-                      before.size(), during.size(), s.ttft_p50, static_cast<long long>(big.prompt_tokens));
+          std::printf(
+              "%-10s interference: decode inter-token p99 %.4f s before the long prompt, %.4f s during its "
+              "prefill (%.2fx; %zu and %zu gaps); its TTFT %.2f s (%lld prompt tokens)\n",
+              t.name.c_str(), s.itl_p50, s.itl_p99, s.itl_p50 > 0 ? s.itl_p99 / s.itl_p50 : 0.0, before.size(),
+              during.size(), s.ttft_p50, static_cast<long long>(big.prompt_tokens));
         }
         all.push_back(s);
       }
@@ -495,8 +512,9 @@ int RunServeBench(const ServeFlags& f) {
 void AddServeBench(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<ServeFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "serve", "Serving throughput and latency of OpenAI-compatible servers (foresight-worker --http, llama-server), "
-               "side by side");
+      "serve",
+      "Serving throughput and latency of OpenAI-compatible servers (foresight-worker --http, llama-server), "
+      "side by side");
   cmd->add_option("--target", flags->targets, "NAME=http://HOST:PORT (repeat to compare; the first is the numerator)")
       ->required();
   cmd->add_option("--workload", flags->workloads, "short, shared-prefix, long, interference (repeatable)")
