@@ -181,7 +181,7 @@ int Run(const Flags& f) {
   if (auto c = cache.Get(); !c.ok()) return fail(c.status());
 
   worker::Scheduler scheduler(**model, &cache, sched);
-  worker::WorkerService service(**model, model_path, &cache, &scheduler, token);
+  worker::WorkerService service(**model, model_path, &cache, &scheduler, token, &metrics);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &bound_port);

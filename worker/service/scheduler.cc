@@ -430,7 +430,9 @@ StatusOr<uint64_t> Scheduler::Submit(ServeRequest request, std::shared_ptr<Serve
   {
     MutexLock lock(impl_->mu);
     if (impl_->stopping) return Unavailable("the worker is shutting down");
-    if (static_cast<int32_t>(impl_->waiting.size()) >= options_.max_waiting) {
+    // Room in the next step's batch, or in the queue beyond it.
+    const int32_t beyond = impl_->running_count + static_cast<int32_t>(impl_->waiting.size()) - options_.max_seqs;
+    if (beyond >= options_.max_waiting) {
       return ResourceExhausted("the worker is busy: " + std::to_string(impl_->running_count) +
                                " requests running and " + std::to_string(impl_->waiting.size()) +
                                " waiting (--max-waiting " + std::to_string(options_.max_waiting) + "); retry later");

@@ -69,12 +69,13 @@ class EventQueue final : public ServeObserver {
 }  // namespace
 
 WorkerService::WorkerService(const Model& model, std::string model_path, CacheConnection* cache, Scheduler* scheduler,
-                             std::string token)
+                             std::string token, ServingMetrics* metrics)
     : model_(model),
       model_path_(std::move(model_path)),
       cache_(cache),
       scheduler_(scheduler),
-      token_(std::move(token)) {}
+      token_(std::move(token)),
+      metrics_(metrics) {}
 
 WorkerService::~WorkerService() = default;
 
@@ -120,10 +121,18 @@ grpc::Status WorkerService::Generate(grpc::ServerContext* context, const v1::Gen
                                      grpc::ServerWriter<v1::GenerateEvent>* writer) {
   if (grpc::Status auth = CheckToken(context); !auth.ok()) return auth;
   StatusOr<ServeRequest> serve = ToServeRequest(*request);
-  if (!serve.ok()) return ToGrpcStatus(serve.status());
+  if (!serve.ok()) {
+    if (metrics_ != nullptr) metrics_->RecordRefused(serve.status().code());
+    return ToGrpcStatus(serve.status());
+  }
   auto events = std::make_shared<EventQueue>();
-  StatusOr<uint64_t> id = scheduler_->Submit(std::move(*serve), events);
-  if (!id.ok()) return ToGrpcStatus(id.status());
+  std::shared_ptr<ServeObserver> observer = events;
+  if (metrics_ != nullptr) observer = metrics_->Observe(observer);
+  StatusOr<uint64_t> id = scheduler_->Submit(std::move(*serve), observer);
+  if (!id.ok()) {
+    if (metrics_ != nullptr) metrics_->RecordRefused(id.status().code());
+    return ToGrpcStatus(id.status());
+  }
   std::deque<v1::GenerateEvent> batch;
   bool finished = false;
   while (!finished) {

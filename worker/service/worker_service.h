@@ -20,14 +20,16 @@
 #include "worker/model.h"
 #include "worker/service/cache_connection.h"
 #include "worker/service/scheduler.h"
+#include "worker/service/serving_metrics.h"
 
 namespace foresight::worker {
 
 class WorkerService final : public v1::WorkerService::Service {
  public:
-  // `token`: required of callers (empty: none).
+  // `token`: required of callers (empty: none). `metrics` (may be null) counts this front end's
+  // requests beside the HTTP API's.
   WorkerService(const Model& model, std::string model_path, CacheConnection* cache, Scheduler* scheduler,
-                std::string token);
+                std::string token, ServingMetrics* metrics = nullptr);
   ~WorkerService() override;
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
@@ -46,6 +48,7 @@ class WorkerService final : public v1::WorkerService::Service {
   CacheConnection* cache_;
   Scheduler* scheduler_;
   const std::string token_;
+  ServingMetrics* metrics_;
 };
 
 }  // namespace foresight::worker
