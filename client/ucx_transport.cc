@@ -532,8 +532,16 @@ void UcxTransport::Impl::RegisterClaimTable() {
   ReplyBody reply;
   Status s =
       ControlRoundTrip(EncodeRegister(next_req_id_++, body), claim_region_.rkey, &reply, options_.connect_timeout_s);
+  const bool active = s.ok() && (reply.flags & kReplyClaims);
+  if (!active) {
+    spdlog::warn(
+        "UCX client: node {} does not honour the claim table ({}); GETs into buffers from Allocate() carry their "
+        "bytes in the reply (slower) so that a stalled node cannot write into them late. Upgrade the node to get the "
+        "one-memcpy path back",
+        node_, s.ok() ? "an older node: no kReplyClaims" : s.ToString());
+  }
   MutexLock lock(mu_);
-  claims_active_ = s.ok() && (reply.flags & kReplyClaims);
+  claims_active_ = active;
 }
 
 void UcxTransport::Impl::DescribeEndpoint() {
