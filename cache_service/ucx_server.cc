@@ -23,6 +23,7 @@
 #include "common/checksum.h"
 #include "common/constant_time.h"
 #include "common/mutex.h"
+#include "proto/region_claim.h"
 #include "proto/ucx_messages.h"
 #include "ucx/worker.h"
 
@@ -138,6 +139,11 @@ class UcxServer::Impl {
     void* close_request = nullptr;
     int pending_tasks = 0;  // worker tasks not yet posted back
     std::unordered_map<uint32_t, Region> regions;
+    // The client's claim table (a mapped region of `regions`), or null: region GETs with kClaimSlot
+    // name a word of it (proto/region_claim.h).
+    uint32_t claim_region_id = 0;
+    uint32_t* claims = nullptr;
+    uint32_t claim_slots = 0;
     std::unordered_set<Outstanding*> outstanding;
     std::unordered_map<void*, Clock::time_point> held_descs;  // rendezvous/persistent data we hold
     bool arena_granted = false;                               // ARENA answered: LEASE allowed
@@ -166,6 +172,7 @@ class UcxServer::Impl {
     std::vector<ByteRange> ranges;
     Clock::time_point arrival;
     uint8_t* region_dest = nullptr;  // fast path: where to write
+    uint32_t* claim = nullptr;       // with region_dest and kClaimSlot: write only after claiming it
     Status status;
     ReadLease lease;
     std::vector<uint8_t> staging;
@@ -658,6 +665,10 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
     }
     if (old->second.rkey != nullptr) ucp_rkey_destroy(old->second.rkey);
     s->regions.erase(old);
+    if (s->claims != nullptr && s->claim_region_id == body->region_id) {
+      s->claims = nullptr;
+      s->claim_slots = 0;
+    }
   }
   Region r;
   r.base = body->base;
@@ -682,6 +693,15 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
   }
   ReplyBody reply;
   reply.flags = r.mapped != nullptr ? kReplyMapped : 0;
+  // A claim table is honoured only when mapped, word-aligned and as long as it says.
+  if ((body->flags & kRegisterClaimTable) && r.mapped != nullptr && body->claim_slots > 0 &&
+      reinterpret_cast<uintptr_t>(r.mapped) % alignof(uint32_t) == 0 &&
+      uint64_t{body->claim_slots} * kClaimWordBytes <= r.length) {
+    s->claim_region_id = body->region_id;
+    s->claims = reinterpret_cast<uint32_t*>(r.mapped);
+    s->claim_slots = body->claim_slots;
+    reply.flags |= kReplyClaims;
+  }
   s->regions[body->region_id] = r;
   SendReply(s, MsgType::kRegisterReply, msg.header.req_id, reply, nullptr, 0, {}, nullptr, false, nullptr);
 }
@@ -756,6 +776,17 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
       return UCS_OK;
     }
     task->region_dest = r->second.mapped + body->region_offset;
+    if (body->flags & kClaimSlot) {
+      if (s->claims == nullptr || body->claim_slot >= s->claim_slots) {
+        SendError(s, MsgType::kGetReply, msg.header.req_id,
+                  InvalidArgument(Node() + ": GET " + body->key.ToHex() + ": claim slot " +
+                                  std::to_string(body->claim_slot) + " is not in a registered claim table (" +
+                                  std::to_string(s->claim_slots) + " slots); register one with kRegisterClaimTable"),
+                  false);
+        return UCS_OK;
+      }
+      task->claim = s->claims + body->claim_slot;
+    }
   }
   // A block already in RAM is served right here: a lease and at most one memcpy, cheaper than two
   // thread hand-offs. Anything else (a promotion from NVMe) goes to the pool.
@@ -816,7 +847,14 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
           }
           t->lease = std::move(*lease);  // held until the client RELEASEs it
         } else if (t->region_dest != nullptr) {
-          if (t->ranges.empty()) {
+          if (t->claim != nullptr && !BeginClaimedWrite(t->claim, t->body.claim_generation)) {
+            // The client gave up on this GET (CANCELLED) and may be using the buffer again.
+            t->status =
+                Aborted(what + ": the client cancelled this get (claim slot " + std::to_string(t->body.claim_slot) +
+                        ", generation " + std::to_string(t->body.claim_generation) + " is " +
+                        ClaimStateName(ClaimStateOf(LoadClaim(t->claim))) +
+                        ", not PENDING); nothing was written into its buffer");
+          } else if (t->ranges.empty()) {
             std::memcpy(t->region_dest, block, size);
             t->checksum = lease->checksum();
           } else {
@@ -827,6 +865,7 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
             }
             t->checksum = BlockChecksum(t->region_dest, total);
           }
+          if (t->claim != nullptr && t->status.ok()) EndClaimedWrite(t->claim, t->body.claim_generation);
         } else if (t->ranges.empty()) {
           t->send_ptr = block;
           t->from_arena = true;

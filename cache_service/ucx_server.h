@@ -25,7 +25,11 @@
 //   worker thread copies between the arena and the region with one memcpy. This is the client's key
 //   handed to the node, never the reverse; offsets are bounds-checked against the region. Cross-
 //   process memory (CMA) is far slower than memcpy (docs/perf-notes.md), so rendezvous alone cannot
-//   reach memcpy.
+//   reach memcpy. A GET that writes into the region is claimed (proto/region_claim.h): the client
+//   REGISTERs a claim table too, the GET names a word of it, and the worker thread writes only
+//   after moving that word from PENDING to WRITING (DONE after the copy). A client that gave up on
+//   the GET cancelled the word first: the node then writes nothing and answers ABORTED, so a node
+//   that resumes after a stall never writes into a buffer its caller owns again.
 // - One-sided gets (same host): when the store's arena lives in a memfd (BlockStore::shared_arena),
 //   an authenticated session may ask ARENA; the answer (pid, fd, sizes, nonce) lets the client open
 //   /proc/<pid>/fd/<fd> read-only, which the kernel allows only to the node's own user (or root),

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <ucp/api/ucp.h>
@@ -19,13 +20,16 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
 
 #include "client/arena_reader.h"
+#include "client/claim_table.h"
 #include "common/checksum.h"
 #include "common/mutex.h"
+#include "proto/region_claim.h"
 #include "proto/ucx_messages.h"
 #include "ucx/worker.h"
 
@@ -107,6 +111,7 @@ class UcxTransport::Impl {
     bool lease = false;             // a one-sided get: LEASE, then copy out of arena
     std::vector<ByteRange> ranges;
     std::shared_ptr<ArenaMap> arena;
+    std::optional<RegionClaim> claim;  // a region GET: settled before its result is reported
   };
   // A leased block ready to be copied out of the node's arena (in ready_).
   struct Ready {
@@ -165,6 +170,9 @@ class UcxTransport::Impl {
   void FlushReleases();
   void SendFireAndForget(std::vector<uint8_t> header, std::vector<uint8_t> data);
   Status SendRegister(Region& region);
+  // Registers the claim table (allocated on first use) on a shared-memory connection; region GETs
+  // are sent only when the node honours it (kReplyClaims).
+  void RegisterClaimTable();
   void StartOp(PendingSend ps);
   void CompleteOp(uint64_t req_id, const Status& status, uint64_t bytes, uint64_t checksum, bool verified = false);
   // Completes a GET whose delivered bytes hashed to `actual` on this (the progress) thread: OK
@@ -220,6 +228,12 @@ class UcxTransport::Impl {
   uint32_t next_region_id_ = 1;
   bool ever_connected_ = false;
   UcxTransportStats stats_ FS_GUARDED_BY(mu_);
+
+  // Claimed region GETs (proto/region_claim.h). The table's region is made on the progress thread
+  // and lives as long as the transport.
+  Region claim_region_;
+  std::unique_ptr<ClaimTable> claims_;
+  bool claims_active_ FS_GUARDED_BY(mu_) = false;  // this connection's node honours the claim table
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -255,6 +269,8 @@ UcxTransport::Impl::~Impl() {
   for (Region& r : regions_) {
     if (r.memh != nullptr) ucp_mem_unmap(context_, r.memh);
   }
+  claims_.reset();
+  if (claim_region_.memh != nullptr) ucp_mem_unmap(context_, claim_region_.memh);
 }
 
 void UcxTransport::Impl::RunSync(std::function<void()> fn) {
@@ -328,6 +344,7 @@ void UcxTransport::Impl::DropConnection(const Status& status) {
   releases_.clear();
   arena_.reset();
   stats_.arena_mapped = false;
+  claims_active_ = false;
   generation_++;
 }
 
@@ -405,6 +422,7 @@ Status UcxTransport::Impl::DoConnect() {
     return s;
   }
   DescribeEndpoint();
+  RegisterClaimTable();
   RequestArena();
   MutexLock lock(mu_);
   connected_ = true;
@@ -457,6 +475,73 @@ Status UcxTransport::Impl::SendRegister(Region& r) {
   if (!s.ok()) return s;
   r.fast_path = reply.flags & kReplyMapped;
   return Status::OK();
+}
+
+void UcxTransport::Impl::RegisterClaimTable() {
+  {
+    MutexLock lock(mu_);
+    claims_active_ = false;
+    if (stats_.path != "shm") return;  // the node maps no region of ours over TCP
+  }
+  if (claim_region_.memh == nullptr) {
+    Region r;
+    ucp_mem_map_params_t mp{};
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    mp.address = nullptr;
+    mp.length = uint64_t{kClaimTableSlots} * kClaimWordBytes;
+    mp.flags = UCP_MEM_MAP_ALLOCATE;
+    ucs_status_t st = ucp_mem_map(context_, &mp, &r.memh);
+    if (st != UCS_OK) {
+      spdlog::warn(
+          "UCX client: cannot allocate the claim table for node {} ({}); GETs into buffers from Allocate() "
+          "carry their bytes in the reply",
+          node_, UcsText(st));
+      return;
+    }
+    ucp_mem_attr_t attr{};
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
+    ucp_mem_query(r.memh, &attr);
+    r.data = static_cast<uint8_t*>(attr.address);
+    r.size = mp.length;
+    r.allocated = true;
+    std::memset(r.data, 0, r.size);
+    void* rkey = nullptr;
+    size_t rkey_len = 0;
+    st = ucp_rkey_pack(context_, r.memh, &rkey, &rkey_len);
+    if (st != UCS_OK) {
+      ucp_mem_unmap(context_, r.memh);
+      spdlog::warn("UCX client: cannot pack the claim table's key for node {} ({})", node_, UcsText(st));
+      return;
+    }
+    r.rkey.assign(static_cast<uint8_t*>(rkey), static_cast<uint8_t*>(rkey) + rkey_len);
+    ucp_rkey_buffer_release(rkey);
+    {
+      MutexLock lock(mu_);
+      r.id = next_region_id_++;
+    }
+    claim_region_ = std::move(r);
+    claims_ = std::make_unique<ClaimTable>(reinterpret_cast<uint32_t*>(claim_region_.data), kClaimTableSlots);
+  }
+  RegisterBody body;
+  body.region_id = claim_region_.id;
+  body.base = reinterpret_cast<uint64_t>(claim_region_.data);
+  body.length = claim_region_.size;
+  body.key_check = RkeyCheck(claim_region_.rkey.data(), claim_region_.rkey.size());
+  body.flags = kRegisterClaimTable;
+  body.claim_slots = kClaimTableSlots;
+  ReplyBody reply;
+  Status s =
+      ControlRoundTrip(EncodeRegister(next_req_id_++, body), claim_region_.rkey, &reply, options_.connect_timeout_s);
+  const bool active = s.ok() && (reply.flags & kReplyClaims);
+  if (!active) {
+    spdlog::warn(
+        "UCX client: node {} does not honour the claim table ({}); GETs into buffers from Allocate() carry their "
+        "bytes in the reply (slower) so that a stalled node cannot write into them late. Upgrade the node to get the "
+        "one-memcpy path back",
+        node_, s.ok() ? "an older node: no kReplyClaims" : s.ToString());
+  }
+  MutexLock lock(mu_);
+  claims_active_ = active;
 }
 
 void UcxTransport::Impl::DescribeEndpoint() {
@@ -610,10 +695,15 @@ StatusOr<UcxBatch> UcxTransport::Impl::Submit(std::vector<UcxGet>* gets, std::ve
           ps.op.ranges = g.ranges;
           ps.op.arena = arena_;
           stats_.one_sided_gets++;
-        } else if (r != nullptr && r->fast_path) {
-          body.flags = kViaRegion;
+        } else if (r != nullptr && r->fast_path && claims_active_ && (ps.op.claim = claims_->Arm())) {
+          // Only with a claim: the node must not write into the buffer once we gave up on the
+          // GET. Without one (an older node, or every claim word in use) the bytes come in the
+          // reply, received into the registered buffer.
+          body.flags = kViaRegion | kClaimSlot;
           body.region_id = r->id;
           body.region_offset = static_cast<uint64_t>(g.dest - r->data);
+          body.claim_slot = ps.op.claim->slot;
+          body.claim_generation = ps.op.claim->generation;
           stats_.fast_path_ops++;
         }
         ps.op.key = g.key;
@@ -802,6 +892,11 @@ ucs_status_t UcxTransport::Impl::HandleReply(const void* header, size_t header_l
     return UCS_OK;
   }
   if (reply->flags & kReplyWroteRegion) {
+    if (op.claim) {
+      // The node wrote (DONE) before it answered: it is done with the claim word.
+      claims_->Release(*op.claim);
+      op.claim.reset();
+    }
     if (reply->length > op.capacity) {
       CompleteOp(op.req_id,
                  DataLoss(What(op) + ": node claims " + std::to_string(reply->length) + " bytes for a " +
@@ -859,6 +954,8 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
   if (it == ops_.end()) return;
   Op op = std::move(it->second);
   ops_.erase(it);
+  // Before the result is reported: the caller may reuse the buffer as soon as it is.
+  if (op.claim) claims_->Settle(*op.claim);
   if (op.on_control_reply) {
     op.on_control_reply(status, ReplyBody{}, nullptr, 0);
     return;

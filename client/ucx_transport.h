@@ -23,7 +23,11 @@
 // and for gets when the arena cannot be mapped). Register() makes
 // caller-allocated memory known (zero-copy over TCP; over shared memory UCX then moves bytes by CMA,
 // far slower than memcpy, docs/perf-notes.md). Pointers given to SubmitGets/SubmitPuts may lie anywhere, but only those
-// inside a buffer from Allocate()/Register() avoid extra copies.
+// inside a buffer from Allocate()/Register() avoid extra copies. A GET the node writes into a mapped
+// buffer holds a claim word (client/claim_table.h, proto/region_claim.h): one atomic store when
+// sent, and when the GET ends unanswered the claim is cancelled, or, if the node is mid-copy, waited
+// for, before the result is reported. Without a claim table the node honours (an older node) or with
+// all 1024 words in use, such a GET carries its bytes in the reply instead.
 //
 // Integrity: every GET reply carries a checksum (the writer's for a whole block; for a list of
 // ranges, BlockChecksum over the ranges concatenated in request order), verified over the
@@ -34,7 +38,8 @@
 // Failures: every request has a deadline (options.request_timeout_s); Wait() has its own. When
 // either passes, or the node goes away, the connection is dropped and the batch's unfinished items
 // fail (DEADLINE_EXCEEDED / UNAVAILABLE); the next Submit reconnects. After a failed GET the
-// destination's contents are unspecified. Errors name the node and the key.
+// destination's contents are unspecified, and nothing is written into it after Wait() returned. Errors name the node
+// and the key.
 //
 // Thread-safety: all methods are safe to call from any thread. One progress thread per transport
 // owns the UCX worker and verifies the gets it receives; Wait() does one-sided copies (verified as

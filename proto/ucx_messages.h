@@ -10,10 +10,12 @@
 //
 //   client -> node                         node -> client
 //   HELLO     data: token                  HELLO_REPLY    status, data: error text
-//   REGISTER  region, key check,           REGISTER_REPLY status, flags (kReplyMapped)
+//   REGISTER  region, key check,           REGISTER_REPLY status, flags (kReplyMapped,
+//             [flags, claim slots],                       kReplyClaims)
 //             data: packed rkey
-//   GET       key, ranges, destination     GET_REPLY      status, checksum, length,
-//             (data: ranges)                              data: block bytes or error text
+//   GET       key, ranges, destination,    GET_REPLY      status, checksum, length,
+//             [claim slot, generation]                    data: block bytes or error text
+//             (data: ranges)
 //   PUT       key, size, checksum, source  PUT_REPLY      status, data: error text
 //             (data: block bytes)
 //   ARENA                                  ARENA_REPLY    status, data: ArenaGrant
@@ -27,6 +29,13 @@
 // proves it is this node's); a LEASE pins a block and answers where it lies in the arena and its
 // checksum (the writer's for a whole block; XXH3 over the ranges concatenated for a subset); the
 // client copies the bytes out itself, verifying the checksum, and RELEASEs the lease (ids batched).
+//
+// Claimed region GETs (proto/region_claim.h): a client REGISTERs a claim table (kRegisterClaimTable,
+// `claim_slots` 32-bit words); a node that maps it answers kReplyClaims. A GET with kViaRegion then
+// also sets kClaimSlot and names one word and its generation; the node writes into the region only
+// after moving that word from PENDING to WRITING, so a client that gave up (CANCELLED) never finds
+// bytes written late. Without kReplyClaims the client sends no kViaRegion GETs (bytes come in the
+// reply instead). [fields] above: added at the end of the body; a flag says they are meaningful.
 //
 // Versioning: MsgHeader.version is kUcxWireVersion; a node answers a request of another version
 // with ERROR (FAILED_PRECONDITION) naming both versions. Bodies only ever grow at their end;
@@ -96,10 +105,14 @@ enum class MsgType : uint16_t {
 
 // GET / PUT flags.
 inline constexpr uint32_t kViaRegion = 1u << 0;  // bytes move through a mapped client region
+inline constexpr uint32_t kClaimSlot = 1u << 1;  // GET: claim_slot / claim_generation are set
+// REGISTER flags.
+inline constexpr uint32_t kRegisterClaimTable = 1u << 0;  // the region is the client's claim table
 // Reply flags.
 inline constexpr uint32_t kReplyMapped = 1u << 0;       // REGISTER_REPLY: the node mapped the region
 inline constexpr uint32_t kReplyWroteRegion = 1u << 1;  // GET_REPLY: bytes are in the region
 inline constexpr uint32_t kReplyCloses = 1u << 2;       // the node drops the connection after this
+inline constexpr uint32_t kReplyClaims = 1u << 3;       // REGISTER_REPLY: the claim table is honoured
 
 // 24 bytes on the wire.
 struct MsgHeader {
@@ -112,14 +125,18 @@ struct MsgHeader {
 };
 inline constexpr size_t kHeaderWireBytes = 24;
 
-struct RegisterBody {  // 24 bytes
+struct RegisterBody {  // 32 bytes (24 before claim tables; a shorter body has flags 0)
   uint32_t region_id = 0;
   uint32_t key_check = 0;  // RkeyCheck of the packed key in the data (wire version 2)
   uint64_t base = 0;       // the region's address in the client
   uint64_t length = 0;
+  uint32_t flags = 0;        // kRegisterClaimTable
+  uint32_t claim_slots = 0;  // with kRegisterClaimTable: 32-bit claim words from `base`
 };
 
-struct GetBody {  // 48 bytes; data: range_count x {offset u64, length u64} (none: whole block)
+// 56 bytes (48 before claim slots; a shorter body cannot carry kClaimSlot);
+// data: range_count x {offset u64, length u64} (none: whole block)
+struct GetBody {
   BlockKey key;
   uint32_t flags = 0;
   uint32_t region_id = 0;  // with kViaRegion: where the node writes the bytes
@@ -127,6 +144,8 @@ struct GetBody {  // 48 bytes; data: range_count x {offset u64, length u64} (non
   uint64_t capacity = 0;  // room at the destination; a longer answer is an error
   uint32_t range_count = 0;
   uint32_t reserved = 0;
+  uint32_t claim_slot = 0;        // with kClaimSlot: the claim word guarding the region write
+  uint32_t claim_generation = 0;  // with kClaimSlot: the generation that word was armed with
 };
 
 struct PutBody {  // 48 bytes; data: the block bytes unless kViaRegion
@@ -212,8 +231,10 @@ inline void PutKey(std::vector<uint8_t>& out, const BlockKey& key) {
 }
 }  // namespace internal
 
-inline constexpr uint32_t kRegisterBodyBytes = 24;
-inline constexpr uint32_t kGetBodyBytes = 48;
+inline constexpr uint32_t kRegisterBodyBytes = 24;  // the shortest accepted; 32 are sent
+inline constexpr uint32_t kRegisterClaimBodyBytes = 32;
+inline constexpr uint32_t kGetBodyBytes = 48;  // the shortest accepted; 56 are sent
+inline constexpr uint32_t kGetClaimBodyBytes = 56;
 inline constexpr uint32_t kPutBodyBytes = 48;
 inline constexpr uint32_t kReplyBodyBytes = 32;
 
@@ -254,15 +275,17 @@ inline const char* MsgTypeName(MsgType type) {
 // --- Encoding: header + body into one buffer (the UCX AM header). ---
 inline std::vector<uint8_t> EncodeHello(uint64_t req_id) { return internal::Start(MsgType::kHello, req_id, 0); }
 inline std::vector<uint8_t> EncodeRegister(uint64_t req_id, const RegisterBody& b) {
-  auto out = internal::Start(MsgType::kRegister, req_id, kRegisterBodyBytes);
+  auto out = internal::Start(MsgType::kRegister, req_id, kRegisterClaimBodyBytes);
   internal::PutLE(out, b.region_id, 4);
   internal::PutLE(out, b.key_check, 4);
   internal::PutLE(out, b.base, 8);
   internal::PutLE(out, b.length, 8);
+  internal::PutLE(out, b.flags, 4);
+  internal::PutLE(out, b.claim_slots, 4);
   return out;
 }
 inline std::vector<uint8_t> EncodeGet(uint64_t req_id, const GetBody& b) {
-  auto out = internal::Start(MsgType::kGet, req_id, kGetBodyBytes);
+  auto out = internal::Start(MsgType::kGet, req_id, kGetClaimBodyBytes);
   internal::PutKey(out, b.key);
   internal::PutLE(out, b.flags, 4);
   internal::PutLE(out, b.region_id, 4);
@@ -270,6 +293,8 @@ inline std::vector<uint8_t> EncodeGet(uint64_t req_id, const GetBody& b) {
   internal::PutLE(out, b.capacity, 8);
   internal::PutLE(out, b.range_count, 4);
   internal::PutLE(out, 0, 4);
+  internal::PutLE(out, b.claim_slot, 4);
+  internal::PutLE(out, b.claim_generation, 4);
   return out;
 }
 inline std::vector<uint8_t> EncodeArena(uint64_t req_id) { return internal::Start(MsgType::kArena, req_id, 0); }
@@ -389,6 +414,10 @@ inline std::optional<RegisterBody> DecodeRegister(const Decoded& msg, std::strin
   b.key_check = static_cast<uint32_t>(internal::GetLE(p + 4, 4));
   b.base = internal::GetLE(p + 8, 8);
   b.length = internal::GetLE(p + 16, 8);
+  if (msg.header.body_bytes >= kRegisterClaimBodyBytes) {
+    b.flags = static_cast<uint32_t>(internal::GetLE(p + 24, 4));
+    b.claim_slots = static_cast<uint32_t>(internal::GetLE(p + 28, 4));
+  }
   return b;
 }
 inline std::optional<GetBody> DecodeGet(const Decoded& msg, std::string* error) {
@@ -401,6 +430,14 @@ inline std::optional<GetBody> DecodeGet(const Decoded& msg, std::string* error) 
   b.region_offset = internal::GetLE(p + 24, 8);
   b.capacity = internal::GetLE(p + 32, 8);
   b.range_count = static_cast<uint32_t>(internal::GetLE(p + 40, 4));
+  if (msg.header.body_bytes >= kGetClaimBodyBytes) {
+    b.claim_slot = static_cast<uint32_t>(internal::GetLE(p + 48, 4));
+    b.claim_generation = static_cast<uint32_t>(internal::GetLE(p + 52, 4));
+  } else if (b.flags & kClaimSlot) {
+    *error = "GET sets kClaimSlot but its body of " + std::to_string(msg.header.body_bytes) +
+             " bytes ends before the claim fields (" + std::to_string(kGetClaimBodyBytes) + " bytes needed)";
+    return std::nullopt;
+  }
   return b;
 }
 inline std::optional<PutBody> DecodePut(const Decoded& msg, std::string* error) {

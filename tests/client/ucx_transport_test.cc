@@ -174,6 +174,42 @@ TEST_P(UcxPathTest, PutGetRoundTripThroughBothBufferKinds) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxPathTest, ::testing::Values("shm", "tcp"));
 
+// Region GETs (shared memory, no one-sided gets) each hold one of the client's 1024 claim words
+// (proto/region_claim.h): a batch of more gets than words sends the rest as ordinary GETs, every
+// get delivers the right bytes, and the words come back for the next batch.
+TEST(UcxTransportTest, RegionGetsHoldClaimWordsAndMoreGetsThanWordsStillArrive) {
+  Node node = StartNode();
+  UcxTransportOptions o;
+  o.transports = "shm";
+  o.tuning.one_sided_gets = false;
+  auto connected = UcxTransport::Connect("127.0.0.1", node.server->port(), "", o);
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  std::unique_ptr<UcxTransport> t = std::move(*connected);
+  if (t->Stats().path != "shm") GTEST_SKIP() << "no shared-memory lane here: " << t->Stats().lanes;
+  constexpr uint64_t kBlock = 4096;
+  constexpr size_t kGets = 1500;  // more than the 1024 claim words
+  const std::vector<uint8_t> block = Bytes(kBlock, 5);
+  ASSERT_TRUE(PutOne(*t, Key("claimed"), block.data(), kBlock).ok());
+  auto buffer = t->Allocate(kGets * kBlock);
+  ASSERT_TRUE(buffer.ok()) << buffer.status().ToString();
+  ASSERT_TRUE(buffer->fast_path);
+  for (int round = 0; round < 2; ++round) {
+    std::memset(buffer->data, 0, kGets * kBlock);
+    const uint64_t fast_before = t->Stats().fast_path_ops;
+    std::vector<UcxGet> gets;
+    for (size_t i = 0; i < kGets; ++i) gets.push_back(UcxGet{Key("claimed"), {}, buffer->data + i * kBlock, kBlock});
+    auto batch = t->SubmitGets(std::move(gets));
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    auto results = t->Wait(*batch, 30);
+    ASSERT_EQ(results.size(), kGets);
+    for (size_t i = 0; i < kGets; ++i) {
+      ASSERT_TRUE(results[i].status.ok()) << "round " << round << " get " << i << ": " << results[i].status.ToString();
+      ASSERT_EQ(0, std::memcmp(buffer->data + i * kBlock, block.data(), kBlock)) << "round " << round << " get " << i;
+    }
+    EXPECT_EQ(t->Stats().fast_path_ops - fast_before, 1024u) << "round " << round << ": one region GET per claim word";
+  }
+}
+
 TEST(UcxTransportTest, HostNamesResolve) {
   BlockStoreOptions so;
   so.ram_bytes = 32ull << 20;

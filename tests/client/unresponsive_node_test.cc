@@ -147,15 +147,14 @@ TEST_P(UnresponsiveNodeTest, DeadlineExceededConnectionDroppedNoLateWriteAndTheN
   EXPECT_EQ(client->stats().data_path, "ucx");
 }
 
-// Not here: shared memory without one-sided gets into a buffer from AllocateBuffer, which the node
-// writes directly (kViaRegion). That case fails today: the node serves the stale GET after SIGCONT
-// and writes into the caller's buffer after the call returned DEADLINE_EXCEEDED (the node cannot
-// tell the request is stale; fixing it needs the deadline on the wire, see the issue 22 note).
-// Add SilentCase{"shm_node_writes_client_buffer", "shm", false, true} once it is fixed.
+// shm_node_writes_client_buffer: shared memory without one-sided gets into a buffer from
+// AllocateBuffer, which the node writes directly (kViaRegion). The node serves the stale GET after
+// SIGCONT, but its claim word (proto/region_claim.h) reads CANCELLED, so it writes nothing.
 INSTANTIATE_TEST_SUITE_P(Transports, UnresponsiveNodeTest,
                          ::testing::Values(SilentCase{"tcp", "tcp", false, false},
                                            SilentCase{"tcp_client_buffer", "tcp", false, true},
-                                           SilentCase{"shm_one_sided", "shm", true, false}),
+                                           SilentCase{"shm_one_sided", "shm", true, false},
+                                           SilentCase{"shm_node_writes_client_buffer", "shm", false, true}),
                          [](const ::testing::TestParamInfo<SilentCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

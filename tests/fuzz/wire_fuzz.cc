@@ -50,8 +50,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const MsgHeader& h = msg->header;
     const uint8_t* rest = data + kHeaderWireBytes + h.body_bytes;
     const size_t rest_size = size - kHeaderWireBytes - h.body_bytes;
-    if (auto b = DecodeGet(*msg, &error); b.has_value() && h.body_bytes == kGetBodyBytes && h.type == MsgType::kGet) {
-      FUZZ_CHECK(same(EncodeGet(h.req_id, *b), 44), "GET round-trips");
+    if (auto b = DecodeGet(*msg, &error);
+        b.has_value() && h.body_bytes == kGetClaimBodyBytes && h.type == MsgType::kGet) {
+      const std::vector<uint8_t> encoded = EncodeGet(h.req_id, *b);
+      FUZZ_CHECK(same(encoded, 44), "GET round-trips");
+      FUZZ_CHECK(std::memcmp(encoded.data() + kHeaderWireBytes + 48, data + kHeaderWireBytes + 48, 8) == 0,
+                 "GET's claim fields round-trip");
       auto ranges = DecodeRanges(rest, rest_size, b->range_count, &error);
       if (ranges.has_value()) FUZZ_CHECK(EncodeRanges(*ranges).size() == rest_size, "ranges round-trip");
     }
@@ -59,8 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(same(EncodePut(h.req_id, *b), kPutBodyBytes), "PUT round-trips");
     }
     if (auto b = DecodeRegister(*msg, &error);
-        b.has_value() && h.body_bytes == kRegisterBodyBytes && h.type == MsgType::kRegister) {
-      FUZZ_CHECK(same(EncodeRegister(h.req_id, *b), kRegisterBodyBytes), "REGISTER round-trips");
+        b.has_value() && h.body_bytes == kRegisterClaimBodyBytes && h.type == MsgType::kRegister) {
+      FUZZ_CHECK(same(EncodeRegister(h.req_id, *b), kRegisterClaimBodyBytes), "REGISTER round-trips");
     }
     if (auto b = DecodeReply(*msg, &error); b.has_value() && h.body_bytes == kReplyBodyBytes) {
       FUZZ_CHECK(same(EncodeReply(h.type, h.req_id, *b), 24), "reply round-trips");
