@@ -23,6 +23,10 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
+// Prompts of at most this many tokens (still to prefill) are taken whole into a step beside the
+// running decodes, whatever max_decode_slowdown allows (the step stays within step_tokens).
+constexpr int64_t kShortPromptTokens = 256;
+
 // KV bytes one token holds on the worker (every layer's keys and values in half precision).
 uint64_t KvBytesPerToken(const ModelConfig& c) {
   return uint64_t{2} * 2 * static_cast<uint64_t>(c.n_layers) * c.n_kv_heads * c.head_dim;
@@ -285,19 +289,32 @@ void Scheduler::Impl::Step() {
     --budget;
   }
   // Then prompts, in arrival order, in chunks, within what is left of the step and the decode
-  // slowdown bound (at least one row, so a prompt always advances).
+  // slowdown bound (at least one row, so a prompt always advances). A short prompt goes in whole
+  // beside the decodes (within the step): one step a little longer, instead of a short request
+  // waiting behind many thin chunks.
+  const int64_t room = std::max<int64_t>(budget, 1);
   const int64_t decoding = static_cast<int64_t>(items.size());
   if (decoding > 0) {
     budget = std::min<int64_t>(budget, static_cast<int64_t>(std::max(0.0f, options.max_decode_slowdown - 1.0f) *
                                                             static_cast<float>(decoding)));
   }
   budget = std::max<int64_t>(budget, 1);
+  int64_t whole = room;  // rows left for short prompts taken whole
   for (auto& j : running) {
-    if (j->decoding || j->done || budget <= 0) continue;
-    items.push_back(
-        j->seq->NextPrefillChunk(std::min<int64_t>(budget, options.serving.prefill_chunk), j->logits.data()));
+    if (j->decoding || j->done) continue;
+    const int64_t remaining = j->seq->prefill_remaining();
+    int64_t take = 0;
+    if (remaining <= kShortPromptTokens && remaining <= whole) {
+      take = remaining;
+    } else if (budget > 0) {
+      take = std::min<int64_t>(budget, options.serving.prefill_chunk);
+    } else {
+      continue;
+    }
+    items.push_back(j->seq->NextPrefillChunk(take, j->logits.data()));
     owners.push_back(j.get());
     budget -= items.back().n;
+    whole -= items.back().n;
   }
   if (items.empty()) return;
   for (Job* job : owners) {

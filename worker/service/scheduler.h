@@ -63,6 +63,7 @@ struct SchedulerOptions {
   // While sequences decode, a step holds at most (max_decode_slowdown - 1) prompt rows per
   // decoding row (at least one), so a long prompt slows running decodes by about this factor at
   // most (a step's time grows with its rows on a CPU); with none decoding, prompts fill the step.
+  // A short prompt (256 tokens or fewer left) goes in whole, within step_tokens.
   float max_decode_slowdown = 3.0f;
   uint64_t kv_budget_bytes = 0;  // worker-resident KV of the running sequences; 0: no limit
 };
