@@ -24,15 +24,23 @@ using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
 // Plays the scheduler: each request releases `pieces` (then forever, when `endless`), one every
-// `interval`, on its own thread, and finishes with `finish_reason`; Cancel ends it with ABORTED.
+// 5 ms, on its own thread, and finishes with `finish_reason`; Cancel ends it with ABORTED. While
+// held (HoldSubmits), Submit waits inside, as a scheduler busy with its admission would.
 class FakeBackend final : public ServeBackend {
  public:
   ~FakeBackend() override {
+    {
+      MutexLock lock(mu_);  // a request nobody cancelled must not keep the test from ending
+      for (auto& [id, on] : running_) on = false;
+    }
     for (auto& t : threads_) t.join();
   }
 
   StatusOr<uint64_t> Submit(ServeRequest request, std::shared_ptr<ServeObserver> observer) override {
     MutexLock lock(mu_);
+    ++submitting_;
+    cv_.SignalAll();
+    while (hold_submits_) cv_.Wait(mu_);
     if (!refuse_with_.ok()) return refuse_with_;
     const uint64_t id = ++next_id_;
     last_request_ = request;
@@ -54,6 +62,19 @@ class FakeBackend final : public ServeBackend {
     for (const auto& [id, on] : running_) c.running += on ? 1 : 0;
     c.waiting = 3;
     return c;
+  }
+
+  void HoldSubmits(bool hold) {
+    {
+      MutexLock lock(mu_);
+      hold_submits_ = hold;
+    }
+    cv_.SignalAll();
+  }
+  // True once `n` calls of Submit have begun (held or not) within `timeout`.
+  bool WaitSubmitting(int n, std::chrono::milliseconds timeout) const {
+    MutexLock lock(mu_);
+    return cv_.WaitFor(mu_, timeout, [&]() FS_REQUIRES(mu_) { return submitting_ >= n; });
   }
 
   void RefuseWith(Status s) {
@@ -127,6 +148,9 @@ class FakeBackend final : public ServeBackend {
   }
 
   mutable Mutex mu_;
+  mutable CondVar cv_;
+  bool hold_submits_ FS_GUARDED_BY(mu_) = false;
+  int submitting_ FS_GUARDED_BY(mu_) = 0;
   Status refuse_with_ FS_GUARDED_BY(mu_);
   uint64_t next_id_ FS_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, bool> running_ FS_GUARDED_BY(mu_);
@@ -381,23 +405,65 @@ TEST_F(HttpApiTest, MetricsCountRequestsAndScrapeTheScheduler) {
   }
 }
 
+// Posts `body` on its own thread with short timeouts, so that a server that never answers fails
+// the test instead of hanging it.
+std::thread PostInBackground(int port, std::string body) {
+  return std::thread([port, body = std::move(body)] {
+    httplib::Client c("127.0.0.1", port);
+    c.set_connection_timeout(5, 0);
+    c.set_read_timeout(10, 0);
+    c.Post("/v1/completions", body, "application/json");
+  });
+}
+
+// True once nothing accepts connections on `port` (the listening socket is closed).
+bool WaitRefused(int port, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool refused = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0;
+    close(fd);
+    if (refused) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
 TEST_F(HttpApiTest, StopCancelsOpenStreams) {
   StartApi();
   backend_.Script({"tok "}, "max_tokens", /*endless=*/true);
-  std::thread client([this] {
-    httplib::Client c("127.0.0.1", port_);
-    c.Post("/v1/completions", R"({"prompt": [1], "stream": true})", "application/json");
-  });
-  std::thread waiting([this] {
-    httplib::Client c("127.0.0.1", port_);
-    c.Post("/v1/completions", R"({"prompt": [1]})", "application/json");
-  });
-  std::this_thread::sleep_for(300ms);
+  std::thread streaming = PostInBackground(port_, R"({"prompt": [1], "stream": true})");
+  std::thread waiting = PostInBackground(port_, R"({"prompt": [1]})");
+  ASSERT_TRUE(backend_.WaitSubmitting(2, 10s));
   const auto t0 = std::chrono::steady_clock::now();
   api_->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
-  client.join();
+  streaming.join();
   waiting.join();
+  EXPECT_TRUE(backend_.WaitCancelled(1, 1000ms));
+  EXPECT_TRUE(backend_.WaitCancelled(2, 1000ms));
+}
+
+// The server stops while both requests are still being submitted: the stream's response never
+// starts (httplib reports that as a success), and the request must still be cancelled.
+TEST_F(HttpApiTest, StopWhileRequestsAreBeingSubmittedCancelsThem) {
+  StartApi();
+  backend_.Script({"tok "}, "max_tokens", /*endless=*/true);
+  backend_.HoldSubmits(true);
+  std::thread streaming = PostInBackground(port_, R"({"prompt": [1], "stream": true})");
+  std::thread waiting = PostInBackground(port_, R"({"prompt": [1]})");
+  ASSERT_TRUE(backend_.WaitSubmitting(2, 10s));
+  std::thread stopper([this] { api_->Stop(); });
+  const bool refused = WaitRefused(port_, 10s);
+  backend_.HoldSubmits(false);
+  stopper.join();
+  streaming.join();
+  waiting.join();
+  ASSERT_TRUE(refused) << "the server still accepted connections after Stop()";
   EXPECT_TRUE(backend_.WaitCancelled(1, 1000ms));
   EXPECT_TRUE(backend_.WaitCancelled(2, 1000ms));
 }

@@ -66,6 +66,7 @@ struct HttpApi::Request final : public ServeObserver {
   ServeBackend* const backend;
   uint64_t id = 0;  // set by the connection's thread after Submit; only it cancels
   std::atomic<bool> client_gone{false};
+  std::atomic<bool> delivered{false};  // the whole response went out
   Mutex mu;
   CondVar cv;
   std::string text FS_GUARDED_BY(mu);  // released by the scheduler, not yet written
@@ -260,13 +261,16 @@ void HttpApi::Stream(const std::shared_ptr<Request>& request, openai::StreamEnco
     const std::string end =
         encoder.Text(text) + (status.ok() ? encoder.Finish(tail, stats) : encoder.Fail(ApiError::FromStatus(status)));
     if (!write(end)) return false;
+    request->delivered = true;
     sink.done();
     return true;
   };
-  // Called when the response is over: unless it completed, the client is gone (or the server
-  // stops), and the request is cancelled so that its sequence is freed.
-  auto releaser = [request](bool success) {
-    if (!success) request->Cancel();
+  // Called when the response is over: unless all of it went out, the client is gone or the server
+  // stops, and the request is cancelled so that its sequence is freed. (httplib reports success
+  // for a stream it never started because the server was stopping, so `success` alone is not
+  // enough.)
+  auto releaser = [request](bool) {
+    if (!request->delivered) request->Cancel();
   };
   res.set_chunked_content_provider("text/event-stream", std::move(provider), std::move(releaser));
 }
