@@ -197,6 +197,60 @@ TEST(WorkerSamplingTest, SeededSamplingRepeatsAndStopStringsEndGeneration) {
   EXPECT_EQ((*worker)->Stop(), 0);
 }
 
+// In-flight prefix sharing: requests that arrive together and share a long prefix prefill it once.
+// The first computes it; the others wait for its prefill, import what it published and compute
+// only their own questions; each still gets the tokens it gets alone.
+TEST(WorkerPrefixSharingTest, RequestsInFlightTogetherPrefillASharedPrefixOnce) {
+  auto model = FindDefaultModel();
+  if (!model.ok()) GTEST_SKIP() << model.status().ToString();
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto worker = LocalWorker::Start({"--cache", (*node)->address(), "--model", *model, "--threads", "2", "--policy",
+                                    "dense", "--max-seqs", "4", "--step-tokens", "128", "--cache-timeout-ms", "5000"});
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  const std::string address = (*worker)->address();
+
+  const std::string document = Prompt(0) + "\n" + Prompt(1) + "\n" + Prompt(2) + "\n";  // ~600 tokens
+  static const char* kQuestions[] = {"Who guards the harbour?", "What happens on day 3?", "Which village forgets?",
+                                     "Summarise it in one line."};
+  constexpr int kRequests = 4;
+  std::vector<v1::GenerateRequest> requests(kRequests);
+  std::vector<Outcome> alone(kRequests), together(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    requests[i].set_prompt_text(document + "Question: " + kQuestions[i] + "\nAnswer:");
+    requests[i].set_max_tokens(8);
+    requests[i].set_greedy(true);
+    v1::GenerateRequest isolated = requests[i];  // computes everything, leaves nothing behind
+    isolated.set_no_prefix_reuse(true);
+    isolated.set_no_publish(true);
+    alone[i] = Generate(address, isolated);
+    ASSERT_TRUE(alone[i].status.ok()) << alone[i].status.ToString();
+    EXPECT_EQ(alone[i].stats.prefix_hit_tokens(), 0);
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] { together[i] = Generate(address, requests[i]); });
+  }
+  for (auto& t : threads) t.join();
+  int leaders = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << together[i].status.ToString();
+    EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i;
+    const v1::GenerateStats& st = together[i].stats;
+    if (st.prefix_hit_tokens() == 0) {
+      ++leaders;
+      continue;
+    }
+    // A follower imported the whole shared document (all but its last partial block) and
+    // computed only the rest of its prompt.
+    EXPECT_GE(st.prefix_hit_tokens(), 512) << "request " << i;
+    EXPECT_EQ(st.prefill_tokens(), st.prompt_tokens() - st.prefix_hit_tokens()) << "request " << i;
+    EXPECT_LT(st.prefill_tokens(), 48) << "request " << i;
+  }
+  EXPECT_EQ(leaders, 1) << "the shared document was prefilled more than once";
+  EXPECT_EQ((*worker)->Stop(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, WorkerBatchingTest,
                          ::testing::Values(Mode{"dense", "resident"}, Mode{"ap", "cross-token"}, Mode{"ap", "resident"},
                                            Mode{"quest", "cross-token"}),

@@ -27,6 +27,12 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 // running decodes, whatever max_decode_slowdown allows (the step stays within step_tokens).
 constexpr int64_t kShortPromptTokens = 256;
 
+// In-flight prefix sharing: a request waits for a running request's prefill, and then imports the
+// prefix that one published, when doing so saves it at least this many prompt tokens and they
+// are at least half its prompt (waiting on a long prompt to save a short system prompt would only
+// delay it).
+constexpr int64_t kMinSharedPrefixTokens = 256;
+
 // KV bytes one token holds on the worker (every layer's keys and values in half precision).
 uint64_t KvBytesPerToken(const ModelConfig& c) {
   return uint64_t{2} * 2 * static_cast<uint64_t>(c.n_layers) * c.n_kv_heads * c.head_dim;
@@ -48,7 +54,12 @@ struct Job {
   std::optional<Sampler> sampler;
   std::optional<TextStream> text;
   v1::GenerateStats stats;
-  // Running.
+  // In-flight prefix sharing: the running request whose prefill this one waits for before it
+  // starts (0: none), and the prompt tokens it will import from it.
+  uint64_t leader = 0;
+  int64_t shared_tokens = 0;
+  bool flushed_for_followers = false;  // as a leader: its prompt's blocks are findable
+  // Running (seq is null until Start).
   std::shared_ptr<CacheClient> client;
   bool cache_failed = false;
   std::unique_ptr<OffloadedSequence> seq;
@@ -70,6 +81,11 @@ struct Scheduler::Impl {
   void Loop();
   // A step: admitted jobs start, running ones advance by one forward pass.
   void Start(Job* job);
+  // The running request still prefilling a prefix of `job`'s prompt worth waiting for (sets
+  // job->leader and job->shared_tokens); false if none.
+  bool FollowALeader(Job* job) const;
+  // Starts the requests whose leader's prefill is over (its prefix published) or that left.
+  void StartFollowers();
   void Step();
   void Emit(Job* job);
   void Finish(Job* job, const Status& status);
@@ -203,6 +219,53 @@ void Scheduler::Impl::Start(Job* job) {
   if (!s.ok()) return Finish(job, s);
 }
 
+bool Scheduler::Impl::FollowALeader(Job* job) const {
+  const ServeRequest& r = job->request;
+  if (!options.serving.prefix_reuse || !r.prefix_reuse) return false;
+  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+  for (const auto& other : running) {
+    if (other->done || other->seq == nullptr || other->decoding || !other->seq->options().publish) continue;
+    const OffloadedSequence& leader = *other->seq;
+    const int64_t block = leader.sequence().kv().layout().block_tokens();
+    // Full blocks of both prompts, the follower keeping at least one token to prefill itself.
+    const std::vector<TokenId>& theirs = other->request.prompt;
+    const size_t n = std::min(theirs.size(), r.prompt.size() - 1);
+    const int64_t common =
+        std::mismatch(theirs.begin(), theirs.begin() + static_cast<ptrdiff_t>(n), r.prompt.begin()).first -
+        theirs.begin();
+    const int64_t shared = common / block * block;
+    // What the leader imported was published already: the follower would import it anyway.
+    const int64_t saved = shared - std::min(shared, leader.stats().prefix_blocks_imported * block);
+    if (saved >= kMinSharedPrefixTokens && 2 * shared >= prompt && shared > job->shared_tokens) {
+      job->leader = other->id;
+      job->shared_tokens = shared;
+    }
+  }
+  return job->leader != 0;
+}
+
+void Scheduler::Impl::StartFollowers() {
+  for (auto& follower : running) {
+    if (follower->done || follower->seq != nullptr || follower->leader == 0) continue;
+    Job* leader = nullptr;
+    for (auto& j : running) {
+      if (j->id == follower->leader && !j->done) leader = j.get();
+    }
+    if (leader != nullptr && !leader->decoding) continue;  // still prefilling
+    if (leader != nullptr && !leader->flushed_for_followers) {
+      // The leader's prompt blocks are queued (its last prefill chunk published them): wait until
+      // they are findable. A failure here fails the leader at its end (Finish flushes again); the
+      // follower then imports what is there and computes the rest.
+      leader->flushed_for_followers = true;
+      Status s = Cache(leader, leader->seq->Flush());
+      if (!s.ok())
+        spdlog::warn("request {}: publishing its prompt for request {}: {}", leader->id, follower->id, s.ToString());
+    }
+    follower->leader = 0;
+    Start(follower.get());
+  }
+}
+
 void Scheduler::Impl::Emit(Job* job) {
   const Tokenizer* tok = model.tokenizer();
   const ServeRequest& r = job->request;
@@ -301,7 +364,7 @@ void Scheduler::Impl::Step() {
   budget = std::max<int64_t>(budget, 1);
   int64_t whole = room;  // rows left for short prompts taken whole
   for (auto& j : running) {
-    if (j->decoding || j->done) continue;
+    if (j->decoding || j->done || j->seq == nullptr) continue;
     const int64_t remaining = j->seq->prefill_remaining();
     int64_t take = 0;
     if (remaining <= kShortPromptTokens && remaining <= whole) {
@@ -396,10 +459,19 @@ void Scheduler::Impl::Loop() {
       }
     }
     for (auto& j : admitted) {
-      Start(j.get());
+      // Requests admitted together may share a prefix: the first starts, the others follow it.
+      if (FollowALeader(j.get())) {
+        spdlog::info("request {} waits for request {}'s prefill: they share {} prompt tokens", j->id, j->leader,
+                     j->shared_tokens);
+      } else {
+        Start(j.get());
+      }
       running.push_back(std::move(j));
     }
-    if (!stop) Step();
+    if (!stop) {
+      StartFollowers();
+      Step();
+    }
     // Jobs that finished leave the batch.
     uint64_t freed = 0;
     int32_t left = 0;
