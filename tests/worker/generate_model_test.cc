@@ -18,17 +18,7 @@ namespace {
 class GenerateModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto golden = testing::LoadGolden("llama_cpp_tokens.json");
-    if (!golden.ok()) {
-      error_ = new Status(golden.status());
-      return;
-    }
-    auto path = testing::GoldenModel(*golden);
-    if (!path.ok()) {
-      error_ = new Status(path.status());
-      return;
-    }
-    auto model = Model::Open(*path);
+    auto model = testing::OpenGoldenModel([](const std::string& path) { return Model::Open(path); });
     if (!model.ok()) {
       error_ = new Status(model.status());
       return;

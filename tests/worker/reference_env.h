@@ -112,6 +112,17 @@ inline StatusOr<std::string> GoldenModel(const nlohmann::json& golden) {
   return *path;
 }
 
+// What a test suite makes once from the model the golden files were made from: `open(path)`
+// (returning StatusOr<std::unique_ptr<T>>) on its file. NOT_FOUND: the model is not fetched.
+template <typename Open>
+auto OpenGoldenModel(Open open) -> decltype(open(std::string())) {
+  auto golden = LoadGolden("llama_cpp_tokens.json");
+  if (!golden.ok()) return golden.status();
+  auto path = GoldenModel(*golden);
+  if (!path.ok()) return path.status();
+  return open(*path);
+}
+
 // Skips the test when the default model is not fetched; fails it when the file is another one.
 #define FORESIGHT_GOLDEN_MODEL_OR_SKIP(golden, path_var)                                    \
   std::string path_var;                                                                     \

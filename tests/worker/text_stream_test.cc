@@ -39,22 +39,10 @@ std::string Hex(const std::string& s) {
 class TextStreamTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto golden = testing::LoadGolden("llama_cpp_tokens.json");
-    if (!golden.ok()) {
-      error_ = new Status(golden.status());
-      return;
-    }
-    auto path = testing::GoldenModel(*golden);
-    if (!path.ok()) {
-      error_ = new Status(path.status());
-      return;
-    }
-    auto gguf = GgufFile::Open(*path);
-    if (!gguf.ok()) {
-      error_ = new Status(gguf.status());
-      return;
-    }
-    auto tok = Tokenizer::FromGguf(**gguf);
+    auto tok = testing::OpenGoldenModel([](const std::string& path) -> StatusOr<std::unique_ptr<Tokenizer>> {
+      FS_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> gguf, GgufFile::Open(path));
+      return Tokenizer::FromGguf(*gguf);
+    });
     if (!tok.ok()) {
       error_ = new Status(tok.status());
       return;
