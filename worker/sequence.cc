@@ -93,8 +93,9 @@ Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttenti
 Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
                          PrefillAttentionObserver* observer, KvBlockSource* source, bool prefill) {
   if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
-  std::vector<ForwardItem> items(1);
-  ForwardItem& item = items[0];
+  alone_items_.resize(1);
+  ForwardItem& item = alone_items_[0];
+  item = ForwardItem{};
   item.sequence = this;
   item.tokens = tokens;
   item.n = n;
@@ -104,8 +105,8 @@ Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool a
   item.source = source;
   item.observer = observer;
   item.prefill = prefill;
-  alone_->Run(&items);
-  return items[0].status;
+  alone_->Run(&alone_items_);
+  return item.status;
 }
 
 Status Sequence::CheckStep(const ForwardItem& item) const {
@@ -142,8 +143,12 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
   const double t0 = Now();
   // The step's rows: item i's tokens are rows [first[i], first[i] + n) at positions p0[i] + t.
   const int64_t m = static_cast<int64_t>(items.size());
-  std::vector<int64_t> first(m), p0(m);
-  std::vector<bool> decode(m);
+  first_.resize(m);
+  p0_.resize(m);
+  decode_.resize(m);
+  std::vector<int64_t>& first = first_;
+  std::vector<int64_t>& p0 = p0_;
+  std::vector<char>& decode = decode_;
   int64_t n = 0;
   for (int64_t i = 0; i < m; ++i) {
     ForwardItem& it = items[i];
@@ -257,8 +262,10 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
   }
   // Logits for the rows that want them, in one product; straight into the item's buffer when one
   // item wants them.
-  std::vector<int64_t> out_rows;  // rows of x_, in order
-  std::vector<float*> out_dest;   // where each row's logits go
+  std::vector<int64_t>& out_rows = out_rows_;  // rows of x_, in order
+  std::vector<float*>& out_dest = out_dest_;   // where each row's logits go
+  out_rows.clear();
+  out_dest.clear();
   for (int64_t i = 0; i < m; ++i) {
     const ForwardItem& it = items[i];
     if (!it.status.ok() || it.logits == nullptr) continue;

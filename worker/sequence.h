@@ -120,6 +120,11 @@ class BatchForward {
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, gemm_, logits_, look_h_, look_q_;
   std::vector<int32_t> row_item_;  // the item of each row
   std::vector<int64_t> row_pos_;   // its position in that item's sequence
+  // Per item: its first row, its first position, whether it decodes (one row, no observer).
+  std::vector<int64_t> first_, p0_;
+  std::vector<char> decode_;
+  std::vector<int64_t> out_rows_;  // the rows whose logits are wanted
+  std::vector<float*> out_dest_;   // and where they go
 };
 
 class Sequence {
@@ -175,6 +180,7 @@ class Sequence {
   KvCache kv_;
   SequenceStats stats_;
   std::unique_ptr<BatchForward> alone_;  // Forward's batch of one
+  std::vector<ForwardItem> alone_items_;
   // Attention scratch, reused across calls.
   std::vector<float> scores_, pooled_, pooled_sum_;
   // Per query head, DecodeAttention's 16-lane value sums, positions used per selected block, and

@@ -236,11 +236,11 @@ Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vecto
   FS_RETURN_IF_ERROR(BeginPrefill(prompt));
   if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
   if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
-  std::vector<ForwardItem> items(1);
+  alone_items_.resize(1);
   while (prefill_remaining() > 0) {
-    items[0] = NextPrefillChunk(options_.prefill_chunk, logits != nullptr ? logits->data() : nullptr);
-    alone_->Run(&items);
-    FS_RETURN_IF_ERROR(EndPrefillChunk(items[0]));
+    alone_items_[0] = NextPrefillChunk(options_.prefill_chunk, logits != nullptr ? logits->data() : nullptr);
+    alone_->Run(&alone_items_);
+    FS_RETURN_IF_ERROR(EndPrefillChunk(alone_items_[0]));
   }
   return Status::OK();
 }
@@ -293,9 +293,9 @@ Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
   if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
   FS_ASSIGN_OR_RETURN(ForwardItem item, DecodeStep(token, logits != nullptr ? logits->data() : nullptr));
   if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
-  std::vector<ForwardItem> items(1, item);
-  alone_->Run(&items);
-  return EndDecode(items[0]);
+  alone_items_.assign(1, item);
+  alone_->Run(&alone_items_);
+  return EndDecode(alone_items_[0]);
 }
 
 Status OffloadedSequence::Flush() { return publisher_ != nullptr ? publisher_->Flush() : Status::OK(); }

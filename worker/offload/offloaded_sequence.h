@@ -200,6 +200,7 @@ class OffloadedSequence : public KvBlockSource {
   TokenId decode_token_ = 0;
   double prefill_t0_ = 0, decode_t0_ = 0;
   std::unique_ptr<BatchForward> alone_;  // Prefill and Decode's batch of one
+  std::vector<ForwardItem> alone_items_;
 };
 
 }  // namespace foresight::worker

@@ -114,6 +114,8 @@ struct Scheduler::Impl {
   // The scheduler thread's own.
   std::vector<std::unique_ptr<Job>> running;
   BatchForward forward;
+  std::vector<ForwardItem> step_items;  // a step's items and the job of each (reused)
+  std::vector<Job*> step_owners;
   std::thread thread;
 };
 
@@ -336,8 +338,10 @@ void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
 }
 
 void Scheduler::Impl::Step() {
-  std::vector<ForwardItem> items;
-  std::vector<Job*> owners;
+  std::vector<ForwardItem>& items = step_items;
+  std::vector<Job*>& owners = step_owners;
+  items.clear();
+  owners.clear();
   int64_t budget = std::max(1, options.step_tokens);
   // Every running decode first: one row each.
   for (auto& j : running) {
