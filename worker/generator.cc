@@ -60,7 +60,7 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
       if (tok->IsEndOfGeneration(id)) end_of_generation.push_back(id);
     }
   }
-  const bool stop_at_eos = options.stop_at_end_of_generation && !options.ignore_eos;
+  const bool stop_at_eos = !options.ignore_eos;
   TextStream stream(tok, options.stop);
 
   std::vector<float> logits;

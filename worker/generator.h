@@ -35,9 +35,8 @@ class GenerationSequence {
 struct GenerateOptions {
   int32_t max_tokens = 128;
   int32_t prefill_chunk = 512;
-  bool stop_at_end_of_generation = true;
-  // vLLM's name for stop_at_end_of_generation = false: either one keeps generating past the
-  // model's end-of-generation tokens (which then stay in `tokens` and add no text).
+  // vLLM's ignore_eos: keep generating past the model's end-of-generation tokens (which then stay
+  // in `tokens` and add no text) up to max_tokens.
   bool ignore_eos = false;
   // vLLM's min_tokens: the end-of-generation tokens are never picked as the first min_tokens
   // tokens, and a stop string completed before the min_tokens-th token is ordinary text.

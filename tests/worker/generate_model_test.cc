@@ -82,17 +82,13 @@ TEST_F(GenerateModelTest, GoesPastTheEndOfGenerationTokenWhenAsked) {
   const size_t n = stopped.tokens.size();
 
   o.max_tokens = static_cast<int32_t>(n) + 8;
-  GenerateOptions no_stop = o, ignore = o;
-  no_stop.stop_at_end_of_generation = false;
-  ignore.ignore_eos = true;
-  for (const GenerateOptions& options : {no_stop, ignore}) {
-    const GenerateResult r = Run(options);
-    EXPECT_EQ(r.finish_reason, "max_tokens");
-    ASSERT_EQ(r.tokens.size(), n + 8);
-    // The same greedy tokens up to and including the end token, then more after it.
-    EXPECT_EQ(std::vector<TokenId>(r.tokens.begin(), r.tokens.begin() + n), stopped.tokens);
-    EXPECT_TRUE(tok().IsEndOfGeneration(r.tokens[n - 1]));
-  }
+  o.ignore_eos = true;
+  const GenerateResult r = Run(o);
+  EXPECT_EQ(r.finish_reason, "max_tokens");
+  ASSERT_EQ(r.tokens.size(), n + 8);
+  // The same greedy tokens up to and including the end token, then more after it.
+  EXPECT_EQ(std::vector<TokenId>(r.tokens.begin(), r.tokens.begin() + n), stopped.tokens);
+  EXPECT_TRUE(tok().IsEndOfGeneration(r.tokens[n - 1]));
 }
 
 TEST_F(GenerateModelTest, MinTokensKeepsTheEndTokenAway) {
@@ -140,7 +136,7 @@ TEST_F(GenerateModelTest, AStopStringBeforeMinTokensDoesNotStop) {
 TEST_F(GenerateModelTest, SeededSamplingRepeatsAndTopKOneIsGreedy) {
   GenerateOptions greedy;
   greedy.max_tokens = 24;
-  greedy.stop_at_end_of_generation = false;
+  greedy.ignore_eos = true;
   const GenerateResult g = Run(greedy);
 
   GenerateOptions sampled = greedy;

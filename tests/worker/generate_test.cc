@@ -57,7 +57,7 @@ TEST(GenerateTest, GreedyIsTheLoopItReplaced) {
   }
   GenerateOptions o;
   o.max_tokens = 12;
-  o.stop_at_end_of_generation = false;
+  o.ignore_eos = true;
   auto r = Generate(**model, prompt, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->tokens, want);

@@ -24,7 +24,7 @@ StatusOr<GenerateResult> RunPolicy(const Model& model, const std::vector<TokenId
   PolicyDecodeAttention* p = keep->get();
   GenerateOptions options;
   options.max_tokens = 20;
-  options.stop_at_end_of_generation = false;
+  options.ignore_eos = true;
   options.hook = p;
   options.prefill_observer = p;
   options.after_prefill = [p] { return p->FinishPrefill(); };
@@ -38,7 +38,7 @@ TEST(PolicyAttentionTest, BudgetCoveringEverythingEqualsDense) {
   const std::vector<TokenId> prompt = Prompt(300);
   GenerateOptions dense_options;
   dense_options.max_tokens = 20;
-  dense_options.stop_at_end_of_generation = false;
+  dense_options.ignore_eos = true;
   auto dense = Generate(**model, prompt, dense_options);
   ASSERT_TRUE(dense.ok());
   for (auto kind : {predictor::PolicyKind::kStreamingLLM, predictor::PolicyKind::kQuest, predictor::PolicyKind::kH2O,
