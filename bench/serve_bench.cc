@@ -15,6 +15,10 @@
 //   interference   4 short requests decoding (256 tokens) while one --doc prompt arrives: their
 //                  inter-token p99 during its prefill against before it
 //
+// Every prompt starts with a tag new to this run, workload and target, so that no server (nor a
+// cache node two targets share) has any of it cached from before: "cold" is cold. Only the warm
+// round of shared-prefix reuses what its own cold round left.
+//
 // Figures per (target, workload): requests, output tokens, wall time, output tok/s, time to first
 // token p50/p99, inter-token p50/p99, end-to-end p50, and decode-phase tok/s (output tokens after
 // each request's first, over the time some request was past its first token). With two targets,
@@ -26,6 +30,7 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -392,6 +397,17 @@ int RunServeBench(const ServeFlags& f) {
       }
     }
   }
+  // See the file comment: a tag new to this run, target and workload opens every prompt.
+  const std::string run_tag = [] {
+    std::random_device rd;
+    char hex[17];
+    std::snprintf(hex, sizeof(hex), "%08x%08x", rd(), rd());
+    return std::string(hex);
+  }();
+  auto tagged = [&](const Target& t, const std::string& scope, std::vector<std::string> prompts) {
+    for (std::string& p : prompts) p = "[" + run_tag + " " + t.name + " " + scope + "]\n" + p;
+    return prompts;
+  };
   std::vector<Summary> all;
   if (!f.json_out) PrintHeader();
   auto report = [&](const std::vector<Summary>& rows) {
@@ -409,7 +425,8 @@ int RunServeBench(const ServeFlags& f) {
         std::vector<Summary> rows;
         for (const Target& t : targets) {
           const auto epoch = Clock::now();
-          auto runs = RunClosedLoop(t, token, prompts, c, f.short_tokens, true, epoch);
+          auto runs =
+              RunClosedLoop(t, token, tagged(t, "short" + std::to_string(c), prompts), c, f.short_tokens, true, epoch);
           rows.push_back(Summarise(t.name, w, c, runs, std::chrono::duration<double>(Clock::now() - epoch).count()));
         }
         report(rows);
@@ -439,7 +456,7 @@ int RunServeBench(const ServeFlags& f) {
         std::vector<Summary> rows;
         for (const Target& t : targets) {
           const auto epoch = Clock::now();
-          auto runs = RunClosedLoop(t, token, prompts, 8, 64, true, epoch);
+          auto runs = RunClosedLoop(t, token, tagged(t, "prefix", prompts), 8, 64, true, epoch);
           rows.push_back(Summarise(t.name, std::string("prefix-") + phase, 8, runs,
                                    std::chrono::duration<double>(Clock::now() - epoch).count()));
         }
@@ -451,7 +468,7 @@ int RunServeBench(const ServeFlags& f) {
       std::vector<Summary> rows;
       for (const Target& t : targets) {
         const auto epoch = Clock::now();
-        auto runs = RunClosedLoop(t, token, prompts, 8, 64, true, epoch);
+        auto runs = RunClosedLoop(t, token, tagged(t, "long", prompts), 8, 64, true, epoch);
         rows.push_back(Summarise(t.name, w, 8, runs, std::chrono::duration<double>(Clock::now() - epoch).count()));
       }
       report(rows);
@@ -462,10 +479,14 @@ int RunServeBench(const ServeFlags& f) {
         std::vector<std::string> prompts;
         for (int i = 0; i < 4; ++i) prompts.push_back(ShortPrompt(100 + i));
         std::vector<Timing> decoders;
+        prompts.push_back(doc + "\n\nSummarise the text above.\nSummary:");
+        prompts = tagged(t, "interference", prompts);
+        const std::string long_prompt = prompts.back();
+        prompts.pop_back();
         std::thread background([&] { decoders = RunClosedLoop(t, token, prompts, 4, 256, true, epoch); });
         // The long prompt arrives once the four are decoding.
         std::this_thread::sleep_for(std::chrono::seconds(3));
-        Timing big = Complete(t, token, doc + "\n\nSummarise the text above.\nSummary:", 16, true, epoch);
+        Timing big = Complete(t, token, long_prompt, 16, true, epoch);
         background.join();
         // Inter-token gaps of the four before the long prompt arrived, and while it prefilled.
         std::vector<double> before, during;
