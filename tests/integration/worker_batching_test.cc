@@ -197,6 +197,46 @@ TEST(WorkerSamplingTest, SeededSamplingRepeatsAndStopStringsEndGeneration) {
   EXPECT_EQ((*worker)->Stop(), 0);
 }
 
+// A request for AttentionPredictor whose whole context (prompt + max_tokens) fits its budget would
+// select every block at every step: it runs dense, without the predictor, and its statistics say
+// so; one token over the budget and AttentionPredictor runs.
+TEST(WorkerPolicyTest, AnApRequestWhoseContextFitsItsBudgetRunsDenseAndSaysSo) {
+  auto model = FindDefaultModel();
+  if (!model.ok()) GTEST_SKIP() << model.status().ToString();
+  auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  auto worker = LocalWorker::Start(
+      {"--cache", (*node)->address(), "--model", *model, "--threads", "2", "--policy", "ap", "--budget", "1024"});
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  const std::string address = (*worker)->address();
+
+  v1::GenerateRequest r;
+  for (int i = 0; i < 40; ++i) r.add_prompt_tokens(100 + i);
+  r.set_max_tokens(24);
+  r.set_greedy(true);
+  r.set_no_prefix_reuse(true);
+  r.set_budget(64);  // 40 + 24 tokens: fits
+  Outcome fits = Generate(address, r);
+  ASSERT_TRUE(fits.status.ok()) << fits.status.ToString();
+  EXPECT_EQ(fits.stats.policy(), "dense");
+  EXPECT_EQ(fits.stats.budget(), 0);
+  EXPECT_EQ(fits.stats.weights(), "");
+  EXPECT_EQ(fits.stats.kv_mode(), "resident");
+  v1::GenerateRequest dense = r;
+  dense.set_policy("dense");
+  Outcome asked_dense = Generate(address, dense);
+  ASSERT_TRUE(asked_dense.status.ok()) << asked_dense.status.ToString();
+  EXPECT_EQ(fits.tokens, asked_dense.tokens);
+
+  r.set_max_tokens(25);  // 65 tokens: one over
+  Outcome over = Generate(address, r);
+  ASSERT_TRUE(over.status.ok()) << over.status.ToString();
+  EXPECT_EQ(over.stats.policy(), "ap");
+  EXPECT_EQ(over.stats.budget(), 64);
+  EXPECT_NE(over.stats.weights(), "");
+  EXPECT_EQ((*worker)->Stop(), 0);
+}
+
 // In-flight prefix sharing: requests that arrive together and share a long prefix prefill it once.
 // The first computes it; the others wait for its prefill, import what it published and compute
 // only their own questions; each still gets the tokens it gets alone.

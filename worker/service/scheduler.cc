@@ -168,10 +168,18 @@ Status Scheduler::Impl::Prepare(Job* job) const {
       spec.weights = o.weights;
       job->stats.set_weights(o.weights_name);
     }
-    job->spec = spec;
-    // Dense attention reads every block each step: offloading it would move the whole history
-    // every step, so dense requests keep their KV resident (and still publish it).
-    job->kv_mode = o.kv_mode;
+    if (spec.kind == predictor::PolicyKind::kAttentionPredictor && prompt + r.max_tokens <= budget) {
+      // The whole context (prompt and every token it may generate) fits the budget: at every step
+      // AttentionPredictor would select every block, so the request runs dense, without the
+      // predictor's cost or the offload's, and its statistics say "dense".
+      job->stats.clear_weights();
+      spdlog::debug("a request of {} + {} tokens fits ap's budget of {}: dense", prompt, r.max_tokens, budget);
+    } else {
+      job->spec = spec;
+      // Dense attention reads every block each step: offloading it would move the whole history
+      // every step, so dense requests keep their KV resident (and still publish it).
+      job->kv_mode = o.kv_mode;
+    }
   }
   job->stats.set_policy(job->spec ? PolicyLabel(*job->spec) : "dense");
   job->stats.set_budget(job->spec ? budget : 0);
