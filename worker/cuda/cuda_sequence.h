@@ -27,7 +27,9 @@
 // differ from the CPU backend's rows only through those inputs. The cost is the CPU's own prefill
 // score work (n_heads x prompt^2 / 2 half dot products of head_dim), on the host's cores: a
 // prefill with an observer runs at about the CPU backend's attention speed, not the GPU's.
-// Without an observer nothing is copied. KvBlockSource (offload) is not supported on this backend yet.
+// Without an observer nothing is copied. KvBlockSource (offload) is not supported on this backend yet;
+// nor are lookahead queries (DecodeAttentionHook::WantsLookaheadQueries), which only serve offload's
+// prefetch: a hook that wants them selects with each layer's own query, as with resident KV.
 //
 // Built only where nvcc exists (FORESIGHT_HAVE_CUDA; target foresight_worker_cuda). The header has
 // no CUDA includes, so host-only code can hold these classes.
