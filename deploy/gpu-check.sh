@@ -42,7 +42,11 @@ command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] ||
 configure_log="$(mktemp)"
 reports="$(mktemp -d)"
 trap 'rm -rf "$configure_log" "$reports"' EXIT
-cmake -S . -B "$dir" -DFORESIGHT_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$configure_log" 2>&1 ||
+launchers=()  # a rerun recompiles nothing that ccache has seen
+if command -v ccache >/dev/null 2>&1; then
+  launchers=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$dir" -DFORESIGHT_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launchers[@]}" >"$configure_log" 2>&1 ||
   { cat "$configure_log" >&2; fail "configuring $dir (the Debian packages: deploy/install-deps.sh)"; }
 grep -q "Foresight: CUDA kernels ON" "$configure_log" ||
   { grep -i cuda "$configure_log" >&2 || true; fail "CMake did not enable CUDA in $dir (above)"; }
