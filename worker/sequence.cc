@@ -19,6 +19,18 @@ Sequence::Sequence(const Model& model, int32_t prefill_chunk)
       rope_(model.config()),
       kv_(model.config().n_layers, model.config().n_kv_heads, model.config().head_dim) {}
 
+void PrefillAttentionRow(const KvCache& kv, int32_t layer, int32_t kv_head, const float* q, int64_t visible,
+                         float* row) {
+  const int64_t hd = kv.layout().head_dim(), bt = kv.block_tokens();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (int64_t b = 0; b * bt < visible; ++b) {  // a block's keys are consecutive rows
+    const int32_t count = static_cast<int32_t>(std::min<int64_t>(bt, visible - b * bt));
+    DotHalfRows(kv.key(layer, kv_head, b * bt), count, hd, q, scale, row + b * bt);
+  }
+  Softmax(row, visible);
+  RoundToHalf(row, visible);
+}
+
 Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, int64_t vocab, std::vector<float>* logits,
                            bool all_logits, const std::function<Status(const TokenId*, int64_t, float*)>& forward) {
   if (logits != nullptr) logits->assign(all_logits ? tokens.size() * vocab : vocab, 0.0f);
@@ -310,7 +322,6 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
                               PrefillAttentionObserver* observer) {
   const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd, ctx = p0 + n;
   const int32_t group = c_.n_heads / c_.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // llama.cpp's order (worker/transformer_kernels.h): half dot products, then the weighted sum of
   // the half values in 16 lanes by position, folded by SumLanes.
   const int64_t bt = kv_.block_tokens();
@@ -326,19 +337,16 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
       for (int64_t t = 0; t < n; ++t) {
         float* row = scores.data() + t * ctx;
         const int64_t visible = p0 + t + 1;
-        const float* qt = q + t * qo + h * hd;
+        PrefillAttentionRow(kv_, layer, kvh, q + t * qo + h * hd, visible, row);
+        std::fill(row + visible, row + ctx, 0.0f);
+        if (observer != nullptr) observer->OnRow(layer, h, p0 + t, row);
         const int64_t nb = (visible + bt - 1) / bt;
         counts.resize(nb);
         values.resize(nb);
-        for (int64_t b = 0; b < nb; ++b) {  // a block's keys (and values) are consecutive rows
+        for (int64_t b = 0; b < nb; ++b) {  // a block's values are consecutive rows
           counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible - b * bt));
           values[b] = kv_.value(layer, kvh, b * bt);
-          DotHalfRows(kv_.key(layer, kvh, b * bt), counts[b], hd, qt, scale, row + b * bt);
         }
-        Softmax(row, visible);
-        RoundToHalf(row, visible);
-        std::fill(row + visible, row + ctx, 0.0f);
-        if (observer != nullptr) observer->OnRow(layer, h, p0 + t, row);
         std::fill(lanes.begin(), lanes.end(), 0.0f);
         if (bt == kAttentionLanes) {
           AccumulateHalfBlocks(row, values.data(), counts.data(), nb, hd, lanes.data());

@@ -84,6 +84,14 @@ struct SequenceStats {
   int64_t blocks_total = 0;      // what dense attention would have read
 };
 
+// One causal row of prefill attention, as both backends' prefills report it to a
+// PrefillAttentionObserver: the softmax of query `q` (head_dim values, already rounded to half)
+// over the keys at positions 0..visible-1 of KV head `kv_head` of layer `layer`, scaled by
+// 1/sqrt(head_dim), in row[0..visible), rounded to half. Half dot products in llama.cpp's order
+// (worker/transformer_kernels.h). Every block up to `visible` must be in `kv`.
+void PrefillAttentionRow(const KvCache& kv, int32_t layer, int32_t kv_head, const float* q, int64_t visible,
+                         float* row);
+
 // The chunking both backends' Prefill share: runs `forward(tokens, n, out)` over `tokens` in chunks
 // of `chunk`; `out` points at the chunk's rows of `logits` (all_logits: [tokens x vocab]) or, for
 // the last chunk only, at `logits` itself ([vocab]); null when no logits are wanted.

@@ -141,15 +141,25 @@ TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {
   EXPECT_NE(err.find(expected), std::string::npos) << err;
 }
 
-TEST_F(GenerateCommandTest, CudaBackendRefusesSelectionPolicies) {
+// Selection policies run on the CUDA backend as on the CPU: seeded by the GPU prefill's rows, they
+// attend fewer blocks than dense.
+TEST_F(GenerateCommandTest, CudaBackendRunsSelectionPolicies) {
 #if FORESIGHT_WORKER_HAVE_CUDA
   if (!CudaDeviceStatus().ok()) GTEST_SKIP() << "the device error comes first without a GPU";
-  testing::internal::CaptureStderr();
-  const int code = RunCommand(
-      {"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--backend", "cuda", "--policy", "quest"});
-  const std::string err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(code, 1);
-  EXPECT_NE(err.find("--policy dense only"), std::string::npos) << err;
+  std::string prompt;  // 300 tokens: 19 blocks, beyond a budget of 128 tokens
+  for (int i = 0; i < 300; ++i) prompt += (i ? "," : "") + std::to_string((i * 53 + 7) % 256);
+  for (const std::string policy : {"quest", "ap", "h2o"}) {
+    testing::internal::CaptureStdout();
+    const int code = RunCommand({"generate", "--model", path_, "--prompt-tokens", prompt, "--max-tokens", "8",
+                                 "--ignore-eos", "--json", "--backend", "cuda", "--policy", policy, "--budget", "128",
+                                 "--sink", "16", "--local", "16"});
+    const std::string out = testing::internal::GetCapturedStdout();
+    ASSERT_EQ(code, 0) << policy;
+    const auto j = nlohmann::json::parse(out.substr(out.find('{')));
+    EXPECT_EQ(j["backend"], "cuda");
+    EXPECT_EQ(j["generated_tokens"], 8) << policy;
+    EXPECT_LT(j["blocks_attended_per_step"].get<double>(), j["blocks_total_per_step"].get<double>()) << policy;
+  }
 #else
   GTEST_SKIP() << "no CUDA in this build";
 #endif

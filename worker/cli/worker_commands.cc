@@ -52,7 +52,8 @@ struct GenerateFlags {
   bool chat = false;
   bool json = false;
   bool print_tokens = false;
-  std::string policy;  // empty: ap here (dense with --backend cuda), the worker's default with --worker
+  bool ignore_eos = false;
+  std::string policy;  // empty: ap here, the worker's default with --worker
   int budget = 0;      // 0: 1024 here, the worker's default with --worker
   int sink = 64;
   int local = 64;
@@ -121,6 +122,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
   r.set_seed(f.sampling.seed);
   for (const std::string& stop : f.stop) r.add_stop(stop);
   r.set_no_prefix_reuse(f.no_prefix_reuse);
+  r.set_ignore_eos(f.ignore_eos);
   FS_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerClient> client, worker::WorkerClient::Connect(o));
   std::string text;
   std::vector<int32_t> ids;
@@ -208,8 +210,7 @@ Status RunGenerate(GenerateFlags f) {
   if (f.no_prefix_reuse || !f.token_file.empty()) {
     return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
   }
-  // The CUDA backend runs dense attention only (below); everywhere else AttentionPredictor as served.
-  if (f.policy.empty()) f.policy = f.backend == "cuda" ? "dense" : "ap";
+  if (f.policy.empty()) f.policy = "ap";  // AttentionPredictor as served, on either backend
   if (f.budget <= 0) f.budget = 1024;
   if (f.threads > 0) omp_set_num_threads(f.threads);
   if (f.backend == "cuda") {
@@ -218,11 +219,6 @@ Status RunGenerate(GenerateFlags f) {
 #else
     return Unavailable("cuda backend: this build has no CUDA support (nvcc was not found when it was configured)");
 #endif
-    if (f.policy != "dense") {
-      return InvalidArgument(
-          "--backend cuda decodes with --policy dense only: selection policies need the prefill's "
-          "attention rows, which the CUDA backend does not report yet");
-    }
   }
   FS_ASSIGN_OR_RETURN(std::string model_path, ResolveModel(f.model));
   const auto t0 = std::chrono::steady_clock::now();
@@ -272,6 +268,7 @@ Status RunGenerate(GenerateFlags f) {
     options.after_step = [&] { return policy->status(); };
   }
   options.max_tokens = f.max_tokens;
+  options.ignore_eos = f.ignore_eos;
   options.prefill_chunk = f.prefill_chunk;
 #if FORESIGHT_WORKER_HAVE_CUDA
   std::unique_ptr<worker::CudaModel> cuda_model;
@@ -516,11 +513,13 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--stop", flags->stop,
                   "End generation at this text, which is not printed (repeat for several; finish reason \"stop\")")
       ->allow_extra_args(false);
+  gen->add_flag("--ignore-eos", flags->ignore_eos,
+                "Keep generating past the model's end-of-generation tokens, to --max-tokens (vLLM's ignore_eos)");
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
   gen->add_option("--policy", flags->policy,
                   "Decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
-                  "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm (default: ap; dense "
-                  "with --backend cuda; with --worker, the worker's default)");
+                  "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm (default: ap; with "
+                  "--worker, the worker's default)");
   gen->add_option("--budget", flags->budget,
                   "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with "
                   "--worker, the worker's default)")
@@ -539,7 +538,7 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)")->check(kPositive);
   gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
-  gen->add_option("--backend", flags->backend, "Where the forward pass runs: cpu, or cuda (GPU, --policy dense)")
+  gen->add_option("--backend", flags->backend, "Where the forward pass runs: cpu, or cuda (GPU; every --policy)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   gen->add_flag("--print-tokens", flags->print_tokens, "Also print the generated token ids");
   gen->add_option("--worker", flags->worker,

@@ -343,16 +343,12 @@ void CudaSequence::Rewind(int64_t position) {
 
 Status CudaSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
                              PrefillAttentionObserver* observer) {
-  if (observer != nullptr) {
-    return Unimplemented(
-        "cuda backend: prefill attention observers (selection policies' prompt rows) are not "
-        "supported; use the CPU backend");
-  }
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
   const double t0 = Now();
-  FS_RETURN_IF_ERROR(ForEachPrefillChunk(
-      tokens, chunk_, c_.vocab_size, logits, all_logits,
-      [&](const TokenId* chunk, int64_t n, float* out) { return Forward(chunk, n, out, all_logits, nullptr); }));
+  FS_RETURN_IF_ERROR(ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
+                                         [&](const TokenId* chunk, int64_t n, float* out) {
+                                           return Forward(chunk, n, out, all_logits, nullptr, observer);
+                                         }));
   stats_.prefill_tokens += tokens.size();
   stats_.prefill_seconds += Now() - t0;
   return Status::OK();
@@ -361,14 +357,14 @@ Status CudaSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<flo
 Status CudaSequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
   const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook));
+  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr));
   stats_.decode_tokens += 1;
   stats_.decode_seconds += Now() - t0;
   return Status::OK();
 }
 
 Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits,
-                             DecodeAttentionHook* hook) {
+                             DecodeAttentionHook* hook, PrefillAttentionObserver* observer) {
   const int64_t p0 = tokens_;
   if (p0 + n > c_.max_context && c_.max_context > 0) {
     return OutOfRange("sequence of " + std::to_string(p0 + n) + " tokens exceeds the model's context of " +
@@ -453,6 +449,10 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
                                  "launching RoPE on the keys"));
         FS_RETURN_IF_ERROR(
             Check(cuda::LaunchStoreKv(k, v, n, p0, c_.n_kv_heads, c_.head_dim, m.kv[l], s), "launching the KV store"));
+        if (observer != nullptr) {
+          FS_RETURN_IF_ERROR(CopyQueriesToHost(n));
+          FS_RETURN_IF_ERROR(CopyKvToHost(l, ctx));
+        }
         FS_RETURN_IF_ERROR(Attend(l, n, p0, hook));
         FS_RETURN_IF_ERROR(Gemm(m.blas, s, L.wo, att, n, h, xh, "attn_output"));
         FS_RETURN_IF_ERROR(Check(cuda::LaunchAdd(x, h, n * d, s), "launching the residual add"));
@@ -461,7 +461,10 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
         FS_RETURN_IF_ERROR(Gemm(m.blas, s, L.w_up, h, n, up, xh, "ffn_up"));
         FS_RETURN_IF_ERROR(Check(cuda::LaunchSwiGlu(gate, up, n * c_.ffn_dim, s), "launching SwiGLU"));
         FS_RETURN_IF_ERROR(Gemm(m.blas, s, L.w_down, gate, n, h, xh, "ffn_down"));
-        return Check(cuda::LaunchAdd(x, h, n * d, s), "launching the residual add");
+        FS_RETURN_IF_ERROR(Check(cuda::LaunchAdd(x, h, n * d, s), "launching the residual add"));
+        // On the host while the GPU runs the layer just launched.
+        if (observer != nullptr) ReportPrefillRows(l, n, p0, observer);
+        return Status::OK();
       }();
       if (!ls.ok()) return ls.WithContext("layer " + std::to_string(l));
     }
@@ -488,7 +491,7 @@ Status CudaSequence::Forward(const TokenId* tokens, int64_t n, float* logits, bo
 Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentionHook* hook) {
   Impl& m = *impl_;
   cudaStream_t s = m.stream;
-  const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd;
+  const int64_t hd = c_.head_dim;
   const int64_t ctx = p0 + n, n_blocks = (ctx + cuda::kBlockTokens - 1) / cuda::kBlockTokens;
   cuda::AttentionArgs a;
   a.q = m.q.as<float>();
@@ -512,19 +515,8 @@ Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentio
   }
 
   // The hook sees the step's queries and a host copy of the cache up to this token.
-  m.q_host.resize(qo);
-  FS_RETURN_IF_ERROR(Check(cudaMemcpyAsync(m.q_host.data(), a.q, qo * sizeof(float), cudaMemcpyDeviceToHost, s),
-                           "copying queries to the host"));
-  FS_RETURN_IF_ERROR(Check(cudaStreamSynchronize(s), "computing queries"));
-  if (m.mirror.tokens() < ctx) m.mirror.Resize(ctx);
-  const uint64_t block_bytes = BlockBytes(c_);
-  for (int64_t b = m.mirrored[layer] / cuda::kBlockTokens; b < n_blocks; ++b) {
-    FS_RETURN_IF_ERROR(Check(cudaMemcpy(m.mirror.mutable_block_data(layer, b),
-                                        reinterpret_cast<const uint8_t*>(m.kv[layer]) + b * block_bytes, block_bytes,
-                                        cudaMemcpyDeviceToHost),
-                             "copying KV block " + std::to_string(b) + " to the host"));
-  }
-  m.mirrored[layer] = ctx;
+  FS_RETURN_IF_ERROR(CopyQueriesToHost(1));
+  FS_RETURN_IF_ERROR(CopyKvToHost(layer, ctx));
   m.selected.assign(c_.n_kv_heads, {});
   const bool sparse = hook->SelectBlocks(layer, p0, m.q_host.data(), m.mirror, &m.selected);
   if (sparse) {
@@ -588,6 +580,50 @@ Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentio
   FS_RETURN_IF_ERROR(Check(cudaStreamSynchronize(s), "running attention"));
   hook->OnAttention(layer, p0, m.q_host.data(), !sparse, m.block_max_host.data(), m.block_sum_host.data(), n_blocks);
   return Status::OK();
+}
+
+Status CudaSequence::CopyQueriesToHost(int64_t n) {
+  Impl& m = *impl_;
+  const int64_t qo = int64_t{c_.n_heads} * c_.head_dim;
+  m.q_host.resize(n * qo);
+  FS_RETURN_IF_ERROR(
+      Check(cudaMemcpyAsync(m.q_host.data(), m.q.as<float>(), n * qo * sizeof(float), cudaMemcpyDeviceToHost, m.stream),
+            "copying queries to the host"));
+  return Check(cudaStreamSynchronize(m.stream), "computing queries");
+}
+
+Status CudaSequence::CopyKvToHost(int32_t layer, int64_t ctx) {
+  Impl& m = *impl_;
+  if (m.mirror.tokens() < ctx) m.mirror.Resize(ctx);
+  const int64_t n_blocks = (ctx + cuda::kBlockTokens - 1) / cuda::kBlockTokens;
+  const uint64_t block_bytes = BlockBytes(c_);
+  // From the block holding the first token not yet copied (a partial block is copied again).
+  for (int64_t b = m.mirrored[layer] / cuda::kBlockTokens; b < n_blocks; ++b) {
+    FS_RETURN_IF_ERROR(Check(cudaMemcpy(m.mirror.mutable_block_data(layer, b),
+                                        reinterpret_cast<const uint8_t*>(m.kv[layer]) + b * block_bytes, block_bytes,
+                                        cudaMemcpyDeviceToHost),
+                             "copying KV block " + std::to_string(b) + " to the host"));
+  }
+  m.mirrored[layer] = ctx;
+  return Status::OK();
+}
+
+void CudaSequence::ReportPrefillRows(int32_t layer, int64_t n, int64_t p0, PrefillAttentionObserver* observer) {
+  const Impl& m = *impl_;
+  const int64_t qo = int64_t{c_.n_heads} * c_.head_dim;
+  const int32_t group = c_.n_heads / c_.n_kv_heads;
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(p0 + n));
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t h = 0; h < c_.n_heads; ++h) {
+      for (int64_t t = 0; t < n; ++t) {
+        PrefillAttentionRow(m.mirror, layer, h / group, m.q_host.data() + t * qo + h * c_.head_dim, p0 + t + 1,
+                            row.data());
+        observer->OnRow(layer, h, p0 + t, row.data());
+      }
+    }
+  }
 }
 
 std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> CudaSequenceFactory(const CudaModel& model,

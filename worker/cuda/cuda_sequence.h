@@ -17,8 +17,19 @@
 //
 // Decode hooks: SelectBlocks gets the step's queries and a host copy of the KV cache (copied from
 // the GPU on a hook's first use per layer, then one block per layer and step), so key-reading
-// policies (Quest) work; OnAttention gets the per-block max and sum from the GPU. Prefill
-// attention observers and KvBlockSource (offload) are not supported on this backend yet.
+// policies (Quest) work; OnAttention gets the per-block max and sum from the GPU.
+//
+// Prefill attention observers (selection policies are seeded from the prompt's rows): with one,
+// each layer of each prefill chunk copies the chunk's queries and KV blocks to the host (one
+// stream synchronisation per layer and chunk) and the rows are computed there from those copies
+// by PrefillAttentionRow, the function the CPU prefill uses, while the GPU runs the rest of the
+// layer. So the rows are exactly what the CPU would compute from the GPU's queries and keys; they
+// differ from the CPU backend's rows only through those inputs. The cost is the CPU's own prefill
+// score work (n_heads x prompt^2 / 2 half dot products of head_dim), on the host's cores: a
+// prefill with an observer runs at about the CPU backend's attention speed, not the GPU's.
+// Without an observer nothing is copied. KvBlockSource (offload) is not supported on this backend yet;
+// nor are lookahead queries (DecodeAttentionHook::WantsLookaheadQueries), which only serve offload's
+// prefetch: a hook that wants them selects with each layer's own query, as with resident KV.
 //
 // Built only where nvcc exists (FORESIGHT_HAVE_CUDA; target foresight_worker_cuda). The header has
 // no CUDA includes, so host-only code can hold these classes.
@@ -103,7 +114,8 @@ class CudaSequence {
   CudaSequence(const CudaSequence&) = delete;
   CudaSequence& operator=(const CudaSequence&) = delete;
 
-  // As Sequence::Prefill; `observer` must be null (UNIMPLEMENTED otherwise).
+  // As Sequence::Prefill; `observer` hears every row (see the cost above), concurrently for
+  // different query heads, each head's rows in query order.
   Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
                  PrefillAttentionObserver* observer = nullptr);
   // As Sequence::Decode, without a KvBlockSource.
@@ -119,9 +131,17 @@ class CudaSequence {
  private:
   struct Impl;
   explicit CudaSequence(const CudaModel& model, int32_t prefill_chunk);
-  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook);
+  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
+                 PrefillAttentionObserver* observer);
   // Layer `layer`'s attention for n queries from position p0 (the hook only when n == 1).
   Status Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentionHook* hook);
+  // Copies the queries of the step's n tokens to the host (waits for them to be computed).
+  Status CopyQueriesToHost(int64_t n);
+  // Brings the host copy of layer `layer`'s KV cache up to `ctx` tokens (the stream must be idle
+  // up to the layer's KV store).
+  Status CopyKvToHost(int32_t layer, int64_t ctx);
+  // The observer's rows of layer `layer` for the chunk's n queries from p0, from the host copies.
+  void ReportPrefillRows(int32_t layer, int64_t n, int64_t p0, PrefillAttentionObserver* observer);
 
   const CudaModel& model_;
   const ModelConfig& c_;
