@@ -13,8 +13,23 @@ struct LayerTally {
   double union_recovery = 0.0;
   double selected_blocks = 0.0;
   int64_t samples = 0;
+  double kv_union_blocks = 0.0;
+  int64_t kv_samples = 0;
+  double kv_new_blocks = 0.0;
+  int64_t kv_churn_samples = 0;  // KV head-steps after a trace's first decode step
   double seconds = 0.0;
 };
+
+// Blocks of `now` that `before` lacks (both sorted).
+int64_t BlocksNotIn(const std::vector<int32_t>& now, const std::vector<int32_t>& before) {
+  int64_t fresh = 0;
+  auto it = before.begin();
+  for (int32_t b : now) {
+    while (it != before.end() && *it < b) ++it;
+    if (it == before.end() || *it != b) ++fresh;
+  }
+  return fresh;
+}
 
 double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
   double mass = 0.0;
@@ -34,6 +49,7 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
   seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<float> dense_max, dense_sum, sparse_max, sparse_sum;
   BlockSelection selection;
+  std::vector<std::vector<int32_t>> previous_union;
   const int group = lg.group_size();
   for (int64_t s = 0; s < trace.decode_steps(); ++s) {
     trace.DecodeRows(layer, s, &dense_max, &dense_sum);
@@ -47,6 +63,16 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
     FS_RETURN_IF_ERROR(policy->Select(in, &selection));
     const bool dense = policy->WantsDenseRow();
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    for (int kv = 0; kv < lg.kv_heads; ++kv) {
+      const auto& now = selection.per_kv_head[kv];
+      tally->kv_union_blocks += static_cast<double>(now.size());
+      ++tally->kv_samples;
+      if (s > 0) {
+        tally->kv_new_blocks += static_cast<double>(BlocksNotIn(now, previous_union[kv]));
+        ++tally->kv_churn_samples;
+      }
+    }
+    previous_union = selection.per_kv_head;
     AttentionObservation obs;
     obs.key_tokens = in.key_tokens;
     obs.dense = dense;
@@ -132,6 +158,10 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     dst.union_recovery += local.union_recovery;
     dst.selected_blocks += local.selected_blocks;
     dst.samples += local.samples;
+    dst.kv_union_blocks += local.kv_union_blocks;
+    dst.kv_samples += local.kv_samples;
+    dst.kv_new_blocks += local.kv_new_blocks;
+    dst.kv_churn_samples += local.kv_churn_samples;
     dst.seconds += local.seconds;
   }
   if (!first_error.ok()) return first_error;
@@ -141,7 +171,8 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
       RecoveryResult r;
       r.label = options.variants[v].label;
       r.budget = options.budgets[b];
-      double blocks = 0.0;
+      double blocks = 0.0, union_blocks = 0.0, new_blocks = 0.0;
+      int64_t kv_samples = 0, churn_samples = 0;
       for (int l = 0; l < layers; ++l) {
         const LayerTally& t = tallies[(v * B + b) * layers + l];
         const double n = t.samples > 0 ? static_cast<double>(t.samples) : 1.0;
@@ -149,10 +180,16 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
         r.recovery += t.recovery / n / layers;
         r.kv_union_recovery += t.union_recovery / n / layers;
         blocks += t.selected_blocks;
+        union_blocks += t.kv_union_blocks;
+        new_blocks += t.kv_new_blocks;
+        kv_samples += t.kv_samples;
+        churn_samples += t.kv_churn_samples;
         r.samples += t.samples;
         r.select_seconds += t.seconds;
       }
       r.mean_selected_blocks = r.samples > 0 ? blocks / r.samples : 0.0;
+      r.mean_kv_union_blocks = kv_samples > 0 ? union_blocks / kv_samples : 0.0;
+      r.mean_kv_new_blocks = churn_samples > 0 ? new_blocks / churn_samples : 0.0;
       results.push_back(std::move(r));
     }
   }

@@ -45,6 +45,12 @@ struct RecoveryResult {
   std::vector<double> per_layer;      // [layers]
   int64_t samples = 0;                // (trace, layer, head, step) samples
   double mean_selected_blocks = 0.0;  // per query head and step, sink and local included
+  // Selection churn, what a fetch costs (the capacity planner's fetch model, planner/churn_table.h):
+  // per KV head and step, the blocks of the union its query heads selected, and those of them
+  // that the previous step's union did not hold (what a worker that keeps the previous step's
+  // blocks must fetch). The first decode step of each trace counts in neither mean of new blocks.
+  double mean_kv_union_blocks = 0.0;
+  double mean_kv_new_blocks = 0.0;
   double select_seconds = 0.0;        // policy time (Select + Observe), summed over threads
 };
 
