@@ -155,6 +155,16 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
   const NodeLoad load = LoadAt(p, N);
   p.ram_hit_rate = load.ram_hit_rate;
   const double nodes = static_cast<double>(N);
+  const BlockStoreOptions store_defaults;
+  const double ram_stored = copies * static_cast<double>(p.ram_bytes_per_sequence) / nodes;
+  if (r.node_nvme == 0 || ram_stored <= ram_usable) {
+    p.ram_used_bytes_per_node = std::min(ram_stored, ram_usable);
+  } else {
+    p.ram_used_bytes_per_node =
+        static_cast<double>(r.node_ram) * (store_defaults.high_watermark + store_defaults.low_watermark) / 2;
+    p.nvme_used_bytes_per_node = copies * static_cast<double>(p.nvme_bytes_per_sequence) / nodes *
+                                 (1 - p.ram_used_bytes_per_node / ram_stored);
+  }
   if (r.node_nvme == 0) {
     p.limits.push_back(
         {"RAM capacity", "B", copies * static_cast<double>(p.ram_bytes_per_sequence), nodes * ram_usable});
@@ -221,6 +231,8 @@ nlohmann::json CapacityPlanToJson(const CapacityPlan& p) {
   j["fetch_bytes_per_second"] = p.fetch_bytes_per_second;
   j["write_bytes_per_second"] = p.write_bytes_per_second;
   j["ram_hit_rate"] = p.ram_hit_rate;
+  j["ram_used_bytes_per_node"] = p.ram_used_bytes_per_node;
+  j["nvme_used_bytes_per_node"] = p.nvme_used_bytes_per_node;
   auto path = [](const PathMeasurement& m) {
     return nlohmann::json{
         {"path", m.path}, {"op", m.op}, {"block_bytes", m.block_bytes}, {"inflight", m.inflight}, {"gbps", m.gbps}};
@@ -274,6 +286,7 @@ std::string FormatCapacityPlan(const CapacityPlan& p) {
   row("fleet fetches / writes", Rate(p.fetch_bytes_per_second) + " / " + Rate(p.write_bytes_per_second));
   std::snprintf(buf, sizeof buf, "%.3f", p.ram_hit_rate);
   row("RAM hit rate", buf);
+  row("per node: RAM / NVMe used", Bytes(p.ram_used_bytes_per_node) + " / " + Bytes(p.nvme_used_bytes_per_node));
   o << "\n  limits at " << p.nodes_needed << " node(s):\n";
   for (const PlanLimit& l : p.limits) {
     std::string req = l.unit == "B" ? Bytes(l.required) : l.unit == "B/s" ? Rate(l.required) : "";

@@ -75,6 +75,9 @@ struct CapacityPlan {
   double write_bytes_per_second = 0;  // the fleet's new KV, every copy
   double fetch_bytes_per_second = 0;  // the fleet's fetches
   double ram_hit_rate = 0;            // share of fetches served from RAM (the rest promote from NVMe)
+  // What one node holds at nodes_needed nodes: RAM up to the high watermark, and once above it,
+  // midway between the watermarks (the write-down runs from 95% to 85%); the rest on NVMe.
+  double ram_used_bytes_per_node = 0, nvme_used_bytes_per_node = 0;
   PathMeasurement link_get, link_put, nvme_get;
   int64_t nodes_for_capacity = 0, nodes_for_bandwidth = 0, nodes_needed = 0;
   std::vector<PlanLimit> limits;  // at nodes_needed

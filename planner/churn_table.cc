@@ -9,6 +9,7 @@
 #include "predictor/recovery_eval.h"
 #include "predictor/shipped_weights.h"
 #include "predictor/trace.h"
+#include "worker/offload/offloaded_sequence.h"
 
 namespace foresight::planner {
 
@@ -67,6 +68,8 @@ std::string ChurnTableToJson(const ChurnTable& table) {
                          {"context", r.context},
                          {"kv_union_blocks", round4(r.kv_union_blocks)},
                          {"kv_new_blocks", round4(r.kv_new_blocks)},
+                         {"pool_blocks", r.pool_blocks},
+                         {"kv_pool_misses", round4(r.kv_pool_misses)},
                          {"recovery", round4(r.recovery)}});
   }
   return j.dump(1) + "\n";
@@ -122,12 +125,15 @@ StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string&
     FS_RETURN_IF_ERROR(get("context", &r.context));
     FS_RETURN_IF_ERROR(get("kv_union_blocks", &r.kv_union_blocks));
     FS_RETURN_IF_ERROR(get("kv_new_blocks", &r.kv_new_blocks));
+    FS_RETURN_IF_ERROR(get("pool_blocks", &r.pool_blocks));
+    FS_RETURN_IF_ERROR(get("kv_pool_misses", &r.kv_pool_misses));
     FS_RETURN_IF_ERROR(get("recovery", &r.recovery));
     if (r.policy.empty() || r.budget <= 0 || r.context <= 0 || !(r.kv_union_blocks > 0) || r.kv_new_blocks < 0 ||
-        r.kv_new_blocks > r.kv_union_blocks) {
+        r.kv_new_blocks > r.kv_union_blocks || r.pool_blocks <= 0 || r.kv_pool_misses < 0 ||
+        r.kv_pool_misses > r.kv_union_blocks) {
       return InvalidArgument(row_where +
-                             ": needs a policy, a positive budget and context, and 0 <= kv_new_blocks <= "
-                             "kv_union_blocks, kv_union_blocks > 0");
+                             ": needs a policy, a positive budget, context and pool_blocks, kv_union_blocks > 0, and "
+                             "kv_new_blocks and kv_pool_misses from 0 to kv_union_blocks");
     }
     t.rows.push_back(std::move(r));
   }
@@ -167,7 +173,7 @@ StatusOr<ChurnEstimate> EstimateChurn(const ChurnTable& table, const std::string
   ChurnEstimate e;
   e.measured_budget = nearest->budget;
   e.union_blocks = std::min(nearest->kv_union_blocks * scale, context_blocks);
-  e.new_blocks = nearest->kv_new_blocks * scale;
+  e.new_blocks = nearest->kv_pool_misses * scale;
   if (e.union_blocks >= context_blocks) {
     // Everything is selected: only the block that the step's token opens is new, once in
     // block_tokens steps (and the worker wrote it itself).
@@ -200,6 +206,11 @@ StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_file
   predictor::RecoveryOptions options;
   options.budgets = budgets;
   options.threads = threads;
+  const auto& g = traces.front().geometry();
+  for (int64_t budget : budgets) {
+    options.pool_blocks.push_back(
+        worker::ResidentPoolBlocksPerHead(budget, g.q_heads / g.kv_heads, worker::OffloadOptions{}.margin_blocks));
+  }
   for (const std::string& p : policies) {
     FS_ASSIGN_OR_RETURN(predictor::PolicyVariant v, MakeVariant(p, weights));
     options.variants.push_back(std::move(v));
@@ -207,8 +218,9 @@ StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_file
   FS_ASSIGN_OR_RETURN(auto results, predictor::EvaluateRecovery(views, options));
   const int64_t mean_context = steps > 0 ? static_cast<int64_t>(std::llround(key_tokens / steps)) : 0;
   for (const auto& r : results) {
-    table.rows.push_back(
-        {r.label, r.budget, mean_context, r.mean_kv_union_blocks, r.mean_kv_new_blocks, r.kv_union_recovery});
+    const size_t b = std::find(budgets.begin(), budgets.end(), r.budget) - budgets.begin();
+    table.rows.push_back({r.label, r.budget, mean_context, r.mean_kv_union_blocks, r.mean_kv_new_blocks,
+                          options.pool_blocks[b], r.mean_kv_pool_misses, r.kv_union_recovery});
   }
   return table;
 }

@@ -10,8 +10,12 @@
 //
 //   {"format": "foresight-churn-table", "version": 1, "block_tokens": 16, "command": "...",
 //    "traces": [{"file": "...", "prompt_tokens": 3966, "decode_steps": 32}],
-//    "rows": [{"policy": "ap", "budget": 1024, "context": 4000, "kv_union_blocks": 70.1,
-//              "kv_new_blocks": 4.2, "recovery": 0.95}]}
+//    "rows": [{"policy": "ap", "budget": 1024, "context": 7709, "kv_union_blocks": 77.7,
+//              "kv_new_blocks": 8.8, "pool_blocks": 208, "kv_pool_misses": 2.1, "recovery": 0.93}]}
+//
+// With reuse the worker fetches what its resident pool (budget / 16 + margin blocks per layer and
+// KV head, least recently used out: worker/offload/offloaded_sequence.h) does not hold, so the
+// plan reads kv_pool_misses; kv_new_blocks (against the previous step alone) is kept for readers.
 //
 // Thread-safety: value types; DeriveChurnTable uses up to `threads` OpenMP threads.
 #pragma once
@@ -33,6 +37,8 @@ struct ChurnRow {
   int64_t context = 0;         // mean key tokens of the traces' decode steps
   double kv_union_blocks = 0;  // per KV head and step
   double kv_new_blocks = 0;    // per KV head and step, not in the previous step's union
+  int64_t pool_blocks = 0;     // the worker's resident pool per KV head at this budget
+  double kv_pool_misses = 0;   // per KV head and step, not in that pool (LRU): fetched with reuse
   double recovery = 0;         // attention mass on the KV head's union (for the reader)
 };
 
@@ -51,7 +57,7 @@ struct ChurnTable {
 // What one KV head fetches per decode step at a given budget, from the table.
 struct ChurnEstimate {
   double union_blocks = 0;      // without reuse
-  double new_blocks = 0;        // with reuse
+  double new_blocks = 0;        // with reuse: misses of the worker's pool
   int64_t measured_budget = 0;  // the table's row it was scaled from
 };
 

@@ -34,6 +34,9 @@ struct RecoveryOptions {
   std::vector<int64_t> budgets;  // tokens, sink and local included
   // Sparse steps attend (and observe) the KV head's union instead of the query head's own blocks.
   bool attend_kv_union = false;
+  // Per budget (same order as `budgets`; empty: none), the blocks a worker's pool keeps per KV
+  // head between steps, least recently used dropped first: RecoveryResult::mean_kv_pool_misses.
+  std::vector<int64_t> pool_blocks;
   int threads = 1;
 };
 
@@ -51,7 +54,10 @@ struct RecoveryResult {
   // blocks must fetch). The first decode step of each trace counts in neither mean of new blocks.
   double mean_kv_union_blocks = 0.0;
   double mean_kv_new_blocks = 0.0;
-  double select_seconds = 0.0;        // policy time (Select + Observe), summed over threads
+  // With options.pool_blocks: per KV head and step (after the first), the union's blocks that
+  // such a pool did not hold (what a worker with that pool fetches).
+  double mean_kv_pool_misses = 0.0;
+  double select_seconds = 0.0;  // policy time (Select + Observe), summed over threads
 };
 
 // Every variant at every budget over every trace (all traces must share the geometry).

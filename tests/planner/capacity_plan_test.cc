@@ -22,7 +22,7 @@ MachineProfile RoundProfile() {
 
 ChurnTable RoundChurn() {
   ChurnTable t;
-  t.rows = {{"ap", 1024, 8000, 76.0, 6.0, 0.95}};
+  t.rows = {{"ap", 1024, 8000, 76.0, 9.0, 208, 6.0, 0.95}};
   return t;
 }
 
@@ -139,6 +139,16 @@ TEST(CapacityPlanTest, FetchesBeyondRamPromoteFromNvme) {
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   ASSERT_EQ(plan->nodes_needed, 1);
   EXPECT_NEAR(plan->ram_hit_rate, 0.95 * kGiB / (20.0 * 199119872), 1e-9);
+  // Past the high watermark RAM sits midway between the watermarks (0.90 GiB); NVMe holds the
+  // share of the 20 sequences that RAM does not.
+  EXPECT_NEAR(plan->ram_used_bytes_per_node, 0.90 * kGiB, 1);
+  EXPECT_NEAR(plan->nvme_used_bytes_per_node, 20.0 * 189124608 * (1 - 0.90 * kGiB / (20.0 * 199119872)), 1);
+  PlanRequest few = SmolLM2At8K();
+  few.sequences = 3;
+  auto fits = MakeCapacityPlan(few, RoundProfile(), RoundChurn());
+  ASSERT_TRUE(fits.ok());
+  EXPECT_DOUBLE_EQ(fits->ram_used_bytes_per_node, 3.0 * 199119872);
+  EXPECT_DOUBLE_EQ(fits->nvme_used_bytes_per_node, 0);
 }
 
 TEST(CapacityPlanTest, RefusesBadRequestsNamingTheFlag) {

@@ -9,7 +9,10 @@ namespace {
 
 ChurnTable Table() {
   ChurnTable t;
-  t.rows = {{"ap", 512, 8000, 40.0, 4.0, 0.9}, {"ap", 1024, 8000, 76.0, 6.0, 0.95}, {"quest", 1024, 8000, 90, 20, 0.9}};
+  // Fetched with reuse: the pool misses (4, 6, 15), not the blocks new against the previous step.
+  t.rows = {{"ap", 512, 8000, 40.0, 5.0, 112, 4.0, 0.9},
+            {"ap", 1024, 8000, 76.0, 9.0, 208, 6.0, 0.95},
+            {"quest", 1024, 8000, 90, 20, 208, 15, 0.9}};
   return t;
 }
 
@@ -46,12 +49,14 @@ TEST(ChurnTableTest, RoundTripsAndTheShippedTableParses) {
   auto back = ParseChurnTable(ChurnTableToJson(Table()), "mem");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ASSERT_EQ(back->rows.size(), 3u);
-  EXPECT_DOUBLE_EQ(back->rows[1].kv_new_blocks, 6.0);
+  EXPECT_DOUBLE_EQ(back->rows[1].kv_new_blocks, 9.0);
+  EXPECT_DOUBLE_EQ(back->rows[1].kv_pool_misses, 6.0);
+  EXPECT_EQ(back->rows[1].pool_blocks, 208);
   auto shipped = ShippedChurnTable();
   ASSERT_TRUE(shipped.ok()) << shipped.status().ToString();
   EXPECT_TRUE(EstimateChurn(*shipped, "ap", 1024, 8192).ok());
   std::string bad = ChurnTableToJson(Table());
-  bad.replace(bad.find("\"kv_new_blocks\": 4.0"), 20, "\"kv_new_blocks\": 99.0");
+  bad.replace(bad.find("\"kv_pool_misses\": 4.0"), 21, "\"kv_pool_misses\": 99.0");
   auto b = ParseChurnTable(bad, "mem");
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("rows[0]"), std::string::npos) << b.status().message();

@@ -51,7 +51,7 @@ class PlanCommandsTest : public ::testing::Test {
     profile_ = (dir_ / "profile.json").string();
     std::ofstream(profile_) << planner::MachineProfileToJson(p);
     planner::ChurnTable churn;
-    churn.rows = {{"ap", 1024, 8000, 76.0, 6.0, 0.95}};
+    churn.rows = {{"ap", 1024, 8000, 76.0, 9.0, 208, 6.0, 0.95}};
     churn_ = (dir_ / "churn.json").string();
     std::ofstream(churn_) << planner::ChurnTableToJson(churn);
   }

@@ -175,5 +175,26 @@ TEST(RecoveryEvalTest, ChurnCountsTheBlocksAKvHeadsUnionGainsPerStep) {
   EXPECT_DOUBLE_EQ((*results)[0].mean_kv_new_blocks, 1.0 / 11);
 }
 
+// A pool that holds the union misses only the new block; one smaller than the union (LRU, touched
+// in order) misses every block at every step: (3 x 19 + 8 x 20) / 11 over steps 1-11.
+TEST(RecoveryEvalTest, PoolMissesFollowAnLruOfTheWorkersPoolSize) {
+  testing::SyntheticTraceOptions o;
+  o.prompt_tokens = 300;
+  o.decode_steps = 12;
+  Trace trace = testing::MakeSyntheticTrace(o);
+  RecoveryOptions options;
+  PolicySpec spec;
+  spec.kind = PolicyKind::kDense;
+  options.variants.push_back({"dense", spec});
+  options.budgets = {64, 128};
+  options.pool_blocks = {40, 5};
+  const Trace* traces[] = {&trace};
+  auto results = EvaluateRecovery(traces, options);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  ASSERT_EQ(results->size(), 2u);
+  EXPECT_DOUBLE_EQ((*results)[0].mean_kv_pool_misses, 1.0 / 11);
+  EXPECT_DOUBLE_EQ((*results)[1].mean_kv_pool_misses, (3.0 * 19 + 8.0 * 20) / 11);
+}
+
 }  // namespace
 }  // namespace foresight::predictor
