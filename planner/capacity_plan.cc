@@ -162,8 +162,8 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
   } else {
     p.ram_used_bytes_per_node =
         static_cast<double>(r.node_ram) * (store_defaults.high_watermark + store_defaults.low_watermark) / 2;
-    p.nvme_used_bytes_per_node = copies * static_cast<double>(p.nvme_bytes_per_sequence) / nodes *
-                                 (1 - p.ram_used_bytes_per_node / ram_stored);
+    p.nvme_used_bytes_per_node =
+        copies * static_cast<double>(p.nvme_bytes_per_sequence) / nodes * (1 - p.ram_used_bytes_per_node / ram_stored);
   }
   if (r.node_nvme == 0) {
     p.limits.push_back(
