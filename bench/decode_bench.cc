@@ -17,12 +17,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "bench/commands.h"
 #include "client/cache_client.h"
@@ -34,6 +37,7 @@
 #include "testing/local_node.h"
 #include "worker/default_model.h"
 #include "worker/model.h"
+#include "worker/offload/kv_publisher.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
@@ -63,7 +67,9 @@ struct DecodeBenchFlags {
   int warmup = 4;
   int margin = -1;
   std::string node_ram = "3GiB";
-  std::string models;  // offload: several models in one run, paired with --contexts
+  std::string node_nvme;  // the node's NVMe tier (--nvme-bytes, in a temp dir); empty: none
+  int seed_copies = 1;    // --text: sequences published (the first, and copies under other namespaces)
+  std::string models;     // offload: several models in one run, paired with --contexts
   std::string calibration_text;
   std::string llama_cpp_python;   // runs llama.cpp (llama-cpp-python) beside dense, same threads
   int chunk = 5;                  // offload: steps per turn when variants take turns
@@ -181,6 +187,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     std::vector<worker::TokenId> ids(ctx);
     for (int64_t i = 0; i < ctx; ++i) ids[i] = static_cast<worker::TokenId>((i * 7919 + 13) % c.vocab_size);
     const bool real = !f.text.empty() && model.tokenizer() != nullptr;
+    nlohmann::json occupancy;  // the node after the seed sequences were published (--text only)
     if (real) {
       // A real prefill, once: published by a seed sequence; every variant then imports that prefix
       // (the shared-prefix path) and prefills only the last 64 tokens, so policies see real rows.
@@ -204,6 +211,24 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
       std::vector<float> logits;
       FS_RETURN_IF_ERROR(seed->Prefill(ids, &logits));
       FS_RETURN_IF_ERROR(seed->Flush());
+      // More sequences of the same size for the node to hold (capacity checks, docs/capacity.md):
+      // the same KV under other namespaces is stored as distinct blocks.
+      for (int copy = 1; copy < f.seed_copies; ++copy) {
+        worker::KvPublisher publisher(client.get(), "bench-copy" + std::to_string(copy), fingerprint, c.n_layers,
+                                      seed->sequence().kv().layout());
+        FS_RETURN_IF_ERROR(publisher.Publish(ids, seed->sequence().kv()));
+        FS_RETURN_IF_ERROR(publisher.Flush());
+      }
+      // Let the node's background write-down reach its low watermark before it is read.
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      FS_ASSIGN_OR_RETURN(const RemoteNodeStats stats, client->NodeStats());
+      occupancy = {{"sequences_published", f.seed_copies},
+                   {"tokens_per_sequence", ctx},
+                   {"node_ram_capacity_bytes", stats.ram.capacity_bytes},
+                   {"node_ram_used_bytes", stats.ram.used_bytes},
+                   {"node_nvme_used_bytes", stats.nvme.used_bytes},
+                   {"node_ram_items", stats.ram.items},
+                   {"node_nvme_items", stats.nvme.items}};
       if (!f.json)
         std::printf("# prefilled and published %lld tokens of %s in %.1f s\n", static_cast<long long>(ctx),
                     f.text.c_str(), seed->stats().prefill_seconds);
@@ -345,7 +370,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"model", model_name},
                            {"ucx_transport", client->stats().ucx_transport},
                            {"loadavg", load},
-                           {"context_source", real ? "prefill of " + f.text : std::string("random KV")}});
+                           {"context_source", real ? "prefill of " + f.text : std::string("random KV")},
+                           {"occupancy", occupancy}});
         } else {
           std::printf("%-12s %-4s %-6s %8lld %7d %11.0f %11.0f %11.0f %12.0f %7.1f%% %8.0f  %s\n",
                       (std::string(worker::OffloadModeName(l.v.mode)) + (l.v.coalesce ? "" : "/1") +
@@ -547,7 +573,20 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
   if (!f.json) std::printf("# AttentionPredictor weights: %s\n", predictor::CnnWeightsName(f.weights).c_str());
   if (!f.calibration_text.empty()) return RunCalibrationProbe(f, *model, contexts.front());
   if (!f.modes.empty()) {
-    FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start({"--ram-bytes", f.node_ram}));
+    std::vector<std::string> node_args = {"--ram-bytes", f.node_ram};
+    const std::filesystem::path nvme_dir =
+        std::filesystem::temp_directory_path() / ("foresight-decode-nvme-" + std::to_string(getpid()));
+    if (!f.node_nvme.empty()) {
+      node_args.insert(node_args.end(), {"--nvme-dir", nvme_dir.string(), "--nvme-bytes", f.node_nvme});
+    }
+    struct RemoveDir {
+      std::filesystem::path dir;
+      ~RemoveDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+    } remove_nvme_dir{f.node_nvme.empty() ? std::filesystem::path() : nvme_dir};
+    FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start(node_args));
     nlohmann::json offload_rows = nlohmann::json::array();
     FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source(),
                                        contexts, weights, node.get(), &offload_rows));
@@ -694,6 +733,10 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--text", f->text,
                   "KV offload: real context from this text (prefilled once, imported by every variant)");
   cmd->add_option("--node-ram", f->node_ram, "KV offload: the cache node's RAM tier");
+  cmd->add_option("--node-nvme", f->node_nvme, "KV offload: the cache node's NVMe tier, in a temp dir (default: none)");
+  cmd->add_option("--seed-copies", f->seed_copies,
+                  "KV offload with --text: sequences of the context published before the variants run (each "
+                  "row's \"occupancy\" reports the node's tiers after them; default 1)");
   cmd->add_option("--calibration-text", f->calibration_text,
                   "Measure compact-key calibration rows against exact ones on this text (first --contexts entry)");
   cmd->add_option("--models", f->models,

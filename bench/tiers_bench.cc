@@ -14,6 +14,9 @@
 //             each get promotes a block from RocksDB                  ceiling: none
 //   ram-grpc  RAM-resident blocks over the gRPC fallback data path (CacheClient, DataPath::kGrpc)
 //                                                                      ceiling: none (memcpy shown)
+// With --profile FILE the rows are also written as a machine profile for `foresight plan`
+// (planner/machine_profile.h): its own defaults (4 KiB..4 MiB, paths ram-shm, ram-tcp, nvme, one
+// trial, no ceilings) fit in about 5 minutes.
 // The memcpy ceiling copies blocks of the same size out of an arena as large as the node's,
 // striding across it so the source is not cache-resident, into a ring of 16 destination slots, as a
 // transfer would. Throughput is in GB/s (1e9 bytes per second).
@@ -31,6 +34,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -60,7 +64,9 @@
 #include "client/cache_client.h"
 #include "client/ucx_transport.h"
 #include "common/checksum.h"
+#include "common/file_io.h"
 #include "common/units.h"
+#include "planner/machine_profile.h"
 
 namespace foresight::bench {
 namespace {
@@ -80,6 +86,8 @@ struct TiersFlags {
   std::string row_bytes;            // bytes moved per RAM row; default 256MiB (quick: 128MiB)
   int keys = 0;                     // distinct keys per RAM-path row; 0: a fifth of the RAM tier
   std::string huge_pages = "auto";  // the node's arena (and the memcpy ceiling's): auto, on, off
+  std::string profile;              // write a machine profile here (planner/machine_profile.h)
+  bool trials_set = false, row_bytes_set = false;
 };
 
 // "a,b,c" -> {"a","b","c"} (empty items dropped).
@@ -713,8 +721,49 @@ void PrintJson(const std::vector<Row>& rows) {
   std::cout.flush();
 }
 
-int RunTiers(const TiersFlags& flags) {
+// CPU microseconds per MiB -> CPU seconds per GB (1e9 bytes).
+double CpuSecondsPerGb(double us_per_mib) { return us_per_mib * 1e-6 * (1e9 / (1 << 20)); }
+
+std::string UtcNow() {
+  const std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+// The measured rows (ceilings left out) as a machine profile.
+Status WriteProfile(const TiersFlags& flags, const std::vector<Row>& rows) {
+  planner::MachineProfile profile;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  profile.host = host;
+  profile.measured_at = UtcNow();
+  profile.ucx_version = ucp_get_version_string();
+  profile.cpus = static_cast<int>(std::thread::hardware_concurrency());
+  profile.command = "foresight-bench tiers --profile " + flags.profile +
+                    (flags.paths.empty() ? "" : " --paths " + flags.paths) +
+                    (flags.sizes.empty() ? "" : " --sizes " + flags.sizes) +
+                    (flags.inflight.empty() ? "" : " --inflight " + flags.inflight);
+  for (const Row& r : rows) {
+    if (r.path == "ceiling" || r.gbps <= 0) continue;
+    profile.measurements.push_back({r.path, r.op, r.block_bytes, r.inflight, r.gbps, r.p50_us, r.p99_us,
+                                    CpuSecondsPerGb(r.client_cpu_us_per_mib), CpuSecondsPerGb(r.node_cpu_us_per_mib)});
+  }
+  if (profile.measurements.empty()) return Internal("no path was measured; no profile written");
+  return WriteWholeFile(flags.profile, planner::MachineProfileToJson(profile));
+}
+
+int RunTiers(TiersFlags flags) {
   const uint64_t max_block = 4u << 20;
+  const bool profiling = !flags.profile.empty();
+  if (profiling) {
+    // A machine profile: every block size the planner may ask about, the paths a block takes, one
+    // pass (the figures are read as capacity, not as a best case), and no ceilings.
+    if (flags.sizes.empty()) flags.sizes = "4KiB,16KiB,64KiB,256KiB,1MiB,4MiB";
+    if (flags.paths.empty()) flags.paths = "ram-shm,ram-tcp,nvme";
+    if (!flags.trials_set) flags.trials = 1;
+    if (!flags.row_bytes_set) flags.row_bytes = "64MiB";
+  }
   uint64_t ram = flags.quick ? 512ull << 20 : 1ull << 30;
   if (!flags.ram.empty()) {
     auto parsed = ParseByteSize(flags.ram);
@@ -893,32 +942,34 @@ int RunTiers(const TiersFlags& flags) {
       std::map<int, double> perftest_window_best;      // ucp_am_bw over tcp with -O <inflight>
       std::vector<Row> best;                           // per (path, op, inflight), in order
       for (int trial = 0; trial < trials; ++trial) {
-        memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena, ram, block, flags.quick ? 0.2 : 0.3));
-        // perftest moves as many bytes per run as a path row does (--row-bytes), like for like.
-        const int iters = static_cast<int>(std::clamp<uint64_t>(bytes_per_row / block, 100, 20000));
-        if (want("ram-tcp")) {
-          perftest_best =
-              std::max(perftest_best, PerftestGbps(flags.perftest, "tcp", block, iters, 0, &ceiling_note).value_or(0));
-          for (int inflight : inflights) {
-            double& best_w = perftest_window_best[inflight];
-            best_w = std::max(best_w,
-                              PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &ceiling_note).value_or(0));
+        if (!profiling) {
+          memcpy_best = std::max(memcpy_best, MemcpyCeilingGbps(arena, ram, block, flags.quick ? 0.2 : 0.3));
+          // perftest moves as many bytes per run as a path row does (--row-bytes), like for like.
+          const int iters = static_cast<int>(std::clamp<uint64_t>(bytes_per_row / block, 100, 20000));
+          if (want("ram-tcp")) {
+            perftest_best = std::max(perftest_best,
+                                     PerftestGbps(flags.perftest, "tcp", block, iters, 0, &ceiling_note).value_or(0));
+            for (int inflight : inflights) {
+              double& best_w = perftest_window_best[inflight];
+              best_w = std::max(best_w,
+                                PerftestGbps(flags.perftest, "tcp", block, iters, inflight, &ceiling_note).value_or(0));
+            }
+            // The first loopback stream after perftest's processes runs 10-25% slow, whatever its
+            // source (docs/perf-notes.md, session 7): one unmeasured run first, so that no row pays it.
+            TcpStreamGbps(arena, ram, block, bytes_per_row / 4, StreamSource::kHot, &ceiling_note);
+            for (StreamSource source : {StreamSource::kCold, StreamSource::kHot, StreamSource::kColdVerified}) {
+              double& best_s = tcp_stream_best[source];
+              best_s =
+                  std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, source, &ceiling_note).value_or(0));
+            }
           }
-          // The first loopback stream after perftest's processes runs 10-25% slow, whatever its
-          // source (docs/perf-notes.md, session 7): one unmeasured run first, so that no row pays it.
-          TcpStreamGbps(arena, ram, block, bytes_per_row / 4, StreamSource::kHot, &ceiling_note);
-          for (StreamSource source : {StreamSource::kCold, StreamSource::kHot, StreamSource::kColdVerified}) {
-            double& best_s = tcp_stream_best[source];
-            best_s =
-                std::max(best_s, TcpStreamGbps(arena, ram, block, bytes_per_row, source, &ceiling_note).value_or(0));
+          if (want("ram-shm")) {
+            perftest_shm_best = std::max(
+                perftest_shm_best,
+                PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &ceiling_note).value_or(0));
           }
+          verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         }
-        if (want("ram-shm")) {
-          perftest_shm_best =
-              std::max(perftest_shm_best,
-                       PerftestGbps(flags.perftest, "posix,sysv,cma,self", block, iters, 0, &ceiling_note).value_or(0));
-        }
-        verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         size_t at = 0;
         for (size_t pi = 0; pi < specs.size(); ++pi) {
           if (paths[pi] == nullptr) continue;
@@ -959,6 +1010,10 @@ int RunTiers(const TiersFlags& flags) {
         }
       }
       for (Row& row : best) {
+        if (profiling) {
+          rows.push_back(row);
+          continue;
+        }
         if (row.path == "ram-shm" || row.path == "ram-grpc") {
           row.ceiling_gbps = memcpy_best;
           row.ceiling = "memcpy";
@@ -979,6 +1034,7 @@ int RunTiers(const TiersFlags& flags) {
         r.transport = "-";
         rows.push_back(r);
       };
+      if (profiling) continue;  // no ceilings were measured
       reference("memcpy", memcpy_best);
       reference("xxh3-verify", verify_best);
       reference("memcpy+verify", 1.0 / (1.0 / memcpy_best + 1.0 / verify_best));
@@ -997,6 +1053,14 @@ int RunTiers(const TiersFlags& flags) {
   StopNode(*ram_node);
   StopNode(*nvme_node);
   if (remove_nvme_dir) std::filesystem::remove_all(nvme_dir);
+  if (profiling) {
+    Status written = WriteProfile(flags, rows);
+    if (!written.ok()) {
+      std::cerr << "tiers: --profile: " << written.ToString() << "\n";
+      return 1;
+    }
+    std::cerr << "tiers: machine profile written to " << flags.profile << "\n";
+  }
   if (flags.json) {
     PrintJson(rows);
   } else {
@@ -1027,7 +1091,14 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
                   "Node arena (and memcpy ceiling arena) in 2MiB huge pages: auto (when enough are free), on, off")
       ->capture_default_str();
   cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
-  cmd->callback([flags, exit_code] { *exit_code = RunTiers(*flags); });
+  cmd->add_option("--profile", flags->profile,
+                  "Also write the rows as a machine profile for `foresight plan` (its defaults: 4KiB..4MiB, "
+                  "ram-shm,ram-tcp,nvme, one trial, no ceilings; about 5 minutes)");
+  cmd->callback([flags, cmd, exit_code] {
+    flags->trials_set = cmd->count("--trials") > 0;
+    flags->row_bytes_set = cmd->count("--row-bytes") > 0;
+    *exit_code = RunTiers(*flags);
+  });
 }
 
 }  // namespace foresight::bench

@@ -3,6 +3,7 @@
 
 #include "client/cli/commands.h"
 #include "cluster/cli/cluster_commands.h"
+#include "planner/cli/plan_commands.h"
 #include "predictor/cli/predictor_commands.h"
 #include "worker/cli/worker_commands.h"
 
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   foresight::cli::AddPredictorCommands(app, &exit_code);
   foresight::cli::AddWorkerCommands(app, &exit_code);
   foresight::cli::AddClusterCommands(app, &exit_code);
+  foresight::cli::AddPlanCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

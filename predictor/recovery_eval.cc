@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <chrono>
+#include <list>
 #include <mutex>
+#include <unordered_map>
 
 namespace foresight::predictor {
 namespace {
@@ -13,8 +15,50 @@ struct LayerTally {
   double union_recovery = 0.0;
   double selected_blocks = 0.0;
   int64_t samples = 0;
+  double kv_union_blocks = 0.0;
+  int64_t kv_samples = 0;
+  double kv_new_blocks = 0.0;
+  double kv_pool_misses = 0.0;
+  int64_t kv_churn_samples = 0;  // KV head-steps after a trace's first decode step
   double seconds = 0.0;
 };
+
+// A worker's pool of one KV head's blocks: least recently used out first.
+class LruBlocks {
+ public:
+  explicit LruBlocks(int64_t capacity) : capacity_(capacity) {}
+  // Touches `block`; false when it was not held (a fetch).
+  bool Touch(int32_t block) {
+    auto it = where_.find(block);
+    if (it != where_.end()) {
+      order_.splice(order_.begin(), order_, it->second);
+      return true;
+    }
+    order_.push_front(block);
+    where_[block] = order_.begin();
+    while (static_cast<int64_t>(order_.size()) > capacity_) {
+      where_.erase(order_.back());
+      order_.pop_back();
+    }
+    return false;
+  }
+
+ private:
+  int64_t capacity_;
+  std::list<int32_t> order_;
+  std::unordered_map<int32_t, std::list<int32_t>::iterator> where_;
+};
+
+// Blocks of `now` that `before` lacks (both sorted).
+int64_t BlocksNotIn(const std::vector<int32_t>& now, const std::vector<int32_t>& before) {
+  int64_t fresh = 0;
+  auto it = before.begin();
+  for (int32_t b : now) {
+    while (it != before.end() && *it < b) ++it;
+    if (it == before.end() || *it != b) ++fresh;
+  }
+  return fresh;
+}
 
 double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
   double mass = 0.0;
@@ -23,7 +67,8 @@ double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
 }
 
 // Replays one layer of one trace under one policy and budget.
-Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union, LayerTally* tally) {
+Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union, int64_t pool_blocks,
+                   LayerTally* tally) {
   const TraceGeometry& g = trace.geometry();
   const LayerGeometry lg = g.layer();
   FS_ASSIGN_OR_RETURN(auto policy, MakeSelectionPolicy(spec, lg, layer));
@@ -34,6 +79,8 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
   seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<float> dense_max, dense_sum, sparse_max, sparse_sum;
   BlockSelection selection;
+  std::vector<std::vector<int32_t>> previous_union;
+  std::vector<LruBlocks> pools(lg.kv_heads, LruBlocks(pool_blocks));
   const int group = lg.group_size();
   for (int64_t s = 0; s < trace.decode_steps(); ++s) {
     trace.DecodeRows(layer, s, &dense_max, &dense_sum);
@@ -47,6 +94,21 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
     FS_RETURN_IF_ERROR(policy->Select(in, &selection));
     const bool dense = policy->WantsDenseRow();
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    for (int kv = 0; kv < lg.kv_heads; ++kv) {
+      const auto& now = selection.per_kv_head[kv];
+      tally->kv_union_blocks += static_cast<double>(now.size());
+      ++tally->kv_samples;
+      int64_t misses = 0;
+      if (pool_blocks > 0) {
+        for (int32_t b : now) misses += pools[kv].Touch(b) ? 0 : 1;
+      }
+      if (s > 0) {
+        tally->kv_new_blocks += static_cast<double>(BlocksNotIn(now, previous_union[kv]));
+        tally->kv_pool_misses += static_cast<double>(misses);
+        ++tally->kv_churn_samples;
+      }
+    }
+    previous_union = selection.per_kv_head;
     AttentionObservation obs;
     obs.key_tokens = in.key_tokens;
     obs.dense = dense;
@@ -118,7 +180,8 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     spec.budget.block_tokens = g0.block_tokens;
     spec.threads = 1;
     LayerTally local;
-    Status s = ReplayLayer(*traces[t], layer, spec, options.attend_kv_union, &local);
+    const int64_t pool = b < options.pool_blocks.size() ? options.pool_blocks[b] : 0;
+    Status s = ReplayLayer(*traces[t], layer, spec, options.attend_kv_union, pool, &local);
     std::lock_guard<std::mutex> lock(mu);
     if (!s.ok()) {
       if (first_error.ok()) {
@@ -132,6 +195,11 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     dst.union_recovery += local.union_recovery;
     dst.selected_blocks += local.selected_blocks;
     dst.samples += local.samples;
+    dst.kv_union_blocks += local.kv_union_blocks;
+    dst.kv_samples += local.kv_samples;
+    dst.kv_new_blocks += local.kv_new_blocks;
+    dst.kv_pool_misses += local.kv_pool_misses;
+    dst.kv_churn_samples += local.kv_churn_samples;
     dst.seconds += local.seconds;
   }
   if (!first_error.ok()) return first_error;
@@ -141,7 +209,8 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
       RecoveryResult r;
       r.label = options.variants[v].label;
       r.budget = options.budgets[b];
-      double blocks = 0.0;
+      double blocks = 0.0, union_blocks = 0.0, new_blocks = 0.0, pool_misses = 0.0;
+      int64_t kv_samples = 0, churn_samples = 0;
       for (int l = 0; l < layers; ++l) {
         const LayerTally& t = tallies[(v * B + b) * layers + l];
         const double n = t.samples > 0 ? static_cast<double>(t.samples) : 1.0;
@@ -149,10 +218,18 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
         r.recovery += t.recovery / n / layers;
         r.kv_union_recovery += t.union_recovery / n / layers;
         blocks += t.selected_blocks;
+        union_blocks += t.kv_union_blocks;
+        new_blocks += t.kv_new_blocks;
+        pool_misses += t.kv_pool_misses;
+        kv_samples += t.kv_samples;
+        churn_samples += t.kv_churn_samples;
         r.samples += t.samples;
         r.select_seconds += t.seconds;
       }
       r.mean_selected_blocks = r.samples > 0 ? blocks / r.samples : 0.0;
+      r.mean_kv_union_blocks = kv_samples > 0 ? union_blocks / kv_samples : 0.0;
+      r.mean_kv_new_blocks = churn_samples > 0 ? new_blocks / churn_samples : 0.0;
+      r.mean_kv_pool_misses = churn_samples > 0 ? pool_misses / churn_samples : 0.0;
       results.push_back(std::move(r));
     }
   }

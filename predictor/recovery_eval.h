@@ -34,6 +34,9 @@ struct RecoveryOptions {
   std::vector<int64_t> budgets;  // tokens, sink and local included
   // Sparse steps attend (and observe) the KV head's union instead of the query head's own blocks.
   bool attend_kv_union = false;
+  // Per budget (same order as `budgets`; empty: none), the blocks a worker's pool keeps per KV
+  // head between steps, least recently used dropped first: RecoveryResult::mean_kv_pool_misses.
+  std::vector<int64_t> pool_blocks;
   int threads = 1;
 };
 
@@ -45,7 +48,16 @@ struct RecoveryResult {
   std::vector<double> per_layer;      // [layers]
   int64_t samples = 0;                // (trace, layer, head, step) samples
   double mean_selected_blocks = 0.0;  // per query head and step, sink and local included
-  double select_seconds = 0.0;        // policy time (Select + Observe), summed over threads
+  // Selection churn, what a fetch costs (the capacity planner's fetch model, planner/churn_table.h):
+  // per KV head and step, the blocks of the union its query heads selected, and those of them
+  // that the previous step's union did not hold (what a worker that keeps the previous step's
+  // blocks must fetch). The first decode step of each trace counts in neither mean of new blocks.
+  double mean_kv_union_blocks = 0.0;
+  double mean_kv_new_blocks = 0.0;
+  // With options.pool_blocks: per KV head and step (after the first), the union's blocks that
+  // such a pool did not hold (what a worker with that pool fetches).
+  double mean_kv_pool_misses = 0.0;
+  double select_seconds = 0.0;  // policy time (Select + Observe), summed over threads
 };
 
 // Every variant at every budget over every trace (all traces must share the geometry).

@@ -4,6 +4,7 @@
 The layers, lowest first (docs/architecture.md, "Layering"):
 
     common <- proto <- {predictor, cache_service, client} <- cluster <- worker <- bench <- cli
+    {worker, cache_service} <- planner (the capacity planner) <- {bench, cli}
     common <- ucx (the UCX plumbing) <- {cache_service, client}
     common <- testing (LocalNode, LocalWorker) <- {bench, tests}
 
@@ -34,8 +35,10 @@ LAYERS = {
     "cluster": {"common", "proto", "ucx", "client"},
     "testing": {"common"},
     "worker": {"common", "proto", "predictor", "client", "cluster"},
-    "bench": {"common", "proto", "ucx", "predictor", "cache_service", "client", "cluster", "worker", "testing"},
-    "cli": {"common", "proto", "ucx", "predictor", "cache_service", "client", "cluster", "worker"},
+    "planner": {"common", "proto", "predictor", "cache_service", "worker"},
+    "bench": {"common", "proto", "ucx", "predictor", "cache_service", "client", "cluster", "worker", "planner",
+              "testing"},
+    "cli": {"common", "proto", "ucx", "predictor", "cache_service", "client", "cluster", "worker", "planner"},
 }
 # Test folders that exercise several modules together.
 CROSS_MODULE_TESTS = {"integration", "cluster", "fuzz"}

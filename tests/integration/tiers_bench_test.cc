@@ -2,6 +2,7 @@
 // a short real run (node, UCX shm and TCP, ucx_perftest, the plain-socket references) whose JSON
 // must be complete and self-consistent. Figures are not judged here; benchmarks print them.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <map>
@@ -43,6 +44,34 @@ BenchRun RunTiers(const std::string& args) {
   const int status = pclose(out);
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
+}
+
+// --profile writes the machine profile `foresight plan` reads (planner/machine_profile.h): every
+// measured row, no ceilings, in the versioned format.
+TEST(TiersBenchTest, ProfileHoldsEveryMeasuredRow) {
+  const std::string file = ::testing::TempDir() + "tiers-profile-" + std::to_string(getpid()) + ".json";
+  BenchRun run = RunTiers("--profile " + file +
+                          " --json --paths ram-shm,nvme --sizes 4KiB,64KiB --inflight 1,4 --row-bytes 4MiB "
+                          "--huge-pages off");
+  ASSERT_EQ(run.exit_code, 0);
+  FILE* in = std::fopen(file.c_str(), "r");
+  ASSERT_NE(in, nullptr) << "no profile at " << file;
+  std::string text;
+  for (int c; (c = std::fgetc(in)) != EOF;) text.push_back(static_cast<char>(c));
+  std::fclose(in);
+  std::remove(file.c_str());
+  const auto profile = nlohmann::json::parse(text, nullptr, false);
+  ASSERT_TRUE(profile.is_object()) << text;
+  EXPECT_EQ(profile["format"], "foresight-machine-profile");
+  EXPECT_EQ(profile["version"], 1);
+  // 2 paths x 2 ops x 2 sizes x 2 in-flight counts, as the JSON rows printed.
+  ASSERT_EQ(profile["measurements"].size(), 16u);
+  EXPECT_EQ(run.rows.size(), 16u);
+  for (const auto& m : profile["measurements"]) {
+    EXPECT_TRUE(m["path"] == "ram-shm" || m["path"] == "nvme") << m.dump();
+    EXPECT_GT(m["gbps"].get<double>(), 0) << m.dump();
+    EXPECT_GT(m["node_cpu_s_per_gb"].get<double>(), 0) << m.dump();
+  }
 }
 
 TEST(TiersBenchTest, QuickRunPrintsEveryPathAndCeiling) {

@@ -150,3 +150,51 @@ TEST(RecoveryEvalTest, HandMadeTraceGivesHandComputedRecovery) {
 
 }  // namespace
 }  // namespace foresight::predictor
+
+namespace foresight::predictor {
+namespace {
+
+// Churn by hand: dense selects every block. 300 prompt tokens and 12 decode steps attend 301..312
+// keys: 19 blocks at steps 0-3 (301-304 keys), 20 at steps 4-11. Per KV head the union holds
+// (4 x 19 + 8 x 20) / 12 blocks; one block is new, at step 4, over the 11 steps after the first.
+TEST(RecoveryEvalTest, ChurnCountsTheBlocksAKvHeadsUnionGainsPerStep) {
+  testing::SyntheticTraceOptions o;
+  o.prompt_tokens = 300;
+  o.decode_steps = 12;
+  Trace trace = testing::MakeSyntheticTrace(o);
+  RecoveryOptions options;
+  PolicySpec spec;
+  spec.kind = PolicyKind::kDense;
+  options.variants.push_back({"dense", spec});
+  options.budgets = {64};
+  const Trace* traces[] = {&trace};
+  auto results = EvaluateRecovery(traces, options);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_DOUBLE_EQ((*results)[0].mean_kv_union_blocks, (4.0 * 19 + 8.0 * 20) / 12);
+  EXPECT_DOUBLE_EQ((*results)[0].mean_kv_new_blocks, 1.0 / 11);
+}
+
+// A pool that holds the union misses only the new block; one smaller than the union (LRU, touched
+// in order) misses every block at every step: (3 x 19 + 8 x 20) / 11 over steps 1-11.
+TEST(RecoveryEvalTest, PoolMissesFollowAnLruOfTheWorkersPoolSize) {
+  testing::SyntheticTraceOptions o;
+  o.prompt_tokens = 300;
+  o.decode_steps = 12;
+  Trace trace = testing::MakeSyntheticTrace(o);
+  RecoveryOptions options;
+  PolicySpec spec;
+  spec.kind = PolicyKind::kDense;
+  options.variants.push_back({"dense", spec});
+  options.budgets = {64, 128};
+  options.pool_blocks = {40, 5};
+  const Trace* traces[] = {&trace};
+  auto results = EvaluateRecovery(traces, options);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  ASSERT_EQ(results->size(), 2u);
+  EXPECT_DOUBLE_EQ((*results)[0].mean_kv_pool_misses, 1.0 / 11);
+  EXPECT_DOUBLE_EQ((*results)[1].mean_kv_pool_misses, (3.0 * 19 + 8.0 * 20) / 11);
+}
+
+}  // namespace
+}  // namespace foresight::predictor

@@ -264,7 +264,7 @@ Status ImportPrefix(CacheClient* client, std::string_view name_space, std::strin
   // Manifests first: they say every layer is there, and carry the per-head checksums.
   PrefixChain chain(name_space, fingerprint);
   std::vector<std::vector<BlockKey>> keys(n_blocks);
-  const uint64_t manifest_bytes = kManifestHeader + uint64_t{8} * n_layers * heads;
+  const uint64_t manifest_bytes = KvManifestBytes(n_layers, heads);
   std::vector<uint8_t> manifests(n_blocks * manifest_bytes);
   std::vector<BlockGet> gets(n_blocks);
   for (int64_t b = 0; b < n_blocks; ++b) {

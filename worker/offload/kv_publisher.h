@@ -44,6 +44,12 @@ namespace foresight::worker {
 // different for models whose KV could differ in any of those.
 std::string ModelFingerprint(const Model& model);
 
+// Bytes of one sequence block's manifest: magic, geometry, then one checksum per (layer, KV head).
+// The capacity planner counts them (planner/capacity_plan.h).
+inline constexpr uint64_t KvManifestBytes(uint64_t n_layers, uint64_t kv_heads) {
+  return 8 + 4 * 4 + 8 * n_layers * kv_heads;
+}
+
 struct KvPublisherOptions {
   WriteBehindOptions queue = {.ring_bytes = 32ull << 20, .max_batch = 32, .max_batches_in_flight = 4};
 };

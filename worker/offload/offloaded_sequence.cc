@@ -124,11 +124,8 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
   }
   if (offload) {
     const BlockLayout& layout = s->seq_.kv().layout();
-    const int64_t budget_blocks = (policy->budget.budget_tokens + 15) / 16;
-    const int64_t group = c.n_heads / c.n_kv_heads;
-    const int64_t margin =
-        o.margin_blocks >= 0 ? o.margin_blocks : std::max(budget_blocks, (group - 1) * budget_blocks + 16);
-    const int64_t per_head = budget_blocks + margin;
+    const int64_t per_head =
+        ResidentPoolBlocksPerHead(policy->budget.budget_tokens, c.n_heads / c.n_kv_heads, o.margin_blocks);
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
     FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
     s->pool_ = std::make_unique<ResidentPool>(buffer, layout.head_bytes(), slots);

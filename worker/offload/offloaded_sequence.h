@@ -60,6 +60,16 @@ enum class OffloadMode { kResident, kOnDemand, kCrossLayer, kCrossToken };
 StatusOr<OffloadMode> ParseOffloadMode(std::string_view name);
 std::string_view OffloadModeName(OffloadMode mode);
 
+// Blocks the resident pool holds per (layer, KV head): budget / 16 + margin, the margin chosen as
+// OffloadOptions::margin_blocks says (-1: auto). The capacity planner replays this pool
+// (planner/churn_table.h).
+inline int64_t ResidentPoolBlocksPerHead(int64_t budget_tokens, int64_t group, int64_t margin_blocks) {
+  const int64_t budget_blocks = (budget_tokens + 15) / 16;
+  const int64_t auto_margin = (group - 1) * budget_blocks + 16;
+  return budget_blocks +
+         (margin_blocks >= 0 ? margin_blocks : (auto_margin > budget_blocks ? auto_margin : budget_blocks));
+}
+
 struct OffloadOptions {
   OffloadMode mode = OffloadMode::kCrossToken;
   bool reuse = true;  // false: every selected non-resident block is fetched every step

@@ -1,0 +1,228 @@
+#include "planner/churn_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "common/file_io.h"
+#include "common/json_fields.h"
+#include "predictor/recovery_eval.h"
+#include "predictor/shipped_weights.h"
+#include "predictor/trace.h"
+#include "worker/offload/offloaded_sequence.h"
+
+namespace foresight::planner {
+
+namespace internal {
+extern const unsigned char kShippedChurnTable[];
+extern const size_t kShippedChurnTable_size;
+}  // namespace internal
+
+namespace {
+
+StatusOr<predictor::PolicyVariant> MakeVariant(const std::string& name,
+                                               std::shared_ptr<const predictor::CnnWeights> weights) {
+  predictor::PolicyVariant v;
+  v.label = name;
+  v.spec.weights = std::move(weights);
+  if (name == "ap") {
+    v.spec.kind = predictor::PolicyKind::kAttentionPredictor;
+    v.spec.predict_per_kv_head = true;
+    v.spec.reuse_steps = predictor::PolicySpec::kServingUpdatePeriod;
+    v.spec.query_refine = predictor::PolicySpec::kServingQueryRefine;
+    v.spec.refine_scorer = predictor::PolicySpec::RefineScorer::kQuestBound;
+    return v;
+  }
+  const auto policies = ChurnPolicies();
+  if (std::find(policies.begin(), policies.end(), name) == policies.end()) {
+    std::string known;
+    for (const auto& p : policies) known += (known.empty() ? "" : ", ") + p;
+    return InvalidArgument("--policies: \"" + name + "\" is not one of " + known);
+  }
+  FS_ASSIGN_OR_RETURN(v.spec.kind, predictor::ParsePolicyKind(name));
+  return v;
+}
+
+}  // namespace
+
+std::vector<std::string> ChurnPolicies() {
+  return {"ap", "attention_predictor", "quest", "h2o", "snapkv", "streaming_llm"};
+}
+
+std::string ChurnTableToJson(const ChurnTable& table) {
+  nlohmann::json j;
+  j["format"] = kChurnTableFormat;
+  j["version"] = kChurnTableVersion;
+  j["block_tokens"] = table.block_tokens;
+  j["command"] = table.command;
+  j["traces"] = nlohmann::json::array();
+  for (const ChurnTraceSource& t : table.traces) {
+    j["traces"].push_back({{"file", t.file}, {"prompt_tokens", t.prompt_tokens}, {"decode_steps", t.decode_steps}});
+  }
+  j["rows"] = nlohmann::json::array();
+  for (const ChurnRow& r : table.rows) {
+    // Four decimals: the table is read by people and diffed when re-derived.
+    auto round4 = [](double x) { return std::round(x * 1e4) / 1e4; };
+    j["rows"].push_back({{"policy", r.policy},
+                         {"budget", r.budget},
+                         {"context", r.context},
+                         {"kv_union_blocks", round4(r.kv_union_blocks)},
+                         {"kv_new_blocks", round4(r.kv_new_blocks)},
+                         {"pool_blocks", r.pool_blocks},
+                         {"kv_pool_misses", round4(r.kv_pool_misses)},
+                         {"recovery", round4(r.recovery)}});
+  }
+  return j.dump(1) + "\n";
+}
+
+StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string& source) {
+  const std::string where = "churn table " + source;
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument(where + " is not a JSON object");
+  auto format = JsonField<std::string>(j, "format", "");
+  if (!format.ok() || *format != kChurnTableFormat) {
+    return InvalidArgument(where + ": field \"format\" is not \"" + kChurnTableFormat + "\"");
+  }
+  auto version = JsonField<int>(j, "version", 0);
+  if (!version.ok()) return version.status().WithContext(where);
+  if (*version != kChurnTableVersion) {
+    return InvalidArgument(where + ": field \"version\" is " + std::to_string(*version) + ", this planner reads " +
+                           std::to_string(kChurnTableVersion));
+  }
+  ChurnTable t;
+  auto block_tokens = JsonField<int>(j, "block_tokens", 0);
+  if (!block_tokens.ok()) return block_tokens.status().WithContext(where);
+  if (*block_tokens <= 0) return InvalidArgument(where + ": field \"block_tokens\" must be positive");
+  t.block_tokens = *block_tokens;
+  auto command = JsonField<std::string>(j, "command", "");
+  if (!command.ok()) return command.status().WithContext(where);
+  t.command = *command;
+  if (j.contains("traces") && j["traces"].is_array()) {
+    for (const auto& e : j["traces"]) {
+      ChurnTraceSource s;
+      FS_ASSIGN_OR_RETURN(s.file, JsonField<std::string>(e, "file", ""));
+      FS_ASSIGN_OR_RETURN(s.prompt_tokens, JsonField<int64_t>(e, "prompt_tokens", 0));
+      FS_ASSIGN_OR_RETURN(s.decode_steps, JsonField<int64_t>(e, "decode_steps", 0));
+      t.traces.push_back(std::move(s));
+    }
+  }
+  const auto rows = j.find("rows");
+  if (rows == j.end() || !rows->is_array() || rows->empty()) {
+    return InvalidArgument(where + ": field \"rows\" is missing or empty");
+  }
+  for (size_t i = 0; i < rows->size(); ++i) {
+    const auto& e = (*rows)[i];
+    const std::string row_where = where + ": rows[" + std::to_string(i) + "]";
+    ChurnRow r;
+    auto get = [&]<typename T>(const char* key, T* out) -> Status {
+      auto v = JsonField<T>(e, key, T{});
+      if (!v.ok()) return v.status().WithContext(row_where);
+      *out = *v;
+      return Status::OK();
+    };
+    FS_RETURN_IF_ERROR(get("policy", &r.policy));
+    FS_RETURN_IF_ERROR(get("budget", &r.budget));
+    FS_RETURN_IF_ERROR(get("context", &r.context));
+    FS_RETURN_IF_ERROR(get("kv_union_blocks", &r.kv_union_blocks));
+    FS_RETURN_IF_ERROR(get("kv_new_blocks", &r.kv_new_blocks));
+    FS_RETURN_IF_ERROR(get("pool_blocks", &r.pool_blocks));
+    FS_RETURN_IF_ERROR(get("kv_pool_misses", &r.kv_pool_misses));
+    FS_RETURN_IF_ERROR(get("recovery", &r.recovery));
+    if (r.policy.empty() || r.budget <= 0 || r.context <= 0 || !(r.kv_union_blocks > 0) || r.kv_new_blocks < 0 ||
+        r.kv_new_blocks > r.kv_union_blocks || r.pool_blocks <= 0 || r.kv_pool_misses < 0 ||
+        r.kv_pool_misses > r.kv_union_blocks) {
+      return InvalidArgument(row_where +
+                             ": needs a policy, a positive budget, context and pool_blocks, kv_union_blocks > 0, and "
+                             "kv_new_blocks and kv_pool_misses from 0 to kv_union_blocks");
+    }
+    t.rows.push_back(std::move(r));
+  }
+  return t;
+}
+
+StatusOr<ChurnTable> LoadChurnTable(const std::string& file) {
+  FS_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(file, "--churn " + file));
+  return ParseChurnTable(text, file);
+}
+
+StatusOr<ChurnTable> ShippedChurnTable() {
+  const std::string text(reinterpret_cast<const char*>(internal::kShippedChurnTable),
+                         internal::kShippedChurnTable_size);
+  return ParseChurnTable(text, "planner/data/churn-smollm2.json (shipped)");
+}
+
+StatusOr<ChurnEstimate> EstimateChurn(const ChurnTable& table, const std::string& policy, int64_t budget_tokens,
+                                      int64_t context_tokens) {
+  const ChurnRow* nearest = nullptr;
+  double nearest_distance = INFINITY;
+  std::string known;
+  for (const ChurnRow& r : table.rows) {
+    if (known.find(r.policy) == std::string::npos) known += (known.empty() ? "" : ", ") + r.policy;
+    if (r.policy != policy) continue;
+    const double distance = std::fabs(std::log(static_cast<double>(r.budget) / static_cast<double>(budget_tokens)));
+    if (distance < nearest_distance) {
+      nearest_distance = distance;
+      nearest = &r;
+    }
+  }
+  if (nearest == nullptr) {
+    return InvalidArgument("--policy \"" + policy + "\" has no row in the churn table (it has: " + known + ")");
+  }
+  const double scale = static_cast<double>(budget_tokens) / static_cast<double>(nearest->budget);
+  const double context_blocks = std::ceil(static_cast<double>(context_tokens) / table.block_tokens);
+  ChurnEstimate e;
+  e.measured_budget = nearest->budget;
+  e.union_blocks = std::min(nearest->kv_union_blocks * scale, context_blocks);
+  e.new_blocks = nearest->kv_pool_misses * scale;
+  if (e.union_blocks >= context_blocks) {
+    // Everything is selected: only the block that the step's token opens is new, once in
+    // block_tokens steps (and the worker wrote it itself).
+    e.new_blocks = 1.0 / table.block_tokens;
+  }
+  e.new_blocks = std::min(e.new_blocks, e.union_blocks);
+  return e;
+}
+
+StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_files,
+                                      const std::vector<std::string>& policies, const std::vector<int64_t>& budgets,
+                                      int threads, const std::string& command) {
+  if (trace_files.empty()) return InvalidArgument("--traces: no trace files");
+  FS_ASSIGN_OR_RETURN(auto weights, predictor::LoadCnnWeightsOrShipped(""));
+  std::vector<predictor::Trace> traces;
+  ChurnTable table;
+  table.command = command;
+  double key_tokens = 0, steps = 0;
+  for (const std::string& file : trace_files) {
+    FS_ASSIGN_OR_RETURN(predictor::Trace t, predictor::Trace::Load(file));
+    const auto& g = t.geometry();
+    table.block_tokens = static_cast<int>(g.block_tokens);
+    for (int64_t s = 0; s < t.decode_steps(); ++s) key_tokens += static_cast<double>(g.key_tokens(s));
+    steps += static_cast<double>(t.decode_steps());
+    table.traces.push_back({file, g.prompt_tokens, t.decode_steps()});
+    traces.push_back(std::move(t));
+  }
+  std::vector<const predictor::Trace*> views;
+  for (const auto& t : traces) views.push_back(&t);
+  predictor::RecoveryOptions options;
+  options.budgets = budgets;
+  options.threads = threads;
+  const auto& g = traces.front().geometry();
+  for (int64_t budget : budgets) {
+    options.pool_blocks.push_back(
+        worker::ResidentPoolBlocksPerHead(budget, g.q_heads / g.kv_heads, worker::OffloadOptions{}.margin_blocks));
+  }
+  for (const std::string& p : policies) {
+    FS_ASSIGN_OR_RETURN(predictor::PolicyVariant v, MakeVariant(p, weights));
+    options.variants.push_back(std::move(v));
+  }
+  FS_ASSIGN_OR_RETURN(auto results, predictor::EvaluateRecovery(views, options));
+  const int64_t mean_context = steps > 0 ? static_cast<int64_t>(std::llround(key_tokens / steps)) : 0;
+  for (const auto& r : results) {
+    const size_t b = std::find(budgets.begin(), budgets.end(), r.budget) - budgets.begin();
+    table.rows.push_back({r.label, r.budget, mean_context, r.mean_kv_union_blocks, r.mean_kv_new_blocks,
+                          options.pool_blocks[b], r.mean_kv_pool_misses, r.kv_union_recovery});
+  }
+  return table;
+}
+
+}  // namespace foresight::planner

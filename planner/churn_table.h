@@ -1,0 +1,89 @@
+// ChurnTable: the planner's fetch model, measured. For each selection policy and budget, how many
+// blocks one KV head's selection holds per decode step (the union of its query heads' choices:
+// what a worker fetches when it keeps nothing between steps) and how many of them the previous
+// step did not hold (what it fetches when it keeps the previous step's blocks: cross-token
+// offload with reuse). Replayed from recorded traces (`foresight trace`, docs/trace-format.md)
+// through the same policies the worker runs (predictor/recovery_eval.h).
+//
+// The planner ships one table (planner/data/churn-smollm2.json, compiled in); `foresight plan-churn`
+// re-derives it from traces with one command. Format, versioned JSON:
+//
+//   {"format": "foresight-churn-table", "version": 1, "block_tokens": 16, "command": "...",
+//    "traces": [{"file": "...", "prompt_tokens": 3966, "decode_steps": 32}],
+//    "rows": [{"policy": "ap", "budget": 1024, "context": 7709, "kv_union_blocks": 77.7,
+//              "kv_new_blocks": 8.8, "pool_blocks": 208, "kv_pool_misses": 2.1, "recovery": 0.93}]}
+//
+// With reuse the worker fetches what its resident pool (budget / 16 + margin blocks per layer and
+// KV head, least recently used out: worker/offload/offloaded_sequence.h) does not hold, so the
+// plan reads kv_pool_misses; kv_new_blocks (against the previous step alone) is kept for readers.
+//
+// Thread-safety: value types; DeriveChurnTable uses up to `threads` OpenMP threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace foresight::planner {
+
+inline constexpr char kChurnTableFormat[] = "foresight-churn-table";
+inline constexpr int kChurnTableVersion = 1;
+
+struct ChurnRow {
+  std::string policy;
+  int64_t budget = 0;          // tokens per head, sink and local included
+  int64_t context = 0;         // mean key tokens of the traces' decode steps
+  double kv_union_blocks = 0;  // per KV head and step
+  double kv_new_blocks = 0;    // per KV head and step, not in the previous step's union
+  int64_t pool_blocks = 0;     // the worker's resident pool per KV head at this budget
+  double kv_pool_misses = 0;   // per KV head and step, not in that pool (LRU): fetched with reuse
+  double recovery = 0;         // attention mass on the KV head's union (for the reader)
+};
+
+struct ChurnTraceSource {
+  std::string file;
+  int64_t prompt_tokens = 0, decode_steps = 0;
+};
+
+struct ChurnTable {
+  int block_tokens = 16;
+  std::string command;
+  std::vector<ChurnTraceSource> traces;
+  std::vector<ChurnRow> rows;
+};
+
+// What one KV head fetches per decode step at a given budget, from the table.
+struct ChurnEstimate {
+  double union_blocks = 0;      // without reuse
+  double new_blocks = 0;        // with reuse: misses of the worker's pool
+  int64_t measured_budget = 0;  // the table's row it was scaled from
+};
+
+std::string ChurnTableToJson(const ChurnTable& table);
+// INVALID_ARGUMENT naming `source` and the field.
+StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string& source);
+StatusOr<ChurnTable> LoadChurnTable(const std::string& file);
+// The table compiled into the binaries.
+StatusOr<ChurnTable> ShippedChurnTable();
+
+// The row of `policy` at the budget nearest `budget_tokens` (by ratio), its block counts scaled
+// by budget_tokens / row budget, and capped at the context's blocks (a budget that selects every
+// block fetches nothing new with reuse but the newest block). INVALID_ARGUMENT naming --policy and
+// the table's policies when the table has none for it.
+StatusOr<ChurnEstimate> EstimateChurn(const ChurnTable& table, const std::string& policy, int64_t budget_tokens,
+                                      int64_t context_tokens);
+
+// The policies DeriveChurnTable knows: "ap" (AttentionPredictor as served: one CNN per KV head,
+// updated every 10 steps, a quarter of the blocks chosen by the step's query; traces hold no keys,
+// so the query's scores are Quest's bound over the key digests, not the worker's int8 key copy),
+// "attention_predictor" (the published method), "quest", "h2o", "snapkv", "streaming_llm".
+std::vector<std::string> ChurnPolicies();
+
+// Replays `trace_files` under every policy and budget. `command` is recorded in the table.
+StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_files,
+                                      const std::vector<std::string>& policies, const std::vector<int64_t>& budgets,
+                                      int threads, const std::string& command);
+
+}  // namespace foresight::planner

@@ -1,0 +1,173 @@
+// `foresight plan` and `foresight plan-churn`.
+#include "planner/cli/plan_commands.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/cli_util.h"
+#include "common/file_io.h"
+#include "common/units.h"
+#include "planner/capacity_plan.h"
+#include "planner/capacity_plots.h"
+#include "planner/churn_table.h"
+#include "planner/kv_geometry.h"
+#include "planner/machine_profile.h"
+
+namespace foresight::cli {
+namespace {
+
+using namespace foresight::planner;
+
+struct PlanFlags {
+  std::string profile, model, context, budget = "1024", policy = "ap", node_ram, node_nvme = "0", kv_dtype = "f16";
+  std::string link = "ram-tcp", churn, plot_dir;
+  int64_t sequences = 1, sequences_per_worker = 1;
+  double decode_tps = 10;
+  int replication = 1;
+  bool json = false, no_reuse = false;
+};
+
+// A token count ("8192", "128K" = 131072); errors name the flag.
+StatusOr<int64_t> ParseTokens(const std::string& text, const std::string& flag) {
+  auto v = ParseByteSize(text);
+  if (!v.ok() || *v == 0 || *v > (uint64_t{1} << 31)) {
+    return InvalidArgument(flag + " \"" + text + "\" is not a token count from 1 to 2^31 (e.g. 8192 or 128K)");
+  }
+  return static_cast<int64_t>(*v);
+}
+
+StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& flag) {
+  auto v = ParseByteSize(text);
+  if (!v.ok()) return InvalidArgument(flag + " \"" + text + "\" is not a size (e.g. 64GiB, 3.84TB, 0)");
+  return *v;
+}
+
+StatusOr<PlanRequest> MakeRequest(const PlanFlags& f) {
+  PlanRequest r;
+  FS_ASSIGN_OR_RETURN(r.model, ResolveKvGeometry(f.model));
+  FS_ASSIGN_OR_RETURN(r.kv_dtype, ParseKvDtype(f.kv_dtype));
+  FS_ASSIGN_OR_RETURN(r.context, ParseTokens(f.context, "--context"));
+  FS_ASSIGN_OR_RETURN(r.budget, ParseTokens(f.budget, "--budget"));
+  FS_ASSIGN_OR_RETURN(r.node_ram, ParseSize(f.node_ram, "--node-ram"));
+  FS_ASSIGN_OR_RETURN(r.node_nvme, ParseSize(f.node_nvme, "--node-nvme"));
+  r.policy = f.policy;
+  r.sequences = f.sequences;
+  r.sequences_per_worker = f.sequences_per_worker;
+  r.decode_tps = f.decode_tps;
+  r.replication = f.replication;
+  r.reuse = !f.no_reuse;
+  r.link = f.link;
+  return r;
+}
+
+int RunPlan(const PlanFlags& f) {
+  auto request = MakeRequest(f);
+  if (!request.ok()) return Fail(request.status());
+  auto profile = LoadMachineProfile(f.profile);
+  if (!profile.ok()) return Fail(profile.status());
+  auto churn = f.churn.empty() ? ShippedChurnTable() : LoadChurnTable(f.churn);
+  if (!churn.ok()) return Fail(churn.status());
+  auto plan = MakeCapacityPlan(*request, *profile, *churn);
+  if (!plan.ok()) return Fail(plan.status());
+  if (f.json) {
+    std::cout << CapacityPlanToJson(*plan).dump(1) << "\n";
+  } else {
+    std::cout << FormatCapacityPlan(*plan);
+  }
+  if (!f.plot_dir.empty()) {
+    auto plots = MakeCapacityPlots(*request, *profile, *churn);
+    if (!plots.ok()) return Fail(plots.status());
+    std::error_code ec;
+    std::filesystem::create_directories(f.plot_dir, ec);
+    if (ec) return Fail(InvalidArgument("--plot " + f.plot_dir + ": " + ec.message()));
+    for (const PlotFile& plot : *plots) {
+      const std::string path = (std::filesystem::path(f.plot_dir) / plot.name).string();
+      Status written = WriteWholeFile(path, plot.svg);
+      if (!written.ok()) return Fail(written);
+      std::cerr << "plan: wrote " << path << "\n";
+    }
+  }
+  return 0;
+}
+
+struct ChurnFlags {
+  std::string traces, policies = "ap,attention_predictor,quest,h2o,snapkv,streaming_llm", budgets = "256,512,1024,2048";
+  std::string out = "-";
+  int threads = 0;
+};
+
+std::vector<std::string> SplitCommas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int RunPlanChurn(const ChurnFlags& f, const std::string& command) {
+  auto budgets = ParseIntList(f.budgets, "--budgets", 16, int64_t{1} << 31);
+  if (!budgets.ok()) return Fail(budgets.status());
+  const int threads = f.threads > 0 ? f.threads : omp_get_max_threads();
+  auto table = DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, threads, command);
+  if (!table.ok()) return Fail(table.status());
+  Status written = WriteOutput(f.out, ChurnTableToJson(*table));
+  return written.ok() ? 0 : Fail(written);
+}
+
+}  // namespace
+
+void AddPlanCommands(CLI::App& app, int* exit_code) {
+  auto plan_flags = std::make_shared<PlanFlags>();
+  CLI::App* plan = app.add_subcommand(
+      "plan",
+      "Capacity plan: sequences per node and tier, fetch bandwidth, bottleneck, nodes needed (docs/capacity.md)");
+  PlanFlags& p = *plan_flags;
+  plan->add_option("--profile", p.profile, "Machine profile (foresight-bench tiers --profile FILE)")->required();
+  plan->add_option("--model", p.model,
+                   "A GGUF file, a Hugging Face folder, or llama-3.1-8b, llama-3.1-70b, qwen2.5-7b, mistral-7b, "
+                   "smollm2-135m")
+      ->required();
+  plan->add_option("--context", p.context, "Tokens per sequence (8192, 128K)")->required();
+  plan->add_option("--budget", p.budget, "Tokens per head kept on the worker (default 1024)");
+  plan->add_option("--policy", p.policy, "Selection policy of the churn table (default ap)");
+  plan->add_option("--sequences", p.sequences, "Concurrent sequences in the fleet (default 1)");
+  plan->add_option("--decode-tps", p.decode_tps, "Decode tokens per second per sequence (default 10)");
+  plan->add_option("--sequences-per-worker", p.sequences_per_worker, "Sequences one worker decodes (default 1)");
+  plan->add_option("--node-ram", p.node_ram, "A node's RAM tier (e.g. 256GiB)")->required();
+  plan->add_option("--node-nvme", p.node_nvme, "A node's NVMe tier (e.g. 3.84TB; default 0: none)");
+  plan->add_option("--replication", p.replication, "Copies of every block, on distinct nodes (default 1)");
+  plan->add_option("--kv-dtype", p.kv_dtype, "KV element type: f16 (default), bf16, f32, fp8");
+  plan->add_option("--link", p.link, "How workers reach nodes, a path of the profile: ram-tcp (default), ram-shm");
+  plan->add_flag("--no-reuse", p.no_reuse, "Workers fetch the whole selection every step (no cross-token reuse)");
+  plan->add_option("--churn", p.churn, "Churn table (default: the shipped one; foresight plan-churn makes one)");
+  plan->add_flag("--json", p.json, "Print the plan as JSON");
+  plan->add_option("--plot", p.plot_dir, "Also draw the plan's plots (SVG) into this folder");
+  plan->callback([plan_flags, exit_code] { *exit_code = RunPlan(*plan_flags); });
+
+  auto churn_flags = std::make_shared<ChurnFlags>();
+  CLI::App* churn = app.add_subcommand(
+      "plan-churn", "Derive the planner's churn table (blocks fetched per step, per policy and budget) from traces");
+  ChurnFlags& c = *churn_flags;
+  churn->add_option("--traces", c.traces, "Comma-separated trace files (foresight trace)")->required();
+  churn->add_option("--policies", c.policies,
+                    "Policies (default ap,attention_predictor,quest,h2o,snapkv,streaming_llm)");
+  churn->add_option("--budgets", c.budgets, "Budgets in tokens (default 256,512,1024,2048)");
+  churn->add_option("--threads", c.threads, "Threads (default: all)");
+  churn->add_option("--out", c.out, "Output file (default -: stdout)");
+  churn->callback([churn_flags, churn, exit_code] {
+    std::string command = "foresight plan-churn --traces " + churn_flags->traces + " --policies " +
+                          churn_flags->policies + " --budgets " + churn_flags->budgets;
+    *exit_code = RunPlanChurn(*churn_flags, command);
+  });
+}
+
+}  // namespace foresight::cli

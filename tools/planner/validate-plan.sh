@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Checks a `foresight plan` point against a real run on this machine (issue 20, acceptance 2):
+# SmolLM2 at ~7.7K tokens, AttentionPredictor as served at budget 1024, cross-token offload, a node
+# with a small RAM tier over NVMe holding SEQUENCES sequences.
+#   - fetch bytes per token: the plan's fetch_bytes_per_token (with reuse, and without) against
+#     `foresight-bench decode --modes cross-token` on a real prefill (target: within 20%);
+#   - occupancy: the plan's RAM and NVMe bytes per node against the node's own figures after
+#     SEQUENCES sequences were published (target: within 10%).
+#
+#   tools/planner/validate-plan.sh [PROFILE]   (no PROFILE: measured first, ~2-5 minutes)
+#
+# Environment: BIN (default build/bin), NODE_RAM (512MiB), NODE_NVME (2GiB), SEQUENCES (4),
+# CONTEXT (7700), TRANSPORT (shm), STEPS (timed decode steps, 16), WORK (a temp dir).
+# Exit status 1 when a figure misses its target.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-build/bin}
+NODE_RAM=${NODE_RAM:-512MiB}
+NODE_NVME=${NODE_NVME:-2GiB}
+SEQUENCES=${SEQUENCES:-4}
+CONTEXT=${CONTEXT:-7700}
+TRANSPORT=${TRANSPORT:-shm}
+STEPS=${STEPS:-16}
+WORK=${WORK:-$(mktemp -d /tmp/foresight-validate.XXXXXX)}
+PROFILE=${1:-}
+if [[ -z "$PROFILE" ]]; then
+  PROFILE="$WORK/profile.json"
+  "$BIN/foresight-bench" tiers --profile "$PROFILE" --json > "$WORK/tiers.json"
+fi
+# The same held-out text as the churn table's first trace (tools/planner/derive-churn.sh).
+cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/LGPL-3 | head -c 36000 | sed '$d' > "$WORK/text.txt"
+"$BIN/foresight" plan --json --profile "$PROFILE" --model smollm2-135m --context "$CONTEXT" --budget 1024 \
+  --policy ap --sequences "$SEQUENCES" --node-ram "$NODE_RAM" --node-nvme "$NODE_NVME" > "$WORK/plan.json"
+"$BIN/foresight" plan --json --profile "$PROFILE" --model smollm2-135m --context "$CONTEXT" --budget 1024 \
+  --policy ap --sequences "$SEQUENCES" --node-ram "$NODE_RAM" --node-nvme "$NODE_NVME" --no-reuse \
+  > "$WORK/plan-no-reuse.json"
+OMP_WAIT_POLICY=passive "$BIN/foresight-bench" decode --contexts "$CONTEXT" --modes cross-token --no-reuse \
+  --policy ap --budget 1024 --text "$WORK/text.txt" --transport "$TRANSPORT" --steps "$STEPS" --warmup 3 \
+  --node-ram "$NODE_RAM" --node-nvme "$NODE_NVME" --seed-copies "$SEQUENCES" --json > "$WORK/decode.json"
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+plan = json.load(open(f"{work}/plan.json"))
+plan_nr = json.load(open(f"{work}/plan-no-reuse.json"))
+rows = json.load(open(f"{work}/decode.json"))
+ok = True
+def check(what, predicted, measured, tolerance):
+    global ok
+    error = (predicted - measured) / measured if measured else float("inf")
+    passed = abs(error) <= tolerance
+    ok = ok and passed
+    print(f"{what:<34} predicted {predicted:>14,.0f}  measured {measured:>14,.0f}  "
+          f"error {100 * error:+6.1f}%  (target {100 * tolerance:.0f}%)  {'ok' if passed else 'MISSED'}")
+for row in rows:
+    plan_row = plan if row["reuse"] else plan_nr
+    check(f"fetch bytes/token ({'reuse' if row['reuse'] else 'no reuse'})",
+          plan_row["fetch_bytes_per_token"], row["bytes_per_token"], 0.20)
+occupancy = rows[0]["occupancy"]
+check("node RAM used (bytes)", plan["ram_used_bytes_per_node"], occupancy["node_ram_used_bytes"], 0.10)
+check("node NVMe used (bytes)", plan["nvme_used_bytes_per_node"], occupancy["node_nvme_used_bytes"], 0.10)
+print(f"work files: {work}")
+sys.exit(0 if ok else 1)
+PY
