@@ -283,6 +283,105 @@ void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, con
   }
 }
 
+namespace {
+
+inline __m256 LoadHalf8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// Q queries against each key row, the key converted once; n % 16 == 0.
+template <int Q>
+void DotHalfRowsTile(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, float scale,
+                     float* const* out) {
+  const float* qs[Q];
+#pragma GCC unroll 8
+  for (int j = 0; j < Q; ++j) qs[j] = queries[j];
+  for (int64_t i = 0; i < count; ++i) {
+    const uint16_t* a = rows + i * n;
+    __m256 lo[Q], hi[Q];
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 16) {
+      const __m256 alo = LoadHalf8(a + k), ahi = LoadHalf8(a + k + 8);
+#pragma GCC unroll 8
+      for (int j = 0; j < Q; ++j) {
+        lo[j] = _mm256_fmadd_ps(alo, _mm256_loadu_ps(qs[j] + k), lo[j]);
+        hi[j] = _mm256_fmadd_ps(ahi, _mm256_loadu_ps(qs[j] + k + 8), hi[j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) out[j][i] = SumLanes16(lo[j], hi[j]) * scale;
+  }
+}
+
+// R probability rows over full blocks, two lanes at a time, each value row converted once; n % 8 == 0.
+template <int R>
+void AccumulateRowsTile(const float* const* probs, float* const* lanes, const uint16_t* const* values,
+                        int64_t n_blocks, int64_t n) {
+  for (int64_t c = 0; c < n; c += 8) {
+    for (int first = 0; first < kAttentionLanes; first += 2) {
+      __m256 acc[R][2];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_loadu_ps(lanes[r] + first * n + c);
+        acc[r][1] = _mm256_loadu_ps(lanes[r] + (first + 1) * n + c);
+      }
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const uint16_t* v = values[k] + first * n + c;
+        const __m256 v0 = LoadHalf8(v), v1 = LoadHalf8(v + n);
+        const int64_t at = k * kAttentionLanes + first;
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(probs[r][at]), v0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(probs[r][at + 1]), v1, acc[r][1]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        _mm256_storeu_ps(lanes[r] + first * n + c, acc[r][0]);
+        _mm256_storeu_ps(lanes[r] + (first + 1) * n + c, acc[r][1]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, int64_t n_queries,
+                        float scale, float* const* out) {
+  if (n % 16 != 0) {
+    for (int64_t j = 0; j < n_queries; ++j) DotHalfRows(rows, count, n, queries[j], scale, out[j]);
+    return;
+  }
+  for (int64_t j = 0; j < n_queries; j += kMaxQueryRows) {
+    switch (std::min<int64_t>(kMaxQueryRows, n_queries - j)) {
+      case 1: DotHalfRowsTile<1>(rows, count, n, queries + j, scale, out + j); break;
+      case 2: DotHalfRowsTile<2>(rows, count, n, queries + j, scale, out + j); break;
+      case 3: DotHalfRowsTile<3>(rows, count, n, queries + j, scale, out + j); break;
+      case 4: DotHalfRowsTile<4>(rows, count, n, queries + j, scale, out + j); break;
+      case 5: DotHalfRowsTile<5>(rows, count, n, queries + j, scale, out + j); break;
+      default: DotHalfRowsTile<6>(rows, count, n, queries + j, scale, out + j); break;
+    }
+  }
+}
+
+void AccumulateHalfBlocksRows(const float* const* probs, float* const* lanes, int64_t n_rows,
+                              const uint16_t* const* values, int64_t n_blocks, int64_t n) {
+  if (n % 8 != 0) {
+    const std::vector<int32_t> counts(static_cast<size_t>(n_blocks), kAttentionLanes);
+    for (int64_t r = 0; r < n_rows; ++r) AccumulateHalfBlocks(probs[r], values, counts.data(), n_blocks, n, lanes[r]);
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; r += kMaxQueryRows) {
+    switch (std::min<int64_t>(kMaxQueryRows, n_rows - r)) {
+      case 1: AccumulateRowsTile<1>(probs + r, lanes + r, values, n_blocks, n); break;
+      case 2: AccumulateRowsTile<2>(probs + r, lanes + r, values, n_blocks, n); break;
+      case 3: AccumulateRowsTile<3>(probs + r, lanes + r, values, n_blocks, n); break;
+      case 4: AccumulateRowsTile<4>(probs + r, lanes + r, values, n_blocks, n); break;
+      case 5: AccumulateRowsTile<5>(probs + r, lanes + r, values, n_blocks, n); break;
+      default: AccumulateRowsTile<6>(probs + r, lanes + r, values, n_blocks, n); break;
+    }
+  }
+}
+
 void SumLanes(const float* lanes, int64_t n, float* out) {
   auto at = [&](int lane, int64_t i) { return _mm256_loadu_ps(lanes + lane * n + i); };
   int64_t i = 0;

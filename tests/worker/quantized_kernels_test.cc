@@ -517,6 +517,51 @@ TEST(TransformerKernelsTest, BlockKernelsMatchPerPositionKernels) {
   }
 }
 
+// Prefill's many-query kernels give each query's bits from the one-query kernels.
+TEST(TransformerKernelsTest, ManyQueryKernelsMatchOneQueryKernels) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t n : {64, 128, 72, 20}) {
+    for (int64_t rows : {1, 3, 5, 6, 7, 12, 13}) {
+      const int64_t n_blocks = 5;
+      std::vector<std::vector<uint16_t>> blocks(n_blocks, std::vector<uint16_t>(16 * n));
+      std::vector<const uint16_t*> ptrs;
+      for (auto& b : blocks) {
+        for (auto& v : b) v = Half(dist(rng));
+        ptrs.push_back(b.data());
+      }
+      std::vector<std::vector<float>> q(rows, std::vector<float>(n)), probs(rows, std::vector<float>(16 * n_blocks));
+      std::vector<std::vector<float>> got(rows, std::vector<float>(16)), lanes(rows, std::vector<float>(16 * n));
+      std::vector<std::vector<float>> want_lanes = lanes;
+      std::vector<const float*> qp, pp;
+      std::vector<float*> gp, lp;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : q[r]) v = FromHalf(Half(dist(rng)));
+        for (float& v : probs[r]) v = FromHalf(Half(std::fabs(dist(rng)) * 0.05f));
+        for (float& v : lanes[r]) v = dist(rng);  // accumulation goes on from what the lanes hold
+        want_lanes[r] = lanes[r];
+        qp.push_back(q[r].data());
+        pp.push_back(probs[r].data());
+        gp.push_back(got[r].data());
+        lp.push_back(lanes[r].data());
+      }
+      const int32_t count = 11;
+      DotHalfRowsQueries(ptrs[2], count, n, qp.data(), rows, 0.125f, gp.data());
+      AccumulateHalfBlocksRows(pp.data(), lp.data(), rows, ptrs.data(), n_blocks, n);
+      const std::vector<int32_t> counts(n_blocks, 16);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> want(count);
+        DotHalfRows(ptrs[2], count, n, q[r].data(), 0.125f, want.data());
+        for (int32_t i = 0; i < count; ++i) ASSERT_EQ(got[r][i], want[i]) << "n=" << n << " rows=" << rows << " r=" << r;
+        AccumulateHalfBlocks(probs[r].data(), ptrs.data(), counts.data(), n_blocks, n, want_lanes[r].data());
+        for (int64_t i = 0; i < 16 * n; ++i) {
+          ASSERT_EQ(lanes[r][i], want_lanes[r][i]) << "n=" << n << " rows=" << rows << " r=" << r << " at " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(TransformerKernelsTest, ExpSoftmaxSwiGluRmsNorm) {
   for (float x = -103.0f; x < 88.0f; x += 0.173f) {
     const double want = std::exp(static_cast<double>(x));
