@@ -400,8 +400,7 @@ void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const f
         s.values[b] = kv_.value(layer, kvh, b * bt);
         for (int64_t r = 0; r < rows; ++r) s.probs[r] = s.rows[r] + b * bt;
         // Keys past a row's position are scored too, then dropped with the row's tail.
-        DotHalfRowsQueries(kv_.key(layer, kvh, b * bt), s.counts[b], hd, s.queries.data(), rows, scale,
-                           s.probs.data());
+        DotHalfRowsQueries(kv_.key(layer, kvh, b * bt), s.counts[b], hd, s.queries.data(), rows, scale, s.probs.data());
       }
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t visible = p0 + t0 + r / group + 1;

@@ -285,7 +285,9 @@ void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, con
 
 namespace {
 
-inline __m256 LoadHalf8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 LoadHalf8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 
 // Q queries against each key row, the key converted once; n % 16 == 0.
 template <int Q>
@@ -314,8 +316,8 @@ void DotHalfRowsTile(const uint16_t* rows, int64_t count, int64_t n, const float
 
 // R probability rows over full blocks, two lanes at a time, each value row converted once; n % 8 == 0.
 template <int R>
-void AccumulateRowsTile(const float* const* probs, float* const* lanes, const uint16_t* const* values,
-                        int64_t n_blocks, int64_t n) {
+void AccumulateRowsTile(const float* const* probs, float* const* lanes, const uint16_t* const* values, int64_t n_blocks,
+                        int64_t n) {
   for (int64_t c = 0; c < n; c += 8) {
     for (int first = 0; first < kAttentionLanes; first += 2) {
       __m256 acc[R][2];
@@ -353,12 +355,24 @@ void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const fl
   }
   for (int64_t j = 0; j < n_queries; j += kMaxQueryRows) {
     switch (std::min<int64_t>(kMaxQueryRows, n_queries - j)) {
-      case 1: DotHalfRowsTile<1>(rows, count, n, queries + j, scale, out + j); break;
-      case 2: DotHalfRowsTile<2>(rows, count, n, queries + j, scale, out + j); break;
-      case 3: DotHalfRowsTile<3>(rows, count, n, queries + j, scale, out + j); break;
-      case 4: DotHalfRowsTile<4>(rows, count, n, queries + j, scale, out + j); break;
-      case 5: DotHalfRowsTile<5>(rows, count, n, queries + j, scale, out + j); break;
-      default: DotHalfRowsTile<6>(rows, count, n, queries + j, scale, out + j); break;
+      case 1:
+        DotHalfRowsTile<1>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 2:
+        DotHalfRowsTile<2>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 3:
+        DotHalfRowsTile<3>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 4:
+        DotHalfRowsTile<4>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 5:
+        DotHalfRowsTile<5>(rows, count, n, queries + j, scale, out + j);
+        break;
+      default:
+        DotHalfRowsTile<6>(rows, count, n, queries + j, scale, out + j);
+        break;
     }
   }
 }
@@ -372,12 +386,24 @@ void AccumulateHalfBlocksRows(const float* const* probs, float* const* lanes, in
   }
   for (int64_t r = 0; r < n_rows; r += kMaxQueryRows) {
     switch (std::min<int64_t>(kMaxQueryRows, n_rows - r)) {
-      case 1: AccumulateRowsTile<1>(probs + r, lanes + r, values, n_blocks, n); break;
-      case 2: AccumulateRowsTile<2>(probs + r, lanes + r, values, n_blocks, n); break;
-      case 3: AccumulateRowsTile<3>(probs + r, lanes + r, values, n_blocks, n); break;
-      case 4: AccumulateRowsTile<4>(probs + r, lanes + r, values, n_blocks, n); break;
-      case 5: AccumulateRowsTile<5>(probs + r, lanes + r, values, n_blocks, n); break;
-      default: AccumulateRowsTile<6>(probs + r, lanes + r, values, n_blocks, n); break;
+      case 1:
+        AccumulateRowsTile<1>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 2:
+        AccumulateRowsTile<2>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 3:
+        AccumulateRowsTile<3>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 4:
+        AccumulateRowsTile<4>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 5:
+        AccumulateRowsTile<5>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      default:
+        AccumulateRowsTile<6>(probs + r, lanes + r, values, n_blocks, n);
+        break;
     }
   }
 }

@@ -552,7 +552,8 @@ TEST(TransformerKernelsTest, ManyQueryKernelsMatchOneQueryKernels) {
       for (int64_t r = 0; r < rows; ++r) {
         std::vector<float> want(count);
         DotHalfRows(ptrs[2], count, n, q[r].data(), 0.125f, want.data());
-        for (int32_t i = 0; i < count; ++i) ASSERT_EQ(got[r][i], want[i]) << "n=" << n << " rows=" << rows << " r=" << r;
+        for (int32_t i = 0; i < count; ++i)
+          ASSERT_EQ(got[r][i], want[i]) << "n=" << n << " rows=" << rows << " r=" << r;
         AccumulateHalfBlocks(probs[r].data(), ptrs.data(), counts.data(), n_blocks, n, want_lanes[r].data());
         for (int64_t i = 0; i < 16 * n; ++i) {
           ASSERT_EQ(lanes[r][i], want_lanes[r][i]) << "n=" << n << " rows=" << rows << " r=" << r << " at " << i;
