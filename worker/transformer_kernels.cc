@@ -111,10 +111,32 @@ void SwiGlu(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+namespace {
+
+// max(x[0..n)) as the scalar loop m = std::max(m, x[i]) finds it (a NaN is skipped: max_ps returns
+// its second operand), in 32 lanes: the serial scalar chain cost more than the exponentials.
+inline float MaxOf(const float* x, int64_t n) {
+  __m256 m[4];
+  for (__m256& v : m) v = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) m[j] = _mm256_max_ps(_mm256_loadu_ps(x + i + 8 * j), m[j]);
+  }
+  for (; i + 8 <= n; i += 8) m[0] = _mm256_max_ps(_mm256_loadu_ps(x + i), m[0]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+  float r = -INFINITY;
+  for (float v : lanes) r = std::max(r, v);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+}  // namespace
+
 void Softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  float m = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  const float m = MaxOf(x, n);
   const __m256 mv = _mm256_set1_ps(m);
   double sum = 0;
   int64_t i = 0;
