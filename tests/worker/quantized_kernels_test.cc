@@ -415,6 +415,46 @@ TEST(QuantizedKernelsTest, BatchedQ8DotsEqualEachRowAlone) {
   }
 }
 
+// The AVX-512 kernel over packed groups of 8 activation rows gives each row's bits alone.
+TEST(QuantizedKernelsTest, PackedQ8DotsEqualEachRowAlone) {
+  std::mt19937 rng(22);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_1}) {
+    if (!PackedQ8Supported(type)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or FORESIGHT_NO_AVX512 is set)";
+    const int64_t n = 1536, nb = n / 32, rows = 11;
+    std::vector<uint8_t> mat;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> w(n);
+      for (float& v : w) v = dist(rng) * (r == 3 ? 1e-3f : 1.0f) + (type == TensorType::kQ4_1 ? 0.3f : 0.0f);
+      auto bytes = QuantizeRow(type, w.data(), n);
+      ASSERT_TRUE(bytes.ok());
+      mat.insert(mat.end(), bytes->begin(), bytes->end());
+    }
+    const uint64_t row_bytes = TensorTypeBytes(type, n);
+    for (int64_t m : {8, 16, 24}) {
+      std::vector<float> x(m * n);
+      for (float& v : x) v = dist(rng);
+      for (int64_t i = 0; i < n; ++i) x[5 * n + i] = 0.0f;  // a zero row: d = 0
+      std::vector<Q8Activations> q(m * nb);
+      for (int64_t t = 0; t < m; ++t) QuantizeActivations(x.data() + t * n, n, q.data() + t * nb);
+      PackedQ8Activations packed;
+      ResizePackedQ8(m, nb, &packed);
+      ASSERT_EQ(packed.groups * kPackedRows, m);
+      for (int64_t g = 0; g < packed.groups; ++g) PackQ8Group(q.data(), nb, g, &packed);
+      std::vector<float> out(m * rows, -1.0f);
+      DotRowsQ8Packed(type, mat.data(), row_bytes, rows, packed, out.data(), rows);
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = DotRowQ8(type, mat.data() + r * row_bytes, q.data() + t * nb, n);
+          ASSERT_EQ(std::memcmp(&out[t * rows + r], &want, 4), 0)
+              << TensorTypeName(type) << " batch " << m << " activation row " << t << " weight row " << r << ": "
+              << out[t * rows + r] << " against " << want;
+        }
+      }
+    }
+  }
+}
+
 TEST(QuantizedKernelsTest, Q8DotsMatchScalarReference) {
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 1.0f);
