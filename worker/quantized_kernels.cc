@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "common/half.h"
+#include "worker/cpu_features.h"
 
 namespace foresight::worker {
 namespace {
@@ -195,17 +195,35 @@ bool UsesQ8Activations(TensorType type) {
 }
 
 void QuantizeActivations(const float* x, int64_t n, Q8Activations* out) {
+  // Vector form of: amax = max |x[j]| (std::max order: a NaN is skipped, as max_ps does with the
+  // running max second); q[j] = nearbyint(x[j] * id) (cvtps rounds half to even); sum(q).
+  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    float amax = 0;
-    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    __m256 xv[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      xv[j] = _mm256_loadu_ps(x + 8 * j);
+      m = _mm256_max_ps(_mm256_andnot_ps(sign, xv[j]), m);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
     const float d = amax / 127.0f;
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    int32_t sum = 0;
-    for (int j = 0; j < kQK; ++j) {
-      const int q = static_cast<int>(std::nearbyint(x[j] * id));  // round half to even
-      out[b].q[j] = static_cast<int8_t>(q);
-      sum += q;
-    }
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i qi[4];
+    for (int j = 0; j < 4; ++j) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(xv[j], idv));
+    __m256i sums = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    const int32_t sum = _mm_cvtsi128_si32(s4);
+    // |q| <= 127: the saturating packs keep every value; the permute undoes their lane order.
+    const __m256i q16 = _mm256_packs_epi32(qi[0], qi[1]), q16b = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i q8 =
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), q8);
     out[b].d = HalfRound(d);
     out[b].s = HalfRound(d * static_cast<float>(sum));
     out[b].sum = sum;
@@ -428,22 +446,10 @@ FORESIGHT_AVX512_VNNI void DotTileQ8Packed(TensorType type, const uint8_t* w, ui
 
 #pragma GCC diagnostic pop
 
-bool HasAvx512Vnni() {
-  static const bool yes = [] {
-    const char* off = std::getenv("FORESIGHT_NO_AVX512");
-    if (off != nullptr && *off != '\0' && *off != '0') return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni");
-  }();
-  return yes;
-}
-
 }  // namespace
 
 bool PackedQ8Supported(TensorType type) {
-  return (type == TensorType::kQ8_0 || type == TensorType::kQ4_1) && HasAvx512Vnni();
+  return (type == TensorType::kQ8_0 || type == TensorType::kQ4_1) && UseAvx512();
 }
 
 void ResizePackedQ8(int64_t m, int64_t nb, PackedQ8Activations* out) {

@@ -63,8 +63,8 @@ struct PackedQ8Activations {
   std::vector<float> d;   // [groups][blocks][4][16]
   std::vector<float> s;   // [groups][blocks][8]
 };
-// True when DotRowsQ8Packed runs for `type` here: Q8_0 and Q4_1 on a CPU with AVX-512 VNNI (checked
-// at run time; the build targets AVX2), unless FORESIGHT_NO_AVX512 is set in the environment.
+// True when DotRowsQ8Packed runs for `type` here: Q8_0 and Q4_1 where UseAvx512()
+// (worker/cpu_features.h).
 bool PackedQ8Supported(TensorType type);
 // Sizes `out` for m rows of nb blocks (m / kPackedRows whole groups; no allocation once large enough).
 void ResizePackedQ8(int64_t m, int64_t nb, PackedQ8Activations* out);

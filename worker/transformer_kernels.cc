@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "worker/cpu_features.h"
+
 namespace foresight::worker {
 
 namespace {
@@ -367,6 +369,65 @@ void AccumulateRowsTile(const float* const* probs, float* const* lanes, const ui
   }
 }
 
+#define FORESIGHT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// GCC 12's AVX-512 headers start some intrinsics from an "undefined" register and then warn about it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// AccumulateRowsTile with 16 dimensions per register: R rows x 2 lanes.
+template <int R>
+FORESIGHT_AVX512 void AccumulateRowsTile512(const float* const* probs, float* const* lanes,
+                                            const uint16_t* const* values, int64_t n_blocks, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) {
+    for (int first = 0; first < kAttentionLanes; first += 2) {
+      __m512 acc[R][2];
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm512_loadu_ps(lanes[r] + first * n + c);
+        acc[r][1] = _mm512_loadu_ps(lanes[r] + (first + 1) * n + c);
+      }
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const uint16_t* v = values[k] + first * n + c;
+        const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+        const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + n)));
+        const int64_t at = k * kAttentionLanes + first;
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) {
+          acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][at]), v0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][at + 1]), v1, acc[r][1]);
+        }
+      }
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) {
+        _mm512_storeu_ps(lanes[r] + first * n + c, acc[r][0]);
+        _mm512_storeu_ps(lanes[r] + (first + 1) * n + c, acc[r][1]);
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+using AccumulateRowsFn = void (*)(const float* const*, float* const*, const uint16_t* const*, int64_t, int64_t);
+constexpr int kMaxRows512 = 12;
+constexpr AccumulateRowsFn kAccumulateRows512[kMaxRows512 + 1] = {
+    nullptr,
+    AccumulateRowsTile512<1>,
+    AccumulateRowsTile512<2>,
+    AccumulateRowsTile512<3>,
+    AccumulateRowsTile512<4>,
+    AccumulateRowsTile512<5>,
+    AccumulateRowsTile512<6>,
+    AccumulateRowsTile512<7>,
+    AccumulateRowsTile512<8>,
+    AccumulateRowsTile512<9>,
+    AccumulateRowsTile512<10>,
+    AccumulateRowsTile512<11>,
+    AccumulateRowsTile512<12>,
+};
+
 }  // namespace
 
 void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, int64_t n_queries,
@@ -404,6 +465,12 @@ void AccumulateHalfBlocksRows(const float* const* probs, float* const* lanes, in
   if (n % 8 != 0) {
     const std::vector<int32_t> counts(static_cast<size_t>(n_blocks), kAttentionLanes);
     for (int64_t r = 0; r < n_rows; ++r) AccumulateHalfBlocks(probs[r], values, counts.data(), n_blocks, n, lanes[r]);
+    return;
+  }
+  if (n % 16 == 0 && UseAvx512()) {
+    for (int64_t r = 0; r < n_rows; r += kMaxRows512) {
+      kAccumulateRows512[std::min<int64_t>(kMaxRows512, n_rows - r)](probs + r, lanes + r, values, n_blocks, n);
+    }
     return;
   }
   for (int64_t r = 0; r < n_rows; r += kMaxQueryRows) {

@@ -329,6 +329,25 @@ TEST(QuantizedKernelsTest, ActivationQuantisationRule) {
   EXPECT_EQ(q[2].q[7], 2);
   EXPECT_EQ(q[2].q[9], -2);
   EXPECT_EQ(q[1].d, 0.0f);
+  // The vector kernel against the rule on many blocks of many scales.
+  std::vector<float> many(32 * 512);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = dist(rng) * std::ldexp(1.0f, static_cast<int>(i / 32 % 40) - 20);
+  std::vector<Q8Activations> mq(512);
+  QuantizeActivations(many.data(), static_cast<int64_t>(many.size()), mq.data());
+  for (int b = 0; b < 512; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(many[b * 32 + j]));
+    const float id = amax == 0 ? 0.0f : 127.0f / amax;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int want = static_cast<int>(std::nearbyint(many[b * 32 + j] * id));
+      ASSERT_EQ(mq[b].q[j], want) << "block " << b << " value " << j;
+      sum += want;
+    }
+    ASSERT_EQ(mq[b].sum, sum) << b;
+    ASSERT_EQ(mq[b].d, FromHalf(Half(amax / 127.0f))) << b;
+    ASSERT_EQ(mq[b].s, FromHalf(Half(amax / 127.0f * static_cast<float>(sum)))) << b;
+  }
 }
 
 // A block of `type` with scale 1 (and min 0) holding the given integer weights.
