@@ -1,5 +1,6 @@
 #include "worker/sequence.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -360,7 +361,7 @@ void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const f
   const int64_t bt = kAttentionLanes;
   // A task is one KV head and kTileRows query positions: its group * kTileRows query rows read each
   // key and value row once (worker/transformer_kernels.h: the same bits as one row at a time).
-  const int64_t tile = std::max<int64_t>(1, kMaxQueryRows * 2 / group);
+  const int64_t tile = std::max<int64_t>(1, kMaxQueryRows * 4 / group);
   const int64_t tiles = (n + tile - 1) / tile;
   const int64_t rows_max = tile * group;
   const int64_t scratch_floats = rows_max * (ctx + kAttentionLanes * hd);
@@ -399,6 +400,10 @@ void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const f
         s.counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible_max - b * bt));
         s.values[b] = kv_.value(layer, kvh, b * bt);
         for (int64_t r = 0; r < rows; ++r) s.probs[r] = s.rows[r] + b * bt;
+        if (b + 1 < nb) {  // a KV head's blocks are apart in memory: fetch the next one's keys ahead
+          const char* next = reinterpret_cast<const char*>(kv_.key(layer, kvh, (b + 1) * bt));
+          for (int64_t at = 0; at < bt * hd * 2; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
+        }
         // Keys past a row's position are scored too, then dropped with the row's tail.
         DotHalfRowsQueries(kv_.key(layer, kvh, b * bt), s.counts[b], hd, s.queries.data(), rows, scale, s.probs.data());
       }

@@ -376,6 +376,80 @@ void AccumulateRowsTile(const float* const* probs, float* const* lanes, const ui
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+// 4 keys (already float) x 4 queries, one 512-bit accumulator per (key, query): lane j holds
+// DotHalf's lane j. The 16 sums are folded together in SumLanes16's order (lanes j + 8, then j + 4,
+// j + 2, then 0 + 1); dot 4 * key + query ends in lane 4 * query + key, so each query's 4 scores are
+// one 128-bit store. Keys past `keys` and queries past `queries` repeat the last one, unstored.
+FORESIGHT_AVX512 void DotRows4x4(const float* keys_f32, int keys, int64_t n, const float* const* q, int queries,
+                                 float scale, float* const* out, int64_t at) {
+  const float* a[4];
+  const float* b[4];
+  for (int k = 0; k < 4; ++k) a[k] = keys_f32 + std::min(k, keys - 1) * n;
+  for (int j = 0; j < 4; ++j) b[j] = q[std::min(j, queries - 1)];
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int d = 0; d < 16; ++d) acc[d] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 kv[4], qv[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      kv[k] = _mm512_loadu_ps(a[k] + i);
+      qv[k] = _mm512_loadu_ps(b[k] + i);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[4 * k + j] = _mm512_fmadd_ps(kv[k], qv[j], acc[4 * k + j]);
+    }
+  }
+  __m512 c[8], d4[4], e[2];
+#pragma GCC unroll 8
+  for (int m = 0; m < 8; ++m) {  // lanes j + 8: [t8 of dot 2m | t8 of dot 2m + 1]
+    c[m] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * m], acc[2 * m + 1], 0x44),
+                         _mm512_shuffle_f32x4(acc[2 * m], acc[2 * m + 1], 0xee));
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {  // lanes j + 4: 128-bit lane l holds dot 4k + l
+    d4[k] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0x88),
+                          _mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0xdd));
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; ++j) {  // lanes j + 2: 128-bit lane l holds dots 8j + l and 8j + 4 + l
+    e[j] = _mm512_add_ps(_mm512_shuffle_ps(d4[2 * j], d4[2 * j + 1], 0x44),
+                         _mm512_shuffle_ps(d4[2 * j], d4[2 * j + 1], 0xee));
+  }
+  // lanes 0 + 1: 128-bit lane l holds dots l, 4 + l, 8 + l, 12 + l
+  const __m512 r = _mm512_mul_ps(
+      _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xdd)), _mm512_set1_ps(scale));
+  const __mmask8 live = static_cast<__mmask8>((1u << keys) - 1);
+  _mm_mask_storeu_ps(out[0] + at, live, _mm512_castps512_ps128(r));
+  if (queries > 1) _mm_mask_storeu_ps(out[1] + at, live, _mm512_extractf32x4_ps(r, 1));
+  if (queries > 2) _mm_mask_storeu_ps(out[2] + at, live, _mm512_extractf32x4_ps(r, 2));
+  if (queries > 3) _mm_mask_storeu_ps(out[3] + at, live, _mm512_extractf32x4_ps(r, 3));
+}
+
+// Up to 16 keys at a time are converted to float once (the 4 x 4 tiles read each key once per 4
+// queries); n % 16 == 0 and n <= kMaxDims512.
+constexpr int64_t kMaxDims512 = 256;
+FORESIGHT_AVX512 void DotHalfRowsQueries512(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries,
+                                            int64_t n_queries, float scale, float* const* out) {
+  alignas(64) float keys[16 * kMaxDims512];
+  for (int64_t i0 = 0; i0 < count; i0 += 16) {
+    const int64_t kc = std::min<int64_t>(16, count - i0);
+    for (int64_t i = 0; i < kc * n; i += 16) {
+      _mm512_store_ps(keys + i,
+                      _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i0 * n + i))));
+    }
+    for (int64_t j = 0; j < n_queries; j += 4) {
+      const int nq = static_cast<int>(std::min<int64_t>(4, n_queries - j));
+      for (int64_t i = 0; i < kc; i += 4) {
+        DotRows4x4(keys + i * n, static_cast<int>(std::min<int64_t>(4, kc - i)), n, queries + j, nq, scale, out + j,
+                   i0 + i);
+      }
+    }
+  }
+}
+
 // AccumulateRowsTile with 16 dimensions per register: R rows x 2 lanes.
 template <int R>
 FORESIGHT_AVX512 void AccumulateRowsTile512(const float* const* probs, float* const* lanes,
@@ -390,6 +464,7 @@ FORESIGHT_AVX512 void AccumulateRowsTile512(const float* const* probs, float* co
       }
       for (int64_t k = 0; k < n_blocks; ++k) {
         const uint16_t* v = values[k] + first * n + c;
+        if (k + 4 < n_blocks) _mm_prefetch(reinterpret_cast<const char*>(values[k + 4] + first * n + c), _MM_HINT_T0);
         const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
         const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + n)));
         const int64_t at = k * kAttentionLanes + first;
@@ -434,6 +509,10 @@ void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const fl
                         float scale, float* const* out) {
   if (n % 16 != 0) {
     for (int64_t j = 0; j < n_queries; ++j) DotHalfRows(rows, count, n, queries[j], scale, out[j]);
+    return;
+  }
+  if (n <= kMaxDims512 && UseAvx512()) {
+    DotHalfRowsQueries512(rows, count, n, queries, n_queries, scale, out);
     return;
   }
   for (int64_t j = 0; j < n_queries; j += kMaxQueryRows) {
