@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/half.h"
+#include "worker/cpu_features.h"
 
 namespace foresight::worker {
 namespace {
@@ -194,17 +195,35 @@ bool UsesQ8Activations(TensorType type) {
 }
 
 void QuantizeActivations(const float* x, int64_t n, Q8Activations* out) {
+  // Vector form of: amax = max |x[j]| (std::max order: a NaN is skipped, as max_ps does with the
+  // running max second); q[j] = nearbyint(x[j] * id) (cvtps rounds half to even); sum(q).
+  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    float amax = 0;
-    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    __m256 xv[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      xv[j] = _mm256_loadu_ps(x + 8 * j);
+      m = _mm256_max_ps(_mm256_andnot_ps(sign, xv[j]), m);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
     const float d = amax / 127.0f;
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    int32_t sum = 0;
-    for (int j = 0; j < kQK; ++j) {
-      const int q = static_cast<int>(std::nearbyint(x[j] * id));  // round half to even
-      out[b].q[j] = static_cast<int8_t>(q);
-      sum += q;
-    }
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i qi[4];
+    for (int j = 0; j < 4; ++j) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(xv[j], idv));
+    __m256i sums = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    const int32_t sum = _mm_cvtsi128_si32(s4);
+    // |q| <= 127: the saturating packs keep every value; the permute undoes their lane order.
+    const __m256i q16 = _mm256_packs_epi32(qi[0], qi[1]), q16b = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i q8 =
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), q8);
     out[b].d = HalfRound(d);
     out[b].s = HalfRound(d * static_cast<float>(sum));
     out[b].sum = sum;
@@ -342,6 +361,133 @@ void DotRowsQ8Batch(TensorType type, const uint8_t* rows, uint64_t row_bytes, in
     for (; r + 4 <= count; r += 4)
       DotTileQ8<4, 1>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
     for (; r < count; ++r) DotTileQ8<1, 1>(type, rows + r * row_bytes, row_bytes, xt, x_stride, n, ot + r, out_stride);
+  }
+}
+
+namespace {
+
+#define FORESIGHT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+// R weight rows against a packed group of 8 activation rows: DotTileQ8<R, 8>'s arithmetic lane for
+// lane (the 8 int32 block sums of a row are one half of a 512-bit register; VNNI's dpbusd gives the
+// same sums as maddubs + madd, which cannot saturate here: |w| <= 128, |x| <= 127), the scales
+// d_w * d_x and Q4_1's min term computed as single products and FMAs in block order, as there.
+// GCC 12's AVX-512 headers start some intrinsics from an "undefined" register and then warn about it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <int R>
+FORESIGHT_AVX512_VNNI void DotTileQ8Packed(TensorType type, const uint8_t* w, uint64_t row_bytes, const int8_t* q,
+                                           const float* d, const float* s, int64_t nb, float* out, int64_t out_stride) {
+  __m512 acc[R][4];
+  __m256 extra[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    extra[r] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) acc[r][p] = _mm512_setzero_ps();
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  if (type == TensorType::kQ8_0) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* qb = q + b * 4 * 64;
+      const float* db = d + b * 4 * 16;
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * row_bytes + b * 34;
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
+        const __m512i qw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)));
+        const __m512i aw = _mm512_abs_epi8(qw);
+        const __mmask64 negative = _mm512_movepi8_mask(qw);
+        const __m512 dw = _mm512_set1_ps(LoadHalf(blk));
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m512i qx = _mm512_loadu_si512(qb + p * 64);
+          const __m512i sx = _mm512_mask_sub_epi8(qx, negative, zero, qx);  // sign(x, w); x where w = 0 meets aw = 0
+          const __m512i dot = _mm512_dpbusd_epi32(zero, aw, sx);
+          acc[r][p] =
+              _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(db + p * 16)), _mm512_cvtepi32_ps(dot), acc[r][p]);
+        }
+      }
+    }
+  } else {  // Q4_1
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* qb = q + b * 4 * 64;
+      const float* db = d + b * 4 * 16;
+      const __m256 sb = _mm256_loadu_ps(s + b * 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * row_bytes + b * 20;
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchRows * row_bytes), _MM_HINT_T0);
+        const __m512i qw = _mm512_broadcast_i64x4(UnpackNibbles(blk + 4));
+        const __m512 dw = _mm512_set1_ps(LoadHalf(blk));
+        const float mw = LoadHalf(blk + 2);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m512i dot = _mm512_dpbusd_epi32(zero, qw, _mm512_loadu_si512(qb + p * 64));
+          acc[r][p] =
+              _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(db + p * 16)), _mm512_cvtepi32_ps(dot), acc[r][p]);
+        }
+        extra[r] = _mm256_fmadd_ps(_mm256_set1_ps(mw), sb, extra[r]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float e[8];
+    _mm256_store_ps(e, extra[r]);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      out[(2 * p) * out_stride + r] = HorizontalSum(_mm512_castps512_ps256(acc[r][p])) + e[2 * p];
+      out[(2 * p + 1) * out_stride + r] = HorizontalSum(_mm512_extractf32x8_ps(acc[r][p], 1)) + e[2 * p + 1];
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+bool PackedQ8Supported(TensorType type) {
+  return (type == TensorType::kQ8_0 || type == TensorType::kQ4_1) && UseAvx512();
+}
+
+void ResizePackedQ8(int64_t m, int64_t nb, PackedQ8Activations* out) {
+  out->groups = m / kPackedRows;
+  out->blocks = nb;
+  const size_t per_group = static_cast<size_t>(nb);
+  if (out->q.size() < out->groups * per_group * 4 * 64) out->q.resize(out->groups * per_group * 4 * 64);
+  if (out->d.size() < out->groups * per_group * 4 * 16) out->d.resize(out->groups * per_group * 4 * 16);
+  if (out->s.size() < out->groups * per_group * 8) out->s.resize(out->groups * per_group * 8);
+}
+
+void PackQ8Group(const Q8Activations* x, int64_t x_stride, int64_t g, PackedQ8Activations* out) {
+  const int64_t nb = out->blocks;
+  int8_t* q = out->q.data() + g * nb * 4 * 64;
+  float* d = out->d.data() + g * nb * 4 * 16;
+  float* s = out->s.data() + g * nb * 8;
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int t = 0; t < kPackedRows; ++t) {
+      const Q8Activations& xb = x[(g * kPackedRows + t) * x_stride + b];
+      std::memcpy(q + (b * 4 + t / 2) * 64 + (t % 2) * 32, xb.q, 32);
+      std::fill_n(d + (b * 4 + t / 2) * 16 + (t % 2) * 8, 8, xb.d);
+      s[b * 8 + t] = xb.s;
+    }
+  }
+}
+
+void DotRowsQ8Packed(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count,
+                     const PackedQ8Activations& x, float* out, int64_t out_stride) {
+  const int64_t nb = x.blocks;
+  for (int64_t g = 0; g < x.groups; ++g) {
+    const int8_t* q = x.q.data() + g * nb * 4 * 64;
+    const float* d = x.d.data() + g * nb * 4 * 16;
+    const float* s = x.s.data() + g * nb * 8;
+    float* og = out + g * kPackedRows * out_stride;
+    int64_t r = 0;
+    for (; r + 4 <= count; r += 4)
+      DotTileQ8Packed<4>(type, rows + r * row_bytes, row_bytes, q, d, s, nb, og + r, out_stride);
+    for (; r < count; ++r) DotTileQ8Packed<1>(type, rows + r * row_bytes, row_bytes, q, d, s, nb, og + r, out_stride);
   }
 }
 

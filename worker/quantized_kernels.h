@@ -53,6 +53,27 @@ void DotRowsQ8(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t
 void DotRowsQ8Batch(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count, const Q8Activations* x,
                     int64_t x_stride, int64_t m, int64_t n, float* out, int64_t out_stride);
 
+// Activation rows repacked for the AVX-512 VNNI kernel (two rows per 512-bit register), in groups
+// of kPackedRows rows; per group and block: the 8 rows' quants in pairs (q), their scales spread
+// over each pair's lanes (d), and their d * sum(q) (s).
+constexpr int kPackedRows = 8;
+struct PackedQ8Activations {
+  int64_t groups = 0, blocks = 0;
+  std::vector<int8_t> q;  // [groups][blocks][4][64]
+  std::vector<float> d;   // [groups][blocks][4][16]
+  std::vector<float> s;   // [groups][blocks][8]
+};
+// True when DotRowsQ8Packed runs for `type` here: Q8_0 and Q4_1 where UseAvx512()
+// (worker/cpu_features.h).
+bool PackedQ8Supported(TensorType type);
+// Sizes `out` for m rows of nb blocks (m / kPackedRows whole groups; no allocation once large enough).
+void ResizePackedQ8(int64_t m, int64_t nb, PackedQ8Activations* out);
+// Fills group g of `out` from rows g * kPackedRows.. of x (row t at x + t * x_stride blocks).
+void PackQ8Group(const Q8Activations* x, int64_t x_stride, int64_t g, PackedQ8Activations* out);
+// DotRowsQ8Batch over the packed groups' rows: out[t * out_stride + r] for t < groups * kPackedRows,
+// the same bits as DotRowQ8 for each row alone. Only where PackedQ8Supported(type).
+void DotRowsQ8Packed(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t count,
+                     const PackedQ8Activations& x, float* out, int64_t out_stride);
 // Encodes n floats as `type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1), round-to-nearest; returns the bytes.
 StatusOr<std::vector<uint8_t>> QuantizeRow(TensorType type, const float* src, int64_t n);
 

@@ -178,6 +178,8 @@ class Sequence {
   Status CheckStep(const ForwardItem& item) const;
   void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
                       PrefillAttentionObserver* observer);
+  // ChunkAttention without an observer: tasks of one KV head and a few query positions.
+  void ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const float* q, float* out);
   Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
                          KvBlockSource* source);
 
@@ -198,6 +200,16 @@ class Sequence {
   std::vector<std::vector<const uint16_t*>> values_;
   std::vector<std::vector<int32_t>> selected_;
   std::vector<std::vector<const uint16_t*>> heads_;
+  // ChunkAttentionTiled's scratch, one per OpenMP thread: scores and lane sums, the blocks' counts
+  // and values, and per query row its query, scores row, lanes and current block.
+  struct TileScratch {
+    std::vector<float> floats;
+    std::vector<int32_t> counts;
+    std::vector<const uint16_t*> values;
+    std::vector<const float*> queries;
+    std::vector<float*> rows, lanes, probs;
+  };
+  std::vector<TileScratch> tile_scratch_;
 };
 
 }  // namespace foresight::worker

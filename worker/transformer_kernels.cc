@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "worker/cpu_features.h"
+
 namespace foresight::worker {
 
 namespace {
@@ -111,10 +113,32 @@ void SwiGlu(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+namespace {
+
+// max(x[0..n)) as the scalar loop m = std::max(m, x[i]) finds it (a NaN is skipped: max_ps returns
+// its second operand), in 32 lanes: the serial scalar chain cost more than the exponentials.
+inline float MaxOf(const float* x, int64_t n) {
+  __m256 m[4];
+  for (__m256& v : m) v = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) m[j] = _mm256_max_ps(_mm256_loadu_ps(x + i + 8 * j), m[j]);
+  }
+  for (; i + 8 <= n; i += 8) m[0] = _mm256_max_ps(_mm256_loadu_ps(x + i), m[0]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])));
+  float r = -INFINITY;
+  for (float v : lanes) r = std::max(r, v);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+}  // namespace
+
 void Softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  float m = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  const float m = MaxOf(x, n);
   const __m256 mv = _mm256_set1_ps(m);
   double sum = 0;
   int64_t i = 0;
@@ -279,6 +303,275 @@ void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, con
           lanes[j * n + i] = std::fma(p[j], _cvtsh_ss(values[k][j * n + i]), lanes[j * n + i]);
       }
       p += counts[k];
+    }
+  }
+}
+
+namespace {
+
+inline __m256 LoadHalf8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Q queries against each key row, the key converted once; n % 16 == 0.
+template <int Q>
+void DotHalfRowsTile(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, float scale,
+                     float* const* out) {
+  const float* qs[Q];
+#pragma GCC unroll 8
+  for (int j = 0; j < Q; ++j) qs[j] = queries[j];
+  for (int64_t i = 0; i < count; ++i) {
+    const uint16_t* a = rows + i * n;
+    __m256 lo[Q], hi[Q];
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 16) {
+      const __m256 alo = LoadHalf8(a + k), ahi = LoadHalf8(a + k + 8);
+#pragma GCC unroll 8
+      for (int j = 0; j < Q; ++j) {
+        lo[j] = _mm256_fmadd_ps(alo, _mm256_loadu_ps(qs[j] + k), lo[j]);
+        hi[j] = _mm256_fmadd_ps(ahi, _mm256_loadu_ps(qs[j] + k + 8), hi[j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) out[j][i] = SumLanes16(lo[j], hi[j]) * scale;
+  }
+}
+
+// R probability rows over full blocks, two lanes at a time, each value row converted once; n % 8 == 0.
+template <int R>
+void AccumulateRowsTile(const float* const* probs, float* const* lanes, const uint16_t* const* values, int64_t n_blocks,
+                        int64_t n) {
+  for (int64_t c = 0; c < n; c += 8) {
+    for (int first = 0; first < kAttentionLanes; first += 2) {
+      __m256 acc[R][2];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_loadu_ps(lanes[r] + first * n + c);
+        acc[r][1] = _mm256_loadu_ps(lanes[r] + (first + 1) * n + c);
+      }
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const uint16_t* v = values[k] + first * n + c;
+        const __m256 v0 = LoadHalf8(v), v1 = LoadHalf8(v + n);
+        const int64_t at = k * kAttentionLanes + first;
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(probs[r][at]), v0, acc[r][0]);
+          acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(probs[r][at + 1]), v1, acc[r][1]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        _mm256_storeu_ps(lanes[r] + first * n + c, acc[r][0]);
+        _mm256_storeu_ps(lanes[r] + (first + 1) * n + c, acc[r][1]);
+      }
+    }
+  }
+}
+
+#define FORESIGHT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// GCC 12's AVX-512 headers start some intrinsics from an "undefined" register and then warn about it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// 4 keys (already float) x 4 queries, one 512-bit accumulator per (key, query): lane j holds
+// DotHalf's lane j. The 16 sums are folded together in SumLanes16's order (lanes j + 8, then j + 4,
+// j + 2, then 0 + 1); dot 4 * key + query ends in lane 4 * query + key, so each query's 4 scores are
+// one 128-bit store. Keys past `keys` and queries past `queries` repeat the last one, unstored.
+FORESIGHT_AVX512 void DotRows4x4(const float* keys_f32, int keys, int64_t n, const float* const* q, int queries,
+                                 float scale, float* const* out, int64_t at) {
+  const float* a[4];
+  const float* b[4];
+  for (int k = 0; k < 4; ++k) a[k] = keys_f32 + std::min(k, keys - 1) * n;
+  for (int j = 0; j < 4; ++j) b[j] = q[std::min(j, queries - 1)];
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int d = 0; d < 16; ++d) acc[d] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 kv[4], qv[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      kv[k] = _mm512_loadu_ps(a[k] + i);
+      qv[k] = _mm512_loadu_ps(b[k] + i);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[4 * k + j] = _mm512_fmadd_ps(kv[k], qv[j], acc[4 * k + j]);
+    }
+  }
+  __m512 c[8], d4[4], e[2];
+#pragma GCC unroll 8
+  for (int m = 0; m < 8; ++m) {  // lanes j + 8: [t8 of dot 2m | t8 of dot 2m + 1]
+    c[m] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * m], acc[2 * m + 1], 0x44),
+                         _mm512_shuffle_f32x4(acc[2 * m], acc[2 * m + 1], 0xee));
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {  // lanes j + 4: 128-bit lane l holds dot 4k + l
+    d4[k] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0x88),
+                          _mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0xdd));
+  }
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; ++j) {  // lanes j + 2: 128-bit lane l holds dots 8j + l and 8j + 4 + l
+    e[j] = _mm512_add_ps(_mm512_shuffle_ps(d4[2 * j], d4[2 * j + 1], 0x44),
+                         _mm512_shuffle_ps(d4[2 * j], d4[2 * j + 1], 0xee));
+  }
+  // lanes 0 + 1: 128-bit lane l holds dots l, 4 + l, 8 + l, 12 + l
+  const __m512 r = _mm512_mul_ps(
+      _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xdd)), _mm512_set1_ps(scale));
+  const __mmask8 live = static_cast<__mmask8>((1u << keys) - 1);
+  _mm_mask_storeu_ps(out[0] + at, live, _mm512_castps512_ps128(r));
+  if (queries > 1) _mm_mask_storeu_ps(out[1] + at, live, _mm512_extractf32x4_ps(r, 1));
+  if (queries > 2) _mm_mask_storeu_ps(out[2] + at, live, _mm512_extractf32x4_ps(r, 2));
+  if (queries > 3) _mm_mask_storeu_ps(out[3] + at, live, _mm512_extractf32x4_ps(r, 3));
+}
+
+// Up to 16 keys at a time are converted to float once (the 4 x 4 tiles read each key once per 4
+// queries); n % 16 == 0 and n <= kMaxDims512.
+constexpr int64_t kMaxDims512 = 256;
+FORESIGHT_AVX512 void DotHalfRowsQueries512(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries,
+                                            int64_t n_queries, float scale, float* const* out) {
+  alignas(64) float keys[16 * kMaxDims512];
+  for (int64_t i0 = 0; i0 < count; i0 += 16) {
+    const int64_t kc = std::min<int64_t>(16, count - i0);
+    for (int64_t i = 0; i < kc * n; i += 16) {
+      _mm512_store_ps(keys + i,
+                      _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i0 * n + i))));
+    }
+    for (int64_t j = 0; j < n_queries; j += 4) {
+      const int nq = static_cast<int>(std::min<int64_t>(4, n_queries - j));
+      for (int64_t i = 0; i < kc; i += 4) {
+        DotRows4x4(keys + i * n, static_cast<int>(std::min<int64_t>(4, kc - i)), n, queries + j, nq, scale, out + j,
+                   i0 + i);
+      }
+    }
+  }
+}
+
+// AccumulateRowsTile with 16 dimensions per register: R rows x 2 lanes.
+template <int R>
+FORESIGHT_AVX512 void AccumulateRowsTile512(const float* const* probs, float* const* lanes,
+                                            const uint16_t* const* values, int64_t n_blocks, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) {
+    for (int first = 0; first < kAttentionLanes; first += 2) {
+      __m512 acc[R][2];
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm512_loadu_ps(lanes[r] + first * n + c);
+        acc[r][1] = _mm512_loadu_ps(lanes[r] + (first + 1) * n + c);
+      }
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const uint16_t* v = values[k] + first * n + c;
+        if (k + 4 < n_blocks) _mm_prefetch(reinterpret_cast<const char*>(values[k + 4] + first * n + c), _MM_HINT_T0);
+        const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+        const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + n)));
+        const int64_t at = k * kAttentionLanes + first;
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) {
+          acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][at]), v0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(_mm512_set1_ps(probs[r][at + 1]), v1, acc[r][1]);
+        }
+      }
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) {
+        _mm512_storeu_ps(lanes[r] + first * n + c, acc[r][0]);
+        _mm512_storeu_ps(lanes[r] + (first + 1) * n + c, acc[r][1]);
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+using AccumulateRowsFn = void (*)(const float* const*, float* const*, const uint16_t* const*, int64_t, int64_t);
+constexpr int kMaxRows512 = 12;
+constexpr AccumulateRowsFn kAccumulateRows512[kMaxRows512 + 1] = {
+    nullptr,
+    AccumulateRowsTile512<1>,
+    AccumulateRowsTile512<2>,
+    AccumulateRowsTile512<3>,
+    AccumulateRowsTile512<4>,
+    AccumulateRowsTile512<5>,
+    AccumulateRowsTile512<6>,
+    AccumulateRowsTile512<7>,
+    AccumulateRowsTile512<8>,
+    AccumulateRowsTile512<9>,
+    AccumulateRowsTile512<10>,
+    AccumulateRowsTile512<11>,
+    AccumulateRowsTile512<12>,
+};
+
+}  // namespace
+
+void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, int64_t n_queries,
+                        float scale, float* const* out) {
+  if (n % 16 != 0) {
+    for (int64_t j = 0; j < n_queries; ++j) DotHalfRows(rows, count, n, queries[j], scale, out[j]);
+    return;
+  }
+  if (n <= kMaxDims512 && UseAvx512()) {
+    DotHalfRowsQueries512(rows, count, n, queries, n_queries, scale, out);
+    return;
+  }
+  for (int64_t j = 0; j < n_queries; j += kMaxQueryRows) {
+    switch (std::min<int64_t>(kMaxQueryRows, n_queries - j)) {
+      case 1:
+        DotHalfRowsTile<1>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 2:
+        DotHalfRowsTile<2>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 3:
+        DotHalfRowsTile<3>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 4:
+        DotHalfRowsTile<4>(rows, count, n, queries + j, scale, out + j);
+        break;
+      case 5:
+        DotHalfRowsTile<5>(rows, count, n, queries + j, scale, out + j);
+        break;
+      default:
+        DotHalfRowsTile<6>(rows, count, n, queries + j, scale, out + j);
+        break;
+    }
+  }
+}
+
+void AccumulateHalfBlocksRows(const float* const* probs, float* const* lanes, int64_t n_rows,
+                              const uint16_t* const* values, int64_t n_blocks, int64_t n) {
+  if (n % 8 != 0) {
+    const std::vector<int32_t> counts(static_cast<size_t>(n_blocks), kAttentionLanes);
+    for (int64_t r = 0; r < n_rows; ++r) AccumulateHalfBlocks(probs[r], values, counts.data(), n_blocks, n, lanes[r]);
+    return;
+  }
+  if (n % 16 == 0 && UseAvx512()) {
+    for (int64_t r = 0; r < n_rows; r += kMaxRows512) {
+      kAccumulateRows512[std::min<int64_t>(kMaxRows512, n_rows - r)](probs + r, lanes + r, values, n_blocks, n);
+    }
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; r += kMaxQueryRows) {
+    switch (std::min<int64_t>(kMaxQueryRows, n_rows - r)) {
+      case 1:
+        AccumulateRowsTile<1>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 2:
+        AccumulateRowsTile<2>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 3:
+        AccumulateRowsTile<3>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 4:
+        AccumulateRowsTile<4>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      case 5:
+        AccumulateRowsTile<5>(probs + r, lanes + r, values, n_blocks, n);
+        break;
+      default:
+        AccumulateRowsTile<6>(probs + r, lanes + r, values, n_blocks, n);
+        break;
     }
   }
 }

@@ -75,6 +75,18 @@ void DotHalfRows(const uint16_t* rows, int64_t count, int64_t n, const float* b,
 // a multiple of kAttentionLanes).
 void AccumulateHalfBlocks(const float* probs, const uint16_t* const* values, const int32_t* counts, int64_t n_blocks,
                           int64_t n, float* lanes);
+// Prefill attention reads each key and value row for many queries: the group's query heads and
+// several query positions. These two kernels convert a half row once for up to kMaxQueryRows of
+// them, keeping every (query, key) sum in the single-query order above, so the results are the
+// bits of one call per query. DotHalfRowsQueries: out[j][i] = DotHalfRows' out[i] for query
+// queries[j], j < n_queries (any number; n % 16 == 0 uses the shared kernel).
+constexpr int kMaxQueryRows = 6;
+void DotHalfRowsQueries(const uint16_t* rows, int64_t count, int64_t n, const float* const* queries, int64_t n_queries,
+                        float scale, float* const* out);
+// AccumulateHalfBlocks for n_rows probability rows over the same n_blocks full blocks
+// (kAttentionLanes rows each): row r reads probs[r] and accumulates into lanes[r].
+void AccumulateHalfBlocksRows(const float* const* probs, float* const* lanes, int64_t n_rows,
+                              const uint16_t* const* values, int64_t n_blocks, int64_t n);
 // out[i] = sum over the 16 lanes of lanes[lane * n + i], pairwise: lanes j and j+8, then j and
 // j+4, then j and j+2, then 0 and 1.
 void SumLanes(const float* lanes, int64_t n, float* out);

@@ -60,12 +60,29 @@ void WeightMatrix::Multiply(const float* x, int64_t n, float* y, std::vector<flo
       return;
     }
     std::vector<Q8Activations> xq(static_cast<size_t>(n * nb));
+    // Whole groups of kPackedRows rows go through the AVX-512 kernel where the CPU has one (the
+    // same bits; quantized_kernels.h), the rest through DotRowsQ8Batch. The packed copy is this
+    // thread's and kept across calls.
+    static thread_local PackedQ8Activations packed_here;
+    PackedQ8Activations* packed = &packed_here;
+    const bool pack = n >= kPackedRows && PackedQ8Supported(type_);
+    if (pack) ResizePackedQ8(n, nb, packed);
+    const int64_t packed_rows = pack ? packed->groups * kPackedRows : 0;
 #pragma omp parallel if (parallel)
     {
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < n; ++t) QuantizeActivations(x + t * cols_, cols_, xq.data() + t * nb);
+      if (pack) {
 #pragma omp for schedule(static)
-      for (int64_t task = 0; task < tasks; ++task) multiply(xq.data(), task);
+        for (int64_t g = 0; g < packed->groups; ++g) PackQ8Group(xq.data(), nb, g, packed);
+      }
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t r0 = task * kRowsPerTask, count = std::min(kRowsPerTask, rows_ - r0);
+        if (pack) DotRowsQ8Packed(type_, row(r0), row_bytes_, count, *packed, y + r0, rows_);
+        DotRowsQ8Batch(type_, row(r0), row_bytes_, count, xq.data() + packed_rows * nb, nb, n - packed_rows, cols_,
+                       y + packed_rows * rows_ + r0, rows_);
+      }
     }
     return;
   }

@@ -329,6 +329,25 @@ TEST(QuantizedKernelsTest, ActivationQuantisationRule) {
   EXPECT_EQ(q[2].q[7], 2);
   EXPECT_EQ(q[2].q[9], -2);
   EXPECT_EQ(q[1].d, 0.0f);
+  // The vector kernel against the rule on many blocks of many scales.
+  std::vector<float> many(32 * 512);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = dist(rng) * std::ldexp(1.0f, static_cast<int>(i / 32 % 40) - 20);
+  std::vector<Q8Activations> mq(512);
+  QuantizeActivations(many.data(), static_cast<int64_t>(many.size()), mq.data());
+  for (int b = 0; b < 512; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(many[b * 32 + j]));
+    const float id = amax == 0 ? 0.0f : 127.0f / amax;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int want = static_cast<int>(std::nearbyint(many[b * 32 + j] * id));
+      ASSERT_EQ(mq[b].q[j], want) << "block " << b << " value " << j;
+      sum += want;
+    }
+    ASSERT_EQ(mq[b].sum, sum) << b;
+    ASSERT_EQ(mq[b].d, FromHalf(Half(amax / 127.0f))) << b;
+    ASSERT_EQ(mq[b].s, FromHalf(Half(amax / 127.0f * static_cast<float>(sum)))) << b;
+  }
 }
 
 // A block of `type` with scale 1 (and min 0) holding the given integer weights.
@@ -409,6 +428,46 @@ TEST(QuantizedKernelsTest, BatchedQ8DotsEqualEachRowAlone) {
         for (int64_t r = 0; r < rows; ++r) {
           EXPECT_EQ(out[t * rows + r], DotRowQ8(type, mat.data() + r * row_bytes, q.data() + t * nb, n))
               << TensorTypeName(type) << " batch " << m << " activation row " << t << " weight row " << r;
+        }
+      }
+    }
+  }
+}
+
+// The AVX-512 kernel over packed groups of 8 activation rows gives each row's bits alone.
+TEST(QuantizedKernelsTest, PackedQ8DotsEqualEachRowAlone) {
+  std::mt19937 rng(22);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_1}) {
+    if (!PackedQ8Supported(type)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or FORESIGHT_NO_AVX512 is set)";
+    const int64_t n = 1536, nb = n / 32, rows = 11;
+    std::vector<uint8_t> mat;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> w(n);
+      for (float& v : w) v = dist(rng) * (r == 3 ? 1e-3f : 1.0f) + (type == TensorType::kQ4_1 ? 0.3f : 0.0f);
+      auto bytes = QuantizeRow(type, w.data(), n);
+      ASSERT_TRUE(bytes.ok());
+      mat.insert(mat.end(), bytes->begin(), bytes->end());
+    }
+    const uint64_t row_bytes = TensorTypeBytes(type, n);
+    for (int64_t m : {8, 16, 24}) {
+      std::vector<float> x(m * n);
+      for (float& v : x) v = dist(rng);
+      for (int64_t i = 0; i < n; ++i) x[5 * n + i] = 0.0f;  // a zero row: d = 0
+      std::vector<Q8Activations> q(m * nb);
+      for (int64_t t = 0; t < m; ++t) QuantizeActivations(x.data() + t * n, n, q.data() + t * nb);
+      PackedQ8Activations packed;
+      ResizePackedQ8(m, nb, &packed);
+      ASSERT_EQ(packed.groups * kPackedRows, m);
+      for (int64_t g = 0; g < packed.groups; ++g) PackQ8Group(q.data(), nb, g, &packed);
+      std::vector<float> out(m * rows, -1.0f);
+      DotRowsQ8Packed(type, mat.data(), row_bytes, rows, packed, out.data(), rows);
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = DotRowQ8(type, mat.data() + r * row_bytes, q.data() + t * nb, n);
+          ASSERT_EQ(std::memcmp(&out[t * rows + r], &want, 4), 0)
+              << TensorTypeName(type) << " batch " << m << " activation row " << t << " weight row " << r << ": "
+              << out[t * rows + r] << " against " << want;
         }
       }
     }
@@ -514,6 +573,52 @@ TEST(TransformerKernelsTest, BlockKernelsMatchPerPositionKernels) {
     }
     AccumulateHalfBlocks(probs.data(), ptrs.data(), counts.data(), static_cast<int64_t>(counts.size()), n, got.data());
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "n=" << n << " at " << i;
+  }
+}
+
+// Prefill's many-query kernels give each query's bits from the one-query kernels.
+TEST(TransformerKernelsTest, ManyQueryKernelsMatchOneQueryKernels) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t n : {64, 128, 72, 20}) {
+    for (int64_t rows : {1, 3, 5, 6, 7, 12, 13}) {
+      const int64_t n_blocks = 5;
+      std::vector<std::vector<uint16_t>> blocks(n_blocks, std::vector<uint16_t>(16 * n));
+      std::vector<const uint16_t*> ptrs;
+      for (auto& b : blocks) {
+        for (auto& v : b) v = Half(dist(rng));
+        ptrs.push_back(b.data());
+      }
+      std::vector<std::vector<float>> q(rows, std::vector<float>(n)), probs(rows, std::vector<float>(16 * n_blocks));
+      std::vector<std::vector<float>> got(rows, std::vector<float>(16)), lanes(rows, std::vector<float>(16 * n));
+      std::vector<std::vector<float>> want_lanes = lanes;
+      std::vector<const float*> qp, pp;
+      std::vector<float*> gp, lp;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : q[r]) v = FromHalf(Half(dist(rng)));
+        for (float& v : probs[r]) v = FromHalf(Half(std::fabs(dist(rng)) * 0.05f));
+        for (float& v : lanes[r]) v = dist(rng);  // accumulation goes on from what the lanes hold
+        want_lanes[r] = lanes[r];
+        qp.push_back(q[r].data());
+        pp.push_back(probs[r].data());
+        gp.push_back(got[r].data());
+        lp.push_back(lanes[r].data());
+      }
+      const int32_t count = 11;
+      DotHalfRowsQueries(ptrs[2], count, n, qp.data(), rows, 0.125f, gp.data());
+      AccumulateHalfBlocksRows(pp.data(), lp.data(), rows, ptrs.data(), n_blocks, n);
+      const std::vector<int32_t> counts(n_blocks, 16);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> want(count);
+        DotHalfRows(ptrs[2], count, n, q[r].data(), 0.125f, want.data());
+        for (int32_t i = 0; i < count; ++i)
+          ASSERT_EQ(got[r][i], want[i]) << "n=" << n << " rows=" << rows << " r=" << r;
+        AccumulateHalfBlocks(probs[r].data(), ptrs.data(), counts.data(), n_blocks, n, want_lanes[r].data());
+        for (int64_t i = 0; i < 16 * n; ++i) {
+          ASSERT_EQ(lanes[r][i], want_lanes[r][i]) << "n=" << n << " rows=" << rows << " r=" << r << " at " << i;
+        }
+      }
+    }
   }
 }
 
