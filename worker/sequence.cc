@@ -328,8 +328,8 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
   // llama.cpp's order (worker/transformer_kernels.h): half dot products, then the weighted sum of
   // the half values in 16 lanes by position, folded by SumLanes.
   const int64_t bt = kv_.block_tokens();
-  if (observer == nullptr && bt == kAttentionLanes) {
-    ChunkAttentionTiled(layer, n, p0, q, out);
+  if (bt == kAttentionLanes && !row_at_a_time_) {
+    ChunkAttentionTiled(layer, n, p0, q, out, observer);
     return;
   }
   // The observer hears each head's rows in query order, so one thread takes a head's rows.
@@ -369,7 +369,8 @@ void Sequence::ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float*
   }
 }
 
-void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const float* q, float* out) {
+void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
+                                   PrefillAttentionObserver* observer) {
   const int64_t hd = c_.head_dim, qo = int64_t{c_.n_heads} * hd, ctx = p0 + n;
   const int32_t group = c_.n_heads / c_.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -382,6 +383,60 @@ void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const f
   const int64_t scratch_floats = rows_max * (ctx + kAttentionLanes * hd);
   const int threads = omp_get_max_threads();
   if (static_cast<int>(tile_scratch_.size()) < threads) tile_scratch_.resize(threads);
+  // One tile: scores, softmax, the observer's rows, then the weighted sums of the values.
+  auto run_tile = [&](TileScratch& s, int64_t ti, int32_t kvh) {
+    const int64_t t0 = ti * tile, tn = std::min(tile, n - t0);
+    const int64_t rows = tn * group;
+    const int64_t visible_max = p0 + t0 + tn;  // the tile's last row sees this many keys
+    const int64_t nb = (visible_max + bt - 1) / bt;
+    float* scores = s.floats.data();
+    float* lanes = scores + rows * ctx;
+    for (int64_t r = 0; r < rows; ++r) {  // row r: position t0 + r / group, head kvh * group + r % group
+      const int64_t t = t0 + r / group;
+      const int32_t h = kvh * group + static_cast<int32_t>(r % group);
+      s.queries[r] = q + t * qo + h * hd;
+      s.rows[r] = scores + r * ctx;
+      s.lanes[r] = lanes + r * kAttentionLanes * hd;
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      s.counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible_max - b * bt));
+      s.values[b] = kv_.value(layer, kvh, b * bt);
+      for (int64_t r = 0; r < rows; ++r) s.probs[r] = s.rows[r] + b * bt;
+      if (b + 1 < nb) {  // a KV head's blocks are apart in memory: fetch the next one's keys ahead
+        const char* next = reinterpret_cast<const char*>(kv_.key(layer, kvh, (b + 1) * bt));
+        for (int64_t at = 0; at < bt * hd * 2; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
+      }
+      // Keys past a row's position are scored too, then dropped with the row's tail.
+      DotHalfRowsQueries(kv_.key(layer, kvh, b * bt), s.counts[b], hd, s.queries.data(), rows, scale, s.probs.data());
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t visible = p0 + t0 + r / group + 1;
+      float* row = s.rows[r];
+      Softmax(row, visible);
+      RoundToHalf(row, visible);
+      std::fill(row + visible, row + visible_max, 0.0f);
+      // Row r is query head kvh * group + r % group at position t0 + r / group: each head's rows
+      // in position order, as the observer wants them.
+      if (observer != nullptr)
+        observer->OnRow(layer, kvh * group + static_cast<int32_t>(r % group), p0 + t0 + r / group, row);
+    }
+    std::fill(lanes, lanes + rows * kAttentionLanes * hd, 0.0f);
+    // Blocks every row of the tile sees whole, all rows at once; then each row's last blocks.
+    const int64_t shared = (p0 + t0 + 1) / bt;
+    AccumulateHalfBlocksRows(s.rows.data(), s.lanes.data(), rows, s.values.data(), shared, hd);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t visible = p0 + t0 + r / group + 1;
+      const int64_t own = (visible + bt - 1) / bt;
+      for (int64_t b = shared; b < own; ++b) {
+        s.counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible - b * bt));
+      }
+      AccumulateHalfBlocks(s.rows[r] + shared * bt, s.values.data() + shared, s.counts.data() + shared, own - shared,
+                           hd, s.lanes[r]);
+      const int64_t t = t0 + r / group;
+      const int32_t h = kvh * group + static_cast<int32_t>(r % group);
+      SumLanes(s.lanes[r], hd, out + t * qo + h * hd);
+    }
+  };
 #pragma omp parallel
   {
     TileScratch& s = tile_scratch_[omp_get_thread_num()];
@@ -393,57 +448,18 @@ void Sequence::ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const f
     s.rows.resize(rows_max);
     s.lanes.resize(rows_max);
     s.probs.resize(rows_max);
-    // Heavier tiles (later positions see more keys) first.
+    if (observer == nullptr) {
+      // Heavier tiles (later positions see more keys) first.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tiles * c_.n_kv_heads; ++task) {
-      const int64_t ti = tiles - 1 - task / c_.n_kv_heads;
-      const int32_t kvh = static_cast<int32_t>(task % c_.n_kv_heads);
-      const int64_t t0 = ti * tile, tn = std::min(tile, n - t0);
-      const int64_t rows = tn * group;
-      const int64_t visible_max = p0 + t0 + tn;  // the tile's last row sees this many keys
-      const int64_t nb = (visible_max + bt - 1) / bt;
-      float* scores = s.floats.data();
-      float* lanes = scores + rows * ctx;
-      for (int64_t r = 0; r < rows; ++r) {  // row r: position t0 + r / group, head kvh * group + r % group
-        const int64_t t = t0 + r / group;
-        const int32_t h = kvh * group + static_cast<int32_t>(r % group);
-        s.queries[r] = q + t * qo + h * hd;
-        s.rows[r] = scores + r * ctx;
-        s.lanes[r] = lanes + r * kAttentionLanes * hd;
+      for (int64_t task = 0; task < tiles * c_.n_kv_heads; ++task) {
+        run_tile(s, tiles - 1 - task / c_.n_kv_heads, static_cast<int32_t>(task % c_.n_kv_heads));
       }
-      for (int64_t b = 0; b < nb; ++b) {
-        s.counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible_max - b * bt));
-        s.values[b] = kv_.value(layer, kvh, b * bt);
-        for (int64_t r = 0; r < rows; ++r) s.probs[r] = s.rows[r] + b * bt;
-        if (b + 1 < nb) {  // a KV head's blocks are apart in memory: fetch the next one's keys ahead
-          const char* next = reinterpret_cast<const char*>(kv_.key(layer, kvh, (b + 1) * bt));
-          for (int64_t at = 0; at < bt * hd * 2; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
-        }
-        // Keys past a row's position are scored too, then dropped with the row's tail.
-        DotHalfRowsQueries(kv_.key(layer, kvh, b * bt), s.counts[b], hd, s.queries.data(), rows, scale, s.probs.data());
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t visible = p0 + t0 + r / group + 1;
-        float* row = s.rows[r];
-        Softmax(row, visible);
-        RoundToHalf(row, visible);
-        std::fill(row + visible, row + visible_max, 0.0f);
-      }
-      std::fill(lanes, lanes + rows * kAttentionLanes * hd, 0.0f);
-      // Blocks every row of the tile sees whole, all rows at once; then each row's last blocks.
-      const int64_t shared = (p0 + t0 + 1) / bt;
-      AccumulateHalfBlocksRows(s.rows.data(), s.lanes.data(), rows, s.values.data(), shared, hd);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t visible = p0 + t0 + r / group + 1;
-        const int64_t own = (visible + bt - 1) / bt;
-        for (int64_t b = shared; b < own; ++b) {
-          s.counts[b] = static_cast<int32_t>(std::min<int64_t>(bt, visible - b * bt));
-        }
-        AccumulateHalfBlocks(s.rows[r] + shared * bt, s.values.data() + shared, s.counts.data() + shared, own - shared,
-                             hd, s.lanes[r]);
-        const int64_t t = t0 + r / group;
-        const int32_t h = kvh * group + static_cast<int32_t>(r % group);
-        SumLanes(s.lanes[r], hd, out + t * qo + h * hd);
+    } else {
+      // The observer hears each query head's rows in position order from one thread: a task is a
+      // KV head's tiles, in order (fewer tasks to share out, so a little less even).
+#pragma omp for schedule(dynamic, 1)
+      for (int32_t kvh = 0; kvh < c_.n_kv_heads; ++kvh) {
+        for (int64_t ti = 0; ti < tiles; ++ti) run_tile(s, ti, kvh);
       }
     }
   }

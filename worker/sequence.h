@@ -157,6 +157,9 @@ class Sequence {
   Status ImportKv(int64_t n_blocks,
                   const std::function<Status(int32_t layer, const std::vector<uint8_t*>& dests)>& fill);
 
+  // Tests: prefill attention a row at a time, as before the tiled kernels (the same bits).
+  void TEST_set_row_at_a_time_prefill(bool on) { row_at_a_time_ = on; }
+
   int64_t position() const { return kv_.tokens(); }
   // Forgets everything from `position` on.
   void Rewind(int64_t position) { kv_.Resize(position); }
@@ -178,8 +181,10 @@ class Sequence {
   Status CheckStep(const ForwardItem& item) const;
   void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
                       PrefillAttentionObserver* observer);
-  // ChunkAttention without an observer: tasks of one KV head and a few query positions.
-  void ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const float* q, float* out);
+  // ChunkAttention in tasks of one KV head and a few query positions (with an observer, each KV
+  // head's tasks in order on one thread), the same bits as a row at a time.
+  void ChunkAttentionTiled(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
+                           PrefillAttentionObserver* observer);
   Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
                          KvBlockSource* source);
 
@@ -210,6 +215,7 @@ class Sequence {
     std::vector<float*> rows, lanes, probs;
   };
   std::vector<TileScratch> tile_scratch_;
+  bool row_at_a_time_ = false;
 };
 
 }  // namespace foresight::worker

@@ -8,8 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tests/worker/test_tokens.h"
 #include "worker/sequence.h"
@@ -42,6 +46,46 @@ std::vector<std::string> DifferentBlocks(const Sequence& a, const Sequence& b, i
     }
   }
   return differ;
+}
+
+// Every prefill attention row an observer hears, per (layer, query head), in the order heard.
+class RowRecorder final : public PrefillAttentionObserver {
+ public:
+  void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) override {
+    std::lock_guard<std::mutex> lock(mu_);  // heads may come from several threads at once
+    rows[{layer, q_head}].emplace_back(query, std::vector<float>(probs, probs + query + 1));
+  }
+  std::map<std::pair<int32_t, int32_t>, std::vector<std::pair<int64_t, std::vector<float>>>> rows;
+
+ private:
+  std::mutex mu_;
+};
+
+// The tiled prefill attention (tasks of a KV head and several positions) hands the observer the
+// very rows the one-row kernel computes, each head's in position order, and the same output.
+TEST(PrefillObserverTest, TiledRowsEqualRowAtATimeInEachHeadsOrder) {
+  SyntheticModelSpec spec;
+  spec.type = TensorType::kQ4_1;
+  spec.n_layers = 2;
+  auto model = MakeSyntheticModel(spec);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const std::vector<TokenId> tokens = testing::TestTokens(300);
+  Sequence tiled(**model, 64), one_row(**model, 64);
+  one_row.TEST_set_row_at_a_time_prefill(true);
+  RowRecorder heard_tiled, heard_one_row;
+  std::vector<float> logits_tiled, logits_one_row;
+  ASSERT_TRUE(tiled.Prefill(tokens, &logits_tiled, false, &heard_tiled).ok());
+  ASSERT_TRUE(one_row.Prefill(tokens, &logits_one_row, false, &heard_one_row).ok());
+  ASSERT_EQ(heard_tiled.rows.size(), static_cast<size_t>(spec.n_layers) * (*model)->config().n_heads);
+  for (const auto& [key, rows] : heard_tiled.rows) {
+    ASSERT_EQ(rows.size(), tokens.size()) << "layer " << key.first << " head " << key.second;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_EQ(rows[i].first, static_cast<int64_t>(i)) << "layer " << key.first << " head " << key.second;
+    }
+  }
+  EXPECT_TRUE(heard_tiled.rows == heard_one_row.rows) << "the tiled rows differ from the one-row kernel's";
+  EXPECT_EQ(logits_tiled, logits_one_row);
+  EXPECT_TRUE(DifferentBlocks(tiled, one_row, spec.n_layers, 288).empty());
 }
 
 class PrefillChunkingTest : public ::testing::TestWithParam<TensorType> {};
