@@ -1,5 +1,8 @@
 // Scheduler: continuous batching for one Model on one worker (issue 19). Every front end (the gRPC
-// WorkerService, the OpenAI-compatible HTTP API) submits requests here; one thread runs them.
+// WorkerService, the OpenAI-compatible HTTP API) submits requests here; one thread runs them. A
+// second thread opens each admitted request (its cache connection, the lookup and import of the
+// longest published prefix of its prompt), so that importing a long prefix never holds up the
+// steps of the sequences already running; the request joins the steps once it is open.
 //
 // Each step is one forward pass over up to `max_seqs` running sequences: the weight matrices are
 // multiplied once for all of the step's token rows (one GEMM per weight, not one GEMV per
