@@ -1,8 +1,8 @@
 // The two Prometheus endpoints, scraped from real processes after a little traffic: a
 // foresight-cached (--metrics) and a foresight-worker (--http, GET /metrics) that publishes to it
 // and imports a shared prefix back. promtool's linter must accept both (issue 20), and the Grafana
-// dashboard (deploy/grafana/foresight.json) may query only metric names they export, so that it
-// cannot drift from the code unnoticed.
+// dashboard (deploy/grafana/foresight.json) may query only metric names they export, in valid
+// PromQL, so that it cannot drift from the code unnoticed.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,6 +254,37 @@ TEST(MetricsEndpointsTest, DashboardQueriesOnlyMetricsTheEndpointsExport) {
     if (name.rfind("foresight_", 0) != 0 || name == "foresight_ram_page_bytes") continue;
     EXPECT_TRUE(queried.count(family(name))) << name << " is exported but no panel of " << path << " shows it";
   }
+}
+
+// Every query of the dashboard is valid PromQL: promtool checks them as recording rules (a rules
+// file may be JSON, YAML's subset), with Grafana's variables replaced by what they expand to.
+TEST(MetricsEndpointsTest, DashboardQueriesParseAsPromQL) {
+  const std::string promtool = FindOnPath("promtool");
+  if (promtool.empty()) {
+    GTEST_SKIP() << "promtool is not on PATH: install Debian's prometheus package (deploy/install-deps.sh does)";
+  }
+  const std::string path = std::string(FORESIGHT_SOURCE_DIR) + "/deploy/grafana/foresight.json";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << "cannot read " << path;
+  const nlohmann::json dashboard = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(dashboard.is_discarded()) << path << " is not valid JSON";
+
+  nlohmann::json rules = nlohmann::json::array();
+  ForEachObject(dashboard, [&](const nlohmann::json& o) {
+    if (!o.contains("expr")) return;
+    std::string expr = o["expr"].get<std::string>();
+    expr = std::regex_replace(expr, std::regex(R"(\$__[a-z_]+)"), "1m");         // $__rate_interval
+    expr = std::regex_replace(expr, std::regex(R"(\$\{?[A-Za-z_]+\}?)"), ".*");  // $instance
+    rules.push_back({{"record", "dashboard:query_" + std::to_string(rules.size())}, {"expr", expr}});
+  });
+  ASSERT_FALSE(rules.empty());
+  TempDir dir("dashboard-promql");
+  const std::string file = dir.path() + "/rules.json";
+  std::ofstream(file) << nlohmann::json{{"groups", {{{"name", "dashboard"}, {"rules", rules}}}}}.dump(2);
+  const CommandResult r = RunShell("'" + promtool + "' check rules '" + file + "'");
+  EXPECT_EQ(r.exit_code, 0) << "promtool check rules on the dashboard's queries:\n"
+                            << r.output << "\n--- the rules it checked:\n"
+                            << rules.dump(2);
 }
 
 }  // namespace
