@@ -461,18 +461,19 @@ Status RunQuality(const QualityFlags& f) {
                    {"perplexity", r.perplexity},
                    {"top1_agreement", r.top1_agreement},
                    {"recovery", r.recovery},
+                   {"sparse_recovery", r.sparse_recovery},
                    {"blocks_fraction", r.blocks_fraction},
                    {"query_refine", r.query_refine},
                    {"update_period", r.update_period}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
-                "recovery", "blocks", "refine", "period");
+    std::printf("%-22s %7s %8s %11s %9s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
+                "recovery", "sparse", "blocks", "refine", "period");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(),
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(),
                   static_cast<long long>(r.budget), static_cast<long long>(r.context), r.perplexity, r.top1_agreement,
-                  r.recovery, r.blocks_fraction, r.query_refine, r.update_period);
+                  r.recovery, r.sparse_recovery, r.blocks_fraction, r.query_refine, r.update_period);
     }
   }
   return Status::OK();
