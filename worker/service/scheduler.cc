@@ -171,48 +171,24 @@ Status Scheduler::Impl::Prepare(Job* job) const {
     return OutOfRange("the prompt has " + std::to_string(prompt) + " tokens; the model's context is " +
                       std::to_string(c.max_context));
   }
-  if (r.budget < 0) return InvalidArgument("budget " + std::to_string(r.budget) + " is negative");
   FS_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(r.sampling));
   job->sampler.emplace(std::move(sampler));
 
-  std::string policy = r.policy.empty() ? o.default_policy : r.policy;
-  std::replace(policy.begin(), policy.end(), '-', '_');
-  const int32_t budget = r.budget > 0 ? r.budget : o.default_budget;
-  predictor::PolicySpec spec;
-  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy));
-  if (spec.kind == predictor::PolicyKind::kOracle) {
-    return InvalidArgument(
-        "policy oracle needs each step's dense attention and is offline-only; "
-        "use `foresight predictor eval` on a trace");
+  FS_ASSIGN_OR_RETURN(ServingPlan plan, ResolveServing(o, r.policy, r.budget, prompt, r.max_tokens, c,
+                                                       options.kv_mode != OffloadMode::kResident));
+  if (plan.fits_budget) {
+    spdlog::debug("a request of {} + {} tokens fits ap's budget: dense", prompt, r.max_tokens);
   }
-  if (spec.kind != predictor::PolicyKind::kDense) {
-    spec.budget.budget_tokens = budget;
-    spec.budget.sink_tokens = o.sink_tokens;
-    spec.budget.local_tokens = o.local_tokens;
-    spec.dense_first_layers = o.dense_first_layers;
-    ApplyQueryRefinement(o.query_refine, &spec, &job->attention, o.kv_mode != OffloadMode::kResident);
-    if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
-      if (o.weights == nullptr) {
-        return FailedPrecondition("policy attention_predictor needs the CNN weights, and this worker has none");
-      }
-      spec.weights = o.weights;
-      job->stats.set_weights(o.weights_name);
-    }
-    if (spec.kind == predictor::PolicyKind::kAttentionPredictor && prompt + r.max_tokens <= budget) {
-      // The whole context (prompt and every token it may generate) fits the budget: at every step
-      // AttentionPredictor would select every block, so the request runs dense, without the
-      // predictor's cost or the offload's, and its statistics say "dense".
-      job->stats.clear_weights();
-      spdlog::debug("a request of {} + {} tokens fits ap's budget of {}: dense", prompt, r.max_tokens, budget);
-    } else {
-      job->spec = spec;
-      // Dense attention reads every block each step: offloading it would move the whole history
-      // every step, so dense requests keep their KV resident (and still publish it).
-      job->kv_mode = o.kv_mode;
-    }
+  if (plan.spec) {
+    job->spec = std::move(plan.spec);
+    job->attention = plan.attention;
+    // Dense attention reads every block each step: offloading it would move the whole history
+    // every step, so dense requests keep their KV resident (and still publish it).
+    job->kv_mode = options.kv_mode;
   }
-  job->stats.set_policy(job->spec ? PolicyLabel(*job->spec) : "dense");
-  job->stats.set_budget(job->spec ? budget : 0);
+  job->stats.set_policy(plan.policy);
+  job->stats.set_budget(plan.budget);
+  if (!plan.weights.empty()) job->stats.set_weights(plan.weights);
   job->stats.set_kv_mode(std::string(OffloadModeName(job->kv_mode)));
   job->stats.set_prompt_tokens(prompt);
   {
@@ -679,15 +655,8 @@ void Scheduler::set_address(std::string address) {
 }
 
 std::string Scheduler::DefaultPolicyLabel() const {
-  std::string name = options_.serving.default_policy;
-  std::replace(name.begin(), name.end(), '-', '_');
-  predictor::PolicySpec spec;
-  StatusOr<predictor::PolicyKind> kind = predictor::ParsePolicyKind(name);
-  if (!kind.ok()) return options_.serving.default_policy;  // every request will say why
-  spec.kind = *kind;
-  PolicyAttentionOptions attention;
-  ApplyQueryRefinement(options_.serving.query_refine, &spec, &attention);
-  return PolicyLabel(spec);
+  StatusOr<std::string> label = worker::DefaultPolicyLabel(options_.serving);
+  return label.ok() ? *label : options_.serving.default_policy;  // every request will say why
 }
 
 }  // namespace foresight::worker
