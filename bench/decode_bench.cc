@@ -280,7 +280,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         std::vector<double> us;
         double stall_s = 0, verify_s = 0;
         uint64_t bytes = 0;
-        int64_t hits = 0, misses = 0, stalls = 0, requests = 0, timed = 0;
+        int64_t hits = 0, misses = 0, stalls = 0, requests = 0, heads = 0, timed = 0;
         double cpu_s = 0, node_cpu_s = 0;
         int step = 0;
         worker::TokenId next = 0;  // --greedy: the argmax of the last logits
@@ -345,6 +345,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
             l.misses += after.pool_misses - before.pool_misses;
             l.stalls += after.stalls - before.stalls;
             l.requests += after.fetch_requests - before.fetch_requests;
+            l.heads += after.heads_fetched - before.heads_fetched;
             l.timed++;
           }
         }
@@ -374,6 +375,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"stalled_layers_per_token", l.stalls / n},
                            {"pool_hit_rate", hit / 100},
                            {"gets_per_token", l.requests / n},
+                           {"heads_fetched_per_token", l.heads / n},
                            {"coalesce", l.v.coalesce},
                            {"speculative_blocks", l.v.speculative},
                            {"ucx_rndv_thresh", UcxRendezvousThreshold()},

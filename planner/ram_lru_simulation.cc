@@ -118,6 +118,8 @@ NodeAccessTrace NodeAccessesFrom(const PoolMissReplay& replay, int sequences, in
       const auto [begin, end] = by_step[t][s];
       for (size_t k = begin; k < end; ++k) {
         const auto& f = replay.fetches[k];
+        // A block not published yet (the one the decode is filling) is the worker's own: no get.
+        if (f.block >= full_blocks[i]) continue;
         out.accesses.push_back({id(i, f.block, f.layer), false});
       }
       // The token of step s lands at position prompt + s; the block it completes is published.

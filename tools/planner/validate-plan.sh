@@ -67,9 +67,14 @@ def check(what, predicted, measured, tolerance):
           f"error {100 * error:+6.1f}%  (target {100 * tolerance:.0f}%)  {'ok' if passed else 'MISSED'}")
 for row in rows:
     print(f"decode bench ({'reuse' if row['reuse'] else 'no reuse'}): {row['steps']} steps after {row['warmup'] + 1}, "
-          f"greedy {row['greedy']}, pool hit rate {row['pool_hit_rate']:.3f}, loadavg {row['loadavg']}")
+          f"greedy {row['greedy']}, (layer, block, KV head) units fetched per token "
+          f"{row['heads_fetched_per_token']:.2f} in {row['gets_per_token']:.2f} gets, loadavg {row['loadavg']}")
 for row in rows:
     plan_row = plan if row["reuse"] else plan_nr
+    # For the reader: the (layer, block, KV head) units behind the bytes (a coalesced get may move more).
+    units = row["heads_fetched_per_token"]
+    print(f"  units/token ({'reuse' if row['reuse'] else 'no reuse'}): predicted {plan_row['fetch_blocks_per_token']:.2f}"
+          f"  measured {units:.2f}  error {100 * (plan_row['fetch_blocks_per_token'] - units) / units:+.1f}%")
     check(f"fetch bytes/token ({'reuse' if row['reuse'] else 'no reuse'})",
           plan_row["fetch_bytes_per_token"], row["bytes_per_token"], 0.20)
 occupancy = rows[0]["occupancy"]
