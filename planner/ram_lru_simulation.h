@@ -53,8 +53,8 @@ StatusOr<int64_t> RamTierBlockCapacity(uint64_t ram_bytes, uint64_t block_bytes)
 // pools missed: each sequence publishes its prompt's full blocks (every layer), in turn; then they
 // decode in lock step, sequence i replaying trace i mod T (its own blocks), each fetching what its
 // pool missed at that step (one get per KV head; a block not yet published is the worker's own and
-// is not fetched) and publishing a layer's block whenever its context fills one. Steps before `from_step` only warm the node up: `measured_from` is the index
-// of the first access after them.
+// is not fetched) and publishing a layer's block whenever its context fills one. Steps before `from_step` only warm the
+// node up: `measured_from` is the index of the first access after them.
 struct NodeAccessTrace {
   std::vector<NodeAccess> accesses;
   size_t measured_from = 0;

@@ -15,7 +15,7 @@
 # Environment: BIN (default build/bin), NODE_RAM (512MiB), NODE_NVME (2GiB), SEQUENCES (4),
 # CONTEXT (7700), TRANSPORT (shm), STEPS (measured decode steps, default: the churn table's trace
 # steps after its warm-up, 128), CHURN (a churn table; default the shipped one), WORK (a temp dir).
-# About 15 minutes on 2 shared vCPUs, most of it the decode bench.
+# About 5-10 minutes on 2 shared vCPUs, most of it the decode bench.
 # Exit status 1 when a figure misses its target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
