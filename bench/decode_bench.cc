@@ -41,6 +41,7 @@
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
+#include "worker/serving_flags.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::bench {
@@ -52,9 +53,15 @@ struct DecodeBenchFlags {
   int synthetic_layers = 2;
   std::string contexts = "2048,4096,8192";
   std::string policies = "dense,streaming_llm,quest,h2o,snapkv";
-  int budget = 1024;
+  // --budget, --sink, --local, --dense-layers, --query-refine and --weights for every policy;
+  // --policy is the offload runs' (default h2o). worker/serving_flags.h.
+  worker::ServingOptions serving = [] {
+    worker::ServingOptions o;
+    o.default_policy = "h2o";
+    return o;
+  }();
+  worker::ServingFlags serving_flags;
   int steps = 16;
-  std::string weights;
   bool prefill = false;
   bool json = false;
   // Offload (issue 5).
@@ -63,7 +70,6 @@ struct DecodeBenchFlags {
   bool no_reuse = false;
   bool compare_coalescing = false;
   std::string ucx_rndv_thresh = "128K";
-  std::string policy = "h2o";
   int warmup = 4;
   bool greedy = false;  // offload with --text: decode the model's greedy continuation
   int margin = -1;
@@ -142,9 +148,19 @@ double ProcessCpuSeconds(pid_t pid) {
 // attention never goes dense). attention_predictor: the published method (dense calibration steps).
 bool IsServedAp(const std::string& policy) { return policy == "ap" || policy == "ap_refined"; }
 
+// What a bench policy name runs (worker/serving_options.h), at `context` tokens and `steps` decode
+// steps: ap as served (with --query-refine), attention_predictor the published method; an
+// AttentionPredictor whose context and steps fit the budget runs dense, as served.
+StatusOr<worker::ServingPlan> ResolveBenchPolicy(const worker::ServingOptions& serving, const std::string& name,
+                                                 int64_t context, int32_t steps, const worker::ModelConfig& config,
+                                                 bool kv_offloaded) {
+  worker::ServingOptions o = serving;
+  if (!IsServedAp(name) && name != "dense") o.query_refine = 0.0f;
+  return worker::ResolveServing(o, IsServedAp(name) ? "ap" : name, 0, context, steps, config, kv_offloaded);
+}
+
 Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, const std::string& model_name,
-                       const std::vector<int64_t>& contexts, std::shared_ptr<const predictor::CnnWeights> weights,
-                       LocalNode* node, nlohmann::json* rows) {
+                       const std::vector<int64_t>& contexts, LocalNode* node, nlohmann::json* rows) {
   const worker::ModelConfig& c = model.config();
   std::vector<worker::OffloadMode> modes;
   for (const std::string& m : SplitList(f.modes)) {
@@ -155,14 +171,18 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
   for (const std::string& t : transports) {
     if (t != "shm" && t != "tcp") return InvalidArgument("--transport: unknown '" + t + "' (shm, tcp)");
   }
-  predictor::PolicySpec spec;
   // ap as served: the query's quarter of the kept blocks is known only at the step.
-  const bool refined = IsServedAp(f.policy);
-  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : f.policy));
-  if (spec.kind == predictor::PolicyKind::kDense)
-    return InvalidArgument("--policy dense cannot offload; pick a sparse policy");
-  spec.budget.budget_tokens = f.budget;
-  spec.weights = weights;
+  const std::string& policy = f.serving.default_policy;
+  const bool refined = IsServedAp(policy);
+  FS_ASSIGN_OR_RETURN(const worker::ServingPlan plan,
+                      ResolveBenchPolicy(f.serving, policy, *std::min_element(contexts.begin(), contexts.end()),
+                                         OffloadSteps(f), c, /*kv_offloaded=*/true));
+  if (!plan.spec) {
+    return InvalidArgument("--policy " + policy + " runs dense (" +
+                           (plan.fits_budget ? "every context fits --budget" : "dense cannot offload") +
+                           "); pick a sparse policy and contexts beyond --budget");
+  }
+  const predictor::PolicySpec& spec = *plan.spec;
   std::vector<int64_t> speculative;
   for (const std::string& v : SplitList(f.speculative)) {
     char* end = nullptr;
@@ -172,8 +192,6 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
     speculative.push_back(n);
   }
   if (speculative.empty()) speculative.push_back(0);
-  worker::PolicyAttentionOptions refined_options;
-  if (refined) worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &refined_options);
   const std::string fingerprint = worker::ModelFingerprint(model);
   if (!f.json) {
     std::printf("# %s\n", model_name.c_str());
@@ -304,7 +322,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         o.import_prefix = real;
         o.fingerprint = fingerprint;
         o.margin_blocks = f.margin;
-        if (refined) o.attention = refined_options;
+        o.attention = plan.attention;
         if (!v.coalesce) o.staging_bytes = 0;
         o.attention.speculative_blocks = v.speculative;
         o.name_space = "bench";
@@ -365,8 +383,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"transport", transport},
                            {"reuse", l.v.reuse},
                            {"context", ctx},
-                           {"budget", f.budget},
-                           {"policy", f.policy},
+                           {"budget", plan.budget},
+                           {"policy", policy},
                            {"us_per_token", median},
                            {"us_per_token_mean", mean},
                            {"stall_us_per_token", stall},
@@ -394,8 +412,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                       (std::string(worker::OffloadModeName(l.v.mode)) + (l.v.coalesce ? "" : "/1") +
                        (l.v.speculative != 0 ? (l.v.speculative > 0 ? "+" : "") + std::to_string(l.v.speculative) : ""))
                           .c_str(),
-                      transport.c_str(), l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), f.budget, median, mean,
-                      stall, bytes, hit, l.requests / n, load.c_str());
+                      transport.c_str(), l.v.reuse ? "yes" : "no", static_cast<long long>(ctx), plan.budget, median,
+                      mean, stall, bytes, hit, l.requests / n, load.c_str());
           std::fflush(stdout);
         }
       }
@@ -503,7 +521,7 @@ Status RunCalibrationProbe(const DecodeBenchFlags& f, const worker::Model& model
 }
 
 // --modes with --models: each model at its context (paired), one node, one JSON list.
-Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predictor::CnnWeights> weights) {
+Status RunOffloadSuite(const DecodeBenchFlags& f) {
   const std::vector<std::string> models = SplitList(f.models);
   FS_ASSIGN_OR_RETURN(const std::vector<int64_t> contexts, ParseIntList(f.contexts, "--contexts", 1, 1 << 30));
   if (models.size() != contexts.size()) {
@@ -528,7 +546,7 @@ Status RunOffloadSuite(const DecodeBenchFlags& f, std::shared_ptr<const predicto
       FS_ASSIGN_OR_RETURN(model, worker::Model::Open(path));
       name = path;
     }
-    FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, name, {ctx}, weights, node.get(), &rows));
+    FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, name, {ctx}, node.get(), &rows));
   }
   if (f.json) std::printf("%s\n", rows.dump(2).c_str());
   return Status::OK();
@@ -561,13 +579,11 @@ StatusOr<double> LlamaCppDecodeMs(const std::string& python, const std::string& 
   return j["decode_ms_per_token"].get<double>();
 }
 
-Status RunDecodeBench(const DecodeBenchFlags& f) {
+Status RunDecodeBench(DecodeBenchFlags f) {
   if (!f.modes.empty()) ApplyUcxRendezvousThreshold(f);
-  if (!f.modes.empty() && !f.models.empty()) {
-    StatusOr<std::shared_ptr<const predictor::CnnWeights>> w = predictor::LoadCnnWeightsOrShipped(f.weights);
-    if (!w.ok()) return w.status().WithContext("--weights");
-    return RunOffloadSuite(f, *w);
-  }
+  if (f.serving.default_policy == "ap_refined") f.serving.default_policy = "ap";
+  FS_RETURN_IF_ERROR(worker::FinishServingFlags(&f.serving));
+  if (!f.modes.empty() && !f.models.empty()) return RunOffloadSuite(f);
   std::unique_ptr<worker::Model> model;
   FS_ASSIGN_OR_RETURN(const std::vector<int64_t> contexts, ParseIntList(f.contexts, "--contexts", 1, 1 << 30));
   int64_t max_context = 0;
@@ -584,10 +600,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
     FS_ASSIGN_OR_RETURN(model, worker::Model::Open(path));
   }
   const worker::ModelConfig& c = model->config();
-  StatusOr<std::shared_ptr<const predictor::CnnWeights>> loaded = predictor::LoadCnnWeightsOrShipped(f.weights);
-  if (!loaded.ok()) return loaded.status().WithContext("--weights");
-  const std::shared_ptr<const predictor::CnnWeights> weights = *loaded;
-  if (!f.json) std::printf("# AttentionPredictor weights: %s\n", predictor::CnnWeightsName(f.weights).c_str());
+  if (!f.json) std::printf("# AttentionPredictor weights: %s\n", f.serving.weights_name.c_str());
   if (!f.calibration_text.empty()) return RunCalibrationProbe(f, *model, contexts.front());
   if (!f.modes.empty()) {
     std::vector<std::string> node_args = {"--ram-bytes", f.node_ram};
@@ -606,7 +619,7 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
     FS_ASSIGN_OR_RETURN(auto node, LocalNode::Start(node_args));
     nlohmann::json offload_rows = nlohmann::json::array();
     FS_RETURN_IF_ERROR(RunOffloadBench(f, *model, f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source(),
-                                       contexts, weights, node.get(), &offload_rows));
+                                       contexts, node.get(), &offload_rows));
     if (f.json) std::printf("%s\n", offload_rows.dump(2).c_str());
     return Status::OK();
   }
@@ -632,22 +645,15 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       seq.Rewind(ctx);
       seq.ResetStats();
       std::unique_ptr<worker::PolicyDecodeAttention> policy;
-      bool uses_cnn = false;
-      if (name != "dense") {
-        predictor::PolicySpec spec;
-        worker::PolicyAttentionOptions po;
-        const bool refined = IsServedAp(name);
-        FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(refined ? "attention_predictor" : name));
-        spec.budget.budget_tokens = f.budget;
-        spec.weights = weights;
-        if (refined) {
-          worker::ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &spec, &po, /*kv_offloaded=*/false);
-        }
-        uses_cnn = spec.kind == predictor::PolicyKind::kAttentionPredictor;
-        FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, spec, ctx, po));
+      FS_ASSIGN_OR_RETURN(const worker::ServingPlan plan,
+                          ResolveBenchPolicy(f.serving, name, ctx, f.steps, c, /*kv_offloaded=*/false));
+      if (plan.spec) {
+        FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, *plan.spec, ctx, plan.attention));
         policy->PrepareKeys(seq.kv());
         FS_RETURN_IF_ERROR(policy->FinishPrefill());
       }
+      // What ran when it is not what the name says (ap at a context within its budget runs dense).
+      const std::string shown = name == "dense" || plan.spec ? name : name + "->" + plan.policy;
       std::vector<float> logits;
       for (int s = 0; s < f.steps; ++s) {
         FS_RETURN_IF_ERROR(
@@ -665,18 +671,19 @@ Status RunDecodeBench(const DecodeBenchFlags& f) {
       const double attn_only = std::max(0.0, attn - in_attention);
       if (f.json) {
         rows.push_back({{"policy", name},
+                        {"ran", plan.policy},
                         {"context", ctx},
-                        {"budget", f.budget},
+                        {"budget", plan.budget},
                         {"ms_per_token", ms},
                         {"attention_ms_per_token", attn_only},
                         {"predictor_ms_per_token", pred},
                         {"predictor_share", ms > 0 ? pred / ms : 0},
                         {"blocks_per_step", blocks},
                         {"model", f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source()},
-                        {"weights", uses_cnn ? predictor::CnnWeightsName(f.weights) : ""}});
+                        {"weights", plan.weights}});
       } else {
-        std::printf("%-20s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", name.c_str(), static_cast<long long>(ctx),
-                    f.budget, ms, attn_only, pred, ms > 0 ? 100 * pred / ms : 0.0, blocks);
+        std::printf("%-20s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", shown.c_str(), static_cast<long long>(ctx),
+                    plan.budget, ms, attn_only, pred, ms > 0 ? 100 * pred / ms : 0.0, blocks);
       }
       if (name == "dense" && !f.llama_cpp_python.empty() && !f.synthetic_8b) {
         // The same model, context and threads in llama.cpp, right after our dense rows.
@@ -714,11 +721,14 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "Comma-separated: dense, ap (AttentionPredictor as served: query-refined, compact calibration; "
                   "ap_refined is the same), attention_predictor (the published method: dense calibration steps), "
                   "quest, h2o, snapkv, streaming_llm");
-  cmd->add_option("--budget", f->budget, "Token budget of sparse policies");
   cmd->add_option("--steps", f->steps, "Decode steps timed per policy");
-  cmd->add_option(
-      "--weights", f->weights,
-      "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
+  f->serving_flags = worker::AddServingFlags(cmd, &f->serving);
+  f->serving_flags.policy->description(
+      "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), ap (as served; "
+      "ap_refined is the same), quest)");
+  f->serving_flags.query_refine->description(
+      "ap: share of the kept blocks chosen by the step's query against the int8 key copy (attention_predictor is "
+      "the published method, 0)");
   cmd->add_flag("--prefill", f->prefill, "Fill the context by a real dense prefill instead of random KV");
   cmd->add_flag("--json", f->json, "JSON rows");
   cmd->add_option(
@@ -735,9 +745,6 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "(auto: UCX's own, 8 KiB over TCP here)");
   cmd->add_flag("--compare-coalescing", f->compare_coalescing,
                 "KV offload: also each offloaded variant with one get per (block, KV head) (mode shown as MODE/1)");
-  cmd->add_option("--policy", f->policy,
-                  "KV offload: the selection policy (h2o, snapkv, streaming_llm, attention_predictor (published), "
-                  "ap (as served; ap_refined is the same), quest)");
   cmd->add_option("--speculative-blocks", f->speculative,
                   "KV offload, --policy ap: comma-separated blocks per KV head that cross-token prefetches beyond "
                   "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");

@@ -8,6 +8,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "common/mutex.h"
+
 namespace foresight {
 
 namespace {
@@ -37,21 +39,24 @@ struct NodeMetrics::Impl {
                                                              .Name("foresight_tier_capacity_bytes")
                                                              .Help("Capacity per tier (0: unlimited)")
                                                              .Register(*registry);
-  // Counters mirrored from the store: exported as gauges holding monotonic totals.
-  prometheus::Family<prometheus::Gauge>& hits =
-      prometheus::BuildGauge().Name("foresight_tier_hits_total").Help("Reads served per tier").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& misses =
-      prometheus::BuildGauge().Name("foresight_tier_misses_total").Help("Reads not found per tier").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& evictions = prometheus::BuildGauge()
-                                                         .Name("foresight_evictions_total")
-                                                         .Help("Blocks evicted for space per tier")
-                                                         .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& store_totals =
-      prometheus::BuildGauge().Name("foresight_store_events_total").Help("Store events by kind").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& checksum_failures = prometheus::BuildGauge()
-                                                                 .Name("foresight_checksum_failures_total")
-                                                                 .Help("Blocks found corrupt and dropped")
-                                                                 .Register(*registry);
+  // Counters the store keeps itself (StoreStats): each follows the store's total by the difference
+  // (UpdateFromStore), so that they are exported as counters and rate() works on them.
+  prometheus::Family<prometheus::Counter>& hits =
+      prometheus::BuildCounter().Name("foresight_tier_hits_total").Help("Reads served per tier").Register(*registry);
+  prometheus::Family<prometheus::Counter>& misses = prometheus::BuildCounter()
+                                                        .Name("foresight_tier_misses_total")
+                                                        .Help("Reads not found per tier")
+                                                        .Register(*registry);
+  prometheus::Family<prometheus::Counter>& evictions = prometheus::BuildCounter()
+                                                           .Name("foresight_evictions_total")
+                                                           .Help("Blocks evicted for space per tier")
+                                                           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& store_totals =
+      prometheus::BuildCounter().Name("foresight_store_events_total").Help("Store events by kind").Register(*registry);
+  prometheus::Family<prometheus::Counter>& checksum_failures = prometheus::BuildCounter()
+                                                                   .Name("foresight_checksum_failures_total")
+                                                                   .Help("Blocks found corrupt and dropped")
+                                                                   .Register(*registry);
   prometheus::Family<prometheus::Gauge>& ram_page_bytes = prometheus::BuildGauge()
                                                               .Name("foresight_ram_page_bytes")
                                                               .Help("Page size of the RAM arena (2 MiB: huge pages)")
@@ -65,6 +70,15 @@ struct NodeMetrics::Impl {
   prometheus::Family<prometheus::Counter>& errors =
       prometheus::BuildCounter().Name("foresight_request_errors_total").Help("Failed requests").Register(*registry);
   std::atomic<uint64_t> total_in{0}, total_out{0};
+  // Two callers of UpdateFromStore (the node's refresh thread, NodeStats) must not both add the
+  // same difference.
+  Mutex mirror_mu;
+
+  // Raises `counter` to the store's `total` (totals only grow while the store lives).
+  void Mirror(prometheus::Counter& counter, uint64_t total) FS_REQUIRES(mirror_mu) {
+    const double delta = static_cast<double>(total) - counter.Value();
+    if (delta > 0) counter.Increment(delta);
+  }
 };
 
 NodeMetrics::NodeMetrics() : impl_(std::make_unique<Impl>()) {}
@@ -97,18 +111,21 @@ void NodeMetrics::UpdateFromStore(const StoreStats& s) {
   auto set = [](prometheus::Family<prometheus::Gauge>& f, const char* tier, uint64_t v) {
     f.Add({{"tier", tier}}).Set(static_cast<double>(v));
   };
+  Impl& m = *impl_;
+  MutexLock lock(m.mirror_mu);
   for (const auto& [name, t] : {std::pair<const char*, const TierStats*>{"ram", &s.ram}, {"nvme", &s.nvme}}) {
-    set(impl_->tier_bytes, name, t->used_bytes);
-    set(impl_->tier_items, name, t->items);
-    set(impl_->tier_capacity, name, t->capacity_bytes);
-    set(impl_->hits, name, t->hits);
-    set(impl_->misses, name, t->misses);
-    set(impl_->evictions, name, t->evictions);
+    const prometheus::Labels tier{{"tier", name}};
+    set(m.tier_bytes, name, t->used_bytes);
+    set(m.tier_items, name, t->items);
+    set(m.tier_capacity, name, t->capacity_bytes);
+    m.Mirror(m.hits.Add(tier), t->hits);
+    m.Mirror(m.misses.Add(tier), t->misses);
+    m.Mirror(m.evictions.Add(tier), t->evictions);
   }
-  impl_->store_totals.Add({{"event", "promotion"}}).Set(static_cast<double>(s.promotions));
-  impl_->store_totals.Add({{"event", "demotion"}}).Set(static_cast<double>(s.demotions));
-  impl_->checksum_failures.Add({}).Set(static_cast<double>(s.checksum_failures));
-  impl_->ram_page_bytes.Add({}).Set(static_cast<double>(s.ram_page_bytes));
+  m.Mirror(m.store_totals.Add({{"event", "promotion"}}), s.promotions);
+  m.Mirror(m.store_totals.Add({{"event", "demotion"}}), s.demotions);
+  m.Mirror(m.checksum_failures.Add({}), s.checksum_failures);
+  m.ram_page_bytes.Add({}).Set(static_cast<double>(s.ram_page_bytes));
 }
 
 uint64_t NodeMetrics::bytes_in() const { return impl_->total_in; }

@@ -7,6 +7,9 @@
 //   foresight_checksum_failures_total, foresight_store_events_total{event}  event = promotion | demotion
 //   foresight_ram_page_bytes (4096, or 2097152 when the arena is in huge pages)
 //
+// Every *_total is a counter, *_seconds a histogram, the rest gauges; `promtool check metrics`
+// accepts the text (tests/integration/metrics_endpoints_test.cc), and deploy/grafana/ charts it.
+//
 // Thread-safety: all methods are safe to call concurrently.
 #pragma once
 

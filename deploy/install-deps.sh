@@ -16,6 +16,9 @@ packages=(
   python3-torch python3-numpy libopenblas0-pthread
   # the tests' virtual environment (tools/python-env.sh: OpenAI's client for the HTTP API's test)
   python3-venv
+  # promtool, which lints the node's and the worker's /metrics (MetricsEndpointsTest); Debian ships
+  # it only inside the Prometheus server's package
+  prometheus
   "$@"
 )
 missing=()

@@ -20,7 +20,8 @@ namespace foresight::worker {
 
 class KvCache {
  public:
-  KvCache(int32_t n_layers, int32_t kv_heads, int32_t head_dim, int32_t block_tokens = 16);
+  static constexpr int32_t kBlockTokens = 16;  // the default, which every sequence uses
+  KvCache(int32_t n_layers, int32_t kv_heads, int32_t head_dim, int32_t block_tokens = kBlockTokens);
 
   const BlockLayout& layout() const { return layout_; }
   int32_t n_layers() const { return static_cast<int32_t>(layers_.size()); }

@@ -88,6 +88,8 @@ bool RecoveryMeter::SelectBlocks(int32_t layer, int64_t position, const float* q
     for (int32_t b : (*blocks)[h / group]) got += row[b];
     sum_ += got;
     ++count_;
+    sparse_sum_ += got;
+    ++sparse_count_;
   }
   return true;
 }

@@ -68,14 +68,18 @@ class RecoveryMeter : public DecodeAttentionHook {
   void OnLookaheadQuery(int32_t layer, int64_t position, const float* queries) override {
     inner_->OnLookaheadQuery(layer, position, queries);
   }
+  // Over every step and layer (one the policy attends densely counts as 1).
   double recovery() const { return count_ > 0 ? sum_ / count_ : 1.0; }
+  // Over the steps and layers the policy attended sparsely only (a policy that sometimes attends
+  // densely, as AttentionPredictor's calibration steps, compared on equal terms); 1 if none.
+  double sparse_recovery() const { return sparse_count_ > 0 ? sparse_sum_ / sparse_count_ : 1.0; }
 
  private:
   const ModelConfig& config_;
   DecodeAttentionHook* inner_;
   std::vector<float> scores_, mass_;
-  double sum_ = 0;
-  int64_t count_ = 0;
+  double sum_ = 0, sparse_sum_ = 0;
+  int64_t count_ = 0, sparse_count_ = 0;
 };
 
 }  // namespace foresight::worker

@@ -140,6 +140,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     }
     row->context = context;
     row->recovery = meter ? meter->recovery() : 1.0;
+    row->sparse_recovery = meter ? meter->sparse_recovery() : 1.0;
     row->perplexity = std::exp(nll / predict);
     row->top1_agreement = static_cast<double>(agree) / predict;
     const SequenceStats& st = seq.stats();

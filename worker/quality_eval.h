@@ -29,6 +29,9 @@ struct QualityRow {
   // Share of the dense attention mass inside the attended blocks (per query head, KV-head union),
   // averaged over decode steps, layers and query heads; dense steps and layers count as 1.
   double recovery = 1.0;
+  // The same over the sparse steps and layers only (AttentionPredictor's published method without
+  // its dense calibration steps; equal to `recovery` for a policy that never attends densely).
+  double sparse_recovery = 1.0;
   float query_refine = 0.0f;  // AttentionPredictor: share of the kept blocks chosen by the step's query
   int update_period = 1;      // AttentionPredictor: the CNN is updated every this many steps
 };

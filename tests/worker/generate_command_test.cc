@@ -121,6 +121,58 @@ TEST_F(GenerateCommandTest, BadSamplingFlagsAreRefusedByName) {
   EXPECT_EQ(RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2", "--top-k", "-1"}), 100);
 }
 
+// generate resolves its policy as foresight-worker does (worker/serving_options.h): ap whose prompt
+// and --max-tokens fit its budget runs dense, and the output says dense; one token more runs ap.
+// It generates the same tokens as --policy dense.
+TEST_F(GenerateCommandTest, AnApRunThatFitsItsBudgetRunsDenseAndSaysSo) {
+  std::string prompt;  // 40 tokens
+  for (int i = 0; i < 40; ++i) prompt += (i ? "," : "") + std::to_string((i * 53 + 7) % 256);
+  auto run_json = [&](const std::string& max_tokens, std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        "generate", "--model", path_, "--prompt-tokens", prompt, "--max-tokens", max_tokens,       "--budget",
+        "64",       "--sink",  "16",  "--local",         "16",   "--json",       "--print-tokens", "--ignore-eos"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ::testing::internal::CaptureStdout();
+    const int code = RunCommand(args);
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    EXPECT_EQ(code, 0) << out;
+    auto j = nlohmann::json::parse(out.substr(std::min(out.size(), out.find('{'))), nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << out;
+    return j;
+  };
+  const auto fits = run_json("24", {});  // 40 + 24 = 64: fits
+  EXPECT_EQ(fits["policy"], "dense");
+  EXPECT_EQ(fits["budget"], 0);
+  EXPECT_FALSE(fits.contains("weights"));
+  const auto dense = run_json("24", {"--policy", "dense"});
+  EXPECT_EQ(fits["tokens"], dense["tokens"]);
+  const auto over = run_json("25", {});  // 65: one over
+  EXPECT_EQ(over["policy"], "ap");
+  EXPECT_EQ(over["budget"], 64);
+  EXPECT_TRUE(over.contains("weights"));
+
+  ::testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStdout();
+  const int code = RunCommand({"generate", "--model", path_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "2"});
+  ::testing::internal::GetCapturedStdout();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_NE(err.find("policy dense (asked for ap: the prompt and --max-tokens fit its budget of 1024)"),
+            std::string::npos)
+      << err;
+}
+
+// The serving flags belong to the worker with --worker, but for the request's policy and budget.
+TEST_F(GenerateCommandTest, WorkerSettingsAreRefusedWithWorker) {
+  for (const std::string flag : {"--sink", "--local", "--dense-layers", "--query-refine"}) {
+    ::testing::internal::CaptureStderr();
+    const int code = RunCommand({"generate", "--worker", "127.0.0.1:1", "--prompt", "hi", flag, "0"});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(code, 1) << flag;
+    EXPECT_NE(err.find("are the worker's settings"), std::string::npos) << flag << ": " << err;
+  }
+}
+
 TEST_F(GenerateCommandTest, CudaBackendRunsOrSaysWhyNot) {
   const std::vector<std::string> args = {"generate",     "--model", path_,    "--prompt-tokens", "1,2,3,4",
                                          "--max-tokens", "3",       "--json", "--backend",       "cuda"};

@@ -193,6 +193,7 @@ TEST_F(OpenAiProtocolTest, BadInputsNameTheirField) {
       {R"({"prompt": "a", "presence_penalty": 0.5})", "presence_penalty", "not supported"},
       {R"({"prompt": "a", "tools": [{"type": "function"}]})", "tools", "not supported"},
       {R"({"prompt": "a", "foresight": {"policy": "magic"}})", "foresight.policy", "magic"},
+      {R"({"prompt": "a", "foresight": {"policy": "oracle"}})", "foresight.policy", "offline-only"},
       {R"({"prompt": "a", "foresight": {"budget": 0}})", "foresight.budget", "between 1 and"},
       {R"({"prompt": "a", "foresight": {"bugdet": 10}})", "foresight.bugdet", "unrecognized field"},
       {R"({"prompt": "a", "foresight": 3})", "foresight", "must be an object"},

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "predictor/shipped_weights.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
@@ -45,6 +46,32 @@ TEST(QualityEvalTest, FullBudgetEqualsDenseAndSmallBudgetIsSparse) {
   ASSERT_EQ(oracle.budget, 192);
   EXPECT_GT(oracle.recovery, streaming.recovery);
   EXPECT_GE(oracle.recovery, quest.recovery);
+}
+
+TEST(QualityEvalTest, SparseRecoveryLeavesOutTheDenseCalibrationSteps) {
+  auto model = MakeSyntheticModel(SyntheticModelSpec{});
+  ASSERT_TRUE(model.ok());
+  std::vector<TokenId> tokens(430);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>((i * 61 + 11) % 256);
+  QualitySpec spec;
+  spec.policies = {predictor::PolicyKind::kQuest, predictor::PolicyKind::kAttentionPredictor};
+  spec.budgets = {192};
+  spec.weights = predictor::ShippedCnnWeights();
+  spec.calibration_period = 5;  // the published method: every 5th decode step attends densely
+  spec.query_refine = {0.0f};
+  auto rows = EvaluateQuality(**model, tokens, 400, 30, spec);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 3u);
+  const QualityRow& quest = (*rows)[1];
+  const QualityRow& ap = (*rows)[2];
+  ASSERT_EQ(quest.policy, "quest");
+  ASSERT_EQ(ap.policy, "attention-predictor");
+  // Quest never attends densely: both figures are the same average.
+  EXPECT_DOUBLE_EQ(quest.sparse_recovery, quest.recovery);
+  // AttentionPredictor's calibration steps count 1 in `recovery` only. With 29 decode steps, 5 of
+  // them (every 5th) dense: recovery = (5 + 24 x sparse) / 29.
+  EXPECT_LT(ap.sparse_recovery, 1.0);
+  EXPECT_NEAR(ap.recovery, (5.0 + 24.0 * ap.sparse_recovery) / 29.0, 1e-9);
 }
 
 TEST(QualityEvalTest, TooShortTextIsRefused) {

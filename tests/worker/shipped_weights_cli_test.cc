@@ -79,15 +79,24 @@ TEST_F(ShippedWeightsCliTest, GenerateUsesTheShippedWeightsFromAnyDirectory) {
 }
 
 TEST_F(ShippedWeightsCliTest, GenerateDefaultsToTheServedAttentionPredictor) {
-  const ProcessResult run =
-      RunIn(dir_.string(), "foresight",
-            {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1", "--json"});
+  std::string prompt;  // 80 tokens, beyond a budget of 64
+  for (int i = 1; i <= 80; ++i) prompt += (i > 1 ? "," : "") + std::to_string(i);
+  const ProcessResult run = RunIn(dir_.string(), "foresight",
+                                  {"generate", "--model", model_, "--prompt-tokens", prompt, "--budget", "64", "--sink",
+                                   "16", "--local", "16", "--max-tokens", "1", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json j = nlohmann::json::parse(run.output.substr(run.output.find('{')), nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << run.output;
   EXPECT_EQ(j.value("policy", ""), "ap") << run.output;
-  EXPECT_EQ(j.value("budget", 0), 1024) << run.output;
+  EXPECT_EQ(j.value("budget", 0), 64) << run.output;
   EXPECT_EQ(j.value("weights", ""), predictor::kShippedCnnWeightsName) << run.output;
+  // A prompt that fits the default budget (1024) runs dense, as the worker runs it, and says so.
+  const ProcessResult short_run = RunIn(
+      dir_.string(), "foresight", {"generate", "--model", model_, "--prompt-tokens", "1,2,3,4", "--max-tokens", "1"});
+  ASSERT_EQ(short_run.exit_code, 0) << short_run.output;
+  EXPECT_NE(short_run.output.find("policy dense (asked for ap: the prompt and --max-tokens fit its budget of 1024)"),
+            std::string::npos)
+      << short_run.output;
 }
 
 TEST_F(ShippedWeightsCliTest, AMissingWeightsFileIsNamed) {

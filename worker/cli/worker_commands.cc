@@ -26,10 +26,10 @@
 #include "predictor/shipped_weights.h"
 #include "worker/model.h"
 #include "worker/policy_attention.h"
-#include "worker/policy_label.h"
 #include "worker/quality_eval.h"
 #include "worker/sampler.h"
 #include "worker/service/worker_client.h"
+#include "worker/serving_flags.h"
 #include "worker/trace_recorder.h"
 
 namespace foresight::cli {
@@ -53,14 +53,11 @@ struct GenerateFlags {
   bool json = false;
   bool print_tokens = false;
   bool ignore_eos = false;
-  std::string policy;  // empty: ap here, the worker's default with --worker
-  int budget = 0;      // 0: 1024 here, the worker's default with --worker
-  int sink = 64;
-  int local = 64;
-  int dense_layers = 0;
-  float query_refine = predictor::PolicySpec::kServingQueryRefine;
-  std::string weights;
-  int prefill_chunk = 512;
+  // --policy, --budget, --sink, --local, --dense-layers, --query-refine, --weights
+  // (worker/serving_flags.h) and --prefill-chunk: ap at 1024 here; with --worker, the policy and
+  // budget given (the worker's defaults when not) and nothing else.
+  worker::ServingOptions serving;
+  worker::ServingFlags serving_flags;
   int threads = 0;
   std::string worker;      // HOST:PORT of a foresight-worker: generate there
   std::string token_file;  // the worker's token
@@ -93,9 +90,11 @@ StatusOr<std::string> PromptText(const GenerateFlags& f) {
 
 // `generate --worker`: the request goes to a foresight-worker, tokens stream back as they come.
 Status RunRemoteGenerate(const GenerateFlags& f) {
-  if (!f.model.empty() || !f.weights.empty() || f.threads > 0 || f.dense_layers > 0 || f.sink != 64 || f.local != 64) {
+  const worker::ServingFlags& sf = f.serving_flags;
+  if (!f.model.empty() || f.threads > 0 || sf.weights->count() > 0 || sf.dense_layers->count() > 0 ||
+      sf.sink->count() > 0 || sf.local->count() > 0 || sf.query_refine->count() > 0) {
     return InvalidArgument(
-        "--model, --weights, --threads, --dense-layers, --sink and --local are the worker's "
+        "--model, --weights, --threads, --dense-layers, --sink, --local and --query-refine are the worker's "
         "settings (foresight-worker flags), not a request's; drop them with --worker");
   }
   worker::WorkerClientOptions o;
@@ -113,8 +112,9 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
   }
   r.set_chat(f.chat);
   r.set_max_tokens(f.max_tokens);
-  r.set_policy(f.policy);
-  r.set_budget(f.budget);
+  // Not given: the worker's defaults.
+  r.set_policy(sf.policy->count() > 0 ? f.serving.default_policy : "");
+  r.set_budget(sf.budget->count() > 0 ? f.serving.default_budget : 0);
   r.set_greedy(f.sampling.temperature == 0);
   r.set_temperature(f.sampling.temperature);
   r.set_top_k(f.sampling.top_k);
@@ -210,8 +210,16 @@ Status RunGenerate(GenerateFlags f) {
   if (f.no_prefix_reuse || !f.token_file.empty()) {
     return InvalidArgument("--no-prefix-reuse and --token-file apply to --worker only");
   }
-  if (f.policy.empty()) f.policy = "ap";  // AttentionPredictor as served, on either backend
-  if (f.budget <= 0) f.budget = 1024;
+  // AttentionPredictor as served by default, on either backend; the policy and the weights are
+  // checked before the model loads.
+  {
+    StatusOr<predictor::PolicyKind> kind = worker::ParseServingPolicy(f.serving.default_policy);
+    if (kind.ok() && *kind != predictor::PolicyKind::kAttentionPredictor && f.serving_flags.weights->count() > 0) {
+      return InvalidArgument("--weights is AttentionPredictor's; --policy " + f.serving.default_policy +
+                             " does not use it");
+    }
+  }
+  FS_RETURN_IF_ERROR(worker::FinishServingFlags(&f.serving));
   if (f.threads > 0) omp_set_num_threads(f.threads);
   if (f.backend == "cuda") {
 #if FORESIGHT_WORKER_HAVE_CUDA
@@ -238,30 +246,16 @@ Status RunGenerate(GenerateFlags f) {
     prompt = tok->Encode(text, /*add_bos=*/true, /*parse_special=*/f.chat);
   }
 
+  // What runs, as foresight-worker would run this request (worker/serving_options.h): an
+  // AttentionPredictor request whose prompt and --max-tokens fit its budget runs dense.
+  FS_ASSIGN_OR_RETURN(worker::ServingPlan plan,
+                      worker::ResolveServing(f.serving, "", 0, static_cast<int64_t>(prompt.size()), f.max_tokens,
+                                             model->config(), /*kv_offloaded=*/false));
   worker::GenerateOptions options;
   std::unique_ptr<worker::PolicyDecodeAttention> policy;
-  std::string policy_label = "dense";  // what ran (worker/policy_label.h)
-  std::string weights_name;            // AttentionPredictor's weights, when it ran
-  if (f.policy != "dense") {
-    predictor::PolicySpec spec;
-    FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(f.policy));
-    spec.budget.budget_tokens = f.budget;
-    spec.budget.sink_tokens = f.sink;
-    spec.budget.local_tokens = f.local;
-    spec.dense_first_layers = f.dense_layers;
-    worker::PolicyAttentionOptions po;
-    worker::ApplyQueryRefinement(f.query_refine, &spec, &po, /*kv_offloaded=*/false);
-    policy_label = worker::PolicyLabel(spec);
-    if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
-      StatusOr<std::shared_ptr<const predictor::CnnWeights>> w = predictor::LoadCnnWeightsOrShipped(f.weights);
-      if (!w.ok()) return w.status().WithContext("--weights");
-      spec.weights = *w;
-      weights_name = predictor::CnnWeightsName(f.weights);
-    } else if (!f.weights.empty()) {
-      return InvalidArgument("--weights is AttentionPredictor's; --policy " + f.policy + " does not use it");
-    }
-    FS_ASSIGN_OR_RETURN(
-        policy, worker::PolicyDecodeAttention::Create(model->config(), spec, static_cast<int64_t>(prompt.size()), po));
+  if (plan.spec) {
+    FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(
+                                    model->config(), *plan.spec, static_cast<int64_t>(prompt.size()), plan.attention));
     options.hook = policy.get();
     options.prefill_observer = policy.get();
     options.after_prefill = [&] { return policy->FinishPrefill(); };
@@ -269,12 +263,12 @@ Status RunGenerate(GenerateFlags f) {
   }
   options.max_tokens = f.max_tokens;
   options.ignore_eos = f.ignore_eos;
-  options.prefill_chunk = f.prefill_chunk;
+  options.prefill_chunk = f.serving.prefill_chunk;
 #if FORESIGHT_WORKER_HAVE_CUDA
   std::unique_ptr<worker::CudaModel> cuda_model;
   if (f.backend == "cuda") {
     FS_ASSIGN_OR_RETURN(cuda_model, worker::CudaModel::Upload(*model));
-    options.make_sequence = worker::CudaSequenceFactory(*cuda_model, f.prefill_chunk);
+    options.make_sequence = worker::CudaSequenceFactory(*cuda_model, f.serving.prefill_chunk);
   }
 #endif
   options.sampling = f.sampling;
@@ -295,9 +289,9 @@ Status RunGenerate(GenerateFlags f) {
   if (f.json) {
     nlohmann::json j;
     j["model"] = model_path;
-    j["policy"] = policy_label;
-    if (!weights_name.empty()) j["weights"] = weights_name;
-    j["budget"] = policy != nullptr ? f.budget : 0;
+    j["policy"] = plan.policy;
+    if (!plan.weights.empty()) j["weights"] = plan.weights;
+    j["budget"] = plan.budget;
     j["backend"] = f.backend;
     j["prompt_tokens"] = prompt.size();
     j["generated_tokens"] = result.tokens.size();
@@ -321,8 +315,12 @@ Status RunGenerate(GenerateFlags f) {
     std::cout << j.dump(2) << std::endl;
   } else {
     std::string policy_details;
-    if (policy != nullptr) policy_details = " budget " + std::to_string(f.budget);
-    if (!weights_name.empty()) policy_details += ", weights " + weights_name;
+    if (plan.spec) policy_details = " budget " + std::to_string(plan.budget);
+    if (!plan.weights.empty()) policy_details += ", weights " + plan.weights;
+    if (plan.fits_budget) {
+      policy_details += " (asked for " + f.serving.default_policy + ": the prompt and --max-tokens fit its budget of " +
+                        std::to_string(f.serving.default_budget) + ")";
+    }
     std::printf("\n");
     if (f.print_tokens) {
       for (TokenId id : result.tokens) std::printf("%d ", id);
@@ -334,7 +332,7 @@ Status RunGenerate(GenerateFlags f) {
         "blocks attended %.1f of %.1f per step (all layers and KV heads); policy %s%s; predictor %.2f ms/step\n",
         model_path.c_str(), prompt.size(), result.tokens.size(), result.finish_reason.c_str(), prefill_tps, decode_tps,
         blocks_per_step, s.decode_tokens > 0 ? static_cast<double>(s.blocks_total) / s.decode_tokens : 0.0,
-        policy_label.c_str(), policy_details.c_str(), predictor_ms);
+        plan.policy.c_str(), policy_details.c_str(), predictor_ms);
   }
   return Status::OK();
 }
@@ -461,18 +459,19 @@ Status RunQuality(const QualityFlags& f) {
                    {"perplexity", r.perplexity},
                    {"top1_agreement", r.top1_agreement},
                    {"recovery", r.recovery},
+                   {"sparse_recovery", r.sparse_recovery},
                    {"blocks_fraction", r.blocks_fraction},
                    {"query_refine", r.query_refine},
                    {"update_period", r.update_period}});
     }
     std::cout << j.dump(2) << std::endl;
   } else {
-    std::printf("%-22s %7s %8s %11s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
-                "recovery", "blocks", "refine", "period");
+    std::printf("%-22s %7s %8s %11s %9s %9s %9s %8s %7s %7s\n", "policy", "budget", "context", "perplexity", "top1_agr",
+                "recovery", "sparse", "blocks", "refine", "period");
     for (const auto& r : rows) {
-      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(),
+      std::printf("%-22s %7lld %8lld %11.3f %9.3f %9.4f %9.4f %8.3f %7.2f %7d\n", r.policy.c_str(),
                   static_cast<long long>(r.budget), static_cast<long long>(r.context), r.perplexity, r.top1_agreement,
-                  r.recovery, r.blocks_fraction, r.query_refine, r.update_period);
+                  r.recovery, r.sparse_recovery, r.blocks_fraction, r.query_refine, r.update_period);
     }
   }
   return Status::OK();
@@ -516,27 +515,16 @@ void AddWorkerCommands(CLI::App& app, int* exit_code) {
   gen->add_flag("--ignore-eos", flags->ignore_eos,
                 "Keep generating past the model's end-of-generation tokens, to --max-tokens (vLLM's ignore_eos)");
   gen->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template (instruct models)");
-  gen->add_option("--policy", flags->policy,
-                  "Decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
-                  "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm (default: ap; with "
-                  "--worker, the worker's default)");
-  gen->add_option("--budget", flags->budget,
-                  "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with "
-                  "--worker, the worker's default)")
-      ->check(kPositive);
-  gen->add_option("--sink", flags->sink, "Sink tokens always attended")->check(kNonNegative);
-  gen->add_option("--local", flags->local, "Most recent tokens always attended")->check(kNonNegative);
-  gen->add_option("--dense-layers", flags->dense_layers, "First layers kept dense")->check(kNonNegative);
-  gen->add_option(
-      "--weights", flags->weights,
-      "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 weights)");
-  gen->add_option("--query-refine", flags->query_refine,
-                  "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's "
-                  "int8 key copy instead of the CNN (0: the published method)")
-      ->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
+  flags->serving_flags = worker::AddServingFlags(gen, &flags->serving);
+  flags->serving_flags.policy->description(
+      "Decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), attention_predictor "
+      "(the same), dense, quest, h2o, snapkv, streaming_llm (default: ap; with --worker, the worker's default); ap "
+      "runs dense when the prompt and --max-tokens fit its budget");
+  flags->serving_flags.budget->description(
+      "Tokens attended per KV head by sparse policies, sink and local included (default 1024; with --worker, the "
+      "worker's default)");
   gen->add_option("--threads", flags->threads, "OpenMP threads (default: all cores)")->check(kPositive);
-  gen->add_option("--prefill-chunk", flags->prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
+  gen->add_option("--prefill-chunk", flags->serving.prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
   gen->add_flag("--json", flags->json, "Print one JSON object (text and statistics)");
   gen->add_option("--backend", flags->backend, "Where the forward pass runs: cpu, or cuda (GPU; every --policy)")
       ->check(CLI::IsMember({"cpu", "cuda"}));

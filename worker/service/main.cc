@@ -17,13 +17,12 @@
 #include <CLI/CLI.hpp>
 
 #include "common/file_io.h"
-#include "predictor/selection_policy.h"
-#include "predictor/shipped_weights.h"
 #include "worker/default_model.h"
 #include "worker/service/cache_connection.h"
 #include "worker/service/http_api.h"
 #include "worker/service/serving_metrics.h"
 #include "worker/service/worker_service.h"
+#include "worker/serving_flags.h"
 
 namespace {
 
@@ -42,15 +41,9 @@ struct Flags {
   int replication = 1;
   std::string model;
   std::string token_file;
-  std::string key_namespace = "default";
-  std::string policy = "ap";
-  int budget = 1024;
-  int sink = 64;
-  int local = 64;
-  int dense_layers = 0;
-  float query_refine = foresight::predictor::PolicySpec::kServingQueryRefine;
-  std::string weights;
-  int prefill_chunk = 512;
+  // --policy, --budget, --sink, --local, --dense-layers, --query-refine, --weights
+  // (worker/serving_flags.h), --namespace, --prefill-chunk.
+  worker::ServingOptions serving;
   int threads = 0;
   std::string ucx_transports = "auto";
   int cache_timeout_ms = 10000;
@@ -132,40 +125,25 @@ int Run(const Flags& f) {
 
   worker::SchedulerOptions sched;
   worker::ServingOptions& so = sched.serving;
+  so = f.serving;
   sched.max_seqs = f.max_seqs;
   sched.max_waiting = f.max_waiting;
   sched.step_tokens = f.step_tokens;
   sched.max_decode_slowdown = f.max_decode_slowdown;
   sched.kv_budget_bytes = uint64_t{static_cast<uint32_t>(f.kv_budget_mib)} << 20;
-  so.key_namespace = f.key_namespace;
-  so.default_policy = f.policy;
-  so.default_budget = f.budget;
-  so.sink_tokens = f.sink;
-  so.local_tokens = f.local;
-  so.dense_first_layers = f.dense_layers;
-  so.query_refine = f.query_refine;
-  so.prefill_chunk = f.prefill_chunk;
   so.prefix_reuse = !f.no_prefix_reuse;
   so.publish = !f.no_publish;
   {
     auto mode = worker::ParseOffloadMode(f.kv_mode);
     if (!mode.ok()) return fail(mode.status().WithContext("--kv-mode"));
-    so.kv_mode = *mode;
-    if (so.kv_mode != worker::OffloadMode::kResident && f.no_publish) {
+    sched.kv_mode = *mode;
+    if (sched.kv_mode != worker::OffloadMode::kResident && f.no_publish) {
       return fail(InvalidArgument("--no-publish needs --kv-mode resident (offloaded KV lives in the cache service)"));
     }
   }
-  {
-    auto kind = predictor::ParsePolicyKind(f.policy);
-    if (!kind.ok()) return fail(kind.status().WithContext("--policy"));
-  }
-  {
-    // Loaded whatever the default policy: a request may ask for AttentionPredictor.
-    auto w = predictor::LoadCnnWeightsOrShipped(f.weights);
-    if (!w.ok()) return fail(w.status().WithContext("--weights"));
-    so.weights = std::move(*w);
-    so.weights_name = predictor::CnnWeightsName(f.weights);
-  }
+  // The default policy checked, and the AttentionPredictor weights loaded whatever it is: a request
+  // may ask for AttentionPredictor.
+  if (Status s = worker::FinishServingFlags(&so); !s.ok()) return fail(s);
 
   worker::CacheConnectionOptions co;
   co.cache = f.cache;
@@ -195,7 +173,7 @@ int Run(const Flags& f) {
   spdlog::info(
       "foresight-worker serving {} on {}:{}, cache {}, KV {}, policy {} budget {}, AttentionPredictor weights {}, "
       "up to {} sequences per step ({} waiting), {} tokens per step",
-      model_path, host, bound_port, cache.Describe(), f.kv_mode, scheduler.DefaultPolicyLabel(), f.budget,
+      model_path, host, bound_port, cache.Describe(), f.kv_mode, scheduler.DefaultPolicyLabel(), so.default_budget,
       so.weights_name, f.max_seqs, f.max_waiting, f.step_tokens);
   worker::SchedulerBackend backend(&scheduler);
   if (http) {
@@ -250,28 +228,15 @@ int main(int argc, char** argv) {
                  "~/.cache/foresight/models)");
   app.add_option("--token-file", f.token_file,
                  "Token presented to the cache service and required of this worker's clients");
-  app.add_option("--namespace", f.key_namespace, "Key namespace (tenant) of the KV blocks")->capture_default_str();
-  app.add_option("--policy", f.policy,
-                 "Default decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
-                 "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm")
+  app.add_option("--namespace", f.serving.key_namespace, "Key namespace (tenant) of the KV blocks")
       ->capture_default_str();
-  app.add_option("--budget", f.budget, "Default tokens attended per KV head (sparse policies)")
-      ->check(kPositive)
-      ->capture_default_str();
-  app.add_option("--sink", f.sink, "Sink tokens always attended")->check(kNonNegative)->capture_default_str();
-  app.add_option("--local", f.local, "Most recent tokens always attended")->check(kNonNegative)->capture_default_str();
-  app.add_option("--dense-layers", f.dense_layers, "First layers kept dense")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  app.add_option("--query-refine", f.query_refine,
-                 "AttentionPredictor: share of the kept blocks chosen by the step's query against the worker's int8 "
-                 "key copy instead of the CNN (0: the published method)")
-      ->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
-  app.add_option("--weights", f.weights,
-                 "AttentionPredictor CNN weights, a safetensors file (default: the shipped foresight-smollm2 "
-                 "weights, compiled in)");
-  app.add_option("--prefill-chunk", f.prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
+  worker::ServingFlags serving = worker::AddServingFlags(&app, &f.serving);
+  serving.policy->description(
+      "Default decode attention: ap (AttentionPredictor as served: query-refined, see --query-refine), "
+      "attention_predictor (the same), dense, quest, h2o, snapkv, streaming_llm; an AttentionPredictor request "
+      "whose prompt and max_tokens fit its budget runs dense");
+  serving.budget->description("Default tokens attended per KV head by sparse policies, sink and local included");
+  app.add_option("--prefill-chunk", f.serving.prefill_chunk, "Tokens per prefill chunk")->check(kPositive);
   app.add_option("--threads", f.threads, "OpenMP threads (default: all cores)")->check(kPositive);
   app.add_option("--ucx-transports", f.ucx_transports, "auto, shm or tcp (the cache client's UCX_TLS)")
       ->capture_default_str();

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "predictor/selection_policy.h"
+#include "worker/serving_options.h"
 
 namespace foresight::worker::openai {
 namespace {
@@ -287,9 +287,7 @@ void ReadCommon(ObjectReader& r, Endpoint endpoint, ParsedRequest* out, bool* ma
     ObjectReader f(*v, "foresight");
     if (const Json* p = f.Get("policy")) {
       std::string policy = ReadString(*p, "foresight.policy");
-      std::string name = policy;
-      std::replace(name.begin(), name.end(), '-', '_');
-      if (Status known = predictor::ParsePolicyKind(name).status(); !known.ok()) {
+      if (Status known = ParseServingPolicy(policy).status(); !known.ok()) {
         Refuse("foresight.policy", "foresight.policy: " + known.message());
       }
       s.policy = std::move(policy);

@@ -59,7 +59,13 @@ struct Job {
   uint64_t leader = 0;
   int64_t shared_tokens = 0;
   bool flushed_for_followers = false;  // as a leader: its prompt's blocks are findable
-  // Running (seq is null until Start).
+  // Starting: Open runs on the I/O thread (the cache lookup, the prefix import); the scheduler
+  // thread leaves the job alone until it is back (`starting` false again), then fails it with
+  // `start_status` or finishes it if it was cancelled meanwhile.
+  bool starting = false;
+  std::string cancel_when_started;  // not empty: why it ends once back
+  Status start_status;
+  // Running (seq is null until started).
   std::shared_ptr<CacheClient> client;
   bool cache_failed = false;
   std::unique_ptr<OffloadedSequence> seq;
@@ -79,11 +85,27 @@ struct Scheduler::Impl {
   // Checks a request and works out what it runs; the errors Submit returns.
   Status Prepare(Job* job) const;
   void Loop();
-  // A step: admitted jobs start, running ones advance by one forward pass.
+  // Starts a job: Open on the I/O thread, so that a long prefix import never holds up the steps
+  // of the running sequences; the job joins the steps when Started has seen it back.
   void Start(Job* job);
+  // The I/O thread's part: connection, sequence, the published prefix looked up and imported.
+  // Touches only the job.
+  Status Open(Job* job) const;
+  // Jobs whose Open is over: failed, cancelled meanwhile, or ready to prefill the rest.
+  void Started(const std::vector<uint64_t>& ids);
+  void IoLoop();
+  // A job that may run in this step: started, not waiting for a leader, not done.
+  static bool Ready(const Job& j) { return !j.done && !j.starting && j.seq != nullptr; }
   // The running request still prefilling a prefix of `job`'s prompt worth waiting for (sets
   // job->leader and job->shared_tokens); false if none.
   bool FollowALeader(Job* job) const;
+  // Of `shared` prompt tokens, those a follower saves by waiting for `leader`'s prefill.
+  static int64_t SavedTokens(const Job& leader, int64_t shared);
+  // Whether the job's KV is published (every mode but resident needs the cache service to hold it;
+  // resident may skip publishing).
+  bool Publishes(const Job& job) const {
+    return job.kv_mode != OffloadMode::kResident || (options.serving.publish && job.request.publish);
+  }
   // Starts the requests whose leader's prefill is over (its prefix published) or that left.
   void StartFollowers();
   void Step();
@@ -117,6 +139,14 @@ struct Scheduler::Impl {
   std::vector<ForwardItem> step_items;  // a step's items and the job of each (reused)
   std::vector<Job*> step_owners;
   std::thread thread;
+
+  // The I/O thread: jobs to Open, in order, and those done (back to the scheduler thread).
+  std::deque<Job*> to_open FS_GUARDED_BY(mu);
+  std::vector<uint64_t> opened FS_GUARDED_BY(mu);
+  bool io_stopping FS_GUARDED_BY(mu) = false;  // set once the scheduler thread has returned
+  CondVar io_wake;
+  int32_t opening = 0;  // the scheduler thread's count of jobs handed over and not yet back
+  std::thread io_thread;
 };
 
 Status Scheduler::Impl::Prepare(Job* job) const {
@@ -141,48 +171,24 @@ Status Scheduler::Impl::Prepare(Job* job) const {
     return OutOfRange("the prompt has " + std::to_string(prompt) + " tokens; the model's context is " +
                       std::to_string(c.max_context));
   }
-  if (r.budget < 0) return InvalidArgument("budget " + std::to_string(r.budget) + " is negative");
   FS_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(r.sampling));
   job->sampler.emplace(std::move(sampler));
 
-  std::string policy = r.policy.empty() ? o.default_policy : r.policy;
-  std::replace(policy.begin(), policy.end(), '-', '_');
-  const int32_t budget = r.budget > 0 ? r.budget : o.default_budget;
-  predictor::PolicySpec spec;
-  FS_ASSIGN_OR_RETURN(spec.kind, predictor::ParsePolicyKind(policy));
-  if (spec.kind == predictor::PolicyKind::kOracle) {
-    return InvalidArgument(
-        "policy oracle needs each step's dense attention and is offline-only; "
-        "use `foresight predictor eval` on a trace");
+  FS_ASSIGN_OR_RETURN(ServingPlan plan, ResolveServing(o, r.policy, r.budget, prompt, r.max_tokens, c,
+                                                       options.kv_mode != OffloadMode::kResident));
+  if (plan.fits_budget) {
+    spdlog::debug("a request of {} + {} tokens fits ap's budget: dense", prompt, r.max_tokens);
   }
-  if (spec.kind != predictor::PolicyKind::kDense) {
-    spec.budget.budget_tokens = budget;
-    spec.budget.sink_tokens = o.sink_tokens;
-    spec.budget.local_tokens = o.local_tokens;
-    spec.dense_first_layers = o.dense_first_layers;
-    ApplyQueryRefinement(o.query_refine, &spec, &job->attention, o.kv_mode != OffloadMode::kResident);
-    if (spec.kind == predictor::PolicyKind::kAttentionPredictor) {
-      if (o.weights == nullptr) {
-        return FailedPrecondition("policy attention_predictor needs the CNN weights, and this worker has none");
-      }
-      spec.weights = o.weights;
-      job->stats.set_weights(o.weights_name);
-    }
-    if (spec.kind == predictor::PolicyKind::kAttentionPredictor && prompt + r.max_tokens <= budget) {
-      // The whole context (prompt and every token it may generate) fits the budget: at every step
-      // AttentionPredictor would select every block, so the request runs dense, without the
-      // predictor's cost or the offload's, and its statistics say "dense".
-      job->stats.clear_weights();
-      spdlog::debug("a request of {} + {} tokens fits ap's budget of {}: dense", prompt, r.max_tokens, budget);
-    } else {
-      job->spec = spec;
-      // Dense attention reads every block each step: offloading it would move the whole history
-      // every step, so dense requests keep their KV resident (and still publish it).
-      job->kv_mode = o.kv_mode;
-    }
+  if (plan.spec) {
+    job->spec = std::move(plan.spec);
+    job->attention = plan.attention;
+    // Dense attention reads every block each step: offloading it would move the whole history
+    // every step, so dense requests keep their KV resident (and still publish it).
+    job->kv_mode = options.kv_mode;
   }
-  job->stats.set_policy(job->spec ? PolicyLabel(*job->spec) : "dense");
-  job->stats.set_budget(job->spec ? budget : 0);
+  job->stats.set_policy(plan.policy);
+  job->stats.set_budget(plan.budget);
+  if (!plan.weights.empty()) job->stats.set_weights(plan.weights);
   job->stats.set_kv_mode(std::string(OffloadModeName(job->kv_mode)));
   job->stats.set_prompt_tokens(prompt);
   {
@@ -206,10 +212,18 @@ Status Scheduler::Impl::Prepare(Job* job) const {
 }
 
 void Scheduler::Impl::Start(Job* job) {
+  job->starting = true;
+  ++opening;
+  {
+    MutexLock lock(mu);
+    to_open.push_back(job);
+  }
+  io_wake.Signal();
+}
+
+Status Scheduler::Impl::Open(Job* job) const {
   const ServingOptions& o = options.serving;
-  StatusOr<std::shared_ptr<CacheClient>> connected = cache->Get();
-  if (!connected.ok()) return Finish(job, connected.status());
-  job->client = *connected;
+  FS_ASSIGN_OR_RETURN(job->client, cache->Get());
   OffloadOptions oo;
   oo.mode = job->kv_mode;
   oo.name_space = o.key_namespace;
@@ -218,15 +232,56 @@ void Scheduler::Impl::Start(Job* job) {
   oo.attention = job->attention;
   // Shared prefix: the longest published prefix is imported instead of computed.
   oo.import_prefix = o.prefix_reuse && job->request.prefix_reuse;
-  // Every mode but resident needs the KV in the cache service; resident may skip publishing.
-  oo.publish = oo.mode != OffloadMode::kResident || (o.publish && job->request.publish);
-  StatusOr<std::unique_ptr<OffloadedSequence>> created =
-      OffloadedSequence::Create(model, job->client.get(), job->spec, oo);
-  if (!created.ok()) return Finish(job, created.status());
-  job->seq = std::move(*created);
+  oo.publish = Publishes(*job);
+  FS_ASSIGN_OR_RETURN(job->seq, OffloadedSequence::Create(model, job->client.get(), job->spec, oo));
   job->logits.assign(model.config().vocab_size, 0.0f);
-  Status s = Cache(job, job->seq->BeginPrefill(job->request.prompt));
-  if (!s.ok()) return Finish(job, s);
+  Status s = job->seq->BeginPrefill(job->request.prompt);
+  if (!s.ok()) job->cache_failed = true;
+  return s;
+}
+
+void Scheduler::Impl::IoLoop() {
+  while (true) {
+    Job* job = nullptr;
+    bool stop = false;
+    {
+      MutexLock lock(mu);
+      io_wake.Wait(mu, [&]() FS_REQUIRES(mu) { return !to_open.empty() || io_stopping; });
+      if (to_open.empty()) return;
+      job = to_open.front();
+      to_open.pop_front();
+      stop = stopping;
+    }
+    // A worker shutting down aborts the job anyway: no import for it.
+    job->start_status = stop ? Aborted("the worker is shutting down") : Open(job);
+    {
+      MutexLock lock(mu);
+      opened.push_back(job->id);
+    }
+    wake.Signal();
+  }
+}
+
+void Scheduler::Impl::Started(const std::vector<uint64_t>& ids) {
+  for (uint64_t id : ids) {
+    for (auto& j : running) {
+      if (j->id != id || !j->starting) continue;
+      j->starting = false;
+      --opening;
+      if (!j->start_status.ok()) {
+        Finish(j.get(), j->start_status);
+      } else if (!j->cancel_when_started.empty()) {
+        Finish(j.get(), Aborted(j->cancel_when_started));
+      }
+    }
+  }
+}
+
+int64_t Scheduler::Impl::SavedTokens(const Job& leader, int64_t shared) {
+  if (leader.starting) return shared;  // what it imports is not known yet: as if nothing
+  // What the leader imported was published already: the follower would import it anyway.
+  const int64_t block = leader.seq->sequence().kv().layout().block_tokens();
+  return shared - std::min(shared, leader.seq->stats().prefix_blocks_imported * block);
 }
 
 bool Scheduler::Impl::FollowALeader(Job* job) const {
@@ -234,19 +289,17 @@ bool Scheduler::Impl::FollowALeader(Job* job) const {
   if (!options.serving.prefix_reuse || !r.prefix_reuse) return false;
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   for (const auto& other : running) {
-    if (other->done || other->seq == nullptr || other->decoding || !other->seq->options().publish) continue;
-    const OffloadedSequence& leader = *other->seq;
-    const int64_t block = leader.sequence().kv().layout().block_tokens();
+    // A leader prefills its prompt now or soon (it may still be opening: looking up and importing
+    // what is published) and publishes it.
+    if (other->done || other->decoding || other->leader != 0 || !Publishes(*other)) continue;
     // Full blocks of both prompts, the follower keeping at least one token to prefill itself.
     const std::vector<TokenId>& theirs = other->request.prompt;
     const size_t n = std::min(theirs.size(), r.prompt.size() - 1);
     const int64_t common =
         std::mismatch(theirs.begin(), theirs.begin() + static_cast<ptrdiff_t>(n), r.prompt.begin()).first -
         theirs.begin();
-    const int64_t shared = common / block * block;
-    // What the leader imported was published already: the follower would import it anyway.
-    const int64_t saved = shared - std::min(shared, leader.stats().prefix_blocks_imported * block);
-    if (saved >= kMinSharedPrefixTokens && 2 * shared >= prompt && shared > job->shared_tokens) {
+    const int64_t shared = common / KvCache::kBlockTokens * KvCache::kBlockTokens;
+    if (SavedTokens(*other, shared) >= kMinSharedPrefixTokens && 2 * shared >= prompt && shared > job->shared_tokens) {
       job->leader = other->id;
       job->shared_tokens = shared;
     }
@@ -256,12 +309,18 @@ bool Scheduler::Impl::FollowALeader(Job* job) const {
 
 void Scheduler::Impl::StartFollowers() {
   for (auto& follower : running) {
-    if (follower->done || follower->seq != nullptr || follower->leader == 0) continue;
+    if (follower->done || follower->starting || follower->seq != nullptr || follower->leader == 0) continue;
     Job* leader = nullptr;
     for (auto& j : running) {
       if (j->id == follower->leader && !j->done) leader = j.get();
     }
-    if (leader != nullptr && !leader->decoding) continue;  // still prefilling
+    if (leader != nullptr && leader->starting) continue;  // still opening
+    if (leader != nullptr && !leader->decoding) {
+      // Still prefilling: wait, unless it turned out to import the shared prefix (published
+      // already, so the follower imports it too and need not wait).
+      if (SavedTokens(*leader, follower->shared_tokens) >= kMinSharedPrefixTokens) continue;
+      leader = nullptr;
+    }
     if (leader != nullptr && !leader->flushed_for_followers) {
       // The leader's prompt blocks are queued (its last prefill chunk published them): wait until
       // they are findable. A failure here fails the leader at its end (Finish flushes again); the
@@ -376,7 +435,7 @@ void Scheduler::Impl::Step() {
   budget = std::max<int64_t>(budget, 1);
   int64_t whole = room;  // rows left for short prompts taken whole
   for (auto& j : running) {
-    if (j->decoding || j->done || j->seq == nullptr) continue;
+    if (j->decoding || !Ready(*j)) continue;
     const int64_t remaining = j->seq->prefill_remaining();
     int64_t take = 0;
     if (remaining <= kShortPromptTokens && remaining <= whole) {
@@ -437,13 +496,18 @@ void Scheduler::Impl::Loop() {
   while (true) {
     std::vector<std::unique_ptr<Job>> admitted, dropped;
     std::set<uint64_t> cancel;
+    std::vector<uint64_t> back;
     bool stop = false;
+    // Something to step: a started job, or one waiting for its leader (started by StartFollowers).
+    const bool busy = std::any_of(running.begin(), running.end(), [](const auto& j) { return !j->starting; });
     {
       MutexLock lock(mu);
-      wake.Wait(
-          mu, [&]() FS_REQUIRES(mu) { return stopping || !waiting.empty() || !cancelled.empty() || !running.empty(); });
+      wake.Wait(mu, [&]() FS_REQUIRES(mu) {
+        return stopping || !waiting.empty() || !cancelled.empty() || !opened.empty() || busy;
+      });
       stop = stopping;
       cancel.swap(cancelled);
+      back.swap(opened);
       for (auto it = waiting.begin(); it != waiting.end();) {
         if (stop || cancel.count((*it)->id) > 0) {
           dropped.push_back(std::move(*it));
@@ -463,13 +527,17 @@ void Scheduler::Impl::Loop() {
         waiting.pop_front();
       }
     }
-    for (auto& j : dropped)
-      Finish(j.get(), Aborted(stop ? "the worker is shutting down" : "the request was cancelled"));
+    const char* why = stop ? "the worker is shutting down" : "the request was cancelled";
+    for (auto& j : dropped) Finish(j.get(), Aborted(why));
     for (auto& j : running) {
-      if (stop || cancel.count(j->id) > 0) {
-        Finish(j.get(), Aborted(stop ? "the worker is shutting down" : "the request was cancelled"));
+      if (!stop && cancel.count(j->id) == 0) continue;
+      if (j->starting) {
+        j->cancel_when_started = why;  // its Open is under way: it ends once back
+      } else if (!j->done) {
+        Finish(j.get(), Aborted(why));
       }
     }
+    Started(back);
     for (auto& j : admitted) {
       // Requests admitted together may share a prefix: the first starts, the others follow it.
       if (FollowALeader(j.get())) {
@@ -483,6 +551,16 @@ void Scheduler::Impl::Loop() {
     if (!stop) {
       StartFollowers();
       Step();
+    }
+    while (stop && opening > 0) {
+      // Jobs being opened are the I/O thread's until they are back.
+      {
+        MutexLock lock(mu);
+        wake.Wait(mu, [&]() FS_REQUIRES(mu) { return !opened.empty(); });
+        back.clear();
+        back.swap(opened);
+      }
+      Started(back);
     }
     // Jobs that finished leave the batch.
     uint64_t freed = 0;
@@ -510,6 +588,7 @@ Scheduler::Scheduler(const Model& model, CacheConnection* cache, SchedulerOption
       fingerprint_(ModelFingerprint(model)),
       impl_(std::make_unique<Impl>(model, cache, options_, fingerprint_)) {
   impl_->thread = std::thread([this] { impl_->Loop(); });
+  impl_->io_thread = std::thread([this] { impl_->IoLoop(); });
 }
 
 Scheduler::~Scheduler() {
@@ -519,6 +598,12 @@ Scheduler::~Scheduler() {
   }
   impl_->wake.SignalAll();
   impl_->thread.join();
+  {
+    MutexLock lock(impl_->mu);
+    impl_->io_stopping = true;
+  }
+  impl_->io_wake.Signal();
+  impl_->io_thread.join();
 }
 
 StatusOr<uint64_t> Scheduler::Submit(ServeRequest request, std::shared_ptr<ServeObserver> observer) {
@@ -570,15 +655,8 @@ void Scheduler::set_address(std::string address) {
 }
 
 std::string Scheduler::DefaultPolicyLabel() const {
-  std::string name = options_.serving.default_policy;
-  std::replace(name.begin(), name.end(), '-', '_');
-  predictor::PolicySpec spec;
-  StatusOr<predictor::PolicyKind> kind = predictor::ParsePolicyKind(name);
-  if (!kind.ok()) return options_.serving.default_policy;  // every request will say why
-  spec.kind = *kind;
-  PolicyAttentionOptions attention;
-  ApplyQueryRefinement(options_.serving.query_refine, &spec, &attention);
-  return PolicyLabel(spec);
+  StatusOr<std::string> label = worker::DefaultPolicyLabel(options_.serving);
+  return label.ok() ? *label : options_.serving.default_policy;  // every request will say why
 }
 
 }  // namespace foresight::worker

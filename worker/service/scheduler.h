@@ -1,5 +1,8 @@
 // Scheduler: continuous batching for one Model on one worker (issue 19). Every front end (the gRPC
-// WorkerService, the OpenAI-compatible HTTP API) submits requests here; one thread runs them.
+// WorkerService, the OpenAI-compatible HTTP API) submits requests here; one thread runs them. A
+// second thread opens each admitted request (its cache connection, the lookup and import of the
+// longest published prefix of its prompt), so that importing a long prefix never holds up the
+// steps of the sequences already running; the request joins the steps once it is open.
 //
 // Each step is one forward pass over up to `max_seqs` running sequences: the weight matrices are
 // multiplied once for all of the step's token rows (one GEMM per weight, not one GEMV per
@@ -33,30 +36,15 @@
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/sampler.h"
 #include "worker/service/cache_connection.h"
+#include "worker/serving_options.h"
 
 namespace foresight::worker {
 
-// How the worker serves when a request does not say: one definition for the worker's flags.
-struct ServingOptions {
-  std::string key_namespace = "default";
-  std::string default_policy = "dense";
-  int32_t default_budget = 1024;
-  int32_t sink_tokens = 64;
-  int32_t local_tokens = 64;
-  int32_t dense_first_layers = 0;
-  // AttentionPredictor: share of the kept blocks chosen by the step's query (PolicySpec::query_refine).
-  float query_refine = predictor::PolicySpec::kServingQueryRefine;
-  std::shared_ptr<const predictor::CnnWeights> weights;  // AttentionPredictor; null: refused
-  std::string weights_name;                              // what they are (predictor::CnnWeightsName), for statistics
-  int32_t prefill_chunk = 512;
-  bool prefix_reuse = true;  // look up and import published prefixes
-  bool publish = true;       // publish every full block
-  // Where the KV lives during decode (worker/offload/offloaded_sequence.h).
-  OffloadMode kv_mode = OffloadMode::kCrossToken;
-};
-
 struct SchedulerOptions {
-  ServingOptions serving;
+  ServingOptions serving;  // policies and their defaults (worker/serving_options.h), namespace, prefixes
+  // Where a sparse request's KV lives during decode (worker/offload/offloaded_sequence.h); dense
+  // requests keep theirs resident.
+  OffloadMode kv_mode = OffloadMode::kCrossToken;
   int32_t max_seqs = 8;       // sequences in one step
   int32_t max_waiting = 64;   // queued beyond those; more is RESOURCE_EXHAUSTED
   int32_t step_tokens = 512;  // token rows per step: the running decodes, then prefill chunks

@@ -181,7 +181,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext* context, const v1::InfoReq
   response->set_weights(o.serving.weights_name);
   response->set_default_budget(o.serving.default_budget);
   response->set_concurrency(o.max_seqs);
-  response->set_kv_mode(std::string(OffloadModeName(o.serving.kv_mode)));
+  response->set_kv_mode(std::string(OffloadModeName(o.kv_mode)));
   response->set_requests_served(counts.served);
   response->set_requests_failed(counts.failed);
   return grpc::Status::OK;
