@@ -71,6 +71,7 @@ struct DecodeBenchFlags {
   bool compare_coalescing = false;
   std::string ucx_rndv_thresh = "128K";
   int warmup = 4;
+  bool greedy = false;  // offload with --text: decode the model's greedy continuation
   int margin = -1;
   std::string node_ram = "3GiB";
   std::string node_nvme;  // the node's NVMe tier (--nvme-bytes, in a temp dir); empty: none
@@ -297,12 +298,22 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         std::vector<double> us;
         double stall_s = 0, verify_s = 0;
         uint64_t bytes = 0;
-        int64_t hits = 0, misses = 0, stalls = 0, requests = 0, timed = 0;
+        int64_t hits = 0, misses = 0, stalls = 0, requests = 0, heads = 0, timed = 0;
         double cpu_s = 0, node_cpu_s = 0;
         int step = 0;
+        worker::TokenId next = 0;  // --greedy: the argmax of the last logits
+        // The token this variant decodes next: its greedy continuation, or fixed synthetic ids.
+        worker::TokenId Token(bool greedy, int vocab) {
+          const int s = step++;
+          return greedy ? next : static_cast<worker::TokenId>((s * 31 + 5) % vocab);
+        }
       };
       std::vector<Live> live;
       std::vector<float> logits;
+      const bool greedy = f.greedy && real;
+      auto argmax = [&logits] {
+        return static_cast<worker::TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      };
       for (const Variant& v : variants) {
         worker::OffloadOptions o;
         o.mode = v.mode;
@@ -320,11 +331,13 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
         FS_ASSIGN_OR_RETURN(l.seq, worker::OffloadedSequence::Create(model, client.get(), spec, o));
         if (real) {
           FS_RETURN_IF_ERROR(l.seq->Prefill(ids, &logits));
+          l.next = argmax();
         } else {
           FS_RETURN_IF_ERROR(l.seq->TEST_FillRandom(ids, 17));
         }
         for (int s = 0; s < f.warmup; ++s) {
-          FS_RETURN_IF_ERROR(l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
+          FS_RETURN_IF_ERROR(l.seq->Decode(l.Token(greedy, c.vocab_size), &logits));
+          l.next = argmax();
         }
         live.push_back(std::move(l));
       }
@@ -336,8 +349,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
           for (int k = 0; k < chunk; ++k) {
             const worker::OffloadStats before = l.seq->stats();
             const double cpu0 = ProcessCpuSeconds(), node_cpu0 = ProcessCpuSeconds(node->pid());
-            FS_RETURN_IF_ERROR(
-                l.seq->Decode(static_cast<worker::TokenId>((l.step++ * 31 + 5) % c.vocab_size), &logits));
+            FS_RETURN_IF_ERROR(l.seq->Decode(l.Token(greedy, c.vocab_size), &logits));
+            l.next = argmax();
             if (k == 0) continue;
             l.cpu_s += ProcessCpuSeconds() - cpu0;
             l.node_cpu_s += ProcessCpuSeconds(node->pid()) - node_cpu0;
@@ -350,6 +363,7 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
             l.misses += after.pool_misses - before.pool_misses;
             l.stalls += after.stalls - before.stalls;
             l.requests += after.fetch_requests - before.fetch_requests;
+            l.heads += after.heads_fetched - before.heads_fetched;
             l.timed++;
           }
         }
@@ -379,12 +393,15 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
                            {"stalled_layers_per_token", l.stalls / n},
                            {"pool_hit_rate", hit / 100},
                            {"gets_per_token", l.requests / n},
+                           {"heads_fetched_per_token", l.heads / n},
                            {"coalesce", l.v.coalesce},
                            {"speculative_blocks", l.v.speculative},
                            {"ucx_rndv_thresh", UcxRendezvousThreshold()},
                            {"cpu_us_per_token", 1e6 * l.cpu_s / n},
                            {"node_cpu_us_per_token", 1e6 * l.node_cpu_s / n},
                            {"steps", l.timed},
+                           {"warmup", f.warmup},
+                           {"greedy", greedy},
                            {"model", model_name},
                            {"ucx_transport", client->stats().ucx_transport},
                            {"loadavg", load},
@@ -732,6 +749,9 @@ void AddDecodeBench(CLI::App& app, int* exit_code) {
                   "KV offload, --policy ap: comma-separated blocks per KV head that cross-token prefetches beyond "
                   "its guess at the query's share (one cross-token variant each; -1: no guess, the CNN's share only)");
   cmd->add_option("--warmup", f->warmup, "KV offload: decode steps before timing");
+  cmd->add_flag("--greedy", f->greedy,
+                "KV offload with --text: decode the model's greedy continuation (each step's argmax, as foresight "
+                "trace records) instead of fixed synthetic token ids");
   cmd->add_option("--margin", f->margin,
                   "KV offload: resident pool margin, blocks per (layer, KV head); -1: room for a KV head's union of "
                   "its query heads' selections (OffloadOptions::margin_blocks)");

@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <new>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +44,8 @@ struct LoadFlags {
   double working_set_factor = 3.0;
   double put_share = 0.5;
   std::string transport = "auto";
+  std::string ucx_transports = "auto";  // UCX_TLS of the clients: auto, shm or tcp
+  bool preload = false;                 // put every key once before the timed run
   bool json = false;
 };
 
@@ -81,9 +86,10 @@ bool Check(const uint8_t* block, size_t size, uint32_t key, std::vector<uint8_t>
 }
 
 void RunClient(const LoadFlags& f, const std::string& address, uint64_t block_bytes, uint32_t keys, int index,
-               ClientResult* out) {
+               std::atomic<int>* preloaded, ClientResult* out) {
   CacheClientOptions o;
   o.ucx_tuning = UcxTuningFromEnvironment();
+  o.ucx_transports = f.ucx_transports;
   o.address = address;
   o.data_path = f.transport == "grpc" ? DataPath::kGrpc : (f.transport == "ucx" ? DataPath::kUcx : DataPath::kAuto);
   auto client = CacheClient::Connect(o);
@@ -97,10 +103,21 @@ void RunClient(const LoadFlags& f, const std::string& address, uint64_t block_by
   (void)(*client)->RegisterBuffer(buf.data(), buf.size());
   std::vector<bool> acknowledged(keys, false);
   std::mt19937_64 rng(1234 + index);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(f.seconds);
   auto note_error = [&](const Status& s) {
     if (out->errors++ == 0) std::snprintf(out->first_error, sizeof(out->first_error), "%s", s.ToString().c_str());
   };
+  if (f.preload) {
+    // Every client puts its share of the keys, untimed; the timed run starts when all are done.
+    for (uint32_t key = static_cast<uint32_t>(index); key < keys; key += static_cast<uint32_t>(f.clients)) {
+      Fill(buf.data(), buf.size(), key, rng());
+      Status s = (*client)->Put(PlainKey("load", std::to_string(key)), buf.data(), buf.size());
+      if (!s.ok()) note_error(s.WithContext("preload"));
+    }
+    preloaded->fetch_add(1);
+    while (preloaded->load() < f.clients) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::fill(acknowledged.begin(), acknowledged.end(), true);
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(f.seconds);
   while (std::chrono::steady_clock::now() < end) {
     const uint32_t key = static_cast<uint32_t>(rng() % keys);
     const BlockKey bk = PlainKey("load", std::to_string(key));
@@ -177,6 +194,9 @@ int RunLoad(const LoadFlags& f) {
       mmap(nullptr, sizeof(ClientResult) * f.clients, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* results = static_cast<ClientResult*>(shared);
   std::memset(shared, 0, sizeof(ClientResult) * f.clients);
+  void* shared_count =
+      mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* preloaded = new (shared_count) std::atomic<int>(0);
   if (!f.json)
     std::printf(
         "load: %d client processes, %.0f s, %u keys x %s = %s working set (%.1fx the %s RAM tier), %.0f%% puts\n",
@@ -186,7 +206,7 @@ int RunLoad(const LoadFlags& f) {
   for (int i = 0; i < f.clients; ++i) {
     pid_t pid = fork();
     if (pid == 0) {
-      RunClient(f, address, *block, keys, i, &results[i]);
+      RunClient(f, address, *block, keys, i, preloaded, &results[i]);
       _exit(0);
     }
     pids.push_back(pid);
@@ -215,7 +235,11 @@ int RunLoad(const LoadFlags& f) {
     if (data_path.empty()) data_path = r.data_path;
   }
   munmap(shared, sizeof(ClientResult) * f.clients);
+  munmap(shared_count, sizeof(std::atomic<int>));
   nlohmann::json j = {{"clients", f.clients},
+                      {"put_share", f.put_share},
+                      {"preload", f.preload},
+                      {"ucx_transports", f.ucx_transports},
                       {"seconds", f.seconds},
                       {"keys", keys},
                       {"block_bytes", *block},
@@ -285,6 +309,12 @@ void AddLoadBench(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--transport", f->transport, "auto, ucx or grpc")->capture_default_str();
+  cmd->add_option("--ucx-transports", f->ucx_transports, "UCX transports of the clients: auto, shm or tcp")
+      ->check(CLI::IsMember({"auto", "shm", "tcp"}))
+      ->capture_default_str();
+  cmd->add_flag("--preload", f->preload,
+                "Put every key once before the timed run (untimed), so that gets find their blocks (with "
+                "--put-share 0: a get-only run)");
   cmd->add_flag("--json", f->json, "Print JSON");
   cmd->callback([f, exit_code] { *exit_code = RunLoad(*f); });
 }

@@ -55,6 +55,7 @@ std::string ChurnTableToJson(const ChurnTable& table) {
   j["version"] = kChurnTableVersion;
   j["block_tokens"] = table.block_tokens;
   j["command"] = table.command;
+  j["pool_warmup_steps"] = table.pool_warmup_steps;
   j["traces"] = nlohmann::json::array();
   for (const ChurnTraceSource& t : table.traces) {
     j["traces"].push_back({{"file", t.file}, {"prompt_tokens", t.prompt_tokens}, {"decode_steps", t.decode_steps}});
@@ -70,6 +71,7 @@ std::string ChurnTableToJson(const ChurnTable& table) {
                          {"kv_new_blocks", round4(r.kv_new_blocks)},
                          {"pool_blocks", r.pool_blocks},
                          {"kv_pool_misses", round4(r.kv_pool_misses)},
+                         {"kv_pool_misses_warmup", round4(r.kv_pool_misses_warmup)},
                          {"recovery", round4(r.recovery)}});
   }
   return j.dump(1) + "\n";
@@ -97,6 +99,10 @@ StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string&
   auto command = JsonField<std::string>(j, "command", "");
   if (!command.ok()) return command.status().WithContext(where);
   t.command = *command;
+  auto warmup = JsonField<int64_t>(j, "pool_warmup_steps", 1);
+  if (!warmup.ok()) return warmup.status().WithContext(where);
+  if (*warmup < 1) return InvalidArgument(where + ": field \"pool_warmup_steps\" must be at least 1");
+  t.pool_warmup_steps = *warmup;
   if (j.contains("traces") && j["traces"].is_array()) {
     for (const auto& e : j["traces"]) {
       ChurnTraceSource s;
@@ -127,6 +133,7 @@ StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string&
     FS_RETURN_IF_ERROR(get("kv_new_blocks", &r.kv_new_blocks));
     FS_RETURN_IF_ERROR(get("pool_blocks", &r.pool_blocks));
     FS_RETURN_IF_ERROR(get("kv_pool_misses", &r.kv_pool_misses));
+    if (e.contains("kv_pool_misses_warmup")) FS_RETURN_IF_ERROR(get("kv_pool_misses_warmup", &r.kv_pool_misses_warmup));
     FS_RETURN_IF_ERROR(get("recovery", &r.recovery));
     if (r.policy.empty() || r.budget <= 0 || r.context <= 0 || !(r.kv_union_blocks > 0) || r.kv_new_blocks < 0 ||
         r.kv_new_blocks > r.kv_union_blocks || r.pool_blocks <= 0 || r.kv_pool_misses < 0 ||
@@ -183,46 +190,117 @@ StatusOr<ChurnEstimate> EstimateChurn(const ChurnTable& table, const std::string
   return e;
 }
 
-StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_files,
-                                      const std::vector<std::string>& policies, const std::vector<int64_t>& budgets,
-                                      int threads, const std::string& command) {
-  if (trace_files.empty()) return InvalidArgument("--traces: no trace files");
-  FS_ASSIGN_OR_RETURN(auto weights, predictor::LoadCnnWeightsOrShipped(""));
+namespace {
+
+struct LoadedTraces {
   std::vector<predictor::Trace> traces;
-  ChurnTable table;
-  table.command = command;
+  std::vector<ChurnTraceSource> sources;
   double key_tokens = 0, steps = 0;
+  int64_t shortest = 0;  // decode steps of the shortest trace
+};
+
+StatusOr<LoadedTraces> LoadTraces(const std::vector<std::string>& trace_files) {
+  if (trace_files.empty()) return InvalidArgument("--traces: no trace files");
+  LoadedTraces out;
   for (const std::string& file : trace_files) {
     FS_ASSIGN_OR_RETURN(predictor::Trace t, predictor::Trace::Load(file));
     const auto& g = t.geometry();
-    table.block_tokens = static_cast<int>(g.block_tokens);
-    for (int64_t s = 0; s < t.decode_steps(); ++s) key_tokens += static_cast<double>(g.key_tokens(s));
-    steps += static_cast<double>(t.decode_steps());
-    table.traces.push_back({file, g.prompt_tokens, t.decode_steps()});
-    traces.push_back(std::move(t));
+    for (int64_t s = 0; s < t.decode_steps(); ++s) out.key_tokens += static_cast<double>(g.key_tokens(s));
+    out.steps += static_cast<double>(t.decode_steps());
+    out.shortest = out.traces.empty() ? t.decode_steps() : std::min(out.shortest, t.decode_steps());
+    out.sources.push_back({file, g.prompt_tokens, t.decode_steps()});
+    out.traces.push_back(std::move(t));
   }
+  return out;
+}
+
+int64_t PoolBlocks(const predictor::TraceGeometry& g, int64_t budget) {
+  return worker::ResidentPoolBlocksPerHead(budget, g.q_heads / g.kv_heads, worker::OffloadOptions{}.margin_blocks);
+}
+
+}  // namespace
+
+StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_files,
+                                      const std::vector<std::string>& policies, const std::vector<int64_t>& budgets,
+                                      int64_t pool_warmup_steps, int threads, const std::string& command) {
+  FS_ASSIGN_OR_RETURN(auto weights, predictor::LoadCnnWeightsOrShipped(""));
+  FS_ASSIGN_OR_RETURN(LoadedTraces loaded, LoadTraces(trace_files));
+  if (pool_warmup_steps < 1 || pool_warmup_steps >= loaded.shortest) {
+    return InvalidArgument("--pool-warmup " + std::to_string(pool_warmup_steps) +
+                           " must be at least 1 and below the shortest trace's " + std::to_string(loaded.shortest) +
+                           " decode steps (record longer traces: foresight trace --decode N)");
+  }
+  ChurnTable table;
+  table.command = command;
+  table.pool_warmup_steps = pool_warmup_steps;
+  table.traces = loaded.sources;
+  const auto& g = loaded.traces.front().geometry();
+  table.block_tokens = static_cast<int>(g.block_tokens);
   std::vector<const predictor::Trace*> views;
-  for (const auto& t : traces) views.push_back(&t);
+  for (const auto& t : loaded.traces) views.push_back(&t);
   predictor::RecoveryOptions options;
   options.budgets = budgets;
   options.threads = threads;
-  const auto& g = traces.front().geometry();
-  for (int64_t budget : budgets) {
-    options.pool_blocks.push_back(
-        worker::ResidentPoolBlocksPerHead(budget, g.q_heads / g.kv_heads, worker::OffloadOptions{}.margin_blocks));
-  }
+  options.pool_warmup_steps = pool_warmup_steps;
+  for (int64_t budget : budgets) options.pool_blocks.push_back(PoolBlocks(g, budget));
   for (const std::string& p : policies) {
     FS_ASSIGN_OR_RETURN(predictor::PolicyVariant v, MakeVariant(p, weights));
     options.variants.push_back(std::move(v));
   }
   FS_ASSIGN_OR_RETURN(auto results, predictor::EvaluateRecovery(views, options));
-  const int64_t mean_context = steps > 0 ? static_cast<int64_t>(std::llround(key_tokens / steps)) : 0;
+  const int64_t mean_context =
+      loaded.steps > 0 ? static_cast<int64_t>(std::llround(loaded.key_tokens / loaded.steps)) : 0;
   for (const auto& r : results) {
     const size_t b = std::find(budgets.begin(), budgets.end(), r.budget) - budgets.begin();
-    table.rows.push_back({r.label, r.budget, mean_context, r.mean_kv_union_blocks, r.mean_kv_new_blocks,
-                          options.pool_blocks[b], r.mean_kv_pool_misses, r.kv_union_recovery});
+    // The warm-up's misses per KV head and step, steps 1 to pool_warmup_steps - 1.
+    double warmup_misses = 0;
+    int64_t warmup_steps = 0;
+    for (int64_t s = 1; s < pool_warmup_steps && s < static_cast<int64_t>(r.kv_pool_misses_by_step.size()); ++s) {
+      warmup_misses += r.kv_pool_misses_by_step[s];
+      ++warmup_steps;
+    }
+    ChurnRow row{r.label,
+                 r.budget,
+                 mean_context,
+                 r.mean_kv_union_blocks,
+                 r.mean_kv_new_blocks,
+                 options.pool_blocks[b],
+                 r.mean_kv_pool_misses};
+    row.kv_pool_misses_warmup = warmup_steps > 0 ? warmup_misses / static_cast<double>(warmup_steps) : 0.0;
+    row.recovery = r.kv_union_recovery;
+    table.rows.push_back(std::move(row));
   }
   return table;
+}
+
+StatusOr<PoolMissReplay> ReplayPoolMisses(const std::vector<std::string>& trace_files, const std::string& policy,
+                                          int64_t budget, int threads) {
+  FS_ASSIGN_OR_RETURN(auto weights, predictor::LoadCnnWeightsOrShipped(""));
+  FS_ASSIGN_OR_RETURN(LoadedTraces loaded, LoadTraces(trace_files));
+  const auto& g = loaded.traces.front().geometry();
+  std::vector<const predictor::Trace*> views;
+  for (const auto& t : loaded.traces) views.push_back(&t);
+  predictor::RecoveryOptions options;
+  options.budgets = {budget};
+  options.threads = threads;
+  options.pool_blocks = {PoolBlocks(g, budget)};
+  options.record_pool_misses = true;
+  FS_ASSIGN_OR_RETURN(predictor::PolicyVariant v, MakeVariant(policy, weights));
+  options.variants.push_back(std::move(v));
+  FS_ASSIGN_OR_RETURN(auto results, predictor::EvaluateRecovery(views, options));
+  PoolMissReplay replay;
+  replay.policy = policy;
+  replay.budget = budget;
+  replay.layers = g.layers;
+  replay.kv_heads = g.kv_heads;
+  replay.block_tokens = static_cast<int>(g.block_tokens);
+  // K and V of every KV head for block_tokens tokens, f16: what a layer's block stores.
+  replay.block_bytes = uint64_t{2} * g.kv_heads * g.head_dim * g.block_tokens * 2;
+  replay.traces = loaded.sources;
+  for (const predictor::PoolMiss& m : results.front().pool_misses) {
+    replay.fetches.push_back({m.trace, m.step, m.layer, m.kv_head, m.block});
+  }
+  return replay;
 }
 
 }  // namespace foresight::planner

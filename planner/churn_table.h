@@ -9,13 +9,19 @@
 // re-derives it from traces with one command. Format, versioned JSON:
 //
 //   {"format": "foresight-churn-table", "version": 1, "block_tokens": 16, "command": "...",
-//    "traces": [{"file": "...", "prompt_tokens": 3966, "decode_steps": 32}],
+//    "pool_warmup_steps": 32,
+//    "traces": [{"file": "...", "prompt_tokens": 3966, "decode_steps": 160}],
 //    "rows": [{"policy": "ap", "budget": 1024, "context": 7709, "kv_union_blocks": 77.7,
-//              "kv_new_blocks": 8.8, "pool_blocks": 208, "kv_pool_misses": 2.1, "recovery": 0.93}]}
+//              "kv_new_blocks": 8.8, "pool_blocks": 208, "kv_pool_misses": 1.1,
+//              "kv_pool_misses_warmup": 2.9, "recovery": 0.93}]}
 //
 // With reuse the worker fetches what its resident pool (budget / 16 + margin blocks per layer and
 // KV head, least recently used out: worker/offload/offloaded_sequence.h) does not hold, so the
 // plan reads kv_pool_misses; kv_new_blocks (against the previous step alone) is kept for readers.
+// The pool starts empty and takes tens of steps to hold the blocks a selection comes back to, so
+// kv_pool_misses counts from decode step pool_warmup_steps on (the steady state of a long decode)
+// and kv_pool_misses_warmup the steps 1 to pool_warmup_steps - 1. A table without
+// pool_warmup_steps (the first ones) counted from step 1.
 //
 // Thread-safety: value types; DeriveChurnTable uses up to `threads` OpenMP threads.
 #pragma once
@@ -33,13 +39,14 @@ inline constexpr int kChurnTableVersion = 1;
 
 struct ChurnRow {
   std::string policy;
-  int64_t budget = 0;          // tokens per head, sink and local included
-  int64_t context = 0;         // mean key tokens of the traces' decode steps
-  double kv_union_blocks = 0;  // per KV head and step
-  double kv_new_blocks = 0;    // per KV head and step, not in the previous step's union
-  int64_t pool_blocks = 0;     // the worker's resident pool per KV head at this budget
-  double kv_pool_misses = 0;   // per KV head and step, not in that pool (LRU): fetched with reuse
-  double recovery = 0;         // attention mass on the KV head's union (for the reader)
+  int64_t budget = 0;                // tokens per head, sink and local included
+  int64_t context = 0;               // mean key tokens of the traces' decode steps
+  double kv_union_blocks = 0;        // per KV head and step
+  double kv_new_blocks = 0;          // per KV head and step, not in the previous step's union
+  int64_t pool_blocks = 0;           // the worker's resident pool per KV head at this budget
+  double kv_pool_misses = 0;         // per KV head and step, not in that pool (LRU): fetched with reuse
+  double recovery = 0;               // attention mass on the KV head's union (for the reader)
+  double kv_pool_misses_warmup = 0;  // as kv_pool_misses, over the pool's warm-up (for the reader)
 };
 
 struct ChurnTraceSource {
@@ -49,6 +56,7 @@ struct ChurnTraceSource {
 
 struct ChurnTable {
   int block_tokens = 16;
+  int64_t pool_warmup_steps = 1;  // kv_pool_misses counts from this decode step on
   std::string command;
   std::vector<ChurnTraceSource> traces;
   std::vector<ChurnRow> rows;
@@ -81,9 +89,27 @@ StatusOr<ChurnEstimate> EstimateChurn(const ChurnTable& table, const std::string
 // "attention_predictor" (the published method), "quest", "h2o", "snapkv", "streaming_llm".
 std::vector<std::string> ChurnPolicies();
 
-// Replays `trace_files` under every policy and budget. `command` is recorded in the table.
+// Replays `trace_files` under every policy and budget; pool misses count from decode step
+// `pool_warmup_steps` on. INVALID_ARGUMENT naming --pool-warmup when a trace has no step after it.
+// `command` is recorded in the table.
 StatusOr<ChurnTable> DeriveChurnTable(const std::vector<std::string>& trace_files,
                                       const std::vector<std::string>& policies, const std::vector<int64_t>& budgets,
-                                      int threads, const std::string& command);
+                                      int64_t pool_warmup_steps, int threads, const std::string& command);
+
+// What a worker with reuse fetches from the node, replayed: every block its pool missed, at every
+// decode step from 0 (the first step fetches the whole selection).
+struct PoolMissReplay {
+  std::string policy;
+  int64_t budget = 0;
+  int layers = 0, kv_heads = 0, block_tokens = 16;
+  uint64_t block_bytes = 0;  // one layer's block as the node stores it (every KV head, K and V, f16)
+  std::vector<ChurnTraceSource> traces;
+  struct Fetch {
+    int32_t trace, step, layer, kv_head, block;
+  };
+  std::vector<Fetch> fetches;  // by trace, step, layer, KV head, block
+};
+StatusOr<PoolMissReplay> ReplayPoolMisses(const std::vector<std::string>& trace_files, const std::string& policy,
+                                          int64_t budget, int threads);
 
 }  // namespace foresight::planner

@@ -2,9 +2,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <list>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
 
 namespace foresight::predictor {
@@ -19,7 +21,11 @@ struct LayerTally {
   int64_t kv_samples = 0;
   double kv_new_blocks = 0.0;
   double kv_pool_misses = 0.0;
-  int64_t kv_churn_samples = 0;  // KV head-steps after a trace's first decode step
+  int64_t kv_churn_samples = 0;               // KV head-steps after a trace's first decode step
+  int64_t kv_pool_samples = 0;                // KV head-steps from the pool's warm-up on
+  std::vector<double> pool_misses_by_step;    // summed over KV heads
+  std::vector<int64_t> pool_samples_by_step;  // KV head-steps
+  std::vector<PoolMiss> pool_misses;
   double seconds = 0.0;
 };
 
@@ -66,8 +72,15 @@ double MassOf(const float* block_sum, const std::vector<int32_t>& blocks) {
   return mass;
 }
 
+struct PoolReplay {
+  int64_t blocks = 0;  // per KV head; 0: no pool
+  int64_t warmup_steps = 1;
+  bool record = false;
+  int32_t trace = 0;
+};
+
 // Replays one layer of one trace under one policy and budget.
-Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union, int64_t pool_blocks,
+Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool attend_kv_union, const PoolReplay& pool,
                    LayerTally* tally) {
   const TraceGeometry& g = trace.geometry();
   const LayerGeometry lg = g.layer();
@@ -80,7 +93,11 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
   std::vector<float> dense_max, dense_sum, sparse_max, sparse_sum;
   BlockSelection selection;
   std::vector<std::vector<int32_t>> previous_union;
-  std::vector<LruBlocks> pools(lg.kv_heads, LruBlocks(pool_blocks));
+  std::vector<LruBlocks> pools(lg.kv_heads, LruBlocks(pool.blocks));
+  if (pool.blocks > 0) {
+    tally->pool_misses_by_step.assign(trace.decode_steps(), 0.0);
+    tally->pool_samples_by_step.assign(trace.decode_steps(), 0);
+  }
   const int group = lg.group_size();
   for (int64_t s = 0; s < trace.decode_steps(); ++s) {
     trace.DecodeRows(layer, s, &dense_max, &dense_sum);
@@ -98,13 +115,24 @@ Status ReplayLayer(const Trace& trace, int layer, const PolicySpec& spec, bool a
       const auto& now = selection.per_kv_head[kv];
       tally->kv_union_blocks += static_cast<double>(now.size());
       ++tally->kv_samples;
-      int64_t misses = 0;
-      if (pool_blocks > 0) {
-        for (int32_t b : now) misses += pools[kv].Touch(b) ? 0 : 1;
+      if (pool.blocks > 0) {
+        int64_t misses = 0;
+        for (int32_t b : now) {
+          if (pools[kv].Touch(b)) continue;
+          ++misses;
+          if (pool.record) {
+            tally->pool_misses.push_back({pool.trace, layer, kv, static_cast<int32_t>(s), b});
+          }
+        }
+        tally->pool_misses_by_step[s] += static_cast<double>(misses);
+        ++tally->pool_samples_by_step[s];
+        if (s >= std::max<int64_t>(1, pool.warmup_steps)) {
+          tally->kv_pool_misses += static_cast<double>(misses);
+          ++tally->kv_pool_samples;
+        }
       }
       if (s > 0) {
         tally->kv_new_blocks += static_cast<double>(BlocksNotIn(now, previous_union[kv]));
-        tally->kv_pool_misses += static_cast<double>(misses);
         ++tally->kv_churn_samples;
       }
     }
@@ -180,7 +208,11 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     spec.budget.block_tokens = g0.block_tokens;
     spec.threads = 1;
     LayerTally local;
-    const int64_t pool = b < options.pool_blocks.size() ? options.pool_blocks[b] : 0;
+    PoolReplay pool;
+    pool.blocks = b < options.pool_blocks.size() ? options.pool_blocks[b] : 0;
+    pool.warmup_steps = options.pool_warmup_steps;
+    pool.record = options.record_pool_misses;
+    pool.trace = static_cast<int32_t>(t);
     Status s = ReplayLayer(*traces[t], layer, spec, options.attend_kv_union, pool, &local);
     std::lock_guard<std::mutex> lock(mu);
     if (!s.ok()) {
@@ -200,6 +232,16 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
     dst.kv_new_blocks += local.kv_new_blocks;
     dst.kv_pool_misses += local.kv_pool_misses;
     dst.kv_churn_samples += local.kv_churn_samples;
+    dst.kv_pool_samples += local.kv_pool_samples;
+    if (dst.pool_misses_by_step.size() < local.pool_misses_by_step.size()) {
+      dst.pool_misses_by_step.resize(local.pool_misses_by_step.size(), 0.0);
+      dst.pool_samples_by_step.resize(local.pool_samples_by_step.size(), 0);
+    }
+    for (size_t i = 0; i < local.pool_misses_by_step.size(); ++i) {
+      dst.pool_misses_by_step[i] += local.pool_misses_by_step[i];
+      dst.pool_samples_by_step[i] += local.pool_samples_by_step[i];
+    }
+    dst.pool_misses.insert(dst.pool_misses.end(), local.pool_misses.begin(), local.pool_misses.end());
     dst.seconds += local.seconds;
   }
   if (!first_error.ok()) return first_error;
@@ -210,7 +252,9 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
       r.label = options.variants[v].label;
       r.budget = options.budgets[b];
       double blocks = 0.0, union_blocks = 0.0, new_blocks = 0.0, pool_misses = 0.0;
-      int64_t kv_samples = 0, churn_samples = 0;
+      int64_t kv_samples = 0, churn_samples = 0, pool_samples = 0;
+      std::vector<double> misses_by_step;
+      std::vector<int64_t> samples_by_step;
       for (int l = 0; l < layers; ++l) {
         const LayerTally& t = tallies[(v * B + b) * layers + l];
         const double n = t.samples > 0 ? static_cast<double>(t.samples) : 1.0;
@@ -223,13 +267,31 @@ StatusOr<std::vector<RecoveryResult>> EvaluateRecovery(std::span<const Trace* co
         pool_misses += t.kv_pool_misses;
         kv_samples += t.kv_samples;
         churn_samples += t.kv_churn_samples;
+        pool_samples += t.kv_pool_samples;
+        if (misses_by_step.size() < t.pool_misses_by_step.size()) {
+          misses_by_step.resize(t.pool_misses_by_step.size(), 0.0);
+          samples_by_step.resize(t.pool_samples_by_step.size(), 0);
+        }
+        for (size_t i = 0; i < t.pool_misses_by_step.size(); ++i) {
+          misses_by_step[i] += t.pool_misses_by_step[i];
+          samples_by_step[i] += t.pool_samples_by_step[i];
+        }
+        r.pool_misses.insert(r.pool_misses.end(), t.pool_misses.begin(), t.pool_misses.end());
         r.samples += t.samples;
         r.select_seconds += t.seconds;
       }
       r.mean_selected_blocks = r.samples > 0 ? blocks / r.samples : 0.0;
       r.mean_kv_union_blocks = kv_samples > 0 ? union_blocks / kv_samples : 0.0;
       r.mean_kv_new_blocks = churn_samples > 0 ? new_blocks / churn_samples : 0.0;
-      r.mean_kv_pool_misses = churn_samples > 0 ? pool_misses / churn_samples : 0.0;
+      r.mean_kv_pool_misses = pool_samples > 0 ? pool_misses / static_cast<double>(pool_samples) : 0.0;
+      for (size_t i = 0; i < misses_by_step.size(); ++i) {
+        r.kv_pool_misses_by_step.push_back(
+            samples_by_step[i] > 0 ? misses_by_step[i] / static_cast<double>(samples_by_step[i]) : 0.0);
+      }
+      std::sort(r.pool_misses.begin(), r.pool_misses.end(), [](const PoolMiss& a, const PoolMiss& b) {
+        return std::tie(a.trace, a.step, a.layer, a.kv_head, a.block) <
+               std::tie(b.trace, b.step, b.layer, b.kv_head, b.block);
+      });
       results.push_back(std::move(r));
     }
   }

@@ -37,7 +37,23 @@ struct RecoveryOptions {
   // Per budget (same order as `budgets`; empty: none), the blocks a worker's pool keeps per KV
   // head between steps, least recently used dropped first: RecoveryResult::mean_kv_pool_misses.
   std::vector<int64_t> pool_blocks;
+  // Pool misses count from this decode step on (at least 1); the steps before fill the pool. A
+  // worker decoding hundreds of tokens spends most of them with a warm pool, so the capacity
+  // planner reads misses after a warm-up (planner/churn_table.h).
+  int64_t pool_warmup_steps = 1;
+  // Also keep every pool miss (RecoveryResult::pool_misses): the fetches a node sees, for the
+  // planner's simulation of its RAM tier (planner/ram_lru_simulation.h).
+  bool record_pool_misses = false;
   int threads = 1;
+};
+
+// One block a worker's pool did not hold at a decode step: what it fetches from the node.
+struct PoolMiss {
+  int32_t trace = 0;  // index into the evaluated traces
+  int32_t layer = 0;
+  int32_t kv_head = 0;
+  int32_t step = 0;  // decode step of the trace
+  int32_t block = 0;
 };
 
 struct RecoveryResult {
@@ -54,9 +70,15 @@ struct RecoveryResult {
   // blocks must fetch). The first decode step of each trace counts in neither mean of new blocks.
   double mean_kv_union_blocks = 0.0;
   double mean_kv_new_blocks = 0.0;
-  // With options.pool_blocks: per KV head and step (after the first), the union's blocks that
-  // such a pool did not hold (what a worker with that pool fetches).
+  // With options.pool_blocks: per KV head and step (from options.pool_warmup_steps on), the
+  // union's blocks that such a pool did not hold (what a worker with that pool fetches).
   double mean_kv_pool_misses = 0.0;
+  // The same per decode step, every step from 0 (step 0: the cold pool's whole first union), over
+  // the traces long enough to have it: the pool's warm-up curve.
+  std::vector<double> kv_pool_misses_by_step;
+  // With options.record_pool_misses: every miss at every step from 0, ordered by trace, step,
+  // layer, KV head and block.
+  std::vector<PoolMiss> pool_misses;
   double select_seconds = 0.0;  // policy time (Select + Observe), summed over threads
 };
 

@@ -20,6 +20,7 @@
 #include "planner/churn_table.h"
 #include "planner/kv_geometry.h"
 #include "planner/machine_profile.h"
+#include "planner/ram_lru_simulation.h"
 
 namespace foresight::cli {
 namespace {
@@ -102,6 +103,11 @@ struct ChurnFlags {
   std::string traces, policies = "ap,attention_predictor,quest,h2o,snapkv,streaming_llm", budgets = "256,512,1024,2048";
   std::string out = "-";
   int threads = 0;
+  int64_t pool_warmup = 32;
+  // The node's RAM tier, simulated (--lru-sizes): hit rate against RAM size.
+  std::string lru_sizes;
+  int lru_sequences = 4;
+  bool json = false;
 };
 
 std::vector<std::string> SplitCommas(const std::string& s) {
@@ -113,11 +119,64 @@ std::vector<std::string> SplitCommas(const std::string& s) {
   return out;
 }
 
+// `plan-churn --lru-sizes`: for each policy and budget, the node RAM tier's hit rate at each size,
+// over the fetches that --lru-sequences sequences' workers make after the pool's warm-up.
+int RunRamSweep(const ChurnFlags& f, const std::vector<int64_t>& budgets, int threads) {
+  std::vector<uint64_t> sizes;
+  for (const std::string& item : SplitCommas(f.lru_sizes)) {
+    auto size = ParseSize(item, "--lru-sizes");
+    if (!size.ok()) return Fail(size.status());
+    sizes.push_back(*size);
+  }
+  if (sizes.empty()) return Fail(InvalidArgument("--lru-sizes: no sizes (e.g. 64MiB,128MiB,256MiB)"));
+  if (f.lru_sequences < 1) return Fail(InvalidArgument("--lru-sequences must be at least 1"));
+  nlohmann::json rows = nlohmann::json::array();
+  std::ostringstream table;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-20s %6s %9s %10s %12s %12s %10s %9s\n", "policy", "budget", "sequences", "RAM",
+                "RAM blocks", "gets", "hits", "hit rate");
+  table << line;
+  for (const std::string& policy : SplitCommas(f.policies)) {
+    for (int64_t budget : budgets) {
+      auto replay = ReplayPoolMisses(SplitCommas(f.traces), policy, budget, threads);
+      if (!replay.ok()) return Fail(replay.status());
+      const NodeAccessTrace trace = NodeAccessesFrom(*replay, f.lru_sequences, f.pool_warmup);
+      auto sweep = SweepRamSizes(trace, replay->block_bytes, sizes);
+      if (!sweep.ok()) return Fail(sweep.status());
+      for (const RamHitRateRow& r : *sweep) {
+        rows.push_back({{"policy", policy},
+                        {"budget", budget},
+                        {"sequences", f.lru_sequences},
+                        {"from_step", f.pool_warmup},
+                        {"ram_bytes", r.ram_bytes},
+                        {"ram_blocks", r.result.capacity_blocks},
+                        {"block_bytes", replay->block_bytes},
+                        {"gets", r.result.gets},
+                        {"hits", r.result.hits},
+                        {"puts", r.result.puts},
+                        {"evictions", r.result.evictions},
+                        {"hit_rate", r.result.hit_rate()}});
+        std::snprintf(line, sizeof line, "%-20s %6lld %9d %10s %12lld %12lld %10lld %8.1f%%\n", policy.c_str(),
+                      static_cast<long long>(budget), f.lru_sequences, FormatByteSize(r.ram_bytes).c_str(),
+                      static_cast<long long>(r.result.capacity_blocks), static_cast<long long>(r.result.gets),
+                      static_cast<long long>(r.result.hits), 100 * r.result.hit_rate());
+        table << line;
+      }
+    }
+  }
+  const std::string text =
+      f.json ? nlohmann::json{{"traces", SplitCommas(f.traces)}, {"rows", rows}}.dump(1) + "\n" : table.str();
+  Status written = WriteOutput(f.out, text);
+  return written.ok() ? 0 : Fail(written);
+}
+
 int RunPlanChurn(const ChurnFlags& f, const std::string& command) {
   auto budgets = ParseIntList(f.budgets, "--budgets", 16, int64_t{1} << 31);
   if (!budgets.ok()) return Fail(budgets.status());
   const int threads = f.threads > 0 ? f.threads : omp_get_max_threads();
-  auto table = DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, threads, command);
+  if (!f.lru_sizes.empty()) return RunRamSweep(f, *budgets, threads);
+  auto table =
+      DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, f.pool_warmup, threads, command);
   if (!table.ok()) return Fail(table.status());
   Status written = WriteOutput(f.out, ChurnTableToJson(*table));
   return written.ok() ? 0 : Fail(written);
@@ -163,9 +222,17 @@ void AddPlanCommands(CLI::App& app, int* exit_code) {
   churn->add_option("--budgets", c.budgets, "Budgets in tokens (default 256,512,1024,2048)");
   churn->add_option("--threads", c.threads, "Threads (default: all)");
   churn->add_option("--out", c.out, "Output file (default -: stdout)");
+  churn->add_option("--pool-warmup", c.pool_warmup,
+                    "Decode steps that fill the worker's pool before its misses count (default 32)");
+  churn->add_option("--lru-sizes", c.lru_sizes,
+                    "Instead of the table: simulate the node's RAM tier (LRU) at these sizes (e.g. 64MiB,256MiB) over "
+                    "the fetches of --lru-sequences sequences after the warm-up, and print its hit rate");
+  churn->add_option("--lru-sequences", c.lru_sequences, "Sequences on the simulated node (default 4)");
+  churn->add_flag("--json", c.json, "With --lru-sizes: JSON rows instead of a table");
   churn->callback([churn_flags, churn, exit_code] {
     std::string command = "foresight plan-churn --traces " + churn_flags->traces + " --policies " +
-                          churn_flags->policies + " --budgets " + churn_flags->budgets;
+                          churn_flags->policies + " --budgets " + churn_flags->budgets + " --pool-warmup " +
+                          std::to_string(churn_flags->pool_warmup);
     *exit_code = RunPlanChurn(*churn_flags, command);
   });
 }

@@ -141,5 +141,16 @@ TEST_F(PlanCommandsTest, RefusesBadInputNamingTheField) {
   refused(Args({}), "\"version\" is 7");
 }
 
+// plan-churn's RAM simulation refuses bad input before replaying anything.
+TEST_F(PlanCommandsTest, PlanChurnRefusesBadLruFlagsNamingTheFlag) {
+  Result sizes = RunPlanCommand({"plan-churn", "--traces", "none.safetensors", "--lru-sizes", "64MiB,lots"});
+  EXPECT_NE(sizes.exit_code, 0);
+  EXPECT_NE(sizes.err.find("--lru-sizes"), std::string::npos) << sizes.err;
+  Result sequences =
+      RunPlanCommand({"plan-churn", "--traces", "none.safetensors", "--lru-sizes", "64MiB", "--lru-sequences", "0"});
+  EXPECT_NE(sequences.exit_code, 0);
+  EXPECT_NE(sequences.err.find("--lru-sequences"), std::string::npos) << sequences.err;
+}
+
 }  // namespace
 }  // namespace foresight::cli

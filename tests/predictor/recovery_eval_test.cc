@@ -196,5 +196,38 @@ TEST(RecoveryEvalTest, PoolMissesFollowAnLruOfTheWorkersPoolSize) {
   EXPECT_DOUBLE_EQ((*results)[1].mean_kv_pool_misses, (3.0 * 19 + 8.0 * 20) / 11);
 }
 
+// The same pool (it holds the union): step 0 misses the whole first union (19 blocks of a
+// 301-token context), one later step the block the context opens (token 305, step 4). Counting
+// from step 5 leaves no miss; every miss is recorded, and the curve holds them by step.
+TEST(RecoveryEvalTest, PoolMissesCountFromTheWarmupAndAreRecordedByStep) {
+  testing::SyntheticTraceOptions o;
+  o.prompt_tokens = 300;
+  o.decode_steps = 12;
+  Trace trace = testing::MakeSyntheticTrace(o);
+  RecoveryOptions options;
+  PolicySpec spec;
+  spec.kind = PolicyKind::kDense;
+  options.variants.push_back({"dense", spec});
+  options.budgets = {64};
+  options.pool_blocks = {40};
+  options.pool_warmup_steps = 5;
+  options.record_pool_misses = true;
+  const Trace* traces[] = {&trace};
+  auto results = EvaluateRecovery(traces, options);
+  ASSERT_TRUE(results.ok()) << results.status().ToString();
+  const RecoveryResult& r = (*results)[0];
+  EXPECT_DOUBLE_EQ(r.mean_kv_pool_misses, 0.0);
+  ASSERT_EQ(r.kv_pool_misses_by_step.size(), 12u);
+  EXPECT_DOUBLE_EQ(r.kv_pool_misses_by_step[0], 19.0);
+  EXPECT_DOUBLE_EQ(r.kv_pool_misses_by_step[4], 1.0);
+  double later = 0;
+  for (size_t s = 1; s < 12; ++s) later += r.kv_pool_misses_by_step[s];
+  EXPECT_DOUBLE_EQ(later, 1.0);
+  const int64_t heads = trace.geometry().layers * trace.geometry().kv_heads;
+  ASSERT_EQ(static_cast<int64_t>(r.pool_misses.size()), 20 * heads);
+  EXPECT_EQ(r.pool_misses.back().step, 4);
+  EXPECT_EQ(r.pool_misses.back().block, 19);
+}
+
 }  // namespace
 }  // namespace foresight::predictor
