@@ -79,7 +79,7 @@ Trace HandMadeTrace() {
   g.head_dim = 16;
   g.block_tokens = 16;
   g.prompt_tokens = 96;
-  const int64_t steps = 2, nb = 7, bp = g.prompt_blocks(), rows = g.prefill_rows();
+  const int64_t steps = 2, bp = g.prompt_blocks(), rows = g.prefill_rows();  // 7 blocks per step row
   const std::vector<float> a = {.10f, .05f, .30f, .02f, .13f, .15f, .25f};
   const std::vector<float> b = {.05f, .25f, .01f, .40f, .04f, .05f, .20f};
   const std::vector<float> c = {.50f, .12f, .11f, .08f, .09f, .05f, .05f};
