@@ -12,7 +12,6 @@
 #include "common/mutex.h"
 #include "worker/generator.h"
 #include "worker/policy_attention.h"
-#include "worker/policy_label.h"
 #include "worker/sequence.h"
 #include "worker/text_stream.h"
 
@@ -498,8 +497,15 @@ void Scheduler::Impl::Loop() {
     std::set<uint64_t> cancel;
     std::vector<uint64_t> back;
     bool stop = false;
-    // Something to step: a started job, or one waiting for its leader (started by StartFollowers).
-    const bool busy = std::any_of(running.begin(), running.end(), [](const auto& j) { return !j->starting; });
+    // Something to step: a started job, or one waiting for a leader that is no longer opening
+    // (StartFollowers starts it or lets it wait on the leader's prefill). A follower of a leader
+    // still opening waits with the rest for the I/O thread's wake-up instead of spinning here.
+    const bool busy = std::any_of(running.begin(), running.end(), [&](const auto& j) {
+      if (j->starting) return false;
+      if (j->leader == 0) return true;
+      return std::none_of(running.begin(), running.end(),
+                          [&](const auto& l) { return l->id == j->leader && l->starting; });
+    });
     {
       MutexLock lock(mu);
       wake.Wait(mu, [&]() FS_REQUIRES(mu) {
