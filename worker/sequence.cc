@@ -192,6 +192,11 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
   att_.resize(n * qo);
   gate_.resize(n * c.ffn_dim);
   up_.resize(n * c.ffn_dim);
+  look_h_.resize(d);
+  look_q_.resize(m * qo);  // item i's lookahead queries at i * qo
+  looks_.resize(m);
+  std::vector<char>& looks = looks_;
+  std::vector<int64_t>& decoding = decoding_;  // the layer's decoding items
   for (int64_t r = 0; r < n; ++r) {
     const ForwardItem& it = items[row_item_[r]];
     w.token_embedding.DequantizeRowTo(it.tokens[row_pos_[r] - p0[row_item_[r]]], x_.data() + r * d);
@@ -202,21 +207,19 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
     for (int64_t r = 0; r < n; ++r) RmsNorm(x_.data() + r * d, L.attn_norm.data(), d, c.rms_eps, h_.data() + r * d);
     for (int64_t i = 0; i < m; ++i) {
       ForwardItem& it = items[i];
-      if (!it.status.ok() || !decode[i] || it.hook == nullptr || l + 1 >= c.n_layers ||
-          !it.hook->WantsLookaheadQueries()) {
-        continue;
-      }
-      // Layer l + 1's queries from layer l's input (DecodeAttentionHook::WantsLookaheadQueries).
+      looks[i] =
+          it.status.ok() && decode[i] && it.hook != nullptr && l + 1 < c.n_layers && it.hook->WantsLookaheadQueries();
+      if (!looks[i]) continue;
+      // Layer l + 1's queries from layer l's input (DecodeAttentionHook::WantsLookaheadQueries);
+      // the hook hears them with this layer's attention, below.
       const LayerWeights& next = w.layers[l + 1];
-      look_h_.resize(d);
-      look_q_.resize(qo);
+      float* look_q = look_q_.data() + i * qo;
       RmsNorm(x_.data() + first[i] * d, next.attn_norm.data(), d, c.rms_eps, look_h_.data());
-      next.wq.Multiply(look_h_.data(), 1, look_q_.data(), &gemm_);
+      next.wq.Multiply(look_h_.data(), 1, look_q, &gemm_);
       if (c.qkv_bias) {
-        for (int64_t j = 0; j < qo; ++j) look_q_[j] += next.bq[j];
+        for (int64_t j = 0; j < qo; ++j) look_q[j] += next.bq[j];
       }
-      it.sequence->rope_.Apply(look_q_.data(), c.n_heads, p0[i]);
-      it.hook->OnLookaheadQuery(l + 1, p0[i], look_q_.data());
+      it.sequence->rope_.Apply(look_q, c.n_heads, p0[i]);
     }
     L.wq.Multiply(h_.data(), n, q_.data(), &gemm_);
     L.wk.Multiply(h_.data(), n, k_.data(), &gemm_);
@@ -242,24 +245,38 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
         FloatToHalfRow(vt + h * c.head_dim, c.head_dim, seq.kv_.value(l, h, pos));
       }
     }
+    // One sequence's decode attention: its lookahead queries, its hook's selection, the block
+    // source, attention.
+    auto decode_attention = [&](int64_t i) {
+      ForwardItem& it = items[i];
+      Sequence& seq = *it.sequence;
+      if (looks[i]) it.hook->OnLookaheadQuery(l + 1, p0[i], look_q_.data() + i * qo);
+      float* out = att_.data() + first[i] * qo;
+      const double ta = Now();
+      Status s = seq.DecodeAttention(l, p0[i], q_.data() + first[i] * qo, out, it.hook, it.source);
+      seq.stats_.attention_seconds += Now() - ta;
+      if (!s.ok()) {  // the step does not happen for this sequence; its row computes on, unused
+        it.status = s;
+        std::fill(out, out + qo, 0.0f);
+      }
+    };
+    decoding.clear();
     for (int64_t i = 0; i < m; ++i) {
       ForwardItem& it = items[i];
       if (!it.status.ok()) continue;
-      Sequence& seq = *it.sequence;
-      float* q = q_.data() + first[i] * qo;
-      float* out = att_.data() + first[i] * qo;
       if (decode[i]) {
-        const double ta = Now();
-        Status s = seq.DecodeAttention(l, p0[i], q, out, it.hook, it.source);
-        seq.stats_.attention_seconds += Now() - ta;
-        if (!s.ok()) {  // the step does not happen for this sequence; its row computes on, unused
-          it.status = s;
-          std::fill(out, out + qo, 0.0f);
-        }
-      } else {
-        seq.ChunkAttention(l, it.n, p0[i], q, out, it.observer);
+        decoding.push_back(i);
+      } else {  // a chunk spreads its heads over the threads
+        it.sequence->ChunkAttention(l, it.n, p0[i], q_.data() + first[i] * qo, att_.data() + first[i] * qo,
+                                    it.observer);
       }
     }
+    // Several decoding sequences: a task each (their hooks, sources and scratch are their own; the
+    // nested parallel loops inside run on the task's thread). The predictor's many short loops
+    // per layer and sequence would otherwise each wake every thread. One: its heads spread out.
+    const int64_t tasks = static_cast<int64_t>(decoding.size());
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; ++t) decode_attention(decoding[t]);
     L.wo.Multiply(att_.data(), n, h_.data(), &gemm_);
     for (int64_t j = 0; j < n * d; ++j) x_[j] += h_[j];
 

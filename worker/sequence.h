@@ -131,6 +131,8 @@ class BatchForward {
   // Per item: its first row, its first position, whether it decodes (one row, no observer).
   std::vector<int64_t> first_, p0_;
   std::vector<char> decode_;
+  std::vector<char> looks_;        // per item: it hears lookahead queries this layer
+  std::vector<int64_t> decoding_;  // the items that decode
   std::vector<int64_t> out_rows_;  // the rows whose logits are wanted
   std::vector<float*> out_dest_;   // and where they go
 };
