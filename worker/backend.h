@@ -6,15 +6,15 @@
 //
 //   std::unique_ptr<Backend> cpu = NewCpuBackend(model);
 //   FS_ASSIGN_OR_RETURN(std::unique_ptr<BackendSequence> seq, cpu->NewSequence(/*prefill_chunk=*/512));
-//   FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits));        // Run, a chunk at a time
-//   FS_RETURN_IF_ERROR(seq->Decode(next, &logits, hook));      // Run, a batch of one
-//   std::vector<StepItem> step = {...};                         // or several sequences in one step
-//   cpu->Run(&step);                                            // each item gets its own status
+//   FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits));     // Run, a chunk at a time
+//   FS_RETURN_IF_ERROR(seq->Decode(next, &logits, hook));  // Run, a batch of one
+//   std::vector<StepItem> step = {...};                    // or several sequences in one step
+//   cpu->Run(&step);                                       // each item gets its own status
 //
 // Backends:
-//   cpu  (NewCpuBackend, here): Sequence and BatchForward (worker/sequence.h). Everything: sparse
-//        decode hooks, lookahead queries, KvBlockSources (offload), KV import, logits that do not
-//        depend on the batch.
+//   cpu  (NewCpuBackend, here): Sequence and BatchForward (worker/sequence.h), unchanged.
+//        Everything: sparse decode hooks, lookahead queries, KvBlockSources (offload), KV import;
+//        a sequence's logits are the same alone and batched (bit for bit on Q4/Q8 weights).
 //   cuda (NewCudaBackend, worker/cuda/cuda_backend.h): CudaSequence on an NVIDIA GPU, an item at a
 //        time. Hooks and prefill observers, but no KvBlockSource, no lookahead queries, no KV import
 //        and no host KV (so no offload): those are refused with an error naming the backend and the
