@@ -234,8 +234,8 @@ Status RunOffloadBench(const DecodeBenchFlags& f, const worker::Model& model, co
       // the same KV under other namespaces is stored as distinct blocks.
       for (int copy = 1; copy < f.seed_copies; ++copy) {
         worker::KvPublisher publisher(client.get(), "bench-copy" + std::to_string(copy), fingerprint, c.n_layers,
-                                      seed->sequence().kv().layout());
-        FS_RETURN_IF_ERROR(publisher.Publish(ids, seed->sequence().kv()));
+                                      seed->kv().layout());
+        FS_RETURN_IF_ERROR(publisher.Publish(ids, seed->kv()));
         FS_RETURN_IF_ERROR(publisher.Flush());
       }
       // Let the node's background write-down reach its low watermark before it is read.

@@ -50,7 +50,7 @@ cmake -S . -B "$dir" -DFORESIGHT_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInf
   { cat "$configure_log" >&2; fail "configuring $dir (the Debian packages: deploy/install-deps.sh)"; }
 grep -q "Foresight: CUDA kernels ON" "$configure_log" ||
   { grep -i cuda "$configure_log" >&2 || true; fail "CMake did not enable CUDA in $dir (above)"; }
-targets=(foresight worker_cuda_sequence_test worker_cuda_kernels_test worker_cuda_policy_test
+targets=(foresight worker_cuda_sequence_test worker_cuda_kernels_test worker_cuda_policy_test worker_cuda_backend_test
          predictor_cuda_tests worker_generate_command_test)
 phase "building ${targets[*]} in $dir"
 cmake --build "$dir" -j "${JOBS:-$(nproc)}" --target "${targets[@]}" >"$reports/build.log" 2>&1 ||
@@ -65,6 +65,7 @@ phase "model: $model"
 phase "CUDA tests"
 cat >"$reports/allowed" <<'EOF'
 ^CudaSequenceTest\.NoDeviceIsReportedAsUnavailable$ -- checks the no-GPU path; skips where a GPU is present
+^CudaBackendTest\.NoDeviceIsReportedAsUnavailable$ -- checks the no-GPU path; skips where a GPU is present
 ^CnnCudaTest\.CreateReportsUnavailableWithoutGpu$ -- checks the no-GPU path; skips where a GPU is present
 EOF
 tests_ok=1

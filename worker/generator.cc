@@ -5,26 +5,6 @@
 #include "worker/text_stream.h"
 
 namespace foresight::worker {
-namespace {
-
-class CpuGenerationSequence : public GenerationSequence {
- public:
-  CpuGenerationSequence(const Model& model, int32_t prefill_chunk) : seq_(model, prefill_chunk) {}
-  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits,
-                 PrefillAttentionObserver* observer) override {
-    return seq_.Prefill(tokens, logits, false, observer);
-  }
-  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) override {
-    return seq_.Decode(token, logits, hook);
-  }
-  int64_t position() const override { return seq_.position(); }
-  const SequenceStats& stats() const override { return seq_.stats(); }
-
- private:
-  Sequence seq_;
-};
-
-}  // namespace
 
 std::string StopReason(const Tokenizer* tokenizer, bool stop_at_eos, TokenId next, int32_t emitted, int32_t max_tokens,
                        int64_t position, int64_t max_context) {
@@ -46,12 +26,16 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
   if (options.min_tokens < 0) {
     return InvalidArgument("min_tokens must be >= 0, got " + std::to_string(options.min_tokens));
   }
-  std::unique_ptr<GenerationSequence> seq;
-  if (options.make_sequence) {
-    FS_ASSIGN_OR_RETURN(seq, options.make_sequence());
-  } else {
-    seq = std::make_unique<CpuGenerationSequence>(model, options.prefill_chunk);
+  std::unique_ptr<Backend> cpu;
+  Backend* backend = options.backend;
+  if (backend == nullptr) {
+    cpu = NewCpuBackend(model);
+    backend = cpu.get();
+  } else if (&backend->model() != &model) {
+    return InvalidArgument(std::string(backend->name()) +
+                           " backend: it runs another model than the one to generate on");
   }
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<BackendSequence> seq, backend->NewSequence(options.prefill_chunk));
   const Tokenizer* tok = model.tokenizer();
   // The tokens min_tokens keeps from being picked.
   std::vector<TokenId> end_of_generation;
@@ -64,7 +48,7 @@ StatusOr<GenerateResult> Generate(const Model& model, const std::vector<TokenId>
   TextStream stream(tok, options.stop);
 
   std::vector<float> logits;
-  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits, options.prefill_observer));
+  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits, /*all_logits=*/false, options.prefill_observer));
   if (options.after_prefill) FS_RETURN_IF_ERROR(options.after_prefill());
   GenerateResult result;
   for (int32_t i = 0; i < options.max_tokens; ++i) {

@@ -2,8 +2,8 @@
 // (optionally with a DecodeAttentionHook restricting attention), each token picked by the Sampler
 // (greedy unless GenerateOptions::sampling says otherwise) and its text streamed through a
 // TextStream, stopping at max_tokens, an end-of-generation token or a stop string. The forward
-// pass runs on the CPU (Sequence) unless GenerateOptions::make_sequence picks another backend
-// (worker/cuda/cuda_sequence.h).
+// pass runs on a Backend (worker/backend.h): the model's CPU backend unless GenerateOptions::backend
+// names another (e.g. worker/cuda/cuda_backend.h). One loop and one sampler for every backend.
 //
 // Thread-safety: one call per thread; the Model may be shared.
 #pragma once
@@ -15,22 +15,12 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/backend.h"
 #include "worker/model.h"
 #include "worker/sampler.h"
 #include "worker/sequence.h"
 
 namespace foresight::worker {
-
-// The forward pass Generate drives, on whichever backend: Sequence's Prefill/Decode shape.
-class GenerationSequence {
- public:
-  virtual ~GenerationSequence() = default;
-  virtual Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits,
-                         PrefillAttentionObserver* observer) = 0;
-  virtual Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) = 0;
-  virtual int64_t position() const = 0;
-  virtual const SequenceStats& stats() const = 0;
-};
 
 struct GenerateOptions {
   int32_t max_tokens = 128;
@@ -56,8 +46,9 @@ struct GenerateOptions {
   // Called with each piece of text as it is released (valid UTF-8; never part of a stop string),
   // for streaming output: the pieces concatenate to GenerateResult::text.
   std::function<void(const std::string&)> on_text;
-  // Makes the sequence to generate on; null: a CPU Sequence of `prefill_chunk`.
-  std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> make_sequence;
+  // The backend to generate on, a backend of the Model passed to Generate; null: a CPU backend
+  // (NewCpuBackend). The sequence is the backend's, prefilling in chunks of `prefill_chunk`.
+  Backend* backend = nullptr;
 };
 
 struct GenerateResult {

@@ -92,25 +92,27 @@ TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
   EXPECT_EQ(*LongestPublishedPrefix(n.client.get(), "ns", std::string(32, '0'), b), 0);
 
   // Worker 2 imports those blocks and prefills the rest; logits equal a full prefill's.
-  Sequence s2(m, 16);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s2 = *cpu->NewSequence(16);
   ImportStats st;
-  ASSERT_TRUE(ImportPrefix(n.client.get(), "ns", fp, b, *published, &s2, &st).ok());
-  EXPECT_EQ(s2.position(), 160);
+  ASSERT_TRUE(ImportPrefix(n.client.get(), "ns", fp, b, *published, s2.get(), &st).ok());
+  EXPECT_EQ(s2->position(), 160);
   EXPECT_EQ(st.blocks, 10);
   EXPECT_EQ(st.gets, 10 * (m.config().n_layers + 1));
   for (int32_t l = 0; l < m.config().n_layers; ++l) {
     for (int64_t blk = 0; blk < 10; ++blk) {
-      ASSERT_EQ(0, std::memcmp(s2.kv().block_data(l, blk), s1.kv().block_data(l, blk), s1.kv().layout().block_bytes()));
+      ASSERT_EQ(0, std::memcmp(s2->host_kv()->block_data(l, blk), s1.kv().block_data(l, blk),
+                               s1.kv().layout().block_bytes()));
     }
   }
   std::vector<float> imported, full;
-  ASSERT_TRUE(s2.Prefill(std::vector<TokenId>(b.begin() + 160, b.end()), &imported).ok());
+  ASSERT_TRUE(s2->Prefill(std::vector<TokenId>(b.begin() + 160, b.end()), &imported).ok());
   Sequence s3(m, 16);
   ASSERT_TRUE(s3.Prefill(b, &full).ok());
   ASSERT_EQ(imported.size(), full.size());
   EXPECT_EQ(imported, full);
   // And a decode step after it too.
-  ASSERT_TRUE(s2.Decode(5, &imported).ok());
+  ASSERT_TRUE(s2->Decode(5, &imported).ok());
   ASSERT_TRUE(s3.Decode(5, &full).ok());
   EXPECT_EQ(imported, full);
 }
@@ -195,13 +197,14 @@ TEST(KvPublisherTest, ImportOfAPublishedBlockMissingALayerFailsNamingIt) {
   PrefixChain chain("ns", fp);
   for (int b = 0; b <= 2; ++b) chain.Extend(std::span<const int32_t>(a.data() + b * 16, 16));
   ASSERT_TRUE(n.client->Evict(chain.LayerKey(1)).ok());
-  Sequence s2(m);
-  Status s = ImportPrefix(n.client.get(), "ns", fp, a, 4, &s2);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s2 = *cpu->NewSequence();
+  Status s = ImportPrefix(n.client.get(), "ns", fp, a, 4, s2.get());
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.ToString().find("prefix block 2 layer 1"), std::string::npos) << s.ToString();
-  EXPECT_EQ(s2.position(), 0);
+  EXPECT_EQ(s2->position(), 0);
   // Importing more blocks than the prompt holds is refused.
-  EXPECT_FALSE(ImportPrefix(n.client.get(), "ns", fp, a, 5, &s2).ok());
+  EXPECT_FALSE(ImportPrefix(n.client.get(), "ns", fp, a, 5, s2.get()).ok());
 }
 
 // A prefix of 4 blocks published through the real node, and what an importer needs to damage it.
@@ -253,16 +256,17 @@ std::vector<uint8_t> Fetch(CacheClient& client, const BlockKey& key, uint64_t ca
 // the sequence left empty (no partial import) and still usable: the 2 undamaged leading blocks
 // import cleanly afterwards when `undamaged_prefix`.
 void ExpectImportRefused(Published& p, const std::string& names, bool undamaged_prefix = true) {
-  Sequence s2(*p.model);
-  Status s = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 4, &s2);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(*p.model);
+  std::unique_ptr<BackendSequence> s2 = *cpu->NewSequence();
+  Status s = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 4, s2.get());
   EXPECT_STREQ(StatusCodeName(s.code()), StatusCodeName(StatusCode::kDataLoss)) << s.ToString();
   EXPECT_NE(s.message().find(names), std::string::npos) << "expected \"" << names << "\" in: " << s.ToString();
-  EXPECT_EQ(s2.position(), 0);
-  EXPECT_EQ(s2.kv().tokens(), 0) << "a refused import left KV in the sequence";
+  EXPECT_EQ(s2->position(), 0);
+  EXPECT_EQ(s2->host_kv()->tokens(), 0) << "a refused import left KV in the sequence";
   if (undamaged_prefix) {
-    Status ok = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 2, &s2);
+    Status ok = ImportPrefix(p.n.client.get(), "ns", p.fp, p.tokens, 2, s2.get());
     EXPECT_TRUE(ok.ok()) << ok.ToString();
-    EXPECT_EQ(s2.position(), 32);
+    EXPECT_EQ(s2->position(), 32);
   }
 }
 

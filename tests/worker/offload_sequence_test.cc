@@ -371,7 +371,7 @@ TEST_F(OffloadSequenceTest, ARewrittenBlockFailsTheProducersChecksum) {
   const int64_t requests = (*seq)->stats().fetch_requests;
   EXPECT_LT(requests, (*seq)->stats().heads_fetched);  // two KV heads: mostly whole-block gets
   // Same size, other bytes, for every layer-1 block of the context.
-  const BlockLayout& layout = (*seq)->sequence().kv().layout();
+  const BlockLayout& layout = (*seq)->kv().layout();
   std::vector<uint8_t> other(layout.block_bytes(), 0x5a);
   PrefixChain chain(o.name_space, ModelFingerprint(*model_));
   for (int b = 0; b < 900 / 16; ++b) {

@@ -19,7 +19,7 @@
 #include "worker/default_model.h"
 #include "worker/generator.h"
 #if FORESIGHT_WORKER_HAVE_CUDA
-#include "worker/cuda/cuda_sequence.h"
+#include "worker/cuda/cuda_backend.h"
 #endif
 #include "predictor/cnn_weights.h"
 #include "predictor/selection_policy.h"
@@ -265,10 +265,10 @@ Status RunGenerate(GenerateFlags f) {
   options.ignore_eos = f.ignore_eos;
   options.prefill_chunk = f.serving.prefill_chunk;
 #if FORESIGHT_WORKER_HAVE_CUDA
-  std::unique_ptr<worker::CudaModel> cuda_model;
+  std::unique_ptr<worker::Backend> cuda_backend;
   if (f.backend == "cuda") {
-    FS_ASSIGN_OR_RETURN(cuda_model, worker::CudaModel::Upload(*model));
-    options.make_sequence = worker::CudaSequenceFactory(*cuda_model, f.serving.prefill_chunk);
+    FS_ASSIGN_OR_RETURN(cuda_backend, worker::NewCudaBackend(*model));
+    options.backend = cuda_backend.get();
   }
 #endif
   options.sampling = f.sampling;

@@ -69,23 +69,6 @@ class DeviceBuffer {
   uint64_t bytes_ = 0;
 };
 
-class CudaGenerationSequence : public GenerationSequence {
- public:
-  explicit CudaGenerationSequence(std::unique_ptr<CudaSequence> seq) : seq_(std::move(seq)) {}
-  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits,
-                 PrefillAttentionObserver* observer) override {
-    return seq_->Prefill(tokens, logits, false, observer);
-  }
-  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) override {
-    return seq_->Decode(token, logits, hook);
-  }
-  int64_t position() const override { return seq_->position(); }
-  const SequenceStats& stats() const override { return seq_->stats(); }
-
- private:
-  std::unique_ptr<CudaSequence> seq_;
-};
-
 }  // namespace
 
 Status CudaDeviceStatus(int device) {
@@ -344,22 +327,41 @@ void CudaSequence::Rewind(int64_t position) {
 Status CudaSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
                              PrefillAttentionObserver* observer) {
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
-  const double t0 = Now();
-  FS_RETURN_IF_ERROR(ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
-                                         [&](const TokenId* chunk, int64_t n, float* out) {
-                                           return Forward(chunk, n, out, all_logits, nullptr, observer);
-                                         }));
-  stats_.prefill_tokens += tokens.size();
-  stats_.prefill_seconds += Now() - t0;
-  return Status::OK();
+  if (logits != nullptr) logits->assign(all_logits ? tokens.size() * c_.vocab_size : c_.vocab_size, 0.0f);
+  return Step(tokens.data(), static_cast<int64_t>(tokens.size()), logits != nullptr ? logits->data() : nullptr,
+              all_logits, nullptr, observer, /*prefill=*/true);
 }
 
 Status CudaSequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook) {
-  const double t0 = Now();
   if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  FS_RETURN_IF_ERROR(Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr));
-  stats_.decode_tokens += 1;
-  stats_.decode_seconds += Now() - t0;
+  return Step(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr, /*prefill=*/false);
+}
+
+Status CudaSequence::Step(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
+                          PrefillAttentionObserver* observer, bool prefill) {
+  if (n <= 0) return InvalidArgument("a forward step needs at least one token");
+  const double t0 = Now();
+  const int64_t p0 = tokens_;
+  // Hooks belong to decode steps (one token, no observer), as in BatchForward.
+  DecodeAttentionHook* step_hook = n == 1 && observer == nullptr ? hook : nullptr;
+  for (int64_t at = 0; at < n; at += chunk_) {
+    const int64_t rows = std::min<int64_t>(chunk_, n - at);
+    float* out = nullptr;
+    if (logits != nullptr && all_logits) out = logits + at * c_.vocab_size;
+    if (logits != nullptr && !all_logits && at + rows == n) out = logits;
+    Status status = Forward(tokens + at, rows, out, all_logits, step_hook, observer);
+    if (!status.ok()) {
+      Rewind(p0);  // the step's earlier chunks did not happen either
+      return status;
+    }
+  }
+  if (prefill) {
+    stats_.prefill_tokens += n;
+    stats_.prefill_seconds += Now() - t0;
+  } else {
+    stats_.decode_tokens += n;
+    stats_.decode_seconds += Now() - t0;
+  }
   return Status::OK();
 }
 
@@ -624,14 +626,6 @@ void CudaSequence::ReportPrefillRows(int32_t layer, int64_t n, int64_t p0, Prefi
       }
     }
   }
-}
-
-std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> CudaSequenceFactory(const CudaModel& model,
-                                                                                   int32_t prefill_chunk) {
-  return [&model, prefill_chunk]() -> StatusOr<std::unique_ptr<GenerationSequence>> {
-    FS_ASSIGN_OR_RETURN(std::unique_ptr<CudaSequence> seq, CudaSequence::Create(model, prefill_chunk));
-    return std::unique_ptr<GenerationSequence>(std::make_unique<CudaGenerationSequence>(std::move(seq)));
-  };
 }
 
 }  // namespace foresight::worker

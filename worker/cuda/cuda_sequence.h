@@ -29,7 +29,8 @@
 // prefill with an observer runs at about the CPU backend's attention speed, not the GPU's.
 // Without an observer nothing is copied. KvBlockSource (offload) is not supported on this backend yet;
 // nor are lookahead queries (DecodeAttentionHook::WantsLookaheadQueries), which only serve offload's
-// prefetch: a hook that wants them selects with each layer's own query, as with resident KV.
+// prefetch. The engine drives this class through the Backend interface (worker/cuda/cuda_backend.h),
+// which refuses both with an error naming the backend and the feature.
 //
 // Built only where nvcc exists (FORESIGHT_HAVE_CUDA; target foresight_worker_cuda). The header has
 // no CUDA includes, so host-only code can hold these classes.
@@ -45,7 +46,6 @@
 #include <vector>
 
 #include "common/status.h"
-#include "worker/generator.h"
 #include "worker/kv_cache.h"
 #include "worker/model.h"
 #include "worker/sequence.h"
@@ -120,6 +120,12 @@ class CudaSequence {
                  PrefillAttentionObserver* observer = nullptr);
   // As Sequence::Decode, without a KvBlockSource.
   Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr);
+  // One backend step (StepItem, worker/backend.h): appends tokens[0..n), in chunks of the prefill
+  // chunk; `logits` [vocab] (every token's with all_logits; null: none). n == 1 without an observer
+  // is a decode step (`hook` may make it sparse), anything else dense. Counted as prefill or decode
+  // in stats() as `prefill` says.
+  Status Step(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
+              PrefillAttentionObserver* observer, bool prefill);
 
   int64_t position() const { return tokens_; }
   // Forgets everything from `position` on.
@@ -150,9 +156,5 @@ class CudaSequence {
   SequenceStats stats_;
   std::unique_ptr<Impl> impl_;  // device buffers, stream, cuBLAS handle
 };
-
-// For Generate (GenerateOptions::make_sequence): CudaSequences on `model`.
-std::function<StatusOr<std::unique_ptr<GenerationSequence>>()> CudaSequenceFactory(const CudaModel& model,
-                                                                                   int32_t prefill_chunk);
 
 }  // namespace foresight::worker

@@ -250,9 +250,13 @@ Status StoredBlockStatus(const Status& s, const std::string& what) {
 }  // namespace
 
 Status ImportPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
-                    const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq, ImportStats* stats) {
+                    const std::vector<TokenId>& tokens, int64_t n_blocks, BackendSequence* seq, ImportStats* stats) {
   const double t0 = Now();
-  const KvCache& kv = seq->kv();
+  if (seq->host_kv() == nullptr) {
+    return Unimplemented("importing a shared prefix: the " + std::string(seq->backend().name()) +
+                         " backend keeps no KV in host memory");
+  }
+  const KvCache& kv = *seq->host_kv();
   const BlockLayout& layout = kv.layout();
   const int64_t bt = layout.block_tokens();
   const int32_t n_layers = kv.n_layers();

@@ -1,5 +1,6 @@
 // KvPublisher: writes a sequence's KV to the cache service as it is produced, and the reading side
-// of shared prefixes (which prefix of a prompt is published, and importing it into a Sequence).
+// of shared prefixes (which prefix of a prompt is published, and importing it into a
+// BackendSequence, worker/backend.h).
 //
 // Keys (DESIGN.md, common/block_key.h): block i of a sequence is PrefixChain(namespace,
 // fingerprint) extended over the token ids of blocks 0..i; layer l of it is that chain's
@@ -33,6 +34,7 @@
 #include "common/block_key.h"
 #include "common/block_layout.h"
 #include "common/status.h"
+#include "worker/backend.h"
 #include "worker/model.h"
 #include "worker/sequence.h"
 
@@ -138,8 +140,10 @@ struct ImportStats {
 // (n_blocks * 16 < tokens.size()) to get the next token's logits. Errors name the block and
 // layer; the sequence is left empty. Damaged data is DATA_LOSS: a manifest that does not describe
 // this geometry, a layer block shorter or longer than the layout's, a head whose bytes differ from
-// the manifest's checksum (naming the head too).
+// the manifest's checksum (naming the head too). `seq` must keep its KV in host memory
+// (BackendSequence::host_kv, as the CPU backend's sequences do); otherwise UNIMPLEMENTED.
 Status ImportPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
-                    const std::vector<TokenId>& tokens, int64_t n_blocks, Sequence* seq, ImportStats* stats = nullptr);
+                    const std::vector<TokenId>& tokens, int64_t n_blocks, BackendSequence* seq,
+                    ImportStats* stats = nullptr);
 
 }  // namespace foresight::worker

@@ -78,12 +78,13 @@ struct OffloadedSequence::FetchState {
   }
 };
 
-OffloadedSequence::OffloadedSequence(const Model& model, CacheClient* client, OffloadOptions options)
-    : model_(model),
+OffloadedSequence::OffloadedSequence(Backend& backend, CacheClient* client, OffloadOptions options)
+    : model_(backend.model()),
+      backend_(backend),
       client_(client),
       options_(std::move(options)),
-      seq_(model, options_.prefill_chunk),
       fetch_(std::make_unique<FetchState>()) {
+  const Model& model = model_;
   fetch_->pinned.resize(model.config().n_layers);
   fetch_->reserved.resize(model.config().n_layers);
   fetch_->staging_used.assign(model.config().n_layers, 0);
@@ -95,6 +96,16 @@ OffloadedSequence::~OffloadedSequence() { AbandonFetches(); }
 StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
     const Model& model, CacheClient* client, const std::optional<predictor::PolicySpec>& policy,
     OffloadOptions options) {
+  std::unique_ptr<Backend> cpu = NewCpuBackend(model);
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<OffloadedSequence> s, Create(*cpu, client, policy, std::move(options)));
+  s->owned_backend_ = std::move(cpu);
+  return s;
+}
+
+StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
+    Backend& backend, CacheClient* client, const std::optional<predictor::PolicySpec>& policy, OffloadOptions options) {
+  FS_RETURN_IF_ERROR(backend.SupportsOffload().WithContext("an offloaded sequence"));
+  const Model& model = backend.model();
   const bool offload = options.mode != OffloadMode::kResident;
   if (offload && !options.publish)
     return InvalidArgument("offload mode " + std::string(OffloadModeName(options.mode)) + " needs publish");
@@ -114,16 +125,21 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
         "exact calibration attends every block densely; offloaded modes need compact-key calibration");
   }
   if (options.fingerprint.empty() && client != nullptr) options.fingerprint = ModelFingerprint(model);
-  std::unique_ptr<OffloadedSequence> s(new OffloadedSequence(model, client, std::move(options)));
+  std::unique_ptr<OffloadedSequence> s(new OffloadedSequence(backend, client, std::move(options)));
+  FS_ASSIGN_OR_RETURN(s->seq_, backend.NewSequence(s->options_.prefill_chunk));
+  if (s->seq_->host_kv() == nullptr) {
+    return Unimplemented("an offloaded sequence: the " + std::string(backend.name()) +
+                         " backend keeps no KV in host memory to publish and drop");
+  }
   s->spec_ = policy;
   const OffloadOptions& o = s->options_;
   const ModelConfig& c = model.config();
   if (o.publish) {
-    s->publisher_ = std::make_unique<KvPublisher>(client, o.name_space, o.fingerprint, c.n_layers,
-                                                  s->seq_.kv().layout(), o.publisher);
+    s->publisher_ =
+        std::make_unique<KvPublisher>(client, o.name_space, o.fingerprint, c.n_layers, s->kv().layout(), o.publisher);
   }
   if (offload) {
-    const BlockLayout& layout = s->seq_.kv().layout();
+    const BlockLayout& layout = s->kv().layout();
     const int64_t per_head =
         ResidentPoolBlocksPerHead(policy->budget.budget_tokens, c.n_heads / c.n_kv_heads, o.margin_blocks);
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
@@ -141,43 +157,40 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
 
 int64_t OffloadedSequence::DropBound() const {
   if (publisher_ == nullptr) return 0;
-  const int64_t full = seq_.position() / seq_.kv().block_tokens();
+  const int64_t full = seq_->position() / kv().block_tokens();
   return std::max<int64_t>(0, std::min(publisher_->acknowledged_blocks(), full - options_.local_blocks));
 }
 
-void OffloadedSequence::DropAcknowledged() {
-  if (options_.mode == OffloadMode::kResident) return;
+Status OffloadedSequence::DropAcknowledged() {
+  if (options_.mode == OffloadMode::kResident) return Status::OK();
   const int64_t bound = DropBound();
-  KvCache& kv = seq_.mutable_kv();
-  for (int64_t b = std::max(dropped_upto_, options_.sink_blocks); b < bound; ++b) {
-    for (int32_t l = 0; l < kv.n_layers(); ++l) kv.DropBlock(l, b);
-  }
+  FS_RETURN_IF_ERROR(seq_->DropBlocks(std::max(dropped_upto_, options_.sink_blocks), bound));
   dropped_upto_ = std::max(dropped_upto_, bound);
+  return Status::OK();
 }
 
 Status OffloadedSequence::Publish() {
   if (publisher_ == nullptr) return Status::OK();
-  FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, seq_.kv()));
-  DropAcknowledged();
-  return Status::OK();
+  FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, kv()));
+  return DropAcknowledged();
 }
 
 Status OffloadedSequence::AfterContext() {
-  if (policy_ != nullptr) policy_->PrepareKeys(seq_.kv());
+  if (policy_ != nullptr) policy_->PrepareKeys(kv());
   if (publisher_ != nullptr) {
-    FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, seq_.kv()));
+    FS_RETURN_IF_ERROR(publisher_->Publish(tokens_, kv()));
     // Offloaded modes start decoding with the context in the cache service and off the worker.
     if (options_.mode != OffloadMode::kResident) FS_RETURN_IF_ERROR(publisher_->Flush());
-    DropAcknowledged();
+    FS_RETURN_IF_ERROR(DropAcknowledged());
   }
   if (options_.mode == OffloadMode::kCrossToken) {
-    for (int32_t l = 0; l < model_.config().n_layers; ++l) PrefetchNext(l, seq_.position() + 1, 0);
+    for (int32_t l = 0; l < model_.config().n_layers; ++l) PrefetchNext(l, seq_->position() + 1, 0);
   }
   return Status::OK();
 }
 
 Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
-  if (seq_.position() != 0 || !tokens_.empty()) return FailedPrecondition("Prefill runs once, on an empty sequence");
+  if (seq_->position() != 0 || !tokens_.empty()) return FailedPrecondition("Prefill runs once, on an empty sequence");
   if (prompt.empty()) return InvalidArgument("prefill needs at least one token");
   prefill_t0_ = Now();
   const int64_t p = static_cast<int64_t>(prompt.size());
@@ -191,11 +204,11 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
     if (imported > 0) {
       ImportStats st;
       FS_RETURN_IF_ERROR(
-          ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, &seq_, &st));
+          ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, seq_.get(), &st));
       stats_.import_seconds += st.seconds;
       stats_.prefix_blocks_imported = imported;
       stats_.bytes_fetched += st.bytes;
-      if (publisher_ != nullptr) FS_RETURN_IF_ERROR(publisher_->Adopt(prompt, seq_.kv(), imported));
+      if (publisher_ != nullptr) FS_RETURN_IF_ERROR(publisher_->Adopt(prompt, kv(), imported));
     }
   }
   if (spec_.has_value()) {
@@ -203,13 +216,13 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
   }
   tokens_ = prompt;
   prompt_tokens_ = p;
-  prefill_at_ = imported * seq_.kv().block_tokens();
+  prefill_at_ = imported * kv().block_tokens();
   return Status::OK();
 }
 
-ForwardItem OffloadedSequence::NextPrefillChunk(int64_t max_tokens, float* logits) {
-  ForwardItem item;
-  item.sequence = &seq_;
+StepItem OffloadedSequence::NextPrefillChunk(int64_t max_tokens, float* logits) {
+  StepItem item;
+  item.sequence = seq_.get();
   item.tokens = tokens_.data() + prefill_at_;
   item.n = std::min(std::max<int64_t>(1, max_tokens), prefill_remaining());
   item.logits = item.n == prefill_remaining() ? logits : nullptr;
@@ -218,7 +231,7 @@ ForwardItem OffloadedSequence::NextPrefillChunk(int64_t max_tokens, float* logit
   return item;
 }
 
-Status OffloadedSequence::EndPrefillChunk(const ForwardItem& item) {
+Status OffloadedSequence::EndPrefillChunk(const StepItem& item) {
   FS_RETURN_IF_ERROR(item.status);
   prefill_at_ += item.n;
   if (prefill_remaining() > 0) return Status::OK();
@@ -232,19 +245,18 @@ Status OffloadedSequence::EndPrefillChunk(const ForwardItem& item) {
 Status OffloadedSequence::Prefill(const std::vector<TokenId>& prompt, std::vector<float>* logits) {
   FS_RETURN_IF_ERROR(BeginPrefill(prompt));
   if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
-  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
   alone_items_.resize(1);
   while (prefill_remaining() > 0) {
     alone_items_[0] = NextPrefillChunk(options_.prefill_chunk, logits != nullptr ? logits->data() : nullptr);
-    alone_->Run(&alone_items_);
+    backend_.Run(&alone_items_);
     FS_RETURN_IF_ERROR(EndPrefillChunk(alone_items_[0]));
   }
   return Status::OK();
 }
 
 Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint32_t seed) {
-  if (seq_.position() != 0) return FailedPrecondition("TEST_FillRandom needs an empty sequence");
-  seq_.TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed);
+  if (seq_->position() != 0) return FailedPrecondition("TEST_FillRandom needs an empty sequence");
+  FS_RETURN_IF_ERROR(seq_->TEST_FillRandomKv(static_cast<int64_t>(ids.size()), seed));
   tokens_ = ids;
   prompt_tokens_ = prefill_at_ = static_cast<int64_t>(ids.size());
   if (spec_.has_value()) {
@@ -255,13 +267,13 @@ Status OffloadedSequence::TEST_FillRandom(const std::vector<TokenId>& ids, uint3
   return AfterContext();
 }
 
-StatusOr<ForwardItem> OffloadedSequence::DecodeStep(TokenId token, float* logits) {
-  if (seq_.position() == 0 || prefill_remaining() > 0) return FailedPrecondition("Decode needs a prefilled sequence");
+StatusOr<StepItem> OffloadedSequence::DecodeStep(TokenId token, float* logits) {
+  if (seq_->position() == 0 || prefill_remaining() > 0) return FailedPrecondition("Decode needs a prefilled sequence");
   decode_t0_ = Now();
   fetch_->step = stats_.decode_tokens;
   decode_token_ = token;
-  ForwardItem item;
-  item.sequence = &seq_;
+  StepItem item;
+  item.sequence = seq_.get();
   item.tokens = &decode_token_;
   item.n = 1;
   item.logits = logits;
@@ -270,7 +282,7 @@ StatusOr<ForwardItem> OffloadedSequence::DecodeStep(TokenId token, float* logits
   return item;
 }
 
-Status OffloadedSequence::EndDecode(const ForwardItem& item) {
+Status OffloadedSequence::EndDecode(const StepItem& item) {
   Status s = item.status;
   if (policy_ != nullptr && !policy_->status().ok()) {
     s = policy_->status().WithContext("selection policy");
@@ -288,10 +300,9 @@ Status OffloadedSequence::EndDecode(const ForwardItem& item) {
 
 Status OffloadedSequence::Decode(TokenId token, std::vector<float>* logits) {
   if (logits != nullptr) logits->assign(model_.config().vocab_size, 0.0f);
-  FS_ASSIGN_OR_RETURN(ForwardItem item, DecodeStep(token, logits != nullptr ? logits->data() : nullptr));
-  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
+  FS_ASSIGN_OR_RETURN(StepItem item, DecodeStep(token, logits != nullptr ? logits->data() : nullptr));
   alone_items_.assign(1, item);
-  alone_->Run(&alone_items_);
+  backend_.Run(&alone_items_);
   return EndDecode(alone_items_[0]);
 }
 
@@ -329,7 +340,7 @@ void OffloadedSequence::Prefetch(int32_t layer, const std::vector<std::vector<in
 void OffloadedSequence::SendFetches(int32_t layer, std::vector<FetchUnit>* units) {
   if (units->empty()) return;
   FetchState& f = *fetch_;
-  const BlockLayout& layout = seq_.kv().layout();
+  const BlockLayout& layout = kv().layout();
   const uint64_t head_bytes = layout.head_bytes();
   std::sort(units->begin(), units->end(), [](const FetchUnit& a, const FetchUnit& b) {
     return a.block != b.block ? a.block < b.block : a.head < b.head;
@@ -386,7 +397,7 @@ void OffloadedSequence::PrefetchNext(int32_t layer, int64_t key_tokens, int64_t 
 
 Status OffloadedSequence::CompleteFetches(int32_t layer) {
   Status first;
-  const uint64_t head_bytes = seq_.kv().layout().head_bytes();
+  const uint64_t head_bytes = kv().layout().head_bytes();
   for (auto it = fetch_->batches.begin(); it != fetch_->batches.end();) {
     if (it->layer != layer) {
       ++it;
@@ -538,7 +549,7 @@ OffloadStats OffloadedSequence::stats() const {
     s.bytes_published = p.bytes;
     s.offload_wait_seconds = p.enqueue_wait_s;
   }
-  s.resident_kv_bytes = seq_.kv().resident_bytes();
+  s.resident_kv_bytes = kv().resident_bytes();
   if (pool_ != nullptr) {
     s.pool_bytes = pool_->slots() * pool_->slot_bytes();
     s.pool_evictions = pool_->evictions();

@@ -30,7 +30,12 @@
 // Shared prefixes: Prefill first asks the node for the longest published prefix of the prompt
 // (LongestPublishedPrefix) and imports it (ImportPrefix) instead of computing it.
 //
-//   auto seq = OffloadedSequence::Create(model, client, policy_spec, options);
+// Backends: the sequence runs on a Backend (worker/backend.h) that can offload (its KV in a host
+// KvCache, decode reading blocks from a KvBlockSource: Backend::SupportsOffload); today the CPU's.
+// Create refuses any other (the CUDA backend) with an error saying why.
+//
+//   auto seq = OffloadedSequence::Create(model, client, policy_spec, options);   // a CPU backend
+//   auto seq = OffloadedSequence::Create(backend, client, policy_spec, options); // a shared one
 //   FS_RETURN_IF_ERROR((*seq)->Prefill(prompt, &logits));
 //   for (...) FS_RETURN_IF_ERROR((*seq)->Decode(next, &logits));
 //   (*seq)->stats();   // blocks fetched, bytes moved, stalls, prefix blocks imported, ...
@@ -48,6 +53,7 @@
 #include "client/cache_client.h"
 #include "common/status.h"
 #include "predictor/selection_policy.h"
+#include "worker/backend.h"
 #include "worker/model.h"
 #include "worker/offload/kv_publisher.h"
 #include "worker/policy_attention.h"
@@ -129,7 +135,12 @@ class OffloadedSequence : public KvBlockSource {
  public:
   // `policy` null: dense attention (every block, so every mode but resident moves the whole
   // history; useful only as a check). `client` must outlive the sequence; it may be null only in
-  // resident mode with publish = false.
+  // resident mode with publish = false. The sequence runs on `backend` (which must outlive it);
+  // UNIMPLEMENTED when that backend cannot offload (Backend::SupportsOffload).
+  static StatusOr<std::unique_ptr<OffloadedSequence>> Create(Backend& backend, CacheClient* client,
+                                                             const std::optional<predictor::PolicySpec>& policy,
+                                                             OffloadOptions options);
+  // On a CPU backend of `model` of its own.
   static StatusOr<std::unique_ptr<OffloadedSequence>> Create(const Model& model, CacheClient* client,
                                                              const std::optional<predictor::PolicySpec>& policy,
                                                              OffloadOptions options);
@@ -148,7 +159,7 @@ class OffloadedSequence : public KvBlockSource {
   Status Flush();
 
   // Prefill and Decode a step at a time, for a scheduler that runs several sequences in one
-  // forward pass (BatchForward, worker/sequence.h); Prefill and Decode are these with a batch of
+  // forward pass (Backend::Run, worker/backend.h); Prefill and Decode are these with a batch of
   // one. BeginPrefill imports the published prefix and makes the policy; then, while
   // prefill_remaining() > 0, NextPrefillChunk gives the next chunk (at most `max_tokens`; the last
   // writes the prompt's logits to `logits` [vocab]) and EndPrefillChunk takes it back after the
@@ -156,27 +167,30 @@ class OffloadedSequence : public KvBlockSource {
   // items point into this sequence: keep it alive and unchanged until the End call.
   Status BeginPrefill(const std::vector<TokenId>& prompt);
   int64_t prefill_remaining() const { return prompt_tokens_ - prefill_at_; }
-  ForwardItem NextPrefillChunk(int64_t max_tokens, float* logits);
-  Status EndPrefillChunk(const ForwardItem& item);
-  StatusOr<ForwardItem> DecodeStep(TokenId token, float* logits);
-  Status EndDecode(const ForwardItem& item);
+  StepItem NextPrefillChunk(int64_t max_tokens, float* logits);
+  Status EndPrefillChunk(const StepItem& item);
+  StatusOr<StepItem> DecodeStep(TokenId token, float* logits);
+  Status EndDecode(const StepItem& item);
 
-  int64_t position() const { return seq_.position(); }
+  int64_t position() const { return seq_->position(); }
   const std::vector<TokenId>& tokens() const { return tokens_; }
   OffloadStats stats() const;
-  const Sequence& sequence() const { return seq_; }
+  const BackendSequence& sequence() const { return *seq_; }
+  Backend& backend() const { return backend_; }
+  // The sequence's KV on the worker (blocks dropped once published and acknowledged).
+  const KvCache& kv() const { return *seq_->host_kv(); }
   const OffloadOptions& options() const { return options_; }
 
-  // KvBlockSource (called by Sequence::Decode).
+  // KvBlockSource (called by the backend's decode step).
   Status AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
                       std::vector<std::vector<const uint16_t*>>* heads) override;
   void ReleaseLayer(int32_t layer, int64_t position) override;
 
  private:
-  OffloadedSequence(const Model& model, CacheClient* client, OffloadOptions options);
+  OffloadedSequence(Backend& backend, CacheClient* client, OffloadOptions options);
   Status AfterContext();  // publish, drop, after prefill/fill
   Status Publish();
-  void DropAcknowledged();
+  Status DropAcknowledged();
   // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.
   void Prefetch(int32_t layer, const std::vector<std::vector<int32_t>>& blocks, int64_t step);
   struct FetchUnit;
@@ -191,10 +205,12 @@ class OffloadedSequence : public KvBlockSource {
   int64_t DropBound() const;
 
   const Model& model_;
+  std::unique_ptr<Backend> owned_backend_;  // Create(model, ...)'s CPU backend; else null
+  Backend& backend_;
   CacheClient* const client_;
   const OffloadOptions options_;
   std::optional<predictor::PolicySpec> spec_;
-  Sequence seq_;
+  std::unique_ptr<BackendSequence> seq_;
   std::vector<TokenId> tokens_;
   std::unique_ptr<PolicyDecodeAttention> policy_;
   std::unique_ptr<KvPublisher> publisher_;
@@ -209,8 +225,7 @@ class OffloadedSequence : public KvBlockSource {
   int64_t prompt_tokens_ = 0, prefill_at_ = 0;
   TokenId decode_token_ = 0;
   double prefill_t0_ = 0, decode_t0_ = 0;
-  std::unique_ptr<BatchForward> alone_;  // Prefill and Decode's batch of one
-  std::vector<ForwardItem> alone_items_;
+  std::vector<StepItem> alone_items_;  // Prefill and Decode's batch of one
 };
 
 }  // namespace foresight::worker

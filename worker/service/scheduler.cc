@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/mutex.h"
+#include "worker/backend.h"
 #include "worker/generator.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
@@ -79,7 +80,7 @@ struct Job {
 
 struct Scheduler::Impl {
   Impl(const Model& m, CacheConnection* c, const SchedulerOptions& o, const std::string& f)
-      : model(m), cache(c), options(o), fingerprint(f), forward(m) {}
+      : model(m), cache(c), options(o), fingerprint(f), backend(NewCpuBackend(m)) {}
 
   // Checks a request and works out what it runs; the errors Submit returns.
   Status Prepare(Job* job) const;
@@ -120,6 +121,8 @@ struct Scheduler::Impl {
   CacheConnection* const cache;
   const SchedulerOptions& options;
   const std::string& fingerprint;
+  // Every job's sequences run on it (the scheduler thread's Run); the I/O thread makes them.
+  const std::unique_ptr<Backend> backend;
 
   mutable Mutex mu;
   CondVar wake;
@@ -134,8 +137,7 @@ struct Scheduler::Impl {
 
   // The scheduler thread's own.
   std::vector<std::unique_ptr<Job>> running;
-  BatchForward forward;
-  std::vector<ForwardItem> step_items;  // a step's items and the job of each (reused)
+  std::vector<StepItem> step_items;  // a step's items and the job of each (reused)
   std::vector<Job*> step_owners;
   std::thread thread;
 
@@ -232,7 +234,7 @@ Status Scheduler::Impl::Open(Job* job) const {
   // Shared prefix: the longest published prefix is imported instead of computed.
   oo.import_prefix = o.prefix_reuse && job->request.prefix_reuse;
   oo.publish = Publishes(*job);
-  FS_ASSIGN_OR_RETURN(job->seq, OffloadedSequence::Create(model, job->client.get(), job->spec, oo));
+  FS_ASSIGN_OR_RETURN(job->seq, OffloadedSequence::Create(*backend, job->client.get(), job->spec, oo));
   job->logits.assign(model.config().vocab_size, 0.0f);
   Status s = job->seq->BeginPrefill(job->request.prompt);
   if (!s.ok()) job->cache_failed = true;
@@ -279,7 +281,7 @@ void Scheduler::Impl::Started(const std::vector<uint64_t>& ids) {
 int64_t Scheduler::Impl::SavedTokens(const Job& leader, int64_t shared) {
   if (leader.starting) return shared;  // what it imports is not known yet: as if nothing
   // What the leader imported was published already: the follower would import it anyway.
-  const int64_t block = leader.seq->sequence().kv().layout().block_tokens();
+  const int64_t block = leader.seq->kv().layout().block_tokens();
   return shared - std::min(shared, leader.seq->stats().prefix_blocks_imported * block);
 }
 
@@ -404,7 +406,7 @@ void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
 }
 
 void Scheduler::Impl::Step() {
-  std::vector<ForwardItem>& items = step_items;
+  std::vector<StepItem>& items = step_items;
   std::vector<Job*>& owners = step_owners;
   items.clear();
   owners.clear();
@@ -412,7 +414,7 @@ void Scheduler::Impl::Step() {
   // Every running decode first: one row each.
   for (auto& j : running) {
     if (!j->decoding || j->done) continue;
-    StatusOr<ForwardItem> item = j->seq->DecodeStep(j->next, j->logits.data());
+    StatusOr<StepItem> item = j->seq->DecodeStep(j->next, j->logits.data());
     if (!item.ok()) {
       Finish(j.get(), item.status());
       continue;
@@ -453,7 +455,7 @@ void Scheduler::Impl::Step() {
   for (Job* job : owners) {
     job->stats.set_max_batch(std::max<int32_t>(job->stats.max_batch(), static_cast<int32_t>(owners.size())));
   }
-  forward.Run(&items);
+  backend->Run(&items);
   for (size_t i = 0; i < items.size(); ++i) {
     Job* job = owners[i];
     OffloadedSequence& seq = *job->seq;
@@ -476,7 +478,7 @@ void Scheduler::Impl::Step() {
     }
     if (seq.prefill_remaining() > 0) continue;
     const OffloadStats st = seq.stats();
-    const int64_t hit = st.prefix_blocks_imported * seq.sequence().kv().layout().block_tokens();
+    const int64_t hit = st.prefix_blocks_imported * seq.kv().layout().block_tokens();
     v1::GenerateStats& stats = job->stats;
     stats.set_prefix_hit_tokens(hit);
     stats.set_prefix_import_seconds(st.import_seconds);
