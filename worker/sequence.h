@@ -166,7 +166,8 @@ class Sequence {
   // Forgets everything from `position` on.
   void Rewind(int64_t position) { kv_.Resize(position); }
   const KvCache& kv() const { return kv_; }
-  // Offload only (OffloadedSequence): drops blocks whose bytes live in the cache service.
+  // Offload only (the CPU backend's DropBlocks, worker/backend.h): drops blocks whose bytes live in
+  // the cache service.
   KvCache& mutable_kv() { return kv_; }
   // Benchmarks only: makes the sequence `tokens` long with random keys and values and no prefill
   // (decode speed at contexts whose prefill would take hours on a CPU). Never quality.
