@@ -17,8 +17,6 @@
 // With --clients N,... the RAM paths' gets are also measured from N client processes at once (each
 // with its own connection and one get in flight, as N workers waiting on their fetches), so that
 // a plan can read what a node sustains under many workers rather than one pipelining client.
-// (Threads in one process, each with its own UCX context, measured 3-10x less over TCP than
-// processes on the 2-vCPU VM: processes are what workers are.)
 // With --profile FILE the rows are also written as a machine profile for `foresight plan`
 // (planner/machine_profile.h): its own defaults (4 KiB..4 MiB, paths ram-shm, ram-tcp, nvme,
 // clients 1, 4, 16, one trial, no ceilings) fit in about 5 minutes.
