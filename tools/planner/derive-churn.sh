@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Re-derives the capacity planner's churn table (planner/data/churn-smollm2.json) from scratch, on
-# two SmolLM2 documents of about 7.5K tokens (MPL-2.0 + Apache-2.0 + MPL-1.1, and GFDL-1.3 +
-# LGPL-2.1; tools/planner/validate-plan.sh checks the table on GPL-3 + LGPL-3, used by neither):
+# every licence text of /usr/share/common-licenses long enough for a 7.5K-token context but the one
+# tools/planner/validate-plan.sh checks the table on (GPL-3 + LGPL-3): MPL-2.0 + Apache-2.0 +
+# MPL-1.1 (held out of the shipped predictor's training), GFDL-1.3 + LGPL-2.1 and GPL-2 + Artistic
+# + GFDL-1.2 (its training texts):
 #   - the policies the worker serves with offload (SERVED, default ap and quest) are measured on
 #     the worker itself: `foresight-bench decode --modes cross-token --no-reuse --greedy` decodes
 #     each document's greedy continuation with KV on a cache node and counts the (layer, block, KV
@@ -9,7 +11,7 @@
 #     whole selection), over decode steps POOL_WARMUP to DECODE - 1;
 #   - the others are replayed (`foresight plan-churn`) from attention traces of the same documents
 #     (`foresight trace`, DECODE dense decode steps), as is the node's RAM LRU simulation.
-# About 60 minutes on 2 shared vCPUs (each served decode about 2 minutes, each trace about 10).
+# About 80 minutes on 2 shared vCPUs (each served decode about 2 minutes, each trace about 10).
 #
 #   tools/planner/derive-churn.sh [OUT]   (default: planner/data/churn-smollm2.json)
 #
@@ -32,7 +34,8 @@ LICENSES=/usr/share/common-licenses
 cut_doc() { head -c 36000 | sed '$d'; }
 cat "$LICENSES/MPL-2.0" "$LICENSES/Apache-2.0" "$LICENSES/MPL-1.1" | cut_doc > "$WORK/mpl2_apache2_mpl11.txt"
 cat "$LICENSES/GFDL-1.3" "$LICENSES/LGPL-2.1" | cut_doc > "$WORK/gfdl13_lgpl21.txt"
-DOCS=(mpl2_apache2_mpl11 gfdl13_lgpl21)
+cat "$LICENSES/GPL-2" "$LICENSES/Artistic" "$LICENSES/GFDL-1.2" | cut_doc > "$WORK/gpl2_artistic_gfdl12.txt"
+DOCS=(mpl2_apache2_mpl11 gfdl13_lgpl21 gpl2_artistic_gfdl12)
 served=()
 for doc in "${DOCS[@]}"; do
   for policy in $SERVED; do
