@@ -83,9 +83,10 @@ struct TiersFlags {
   std::string nvme_dir = "";                      // default: a temp dir
   std::string perftest = FORESIGHT_UCX_PERFTEST;  // the linked UCX's (bench/CMakeLists.txt)
   std::string paths;                              // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
-  std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
-  std::string inflight;  // comma-separated in-flight counts; empty: the default list
-  std::string clients;   // comma-separated concurrent client counts (RAM-path gets); empty: 1
+  std::string sizes;          // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
+  std::string inflight;       // comma-separated in-flight counts; empty: the default list
+  std::string clients;        // comma-separated concurrent client counts (RAM-path gets); empty: 1
+  double client_seconds = 2;  // each row of several clients
   int trials = 3;
   std::string row_bytes;            // bytes moved per RAM row; default 256MiB (quick: 128MiB)
   int keys = 0;                     // distinct keys per RAM-path row; 0: a fifth of the RAM tier
@@ -685,12 +686,14 @@ Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, 
 
 // --- Concurrent clients: processes forked before this one has UCX state, driven over pipes. ------
 
-// What one client process is asked to do: gets of keys index, index + n, ... (mod keys) on a path.
+// What one client process is asked to do: gets of keys index, index + stride, ... (mod keys) on a
+// path, one after another, until the deadline (steady clock, nanoseconds: system-wide on Linux).
 struct ClientCommand {
   uint16_t port = 0;
   char transports[8] = {};
   char name[16] = {};
-  uint64_t block = 0, max_block = 0, index = 0, stride = 1, ops = 0, keys = 1;
+  uint64_t block = 0, max_block = 0, index = 0, stride = 1, keys = 1;
+  int64_t deadline_ns = 0;  // set with the go byte
 };
 
 struct ClientReport {
@@ -762,9 +765,11 @@ class ClientPool {
   }
   int size() const { return static_cast<int>(clients_.size()); }
 
-  // The first `n` clients get `ops` blocks in all, at once, over keys 0..keys-1 (put beforehand).
+  // The first `n` clients get blocks at once for `seconds`, over keys 0..keys-1 (put beforehand).
+  // Every client is busy for the whole time, as workers are; a fixed count of gets each would end
+  // on the slowest client, idling the others.
   Row Measure(int n, const std::string& name, uint16_t port, const std::string& transports, uint64_t block,
-              uint64_t max_block, uint64_t ops, uint64_t keys, pid_t node_pid) {
+              uint64_t max_block, double seconds, uint64_t keys, pid_t node_pid) {
     Row row;
     row.path = name;
     row.op = "get";
@@ -782,7 +787,6 @@ class ClientPool {
       cmd.max_block = max_block;
       cmd.index = static_cast<uint64_t>(c);
       cmd.stride = static_cast<uint64_t>(n);
-      cmd.ops = ops / n + (static_cast<uint64_t>(c) < ops % n ? 1 : 0);
       cmd.keys = keys;
       if (!WriteAll(clients_[c].command_fd, &cmd, sizeof cmd)) return Failed(row, "a client process is gone");
     }
@@ -791,9 +795,14 @@ class ClientPool {
       if (!ReadAll(clients_[c].report_fd, &ready, 1)) return Failed(row, "a client process is gone");
     }
     const auto start = Clock::now();
+    const int64_t deadline_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            (start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)))
+                .time_since_epoch())
+            .count();
     for (int c = 0; c < n; ++c) {
-      const char go = 1;
-      if (!WriteAll(clients_[c].command_fd, &go, 1)) return Failed(row, "a client process is gone");
+      if (!WriteAll(clients_[c].command_fd, &deadline_ns, sizeof deadline_ns))
+        return Failed(row, "a client process is gone");
     }
     int64_t finished_ns = 0;
     uint64_t ok = 0;
@@ -813,10 +822,11 @@ class ClientPool {
       client_cpu_s += report.cpu_s;
       finished_ns = std::max(finished_ns, report.finished_ns);
     }
-    const double seconds =
+    // Until the last get done: each client's last get, begun before the deadline, ends after it.
+    const double elapsed =
         std::chrono::duration<double>(Clock::time_point(std::chrono::nanoseconds(finished_ns)) - start).count();
     const uint64_t ok_bytes = ok * block;
-    row.gbps = seconds > 0 ? ok_bytes / seconds / 1e9 : 0;
+    row.gbps = elapsed > 0 ? ok_bytes / elapsed / 1e9 : 0;
     if (!lat_us.empty()) {
       std::sort(lat_us.begin(), lat_us.end());
       row.p50_us = lat_us[lat_us.size() / 2];
@@ -865,16 +875,14 @@ class ClientPool {
         if (h.ok()) (void)it->second->Wait(*h);
       }
       const char ready = 1;
-      char go = 0;
-      if (!WriteAll(report_fd, &ready, 1) || !ReadAll(command_fd, &go, 1)) return;
+      if (!WriteAll(report_fd, &ready, 1) || !ReadAll(command_fd, &cmd.deadline_ns, sizeof cmd.deadline_ns)) return;
       std::vector<float> lat;
-      lat.reserve(cmd.ops);
       const double cpu0 = ProcessCpuSeconds(getpid());
-      for (uint64_t i = 0; i < cmd.ops; ++i) {
-        if (it == paths.end()) {
-          report.errors++;
-          continue;
-        }
+      auto now_ns = [] {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+      };
+      if (it == paths.end()) report.errors++;
+      for (uint64_t i = 0; it != paths.end() && now_ns() < cmd.deadline_ns; ++i) {
         const BlockKey key = BenchKey(cmd.name, cmd.block, (cmd.index + i * cmd.stride) % cmd.keys);
         const auto t0 = Clock::now();
         auto h = it->second->SubmitGet(key, 0, cmd.block);
@@ -887,8 +895,7 @@ class ClientPool {
         lat.push_back(static_cast<float>(std::chrono::duration<double, std::micro>(Clock::now() - t0).count()));
         report.ok++;
       }
-      report.finished_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+      report.finished_ns = now_ns();
       report.cpu_s = ProcessCpuSeconds(getpid()) - cpu0;
       report.latencies = static_cast<uint32_t>(lat.size());
       if (!WriteAll(report_fd, &report, sizeof report) || !WriteAll(report_fd, lat.data(), lat.size() * sizeof(float)))
@@ -1047,6 +1054,10 @@ int RunTiers(TiersFlags flags) {
     if (n > 1) many_clients.push_back(n);
   }
   const int max_clients = many_clients.empty() ? 0 : *std::max_element(many_clients.begin(), many_clients.end());
+  if (!(flags.client_seconds > 0 && flags.client_seconds <= 600)) {
+    std::cerr << "tiers: --client-seconds must be more than 0 and at most 600\n";
+    return 2;
+  }
   std::vector<std::string> wanted = SplitList(flags.paths);
   for (const std::string& w : wanted) {
     if (w != "ram-shm" && w != "ram-tcp" && w != "ram-grpc" && w != "nvme") {
@@ -1262,8 +1273,8 @@ int RunTiers(TiersFlags flags) {
           // After the puts of every key: the same gets from several clients at once.
           for (int n : many_clients) {
             if (spec.nvme || spec.transports == "grpc" || client_pool == nullptr) break;
-            Row row = client_pool->Measure(n, spec.name, spec.port, spec.transports, block, largest, ops, keys,
-                                           ram_node->pid);
+            Row row = client_pool->Measure(n, spec.name, spec.port, spec.transports, block, largest,
+                                           flags.client_seconds, keys, ram_node->pid);
             if (!flags.json) {
               std::fprintf(stderr,
                            "tiers: trial %d %s get %s, %d clients x1: %.2f GB/s (cpu us/MiB: client %.0f, node %.0f)\n",
@@ -1360,6 +1371,8 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--clients", flags->clients,
                   "Also measure RAM-path gets from this many clients at once, each with its own connection and "
                   "one get in flight, e.g. 1,4,16 (default 1: none; with --profile 1,4,16)");
+  cmd->add_option("--client-seconds", flags->client_seconds,
+                  "Seconds of each --clients row, every client busy throughout (default 2)");
   cmd->add_option("--row-bytes", flags->row_bytes, "Bytes moved per RAM-path row (default 256MiB; quick 128MiB)");
   cmd->add_option("--keys", flags->keys,
                   "Distinct keys per RAM-path row, at most the default (a fifth of the RAM tier): a few keys "

@@ -13,8 +13,9 @@
 # Environment: BIN (default build/bin), LINK (ram-shm or ram-tcp; default ram-shm), MODEL
 # (smollm2-135m), BLOCK_SIZE (4KiB, MODEL's KV head block), WORKERS (16), SECONDS_PER_RUN (20),
 # TRIALS (3: each measures the profile's rows and then runs the load bench; the median trial's
-# ratio is reported), WORK (a temp dir). About 3 minutes. The profile rows measured here move
-# 256 MiB each (the --profile default is 64 MiB: under a second of 4 KiB gets, noisy on a shared VM).
+# ratio is reported), WORK (a temp dir). About 3 minutes. The profile rows measured here are
+# longer than --profile's defaults (256 MiB for one client, 5 s for several: the defaults' 64 MiB
+# and 2 s of 4 KiB gets are noisy on a shared VM).
 # Exit status 1 when the ratio misses the target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,7 +40,8 @@ plan() {
 for trial in $(seq 1 "$TRIALS"); do
   if [[ -z "${1:-}" ]]; then
     "$BIN/foresight-bench" tiers --profile "$WORK/profile-$trial.json" --paths "$LINK" --sizes "$BLOCK_SIZE" \
-      --inflight 1,4,16 --clients 1,4,16 --row-bytes 256MiB --trials 1 --json > "$WORK/tiers-$trial.json"
+      --inflight 1,4,16 --clients 1,4,16 --client-seconds 5 --row-bytes 256MiB --trials 1 --json \
+      > "$WORK/tiers-$trial.json"
     PROFILE="$WORK/profile-$trial.json"
   fi
   plan "$PROFILE" > "$WORK/plan-$trial.json"
