@@ -11,7 +11,8 @@
 #     whole selection), over decode steps POOL_WARMUP to DECODE - 1;
 #   - the others are replayed (`foresight plan-churn`) from attention traces of the same documents
 #     (`foresight trace`, DECODE dense decode steps), as is the node's RAM LRU simulation.
-# About 80 minutes on 2 shared vCPUs (each served decode about 2 minutes, each trace about 10).
+# About 70 minutes on 2 shared vCPUs (each served decode about 2 minutes, each trace 2-4, the replay
+# about 10).
 #
 #   tools/planner/derive-churn.sh [OUT]   (default: planner/data/churn-smollm2.json)
 #
