@@ -732,6 +732,8 @@ class ClientPool {
  public:
   // Forks `n` clients. Must run before this process starts threads or UCX.
   static StatusOr<std::unique_ptr<ClientPool>> Fork(int n) {
+    // A client that died must show as a failed write (EPIPE), not end this process.
+    signal(SIGPIPE, SIG_IGN);
     auto pool = std::unique_ptr<ClientPool>(new ClientPool);
     for (int c = 0; c < n; ++c) {
       int command[2], report[2];
@@ -777,6 +779,7 @@ class ClientPool {
     row.clients = n;
     row.inflight = 1;
     row.transport = transports;
+    if (broken_) return Failed(row, "a client process failed in an earlier row");
     const double node_cpu0 = ProcessCpuSeconds(node_pid);
     for (int c = 0; c < n; ++c) {
       ClientCommand cmd;
@@ -847,7 +850,9 @@ class ClientPool {
   };
   ClientPool() = default;
 
-  static Row Failed(Row row, const char* why) {
+  // After a failure the pipes may hold replies out of step: no later row is measured.
+  Row Failed(Row row, const char* why) {
+    broken_ = true;
     std::cerr << "tiers: " << row.path << " get from " << row.clients << " clients: " << why << "\n";
     row.errors++;
     return row;
@@ -904,6 +909,7 @@ class ClientPool {
   }
 
   std::vector<Client> clients_;
+  bool broken_ = false;
 };
 
 void PrintTable(const std::vector<Row>& rows) {
