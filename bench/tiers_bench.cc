@@ -1307,7 +1307,7 @@ int RunTiers(TiersFlags flags) {
         if (row.path == "ram-shm" || row.path == "ram-grpc") {
           row.ceiling_gbps = memcpy_best;
           row.ceiling = "memcpy";
-        } else if (row.path == "ram-tcp") {
+        } else if (row.path == "ram-tcp" && row.clients == 1) {  // perftest has one client
           row.ceiling_gbps = perftest_window_best[row.inflight];
           row.ceiling = "ucx_perftest ucp_am_bw tcp -O " + std::to_string(row.inflight);
         }
