@@ -60,14 +60,18 @@ struct NodeLoad {
   double total() const { return get_seconds + promote_seconds + put_seconds; }
 };
 
-NodeLoad LoadAt(const CapacityPlan& p, int64_t nodes) {
+NodeLoad LoadAt(const CapacityPlan& p, const RamHitRateCurve& curve, int64_t nodes) {
   const PlanRequest& r = p.request;
   NodeLoad load;
   const double stored = static_cast<double>(r.replication) * static_cast<double>(r.sequences) *
                         static_cast<double>(p.ram_bytes_per_sequence);
-  const double ram = static_cast<double>(nodes) * static_cast<double>(r.node_ram) * BlockStoreOptions{}.high_watermark;
-  // Fetches are spread over the stored KV; the share of it that RAM holds is served from RAM.
-  load.ram_hit_rate = r.node_nvme == 0 || stored <= ram ? 1.0 : ram / stored;
+  const double ram = static_cast<double>(nodes) * static_cast<double>(r.node_ram);
+  // The simulated LRU's hit rate at RAM's share of the stored KV (the churn table's curve; without
+  // one, that share up to the high watermark: fetches spread evenly over the stored KV).
+  const double usable = ram * BlockStoreOptions{}.high_watermark;
+  load.ram_hit_rate = r.node_nvme == 0 || stored <= usable ? 1.0
+                      : curve.points.empty()               ? usable / stored
+                                                           : RamHitRateAt(curve, ram / stored);
   const double n = static_cast<double>(nodes);
   load.get_seconds = p.fetch_bytes_per_second * load.ram_hit_rate / (p.link_get.gbps * 1e9) / n;
   if (load.ram_hit_rate < 1) {
@@ -150,13 +154,14 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
   p.nodes_for_capacity = static_cast<int64_t>(std::ceil(copies / per_node - 1e-9));
   // Bandwidth: the fewest nodes whose data paths keep up (more nodes also hold more in RAM).
   int64_t n = 1;
-  while (LoadAt(p, n).total() > 1.0 && n < (int64_t{1} << 40)) n = LoadAt(p, n).total() > 2 ? n * 2 : n + 1;
-  while (n > 1 && LoadAt(p, n - 1).total() <= 1.0) --n;
+  while (LoadAt(p, churn.ram_hit_rates, n).total() > 1.0 && n < (int64_t{1} << 40))
+    n = LoadAt(p, churn.ram_hit_rates, n).total() > 2 ? n * 2 : n + 1;
+  while (n > 1 && LoadAt(p, churn.ram_hit_rates, n - 1).total() <= 1.0) --n;
   p.nodes_for_bandwidth = n;
   p.nodes_needed = std::max<int64_t>({r.replication, p.nodes_for_capacity, p.nodes_for_bandwidth});
 
   const int64_t N = p.nodes_needed;
-  const NodeLoad load = LoadAt(p, N);
+  const NodeLoad load = LoadAt(p, churn.ram_hit_rates, N);
   p.ram_hit_rate = load.ram_hit_rate;
   const double nodes = static_cast<double>(N);
   const BlockStoreOptions store_defaults;

@@ -49,6 +49,21 @@ std::vector<std::string> ChurnPolicies() {
   return {"ap", "attention_predictor", "quest", "h2o", "snapkv", "streaming_llm"};
 }
 
+double RamHitRateAt(const RamHitRateCurve& curve, double ram_share) {
+  ram_share = std::max(0.0, ram_share);
+  const auto& p = curve.points;
+  if (p.empty()) return std::min(1.0, ram_share);
+  if (ram_share >= p.back().ram_share) return p.back().hit_rate;
+  if (ram_share <= p.front().ram_share) return p.front().hit_rate * ram_share / p.front().ram_share;
+  for (size_t i = 1; i < p.size(); ++i) {
+    if (ram_share <= p[i].ram_share) {
+      const double t = (ram_share - p[i - 1].ram_share) / (p[i].ram_share - p[i - 1].ram_share);
+      return p[i - 1].hit_rate + t * (p[i].hit_rate - p[i - 1].hit_rate);
+    }
+  }
+  return p.back().hit_rate;
+}
+
 std::string ChurnTableToJson(const ChurnTable& table) {
   nlohmann::json j;
   j["format"] = kChurnTableFormat;
@@ -86,6 +101,16 @@ std::string ChurnTableToJson(const ChurnTable& table) {
       row["recovery"] = round4(r.recovery);
     }
     j["rows"].push_back(std::move(row));
+  }
+  if (!table.ram_hit_rates.points.empty()) {
+    const RamHitRateCurve& c = table.ram_hit_rates;
+    nlohmann::json points = nlohmann::json::array();
+    for (const RamHitRatePoint& pt : c.points) {
+      points.push_back(
+          {{"ram_share", std::round(pt.ram_share * 1e4) / 1e4}, {"hit_rate", std::round(pt.hit_rate * 1e4) / 1e4}});
+    }
+    j["ram_hit_rates"] = {
+        {"policy", c.policy}, {"budget", c.budget}, {"sequences", c.sequences}, {"points", std::move(points)}};
   }
   return j.dump(1) + "\n";
 }
@@ -136,6 +161,29 @@ StatusOr<ChurnTable> ParseChurnTable(const std::string& text, const std::string&
       FS_ASSIGN_OR_RETURN(d.from_step, JsonField<int64_t>(e, "from_step", 0));
       FS_ASSIGN_OR_RETURN(d.steps, JsonField<int64_t>(e, "steps", 0));
       t.served_decodes.push_back(std::move(d));
+    }
+  }
+  if (j.contains("ram_hit_rates")) {
+    const auto& c = j["ram_hit_rates"];
+    const std::string curve_where = where + ": ram_hit_rates";
+    RamHitRateCurve& curve = t.ram_hit_rates;
+    auto policy = JsonField<std::string>(c, "policy", "");
+    auto budget = JsonField<int64_t>(c, "budget", 0);
+    auto sequences = JsonField<int>(c, "sequences", 0);
+    if (!policy.ok() || !budget.ok() || !sequences.ok() || !c.contains("points") || !c["points"].is_array()) {
+      return InvalidArgument(curve_where + ": needs policy, budget, sequences and points");
+    }
+    curve.policy = *policy;
+    curve.budget = *budget;
+    curve.sequences = *sequences;
+    for (const auto& e : c["points"]) {
+      auto share = JsonField<double>(e, "ram_share", -1.0);
+      auto hit = JsonField<double>(e, "hit_rate", -1.0);
+      if (!share.ok() || !hit.ok() || !(*share > 0) || *hit < 0 || *hit > 1 ||
+          (!curve.points.empty() && *share <= curve.points.back().ram_share)) {
+        return InvalidArgument(curve_where + ": points need ram_share > 0, ascending, and hit_rate from 0 to 1");
+      }
+      curve.points.push_back({*share, *hit});
     }
   }
   const auto rows = j.find("rows");

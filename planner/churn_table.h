@@ -27,7 +27,9 @@
 //              "kv_union_blocks": 67.9, "pool_blocks": 208, "kv_pool_misses": 0.51},
 //             {"policy": "h2o", "budget": 1024, "context": 7709, "source": "replay",
 //              "kv_union_blocks": 108.5, "kv_new_blocks": 0.06, "pool_blocks": 208,
-//              "kv_pool_misses": 0.06, "kv_pool_misses_warmup": 0.06, "recovery": 0.79}]}
+//              "kv_pool_misses": 0.06, "kv_pool_misses_warmup": 0.06, "recovery": 0.79}],
+//    "ram_hit_rates": {"policy": "ap", "budget": 1024, "sequences": 4,
+//                      "points": [{"ram_share": 0.5, "hit_rate": 0.62}, ...]}}
 //
 // With reuse the worker fetches what its resident pool (budget / 16 + margin blocks per layer and
 // KV head, least recently used out: worker/offload/offloaded_sequence.h) does not hold, so the
@@ -84,6 +86,24 @@ struct ChurnTraceSource {
   int64_t prompt_tokens = 0, decode_steps = 0;
 };
 
+// The node RAM tier's hit rate against its size, simulated (planner/ram_lru_simulation.h) over the
+// fetches `sequences` sequences' workers make (`policy` at `budget`, replayed) after the pool's
+// warm-up. ram_share: the tier's block slots over the blocks the sequences store; points ascend.
+struct RamHitRatePoint {
+  double ram_share = 0, hit_rate = 0;
+};
+struct RamHitRateCurve {
+  std::string policy;
+  int64_t budget = 0;
+  int sequences = 0;
+  std::vector<RamHitRatePoint> points;
+};
+// The curve's hit rate at `ram_share`: linear between points, the last point's beyond it (below 1
+// even at a share of 1: the evictor keeps 5-15% of the slots free; a caller knows when everything
+// fits under the high watermark); below the first, scaled down with the share. Without points:
+// `ram_share` itself (fetches spread evenly over the stored KV), capped at 1.
+double RamHitRateAt(const RamHitRateCurve& curve, double ram_share);
+
 struct ChurnTable {
   int block_tokens = 16;
   int64_t pool_warmup_steps = 1;  // kv_pool_misses counts from this decode step on
@@ -91,6 +111,7 @@ struct ChurnTable {
   std::vector<ChurnTraceSource> traces;
   std::vector<ServedDecode> served_decodes;  // the sources of the "served" rows
   std::vector<ChurnRow> rows;
+  RamHitRateCurve ram_hit_rates;  // no points: none derived
 };
 
 // What one KV head fetches per decode step at a given budget, from the table.

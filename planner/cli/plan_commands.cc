@@ -179,6 +179,13 @@ int RunPlanChurn(const ChurnFlags& f, const std::string& command) {
   auto table = DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, f.pool_warmup, threads,
                                 command, SplitCommas(f.served));
   if (!table.ok()) return Fail(table.status());
+  // The node's RAM hit rate against its share of the stored KV, for the plan: `ap` at 1024 (the
+  // planner's default point), the replayed pool misses of --lru-sequences sequences.
+  auto replay = ReplayPoolMisses(SplitCommas(f.traces), "ap", 1024, threads);
+  if (!replay.ok()) return Fail(replay.status());
+  table->ram_hit_rates = {"ap", 1024, f.lru_sequences,
+                          HitRateByRamShare(NodeAccessesFrom(*replay, f.lru_sequences, f.pool_warmup),
+                                            {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0})};
   Status written = WriteOutput(f.out, ChurnTableToJson(*table));
   return written.ok() ? 0 : Fail(written);
 }

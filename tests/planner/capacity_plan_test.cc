@@ -145,6 +145,13 @@ TEST(CapacityPlanTest, FetchesBeyondRamPromoteFromNvme) {
   EXPECT_NEAR(plan->ram_used_bytes_per_node, 0.90 * kGiB * 189124608 / 199119872, 1);
   EXPECT_NEAR(plan->ram_used_bytes_per_node, 917'858'673, 1);
   EXPECT_NEAR(plan->nvme_used_bytes_per_node, 20.0 * 189124608 * (1 - 0.90 * kGiB / (20.0 * 199119872)), 1);
+  // With the churn table's simulated LRU curve, the hit rate is the curve's at RAM's share of the
+  // stored KV (1 GiB / 20 x 199,119,872 B = 0.2696: between the points (0.2, 0.4) and (0.6, 0.8)).
+  ChurnTable with_curve = RoundChurn();
+  with_curve.ram_hit_rates = {"ap", 1024, 4, {{0.2, 0.4}, {0.6, 0.8}}};
+  auto lru = MakeCapacityPlan(r, RoundProfile(), with_curve);
+  ASSERT_TRUE(lru.ok());
+  EXPECT_NEAR(lru->ram_hit_rate, 0.4 + (kGiB / (20.0 * 199119872) - 0.2), 1e-9);
   PlanRequest few = SmolLM2At8K();
   few.sequences = 3;
   auto fits = MakeCapacityPlan(few, RoundProfile(), RoundChurn());

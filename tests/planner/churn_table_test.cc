@@ -156,5 +156,27 @@ TEST(ChurnTableTest, ServedRowsAverageTheDecodesPerKvHeadAndStep) {
   EXPECT_NE(b.status().message().find("source"), std::string::npos) << b.status().message();
 }
 
+TEST(ChurnTableTest, RamHitRateFollowsTheCurveAndRoundTrips) {
+  RamHitRateCurve c{"ap", 1024, 4, {{0.2, 0.4}, {0.6, 0.8}}};
+  EXPECT_DOUBLE_EQ(RamHitRateAt(c, 0.1), 0.2);                  // below the first point: scaled with the share
+  EXPECT_DOUBLE_EQ(RamHitRateAt(c, 0.4), 0.6);                  // halfway between the points
+  EXPECT_DOUBLE_EQ(RamHitRateAt(c, 0.8), 0.8);                  // past the last point: its rate
+  EXPECT_DOUBLE_EQ(RamHitRateAt(c, 1.2), 0.8);                  // the caller knows when everything fits
+  EXPECT_DOUBLE_EQ(RamHitRateAt(RamHitRateCurve{}, 0.3), 0.3);  // no curve: the share itself
+  EXPECT_DOUBLE_EQ(RamHitRateAt(RamHitRateCurve{}, 2.0), 1.0);
+  ChurnTable t = Table();
+  t.ram_hit_rates = c;
+  auto back = ParseChurnTable(ChurnTableToJson(t), "mem");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->ram_hit_rates.points.size(), 2u);
+  EXPECT_EQ(back->ram_hit_rates.sequences, 4);
+  EXPECT_DOUBLE_EQ(back->ram_hit_rates.points[1].hit_rate, 0.8);
+  std::string bad = ChurnTableToJson(t);
+  bad.replace(bad.find("\"ram_share\": 0.6"), 16, "\"ram_share\": 0.1");  // not ascending
+  auto b = ParseChurnTable(bad, "mem");
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("ram_hit_rates"), std::string::npos) << b.status().message();
+}
+
 }  // namespace
 }  // namespace foresight::planner
