@@ -14,9 +14,12 @@
 //             each get promotes a block from RocksDB                  ceiling: none
 //   ram-grpc  RAM-resident blocks over the gRPC fallback data path (CacheClient, DataPath::kGrpc)
 //                                                                      ceiling: none (memcpy shown)
+// With --clients N,... the RAM paths' gets are also measured from N client processes at once (each
+// with its own connection and one get in flight, as N workers waiting on their fetches), so that
+// a plan can read what a node sustains under many workers rather than one pipelining client.
 // With --profile FILE the rows are also written as a machine profile for `foresight plan`
-// (planner/machine_profile.h): its own defaults (4 KiB..4 MiB, paths ram-shm, ram-tcp, nvme, one
-// trial, no ceilings) fit in about 5 minutes.
+// (planner/machine_profile.h): its own defaults (4 KiB..4 MiB, paths ram-shm, ram-tcp, nvme,
+// clients 1, 4, 16, one trial, no ceilings) fit in about 5 minutes.
 // The memcpy ceiling copies blocks of the same size out of an arena as large as the node's,
 // striding across it so the source is not cache-resident, into a ring of 16 destination slots, as a
 // transfer would. Throughput is in GB/s (1e9 bytes per second).
@@ -80,8 +83,10 @@ struct TiersFlags {
   std::string nvme_dir = "";                      // default: a temp dir
   std::string perftest = FORESIGHT_UCX_PERFTEST;  // the linked UCX's (bench/CMakeLists.txt)
   std::string paths;                              // comma-separated subset of ram-shm,ram-tcp,ram-grpc,nvme; empty: all
-  std::string sizes;     // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
-  std::string inflight;  // comma-separated in-flight counts; empty: the default list
+  std::string sizes;          // comma-separated block sizes (e.g. 1MiB,4MiB); empty: the default list
+  std::string inflight;       // comma-separated in-flight counts; empty: the default list
+  std::string clients;        // comma-separated concurrent client counts (RAM-path gets); empty: 1
+  double client_seconds = 2;  // each row of several clients
   int trials = 3;
   std::string row_bytes;            // bytes moved per RAM row; default 256MiB (quick: 128MiB)
   int keys = 0;                     // distinct keys per RAM-path row; 0: a fifth of the RAM tier
@@ -103,6 +108,7 @@ std::vector<std::string> SplitList(const std::string& text) {
 struct Row {
   std::string path, op;
   uint64_t block_bytes = 0;
+  int clients = 1;  // clients at once, each with `inflight` requests in flight
   int inflight = 0;
   double gbps = 0, p50_us = 0, p99_us = 0;
   std::optional<double> ceiling_gbps;
@@ -498,8 +504,9 @@ class BenchPath {
 
 class UcxBenchPath : public BenchPath {
  public:
+  // `slots` buffer slots of `max_block` bytes each way (at most 16).
   static StatusOr<std::unique_ptr<UcxBenchPath>> Connect(uint16_t port, const std::string& transports,
-                                                         uint64_t max_block) {
+                                                         uint64_t max_block, int slots = 16) {
     UcxTransportOptions o;
     o.transports = transports;
     o.request_timeout_s = 60;
@@ -508,9 +515,10 @@ class UcxBenchPath : public BenchPath {
     auto path = std::unique_ptr<UcxBenchPath>(new UcxBenchPath);
     path->t_ = std::move(*t);
     path->max_block_ = max_block;
-    auto src = path->t_->Allocate(16 * max_block);
+    path->slots_ = std::clamp(slots, 1, 16);
+    auto src = path->t_->Allocate(path->slots_ * max_block);
     if (!src.ok()) return src.status();
-    auto dst = path->t_->Allocate(16 * max_block);
+    auto dst = path->t_->Allocate(path->slots_ * max_block);
     if (!dst.ok()) return dst.status();
     path->src_ = *src;
     path->dst_ = *dst;
@@ -530,7 +538,7 @@ class UcxBenchPath : public BenchPath {
   void PrepareChecksums(uint64_t bytes) {
     if (checksum_bytes_ == bytes) return;
     checksum_bytes_ = bytes;
-    for (int i = 0; i < 16; ++i) checksums_[i] = BlockChecksum(src_.data + i * max_block_, bytes);
+    for (int i = 0; i < slots_; ++i) checksums_[i] = BlockChecksum(src_.data + i * max_block_, bytes);
   }
   StatusOr<uint64_t> SubmitPut(const BlockKey& key, int slot, uint64_t bytes) override {
     PrepareChecksums(bytes);
@@ -548,6 +556,7 @@ class UcxBenchPath : public BenchPath {
  private:
   std::unique_ptr<UcxTransport> t_;
   uint64_t max_block_ = 0;
+  int slots_ = 16;
   UcxBuffer src_, dst_;
   uint64_t checksum_bytes_ = 0;
   uint64_t checksums_[16] = {};
@@ -675,17 +684,245 @@ Row Measure(BenchPath& path, const std::string& name, bool put, uint64_t block, 
   return row;
 }
 
+// --- Concurrent clients: processes forked before this one has UCX state, driven over pipes. ------
+
+// What one client process is asked to do: gets of keys index, index + stride, ... (mod keys) on a
+// path, one after another, until the deadline (steady clock, nanoseconds: system-wide on Linux).
+struct ClientCommand {
+  uint16_t port = 0;
+  char transports[8] = {};
+  char name[16] = {};
+  uint64_t block = 0, max_block = 0, index = 0, stride = 1, keys = 1;
+  int64_t deadline_ns = 0;  // set with the go byte
+};
+
+struct ClientReport {
+  uint64_t ok = 0, errors = 0;
+  int64_t finished_ns = 0;  // steady clock (system-wide on Linux) when its last get completed
+  double cpu_s = 0;
+  uint32_t latencies = 0;  // floats (microseconds) that follow
+  char first_error[160] = {};
+};
+
+bool WriteAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = write(fd, p, n);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Client processes, each with its own connection and one get in flight (as a worker waiting on its
+// fetch): what a node serves to many workers, which one pipelining client does not show.
+class ClientPool {
+ public:
+  // Forks `n` clients. Must run before this process starts threads or UCX.
+  static StatusOr<std::unique_ptr<ClientPool>> Fork(int n) {
+    // A client that died must show as a failed write (EPIPE), not end this process.
+    signal(SIGPIPE, SIG_IGN);
+    auto pool = std::unique_ptr<ClientPool>(new ClientPool);
+    for (int c = 0; c < n; ++c) {
+      int command[2], report[2];
+      if (pipe(command) != 0 || pipe(report) != 0) return Internal("pipe failed");
+      const pid_t pid = fork();
+      if (pid < 0) return Internal("fork failed");
+      if (pid == 0) {
+        close(command[1]);
+        close(report[0]);
+        for (int fd : ControlFds()) close(fd);
+        for (const Client& other : pool->clients_) {
+          close(other.command_fd);
+          close(other.report_fd);
+        }
+        spdlog::set_default_logger(spdlog::stderr_color_mt("bench-client"));
+        Serve(command[0], report[1]);
+        _exit(0);
+      }
+      close(command[0]);
+      close(report[1]);
+      pool->clients_.push_back({pid, command[1], report[0]});
+    }
+    return pool;
+  }
+  ~ClientPool() {
+    for (Client& c : clients_) {
+      close(c.command_fd);
+      close(c.report_fd);
+      waitpid(c.pid, nullptr, 0);
+    }
+  }
+  int size() const { return static_cast<int>(clients_.size()); }
+
+  // The first `n` clients get blocks at once for `seconds`, over keys 0..keys-1 (put beforehand).
+  // Every client is busy for the whole time, as workers are; a fixed count of gets each would end
+  // on the slowest client, idling the others.
+  Row Measure(int n, const std::string& name, uint16_t port, const std::string& transports, uint64_t block,
+              uint64_t max_block, double seconds, uint64_t keys, pid_t node_pid) {
+    Row row;
+    row.path = name;
+    row.op = "get";
+    row.block_bytes = block;
+    row.clients = n;
+    row.inflight = 1;
+    row.transport = transports;
+    if (broken_) return Failed(row, "a client process failed in an earlier row");
+    const double node_cpu0 = ProcessCpuSeconds(node_pid);
+    for (int c = 0; c < n; ++c) {
+      ClientCommand cmd;
+      cmd.port = port;
+      std::snprintf(cmd.transports, sizeof cmd.transports, "%s", transports.c_str());
+      std::snprintf(cmd.name, sizeof cmd.name, "%s", name.c_str());
+      cmd.block = block;
+      cmd.max_block = max_block;
+      cmd.index = static_cast<uint64_t>(c);
+      cmd.stride = static_cast<uint64_t>(n);
+      cmd.keys = keys;
+      if (!WriteAll(clients_[c].command_fd, &cmd, sizeof cmd)) return Failed(row, "a client process is gone");
+    }
+    for (int c = 0; c < n; ++c) {  // connected and ready
+      char ready = 0;
+      if (!ReadAll(clients_[c].report_fd, &ready, 1)) return Failed(row, "a client process is gone");
+    }
+    const auto start = Clock::now();
+    const int64_t deadline_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            (start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)))
+                .time_since_epoch())
+            .count();
+    for (int c = 0; c < n; ++c) {
+      if (!WriteAll(clients_[c].command_fd, &deadline_ns, sizeof deadline_ns))
+        return Failed(row, "a client process is gone");
+    }
+    int64_t finished_ns = 0;
+    uint64_t ok = 0;
+    double client_cpu_s = 0;
+    std::vector<double> lat_us;
+    for (int c = 0; c < n; ++c) {
+      ClientReport report;
+      if (!ReadAll(clients_[c].report_fd, &report, sizeof report)) return Failed(row, "a client process is gone");
+      std::vector<float> lat(report.latencies);
+      if (!ReadAll(clients_[c].report_fd, lat.data(), lat.size() * sizeof(float)))
+        return Failed(row, "a client process is gone");
+      lat_us.insert(lat_us.end(), lat.begin(), lat.end());
+      ok += report.ok;
+      if (report.errors > 0 && row.errors == 0)
+        std::cerr << "tiers: " << name << " get: " << report.first_error << "\n";
+      row.errors += report.errors;
+      client_cpu_s += report.cpu_s;
+      finished_ns = std::max(finished_ns, report.finished_ns);
+    }
+    // Until the last get done: each client's last get, begun before the deadline, ends after it.
+    const double elapsed =
+        std::chrono::duration<double>(Clock::time_point(std::chrono::nanoseconds(finished_ns)) - start).count();
+    const uint64_t ok_bytes = ok * block;
+    row.gbps = elapsed > 0 ? ok_bytes / elapsed / 1e9 : 0;
+    if (!lat_us.empty()) {
+      std::sort(lat_us.begin(), lat_us.end());
+      row.p50_us = lat_us[lat_us.size() / 2];
+      row.p99_us = lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)];
+    }
+    const double mib = ok_bytes / 1048576.0;
+    if (mib > 0) {
+      row.client_cpu_us_per_mib = client_cpu_s * 1e6 / mib;
+      row.node_cpu_us_per_mib = (ProcessCpuSeconds(node_pid) - node_cpu0) * 1e6 / mib;
+    }
+    return row;
+  }
+
+ private:
+  struct Client {
+    pid_t pid;
+    int command_fd, report_fd;
+  };
+  ClientPool() = default;
+
+  // After a failure the pipes may hold replies out of step: no later row is measured.
+  Row Failed(Row row, const char* why) {
+    broken_ = true;
+    std::cerr << "tiers: " << row.path << " get from " << row.clients << " clients: " << why << "\n";
+    row.errors++;
+    return row;
+  }
+
+  // A client process: connects on first use of a path, then runs each command's gets.
+  static void Serve(int command_fd, int report_fd) {
+    std::map<std::string, std::unique_ptr<UcxBenchPath>> paths;  // by port/transports/max block
+    for (ClientCommand cmd; ReadAll(command_fd, &cmd, sizeof cmd);) {
+      ClientReport report;
+      const std::string id = std::to_string(cmd.port) + "/" + cmd.transports + "/" + std::to_string(cmd.max_block);
+      if (paths.find(id) == paths.end()) {
+        auto p = UcxBenchPath::Connect(cmd.port, cmd.transports, cmd.max_block, /*slots=*/1);
+        if (p.ok()) {
+          paths[id] = std::move(*p);
+        } else {
+          std::snprintf(report.first_error, sizeof report.first_error, "%s", p.status().ToString().c_str());
+        }
+      }
+      auto it = paths.find(id);
+      // A few untimed gets first: a new connection's first messages set up its lanes (milliseconds).
+      for (uint64_t i = 0; it != paths.end() && i < 16; ++i) {
+        auto h =
+            it->second->SubmitGet(BenchKey(cmd.name, cmd.block, (cmd.index + i * cmd.stride) % cmd.keys), 0, cmd.block);
+        if (h.ok()) (void)it->second->Wait(*h);
+      }
+      const char ready = 1;
+      if (!WriteAll(report_fd, &ready, 1) || !ReadAll(command_fd, &cmd.deadline_ns, sizeof cmd.deadline_ns)) return;
+      std::vector<float> lat;
+      const double cpu0 = ProcessCpuSeconds(getpid());
+      auto now_ns = [] {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+      };
+      if (it == paths.end()) report.errors++;
+      for (uint64_t i = 0; it != paths.end() && now_ns() < cmd.deadline_ns; ++i) {
+        const BlockKey key = BenchKey(cmd.name, cmd.block, (cmd.index + i * cmd.stride) % cmd.keys);
+        const auto t0 = Clock::now();
+        auto h = it->second->SubmitGet(key, 0, cmd.block);
+        Status s = h.ok() ? it->second->Wait(*h) : h.status();
+        if (!s.ok()) {
+          if (report.errors++ == 0)
+            std::snprintf(report.first_error, sizeof report.first_error, "%s", s.ToString().c_str());
+          continue;
+        }
+        lat.push_back(static_cast<float>(std::chrono::duration<double, std::micro>(Clock::now() - t0).count()));
+        report.ok++;
+      }
+      report.finished_ns = now_ns();
+      report.cpu_s = ProcessCpuSeconds(getpid()) - cpu0;
+      report.latencies = static_cast<uint32_t>(lat.size());
+      if (!WriteAll(report_fd, &report, sizeof report) || !WriteAll(report_fd, lat.data(), lat.size() * sizeof(float)))
+        return;
+    }
+  }
+
+  std::vector<Client> clients_;
+  bool broken_ = false;
+};
+
 void PrintTable(const std::vector<Row>& rows) {
-  std::printf("%-9s %-15s %8s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "inflight", "GB/s", "p50_us",
-              "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
+  std::printf("%-9s %-15s %8s %7s %8s %9s %9s %9s %10s %7s  %s\n", "path", "op", "block", "clients", "inflight", "GB/s",
+              "p50_us", "p99_us", "ceil_GB/s", "ratio", "ceiling / transport");
   for (const Row& r : rows) {
     char ceil[32] = "-", ratio[32] = "-";
     if (r.ceiling_gbps && *r.ceiling_gbps > 0) {
       std::snprintf(ceil, sizeof ceil, "%.2f", *r.ceiling_gbps);
       std::snprintf(ratio, sizeof ratio, "%.2f", r.gbps / *r.ceiling_gbps);
     }
-    std::printf("%-9s %-15s %8s %8d %9.2f %9.1f %9.1f %10s %7s  %s / %s%s\n", r.path.c_str(), r.op.c_str(),
-                FormatByteSize(r.block_bytes).c_str(), r.inflight, r.gbps, r.p50_us, r.p99_us, ceil, ratio,
+    std::printf("%-9s %-15s %8s %7d %8d %9.2f %9.1f %9.1f %10s %7s  %s / %s%s\n", r.path.c_str(), r.op.c_str(),
+                FormatByteSize(r.block_bytes).c_str(), r.clients, r.inflight, r.gbps, r.p50_us, r.p99_us, ceil, ratio,
                 r.ceiling.empty() ? "none" : r.ceiling.c_str(), r.transport.c_str(),
                 r.errors ? (" ERRORS=" + std::to_string(r.errors)).c_str() : "");
   }
@@ -698,6 +935,7 @@ void PrintJson(const std::vector<Row>& rows) {
     j["path"] = r.path;
     j["op"] = r.op;
     j["block_bytes"] = r.block_bytes;
+    j["clients"] = r.clients;
     j["inflight"] = r.inflight;
     j["gbps"] = r.gbps;
     j["p50_us"] = r.p50_us;
@@ -743,10 +981,11 @@ Status WriteProfile(const TiersFlags& flags, const std::vector<Row>& rows) {
   profile.command = "foresight-bench tiers --profile " + flags.profile +
                     (flags.paths.empty() ? "" : " --paths " + flags.paths) +
                     (flags.sizes.empty() ? "" : " --sizes " + flags.sizes) +
-                    (flags.inflight.empty() ? "" : " --inflight " + flags.inflight);
+                    (flags.inflight.empty() ? "" : " --inflight " + flags.inflight) +
+                    (flags.clients.empty() ? "" : " --clients " + flags.clients);
   for (const Row& r : rows) {
     if (r.path == "ceiling" || r.gbps <= 0) continue;
-    profile.measurements.push_back({r.path, r.op, r.block_bytes, r.inflight, r.gbps, r.p50_us, r.p99_us,
+    profile.measurements.push_back({r.path, r.op, r.block_bytes, r.clients, r.inflight, r.gbps, r.p50_us, r.p99_us,
                                     CpuSecondsPerGb(r.client_cpu_us_per_mib), CpuSecondsPerGb(r.node_cpu_us_per_mib)});
   }
   if (profile.measurements.empty()) return Internal("no path was measured; no profile written");
@@ -763,6 +1002,7 @@ int RunTiers(TiersFlags flags) {
     if (flags.paths.empty()) flags.paths = "ram-shm,ram-tcp,nvme";
     if (!flags.trials_set) flags.trials = 1;
     if (!flags.row_bytes_set) flags.row_bytes = "64MiB";
+    if (flags.clients.empty()) flags.clients = "1,4,16";
   }
   uint64_t ram = flags.quick ? 512ull << 20 : 1ull << 30;
   if (!flags.ram.empty()) {
@@ -808,6 +1048,21 @@ int RunTiers(TiersFlags flags) {
       }
       inflights.push_back(n);
     }
+  }
+  // Client counts beyond one: extra rows of RAM-path gets (one client is the --inflight rows).
+  std::vector<int> many_clients;
+  for (const std::string& item : SplitList(flags.clients)) {
+    const int n = std::atoi(item.c_str());
+    if (n < 1 || n > 64) {
+      std::cerr << "tiers: --clients: '" << item << "' is not a count between 1 and 64\n";
+      return 2;
+    }
+    if (n > 1) many_clients.push_back(n);
+  }
+  const int max_clients = many_clients.empty() ? 0 : *std::max_element(many_clients.begin(), many_clients.end());
+  if (!(flags.client_seconds > 0 && flags.client_seconds <= 600)) {
+    std::cerr << "tiers: --client-seconds must be more than 0 and at most 600\n";
+    return 2;
   }
   std::vector<std::string> wanted = SplitList(flags.paths);
   for (const std::string& w : wanted) {
@@ -874,6 +1129,20 @@ int RunTiers(TiersFlags flags) {
     StopNode(*ram_node);
     return 1;
   }
+
+  // The clients of the --clients rows, also forked before this process has threads or UCX state.
+  std::unique_ptr<ClientPool> client_pool;
+  if (max_clients > 0) {
+    auto pool = ClientPool::Fork(max_clients);
+    if (!pool.ok()) {
+      std::cerr << "tiers: --clients: " << pool.status().ToString() << "\n";
+      StopNode(*ram_node);
+      StopNode(*nvme_node);
+      return 1;
+    }
+    client_pool = std::move(*pool);
+  }
+  const uint64_t largest = *std::max_element(sizes.begin(), sizes.end());
 
   // The machine may be shared: every figure, ceilings included, is the best of `trials` runs,
   // interleaved (ceiling, then each path, per trial), so that both sides see the same conditions.
@@ -1007,6 +1276,27 @@ int RunTiers(TiersFlags flags) {
               ++at;
             }
           }
+          // After the puts of every key: the same gets from several clients at once.
+          for (int n : many_clients) {
+            if (spec.nvme || spec.transports == "grpc" || client_pool == nullptr) break;
+            Row row = client_pool->Measure(n, spec.name, spec.port, spec.transports, block, largest,
+                                           flags.client_seconds, keys, ram_node->pid);
+            if (!flags.json) {
+              std::fprintf(stderr,
+                           "tiers: trial %d %s get %s, %d clients x1: %.2f GB/s (cpu us/MiB: client %.0f, node %.0f)\n",
+                           trial + 1, row.path.c_str(), FormatByteSize(block).c_str(), n, row.gbps,
+                           row.client_cpu_us_per_mib, row.node_cpu_us_per_mib);
+            }
+            if (row.errors > 0) status = 1;
+            if (at == best.size()) {
+              best.push_back(row);
+            } else {
+              const uint64_t errors = best[at].errors + row.errors;
+              if (row.gbps > best[at].gbps) best[at] = row;
+              best[at].errors = errors;
+            }
+            ++at;
+          }
         }
       }
       for (Row& row : best) {
@@ -1017,7 +1307,7 @@ int RunTiers(TiersFlags flags) {
         if (row.path == "ram-shm" || row.path == "ram-grpc") {
           row.ceiling_gbps = memcpy_best;
           row.ceiling = "memcpy";
-        } else if (row.path == "ram-tcp") {
+        } else if (row.path == "ram-tcp" && row.clients == 1) {  // perftest has one client
           row.ceiling_gbps = perftest_window_best[row.inflight];
           row.ceiling = "ucx_perftest ucp_am_bw tcp -O " + std::to_string(row.inflight);
         }
@@ -1050,6 +1340,7 @@ int RunTiers(TiersFlags flags) {
     if (!ceiling_note.empty()) std::cerr << "tiers: " << ceiling_note << "\n";
     UnmapArenaMemory(&*ceiling_arena);
   }
+  client_pool.reset();  // their connections close before the nodes stop
   StopNode(*ram_node);
   StopNode(*nvme_node);
   if (remove_nvme_dir) std::filesystem::remove_all(nvme_dir);
@@ -1083,6 +1374,11 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--paths", flags->paths, "Only these paths, e.g. ram-shm,ram-tcp (default: all)");
   cmd->add_option("--sizes", flags->sizes, "Block sizes, e.g. 1MiB,4MiB (default: 16KiB..4MiB; quick: 1MiB)");
   cmd->add_option("--inflight", flags->inflight, "Requests in flight, e.g. 1,16 (default: 1,4,16; quick: 1,16)");
+  cmd->add_option("--clients", flags->clients,
+                  "Also measure RAM-path gets from this many clients at once, each with its own connection and "
+                  "one get in flight, e.g. 1,4,16 (default 1: none; with --profile 1,4,16)");
+  cmd->add_option("--client-seconds", flags->client_seconds,
+                  "Seconds of each --clients row, every client busy throughout (default 2)");
   cmd->add_option("--row-bytes", flags->row_bytes, "Bytes moved per RAM-path row (default 256MiB; quick 128MiB)");
   cmd->add_option("--keys", flags->keys,
                   "Distinct keys per RAM-path row, at most the default (a fifth of the RAM tier): a few keys "
@@ -1093,7 +1389,7 @@ void AddTiersBench(CLI::App& app, int* exit_code) {
   cmd->add_option("--trials", flags->trials, "Interleaved trials per figure; the best is kept (default 3)");
   cmd->add_option("--profile", flags->profile,
                   "Also write the rows as a machine profile for `foresight plan` (its defaults: 4KiB..4MiB, "
-                  "ram-shm,ram-tcp,nvme, one trial, no ceilings; about 5 minutes)");
+                  "ram-shm,ram-tcp,nvme, clients 1,4,16, one trial, no ceilings; about 5 minutes)");
   cmd->callback([flags, cmd, exit_code] {
     flags->trials_set = cmd->count("--trials") > 0;
     flags->row_bytes_set = cmd->count("--row-bytes") > 0;

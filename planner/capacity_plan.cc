@@ -60,14 +60,18 @@ struct NodeLoad {
   double total() const { return get_seconds + promote_seconds + put_seconds; }
 };
 
-NodeLoad LoadAt(const CapacityPlan& p, int64_t nodes) {
+NodeLoad LoadAt(const CapacityPlan& p, const RamHitRateCurve& curve, int64_t nodes) {
   const PlanRequest& r = p.request;
   NodeLoad load;
   const double stored = static_cast<double>(r.replication) * static_cast<double>(r.sequences) *
                         static_cast<double>(p.ram_bytes_per_sequence);
-  const double ram = static_cast<double>(nodes) * static_cast<double>(r.node_ram) * BlockStoreOptions{}.high_watermark;
-  // Fetches are spread over the stored KV; the share of it that RAM holds is served from RAM.
-  load.ram_hit_rate = r.node_nvme == 0 || stored <= ram ? 1.0 : ram / stored;
+  const double ram = static_cast<double>(nodes) * static_cast<double>(r.node_ram);
+  // The simulated LRU's hit rate at RAM's share of the stored KV (the churn table's curve; without
+  // one, that share up to the high watermark: fetches spread evenly over the stored KV).
+  const double usable = ram * BlockStoreOptions{}.high_watermark;
+  load.ram_hit_rate = r.node_nvme == 0 || stored <= usable ? 1.0
+                      : curve.points.empty()               ? usable / stored
+                                                           : RamHitRateAt(curve, ram / stored);
   const double n = static_cast<double>(nodes);
   load.get_seconds = p.fetch_bytes_per_second * load.ram_hit_rate / (p.link_get.gbps * 1e9) / n;
   if (load.ram_hit_rate < 1) {
@@ -131,10 +135,14 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
       tokens_per_second * r.replication *
       (static_cast<double>(p.kv_bytes_per_token) + static_cast<double>(manifest) / static_cast<double>(r.block_tokens));
 
-  FS_ASSIGN_OR_RETURN(p.link_get, FastestNear(profile, r.link, "get", p.head_block_bytes));
-  FS_ASSIGN_OR_RETURN(p.link_put, FastestNear(profile, r.link, "put", p.block_bytes));
+  // Every worker reaches every node, so a node serves as many clients as there are workers.
+  p.workers = (r.sequences + r.sequences_per_worker - 1) / r.sequences_per_worker;
+  const int clients = static_cast<int>(std::min<int64_t>(p.workers, 1 << 30));
+  FS_ASSIGN_OR_RETURN(p.link_get, FastestNear(profile, r.link, "get", p.head_block_bytes, clients));
+  FS_ASSIGN_OR_RETURN(p.link_put, FastestNear(profile, r.link, "put", p.block_bytes, clients));
+  FS_ASSIGN_OR_RETURN(p.worker_get, FastestNear(profile, r.link, "get", p.head_block_bytes, 1));
   if (r.node_nvme > 0) {
-    FS_ASSIGN_OR_RETURN(p.nvme_get, FastestNear(profile, "nvme", "get", p.head_block_bytes));
+    FS_ASSIGN_OR_RETURN(p.nvme_get, FastestNear(profile, "nvme", "get", p.head_block_bytes, clients));
   }
 
   // Capacity: R copies of every sequence. With an NVMe tier, RAM is a cache over it (a promoted
@@ -146,24 +154,29 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
   p.nodes_for_capacity = static_cast<int64_t>(std::ceil(copies / per_node - 1e-9));
   // Bandwidth: the fewest nodes whose data paths keep up (more nodes also hold more in RAM).
   int64_t n = 1;
-  while (LoadAt(p, n).total() > 1.0 && n < (int64_t{1} << 40)) n = LoadAt(p, n).total() > 2 ? n * 2 : n + 1;
-  while (n > 1 && LoadAt(p, n - 1).total() <= 1.0) --n;
+  while (LoadAt(p, churn.ram_hit_rates, n).total() > 1.0 && n < (int64_t{1} << 40))
+    n = LoadAt(p, churn.ram_hit_rates, n).total() > 2 ? n * 2 : n + 1;
+  while (n > 1 && LoadAt(p, churn.ram_hit_rates, n - 1).total() <= 1.0) --n;
   p.nodes_for_bandwidth = n;
   p.nodes_needed = std::max<int64_t>({r.replication, p.nodes_for_capacity, p.nodes_for_bandwidth});
 
   const int64_t N = p.nodes_needed;
-  const NodeLoad load = LoadAt(p, N);
+  const NodeLoad load = LoadAt(p, churn.ram_hit_rates, N);
   p.ram_hit_rate = load.ram_hit_rate;
   const double nodes = static_cast<double>(N);
   const BlockStoreOptions store_defaults;
+  // In arena slots, as the evictor counts; reported in block bytes, as the node does.
   const double ram_stored = copies * static_cast<double>(p.ram_bytes_per_sequence) / nodes;
+  const double block_share_of_slots = static_cast<double>(p.nvme_bytes_per_sequence) /
+                                      static_cast<double>(std::max<uint64_t>(p.ram_bytes_per_sequence, 1));
   if (r.node_nvme == 0 || ram_stored <= ram_usable) {
-    p.ram_used_bytes_per_node = std::min(ram_stored, ram_usable);
+    p.ram_used_bytes_per_node = std::min(ram_stored, ram_usable) * block_share_of_slots;
   } else {
-    p.ram_used_bytes_per_node =
+    const double slots =
         static_cast<double>(r.node_ram) * (store_defaults.high_watermark + store_defaults.low_watermark) / 2;
+    p.ram_used_bytes_per_node = slots * block_share_of_slots;
     p.nvme_used_bytes_per_node =
-        copies * static_cast<double>(p.nvme_bytes_per_sequence) / nodes * (1 - p.ram_used_bytes_per_node / ram_stored);
+        copies * static_cast<double>(p.nvme_bytes_per_sequence) / nodes * (1 - slots / ram_stored);
   }
   if (r.node_nvme == 0) {
     p.limits.push_back(
@@ -189,7 +202,7 @@ StatusOr<CapacityPlan> MakeCapacityPlan(const PlanRequest& request, const Machin
   p.limits.push_back(
       {"node data path, all together (mostly " + dominant + ")", "node-s/s", load.total() * nodes, nodes});
   p.limits.push_back(
-      {"worker link (" + r.link + " get)", "B/s", p.fetch_bytes_per_second_per_worker, p.link_get.gbps * 1e9});
+      {"worker link (" + r.link + " get)", "B/s", p.fetch_bytes_per_second_per_worker, p.worker_get.gbps * 1e9});
   p.bottleneck = p.limits.front();
   for (const PlanLimit& l : p.limits) {
     if (l.name.rfind("node link", 0) == 0 || l.name.rfind("NVMe promotions", 0) == 0) continue;  // parts of the path
@@ -224,7 +237,8 @@ nlohmann::json CapacityPlanToJson(const CapacityPlan& p) {
   j["nvme_sequences_per_node"] = p.nvme_sequences_per_node;
   j["churn"] = {{"union_blocks_per_kv_head", p.churn.union_blocks},
                 {"new_blocks_per_kv_head", p.churn.new_blocks},
-                {"measured_budget", p.churn.measured_budget}};
+                {"measured_budget", p.churn.measured_budget},
+                {"source", p.churn.source}};
   j["fetch_blocks_per_token"] = p.fetch_blocks_per_token;
   j["fetch_bytes_per_token"] = p.fetch_bytes_per_token;
   j["fetch_bytes_per_second_per_worker"] = p.fetch_bytes_per_second_per_worker;
@@ -233,12 +247,15 @@ nlohmann::json CapacityPlanToJson(const CapacityPlan& p) {
   j["ram_hit_rate"] = p.ram_hit_rate;
   j["ram_used_bytes_per_node"] = p.ram_used_bytes_per_node;
   j["nvme_used_bytes_per_node"] = p.nvme_used_bytes_per_node;
-  auto path = [](const PathMeasurement& m) {
+  j["workers"] = p.workers;
+  auto path = [](const PathMeasurement& m, const char* use) {
     return nlohmann::json{
-        {"path", m.path}, {"op", m.op}, {"block_bytes", m.block_bytes}, {"inflight", m.inflight}, {"gbps", m.gbps}};
+        {"use", use},           {"path", m.path},         {"op", m.op},    {"block_bytes", m.block_bytes},
+        {"clients", m.clients}, {"inflight", m.inflight}, {"gbps", m.gbps}};
   };
-  j["profile_paths"] = {path(p.link_get), path(p.link_put)};
-  if (r.node_nvme > 0) j["profile_paths"].push_back(path(p.nvme_get));
+  j["profile_paths"] = {path(p.link_get, "node get"), path(p.link_put, "node put")};
+  if (r.node_nvme > 0) j["profile_paths"].push_back(path(p.nvme_get, "node promotion"));
+  j["profile_paths"].push_back(path(p.worker_get, "worker get"));
   j["limits"] = nlohmann::json::array();
   for (const PlanLimit& l : p.limits) {
     j["limits"].push_back({{"name", l.name},
@@ -278,8 +295,8 @@ std::string FormatCapacityPlan(const CapacityPlan& p) {
   row("ram_sequences_per_node", std::to_string(p.ram_sequences_per_node));
   row("nvme_sequences_per_node", std::to_string(p.nvme_sequences_per_node));
   char buf[128];
-  std::snprintf(buf, sizeof buf, "%.2f of %.2f blocks (table: budget %lld)", p.churn.new_blocks, p.churn.union_blocks,
-                static_cast<long long>(p.churn.measured_budget));
+  std::snprintf(buf, sizeof buf, "%.2f of %.2f blocks (table: budget %lld, %s)", p.churn.new_blocks,
+                p.churn.union_blocks, static_cast<long long>(p.churn.measured_budget), p.churn.source.c_str());
   row("fetched per KV head and step", buf);
   row("fetch_bytes_per_token", Bytes(p.fetch_bytes_per_token));
   row("fetch_bytes_per_second_per_worker", Rate(p.fetch_bytes_per_second_per_worker));
@@ -287,6 +304,9 @@ std::string FormatCapacityPlan(const CapacityPlan& p) {
   std::snprintf(buf, sizeof buf, "%.3f", p.ram_hit_rate);
   row("RAM hit rate", buf);
   row("per node: RAM / NVMe used", Bytes(p.ram_used_bytes_per_node) + " / " + Bytes(p.nvme_used_bytes_per_node));
+  std::snprintf(buf, sizeof buf, "%lld (profile: %s get at %d client(s) x %d in flight)",
+                static_cast<long long>(p.workers), p.link_get.path.c_str(), p.link_get.clients, p.link_get.inflight);
+  row("workers, each a client of every node", buf);
   o << "\n  limits at " << p.nodes_needed << " node(s):\n";
   for (const PlanLimit& l : p.limits) {
     std::string req = l.unit == "B" ? Bytes(l.required) : l.unit == "B/s" ? Rate(l.required) : "";

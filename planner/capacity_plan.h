@@ -10,7 +10,8 @@
 //                              block bytes (blocks: new ones with reuse, the whole union without)
 //   nodes_needed             = max(R, capacity: R copies of every sequence over the nodes' tiers,
 //                                  bandwidth: the fleet's fetches and writes over what one node's
-//                                  path sustains in the profile)
+//                                  path sustains in the profile, at the profile's client count
+//                                  nearest the fleet's workers: every worker reaches every node)
 //
 //   FS_ASSIGN_OR_RETURN(CapacityPlan plan, MakeCapacityPlan(request, profile, churn));
 //   std::cout << FormatCapacityPlan(plan);
@@ -75,10 +76,15 @@ struct CapacityPlan {
   double write_bytes_per_second = 0;  // the fleet's new KV, every copy
   double fetch_bytes_per_second = 0;  // the fleet's fetches
   double ram_hit_rate = 0;            // share of fetches served from RAM (the rest promote from NVMe)
-  // What one node holds at nodes_needed nodes: RAM up to the high watermark, and once above it,
-  // midway between the watermarks (the write-down runs from 95% to 85%); the rest on NVMe.
+  // What one node holds at nodes_needed nodes, in the bytes of its blocks (what the node reports
+  // as used): the arena's slots fill up to the high watermark, and once above it stay midway
+  // between the watermarks (the write-down runs from 95% to 85% of the slots); the rest on NVMe.
+  // A slot is larger than its block (12,800 B for SmolLM2's 12,288), so block bytes in RAM are
+  // the slots' share times nvme_bytes_per_sequence / ram_bytes_per_sequence.
   double ram_used_bytes_per_node = 0, nvme_used_bytes_per_node = 0;
-  PathMeasurement link_get, link_put, nvme_get;
+  int64_t workers = 0;                           // ceil(sequences / sequences_per_worker): clients of each node
+  PathMeasurement link_get, link_put, nvme_get;  // at the client count nearest `workers`
+  PathMeasurement worker_get;                    // one client: what one worker's link sustains
   int64_t nodes_for_capacity = 0, nodes_for_bandwidth = 0, nodes_needed = 0;
   std::vector<PlanLimit> limits;  // at nodes_needed
   PlanLimit bottleneck;           // the most utilised of `limits`

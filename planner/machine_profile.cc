@@ -1,5 +1,6 @@
 #include "planner/machine_profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -30,6 +31,10 @@ StatusOr<PathMeasurement> ParseMeasurement(const nlohmann::json& j, const std::s
   if (!block.ok()) return block.status().WithContext(where);
   if (*block == 0) return InvalidArgument(where + ": field \"block_bytes\" is missing or 0");
   m.block_bytes = *block;
+  auto clients = JsonField<int>(j, "clients", 0);
+  if (!clients.ok()) return clients.status().WithContext(where);
+  if (*clients <= 0) return InvalidArgument(where + ": field \"clients\" is missing or not positive");
+  m.clients = *clients;
   auto inflight = JsonField<int>(j, "inflight", 0);
   if (!inflight.ok()) return inflight.status().WithContext(where);
   if (*inflight <= 0) return InvalidArgument(where + ": field \"inflight\" is missing or not positive");
@@ -59,6 +64,7 @@ std::string MachineProfileToJson(const MachineProfile& profile) {
     rows.push_back({{"path", m.path},
                     {"op", m.op},
                     {"block_bytes", m.block_bytes},
+                    {"clients", m.clients},
                     {"inflight", m.inflight},
                     {"gbps", m.gbps},
                     {"p50_us", m.p50_us},
@@ -85,7 +91,8 @@ StatusOr<MachineProfile> ParseMachineProfile(const std::string& text, const std:
   if (*version != kMachineProfileVersion) {
     return InvalidArgument(where + ": field \"version\" is " + std::to_string(*version) + ", this planner reads " +
                            std::to_string(kMachineProfileVersion) +
-                           " (measure again with this build's foresight-bench)");
+                           " (version 2 added concurrent clients; measure again with this build: "
+                           "foresight-bench tiers --profile FILE)");
   }
   p.version = *version;
   for (auto [key, field] : {std::pair{"host", &p.host}, std::pair{"measured_at", &p.measured_at},
@@ -116,14 +123,17 @@ StatusOr<MachineProfile> LoadMachineProfile(const std::string& file) {
 }
 
 StatusOr<PathMeasurement> FastestNear(const MachineProfile& profile, const std::string& path, const std::string& op,
-                                      uint64_t block_bytes) {
-  double nearest = INFINITY;
+                                      uint64_t block_bytes, int clients) {
+  // Nearest by ratio; on a tie the smaller value (rows are scanned in any order).
+  auto nearer = [](double value, double target, double best) {
+    const double d = std::fabs(std::log(value / target)), db = std::fabs(std::log(best / target));
+    return d < db - 1e-12 || (std::fabs(d - db) <= 1e-12 && value < best);
+  };
   uint64_t nearest_size = 0;
   for (const PathMeasurement& m : profile.measurements) {
     if (m.path != path || m.op != op) continue;
-    const double distance = std::fabs(std::log(static_cast<double>(m.block_bytes) / static_cast<double>(block_bytes)));
-    if (distance < nearest) {
-      nearest = distance;
+    if (nearest_size == 0 || nearer(static_cast<double>(m.block_bytes), static_cast<double>(block_bytes),
+                                    static_cast<double>(nearest_size))) {
       nearest_size = m.block_bytes;
     }
   }
@@ -131,9 +141,15 @@ StatusOr<PathMeasurement> FastestNear(const MachineProfile& profile, const std::
     return NotFound("the machine profile has no \"" + path + "\" " + op +
                     " measurement (measure it: foresight-bench tiers --profile FILE --paths " + path + ")");
   }
+  int nearest_clients = 0;
+  for (const PathMeasurement& m : profile.measurements) {
+    if (m.path != path || m.op != op || m.block_bytes != nearest_size) continue;
+    if (nearest_clients == 0 || nearer(m.clients, std::max(clients, 1), nearest_clients)) nearest_clients = m.clients;
+  }
   const PathMeasurement* best = nullptr;
   for (const PathMeasurement& m : profile.measurements) {
-    if (m.path == path && m.op == op && m.block_bytes == nearest_size && (best == nullptr || m.gbps > best->gbps)) {
+    if (m.path == path && m.op == op && m.block_bytes == nearest_size && m.clients == nearest_clients &&
+        (best == nullptr || m.gbps > best->gbps)) {
       best = &m;
     }
   }

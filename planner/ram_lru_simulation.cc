@@ -4,6 +4,7 @@
 #include <cmath>
 #include <list>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "cache_service/arena_allocator.h"
 #include "cache_service/block_store.h"
@@ -149,6 +150,20 @@ StatusOr<std::vector<RamHitRateRow>> SweepRamSizes(const NodeAccessTrace& trace,
     rows.push_back({ram, SimulateRamLru(trace.accesses, o)});
   }
   return rows;
+}
+
+std::vector<RamHitRatePoint> HitRateByRamShare(const NodeAccessTrace& trace, const std::vector<double>& shares) {
+  std::unordered_set<uint64_t> stored;
+  for (const NodeAccess& a : trace.accesses)
+    if (a.put) stored.insert(a.block);
+  std::vector<RamHitRatePoint> points;
+  for (double share : shares) {
+    RamLruOptions o;
+    o.capacity_blocks = std::max<int64_t>(1, std::llround(share * static_cast<double>(stored.size())));
+    o.count_from = trace.measured_from;
+    points.push_back({share, SimulateRamLru(trace.accesses, o).hit_rate()});
+  }
+  return points;
 }
 
 }  // namespace foresight::planner

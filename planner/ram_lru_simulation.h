@@ -69,4 +69,8 @@ struct RamHitRateRow {
 StatusOr<std::vector<RamHitRateRow>> SweepRamSizes(const NodeAccessTrace& trace, uint64_t block_bytes,
                                                    const std::vector<uint64_t>& ram_sizes);
 
+// The hit rate at each share of the blocks `trace` stores (distinct blocks put) that the RAM tier
+// has slots for, for the churn table (hits and gets from `trace.measured_from` on).
+std::vector<RamHitRatePoint> HitRateByRamShare(const NodeAccessTrace& trace, const std::vector<double>& shares);
+
 }  // namespace foresight::planner

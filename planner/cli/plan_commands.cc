@@ -101,6 +101,7 @@ int RunPlan(const PlanFlags& f) {
 
 struct ChurnFlags {
   std::string traces, policies = "ap,attention_predictor,quest,h2o,snapkv,streaming_llm", budgets = "256,512,1024,2048";
+  std::string served;  // served decodes (foresight-bench decode --json): their policies' rows
   std::string out = "-";
   int threads = 0;
   int64_t pool_warmup = 32;
@@ -175,9 +176,16 @@ int RunPlanChurn(const ChurnFlags& f, const std::string& command) {
   if (!budgets.ok()) return Fail(budgets.status());
   const int threads = f.threads > 0 ? f.threads : omp_get_max_threads();
   if (!f.lru_sizes.empty()) return RunRamSweep(f, *budgets, threads);
-  auto table =
-      DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, f.pool_warmup, threads, command);
+  auto table = DeriveChurnTable(SplitCommas(f.traces), SplitCommas(f.policies), *budgets, f.pool_warmup, threads,
+                                command, SplitCommas(f.served));
   if (!table.ok()) return Fail(table.status());
+  // The node's RAM hit rate against its share of the stored KV, for the plan: `ap` at 1024 (the
+  // planner's default point), the replayed pool misses of --lru-sequences sequences.
+  auto replay = ReplayPoolMisses(SplitCommas(f.traces), "ap", 1024, threads);
+  if (!replay.ok()) return Fail(replay.status());
+  table->ram_hit_rates = {"ap", 1024, f.lru_sequences,
+                          HitRateByRamShare(NodeAccessesFrom(*replay, f.lru_sequences, f.pool_warmup),
+                                            {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0})};
   Status written = WriteOutput(f.out, ChurnTableToJson(*table));
   return written.ok() ? 0 : Fail(written);
 }
@@ -222,6 +230,10 @@ void AddPlanCommands(CLI::App& app, int* exit_code) {
   churn->add_option("--budgets", c.budgets, "Budgets in tokens (default 256,512,1024,2048)");
   churn->add_option("--threads", c.threads, "Threads (default: all)");
   churn->add_option("--out", c.out, "Output file (default -: stdout)");
+  churn->add_option("--served", c.served,
+                    "Comma-separated served decodes (foresight-bench decode --modes cross-token --no-reuse --greedy "
+                    "--json, one policy and budget each): their policies' rows are measured there instead of "
+                    "replayed (tools/planner/derive-churn.sh)");
   churn->add_option("--pool-warmup", c.pool_warmup,
                     "Decode steps that fill the worker's pool before its misses count (default 32)");
   churn->add_option("--lru-sizes", c.lru_sizes,
@@ -232,7 +244,8 @@ void AddPlanCommands(CLI::App& app, int* exit_code) {
   churn->callback([churn_flags, churn, exit_code] {
     std::string command = "foresight plan-churn --traces " + churn_flags->traces + " --policies " +
                           churn_flags->policies + " --budgets " + churn_flags->budgets + " --pool-warmup " +
-                          std::to_string(churn_flags->pool_warmup);
+                          std::to_string(churn_flags->pool_warmup) +
+                          (churn_flags->served.empty() ? "" : " --served " + churn_flags->served);
     *exit_code = RunPlanChurn(*churn_flags, command);
   });
 }

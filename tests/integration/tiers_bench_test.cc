@@ -47,12 +47,13 @@ BenchRun RunTiers(const std::string& args) {
 }
 
 // --profile writes the machine profile `foresight plan` reads (planner/machine_profile.h): every
-// measured row, no ceilings, in the versioned format.
+// measured row, no ceilings, in the versioned format, with the concurrent-client rows.
 TEST(TiersBenchTest, ProfileHoldsEveryMeasuredRow) {
   const std::string file = ::testing::TempDir() + "tiers-profile-" + std::to_string(getpid()) + ".json";
-  BenchRun run = RunTiers("--profile " + file +
-                          " --json --paths ram-shm,nvme --sizes 4KiB,64KiB --inflight 1,4 --row-bytes 4MiB "
-                          "--huge-pages off");
+  BenchRun run =
+      RunTiers("--profile " + file +
+               " --json --paths ram-shm,nvme --sizes 4KiB,64KiB --inflight 1,4 --clients 1,3 --row-bytes 4MiB "
+               "--huge-pages off");
   ASSERT_EQ(run.exit_code, 0);
   FILE* in = std::fopen(file.c_str(), "r");
   ASSERT_NE(in, nullptr) << "no profile at " << file;
@@ -63,15 +64,26 @@ TEST(TiersBenchTest, ProfileHoldsEveryMeasuredRow) {
   const auto profile = nlohmann::json::parse(text, nullptr, false);
   ASSERT_TRUE(profile.is_object()) << text;
   EXPECT_EQ(profile["format"], "foresight-machine-profile");
-  EXPECT_EQ(profile["version"], 1);
-  // 2 paths x 2 ops x 2 sizes x 2 in-flight counts, as the JSON rows printed.
-  ASSERT_EQ(profile["measurements"].size(), 16u);
-  EXPECT_EQ(run.rows.size(), 16u);
+  EXPECT_EQ(profile["version"], 2);
+  // 2 paths x 2 ops x 2 sizes x 2 in-flight counts from one client, and the RAM path's gets from
+  // 3 clients at once at each size, as the JSON rows printed.
+  ASSERT_EQ(profile["measurements"].size(), 18u);
+  EXPECT_EQ(run.rows.size(), 18u);
+  int three_clients = 0;
   for (const auto& m : profile["measurements"]) {
     EXPECT_TRUE(m["path"] == "ram-shm" || m["path"] == "nvme") << m.dump();
     EXPECT_GT(m["gbps"].get<double>(), 0) << m.dump();
     EXPECT_GT(m["node_cpu_s_per_gb"].get<double>(), 0) << m.dump();
+    if (m["clients"] == 3) {
+      ++three_clients;
+      EXPECT_EQ(m["path"], "ram-shm") << m.dump();
+      EXPECT_EQ(m["op"], "get") << m.dump();
+      EXPECT_EQ(m["inflight"], 1) << m.dump();
+    } else {
+      EXPECT_EQ(m["clients"], 1) << m.dump();
+    }
   }
+  EXPECT_EQ(three_clients, 2);
 }
 
 TEST(TiersBenchTest, QuickRunPrintsEveryPathAndCeiling) {

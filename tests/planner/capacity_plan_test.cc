@@ -13,10 +13,10 @@ constexpr uint64_t kGiB = 1ull << 30;
 // for promotions from NVMe.
 MachineProfile RoundProfile() {
   MachineProfile p;
-  p.measurements = {{"ram-tcp", "get", 4096, 16, 1.0, 100, 300, 1, 1},
-                    {"ram-tcp", "get", 4096, 1, 0.3, 40, 90, 1, 1},
-                    {"ram-tcp", "put", 16384, 16, 0.5, 100, 300, 1, 1},
-                    {"nvme", "get", 4096, 16, 0.2, 500, 900, 1, 1}};
+  p.measurements = {{"ram-tcp", "get", 4096, 1, 16, 1.0, 100, 300, 1, 1},
+                    {"ram-tcp", "get", 4096, 1, 1, 0.3, 40, 90, 1, 1},
+                    {"ram-tcp", "put", 16384, 1, 16, 0.5, 100, 300, 1, 1},
+                    {"nvme", "get", 4096, 1, 16, 0.2, 500, 900, 1, 1}};
   return p;
 }
 
@@ -139,16 +139,60 @@ TEST(CapacityPlanTest, FetchesBeyondRamPromoteFromNvme) {
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   ASSERT_EQ(plan->nodes_needed, 1);
   EXPECT_NEAR(plan->ram_hit_rate, 0.95 * kGiB / (20.0 * 199119872), 1e-9);
-  // Past the high watermark RAM sits midway between the watermarks (0.90 GiB); NVMe holds the
-  // share of the 20 sequences that RAM does not.
-  EXPECT_NEAR(plan->ram_used_bytes_per_node, 0.90 * kGiB, 1);
+  // Past the high watermark the arena's slots sit midway between the watermarks (0.90 GiB), which
+  // hold blocks of 189,124,608 / 199,119,872 = 95.0% of their slots' bytes (what the node reports
+  // as used); NVMe holds the share of the 20 sequences that RAM does not.
+  EXPECT_NEAR(plan->ram_used_bytes_per_node, 0.90 * kGiB * 189124608 / 199119872, 1);
+  EXPECT_NEAR(plan->ram_used_bytes_per_node, 917'858'673, 1);
   EXPECT_NEAR(plan->nvme_used_bytes_per_node, 20.0 * 189124608 * (1 - 0.90 * kGiB / (20.0 * 199119872)), 1);
+  // With the churn table's simulated LRU curve, the hit rate is the curve's at RAM's share of the
+  // stored KV (1 GiB / 20 x 199,119,872 B = 0.2696: between the points (0.2, 0.4) and (0.6, 0.8)).
+  ChurnTable with_curve = RoundChurn();
+  with_curve.ram_hit_rates = {"ap", 1024, 4, {{0.2, 0.4}, {0.6, 0.8}}};
+  auto lru = MakeCapacityPlan(r, RoundProfile(), with_curve);
+  ASSERT_TRUE(lru.ok());
+  EXPECT_NEAR(lru->ram_hit_rate, 0.4 + (kGiB / (20.0 * 199119872) - 0.2), 1e-9);
   PlanRequest few = SmolLM2At8K();
   few.sequences = 3;
   auto fits = MakeCapacityPlan(few, RoundProfile(), RoundChurn());
   ASSERT_TRUE(fits.ok());
-  EXPECT_DOUBLE_EQ(fits->ram_used_bytes_per_node, 3.0 * 199119872);
+  EXPECT_DOUBLE_EQ(fits->ram_used_bytes_per_node, 3.0 * 189124608);
   EXPECT_DOUBLE_EQ(fits->nvme_used_bytes_per_node, 0);
+}
+
+TEST(CapacityPlanTest, NodeLimitsUseTheProfileRowOfTheWorkersClientCount) {
+  MachineProfile profile = RoundProfile();
+  // 16 clients with one get each sustain less than one client with 16 in flight.
+  profile.measurements.push_back({"ram-tcp", "get", 4096, 16, 1, 0.25, 130, 500, 1, 1});
+  PlanRequest r = SmolLM2At8K();
+  r.node_nvme = 0;
+  r.node_ram = 64 * kGiB;
+  r.sequences = 16;
+  r.decode_tps = 1;  // 16 x 2.2 MB/s of fetches: one node
+  auto sixteen = MakeCapacityPlan(r, profile, RoundChurn());
+  ASSERT_TRUE(sixteen.ok()) << sixteen.status().ToString();
+  ASSERT_EQ(sixteen->nodes_needed, 1);
+  EXPECT_EQ(sixteen->workers, 16);
+  EXPECT_EQ(sixteen->link_get.clients, 16);
+  EXPECT_DOUBLE_EQ(sixteen->link_get.gbps, 0.25);
+  EXPECT_EQ(sixteen->worker_get.clients, 1);  // one worker is one client
+  EXPECT_DOUBLE_EQ(sixteen->worker_get.gbps, 1.0);
+  const PlanLimit* node_get = nullptr;
+  for (const PlanLimit& l : sixteen->limits)
+    if (l.name == "node link (ram-tcp get)") node_get = &l;
+  ASSERT_NE(node_get, nullptr);
+  EXPECT_DOUBLE_EQ(node_get->available, 0.25e9);
+  // Four workers (four sequences each): 4x from 1 client and 4x from 16, a tie: the smaller.
+  r.sequences_per_worker = 4;
+  auto four = MakeCapacityPlan(r, profile, RoundChurn());
+  ASSERT_TRUE(four.ok());
+  EXPECT_EQ(four->workers, 4);
+  EXPECT_EQ(four->link_get.clients, 1);
+  EXPECT_DOUBLE_EQ(four->link_get.gbps, 1.0);
+  r.sequences_per_worker = 2;  // 8 workers: 2x from 16, 8x from 1
+  auto eight = MakeCapacityPlan(r, profile, RoundChurn());
+  ASSERT_TRUE(eight.ok());
+  EXPECT_EQ(eight->link_get.clients, 16);
 }
 
 TEST(CapacityPlanTest, RefusesBadRequestsNamingTheFlag) {

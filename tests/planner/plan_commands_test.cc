@@ -45,9 +45,9 @@ class PlanCommandsTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() / ("plan-commands-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     planner::MachineProfile p;
-    p.measurements = {{"ram-tcp", "get", 4096, 16, 1.0, 100, 300, 1, 1},
-                      {"ram-tcp", "put", 16384, 16, 0.5, 100, 300, 1, 1},
-                      {"nvme", "get", 4096, 16, 0.2, 500, 900, 1, 1}};
+    p.measurements = {{"ram-tcp", "get", 4096, 1, 16, 1.0, 100, 300, 1, 1},
+                      {"ram-tcp", "put", 16384, 1, 16, 0.5, 100, 300, 1, 1},
+                      {"nvme", "get", 4096, 1, 16, 0.2, 500, 900, 1, 1}};
     profile_ = (dir_ / "profile.json").string();
     std::ofstream(profile_) << planner::MachineProfileToJson(p);
     planner::ChurnTable churn;
@@ -134,9 +134,9 @@ TEST_F(PlanCommandsTest, RefusesBadInputNamingTheField) {
   args = Args({"--kv-dtype", "int3"});
   refused(args, "--kv-dtype");
   planner::MachineProfile p;
-  p.measurements = {{"ram-tcp", "get", 4096, 16, 1.0, 1, 1, 1, 1}};
+  p.measurements = {{"ram-tcp", "get", 4096, 1, 16, 1.0, 1, 1, 1, 1}};
   std::string text = planner::MachineProfileToJson(p);
-  text.replace(text.find("\"version\": 1"), 12, "\"version\": 7");
+  text.replace(text.find("\"version\": 2"), 12, "\"version\": 7");
   std::ofstream(profile_) << text;
   refused(Args({}), "\"version\" is 7");
 }

@@ -99,5 +99,18 @@ TEST(RamLruSimulationTest, NodeAccessesFollowTheSequencesInLockStep) {
   EXPECT_FALSE(SweepRamSizes(t, 4096, {1 << 20}).ok());  // less than a page
 }
 
+// Four blocks stored, then each got once. Slots for 5x the stored blocks hold everything (every
+// get hits); one slot holds nothing past the evictor (85% of one slot is none): every get misses.
+TEST(RamLruSimulationTest, HitRateByRamShareSizesTheTierByTheStoredBlocks) {
+  NodeAccessTrace trace;
+  trace.accesses = {Put(1), Put(2), Put(3), Put(4), Get(1), Get(2), Get(3), Get(4)};
+  trace.measured_from = 4;
+  const std::vector<RamHitRatePoint> points = HitRateByRamShare(trace, {0.25, 5.0});
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_DOUBLE_EQ(points[0].ram_share, 0.25);
+  EXPECT_DOUBLE_EQ(points[0].hit_rate, 0.0);
+  EXPECT_DOUBLE_EQ(points[1].hit_rate, 1.0);
+}
+
 }  // namespace
 }  // namespace foresight::planner
