@@ -1240,6 +1240,18 @@ int RunTiers(TiersFlags flags) {
           verify_best = std::max(verify_best, VerifyGbps(block, 0.1));
         }
         size_t at = 0;
+        // Each row's trial: the best bandwidth of its trials is kept, and every trial's errors.
+        auto keep_best = [&](const Row& row) {
+          if (row.errors > 0) status = 1;
+          if (at == best.size()) {
+            best.push_back(row);
+          } else {
+            const uint64_t errors = best[at].errors + row.errors;
+            if (row.gbps > best[at].gbps) best[at] = row;
+            best[at].errors = errors;
+          }
+          ++at;
+        };
         for (size_t pi = 0; pi < specs.size(); ++pi) {
           if (paths[pi] == nullptr) continue;
           const PathSpec& spec = specs[pi];
@@ -1265,15 +1277,7 @@ int RunTiers(TiersFlags flags) {
                              trial + 1, row.path.c_str(), row.op.c_str(), FormatByteSize(block).c_str(), inflight,
                              row.gbps, row.client_cpu_us_per_mib, row.node_cpu_us_per_mib);
               }
-              if (row.errors > 0) status = 1;
-              if (at == best.size()) {
-                best.push_back(row);
-              } else {
-                const uint64_t errors = best[at].errors + row.errors;
-                if (row.gbps > best[at].gbps) best[at] = row;
-                best[at].errors = errors;
-              }
-              ++at;
+              keep_best(row);
             }
           }
           // After the puts of every key: the same gets from several clients at once.
@@ -1287,15 +1291,7 @@ int RunTiers(TiersFlags flags) {
                            trial + 1, row.path.c_str(), FormatByteSize(block).c_str(), n, row.gbps,
                            row.client_cpu_us_per_mib, row.node_cpu_us_per_mib);
             }
-            if (row.errors > 0) status = 1;
-            if (at == best.size()) {
-              best.push_back(row);
-            } else {
-              const uint64_t errors = best[at].errors + row.errors;
-              if (row.gbps > best[at].gbps) best[at] = row;
-              best[at].errors = errors;
-            }
-            ++at;
+            keep_best(row);
           }
         }
       }
