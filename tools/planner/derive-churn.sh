@@ -25,6 +25,7 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
 OUT=${1:-planner/data/churn-smollm2.json}
 WORK=${WORK:-$(mktemp -d /tmp/foresight-churn.XXXXXX)}
+mkdir -p "$WORK"
 DECODE=${DECODE:-160}
 POOL_WARMUP=${POOL_WARMUP:-32}
 CONTEXT=${CONTEXT:-7500}

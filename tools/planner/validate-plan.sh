@@ -30,6 +30,7 @@ CONTEXT=${CONTEXT:-7700}
 TRANSPORT=${TRANSPORT:-shm}
 CHURN=${CHURN:-planner/data/churn-smollm2.json}
 WORK=${WORK:-$(mktemp -d /tmp/foresight-validate.XXXXXX)}
+mkdir -p "$WORK"
 # The steps the table's pool misses cover: from pool_warmup_steps to the end of its shortest trace.
 read -r WARMUP TRACE_STEPS < <(python3 -c '
 import json, sys

@@ -27,6 +27,7 @@ BLOCK_SIZE=${BLOCK_SIZE:-4KiB}  # the rows measured without PROFILE: MODEL's one
 TRIALS=${TRIALS:-3}
 WORKERS=${WORKERS:-16}
 WORK=${WORK:-$(mktemp -d /tmp/foresight-throughput.XXXXXX)}
+mkdir -p "$WORK"
 PROFILE=${1:-}
 case "$LINK" in
   ram-shm) UCX=shm ;;
