@@ -625,7 +625,7 @@ Status RunDecodeBench(DecodeBenchFlags f) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!f.json) {
-    std::printf("%-20s %8s %8s %10s %10s %10s %10s %12s\n", "policy", "context", "budget", "ms/token", "attn_ms",
+    std::printf("%-27s %8s %8s %10s %10s %10s %10s %12s\n", "policy", "context", "budget", "ms/token", "attn_ms",
                 "pred_ms", "pred_share", "blocks/step");
   }
   for (int64_t ctx : contexts) {
@@ -682,7 +682,7 @@ Status RunDecodeBench(DecodeBenchFlags f) {
                         {"model", f.synthetic_8b ? "synthetic-llama3.1-8b-geometry" : model->source()},
                         {"weights", plan.weights}});
       } else {
-        std::printf("%-20s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", shown.c_str(), static_cast<long long>(ctx),
+        std::printf("%-27s %8lld %8d %10.2f %10.2f %10.2f %9.1f%% %12.1f\n", shown.c_str(), static_cast<long long>(ctx),
                     plan.budget, ms, attn_only, pred, ms > 0 ? 100 * pred / ms : 0.0, blocks);
       }
       if (name == "dense" && !f.llama_cpp_python.empty() && !f.synthetic_8b) {
@@ -697,7 +697,7 @@ Status RunDecodeBench(DecodeBenchFlags f) {
                           {"threads", omp_get_max_threads()},
                           {"model", model->source()}});
         } else {
-          std::printf("%-20s %8lld %8s %10.2f %10s %10s %10s %12s   (engine dense / llama.cpp = %.2f)\n",
+          std::printf("%-27s %8lld %8s %10.2f %10s %10s %10s %12s   (engine dense / llama.cpp = %.2f)\n",
                       "llama.cpp (dense)", static_cast<long long>(ctx), "-", llama_ms, "-", "-", "-", "-",
                       ms / llama_ms);
         }
