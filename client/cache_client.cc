@@ -71,7 +71,7 @@ class GrpcCacheClient final : public CacheClient {
 
   Status RegisterBuffer(void*, uint64_t) override { return Status::OK(); }
 
-  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+  StatusOr<uint8_t*> NewBuffer(uint64_t size) override {
     MutexLock lock(mu_);
     buffers_.emplace_back(new uint8_t[size]);
     return buffers_.back().get();
@@ -294,7 +294,7 @@ class UcxCacheClient final : public CacheClient {
 
   Status RegisterBuffer(void* data, uint64_t size) override { return ucx_->Register(data, size).status(); }
 
-  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+  StatusOr<uint8_t*> NewBuffer(uint64_t size) override {
     FS_ASSIGN_OR_RETURN(UcxBuffer buffer, ucx_->Allocate(size));
     return buffer.data;
   }
@@ -385,6 +385,48 @@ StatusOr<uint64_t> CacheClient::Get(const BlockKey& key, void* dest, uint64_t ca
   item.capacity = capacity;
   FS_RETURN_IF_ERROR(GetBatch(std::span<BlockGet>(&item, 1)));
   return item.bytes;
+}
+
+StatusOr<uint8_t*> CacheClient::AllocateBuffer(uint64_t size) {
+  if (size == 0) return InvalidArgument("cannot allocate an empty transfer buffer");
+  {
+    MutexLock lock(buffers_mu_);
+    auto fit = free_buffers_.lower_bound(size);
+    if (fit != free_buffers_.end() && fit->first / 2 <= size) {
+      uint8_t* data = fit->second;
+      free_buffers_.erase(fit);
+      HeldBuffer& held = buffers_.at(data);
+      held.in_use = true;
+      buffer_usage_.in_use_bytes += held.size;
+      buffer_usage_.reuses++;
+      return data;
+    }
+  }
+  FS_ASSIGN_OR_RETURN(uint8_t * data, NewBuffer(size));
+  MutexLock lock(buffers_mu_);
+  buffers_[data] = HeldBuffer{size, true};
+  buffer_usage_.held_bytes += size;
+  buffer_usage_.in_use_bytes += size;
+  buffer_usage_.buffers++;
+  return data;
+}
+
+void CacheClient::ReleaseBuffer(uint8_t* data) {
+  if (data == nullptr) return;
+  MutexLock lock(buffers_mu_);
+  auto it = buffers_.find(data);
+  if (it == buffers_.end() || !it->second.in_use) {
+    spdlog::critical("CacheClient::ReleaseBuffer: {} is not a buffer this client handed out", fmt::ptr(data));
+    std::abort();
+  }
+  it->second.in_use = false;
+  buffer_usage_.in_use_bytes -= it->second.size;
+  free_buffers_.emplace(it->second.size, data);
+}
+
+CacheClient::BufferUsage CacheClient::buffer_usage() const {
+  MutexLock lock(buffers_mu_);
+  return buffer_usage_;
 }
 
 StatusOr<std::unique_ptr<CacheClient>> CacheClient::Connect(const CacheClientOptions& options) {

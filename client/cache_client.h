@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <future>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -40,6 +41,7 @@
 #include "client/ucx_tuning.h"
 #include "common/block_key.h"
 #include "common/block_layout.h"
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace foresight {
@@ -119,7 +121,20 @@ class CacheClient {
   virtual Status RegisterBuffer(void* data, uint64_t size) = 0;
   // A buffer owned by the client (freed with it), placed where transfers are fastest: on one host,
   // shared memory the node copies into directly. Prefer it to RegisterBuffer for hot paths.
-  virtual StatusOr<uint8_t*> AllocateBuffer(uint64_t size) = 0;
+  // Give it back with ReleaseBuffer when done with it: the client keeps it (mapped, registered,
+  // its pages already faulted in) and hands it out again to a later AllocateBuffer that it fits
+  // (a released buffer of at most twice the size asked for), so a long-lived client holds about
+  // the most its callers ever held at once, not the sum of everything they asked for.
+  StatusOr<uint8_t*> AllocateBuffer(uint64_t size);
+  // Gives back a buffer from AllocateBuffer; no transfer may still be in flight into or out of it.
+  // Null is ignored; a pointer this client did not hand out is a bug and aborts.
+  void ReleaseBuffer(uint8_t* data);
+  struct BufferUsage {
+    uint64_t held_bytes = 0;    // every buffer this client allocated (freed when it closes)
+    uint64_t in_use_bytes = 0;  // handed out and not released
+    uint64_t buffers = 0, reuses = 0;
+  };
+  BufferUsage buffer_usage() const;
 
   // Batched data calls: each item gets its own status; the call's status is the first failure.
   virtual Status PutBatch(std::span<BlockPut> items) = 0;
@@ -147,6 +162,18 @@ class CacheClient {
 
  protected:
   CacheClient() = default;
+  // A new buffer of `size` bytes for AllocateBuffer, owned by the client until it closes.
+  virtual StatusOr<uint8_t*> NewBuffer(uint64_t size) = 0;
+
+ private:
+  struct HeldBuffer {
+    uint64_t size = 0;
+    bool in_use = false;
+  };
+  mutable Mutex buffers_mu_;
+  std::map<const uint8_t*, HeldBuffer> buffers_ FS_GUARDED_BY(buffers_mu_);
+  std::multimap<uint64_t, uint8_t*> free_buffers_ FS_GUARDED_BY(buffers_mu_);  // by size
+  BufferUsage buffer_usage_ FS_GUARDED_BY(buffers_mu_);
 };
 
 }  // namespace foresight

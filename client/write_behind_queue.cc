@@ -21,7 +21,8 @@ WriteBehindQueue::~WriteBehindQueue() {
     stopping_ = true;
   }
   cv_.SignalAll();
-  sender_.join();
+  sender_.join();  // the sender returns with nothing in flight
+  client_->ReleaseBuffer(ring_);
 }
 
 Status WriteBehindQueue::Enqueue(const BlockKey& key, const void* data, uint64_t size) {

@@ -595,7 +595,7 @@ class ClusterCacheClient final : public CacheClient {
       : cluster_(std::move(cluster)), address_(std::move(address)) {}
 
   Status RegisterBuffer(void* data, uint64_t size) override { return cluster_->RegisterBuffer(data, size); }
-  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override {
+  StatusOr<uint8_t*> NewBuffer(uint64_t size) override {
     auto buffer = std::make_unique<uint8_t[]>(size);
     FS_RETURN_IF_ERROR(cluster_->RegisterBuffer(buffer.get(), size));
     MutexLock lock(mu_);

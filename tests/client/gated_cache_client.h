@@ -55,7 +55,7 @@ class GatedCacheClient : public CacheClient {
   Status PutBatch(std::span<BlockPut> items) override { return PutBatchAsync(items).get(); }
 
   Status RegisterBuffer(void* data, uint64_t size) override { return inner_->RegisterBuffer(data, size); }
-  StatusOr<uint8_t*> AllocateBuffer(uint64_t size) override { return inner_->AllocateBuffer(size); }
+  StatusOr<uint8_t*> NewBuffer(uint64_t size) override { return inner_->AllocateBuffer(size); }
   Status GetBatch(std::span<BlockGet> items) override { return inner_->GetBatch(items); }
   std::future<Status> GetBatchAsync(std::span<BlockGet> items) override { return inner_->GetBatchAsync(items); }
   StatusOr<NodeInfo> Info() override { return inner_->Info(); }

@@ -188,6 +188,38 @@ TEST_F(OffloadSequenceTest, ImportedPrefixDecodesOffloaded) {
   EXPECT_EQ(offloaded->tokens, resident->tokens);
 }
 
+// A worker makes an offloaded sequence per request on one long-lived client: each gives its
+// transfer buffers (the resident pool, the fetch staging, the publisher's write-behind ring) back
+// when it ends, and the next reuses them, so the client's buffers do not grow with the requests
+// served (they once grew by ~56 MB a request in foresight-worker).
+TEST_F(OffloadSequenceTest, SequencesOneAfterAnotherReuseTheirTransferBuffers) {
+  predictor::PolicySpec spec;
+  spec.kind = predictor::PolicyKind::kQuest;
+  spec.budget.budget_tokens = 256;
+  OffloadOptions o;
+  o.mode = OffloadMode::kCrossToken;
+  o.local_blocks = 4;
+  std::vector<TokenId> first_tokens;
+  uint64_t held_after_first = 0;
+  for (int round = 0; round < 3; ++round) {
+    o.name_space = "round" + std::to_string(round);
+    auto run = Generate(*model_, client_.get(), spec, o, Prompt(600), 8);
+    ASSERT_TRUE(run.ok()) << run.status().ToString();
+    EXPECT_GT(run->stats.heads_fetched, 0);
+    const CacheClient::BufferUsage u = client_->buffer_usage();
+    EXPECT_EQ(u.in_use_bytes, 0u) << "round " << round;
+    if (round == 0) {
+      first_tokens = run->tokens;
+      held_after_first = u.held_bytes;
+      EXPECT_GT(held_after_first, 0u);
+    } else {
+      EXPECT_EQ(run->tokens, first_tokens) << "round " << round;
+      EXPECT_EQ(u.held_bytes, held_after_first) << "round " << round;
+      EXPECT_GE(u.reuses, static_cast<uint64_t>(u.buffers * round)) << "round " << round;
+    }
+  }
+}
+
 // A block that vanished from the node ends the request with an error naming it; no output is
 // made from missing KV.
 TEST_F(OffloadSequenceTest, AMissingBlockFailsTheStep) {

@@ -430,6 +430,7 @@ def run_checks(checks, client, raw, worker, expected_model):
         expect(metric(text, "foresight_worker_prefix_cache_hit_tokens_total") >= 256, "prefix hit tokens")
         expect(metric(text, "foresight_worker_time_to_first_token_seconds_count") >= 10, "TTFT histogram")
         expect(metric(text, "foresight_worker_waiting_requests") == 0, "waiting requests")
+        expect(metric(text, "foresight_worker_transfer_buffer_bytes") > 0, "transfer buffers of the cache client")
         for name in ("foresight_worker_inter_token_latency_seconds_count",
                      "foresight_worker_request_duration_seconds_count", "foresight_worker_kv_blocks_fetched_total",
                      "foresight_worker_stalls_total"):

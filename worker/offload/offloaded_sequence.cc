@@ -91,7 +91,13 @@ OffloadedSequence::OffloadedSequence(Backend& backend, CacheClient* client, Offl
   fetch_->staging_batches.assign(model.config().n_layers, 0);
 }
 
-OffloadedSequence::~OffloadedSequence() { AbandonFetches(); }
+OffloadedSequence::~OffloadedSequence() {
+  AbandonFetches();  // nothing lands in the pool or the staging after this
+  if (client_ != nullptr) {  // back to the client, for the next sequence (no new mapping, no page faults)
+    client_->ReleaseBuffer(pool_buffer_);
+    client_->ReleaseBuffer(fetch_->staging);
+  }
+}
 
 StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
     const Model& model, CacheClient* client, const std::optional<predictor::PolicySpec>& policy,
@@ -143,8 +149,8 @@ StatusOr<std::unique_ptr<OffloadedSequence>> OffloadedSequence::Create(
     const int64_t per_head =
         ResidentPoolBlocksPerHead(policy->budget.budget_tokens, c.n_heads / c.n_kv_heads, o.margin_blocks);
     const int64_t slots = int64_t{c.n_layers} * c.n_kv_heads * per_head;
-    FS_ASSIGN_OR_RETURN(uint8_t * buffer, client->AllocateBuffer(slots * layout.head_bytes()));
-    s->pool_ = std::make_unique<ResidentPool>(buffer, layout.head_bytes(), slots);
+    FS_ASSIGN_OR_RETURN(s->pool_buffer_, client->AllocateBuffer(slots * layout.head_bytes()));
+    s->pool_ = std::make_unique<ResidentPool>(s->pool_buffer_, layout.head_bytes(), slots);
     const int64_t staging = o.staging_bytes < 0 ? slots * static_cast<int64_t>(layout.head_bytes()) : o.staging_bytes;
     const uint64_t share = static_cast<uint64_t>(staging) / c.n_layers / layout.head_bytes() * layout.head_bytes();
     if (share >= 2 * layout.head_bytes()) {  // room for at least one coalesced pair per layer

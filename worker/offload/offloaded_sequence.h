@@ -215,6 +215,7 @@ class OffloadedSequence : public KvBlockSource {
   std::unique_ptr<PolicyDecodeAttention> policy_;
   std::unique_ptr<KvPublisher> publisher_;
   std::unique_ptr<ResidentPool> pool_;
+  uint8_t* pool_buffer_ = nullptr;  // the pool's slots, from client_->AllocateBuffer (released when done)
   struct FetchState;
   std::unique_ptr<FetchState> fetch_;
   int64_t dropped_upto_ = 0;  // blocks [sink, dropped_upto_) are dropped from seq_'s KV

@@ -55,4 +55,9 @@ int64_t CacheConnection::connects() const {
   return connects_;
 }
 
+uint64_t CacheConnection::transfer_buffer_bytes() const {
+  MutexLock lock(mu_);
+  return client_ != nullptr ? client_->buffer_usage().held_bytes : 0;
+}
+
 }  // namespace foresight::worker

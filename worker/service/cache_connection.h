@@ -42,6 +42,8 @@ class CacheConnection {
   // "HOST:PORT" or "etcd:URL".
   std::string Describe() const;
   int64_t connects() const;
+  // Bytes of transfer buffers the current client holds (CacheClient::buffer_usage); 0 with none.
+  uint64_t transfer_buffer_bytes() const;
 
  private:
   const CacheConnectionOptions options_;

@@ -649,6 +649,7 @@ void Scheduler::Cancel(uint64_t id) {
 
 Scheduler::Counts Scheduler::counts() const {
   Counts c;
+  if (impl_->cache != nullptr) c.transfer_buffer_bytes = impl_->cache->transfer_buffer_bytes();
   MutexLock lock(impl_->mu);
   c.running = impl_->running_count;
   c.waiting = static_cast<int32_t>(impl_->waiting.size());

@@ -99,6 +99,7 @@ class Scheduler {
     int32_t waiting = 0;
     int64_t served = 0;
     int64_t failed = 0;
+    uint64_t transfer_buffer_bytes = 0;  // held by the cache client (CacheConnection::transfer_buffer_bytes)
   };
   Counts counts() const;
 

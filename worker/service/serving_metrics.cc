@@ -36,6 +36,12 @@ struct ServingMetrics::Impl {
                                    .Help("Requests queued for a place in the batch")
                                    .Register(*registry)
                                    .Add({});
+  prometheus::Gauge& transfer_buffers =
+      prometheus::BuildGauge()
+          .Name("foresight_worker_transfer_buffer_bytes")
+          .Help("Transfer buffers (shared memory on one host) held by the cache client; sequences reuse them")
+          .Register(*registry)
+          .Add({});
   // 10 ms to about 3 minutes: a cold 7K-token prefill on two cores takes minutes.
   prometheus::Histogram& ttft = prometheus::BuildHistogram()
                                     .Name("foresight_worker_time_to_first_token_seconds")
@@ -142,6 +148,7 @@ void ServingMetrics::RecordRefused(StatusCode code) { impl_->errors.Add({{"code"
 std::string ServingMetrics::Render(const Scheduler::Counts& counts) const {
   impl_->running.Set(counts.running);
   impl_->waiting.Set(counts.waiting);
+  impl_->transfer_buffers.Set(static_cast<double>(counts.transfer_buffer_bytes));
   return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
 }
 

@@ -2,6 +2,7 @@
 // HTTP API; docs/worker.md, "OpenAI-compatible API").
 //
 //   foresight_worker_running_sequences, foresight_worker_waiting_requests     gauges (the scheduler's counts)
+//   foresight_worker_transfer_buffer_bytes    gauge: the cache client's transfer buffers, reused by sequences
 //   foresight_worker_time_to_first_token_seconds                             histogram, from arrival
 //   foresight_worker_inter_token_latency_seconds                             histogram, between tokens
 //   foresight_worker_request_duration_seconds                                histogram, arrival to finish
