@@ -274,9 +274,16 @@ void BatchForward::Run(std::vector<ForwardItem>* items_in) {
     // Several decoding sequences: a task each (their hooks, sources and scratch are their own; the
     // nested parallel loops inside run on the task's thread). The predictor's many short loops
     // per layer and sequence would otherwise each wake every thread. One: its heads spread out.
+    // No parallel region at all for one: inside even an inactive one (`if` false), the hook's own
+    // loops would be nested regions, each with a team of its own, and with OpenMP's default
+    // (spinning) wait policy a lone decode ran 14x slower (docs/perf-notes.md).
     const int64_t tasks = static_cast<int64_t>(decoding.size());
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
-    for (int64_t t = 0; t < tasks; ++t) decode_attention(decoding[t]);
+    if (tasks == 1) {
+      decode_attention(decoding[0]);
+    } else if (tasks > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+      for (int64_t t = 0; t < tasks; ++t) decode_attention(decoding[t]);
+    }
     L.wo.Multiply(att_.data(), n, h_.data(), &gemm_);
     for (int64_t j = 0; j < n * d; ++j) x_[j] += h_[j];
 

@@ -392,10 +392,11 @@ void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
     ++served;
     const v1::GenerateStats& st = job->stats;
     spdlog::info(
-        "request {}: prompt {} tokens (prefix hit {}), generated {} ({}); prefill {:.1f} tok/s, decode {:.1f} "
-        "tok/s, TTFT {:.3f} s",
-        job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.generated_tokens(), st.finish_reason(),
-        st.prefill_tokens_per_second(), st.decode_tokens_per_second(), st.time_to_first_token_seconds());
+        "request {}: prompt {} tokens (prefix hit {}, imported in {:.3f} s), generated {} ({}); prefill {:.1f} tok/s, "
+        "decode {:.1f} tok/s, TTFT {:.3f} s",
+        job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.prefix_import_seconds(), st.generated_tokens(),
+        st.finish_reason(), st.prefill_tokens_per_second(), st.decode_tokens_per_second(),
+        st.time_to_first_token_seconds());
   } else {
     ++failed;
     spdlog::warn("request {} failed after {} generated tokens: {}", job->id, job->generated, status.ToString());
