@@ -75,6 +75,10 @@ class CpuBackendSequence : public BackendSequence {
     seq_.TEST_FillRandomKv(tokens, seed);
     return Status::OK();
   }
+  Status TEST_SetRowAtATimePrefill(bool on) override {
+    seq_.TEST_set_row_at_a_time_prefill(on);
+    return Status::OK();
+  }
 
  private:
   Sequence seq_;

@@ -113,6 +113,9 @@ class BackendSequence {
   virtual Status DropBlocks(int64_t begin, int64_t end) = 0;
   // Benchmarks only: Sequence::TEST_FillRandomKv.
   virtual Status TEST_FillRandomKv(int64_t tokens, uint32_t seed) = 0;
+  // Tests only: Sequence::TEST_set_row_at_a_time_prefill (the CPU's prefill attention a row at a
+  // time, the bits the tiled kernels must reproduce).
+  virtual Status TEST_SetRowAtATimePrefill(bool on) = 0;
 
  protected:
   BackendSequence(Backend& backend, int32_t prefill_chunk);
