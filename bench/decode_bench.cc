@@ -35,12 +35,12 @@
 #include "predictor/selection_policy.h"
 #include "predictor/shipped_weights.h"
 #include "testing/local_node.h"
+#include "worker/backend.h"
 #include "worker/default_model.h"
 #include "worker/model.h"
 #include "worker/offload/kv_publisher.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/policy_attention.h"
-#include "worker/sequence.h"
 #include "worker/serving_flags.h"
 #include "worker/synthetic_model.h"
 
@@ -501,13 +501,14 @@ Status RunCalibrationProbe(const DecodeBenchFlags& f, const worker::Model& model
     return InvalidArgument(f.calibration_text + " has " + std::to_string(tokens.size()) + " tokens; need " +
                            std::to_string(context + f.steps));
   }
-  worker::Sequence seq(model);
+  std::unique_ptr<worker::Backend> cpu = worker::NewCpuBackend(model);
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<worker::BackendSequence> seq, cpu->NewSequence());
   std::vector<worker::TokenId> prompt(tokens.begin(), tokens.begin() + context);
   std::vector<float> logits;
-  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits));
-  CalibrationProbe probe(model.config(), &seq.kv(), {256, 512, 1024, 2048});
+  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits));
+  CalibrationProbe probe(model.config(), seq->host_kv(), {256, 512, 1024, 2048});
   for (int s = 0; s < f.steps; ++s) {
-    FS_RETURN_IF_ERROR(seq.Decode(tokens[context + s], &logits, &probe));  // teacher forcing
+    FS_RETURN_IF_ERROR(seq->Decode(tokens[context + s], &logits, &probe));  // teacher forcing
   }
   nlohmann::json report = probe.Report();
   for (auto& r : report) {
@@ -628,28 +629,29 @@ Status RunDecodeBench(DecodeBenchFlags f) {
     std::printf("%-27s %8s %8s %10s %10s %10s %10s %12s\n", "policy", "context", "budget", "ms/token", "attn_ms",
                 "pred_ms", "pred_share", "blocks/step");
   }
+  std::unique_ptr<worker::Backend> cpu = worker::NewCpuBackend(*model);
   for (int64_t ctx : contexts) {
     if (c.max_context > 0 && ctx + f.steps > c.max_context) {
       return OutOfRange("context " + std::to_string(ctx) + " + steps exceeds the model's " +
                         std::to_string(c.max_context));
     }
-    worker::Sequence seq(*model);
+    FS_ASSIGN_OR_RETURN(std::unique_ptr<worker::BackendSequence> seq, cpu->NewSequence());
     if (f.prefill) {
       std::vector<worker::TokenId> tokens(ctx);
       for (int64_t i = 0; i < ctx; ++i) tokens[i] = static_cast<worker::TokenId>((i * 7919 + 13) % c.vocab_size);
-      FS_RETURN_IF_ERROR(seq.Prefill(tokens, nullptr));
+      FS_RETURN_IF_ERROR(seq->Prefill(tokens, nullptr));
     } else {
-      seq.TEST_FillRandomKv(ctx, 17);
+      FS_RETURN_IF_ERROR(seq->TEST_FillRandomKv(ctx, 17));
     }
     for (const std::string& name : SplitList(f.policies)) {
-      seq.Rewind(ctx);
-      seq.ResetStats();
+      seq->Rewind(ctx);
+      seq->ResetStats();
       std::unique_ptr<worker::PolicyDecodeAttention> policy;
       FS_ASSIGN_OR_RETURN(const worker::ServingPlan plan,
                           ResolveBenchPolicy(f.serving, name, ctx, f.steps, c, /*kv_offloaded=*/false));
       if (plan.spec) {
         FS_ASSIGN_OR_RETURN(policy, worker::PolicyDecodeAttention::Create(c, *plan.spec, ctx, plan.attention));
-        policy->PrepareKeys(seq.kv());
+        policy->PrepareKeys(*seq->host_kv());
         FS_RETURN_IF_ERROR(policy->FinishPrefill());
       }
       // What ran when it is not what the name says (ap at a context within its budget runs dense).
@@ -657,10 +659,10 @@ Status RunDecodeBench(DecodeBenchFlags f) {
       std::vector<float> logits;
       for (int s = 0; s < f.steps; ++s) {
         FS_RETURN_IF_ERROR(
-            seq.Decode(static_cast<worker::TokenId>((s * 31 + 5) % c.vocab_size), &logits, policy.get()));
+            seq->Decode(static_cast<worker::TokenId>((s * 31 + 5) % c.vocab_size), &logits, policy.get()));
         if (policy != nullptr) FS_RETURN_IF_ERROR(policy->status());
       }
-      const worker::SequenceStats& st = seq.stats();
+      const worker::SequenceStats& st = seq->stats();
       const double ms = 1e3 * st.decode_seconds / st.decode_tokens;
       const double attn = 1e3 * st.attention_seconds / st.decode_tokens;
       const double pred = policy != nullptr ? 1e3 * policy->predictor_seconds() / st.decode_tokens : 0.0;

@@ -13,20 +13,24 @@ Status BackendSequence::Prefill(const std::vector<TokenId>& tokens, std::vector<
                                 PrefillAttentionObserver* observer) {
   if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
   const int64_t vocab = backend_.model().config().vocab_size;
-  return ForEachPrefillChunk(tokens, prefill_chunk_, vocab, logits, all_logits,
-                             [&](const TokenId* chunk, int64_t n, float* out) {
-                               StepItem& item = alone_[0];
-                               item = StepItem{};
-                               item.sequence = this;
-                               item.tokens = chunk;
-                               item.n = n;
-                               item.logits = out;
-                               item.all_logits = all_logits;
-                               item.observer = observer;
-                               item.prefill = true;
-                               backend_.Run(&alone_);
-                               return item.status;
-                             });
+  if (logits != nullptr) logits->assign(all_logits ? tokens.size() * vocab : vocab, 0.0f);
+  StepItem& item = alone_[0];
+  for (size_t at = 0; at < tokens.size(); at += prefill_chunk_) {
+    const int64_t n = std::min<int64_t>(prefill_chunk_, tokens.size() - at);
+    item = StepItem{};
+    item.sequence = this;
+    item.tokens = tokens.data() + at;
+    item.n = n;
+    // Every chunk's rows with all_logits; otherwise the last token's, in the last chunk.
+    if (logits != nullptr && all_logits) item.logits = logits->data() + at * vocab;
+    if (logits != nullptr && !all_logits && at + n == tokens.size()) item.logits = logits->data();
+    item.all_logits = all_logits;
+    item.observer = observer;
+    item.prefill = true;
+    backend_.Run(&alone_);
+    FS_RETURN_IF_ERROR(item.status);
+  }
+  return Status::OK();
 }
 
 Status BackendSequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook,
@@ -51,7 +55,7 @@ class CpuBackend;
 class CpuBackendSequence : public BackendSequence {
  public:
   CpuBackendSequence(Backend& backend, const Model& model, int32_t prefill_chunk)
-      : BackendSequence(backend, prefill_chunk), seq_(model, prefill_chunk) {}
+      : BackendSequence(backend, prefill_chunk), seq_(model) {}
 
   Sequence& sequence() { return seq_; }
 
@@ -73,6 +77,10 @@ class CpuBackendSequence : public BackendSequence {
   }
   Status TEST_FillRandomKv(int64_t tokens, uint32_t seed) override {
     seq_.TEST_FillRandomKv(tokens, seed);
+    return Status::OK();
+  }
+  Status TEST_SetRowAtATimePrefill(bool on) override {
+    seq_.TEST_set_row_at_a_time_prefill(on);
     return Status::OK();
   }
 

@@ -86,10 +86,11 @@ class BackendSequence {
   Backend& backend() const { return backend_; }
   int32_t prefill_chunk() const { return prefill_chunk_; }
 
-  // A batch of one through backend().Run, as Sequence's Prefill and Decode. Prefill appends
-  // `tokens` (dense, in chunks of prefill_chunk()); `logits` (if not null) receives the last
-  // token's logits [vocab], or every token's [n x vocab] when all_logits. Decode appends one token;
-  // logits [vocab] of the next.
+  // A batch of one through backend().Run: how a sequence runs alone. Prefill appends `tokens`
+  // (dense, in chunks of prefill_chunk()); `logits` (if not null) receives the last token's logits
+  // [vocab], or every token's [n x vocab] when all_logits; `observer` hears every attention row.
+  // Decode appends one token; logits [vocab] of the next. `hook` may restrict attention (null:
+  // dense); `source` (null: the sequence's own KV) supplies blocks dropped from it.
   Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
                  PrefillAttentionObserver* observer = nullptr);
   Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr,
@@ -113,6 +114,9 @@ class BackendSequence {
   virtual Status DropBlocks(int64_t begin, int64_t end) = 0;
   // Benchmarks only: Sequence::TEST_FillRandomKv.
   virtual Status TEST_FillRandomKv(int64_t tokens, uint32_t seed) = 0;
+  // Tests only: Sequence::TEST_set_row_at_a_time_prefill (the CPU's prefill attention a row at a
+  // time, the bits the tiled kernels must reproduce).
+  virtual Status TEST_SetRowAtATimePrefill(bool on) = 0;
 
  protected:
   BackendSequence(Backend& backend, int32_t prefill_chunk);

@@ -1,11 +1,12 @@
 // Model: a loaded Llama-family decoder (weights, config, tokenizer), from a GGUF file or a Hugging
-// Face folder (config.json + *.safetensors). Immutable once open; any number of Sequences run on
-// it.
+// Face folder (config.json + *.safetensors). Immutable once open; any number of backends and
+// their sequences (worker/backend.h) run on it.
 //
 //   auto model = Model::Open(path);           // or Model::Open(FindDefaultModel())
-//   Sequence seq(**model);
+//   std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
+//   FS_ASSIGN_OR_RETURN(std::unique_ptr<BackendSequence> seq, cpu->NewSequence());
 //   std::vector<float> logits;
-//   seq.Prefill(tokens, &logits);
+//   FS_RETURN_IF_ERROR(seq->Prefill(tokens, &logits));
 //
 // Thread-safety: immutable after Open; safe to share across threads.
 #pragma once

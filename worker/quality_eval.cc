@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "worker/backend.h"
 #include "worker/oracle_attention.h"
 #include "worker/policy_attention.h"
 #include "worker/sampler.h"
-#include "worker/sequence.h"
 
 namespace foresight::worker {
 namespace {
@@ -109,10 +109,11 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     if (r.policy) fan.targets.push_back(r.policy.get());
   }
 
-  Sequence seq(model);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(model);
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<BackendSequence> seq, cpu->NewSequence());
   std::vector<float> prefill_logits;
   std::vector<TokenId> head(tokens.begin(), tokens.begin() + context);
-  FS_RETURN_IF_ERROR(seq.Prefill(head, &prefill_logits, false, &fan));
+  FS_RETURN_IF_ERROR(seq->Prefill(head, &prefill_logits, false, &fan));
   for (Run& r : runs) {
     if (r.policy) FS_RETURN_IF_ERROR(r.policy->FinishPrefill());
   }
@@ -122,8 +123,8 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     std::unique_ptr<RecoveryMeter> meter;
     if (run != nullptr) meter = std::make_unique<RecoveryMeter>(model.config(), run->hook());
     DecodeAttentionHook* hook = meter.get();
-    seq.Rewind(context);
-    seq.ResetStats();
+    seq->Rewind(context);
+    seq->ResetStats();
     std::vector<float> logits = prefill_logits;
     double nll = 0;
     int64_t agree = 0;
@@ -134,7 +135,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
       if (hook == nullptr) dense_top1.push_back(top);
       agree += top == dense_top1[i];
       if (i + 1 < predict) {
-        FS_RETURN_IF_ERROR(seq.Decode(target, &logits, hook));
+        FS_RETURN_IF_ERROR(seq->Decode(target, &logits, hook));
         if (run != nullptr) FS_RETURN_IF_ERROR(run->status());
       }
     }
@@ -143,7 +144,7 @@ StatusOr<std::vector<QualityRow>> EvaluateQuality(const Model& model, const std:
     row->sparse_recovery = meter ? meter->sparse_recovery() : 1.0;
     row->perplexity = std::exp(nll / predict);
     row->top1_agreement = static_cast<double>(agree) / predict;
-    const SequenceStats& st = seq.stats();
+    const SequenceStats& st = seq->stats();
     row->blocks_fraction = st.blocks_total > 0 ? static_cast<double>(st.blocks_attended) / st.blocks_total : 1.0;
     return Status::OK();
   };

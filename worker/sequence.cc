@@ -15,10 +15,8 @@ double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 }  // namespace
 
-Sequence::Sequence(const Model& model, int32_t prefill_chunk)
-    : model_(model),
-      c_(model.config()),
-      chunk_(std::max(1, prefill_chunk)),
+Sequence::Sequence(const Model& model)
+    : c_(model.config()),
       rope_(model.config()),
       kv_(model.config().n_layers, model.config().n_kv_heads, model.config().head_dim) {}
 
@@ -32,29 +30,6 @@ void PrefillAttentionRow(const KvCache& kv, int32_t layer, int32_t kv_head, cons
   }
   Softmax(row, visible);
   RoundToHalf(row, visible);
-}
-
-Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, int64_t vocab, std::vector<float>* logits,
-                           bool all_logits, const std::function<Status(const TokenId*, int64_t, float*)>& forward) {
-  if (logits != nullptr) logits->assign(all_logits ? tokens.size() * vocab : vocab, 0.0f);
-  for (size_t at = 0; at < tokens.size(); at += chunk) {
-    const int64_t n = std::min<int64_t>(chunk, tokens.size() - at);
-    const bool last = at + n == tokens.size();
-    float* out = nullptr;
-    if (logits != nullptr && all_logits) out = logits->data() + at * vocab;
-    if (logits != nullptr && !all_logits && last) out = logits->data();
-    FS_RETURN_IF_ERROR(forward(tokens.data() + at, n, out));
-  }
-  return Status::OK();
-}
-
-Status Sequence::Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits,
-                         PrefillAttentionObserver* observer) {
-  if (tokens.empty()) return InvalidArgument("prefill needs at least one token");
-  return ForEachPrefillChunk(tokens, chunk_, c_.vocab_size, logits, all_logits,
-                             [&](const TokenId* chunk, int64_t n, float* out) {
-                               return Forward(chunk, n, out, all_logits, nullptr, observer, nullptr, true);
-                             });
 }
 
 void Sequence::TEST_FillRandomKv(int64_t tokens, uint32_t seed) {
@@ -98,30 +73,6 @@ Status Sequence::ImportKv(int64_t n_blocks, const std::function<Status(int32_t, 
     }
   }
   return Status::OK();
-}
-
-Status Sequence::Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook, KvBlockSource* source) {
-  if (logits != nullptr) logits->assign(c_.vocab_size, 0.0f);
-  return Forward(&token, 1, logits != nullptr ? logits->data() : nullptr, false, hook, nullptr, source, false);
-}
-
-Status Sequence::Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                         PrefillAttentionObserver* observer, KvBlockSource* source, bool prefill) {
-  if (alone_ == nullptr) alone_ = std::make_unique<BatchForward>(model_);
-  alone_items_.resize(1);
-  ForwardItem& item = alone_items_[0];
-  item = ForwardItem{};
-  item.sequence = this;
-  item.tokens = tokens;
-  item.n = n;
-  item.logits = logits;
-  item.all_logits = all_logits;
-  item.hook = hook;
-  item.source = source;
-  item.observer = observer;
-  item.prefill = prefill;
-  alone_->Run(&alone_items_);
-  return item.status;
 }
 
 Status Sequence::CheckStep(const ForwardItem& item) const {

@@ -1,14 +1,17 @@
-// Sequence: one running generation on a Model: its KV cache (blocks of 16 tokens) and the forward
-// pass. Prefill runs chunks of tokens with dense causal attention; Decode runs one token and may
-// attend only selected KV blocks per layer and KV head (sparse decode).
+// Sequence: one running generation on a Model on the CPU: its KV cache (blocks of 16 tokens) and
+// attention. It is the CPU backend's per-sequence state (NewCpuBackend, worker/backend.h), stepped
+// only by BatchForward; callers run it as a BackendSequence. A step of several tokens is a prefill
+// chunk with dense causal attention; a step of one token (no observer) decodes and may attend only
+// selected KV blocks per layer and KV head (sparse decode).
 //
 // BatchForward runs one forward step over several sequences of one Model at once (continuous
 // batching, worker/service/scheduler.h): their token rows go through each weight matrix together,
 // and attention runs per sequence, each with its own hook and block source. A sequence alone is a
-// batch of one, so every path runs the same code. Each row's arithmetic does not depend on the
-// other rows of its step (the weight products are per row, worker/weight_matrix.h), so a
-// sequence's logits are the same alone and batched, bit for bit, on the Q4/Q8 models the engine
-// serves (for other weight types, see WeightMatrix: many rows take the sgemm path).
+// batch of one (BackendSequence's Prefill and Decode), so every path runs the same code. Each row's
+// arithmetic does not depend on the other rows of its step (the weight products are per row,
+// worker/weight_matrix.h), so a sequence's logits are the same alone and batched, bit for bit, on
+// the Q4/Q8 models the engine serves (for other weight types, see WeightMatrix: many rows take the
+// sgemm path).
 //
 // Thread-safety: none; one thread drives a Sequence or a BatchForward (the kernels use all cores
 // through OpenMP).
@@ -16,7 +19,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <vector>
 
 #include "common/status.h"
@@ -92,12 +94,6 @@ struct SequenceStats {
 void PrefillAttentionRow(const KvCache& kv, int32_t layer, int32_t kv_head, const float* q, int64_t visible,
                          float* row);
 
-// The chunking both backends' Prefill share: runs `forward(tokens, n, out)` over `tokens` in chunks
-// of `chunk`; `out` points at the chunk's rows of `logits` (all_logits: [tokens x vocab]) or, for
-// the last chunk only, at `logits` itself ([vocab]); null when no logits are wanted.
-Status ForEachPrefillChunk(const std::vector<TokenId>& tokens, int32_t chunk, int64_t vocab, std::vector<float>* logits,
-                           bool all_logits, const std::function<Status(const TokenId*, int64_t, float*)>& forward);
-
 class Sequence;
 
 // One sequence's part of a forward step.
@@ -139,16 +135,8 @@ class BatchForward {
 
 class Sequence {
  public:
-  explicit Sequence(const Model& model, int32_t prefill_chunk = 512);
-
-  // Appends `tokens` (dense attention). `logits` (if not null) receives the logits of the last
-  // token [vocab], or of every token [n x vocab] when all_logits.
-  Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
-                 PrefillAttentionObserver* observer = nullptr);
-  // Appends one token; logits [vocab] of the next. `hook` may restrict attention (null: dense).
-  // `source` (null: the KvCache) supplies blocks the KvCache has dropped.
-  Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr,
-                KvBlockSource* source = nullptr);
+  // An empty sequence; BatchForward steps it.
+  explicit Sequence(const Model& model);
 
   // Shared prefixes: makes an empty sequence `n_blocks` full blocks long with KV it did not compute.
   // `fill(layer, dests)` is called once per layer with the n_blocks destinations of that layer's
@@ -177,9 +165,6 @@ class Sequence {
 
  private:
   friend class BatchForward;
-  // A batch of one.
-  Status Forward(const TokenId* tokens, int64_t n, float* logits, bool all_logits, DecodeAttentionHook* hook,
-                 PrefillAttentionObserver* observer, KvBlockSource* source, bool prefill);
   // The checks BatchForward::Run makes before a step: context, token ids, resident history.
   Status CheckStep(const ForwardItem& item) const;
   void ChunkAttention(int32_t layer, int64_t n, int64_t p0, const float* q, float* out,
@@ -191,14 +176,10 @@ class Sequence {
   Status DecodeAttention(int32_t layer, int64_t pos, const float* q, float* out, DecodeAttentionHook* hook,
                          KvBlockSource* source);
 
-  const Model& model_;
   const ModelConfig& c_;
-  int32_t chunk_;
   Rope rope_;
   KvCache kv_;
   SequenceStats stats_;
-  std::unique_ptr<BatchForward> alone_;  // Forward's batch of one
-  std::vector<ForwardItem> alone_items_;
   // Attention scratch, reused across calls.
   std::vector<float> scores_, pooled_, pooled_sum_;
   // Per query head, DecodeAttention's 16-lane value sums, positions used per selected block, and

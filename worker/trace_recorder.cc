@@ -7,8 +7,8 @@
 #include "predictor/key_digests.h"
 #include "predictor/prefill_recorder.h"
 #include "predictor/trace.h"
+#include "worker/backend.h"
 #include "worker/sampler.h"
-#include "worker/sequence.h"
 
 namespace foresight::worker {
 namespace {
@@ -72,10 +72,12 @@ StatusOr<TraceSummary> RecordTrace(const Model& model, const std::vector<TokenId
   FS_ASSIGN_OR_RETURN(std::unique_ptr<predictor::TraceWriter> writer,
                       predictor::TraceWriter::Create(out_path, g, metadata));
 
-  Sequence seq(model);
+  // The CPU backend: the key digests below read its host KV.
+  std::unique_ptr<Backend> cpu = NewCpuBackend(model);
+  FS_ASSIGN_OR_RETURN(std::unique_ptr<BackendSequence> seq, cpu->NewSequence());
   PrefillRecorders prefill(c.n_layers, c.n_heads, g.prompt_tokens);
   std::vector<float> logits;
-  FS_RETURN_IF_ERROR(seq.Prefill(prompt, &logits, false, &prefill));
+  FS_RETURN_IF_ERROR(seq->Prefill(prompt, &logits, false, &prefill));
   for (int l = 0; l < c.n_layers; ++l) {
     FS_RETURN_IF_ERROR(writer->RecordPrefill(l, prefill.recorders[l]->Observation()));
   }
@@ -88,12 +90,12 @@ StatusOr<TraceSummary> RecordTrace(const Model& model, const std::vector<TokenId
     const TokenId next = Argmax(logits.data(), static_cast<int64_t>(logits.size()));
     summary.generated.push_back(next);
     recorder.step = s;
-    FS_RETURN_IF_ERROR(seq.Decode(next, &logits, &recorder));
+    FS_RETURN_IF_ERROR(seq->Decode(next, &logits, &recorder));
     FS_RETURN_IF_ERROR(recorder.status);
   }
   summary.decode_steps = decode_steps;
 
-  const KvCache& kv = seq.kv();
+  const KvCache& kv = *seq->host_kv();
   std::vector<float> keys(static_cast<size_t>(c.n_kv_heads) * c.head_dim);
   for (int l = 0; l < c.n_layers; ++l) {
     predictor::KeyDigests digests(c.n_kv_heads, c.head_dim, g.block_tokens);

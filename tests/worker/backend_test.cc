@@ -1,6 +1,6 @@
 // The engine's backend interface (worker/backend.h) on the CPU: a step over several sequences gives
-// each the logits, KV and statistics it gets alone (Sequence, worker/sequence.h), bit for bit on
-// the quantised weights the engine serves; items of another backend fail alone; Generate runs on
+// each the logits, KV and statistics it gets alone (a batch of one each), bit for bit on the
+// quantised weights the engine serves; items of another backend fail alone; Generate runs on
 // the backend it is given; offload refuses, at Create, a backend that cannot offload.
 #include "worker/backend.h"
 
@@ -15,7 +15,6 @@
 #include "tests/worker/test_tokens.h"
 #include "worker/generator.h"
 #include "worker/offload/offloaded_sequence.h"
-#include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
@@ -61,9 +60,20 @@ TEST(CpuBackendTest, AStepOverSeveralSequencesEqualsEachAlone) {
     return std::vector<TokenId>(tokens.begin() + from, tokens.begin() + to);
   };
 
+  std::unique_ptr<Backend> cpu = NewCpuBackend(*model);
+  EXPECT_EQ(cpu->name(), "cpu");
+  EXPECT_TRUE(cpu->SupportsOffload().ok());
+  // Four sequences stepped alone, four stepped together.
+  std::vector<std::unique_ptr<BackendSequence>> alone, seqs;
+  for (int i = 0; i < 8; ++i) {
+    auto s = cpu->NewSequence(64);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    (i < 4 ? alone : seqs).push_back(std::move(*s));
+  }
+
   // Alone: a decoding sequence (40 tokens in), a sparse-decoding one (70 in), one prefilling a
   // second chunk (20 in, 30 more) and a fresh one prefilling 17 tokens (each chunk whole).
-  Sequence a(*model, 64), b(*model, 64), c(*model, 64), d(*model, 64);
+  BackendSequence &a = *alone[0], &b = *alone[1], &c = *alone[2], &d = *alone[3];
   EndsHook hook;
   std::vector<float> la, lb, lc, ld, scratch;
   ASSERT_TRUE(a.Prefill(part(0, 40), &scratch).ok());
@@ -74,16 +84,7 @@ TEST(CpuBackendTest, AStepOverSeveralSequencesEqualsEachAlone) {
   ASSERT_TRUE(c.Prefill(part(20, 50), &lc).ok());
   ASSERT_TRUE(d.Prefill(part(100, 117), &ld).ok());
 
-  // The same on the backend, the last four steps as one.
-  std::unique_ptr<Backend> cpu = NewCpuBackend(*model);
-  EXPECT_EQ(cpu->name(), "cpu");
-  EXPECT_TRUE(cpu->SupportsOffload().ok());
-  std::vector<std::unique_ptr<BackendSequence>> seqs;
-  for (int i = 0; i < 4; ++i) {
-    auto s = cpu->NewSequence(64);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    seqs.push_back(std::move(*s));
-  }
+  // The same together, the last four steps as one.
   ASSERT_TRUE(seqs[0]->Prefill(part(0, 40), &scratch).ok());
   ASSERT_TRUE(seqs[1]->Prefill(part(0, 70), &scratch).ok());
   ASSERT_TRUE(seqs[2]->Prefill(part(0, 20), &scratch).ok());
@@ -116,11 +117,11 @@ TEST(CpuBackendTest, AStepOverSeveralSequencesEqualsEachAlone) {
   EXPECT_EQ(bb, lb);
   EXPECT_EQ(bc, lc);
   EXPECT_EQ(bd, ld);
-  const Sequence* alone[] = {&a, &b, &c, &d};
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(seqs[i]->position(), alone[i]->position()) << "sequence " << i;
     ASSERT_NE(seqs[i]->host_kv(), nullptr);
-    EXPECT_TRUE(SameKv(*seqs[i]->host_kv(), alone[i]->kv())) << "sequence " << i;
+    ASSERT_NE(alone[i]->host_kv(), nullptr);
+    EXPECT_TRUE(SameKv(*seqs[i]->host_kv(), *alone[i]->host_kv())) << "sequence " << i;
     EXPECT_EQ(seqs[i]->stats().prefill_tokens, alone[i]->stats().prefill_tokens) << "sequence " << i;
     EXPECT_EQ(seqs[i]->stats().decode_tokens, alone[i]->stats().decode_tokens) << "sequence " << i;
     EXPECT_EQ(seqs[i]->stats().blocks_attended, alone[i]->stats().blocks_attended) << "sequence " << i;
@@ -128,12 +129,12 @@ TEST(CpuBackendTest, AStepOverSeveralSequencesEqualsEachAlone) {
   }
   EXPECT_LT(seqs[1]->stats().blocks_attended, seqs[1]->stats().blocks_total);  // the hook made it sparse
 
-  // Decode and Prefill on a backend sequence are its Run with a batch of one.
+  // After a batched step, a sequence goes on alone as if it had run alone throughout.
   std::vector<float> next_alone, next_backend;
   ASSERT_TRUE(a.Decode(tokens[41], &next_alone).ok());
   ASSERT_TRUE(seqs[0]->Decode(tokens[41], &next_backend).ok());
   EXPECT_EQ(next_backend, next_alone);
-  // Rewind forgets, as Sequence's.
+  // Rewind forgets.
   seqs[0]->Rewind(30);
   EXPECT_EQ(seqs[0]->position(), 30);
   EXPECT_EQ(seqs[0]->host_kv()->tokens(), 30);
@@ -228,7 +229,7 @@ TEST(OffloadedSequenceBackendTest, CreateRefusesABackendThatCannotOffload) {
   EXPECT_NE(refused.status().message().find("offloaded sequence"), std::string::npos) << refused.status().ToString();
   EXPECT_NE(refused.status().message().find("test backend"), std::string::npos) << refused.status().ToString();
 
-  // On the CPU backend the same request runs, and gives what a plain Sequence gives.
+  // On the CPU backend the same request runs, and gives what a plain backend sequence gives.
   std::unique_ptr<Backend> cpu = NewCpuBackend(*model);
   auto seq = OffloadedSequence::Create(*cpu, nullptr, std::nullopt, o);
   ASSERT_TRUE(seq.ok()) << seq.status().ToString();
@@ -236,11 +237,12 @@ TEST(OffloadedSequenceBackendTest, CreateRefusesABackendThatCannotOffload) {
   const std::vector<TokenId> prompt = testing::TestTokens(40);
   std::vector<float> offloaded, plain;
   ASSERT_TRUE((*seq)->Prefill(prompt, &offloaded).ok());
-  Sequence alone(*model, o.prefill_chunk);
-  ASSERT_TRUE(alone.Prefill(prompt, &plain).ok());
+  auto alone = cpu->NewSequence(o.prefill_chunk);
+  ASSERT_TRUE(alone.ok()) << alone.status().ToString();
+  ASSERT_TRUE((*alone)->Prefill(prompt, &plain).ok());
   EXPECT_EQ(offloaded, plain);
   ASSERT_TRUE((*seq)->Decode(prompt[3], &offloaded).ok());
-  ASSERT_TRUE(alone.Decode(prompt[3], &plain).ok());
+  ASSERT_TRUE((*alone)->Decode(prompt[3], &plain).ok());
   EXPECT_EQ(offloaded, plain);
   EXPECT_EQ((*seq)->position(), 41);
 }

@@ -171,6 +171,10 @@ TEST(CudaBackendTest, RefusesWhatItCannotDoByName) {
   EXPECT_TRUE(Mentions(st, "cuda backend")) << st.ToString();
   st = s.DropBlocks(0, 1);
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
+  // The CPU's test-only prefill kernel.
+  st = s.TEST_SetRowAtATimePrefill(true);
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(Mentions(st, "cuda backend") && Mentions(st, "row-at-a-time")) << st.ToString();
 
   // And the sequence still decodes.
   st = s.Decode(prompt[0], &logits);

@@ -35,13 +35,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 
 #include "predictor/shipped_weights.h"
+#include "worker/backend.h"
 #include "worker/cuda/cuda_sequence.h"
 #include "worker/policy_attention.h"
 #include "worker/sampler.h"
-#include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
@@ -125,6 +126,7 @@ void CompareSparseDecode(const Model& model, double tolerance, const std::string
   ASSERT_TRUE(gpu_model.ok()) << gpu_model.status().ToString();
   const std::vector<TokenId> prompt = RandomPrompt(600, vocab);
   const double row_bound = std::max(2e-3, tolerance);
+  std::unique_ptr<Backend> cpu_backend = NewCpuBackend(model);
 
   for (const PolicyCase& pc :
        std::vector<PolicyCase>{{"quest", predictor::PolicyKind::kQuest, 0.0f},
@@ -136,7 +138,8 @@ void CompareSparseDecode(const Model& model, double tolerance, const std::string
     auto gpu_policy = MakePolicy(c, pc, static_cast<int64_t>(prompt.size()));
     ASSERT_TRUE(cpu_policy.ok()) << cpu_policy.status().ToString();
     ASSERT_TRUE(gpu_policy.ok()) << gpu_policy.status().ToString();
-    Sequence cpu(model, 64);
+    std::unique_ptr<BackendSequence> cpu_seq = *cpu_backend->NewSequence(64);
+    BackendSequence& cpu = *cpu_seq;
     auto gpu_or = CudaSequence::Create(**gpu_model, 64);
     ASSERT_TRUE(gpu_or.ok()) << gpu_or.status().ToString();
     CudaSequence& gpu = **gpu_or;

@@ -20,11 +20,12 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <random>
 
+#include "worker/backend.h"
 #include "worker/cuda/cuda_sequence.h"
 #include "worker/sampler.h"
-#include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 #include "worker/transformer_kernels.h"
 
@@ -116,7 +117,9 @@ void CompareBackends(const Model& model, double tolerance, const std::string& na
   ASSERT_TRUE(gpu_model.ok()) << gpu_model.status().ToString();
   // Chunks of 64: the later chunks attend the earlier ones; 300 tokens (19 blocks, three attention
   // tiles) end in a partial block.
-  Sequence cpu(model, 64);
+  std::unique_ptr<Backend> cpu_backend = NewCpuBackend(model);
+  std::unique_ptr<BackendSequence> cpu_seq = *cpu_backend->NewSequence(64);
+  BackendSequence& cpu = *cpu_seq;
   auto gpu_or = CudaSequence::Create(**gpu_model, 64);
   ASSERT_TRUE(gpu_or.ok()) << gpu_or.status().ToString();
   CudaSequence& gpu = **gpu_or;

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "tests/worker/test_tokens.h"
+#include "worker/backend.h"
 #include "worker/generator.h"
 #include "worker/synthetic_model.h"
 
@@ -47,13 +49,14 @@ TEST(GenerateTest, GreedyIsTheLoopItReplaced) {
   auto model = MakeSyntheticModel(SyntheticModelSpec{});
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const std::vector<TokenId> prompt = testing::TestTokens(20);
-  Sequence seq(**model);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
+  std::unique_ptr<BackendSequence> seq = *cpu->NewSequence();
   std::vector<float> logits;
-  ASSERT_TRUE(seq.Prefill(prompt, &logits).ok());
+  ASSERT_TRUE(seq->Prefill(prompt, &logits).ok());
   std::vector<TokenId> want;
   for (int i = 0; i < 12; ++i) {
     want.push_back(static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    ASSERT_TRUE(seq.Decode(want.back(), &logits).ok());
+    ASSERT_TRUE(seq->Decode(want.back(), &logits).ok());
   }
   GenerateOptions o;
   o.max_tokens = 12;

@@ -14,11 +14,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 
 #include "tests/worker/reference_env.h"
+#include "worker/backend.h"
 #include "worker/model.h"
-#include "worker/sequence.h"
 
 namespace foresight::worker {
 namespace {
@@ -62,6 +63,7 @@ TEST(ModelReferenceTest, LogitsMatchLlamaCppGolden) {
   const int64_t k = (*golden)["top_k"];
   ASSERT_EQ(vocab, (*model)->config().vocab_size);
   ASSERT_GE(k, 5);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
 
   int64_t positions = 0, top1_same = 0, top1_judgeable = 0, top1_judgeable_same = 0, exact = 0;
   int64_t min_overlap = k;
@@ -76,17 +78,17 @@ TEST(ModelReferenceTest, LogitsMatchLlamaCppGolden) {
     ASSERT_GE(tokens.size(), 4u);
 
     // Half the prompt by prefill (chunks of 16), the rest by single-token decode steps.
-    Sequence seq(**model, 16);
+    std::unique_ptr<BackendSequence> seq = *cpu->NewSequence(16);
     std::vector<float> logits;
     const size_t split = tokens.size() / 2;
-    ASSERT_TRUE(seq.Decode(tokens[0], &logits).ok());
+    ASSERT_TRUE(seq->Decode(tokens[0], &logits).ok());
     std::vector<TokenId> head(tokens.begin() + 1, tokens.begin() + split);
     std::vector<float> prefilled;
-    ASSERT_TRUE(seq.Prefill(head, &prefilled, true).ok());
+    ASSERT_TRUE(seq->Prefill(head, &prefilled, true).ok());
     logits.insert(logits.end(), prefilled.begin(), prefilled.end());
     for (size_t t = split; t < tokens.size(); ++t) {
       std::vector<float> step;
-      ASSERT_TRUE(seq.Decode(tokens[t], &step).ok());
+      ASSERT_TRUE(seq->Decode(tokens[t], &step).ok());
       logits.insert(logits.end(), step.begin(), step.end());
     }
     ASSERT_EQ(logits.size(), tokens.size() * vocab);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -69,13 +70,14 @@ TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
   // Worker 1 prefills A and publishes it (in two calls, as chunks arrive). Chunks of 16 tokens
   // everywhere, so that the import boundary is a chunk boundary of the full prefill too (sgemm's
   // rounding depends on the chunk's shape; with equal chunks the computation is the same).
-  Sequence s1(m, 16);
-  KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1.kv().layout());
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s1 = *cpu->NewSequence(16);
+  KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1->host_kv()->layout());
   std::vector<TokenId> first(a.begin(), a.begin() + 96);
-  ASSERT_TRUE(s1.Prefill(first, nullptr).ok());
-  ASSERT_TRUE(pub.Publish(first, s1.kv()).ok());
-  ASSERT_TRUE(s1.Prefill(std::vector<TokenId>(a.begin() + 96, a.end()), nullptr).ok());
-  ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+  ASSERT_TRUE(s1->Prefill(first, nullptr).ok());
+  ASSERT_TRUE(pub.Publish(first, *s1->host_kv()).ok());
+  ASSERT_TRUE(s1->Prefill(std::vector<TokenId>(a.begin() + 96, a.end()), nullptr).ok());
+  ASSERT_TRUE(pub.Publish(a, *s1->host_kv()).ok());
   ASSERT_TRUE(pub.Flush().ok());
   EXPECT_EQ(pub.published_blocks(), 300 / 16);
   EXPECT_EQ(pub.stats().puts, (300 / 16) * (m.config().n_layers + 1));
@@ -92,7 +94,6 @@ TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
   EXPECT_EQ(*LongestPublishedPrefix(n.client.get(), "ns", std::string(32, '0'), b), 0);
 
   // Worker 2 imports those blocks and prefills the rest; logits equal a full prefill's.
-  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
   std::unique_ptr<BackendSequence> s2 = *cpu->NewSequence(16);
   ImportStats st;
   ASSERT_TRUE(ImportPrefix(n.client.get(), "ns", fp, b, *published, s2.get(), &st).ok());
@@ -101,19 +102,19 @@ TEST(KvPublisherTest, ImportedPrefixContinuesExactlyLikeAFullPrefill) {
   EXPECT_EQ(st.gets, 10 * (m.config().n_layers + 1));
   for (int32_t l = 0; l < m.config().n_layers; ++l) {
     for (int64_t blk = 0; blk < 10; ++blk) {
-      ASSERT_EQ(0, std::memcmp(s2->host_kv()->block_data(l, blk), s1.kv().block_data(l, blk),
-                               s1.kv().layout().block_bytes()));
+      ASSERT_EQ(0, std::memcmp(s2->host_kv()->block_data(l, blk), s1->host_kv()->block_data(l, blk),
+                               s1->host_kv()->layout().block_bytes()));
     }
   }
   std::vector<float> imported, full;
   ASSERT_TRUE(s2->Prefill(std::vector<TokenId>(b.begin() + 160, b.end()), &imported).ok());
-  Sequence s3(m, 16);
-  ASSERT_TRUE(s3.Prefill(b, &full).ok());
+  std::unique_ptr<BackendSequence> s3 = *cpu->NewSequence(16);
+  ASSERT_TRUE(s3->Prefill(b, &full).ok());
   ASSERT_EQ(imported.size(), full.size());
   EXPECT_EQ(imported, full);
   // And a decode step after it too.
   ASSERT_TRUE(s2->Decode(5, &imported).ok());
-  ASSERT_TRUE(s3.Decode(5, &full).ok());
+  ASSERT_TRUE(s3->Decode(5, &full).ok());
   EXPECT_EQ(imported, full);
 }
 
@@ -129,8 +130,9 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
   ASSERT_GE(m.config().n_layers, 2);
   const std::string fp = ModelFingerprint(m);
   const std::vector<TokenId> a = Prompt(64);  // 4 full blocks
-  Sequence s1(m);
-  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s1 = *cpu->NewSequence();
+  ASSERT_TRUE(s1->Prefill(a, nullptr).ok());
   PrefixChain chain("ns", fp);
   std::vector<BlockKey> chains;
   std::vector<std::vector<BlockKey>> layer_keys;
@@ -144,9 +146,9 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
   {
     KvPublisherOptions options;
     options.queue = {.ring_bytes = 32ull << 20, .max_batch = 1, .max_batches_in_flight = 64};  // one put per batch
-    KvPublisher pub(&gated, "ns", fp, m.config().n_layers, s1.kv().layout(), options);
+    KvPublisher pub(&gated, "ns", fp, m.config().n_layers, s1->host_kv()->layout(), options);
     OpenGateOnExit open_on_exit{gated};
-    ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+    ASSERT_TRUE(pub.Publish(a, *s1->host_kv()).ok());
     EXPECT_EQ(pub.enqueued_blocks(), 4);
     // Publish again (nothing new) until blocks 0 and 1 are acknowledged, their manifests follow,
     // and the held put has reached the gate.
@@ -154,7 +156,7 @@ TEST(KvPublisherTest, ManifestWrittenOnlyAfterEveryLayer) {
     while ((pub.acknowledged_blocks() < 2 || gated.batches_held() == 0) &&
            std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+      ASSERT_TRUE(pub.Publish(a, *s1->host_kv()).ok());
     }
     ASSERT_EQ(pub.acknowledged_blocks(), 2) << "blocks 0 and 1 were never acknowledged";
     ASSERT_EQ(gated.batches_held(), 1u) << "block 2's layer 1 never reached the gate";
@@ -187,17 +189,17 @@ TEST(KvPublisherTest, ImportOfAPublishedBlockMissingALayerFailsNamingIt) {
   const Model& m = **model;
   const std::string fp = ModelFingerprint(m);
   const std::vector<TokenId> a = Prompt(64);
-  Sequence s1(m);
-  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s1 = *cpu->NewSequence();
+  ASSERT_TRUE(s1->Prefill(a, nullptr).ok());
   {
-    KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1.kv().layout());
-    ASSERT_TRUE(pub.Publish(a, s1.kv()).ok());
+    KvPublisher pub(n.client.get(), "ns", fp, m.config().n_layers, s1->host_kv()->layout());
+    ASSERT_TRUE(pub.Publish(a, *s1->host_kv()).ok());
     ASSERT_TRUE(pub.Flush().ok());
   }
   PrefixChain chain("ns", fp);
   for (int b = 0; b <= 2; ++b) chain.Extend(std::span<const int32_t>(a.data() + b * 16, 16));
   ASSERT_TRUE(n.client->Evict(chain.LayerKey(1)).ok());
-  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
   std::unique_ptr<BackendSequence> s2 = *cpu->NewSequence();
   Status s = ImportPrefix(n.client.get(), "ns", fp, a, 4, s2.get());
   EXPECT_FALSE(s.ok());
@@ -228,11 +230,12 @@ Published PublishFourBlocks() {
   p.model = std::move(*model);
   p.fp = ModelFingerprint(*p.model);
   p.tokens = Prompt(64);
-  Sequence s1(*p.model);
-  EXPECT_TRUE(s1.Prefill(p.tokens, nullptr).ok());
-  p.layout = s1.kv().layout();
+  std::unique_ptr<Backend> cpu = NewCpuBackend(*p.model);
+  std::unique_ptr<BackendSequence> s1 = *cpu->NewSequence();
+  EXPECT_TRUE(s1->Prefill(p.tokens, nullptr).ok());
+  p.layout = s1->host_kv()->layout();
   KvPublisher pub(p.n.client.get(), "ns", p.fp, p.model->config().n_layers, p.layout);
-  EXPECT_TRUE(pub.Publish(p.tokens, s1.kv()).ok());
+  EXPECT_TRUE(pub.Publish(p.tokens, *s1->host_kv()).ok());
   EXPECT_TRUE(pub.Flush().ok());
   EXPECT_EQ(pub.published_blocks(), 4);
   PrefixChain chain("ns", p.fp);
@@ -330,12 +333,13 @@ TEST(KvPublisherTest, ALostNodeIsReported) {
   auto model = MakeSyntheticModel(SyntheticModelSpec{});
   ASSERT_TRUE(model.ok());
   const Model& m = **model;
-  Sequence s1(m);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(m);
+  std::unique_ptr<BackendSequence> s1 = *cpu->NewSequence();
   const std::vector<TokenId> a = Prompt(128);
-  ASSERT_TRUE(s1.Prefill(a, nullptr).ok());
-  KvPublisher pub(n.client.get(), "ns", ModelFingerprint(m), m.config().n_layers, s1.kv().layout());
+  ASSERT_TRUE(s1->Prefill(a, nullptr).ok());
+  KvPublisher pub(n.client.get(), "ns", ModelFingerprint(m), m.config().n_layers, s1->host_kv()->layout());
   n.node->Kill9();
-  Status s = pub.Publish(a, s1.kv());
+  Status s = pub.Publish(a, *s1->host_kv());
   if (s.ok()) s = pub.Flush();
   EXPECT_FALSE(s.ok());
 }

@@ -16,15 +16,15 @@
 #include <vector>
 
 #include "tests/worker/test_tokens.h"
-#include "worker/sequence.h"
+#include "worker/backend.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
 namespace {
 
 // Prefills the first `n` tokens in chunks of `chunk`; chunk 0 feeds them one decode step each.
-std::unique_ptr<Sequence> Fill(const Model& model, const std::vector<TokenId>& tokens, int64_t n, int32_t chunk) {
-  auto seq = std::make_unique<Sequence>(model, chunk == 0 ? 64 : chunk);
+std::unique_ptr<BackendSequence> Fill(Backend& cpu, const std::vector<TokenId>& tokens, int64_t n, int32_t chunk) {
+  std::unique_ptr<BackendSequence> seq = *cpu.NewSequence(chunk == 0 ? 64 : chunk);
   std::vector<float> logits;
   if (chunk == 0) {
     for (int64_t i = 0; i < n; ++i) EXPECT_TRUE(seq->Decode(tokens[i], &logits).ok());
@@ -35,12 +35,15 @@ std::unique_ptr<Sequence> Fill(const Model& model, const std::vector<TokenId>& t
 }
 
 // The full blocks among the first `tokens` positions whose bytes differ, as "layer L block B".
-std::vector<std::string> DifferentBlocks(const Sequence& a, const Sequence& b, int32_t layers, int64_t tokens) {
-  const BlockLayout& layout = a.kv().layout();
+std::vector<std::string> DifferentBlocks(const BackendSequence& a, const BackendSequence& b, int32_t layers,
+                                         int64_t tokens) {
+  const KvCache& ka = *a.host_kv();
+  const KvCache& kb = *b.host_kv();
+  const BlockLayout& layout = ka.layout();
   std::vector<std::string> differ;
   for (int32_t l = 0; l < layers; ++l) {
     for (int64_t block = 0; block < tokens / layout.block_tokens(); ++block) {
-      if (std::memcmp(a.kv().block_data(l, block), b.kv().block_data(l, block), layout.block_bytes()) != 0) {
+      if (std::memcmp(ka.block_data(l, block), kb.block_data(l, block), layout.block_bytes()) != 0) {
         differ.push_back("layer " + std::to_string(l) + " block " + std::to_string(block));
       }
     }
@@ -70,12 +73,13 @@ TEST(PrefillObserverTest, TiledRowsEqualRowAtATimeInEachHeadsOrder) {
   auto model = MakeSyntheticModel(spec);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const std::vector<TokenId> tokens = testing::TestTokens(300);
-  Sequence tiled(**model, 64), one_row(**model, 64);
-  one_row.TEST_set_row_at_a_time_prefill(true);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
+  std::unique_ptr<BackendSequence> tiled = *cpu->NewSequence(64), one_row = *cpu->NewSequence(64);
+  ASSERT_TRUE(one_row->TEST_SetRowAtATimePrefill(true).ok());
   RowRecorder heard_tiled, heard_one_row;
   std::vector<float> logits_tiled, logits_one_row;
-  ASSERT_TRUE(tiled.Prefill(tokens, &logits_tiled, false, &heard_tiled).ok());
-  ASSERT_TRUE(one_row.Prefill(tokens, &logits_one_row, false, &heard_one_row).ok());
+  ASSERT_TRUE(tiled->Prefill(tokens, &logits_tiled, false, &heard_tiled).ok());
+  ASSERT_TRUE(one_row->Prefill(tokens, &logits_one_row, false, &heard_one_row).ok());
   ASSERT_EQ(heard_tiled.rows.size(), static_cast<size_t>(spec.n_layers) * (*model)->config().n_heads);
   for (const auto& [key, rows] : heard_tiled.rows) {
     ASSERT_EQ(rows.size(), tokens.size()) << "layer " << key.first << " head " << key.second;
@@ -85,7 +89,7 @@ TEST(PrefillObserverTest, TiledRowsEqualRowAtATimeInEachHeadsOrder) {
   }
   EXPECT_TRUE(heard_tiled.rows == heard_one_row.rows) << "the tiled rows differ from the one-row kernel's";
   EXPECT_EQ(logits_tiled, logits_one_row);
-  EXPECT_TRUE(DifferentBlocks(tiled, one_row, spec.n_layers, 288).empty());
+  EXPECT_TRUE(DifferentBlocks(*tiled, *one_row, spec.n_layers, 288).empty());
 }
 
 class PrefillChunkingTest : public ::testing::TestWithParam<TensorType> {};
@@ -98,7 +102,8 @@ TEST_P(PrefillChunkingTest, KvBytesAreTheSameHoweverThePromptWasCut) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const std::vector<TokenId> tokens = testing::TestTokens(302);
   const int64_t checked = 288;  // the 18 blocks full in every run
-  auto reference = Fill(**model, tokens, 300, 64);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
+  auto reference = Fill(*cpu, tokens, 300, 64);
   struct Case {
     const char* what;
     int64_t n;
@@ -106,7 +111,7 @@ TEST_P(PrefillChunkingTest, KvBytesAreTheSameHoweverThePromptWasCut) {
   };
   for (const Case& c : {Case{"a longer prompt (last chunk 46 rows, not 44)", 302, 64}, Case{"chunks of 37", 300, 37},
                         Case{"chunks of 3 (the few-row kernels)", 300, 3}, Case{"one decode step per token", 300, 0}}) {
-    auto other = Fill(**model, tokens, c.n, c.chunk);
+    auto other = Fill(*cpu, tokens, c.n, c.chunk);
     std::vector<std::string> differ = DifferentBlocks(*reference, *other, spec.n_layers, checked);
     EXPECT_TRUE(differ.empty()) << c.what << ": " << differ.size() << " blocks differ, first " << differ.front();
   }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -14,9 +15,9 @@
 #include "common/safetensors.h"
 #include "tests/worker/reference_env.h"
 #include "tests/worker/test_tokens.h"
+#include "worker/backend.h"
 #include "worker/gguf_file.h"
 #include "worker/quantized_kernels.h"
-#include "worker/sequence.h"
 #include "worker/synthetic_model.h"
 
 namespace foresight::worker {
@@ -145,13 +146,14 @@ using testing::TestTokens;
 
 // Runs the engine: prefill most tokens, decode the last few; all logits.
 std::vector<float> EngineLogits(const Model& model, const std::vector<TokenId>& tokens, int decode_steps) {
-  Sequence seq(model, 7);  // odd chunk: exercises chunk boundaries and partial blocks
+  std::unique_ptr<Backend> cpu = NewCpuBackend(model);
+  std::unique_ptr<BackendSequence> seq = *cpu->NewSequence(7);  // odd chunk: chunk boundaries, partial blocks
   std::vector<float> logits;
   std::vector<TokenId> head(tokens.begin(), tokens.end() - decode_steps);
-  EXPECT_TRUE(seq.Prefill(head, &logits, true).ok());
+  EXPECT_TRUE(seq->Prefill(head, &logits, true).ok());
   for (size_t i = tokens.size() - decode_steps; i < tokens.size(); ++i) {
     std::vector<float> step;
-    EXPECT_TRUE(seq.Decode(tokens[i], &step).ok());
+    EXPECT_TRUE(seq->Decode(tokens[i], &step).ok());
     logits.insert(logits.end(), step.begin(), step.end());
   }
   return logits;
@@ -334,11 +336,12 @@ TEST(SyntheticModelTest, Llama8BGeometryRuns) {
   EXPECT_EQ((*model)->config().n_heads, 32);
   EXPECT_EQ((*model)->config().n_kv_heads, 8);
   EXPECT_EQ((*model)->config().head_dim, 128);
-  Sequence seq(**model, 64);
+  std::unique_ptr<Backend> cpu = NewCpuBackend(**model);
+  std::unique_ptr<BackendSequence> seq = *cpu->NewSequence(64);
   std::vector<float> logits;
-  ASSERT_TRUE(seq.Prefill(TestTokens(100), &logits).ok());
-  ASSERT_TRUE(seq.Decode(5, &logits).ok());
-  EXPECT_EQ(seq.kv().blocks(), 7);
+  ASSERT_TRUE(seq->Prefill(TestTokens(100), &logits).ok());
+  ASSERT_TRUE(seq->Decode(5, &logits).ok());
+  EXPECT_EQ(seq->host_kv()->blocks(), 7);
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 

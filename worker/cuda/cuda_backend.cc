@@ -28,6 +28,7 @@ class CudaBackendSequence : public BackendSequence {
   const KvCache* host_kv() const override { return nullptr; }
   Status DropBlocks(int64_t, int64_t) override { return NotOnCuda("dropping KV blocks (offload)"); }
   Status TEST_FillRandomKv(int64_t, uint32_t) override { return NotOnCuda("random KV fill"); }
+  Status TEST_SetRowAtATimePrefill(bool) override { return NotOnCuda("row-at-a-time prefill attention"); }
 
  private:
   std::unique_ptr<CudaSequence> seq_;

@@ -506,7 +506,7 @@ Status CudaSequence::Attend(int32_t layer, int64_t n, int64_t p0, DecodeAttentio
   a.head_dim = c_.head_dim;
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.n_blocks = n_blocks;
-  // Hooks and block statistics belong to decode steps (one token), as in Sequence::Forward.
+  // Hooks and block statistics belong to decode steps (one token), as in BatchForward.
   const bool decode = n == 1;
   if (!decode || hook == nullptr) {
     if (decode) {

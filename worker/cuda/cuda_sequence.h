@@ -114,11 +114,11 @@ class CudaSequence {
   CudaSequence(const CudaSequence&) = delete;
   CudaSequence& operator=(const CudaSequence&) = delete;
 
-  // As Sequence::Prefill; `observer` hears every row (see the cost above), concurrently for
+  // As BackendSequence::Prefill; `observer` hears every row (see the cost above), concurrently for
   // different query heads, each head's rows in query order.
   Status Prefill(const std::vector<TokenId>& tokens, std::vector<float>* logits, bool all_logits = false,
                  PrefillAttentionObserver* observer = nullptr);
-  // As Sequence::Decode, without a KvBlockSource.
+  // As BackendSequence::Decode, without a KvBlockSource.
   Status Decode(TokenId token, std::vector<float>* logits, DecodeAttentionHook* hook = nullptr);
   // One backend step (StepItem, worker/backend.h): appends tokens[0..n), in chunks of the prefill
   // chunk; `logits` [vocab] (every token's with all_logits; null: none). n == 1 without an observer

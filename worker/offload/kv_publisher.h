@@ -14,11 +14,12 @@
 // against what the producer computed (the cache client verifies transport; this also covers the
 // node's copy).
 //
-//   KvPublisher pub(client, "tenant", ModelFingerprint(model), model.config().n_layers, seq.kv().layout());
-//   seq.Prefill(tokens, &logits);
-//   FS_RETURN_IF_ERROR(pub.Publish(tokens, seq.kv()));   // newly full blocks, write-behind
+//   const KvCache& kv = *seq->host_kv();          // a BackendSequence of a backend that can offload
+//   KvPublisher pub(client, "tenant", ModelFingerprint(model), model.config().n_layers, kv.layout());
+//   FS_RETURN_IF_ERROR(seq->Prefill(tokens, &logits));
+//   FS_RETURN_IF_ERROR(pub.Publish(tokens, kv));  // newly full blocks, write-behind
 //   ... decode, Publish after each step ...
-//   FS_RETURN_IF_ERROR(pub.Flush());                     // all blocks and manifests acknowledged
+//   FS_RETURN_IF_ERROR(pub.Flush());              // all blocks and manifests acknowledged
 //
 // Thread-safety: a KvPublisher is driven by one thread (the sequence's). The free functions may be
 // called concurrently.
