@@ -16,9 +16,11 @@
 #   SKIP_BUILD=1      use the binaries already built (FORESIGHT_BIN, default build/bin): no install or build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# OpenMP threads sleep when idle: busy-waiting made decode many times slower on a shared 2-core
-# box (docs/worker.md has the figures).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# Idle OpenMP threads spin briefly, then sleep (what foresight-worker picks for itself when neither
+# variable is set): libgomp's long default spin made decode many times slower on a shared 2-core
+# box, and sleeping at once (OMP_WAIT_POLICY=passive) made a lone decode 3x slower
+# (docs/benchmarks.md, "OpenMP wait policy"). Either variable set outside wins.
+if [ -z "${OMP_WAIT_POLICY:-}" ]; then export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-10000}; fi
 if [ -z "${SKIP_BUILD:-}" ]; then
   bash deploy/install-deps.sh
   bash deploy/build.sh

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <thread>
@@ -34,6 +36,7 @@ const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
 using namespace foresight;
 
 struct Flags {
+  std::string omp_waiting;  // how OpenMP threads wait (ChooseOpenMpWaiting), for the startup line
   std::string listen = "127.0.0.1:7700";
   std::string http;  // the OpenAI-compatible API's HOST:PORT; empty: none
   std::string cache;
@@ -175,6 +178,7 @@ int Run(const Flags& f) {
       "up to {} sequences per step ({} waiting), {} tokens per step",
       model_path, host, bound_port, cache.Describe(), f.kv_mode, scheduler.DefaultPolicyLabel(), so.default_budget,
       so.weights_name, f.max_seqs, f.max_waiting, f.step_tokens);
+  spdlog::info("OpenMP: {} threads; idle threads wait as {}", omp_get_max_threads(), f.omp_waiting);
   worker::SchedulerBackend backend(&scheduler);
   if (http) {
     worker::openai::ModelInfo served = worker::ServedModelInfo(**model, model_path);
@@ -207,7 +211,29 @@ int Run(const Flags& f) {
 
 }  // namespace
 
+// How idle OpenMP threads wait between parallel regions. libgomp reads it from the environment when
+// it loads, before main, so a worker started with neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set
+// re-executes itself (same pid, same arguments) with GOMP_SPINCOUNT=10000: a short spin, then sleep.
+// libgomp's default spins 300,000 rounds, which holds the cores against anything else on a shared box
+// (decode rates became bimodal under load); OMP_WAIT_POLICY=passive sleeps at once, which made a lone
+// short-context decode 3x slower (docs/benchmarks.md, "OpenMP wait policy"). Returns what the
+// worker runs with, for its startup line.
+std::string ChooseOpenMpWaiting(char** argv) {
+  constexpr const char* kSpin = "10000";
+  if (const char* policy = std::getenv("OMP_WAIT_POLICY")) return std::string("OMP_WAIT_POLICY=") + policy;
+  if (const char* spin = std::getenv("GOMP_SPINCOUNT")) {
+    return std::string("GOMP_SPINCOUNT=") + spin + (std::getenv("FORESIGHT_CHOSE_SPINCOUNT") ? " (the worker's choice)" : "");
+  }
+  setenv("GOMP_SPINCOUNT", kSpin, 1);
+  setenv("FORESIGHT_CHOSE_SPINCOUNT", "1", 1);
+  execv("/proc/self/exe", argv);
+  const int err = errno;  // still here: the exec failed, and this process's OpenMP keeps its default
+  unsetenv("GOMP_SPINCOUNT");
+  return std::string("libgomp's default (re-executing with GOMP_SPINCOUNT=") + kSpin + " failed: " + strerror(err) + ")";
+}
+
 int main(int argc, char** argv) {
+  const std::string omp_waiting = ChooseOpenMpWaiting(argv);
   CLI::App app{
       "foresight-worker: a model behind a gRPC generation service and an OpenAI-compatible HTTP API, KV shared "
       "through the cache service"};
@@ -272,5 +298,6 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  f.omp_waiting = omp_waiting;
   return Run(f);
 }
