@@ -10,16 +10,10 @@
 
 #include "client/cache_client.h"
 #include "testing/local_node.h"
+#include "tests/client/data_paths.h"
 
 namespace foresight {
 namespace {
-
-struct PathCase {
-  const char* name;
-  DataPath path;
-  const char* transports;
-};
-void PrintTo(const PathCase& c, std::ostream* os) { *os << c.name; }
 
 class DataPathErrorTest : public ::testing::TestWithParam<PathCase> {
  protected:
@@ -27,11 +21,7 @@ class DataPathErrorTest : public ::testing::TestWithParam<PathCase> {
     auto node = LocalNode::Start({"--ram-bytes", "64MiB", "--max-block-bytes", "1MiB"});
     ASSERT_TRUE(node.ok()) << node.status().ToString();
     node_ = std::move(*node);
-    CacheClientOptions o;
-    o.address = node_->address();
-    o.data_path = GetParam().path;
-    o.ucx_transports = GetParam().transports;
-    auto client = CacheClient::Connect(o);
+    auto client = ConnectOver(*node_, GetParam());
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
     ASSERT_EQ(client_->stats().data_path, GetParam().path == DataPath::kGrpc ? "grpc" : "ucx");
@@ -114,11 +104,7 @@ TEST_P(DataPathErrorTest, BlockLargerThanTheNodeTakesIsRefusedAlike) {
   EXPECT_EQ(client_->Stat(key).status().code(), StatusCode::kNotFound);
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, DataPathErrorTest,
-                         ::testing::Values(PathCase{"grpc", DataPath::kGrpc, "auto"},
-                                           PathCase{"ucx_shm", DataPath::kUcx, "shm"},
-                                           PathCase{"ucx_tcp", DataPath::kUcx, "tcp"}),
-                         [](const ::testing::TestParamInfo<PathCase>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Paths, DataPathErrorTest, AllDataPaths(), PathCaseName);
 
 }  // namespace
 }  // namespace foresight

@@ -13,16 +13,10 @@
 
 #include "client/cache_client.h"
 #include "testing/local_node.h"
+#include "tests/client/data_paths.h"
 
 namespace foresight {
 namespace {
-
-struct PathCase {
-  const char* name;
-  DataPath path;
-  const char* transports;
-};
-void PrintTo(const PathCase& c, std::ostream* os) { *os << c.name; }
 
 class TransferBuffersTest : public ::testing::TestWithParam<PathCase> {
  protected:
@@ -30,11 +24,7 @@ class TransferBuffersTest : public ::testing::TestWithParam<PathCase> {
     auto node = LocalNode::Start({"--ram-bytes", "64MiB"});
     ASSERT_TRUE(node.ok()) << node.status().ToString();
     node_ = std::move(*node);
-    CacheClientOptions o;
-    o.address = node_->address();
-    o.data_path = GetParam().path;
-    o.ucx_transports = GetParam().transports;
-    auto client = CacheClient::Connect(o);
+    auto client = ConnectOver(*node_, GetParam());
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
   }
@@ -112,11 +102,7 @@ TEST_P(TransferBuffersTest, GetsIntoAReusedBufferDeliverTheRightBytes) {
   EXPECT_EQ(client_->buffer_usage().in_use_bytes, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, TransferBuffersTest,
-                         ::testing::Values(PathCase{"grpc", DataPath::kGrpc, "auto"},
-                                           PathCase{"ucx_shm", DataPath::kUcx, "shm"},
-                                           PathCase{"ucx_tcp", DataPath::kUcx, "tcp"}),
-                         [](const ::testing::TestParamInfo<PathCase>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Paths, TransferBuffersTest, AllDataPaths(), PathCaseName);
 
 }  // namespace
 }  // namespace foresight
