@@ -400,8 +400,8 @@ TEST_F(HttpApiTest, MetricsCountRequestsAndScrapeTheScheduler) {
         "foresight_worker_request_errors_total{code=\"INVALID_ARGUMENT\"} 1",
         "foresight_worker_time_to_first_token_seconds_count 1", "foresight_worker_inter_token_latency_seconds_count 1",
         "foresight_worker_request_duration_seconds_count 1", "foresight_worker_running_sequences 0",
-        "foresight_worker_transfer_buffer_bytes 0",
-        "foresight_worker_kv_blocks_fetched_total 0", "foresight_worker_stalls_total 0"}) {
+        "foresight_worker_transfer_buffer_bytes 0", "foresight_worker_kv_blocks_fetched_total 0",
+        "foresight_worker_stalls_total 0"}) {
     EXPECT_NE(m.find(line), std::string::npos) << line << "\n" << m;
   }
 }

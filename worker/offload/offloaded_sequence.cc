@@ -92,8 +92,10 @@ OffloadedSequence::OffloadedSequence(Backend& backend, CacheClient* client, Offl
 }
 
 OffloadedSequence::~OffloadedSequence() {
-  AbandonFetches();  // nothing lands in the pool or the staging after this
-  if (client_ != nullptr) {  // back to the client, for the next sequence (no new mapping, no page faults)
+  // Nothing lands in the pool or the staging after this; then both go back to the client, for the
+  // next sequence (no new mapping, no page faults).
+  AbandonFetches();
+  if (client_ != nullptr) {
     client_->ReleaseBuffer(pool_buffer_);
     client_->ReleaseBuffer(fetch_->staging);
   }

@@ -222,14 +222,16 @@ std::string ChooseOpenMpWaiting(char** argv) {
   constexpr const char* kSpin = "10000";
   if (const char* policy = std::getenv("OMP_WAIT_POLICY")) return std::string("OMP_WAIT_POLICY=") + policy;
   if (const char* spin = std::getenv("GOMP_SPINCOUNT")) {
-    return std::string("GOMP_SPINCOUNT=") + spin + (std::getenv("FORESIGHT_CHOSE_SPINCOUNT") ? " (the worker's choice)" : "");
+    return std::string("GOMP_SPINCOUNT=") + spin +
+           (std::getenv("FORESIGHT_CHOSE_SPINCOUNT") ? " (the worker's choice)" : "");
   }
   setenv("GOMP_SPINCOUNT", kSpin, 1);
   setenv("FORESIGHT_CHOSE_SPINCOUNT", "1", 1);
   execv("/proc/self/exe", argv);
   const int err = errno;  // still here: the exec failed, and this process's OpenMP keeps its default
   unsetenv("GOMP_SPINCOUNT");
-  return std::string("libgomp's default (re-executing with GOMP_SPINCOUNT=") + kSpin + " failed: " + strerror(err) + ")";
+  return std::string("libgomp's default (re-executing with GOMP_SPINCOUNT=") + kSpin + " failed: " + strerror(err) +
+         ")";
 }
 
 int main(int argc, char** argv) {
