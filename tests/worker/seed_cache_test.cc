@@ -83,15 +83,18 @@ struct Policy {
 // AttentionPredictor as served (random CNN weights) and Quest, at budget 256 (16 of ~58 blocks).
 std::vector<Policy> Policies() {
   std::vector<Policy> out;
-  Policy ap{"ap"};
+  Policy ap;
+  ap.name = "ap";
   ap.spec.kind = predictor::PolicyKind::kAttentionPredictor;
   ap.spec.weights = predictor::CnnWeights::Random(7);
   ApplyQueryRefinement(predictor::PolicySpec::kServingQueryRefine, &ap.spec, &ap.attention);
   out.push_back(ap);
-  Policy quest{"quest"};
+  Policy quest;
+  quest.name = "quest";
   quest.spec.kind = predictor::PolicyKind::kQuest;
   out.push_back(quest);
-  Policy h2o{"h2o"};  // seeded from block_sum_total: the sum over every prefilled row
+  Policy h2o;
+  h2o.name = "h2o";  // seeded from block_sum_total: the sum over every prefilled row
   h2o.spec.kind = predictor::PolicyKind::kH2O;
   out.push_back(h2o);
   for (Policy& p : out) p.spec.budget.budget_tokens = 256;
