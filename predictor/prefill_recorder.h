@@ -24,6 +24,10 @@ class PrefillRecorder {
 
   // `probs`: the softmax row of prompt query `query` over keys 0..query (query + 1 values).
   void AddRow(int q_head, int64_t query, std::span<const float> probs);
+  // The same row already pooled (PoolAttentionRow of its probs: max and sum over the
+  // ceil((query + 1) / block_tokens) blocks it sees), e.g. kept from an earlier prompt sharing
+  // positions 0..query. Interchangeable with AddRow: the recorder ends up bit-identical.
+  void AddPooledRow(int q_head, int64_t query, std::span<const float> block_max, std::span<const float> block_sum);
 
   // Views into this recorder; valid while it lives.
   PrefillObservation Observation() const;
@@ -32,6 +36,9 @@ class PrefillRecorder {
   int64_t blocks() const { return blocks_; }
 
  private:
+  // Adds one row's block sums (over the blocks it sees) to block_sum_total_.
+  void AddToTotal(int q_head, std::span<const float> sum);
+
   int q_heads_;
   int64_t prompt_tokens_;
   int block_tokens_;

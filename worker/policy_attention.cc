@@ -82,10 +82,19 @@ void PolicyDecodeAttention::OnRow(int32_t layer, int32_t q_head, int64_t query, 
   recorders_[layer]->AddRow(q_head, query, std::span<const float>(probs, static_cast<size_t>(query + 1)));
 }
 
+void PolicyDecodeAttention::OnPooledRow(int32_t layer, int32_t q_head, int64_t query, const float* block_max,
+                                        const float* block_sum, int64_t width) {
+  recorders_[layer]->AddPooledRow(q_head, query, std::span<const float>(block_max, static_cast<size_t>(width)),
+                                  std::span<const float>(block_sum, static_cast<size_t>(width)));
+}
+
 Status PolicyDecodeAttention::FinishPrefill() {
   // Layers seed independently (each has its own policy and recorder; CNN weights are shared
   // read-only), so they are spread over the OpenMP threads. For AttentionPredictor a seed is a full
   // CNN pass over every head's history, most of the time to first token after a prefix import.
+  if (observation_tap_) {
+    for (int l = 0; l < config_.n_layers; ++l) observation_tap_(l, recorders_[l]->Observation());
+  }
   std::vector<Status> seeded(static_cast<size_t>(config_.n_layers));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int l = 0; l < config_.n_layers; ++l) seeded[l] = policies_[l]->ObservePrefill(recorders_[l]->Observation());

@@ -27,6 +27,7 @@
 // Thread-safety: one per Sequence, driven by that Sequence's thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -83,8 +84,17 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
 
   // PrefillAttentionObserver: every prompt row of the dense prefill.
   void OnRow(int32_t layer, int32_t q_head, int64_t query, const float* probs) override;
+  // A prompt row heard before, already pooled (predictor::PrefillRecorder::AddPooledRow): `width`
+  // block maxima and sums, width = the blocks query `query` sees. Before FinishPrefill, and before
+  // this head's later rows (rows of one head in query order, as OnRow).
+  void OnPooledRow(int32_t layer, int32_t q_head, int64_t query, const float* block_max, const float* block_sum,
+                   int64_t width);
   // After the prefill: seeds every layer's policy.
   Status FinishPrefill();
+  // Tests: `tap` hears each layer's prefill observation (on FinishPrefill's thread, layers in order)
+  // before its policy does.
+  using ObservationTap = std::function<void(int32_t layer, const predictor::PrefillObservation&)>;
+  void TEST_SetObservationTap(ObservationTap tap) { observation_tap_ = std::move(tap); }
   // Reads every key of `kv` not yet seen into the key digests (Quest) and the compact key copy
   // (kCompactKeys): call it after the prefill while the whole KV is still on the worker. Later keys
   // are read as decode produces them (the most recent block is always on the worker).
@@ -154,6 +164,7 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   std::vector<int32_t> order_;
   // Adds to `blocks` the `speculative_blocks` next best blocks per KV head by `scores`.
   void AddSpeculativeBlocks(std::span<const float> scores, int64_t n_blocks, std::vector<std::vector<int32_t>>* blocks);
+  ObservationTap observation_tap_;
   Status status_;
   double predictor_seconds_ = 0;
   double lookahead_seconds_ = 0;

@@ -1,7 +1,10 @@
 // PrefillRecorder against pooling done by hand on a tiny causal prefill.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
+
+#include "predictor/attention_pooling.h"
 
 #include "predictor/prefill_recorder.h"
 
@@ -46,6 +49,42 @@ TEST(PrefillRecorderTest, KeepsLastRowsAndTotalMass) {
           EXPECT_NEAR(obs.block_sum[(h * rows + r) * blocks + b], sum, 1e-6);
         }
       }
+    }
+  }
+}
+
+// Rows handed over already pooled (a prefix's rows kept from an earlier prompt) leave the recorder
+// bit-identical to rows heard whole: the window's max and sum and the total over every row.
+TEST(PrefillRecorderTest, PooledRowsEqualRowsHeardWhole) {
+  const int q_heads = 3;
+  for (int64_t prompt : {20, 100, 301}) {
+    for (int64_t pooled_upto : {int64_t{0}, prompt / 2, prompt - 1}) {
+      PrefillRecorder whole(q_heads, prompt), mixed(q_heads, prompt);
+      std::mt19937 rng(static_cast<uint32_t>(prompt));
+      std::uniform_real_distribution<float> u(0.0f, 1.0f);
+      for (int h = 0; h < q_heads; ++h) {
+        for (int64_t i = 0; i < prompt; ++i) {
+          std::vector<float> p(i + 1);
+          float s = 0;
+          for (auto& v : p) s += (v = u(rng));
+          for (auto& v : p) v /= s;
+          whole.AddRow(h, i, p);
+          if (i >= pooled_upto) {
+            mixed.AddRow(h, i, p);
+            continue;
+          }
+          std::vector<float> mx((i + 16) / 16), sum((i + 16) / 16);
+          PoolAttentionRow(p, 16, mx, sum);
+          mixed.AddPooledRow(h, i, mx, sum);
+        }
+      }
+      const PrefillObservation a = whole.Observation(), b = mixed.Observation();
+      const std::string what = "prompt " + std::to_string(prompt) + ", pooled up to " + std::to_string(pooled_upto);
+      ASSERT_EQ(a.block_max.size(), b.block_max.size()) << what;
+      EXPECT_EQ(std::memcmp(a.block_max.data(), b.block_max.data(), a.block_max.size_bytes()), 0) << what;
+      EXPECT_EQ(std::memcmp(a.block_sum.data(), b.block_sum.data(), a.block_sum.size_bytes()), 0) << what;
+      EXPECT_EQ(std::memcmp(a.block_sum_total.data(), b.block_sum_total.data(), a.block_sum_total.size_bytes()), 0)
+          << what;
     }
   }
 }

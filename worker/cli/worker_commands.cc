@@ -158,6 +158,7 @@ Status RunRemoteGenerate(const GenerateFlags& f) {
     j["generated_tokens"] = s.generated_tokens();
     j["finish_reason"] = s.finish_reason();
     j["prefix_hit_tokens"] = s.prefix_hit_tokens();
+    j["seed_hit_tokens"] = s.seed_hit_tokens();
     j["prefill_tokens"] = s.prefill_tokens();
     j["prefill_tokens_per_second"] = s.prefill_tokens_per_second();
     j["decode_tokens_per_second"] = s.decode_tokens_per_second();

@@ -197,24 +197,64 @@ Status OffloadedSequence::AfterContext() {
   return Status::OK();
 }
 
+std::vector<std::shared_ptr<const SeedRows>> OffloadedSequence::FindSeedRows(int64_t from, int64_t upto) const {
+  std::vector<std::shared_ptr<const SeedRows>> rows;
+  for (int64_t b = from; b < upto; ++b) {
+    std::shared_ptr<const SeedRows> r = options_.seed_cache->Lookup(chains_[b]);
+    if (r == nullptr) break;
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+void OffloadedSequence::StartCapture(int64_t from) {
+  constexpr int64_t kCapturedPositions = 128;
+  const int64_t bt = SeedRows::kBlockTokens;
+  const int64_t first = std::max(from, (std::max<int64_t>(0, prompt_tokens_ - kCapturedPositions) + bt - 1) / bt);
+  const int64_t full = prompt_tokens_ / bt;
+  std::vector<std::shared_ptr<SeedRows>> blocks;
+  bool any = false;
+  for (int64_t b = first; b < full; ++b) {
+    if (options_.seed_cache->Contains(chains_[b])) {
+      blocks.push_back(nullptr);
+      continue;
+    }
+    blocks.push_back(std::make_shared<SeedRows>(model_.config().n_layers, model_.config().n_heads, b));
+    any = true;
+  }
+  if (any) capture_ = std::make_unique<SeedRowCapture>(policy_.get(), first, std::move(blocks));
+}
+
 Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
   if (seq_->position() != 0 || !tokens_.empty()) return FailedPrecondition("Prefill runs once, on an empty sequence");
   if (prompt.empty()) return InvalidArgument("prefill needs at least one token");
   prefill_t0_ = Now();
   const int64_t p = static_cast<int64_t>(prompt.size());
+  const int64_t bt = kv().block_tokens();
+  const bool seeding = options_.seed_cache != nullptr && spec_.has_value();
+  if (seeding) {
+    PrefixChain chain(options_.name_space, options_.fingerprint);
+    for (int64_t b = 0; (b + 1) * bt <= p; ++b) chains_.push_back(chain.Extend(std::span(prompt.data() + b * bt, bt)));
+  }
   int64_t imported = 0;
+  std::vector<std::shared_ptr<const SeedRows>> seeds;
   if (options_.import_prefix && client_ != nullptr) {
     FS_ASSIGN_OR_RETURN(int64_t published,
                         LongestPublishedPrefix(client_, options_.name_space, options_.fingerprint, prompt));
     // Keep the last 64 prompt tokens (at least one) to prefill: the policy learns from their rows.
     const int64_t keep = spec_.has_value() ? std::min<int64_t>(64, p) : 1;
-    imported = std::min(published, (p - keep) / 16);
+    imported = std::min(published, (p - keep) / bt);
+    // Rows the seed cache holds need no prefill: import further, up to the last published block
+    // and at least one token short of the prompt (its logits).
+    if (seeding) seeds = FindSeedRows(imported, std::min(published, (p - 1) / bt));
+    imported += static_cast<int64_t>(seeds.size());
     if (imported > 0) {
       ImportStats st;
       FS_RETURN_IF_ERROR(
           ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, seq_.get(), &st));
       stats_.import_seconds += st.seconds;
       stats_.prefix_blocks_imported = imported;
+      stats_.seed_blocks = static_cast<int64_t>(seeds.size());
       stats_.bytes_fetched += st.bytes;
       if (publisher_ != nullptr) FS_RETURN_IF_ERROR(publisher_->Adopt(prompt, kv(), imported));
     }
@@ -222,9 +262,22 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
   if (spec_.has_value()) {
     FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, options_.attention));
   }
+  // The seeded rows first, in query order per head, as the prefill would have handed them over.
+  const ModelConfig& c = model_.config();
+  for (const std::shared_ptr<const SeedRows>& rows : seeds) {
+    for (int32_t l = 0; l < c.n_layers; ++l) {
+      for (int32_t h = 0; h < c.n_heads; ++h) {
+        for (int32_t r = 0; r < SeedRows::kBlockTokens; ++r) {
+          policy_->OnPooledRow(l, h, rows->block() * bt + r, rows->block_max(l, h, r), rows->block_sum(l, h, r),
+                               rows->width());
+        }
+      }
+    }
+  }
   tokens_ = prompt;
   prompt_tokens_ = p;
-  prefill_at_ = imported * kv().block_tokens();
+  prefill_at_ = imported * bt;
+  if (seeding) StartCapture(imported);
   return Status::OK();
 }
 
@@ -234,7 +287,7 @@ StepItem OffloadedSequence::NextPrefillChunk(int64_t max_tokens, float* logits) 
   item.tokens = tokens_.data() + prefill_at_;
   item.n = std::min(std::max<int64_t>(1, max_tokens), prefill_remaining());
   item.logits = item.n == prefill_remaining() ? logits : nullptr;
-  item.observer = policy_.get();
+  item.observer = capture_ != nullptr ? static_cast<PrefillAttentionObserver*>(capture_.get()) : policy_.get();
   item.prefill = true;
   return item;
 }
@@ -243,6 +296,15 @@ Status OffloadedSequence::EndPrefillChunk(const StepItem& item) {
   FS_RETURN_IF_ERROR(item.status);
   prefill_at_ += item.n;
   if (prefill_remaining() > 0) return Status::OK();
+  if (capture_ != nullptr) {
+    for (size_t i = 0; i < capture_->blocks().size(); ++i) {
+      const std::shared_ptr<SeedRows>& rows = capture_->blocks()[i];
+      if (rows == nullptr) continue;
+      options_.seed_cache->Insert(chains_[rows->block()], rows);
+      stats_.seed_blocks_captured++;
+    }
+    capture_.reset();
+  }
   if (policy_ != nullptr) FS_RETURN_IF_ERROR(policy_->FinishPrefill());
   FS_RETURN_IF_ERROR(AfterContext());
   stats_.prefill_tokens += prompt_tokens_;

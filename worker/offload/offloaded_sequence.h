@@ -28,7 +28,12 @@
 // tokens. Exact calibration (dense attention over every block) is resident-only.
 //
 // Shared prefixes: Prefill first asks the node for the longest published prefix of the prompt
-// (LongestPublishedPrefix) and imports it (ImportPrefix) instead of computing it.
+// (LongestPublishedPrefix) and imports it (ImportPrefix) instead of computing it, all but the last
+// 64 prompt positions, whose attention rows seed the policy. With a SeedCache
+// (worker/offload/seed_cache.h) holding those rows for the shared blocks (an earlier prefill on
+// this worker computed them), they come from there and every shared published block is imported;
+// the policy's observation is bit-identical either way. Each prefill gives the cache the rows of
+// its last 128 positions' full blocks that it computed.
 //
 // Backends: the sequence runs on a Backend (worker/backend.h) that can offload (its KV in a host
 // KvCache, decode reading blocks from a KvBlockSource: Backend::SupportsOffload); today the CPU's.
@@ -56,6 +61,7 @@
 #include "worker/backend.h"
 #include "worker/model.h"
 #include "worker/offload/kv_publisher.h"
+#include "worker/offload/seed_cache.h"
 #include "worker/policy_attention.h"
 #include "worker/sequence.h"
 
@@ -104,10 +110,15 @@ struct OffloadOptions {
   // step ahead otherwise.
   PolicyAttentionOptions attention{CalibrationSource::kCompactKeys};
   KvPublisherOptions publisher;
+  // Pooled prefill rows shared between this worker's requests (must outlive the sequence); null:
+  // the policy's rows are always prefilled. Used with a policy only.
+  SeedCache* seed_cache = nullptr;
 };
 
 struct OffloadStats {
   int64_t prefix_blocks_imported = 0;
+  int64_t seed_blocks = 0;           // of those, blocks imported because the seed cache held their rows
+  int64_t seed_blocks_captured = 0;  // blocks whose rows this prefill gave the seed cache
   double import_seconds = 0;
   int64_t prefill_tokens = 0;
   double prefill_seconds = 0;  // import included
@@ -180,6 +191,8 @@ class OffloadedSequence : public KvBlockSource {
   // The sequence's KV on the worker (blocks dropped once published and acknowledged).
   const KvCache& kv() const { return *seq_->host_kv(); }
   const OffloadOptions& options() const { return options_; }
+  // Tests: the policy (null before BeginPrefill or without one).
+  PolicyDecodeAttention* TEST_policy() const { return policy_.get(); }
 
   // KvBlockSource (called by the backend's decode step).
   Status AcquireLayer(int32_t layer, int64_t position, const std::vector<std::vector<int32_t>>& blocks,
@@ -189,6 +202,12 @@ class OffloadedSequence : public KvBlockSource {
  private:
   OffloadedSequence(Backend& backend, CacheClient* client, OffloadOptions options);
   Status AfterContext();  // publish, drop, after prefill/fill
+  // With a seed cache: the rows of the prompt's blocks [from, upto) it holds, the consecutive run
+  // from `from`.
+  std::vector<std::shared_ptr<const SeedRows>> FindSeedRows(int64_t from, int64_t upto) const;
+  // With a seed cache: captures the rows of the last 128 positions' full blocks from `from` on
+  // that the cache does not hold yet.
+  void StartCapture(int64_t from);
   Status Publish();
   Status DropAcknowledged();
   // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.
@@ -213,6 +232,9 @@ class OffloadedSequence : public KvBlockSource {
   std::unique_ptr<BackendSequence> seq_;
   std::vector<TokenId> tokens_;
   std::unique_ptr<PolicyDecodeAttention> policy_;
+  // With a seed cache: the prompt's full blocks' prefix chains, and the rows being captured.
+  std::vector<BlockKey> chains_;
+  std::unique_ptr<SeedRowCapture> capture_;
   std::unique_ptr<KvPublisher> publisher_;
   std::unique_ptr<ResidentPool> pool_;
   uint8_t* pool_buffer_ = nullptr;  // the pool's slots, from client_->AllocateBuffer (released when done)

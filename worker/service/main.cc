@@ -58,6 +58,7 @@ struct Flags {
   int step_tokens = 512;
   float max_decode_slowdown = 3.0f;
   int kv_budget_mib = 0;
+  int seed_cache_mib = 512;
   std::string log_level = "info";
 };
 
@@ -134,6 +135,7 @@ int Run(const Flags& f) {
   sched.step_tokens = f.step_tokens;
   sched.max_decode_slowdown = f.max_decode_slowdown;
   sched.kv_budget_bytes = uint64_t{static_cast<uint32_t>(f.kv_budget_mib)} << 20;
+  sched.seed_cache_bytes = uint64_t{static_cast<uint32_t>(f.seed_cache_mib)} << 20;
   so.prefix_reuse = !f.no_prefix_reuse;
   so.publish = !f.no_publish;
   {
@@ -296,6 +298,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--kv-budget-mib", f.kv_budget_mib,
                  "KV the running requests may hold on the worker (MiB; 0: no limit); requests beyond it wait")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  app.add_option("--seed-cache-mib", f.seed_cache_mib,
+                 "Prefill attention rows kept to seed the policy of later requests sharing a prefix (MiB; 0: none): "
+                 "a warm request then prefills only the prompt after the shared published blocks, not its last 64 "
+                 "tokens")
       ->check(kNonNegative)
       ->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")->capture_default_str();

@@ -388,6 +388,7 @@ OrderedJson StatsObject(const v1::GenerateStats& s) {
   j["kv_mode"] = s.kv_mode();
   j["finish_reason"] = s.finish_reason();
   j["prefix_hit_tokens"] = s.prefix_hit_tokens();
+  j["seed_hit_tokens"] = s.seed_hit_tokens();
   j["prefill_tokens"] = s.prefill_tokens();
   j["time_to_first_token_seconds"] = s.time_to_first_token_seconds();
   j["prefill_tokens_per_second"] = s.prefill_tokens_per_second();

@@ -80,7 +80,12 @@ struct Job {
 
 struct Scheduler::Impl {
   Impl(const Model& m, CacheConnection* c, const SchedulerOptions& o, const std::string& f)
-      : model(m), cache(c), options(o), fingerprint(f), backend(NewCpuBackend(m)) {}
+      : model(m),
+        cache(c),
+        options(o),
+        fingerprint(f),
+        backend(NewCpuBackend(m)),
+        seed_cache(o.seed_cache_bytes > 0 ? std::make_unique<SeedCache>(o.seed_cache_bytes) : nullptr) {}
 
   // Checks a request and works out what it runs; the errors Submit returns.
   Status Prepare(Job* job) const;
@@ -123,6 +128,8 @@ struct Scheduler::Impl {
   const std::string& fingerprint;
   // Every job's sequences run on it (the scheduler thread's Run); the I/O thread makes them.
   const std::unique_ptr<Backend> backend;
+  // Every job's sequences look up and insert prefill rows here (null: none).
+  const std::unique_ptr<SeedCache> seed_cache;
 
   mutable Mutex mu;
   CondVar wake;
@@ -234,6 +241,7 @@ Status Scheduler::Impl::Open(Job* job) const {
   // Shared prefix: the longest published prefix is imported instead of computed.
   oo.import_prefix = o.prefix_reuse && job->request.prefix_reuse;
   oo.publish = Publishes(*job);
+  oo.seed_cache = seed_cache.get();
   FS_ASSIGN_OR_RETURN(job->seq, OffloadedSequence::Create(*backend, job->client.get(), job->spec, oo));
   job->logits.assign(model.config().vocab_size, 0.0f);
   Status s = job->seq->BeginPrefill(job->request.prompt);
@@ -392,9 +400,10 @@ void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
     ++served;
     const v1::GenerateStats& st = job->stats;
     spdlog::info(
-        "request {}: prompt {} tokens (prefix hit {}, imported in {:.3f} s), generated {} ({}); prefill {:.1f} tok/s, "
-        "decode {:.1f} tok/s, TTFT {:.3f} s",
-        job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.prefix_import_seconds(), st.generated_tokens(),
+        "request {}: prompt {} tokens (prefix hit {}, {} of them by seed rows, imported in {:.3f} s), generated {} "
+        "({}); prefill {:.1f} tok/s, decode {:.1f} tok/s, TTFT {:.3f} s",
+        job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.seed_hit_tokens(), st.prefix_import_seconds(),
+        st.generated_tokens(),
         st.finish_reason(), st.prefill_tokens_per_second(), st.decode_tokens_per_second(),
         st.time_to_first_token_seconds());
   } else {
@@ -482,6 +491,7 @@ void Scheduler::Impl::Step() {
     const int64_t hit = st.prefix_blocks_imported * seq.kv().layout().block_tokens();
     v1::GenerateStats& stats = job->stats;
     stats.set_prefix_hit_tokens(hit);
+    stats.set_seed_hit_tokens(st.seed_blocks * seq.kv().layout().block_tokens());
     stats.set_prefix_import_seconds(st.import_seconds);
     stats.set_prefill_tokens(stats.prompt_tokens() - hit);
     stats.set_prefill_seconds(std::max(0.0, st.prefill_seconds - st.import_seconds));

@@ -54,6 +54,10 @@ struct SchedulerOptions {
   // A short prompt (256 tokens or fewer left) goes in whole, within step_tokens.
   float max_decode_slowdown = 3.0f;
   uint64_t kv_budget_bytes = 0;  // worker-resident KV of the running sequences; 0: no limit
+  // Pooled prefill rows the requests share (worker/offload/seed_cache.h), so that a request
+  // sharing a published prefix with an earlier one on this worker prefills only what follows
+  // it; 0: none (the last 64 prompt tokens are always prefilled).
+  uint64_t seed_cache_bytes = uint64_t{512} << 20;
 };
 
 // One generation request, as every front end hands it over (already tokenised).
