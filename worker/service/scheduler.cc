@@ -403,8 +403,7 @@ void Scheduler::Impl::Finish(Job* job, const Status& status_in) {
         "request {}: prompt {} tokens (prefix hit {}, {} of them by seed rows, imported in {:.3f} s), generated {} "
         "({}); prefill {:.1f} tok/s, decode {:.1f} tok/s, TTFT {:.3f} s",
         job->id, st.prompt_tokens(), st.prefix_hit_tokens(), st.seed_hit_tokens(), st.prefix_import_seconds(),
-        st.generated_tokens(),
-        st.finish_reason(), st.prefill_tokens_per_second(), st.decode_tokens_per_second(),
+        st.generated_tokens(), st.finish_reason(), st.prefill_tokens_per_second(), st.decode_tokens_per_second(),
         st.time_to_first_token_seconds());
   } else {
     ++failed;
