@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "predictor/attention_pooling.h"
 
@@ -10,6 +11,15 @@
 
 namespace foresight::predictor {
 namespace {
+
+// A causal softmax row of `n` values drawn from `u`, normalised to sum to 1.
+std::vector<float> RandomSoftmaxRow(int64_t n, std::mt19937& rng, std::uniform_real_distribution<float>& u) {
+  std::vector<float> p(n);
+  float s = 0;
+  for (auto& v : p) s += (v = u(rng));
+  for (auto& v : p) v /= s;
+  return p;
+}
 
 TEST(PrefillRecorderTest, KeepsLastRowsAndTotalMass) {
   const int q_heads = 2;
@@ -21,10 +31,7 @@ TEST(PrefillRecorderTest, KeepsLastRowsAndTotalMass) {
     std::vector<std::vector<std::vector<float>>> all(q_heads);
     for (int h = 0; h < q_heads; ++h) {
       for (int64_t i = 0; i < prompt; ++i) {
-        std::vector<float> p(i + 1);
-        float s = 0;
-        for (auto& v : p) s += (v = u(rng));
-        for (auto& v : p) v /= s;
+        const std::vector<float> p = RandomSoftmaxRow(i + 1, rng, u);
         rec.AddRow(h, i, p);
         all[h].push_back(p);
       }
@@ -64,10 +71,7 @@ TEST(PrefillRecorderTest, PooledRowsEqualRowsHeardWhole) {
       std::uniform_real_distribution<float> u(0.0f, 1.0f);
       for (int h = 0; h < q_heads; ++h) {
         for (int64_t i = 0; i < prompt; ++i) {
-          std::vector<float> p(i + 1);
-          float s = 0;
-          for (auto& v : p) s += (v = u(rng));
-          for (auto& v : p) v /= s;
+          const std::vector<float> p = RandomSoftmaxRow(i + 1, rng, u);
           whole.AddRow(h, i, p);
           if (i >= pooled_upto) {
             mixed.AddRow(h, i, p);

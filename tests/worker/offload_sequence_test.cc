@@ -9,6 +9,7 @@
 
 #include "predictor/cnn_weights.h"
 #include "testing/local_node.h"
+#include "tests/worker/local_cache.h"
 #include "worker/offload/resident_pool.h"
 #include "worker/synthetic_model.h"
 
@@ -56,14 +57,10 @@ void ServedAttentionPredictor(predictor::PolicySpec* spec, PolicyAttentionOption
 class OffloadSequenceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
-    ASSERT_TRUE(node.ok()) << node.status().ToString();
-    node_ = std::move(*node);
-    CacheClientOptions o;
-    o.address = node_->address();
-    auto client = CacheClient::Connect(o);
-    ASSERT_TRUE(client.ok()) << client.status().ToString();
-    client_ = std::move(*client);
+    auto cache = LocalCache::Start({"--ram-bytes", "256MiB"});
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    node_ = std::move(cache->node);
+    client_ = std::move(cache->client);
     auto model = MakeSyntheticModel(SyntheticModelSpec{});
     ASSERT_TRUE(model.ok());
     model_ = std::move(*model);

@@ -10,6 +10,7 @@
 
 #include "predictor/cnn_weights.h"
 #include "testing/local_node.h"
+#include "tests/worker/local_cache.h"
 #include "worker/offload/offloaded_sequence.h"
 #include "worker/synthetic_model.h"
 
@@ -104,14 +105,10 @@ std::vector<Policy> Policies() {
 class SeedCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto node = LocalNode::Start({"--ram-bytes", "256MiB"});
-    ASSERT_TRUE(node.ok()) << node.status().ToString();
-    node_ = std::move(*node);
-    CacheClientOptions o;
-    o.address = node_->address();
-    auto client = CacheClient::Connect(o);
-    ASSERT_TRUE(client.ok()) << client.status().ToString();
-    client_ = std::move(*client);
+    auto cache = LocalCache::Start({"--ram-bytes", "256MiB"});
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    node_ = std::move(cache->node);
+    client_ = std::move(cache->client);
     // Quantised weights: a token's rows and KV do not depend on how its prompt was cut into chunks
     // (tests/worker/prefill_chunking_test.cc), so rows from another prompt's prefill are exact.
     SyntheticModelSpec spec;

@@ -223,14 +223,27 @@ KvPublisherStats KvPublisher::stats() {
   return s;
 }
 
-StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
-                                         const std::vector<TokenId>& tokens) {
+std::vector<BlockKey> PromptChains(std::string_view name_space, std::string_view fingerprint,
+                                   const std::vector<TokenId>& tokens) {
   PrefixChain chain(name_space, fingerprint);
-  std::vector<BlockKey> manifests;
+  std::vector<BlockKey> chains;
   constexpr int64_t bt = 16;
   for (int64_t b = 0; (b + 1) * bt <= static_cast<int64_t>(tokens.size()); ++b) {
-    manifests.push_back(ManifestKey(name_space, chain.Extend(std::span<const int32_t>(tokens.data() + b * bt, bt))));
+    chains.push_back(chain.Extend(std::span<const int32_t>(tokens.data() + b * bt, bt)));
   }
+  return chains;
+}
+
+StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
+                                         const std::vector<TokenId>& tokens) {
+  return LongestPublishedPrefix(client, name_space, PromptChains(name_space, fingerprint, tokens));
+}
+
+StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space,
+                                         std::span<const BlockKey> chains) {
+  std::vector<BlockKey> manifests;
+  manifests.reserve(chains.size());
+  for (const BlockKey& c : chains) manifests.push_back(ManifestKey(name_space, c));
   if (manifests.empty()) return int64_t{0};
   FS_ASSIGN_OR_RETURN(uint32_t n, client->LongestPrefix(manifests));
   return static_cast<int64_t>(n);

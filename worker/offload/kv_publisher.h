@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -123,9 +124,16 @@ class KvPublisher {
 // The manifest key of the block whose prefix chain is `chain`.
 BlockKey ManifestKey(std::string_view name_space, const BlockKey& chain);
 
+// The prefix chain keys of every full 16-token block of `tokens`, in order.
+std::vector<BlockKey> PromptChains(std::string_view name_space, std::string_view fingerprint,
+                                   const std::vector<TokenId>& tokens);
+
 // How many leading full blocks of `tokens` are published (their manifests are in the node).
 StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space, std::string_view fingerprint,
                                          const std::vector<TokenId>& tokens);
+// The same for a prompt whose chains (PromptChains) are already known.
+StatusOr<int64_t> LongestPublishedPrefix(CacheClient* client, std::string_view name_space,
+                                         std::span<const BlockKey> chains);
 
 struct ImportStats {
   int64_t blocks = 0;  // sequence blocks imported

@@ -232,15 +232,13 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
   const int64_t p = static_cast<int64_t>(prompt.size());
   const int64_t bt = kv().block_tokens();
   const bool seeding = options_.seed_cache != nullptr && spec_.has_value();
-  if (seeding) {
-    PrefixChain chain(options_.name_space, options_.fingerprint);
-    for (int64_t b = 0; (b + 1) * bt <= p; ++b) chains_.push_back(chain.Extend(std::span(prompt.data() + b * bt, bt)));
-  }
+  const bool importing = options_.import_prefix && client_ != nullptr;
+  // The prompt's chain keys, once: the published-prefix lookup and the seed cache both use them.
+  if (seeding || importing) chains_ = PromptChains(options_.name_space, options_.fingerprint, prompt);
   int64_t imported = 0;
   std::vector<std::shared_ptr<const SeedRows>> seeds;
-  if (options_.import_prefix && client_ != nullptr) {
-    FS_ASSIGN_OR_RETURN(int64_t published,
-                        LongestPublishedPrefix(client_, options_.name_space, options_.fingerprint, prompt));
+  if (importing) {
+    FS_ASSIGN_OR_RETURN(int64_t published, LongestPublishedPrefix(client_, options_.name_space, chains_));
     // Keep the last 64 prompt tokens (at least one) to prefill: the policy learns from their rows.
     const int64_t keep = spec_.has_value() ? std::min<int64_t>(64, p) : 1;
     imported = std::min(published, (p - keep) / bt);
