@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local Foresight deployment on one machine: one cache node (RAM + NVMe tiers) and N workers
-# (foresight-worker, default model), on loopback, ports chosen free at run time, all state (pids,
-# addresses, logs, the NVMe tier) in one directory. A person can start it and keep it running.
+# (foresight-worker, default model, each serving gRPC and the OpenAI-compatible HTTP API), on
+# loopback, ports chosen free at run time, all state (pids, addresses, logs, the NVMe tier) in one
+# directory. A person can start it and keep it running.
 #
 #   deploy/local-deployment.sh start  [--dir DIR] [--bin DIR] [--workers N] [--model M] [--policy P]
 #                                     [--budget TOKENS] [--weights W] [--kv-mode MODE] [--ram SIZE]
@@ -13,7 +14,10 @@
 # 2 workers, policy ap (AttentionPredictor as served, with the weights compiled into
 # foresight-worker; --weights FILE for others), budget 1024, KV mode cross-token. With --etcd URL no
 # node is started: the workers use that cluster (deploy/local-cluster.sh up prints the URL).
-# `start` prints the addresses (also in DIR/node.addr, DIR/worker1.addr, ...); then:
+# `start` prints the addresses (also in DIR/node.addr, DIR/worker1.addr (gRPC), DIR/worker1.url (the
+# HTTP API's base URL, http://HOST:PORT/v1), ...); then:
+#   curl -s "$(cat DIR/worker1.url)/chat/completions" -H 'Content-Type: application/json' \
+#     -d '{"messages": [{"role": "user", "content": "..."}], "max_tokens": 64}'
 #   build/bin/foresight generate --worker "$(cat DIR/worker1.addr)" --prompt "..." --chat
 # `stop` stops only the processes this script started (pids in DIR, checked against their command
 # line): workers first, then the node (SIGTERM; SIGKILL after 10 s). --purge also removes DIR.
@@ -107,19 +111,22 @@ start() {
   [ -n "$threads" ] && extra+=(--threads "$threads")
   for i in $(seq 1 "$workers"); do
     rm -f "$dir/worker$i.out"
-    setsid "$bin/foresight-worker" --listen 127.0.0.1:0 "${cache_flags[@]}" --policy "$policy" --budget "$budget" \
-      --kv-mode "$kv_mode" "${extra[@]}" </dev/null >"$dir/worker$i.out" 2>"$dir/worker$i.log" &
+    setsid "$bin/foresight-worker" --listen 127.0.0.1:0 --http 127.0.0.1:0 "${cache_flags[@]}" --policy "$policy" \
+      --budget "$budget" --kv-mode "$kv_mode" "${extra[@]}" </dev/null >"$dir/worker$i.out" 2>"$dir/worker$i.log" &
     echo $! >"$dir/worker$i.pid"
   done
   for i in $(seq 1 "$workers"); do
     local waddr
     waddr="$(wait_ready "$dir/worker$i.out" "$dir/worker$i.pid" "worker $i" 120)"
     echo "$waddr" >"$dir/worker$i.addr"
-    echo "worker$i  $waddr policy $policy budget $budget KV $kv_mode, weights ${weights:-shipped} (pid $(cat "$dir/worker$i.pid"), log $dir/worker$i.log)"
+    echo "http://$(sed -n 's/^READY .* http=\([^ ]*\).*/\1/p' "$dir/worker$i.out")/v1" >"$dir/worker$i.url"
+    echo "worker$i  gRPC $waddr, API $(cat "$dir/worker$i.url"), policy $policy budget $budget KV $kv_mode," \
+      "weights ${weights:-shipped} (pid $(cat "$dir/worker$i.pid"), log $dir/worker$i.log)"
   done
   echo "$workers" >"$dir/workers"
   trap - EXIT
-  echo "started: $bin/foresight generate --worker $(cat "$dir/worker1.addr") --prompt \"...\" --chat"
+  echo "started: the OpenAI API at $(cat "$dir/worker1.url"); or $bin/foresight generate --worker" \
+    "$(cat "$dir/worker1.addr") --prompt \"...\" --chat"
   echo "stop with: $0 stop --dir $dir"
 }
 
@@ -138,7 +145,11 @@ status() {
     [ -e "$f" ] || continue
     local id
     id="$(basename "$f" .pid)"
-    if alive "$f" foresight-worker; then echo "$id  $(cat "$dir/$id.addr" 2>/dev/null) up (pid $(cat "$f"))"; else echo "$id  DOWN"; rc=1; fi
+    if alive "$f" foresight-worker; then
+      echo "$id  $(cat "$dir/$id.addr" 2>/dev/null), $(cat "$dir/$id.url" 2>/dev/null) up (pid $(cat "$f"))"
+    else
+      echo "$id  DOWN"; rc=1
+    fi
   done
   return $rc
 }

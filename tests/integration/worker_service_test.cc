@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "client/cache_client.h"
 #include "testing/local_node.h"
@@ -269,6 +270,33 @@ TEST(WorkerServiceTest, LocalDeploymentScriptStartsServesAndStops) {
     EXPECT_EQ(run.stats.policy(), "snapkv");
     if (std::string(name) == "worker2") {
       EXPECT_GT(run.stats.prefix_hit_tokens(), 0);  // worker1 published it
+    }
+  }
+  // Each worker's OpenAI API, at the URL the script wrote, driven by the demo's client
+  // (deploy/lib/demo_requests.py, as deploy/run-demo.sh runs it): worker 2 imports the document
+  // that worker 1 published.
+  const std::string document = dir.path() + "/document.txt";
+  {
+    std::ofstream out(document);
+    for (int i = 0; i < 40; ++i) out << "Paragraph " << i << " of a document that both workers read. ";
+  }
+  const std::string client = "python3 " + std::string(FORESIGHT_SOURCE_DIR) + "/deploy/lib/demo_requests.py";
+  for (const char* name : {"worker1", "worker2"}) {
+    const std::string url = read(state + "/" + name + ".url");
+    ASSERT_EQ(url.rfind("http://127.0.0.1:", 0), 0u) << name << ".url: " << url;
+    const std::string out = dir.path() + "/" + name + ".json";
+    ASSERT_EQ(
+        std::system((client + " one --url " + url + " --name " + name + " --document " + document +
+                     " --question 'Question from " + name + "?' --raw --max-tokens 4 --out " + out + " >/dev/null")
+                        .c_str()),
+        0)
+        << "the demo's client against " << url;
+    std::ifstream in(out);
+    const nlohmann::json r = nlohmann::json::parse(in);
+    EXPECT_EQ(r["usage"]["completion_tokens"], 4) << name;
+    EXPECT_EQ(r["stats"]["policy"], "snapkv") << name;
+    if (std::string(name) == "worker2") {
+      EXPECT_GT(r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 0) << "worker1 published it";
     }
   }
   EXPECT_EQ(std::system(("bash " + script + " status" + common + " >/dev/null").c_str()), 0);

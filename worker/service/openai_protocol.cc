@@ -389,6 +389,7 @@ OrderedJson StatsObject(const v1::GenerateStats& s) {
   j["finish_reason"] = s.finish_reason();
   j["prefix_hit_tokens"] = s.prefix_hit_tokens();
   j["seed_hit_tokens"] = s.seed_hit_tokens();
+  j["prefix_import_seconds"] = s.prefix_import_seconds();
   j["prefill_tokens"] = s.prefill_tokens();
   j["time_to_first_token_seconds"] = s.time_to_first_token_seconds();
   j["prefill_tokens_per_second"] = s.prefill_tokens_per_second();
@@ -396,8 +397,12 @@ OrderedJson StatsObject(const v1::GenerateStats& s) {
   j["blocks_fetched"] = s.blocks_fetched();
   j["bytes_fetched"] = s.bytes_fetched();
   j["blocks_published"] = s.blocks_published();
+  j["bytes_published"] = s.bytes_published();
   j["stalls"] = s.stalls();
   j["stall_seconds"] = s.stall_seconds();
+  j["blocks_attended_per_step"] = s.blocks_attended_per_step();
+  j["blocks_total_per_step"] = s.blocks_total_per_step();
+  j["max_batch"] = s.max_batch();
   if (!s.weights().empty()) j["weights"] = s.weights();
   if (!s.worker().empty()) j["worker"] = s.worker();
   return j;
