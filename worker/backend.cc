@@ -111,16 +111,10 @@ class CpuBackend : public Backend {
         continue;
       }
       ForwardItem f;
+      static_cast<StepWork&>(f) = it;
+      f.status = Status::OK();
       f.sequence = &static_cast<CpuBackendSequence*>(it.sequence)->sequence();
-      f.tokens = it.tokens;
-      f.n = it.n;
-      f.logits = it.logits;
-      f.all_logits = it.all_logits;
-      f.hook = it.hook;
-      f.source = it.source;
-      f.observer = it.observer;
-      f.prefill = it.prefill;
-      forward_items_.push_back(f);
+      forward_items_.push_back(std::move(f));
       owners_.push_back(&it);
     }
     if (forward_items_.empty()) return;

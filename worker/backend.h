@@ -41,18 +41,9 @@ namespace foresight::worker {
 
 class BackendSequence;
 
-// One sequence's part of a forward step (ForwardItem's shape, over any backend's sequences).
-struct StepItem {
+// One sequence's part of a forward step over any backend's sequences.
+struct StepItem : StepWork {
   BackendSequence* sequence = nullptr;
-  const TokenId* tokens = nullptr;
-  int64_t n = 0;            // 1 without an observer: a decode step (the hook may make it sparse); else dense
-  float* logits = nullptr;  // the last token's logits [vocab] (every token's with all_logits); null: none
-  bool all_logits = false;
-  DecodeAttentionHook* hook = nullptr;           // decode only; null: dense
-  KvBlockSource* source = nullptr;               // decode only; null: the sequence's own KV
-  PrefillAttentionObserver* observer = nullptr;  // dense chunks only
-  bool prefill = false;                          // counted as prefill (else decode) in the sequence's statistics
-  Status status;                                 // set by Run: OK when the sequence advanced by n tokens
 };
 
 class Backend {

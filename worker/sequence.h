@@ -96,9 +96,9 @@ void PrefillAttentionRow(const KvCache& kv, int32_t layer, int32_t kv_head, cons
 
 class Sequence;
 
-// One sequence's part of a forward step.
-struct ForwardItem {
-  Sequence* sequence = nullptr;
+// What one sequence does in a forward step, whichever kind of sequence it is (ForwardItem below;
+// StepItem over any backend's sequences, worker/backend.h).
+struct StepWork {
   const TokenId* tokens = nullptr;
   int64_t n = 0;            // 1 without an observer: a decode step (the hook may make it sparse); else dense
   float* logits = nullptr;  // the last token's logits [vocab] (every token's with all_logits); null: none
@@ -108,6 +108,11 @@ struct ForwardItem {
   PrefillAttentionObserver* observer = nullptr;  // dense chunks only
   bool prefill = false;                          // counted as prefill (else decode) in the sequence's statistics
   Status status;                                 // set by Run: OK when the sequence advanced by n tokens
+};
+
+// One sequence's part of a BatchForward step.
+struct ForwardItem : StepWork {
+  Sequence* sequence = nullptr;
 };
 
 class BatchForward {
