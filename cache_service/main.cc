@@ -116,6 +116,10 @@ int Run(const Flags& f) {
     UcxServerOptions uo;
     // The progress thread's polling window, for experiments (docs/perf-notes.md).
     if (const char* spin = std::getenv("FORESIGHT_UCX_SPIN_US")) uo.spin_us = std::atof(spin);
+    // Tests only (UcxServerOptions): stop mid-copy of a claimed GET, to be killed there.
+    if (const char* pause = std::getenv("FORESIGHT_TEST_PAUSE_IN_CLAIMED_WRITE_S")) {
+      uo.TEST_pause_in_claimed_write_s = std::atof(pause);
+    }
     uo.host = listen->first;
     uo.port = 0;
     if (!f.ucx_listen.empty()) {

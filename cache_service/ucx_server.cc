@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -23,6 +24,7 @@
 #include "common/checksum.h"
 #include "common/constant_time.h"
 #include "common/mutex.h"
+#include "common/robust_word.h"
 #include "proto/region_claim.h"
 #include "proto/ucx_messages.h"
 #include "ucx/worker.h"
@@ -144,6 +146,7 @@ class UcxServer::Impl {
     uint32_t claim_region_id = 0;
     uint32_t* claims = nullptr;
     uint32_t claim_slots = 0;
+    uint32_t* claim_writers = nullptr;  // the writer words after the claims (kRegisterClaimWriters), or null
     std::unordered_set<Outstanding*> outstanding;
     std::unordered_map<void*, Clock::time_point> held_descs;  // rendezvous/persistent data we hold
     bool arena_granted = false;                               // ARENA answered: LEASE allowed
@@ -171,8 +174,9 @@ class UcxServer::Impl {
     GetBody body;
     std::vector<ByteRange> ranges;
     Clock::time_point arrival;
-    uint8_t* region_dest = nullptr;  // fast path: where to write
-    uint32_t* claim = nullptr;       // with region_dest and kClaimSlot: write only after claiming it
+    uint8_t* region_dest = nullptr;    // fast path: where to write
+    uint32_t* claim = nullptr;         // with region_dest and kClaimSlot: write only after claiming it
+    uint32_t* claim_writer = nullptr;  // with claim: held while writing, if the client has writer words
     Status status;
     ReadLease lease;
     std::vector<uint8_t> staging;
@@ -223,6 +227,10 @@ class UcxServer::Impl {
   ucs_status_t HandlePut(Session* s, const Decoded& msg, void* data, size_t length, bool rndv);
 
   void ExecuteGet(GetTask* task);  // Lease, checks, copy or pin; any thread
+  // Holds a claim slot's writer word (proto/region_claim.h) for a copy in *writer; see held().
+  static void HoldClaimWriter(uint32_t* word, std::optional<RobustWordHold>* writer);
+  // options_.TEST_pause_in_claimed_write_s: a node stopped mid-copy, for tests that kill it there.
+  void PauseInClaimedWrite(const GetTask& task) const;
   void FinishGet(std::unique_ptr<GetTask> task, bool from_pool);
   void PutReserved(std::unique_ptr<PutTask> task);
   void PutReceived(std::unique_ptr<PutTask> task);
@@ -668,6 +676,7 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
     if (s->claims != nullptr && s->claim_region_id == body->region_id) {
       s->claims = nullptr;
       s->claim_slots = 0;
+      s->claim_writers = nullptr;
     }
   }
   Region r;
@@ -701,6 +710,10 @@ void UcxServer::Impl::HandleRegister(Session* s, const Decoded& msg, const void*
     s->claims = reinterpret_cast<uint32_t*>(r.mapped);
     s->claim_slots = body->claim_slots;
     reply.flags |= kReplyClaims;
+    if ((body->flags & kRegisterClaimWriters) && ClaimTableBytes(body->claim_slots) <= r.length) {
+      s->claim_writers = s->claims + body->claim_slots;
+      reply.flags |= kReplyClaimWriters;
+    }
   }
   s->regions[body->region_id] = r;
   SendReply(s, MsgType::kRegisterReply, msg.header.req_id, reply, nullptr, 0, {}, nullptr, false, nullptr);
@@ -786,6 +799,7 @@ ucs_status_t UcxServer::Impl::HandleGet(Session* s, const Decoded& msg, const vo
         return UCS_OK;
       }
       task->claim = s->claims + body->claim_slot;
+      if (s->claim_writers != nullptr) task->claim_writer = s->claim_writers + body->claim_slot;
     }
   }
   // A block already in RAM is served right here: a lease and at most one memcpy, cheaper than two
@@ -847,7 +861,20 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
           }
           t->lease = std::move(*lease);  // held until the client RELEASEs it
         } else if (t->region_dest != nullptr) {
-          if (t->claim != nullptr && !BeginClaimedWrite(t->claim, t->body.claim_generation)) {
+          // Held from before WRITING until after DONE: if this thread dies in between, the kernel
+          // marks the word, and the client stops waiting for a DONE that will never come.
+          std::optional<RobustWordHold> writer;
+          if (t->claim_writer != nullptr) HoldClaimWriter(t->claim_writer, &writer);
+          if (writer && !writer->held()) {
+            const uint32_t found = writer->found();
+            t->status = Aborted(what + ": claim slot " + std::to_string(t->body.claim_slot) + ": its writer word " +
+                                (RobustWordOwnerDied(found)
+                                     ? std::string("still marks a node thread that died while writing into it "
+                                                   "(the client clears it when it settles that get)")
+                                 : found != 0 ? "is held by node thread " + std::to_string(found)
+                                              : std::string("cannot be held: this thread already holds another")) +
+                                "; nothing was written into the client's buffer");
+          } else if (t->claim != nullptr && !BeginClaimedWrite(t->claim, t->body.claim_generation)) {
             // The client gave up on this GET (CANCELLED) and may be using the buffer again.
             t->status =
                 Aborted(what + ": the client cancelled this get (claim slot " + std::to_string(t->body.claim_slot) +
@@ -855,9 +882,11 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
                         ClaimStateName(ClaimStateOf(LoadClaim(t->claim))) +
                         ", not PENDING); nothing was written into its buffer");
           } else if (t->ranges.empty()) {
+            PauseInClaimedWrite(*t);
             std::memcpy(t->region_dest, block, size);
             t->checksum = lease->checksum();
           } else {
+            PauseInClaimedWrite(*t);
             uint64_t at = 0;
             for (const ByteRange& r : t->ranges) {
               std::memcpy(t->region_dest + at, block + r.offset, r.length);
@@ -889,6 +918,26 @@ void UcxServer::Impl::ExecuteGet(GetTask* t) {
       }
     }
   }
+}
+
+void UcxServer::Impl::HoldClaimWriter(uint32_t* word, std::optional<RobustWordHold>* writer) {
+  // Another thread of this node holds it only briefly: a stale GET of the slot's last generation
+  // (between taking it and finding the claim word not PENDING), or the slot's last writer between
+  // DONE and letting go. Waited for, so that such a race does not fail a good GET.
+  const auto give_up = Clock::now() + std::chrono::milliseconds(100);
+  for (;;) {
+    writer->emplace(word);
+    const uint32_t found = (*writer)->found();
+    if ((*writer)->held() || found == 0 || RobustWordOwnerDied(found) || Clock::now() >= give_up) return;
+    std::this_thread::yield();
+  }
+}
+
+void UcxServer::Impl::PauseInClaimedWrite(const GetTask& t) const {
+  if (options_.TEST_pause_in_claimed_write_s <= 0 || t.claim == nullptr) return;
+  spdlog::warn("{}: TEST: GET {} holds claim slot {} (generation {}) WRITING; pausing {} s before the copy", Node(),
+               t.body.key.ToHex(), t.body.claim_slot, t.body.claim_generation, options_.TEST_pause_in_claimed_write_s);
+  std::this_thread::sleep_for(std::chrono::duration<double>(options_.TEST_pause_in_claimed_write_s));
 }
 
 void UcxServer::Impl::FinishGet(std::unique_ptr<GetTask> t, bool from_pool) {

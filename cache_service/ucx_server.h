@@ -29,7 +29,10 @@
 //   REGISTERs a claim table too, the GET names a word of it, and the worker thread writes only
 //   after moving that word from PENDING to WRITING (DONE after the copy). A client that gave up on
 //   the GET cancelled the word first: the node then writes nothing and answers ABORTED, so a node
-//   that resumes after a stall never writes into a buffer its caller owns again.
+//   that resumes after a stall never writes into a buffer its caller owns again. When the client's
+//   table has writer words (kRegisterClaimWriters), the copying thread holds the slot's writer word
+//   (common/robust_word.h) around WRITING..DONE, so that if the node dies mid-copy the kernel marks
+//   it and the client stops waiting for DONE.
 // - One-sided gets (same host): when the store's arena lives in a memfd (BlockStore::shared_arena),
 //   an authenticated session may ask ARENA; the answer (pid, fd, sizes, nonce) lets the client open
 //   /proc/<pid>/fd/<fd> read-only, which the kernel allows only to the node's own user (or root),
@@ -86,6 +89,10 @@ struct UcxServerOptions {
   // After activity the progress thread polls this long before sleeping on the worker's event fd:
   // lower latency against CPU burnt (foresight-cached takes FORESIGHT_UCX_SPIN_US).
   double spin_us = 50;
+  // Tests only: after moving a claim word to WRITING, sleep this long before copying (a node
+  // stopped mid-copy, for tests that kill it there). foresight-cached takes
+  // FORESIGHT_TEST_PAUSE_IN_CLAIMED_WRITE_S.
+  double TEST_pause_in_claimed_write_s = 0;
 };
 
 struct UcxServerStats {

@@ -4,13 +4,27 @@
 
 #include <thread>
 
+#include "common/robust_word.h"
 #include "proto/region_claim.h"
 
 namespace foresight {
 
 using namespace ucxwire;  // NOLINT: the claim word's states
 
-ClaimTable::ClaimTable(uint32_t* words, uint32_t count) : words_(words), count_(count) {
+const char* ClaimOutcomeName(ClaimOutcome outcome) {
+  switch (outcome) {
+    case ClaimOutcome::kCancelled:
+      return "cancelled";
+    case ClaimOutcome::kWritten:
+      return "written";
+    case ClaimOutcome::kNodeDied:
+      return "node died";
+  }
+  return "unknown";
+}
+
+ClaimTable::ClaimTable(uint32_t* words, uint32_t count, uint32_t* writers)
+    : words_(words), count_(count), writers_(writers) {
   MutexLock lock(mu_);
   generations_.resize(count);
   free_.reserve(count);
@@ -37,14 +51,23 @@ void ClaimTable::Release(const RegionClaim& claim) {
   free_.push_back(claim.slot);
 }
 
-bool ClaimTable::Settle(const RegionClaim& claim, std::chrono::milliseconds warn_every) {
+ClaimOutcome ClaimTable::Settle(const RegionClaim& claim, std::chrono::milliseconds warn_every) {
   uint32_t* word = &words_[claim.slot];
+  uint32_t* writer = writers_ != nullptr ? &writers_[claim.slot] : nullptr;
+  const uint32_t writing = ClaimWord(claim.generation, ClaimState::kWriting);
   uint32_t seen = 0;
-  bool wrote = false;
+  ClaimOutcome outcome = ClaimOutcome::kCancelled;
   if (!CancelClaim(word, claim.generation, &seen)) {
     const auto start = std::chrono::steady_clock::now();
     auto next_warning = start + warn_every;
-    while (seen == ClaimWord(claim.generation, ClaimState::kWriting)) {
+    bool died = false;
+    while (seen == writing) {
+      // The writer word first: the node holds it from before WRITING until after DONE, so a dead
+      // mark read before a WRITING word is the death of the thread that is (was) copying.
+      if (writer != nullptr && RobustWordOwnerDied(LoadRobustWord(writer)) && LoadClaim(word) == writing) {
+        died = true;
+        break;
+      }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       seen = LoadClaim(word);
       const auto now = std::chrono::steady_clock::now();
@@ -52,14 +75,20 @@ bool ClaimTable::Settle(const RegionClaim& claim, std::chrono::milliseconds warn
         next_warning = now + warn_every;
         spdlog::warn(
             "UCX client: claim slot {} (generation {}) still WRITING after {} ms: the node is stopped in the middle "
-            "of copying a GET into this client's buffer; the buffer is not handed back until it finishes",
+            "of copying a GET into this client's buffer (it may resume); the buffer is not handed back until it "
+            "finishes, or is seen to have died",
             claim.slot, claim.generation, std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count());
       }
     }
-    wrote = seen == ClaimWord(claim.generation, ClaimState::kDone);
+    outcome = died                                                     ? ClaimOutcome::kNodeDied
+              : seen == ClaimWord(claim.generation, ClaimState::kDone) ? ClaimOutcome::kWritten
+                                                                       : ClaimOutcome::kCancelled;
   }
+  // A dead writer's mark (mid-copy, or between DONE and letting go) would stop the next node from
+  // ever writing through this slot.
+  if (writer != nullptr) ClearDeadRobustWord(writer);
   Release(claim);
-  return wrote;
+  return outcome;
 }
 
 uint32_t ClaimTable::in_use() const {

@@ -488,7 +488,7 @@ void UcxTransport::Impl::RegisterClaimTable() {
     ucp_mem_map_params_t mp{};
     mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
     mp.address = nullptr;
-    mp.length = uint64_t{kClaimTableSlots} * kClaimWordBytes;
+    mp.length = ClaimTableBytes(kClaimTableSlots);
     mp.flags = UCP_MEM_MAP_ALLOCATE;
     ucs_status_t st = ucp_mem_map(context_, &mp, &r.memh);
     if (st != UCS_OK) {
@@ -520,14 +520,15 @@ void UcxTransport::Impl::RegisterClaimTable() {
       r.id = next_region_id_++;
     }
     claim_region_ = std::move(r);
-    claims_ = std::make_unique<ClaimTable>(reinterpret_cast<uint32_t*>(claim_region_.data), kClaimTableSlots);
+    auto* words = reinterpret_cast<uint32_t*>(claim_region_.data);
+    claims_ = std::make_unique<ClaimTable>(words, kClaimTableSlots, words + kClaimTableSlots);
   }
   RegisterBody body;
   body.region_id = claim_region_.id;
   body.base = reinterpret_cast<uint64_t>(claim_region_.data);
   body.length = claim_region_.size;
   body.key_check = RkeyCheck(claim_region_.rkey.data(), claim_region_.rkey.size());
-  body.flags = kRegisterClaimTable;
+  body.flags = kRegisterClaimTable | kRegisterClaimWriters;
   body.claim_slots = kClaimTableSlots;
   ReplyBody reply;
   Status s =
@@ -539,6 +540,11 @@ void UcxTransport::Impl::RegisterClaimTable() {
         "bytes in the reply (slower) so that a stalled node cannot write into them late. Upgrade the node to get the "
         "one-memcpy path back",
         node_, s.ok() ? "an older node: no kReplyClaims" : s.ToString());
+  } else if (!(reply.flags & kReplyClaimWriters)) {
+    spdlog::warn(
+        "UCX client: node {} does not hold the claim table's writer words (an older node): if it dies in the middle "
+        "of copying a GET into a buffer from Allocate(), that GET waits for ever instead of failing. Upgrade the node",
+        node_);
   }
   MutexLock lock(mu_);
   claims_active_ = active;
@@ -955,15 +961,23 @@ void UcxTransport::Impl::CompleteOp(uint64_t req_id, const Status& status, uint6
   Op op = std::move(it->second);
   ops_.erase(it);
   // Before the result is reported: the caller may reuse the buffer as soon as it is.
-  if (op.claim) claims_->Settle(*op.claim);
+  Status result = status;
+  if (op.claim && claims_->Settle(*op.claim) == ClaimOutcome::kNodeDied) {
+    result = Unavailable(What(op) + ": the node died while copying the block into the buffer (claim slot " +
+                         std::to_string(op.claim->slot) + ", generation " + std::to_string(op.claim->generation) +
+                         " left WRITING): the buffer may hold part of the block, and nothing more will be written into "
+                         "it" +
+                         (status.ok() ? std::string() : "; " + status.ToString()));
+    spdlog::error("UCX client: {}", result.message());
+  }
   if (op.on_control_reply) {
-    op.on_control_reply(status, ReplyBody{}, nullptr, 0);
+    op.on_control_reply(result, ReplyBody{}, nullptr, 0);
     return;
   }
   bool finished;
   {
     MutexLock lock(mu_);
-    finished = FinishItemLocked(op.batch, op.index, status, bytes, checksum, verified, /*notify=*/false);
+    finished = FinishItemLocked(op.batch, op.index, result, bytes, checksum, verified, /*notify=*/false);
   }
   // After unlocking: a waiter woken while the lock is held only blocks on it again (one more
   // futex round trip and context switch per get).

@@ -26,8 +26,10 @@
 // inside a buffer from Allocate()/Register() avoid extra copies. A GET the node writes into a mapped
 // buffer holds a claim word (client/claim_table.h, proto/region_claim.h): one atomic store when
 // sent, and when the GET ends unanswered the claim is cancelled, or, if the node is mid-copy, waited
-// for, before the result is reported. Without a claim table the node honours (an older node) or with
-// all 1024 words in use, such a GET carries its bytes in the reply instead.
+// for, before the result is reported; a node that dies mid-copy ends that wait (its writer word is
+// marked by the kernel) and the GET fails UNAVAILABLE ("the node died while copying"). Without a
+// claim table the node honours (an older node) or with all 1024 words in use, such a GET carries
+// its bytes in the reply instead.
 //
 // Integrity: every GET reply carries a checksum (the writer's for a whole block; for a list of
 // ranges, BlockChecksum over the ranges concatenated in request order), verified over the

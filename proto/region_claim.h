@@ -27,6 +27,18 @@
 // The words are shared between two processes: std::atomic_ref on lock-free 32-bit atomics, which
 // work across processes on the same mapping.
 //
+// A dead node: the client cannot hand a WRITING buffer back while the node might still resume and
+// write (it may only be stopped or descheduled), but a node that died never will, and the wait
+// must then end. To tell the two apart, the table may carry one writer word per claim word, right
+// after the claim words (kRegisterClaimWriters in proto/ucx_messages.h; ClaimTableBytes). Writer
+// word i is a RobustWord (common/robust_word.h) that the node's copying thread holds from before it
+// moves word i to WRITING until after DONE: 0 when free, the thread's id while held, and
+// kRobustWordOwnerDied, written by the kernel, when the thread died holding it. So a client that
+// reads a dead mark and then (generation, WRITING) knows the copy will never finish and nothing
+// more will be written: it fails the GET and clears the mark. The node takes only a free writer
+// word (a marked one is the client's to clear); a node that does not hold them (older, or a client
+// that registered none) leaves them 0, and the client then waits for DONE as before.
+//
 // Thread-safety: pure functions on words that both sides modify concurrently.
 #pragma once
 
@@ -46,9 +58,11 @@ enum class ClaimState : uint32_t {
 inline constexpr uint32_t kClaimWordBytes = 4;
 inline constexpr uint32_t kClaimStateBits = 3;
 inline constexpr uint32_t kClaimGenerationMask = (1u << (32 - kClaimStateBits)) - 1;
-// Claim words a client allocates (one 4 KiB page): the most region GETs in flight at once; more go
-// as ordinary GETs whose bytes travel in the reply.
+// Claim words a client allocates (one 4 KiB page, then a page of writer words): the most region
+// GETs in flight at once; more go as ordinary GETs whose bytes travel in the reply.
 inline constexpr uint32_t kClaimTableSlots = 1024;
+// A table of `slots` claim words and their writer words.
+constexpr uint64_t ClaimTableBytes(uint32_t slots) { return 2 * uint64_t{slots} * kClaimWordBytes; }
 
 static_assert(std::atomic_ref<uint32_t>::is_always_lock_free, "claim words need lock-free 32-bit atomics");
 

@@ -11,7 +11,7 @@
 //   client -> node                         node -> client
 //   HELLO     data: token                  HELLO_REPLY    status, data: error text
 //   REGISTER  region, key check,           REGISTER_REPLY status, flags (kReplyMapped,
-//             [flags, claim slots],                       kReplyClaims)
+//             [flags, claim slots],                       kReplyClaims, kReplyClaimWriters)
 //             data: packed rkey
 //   GET       key, ranges, destination,    GET_REPLY      status, checksum, length,
 //             [claim slot, generation]                    data: block bytes or error text
@@ -35,7 +35,10 @@
 // also sets kClaimSlot and names one word and its generation; the node writes into the region only
 // after moving that word from PENDING to WRITING, so a client that gave up (CANCELLED) never finds
 // bytes written late. Without kReplyClaims the client sends no kViaRegion GETs (bytes come in the
-// reply instead). [fields] above: added at the end of the body; a flag says they are meaningful.
+// reply instead). With kRegisterClaimWriters the table is followed by as many writer words; a node
+// that answers kReplyClaimWriters holds them while it copies, so that a client can tell a node that
+// died mid-copy from one that is stopped (proto/region_claim.h). [fields] above: added at the end
+// of the body; a flag says they are meaningful.
 //
 // Versioning: MsgHeader.version is kUcxWireVersion; a node answers a request of another version
 // with ERROR (FAILED_PRECONDITION) naming both versions. Bodies only ever grow at their end;
@@ -107,12 +110,14 @@ enum class MsgType : uint16_t {
 inline constexpr uint32_t kViaRegion = 1u << 0;  // bytes move through a mapped client region
 inline constexpr uint32_t kClaimSlot = 1u << 1;  // GET: claim_slot / claim_generation are set
 // REGISTER flags.
-inline constexpr uint32_t kRegisterClaimTable = 1u << 0;  // the region is the client's claim table
+inline constexpr uint32_t kRegisterClaimTable = 1u << 0;    // the region is the client's claim table
+inline constexpr uint32_t kRegisterClaimWriters = 1u << 1;  // ... followed by its writer words
 // Reply flags.
-inline constexpr uint32_t kReplyMapped = 1u << 0;       // REGISTER_REPLY: the node mapped the region
-inline constexpr uint32_t kReplyWroteRegion = 1u << 1;  // GET_REPLY: bytes are in the region
-inline constexpr uint32_t kReplyCloses = 1u << 2;       // the node drops the connection after this
-inline constexpr uint32_t kReplyClaims = 1u << 3;       // REGISTER_REPLY: the claim table is honoured
+inline constexpr uint32_t kReplyMapped = 1u << 0;        // REGISTER_REPLY: the node mapped the region
+inline constexpr uint32_t kReplyWroteRegion = 1u << 1;   // GET_REPLY: bytes are in the region
+inline constexpr uint32_t kReplyCloses = 1u << 2;        // the node drops the connection after this
+inline constexpr uint32_t kReplyClaims = 1u << 3;        // REGISTER_REPLY: the claim table is honoured
+inline constexpr uint32_t kReplyClaimWriters = 1u << 4;  // REGISTER_REPLY: and the node holds its writer words
 
 // 24 bytes on the wire.
 struct MsgHeader {
