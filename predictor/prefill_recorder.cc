@@ -13,8 +13,8 @@ PrefillRecorder::PrefillRecorder(int q_heads, int64_t prompt_tokens, int block_t
       block_tokens_(block_tokens),
       rows_(std::min<int64_t>(prompt_tokens, kHistoryRows)),
       blocks_((prompt_tokens + block_tokens - 1) / block_tokens),
-      block_max_(q_heads * rows_ * blocks_, 0.0f),
-      block_sum_(q_heads * rows_ * blocks_, 0.0f),
+      block_max_(static_cast<size_t>(q_heads) * rows_ * blocks_),
+      block_sum_(block_max_.size()),
       block_sum_total_(q_heads * blocks_, 0.0f) {}
 
 void PrefillRecorder::AddRow(int q_head, int64_t query, std::span<const float> probs) {
@@ -54,8 +54,8 @@ PrefillObservation PrefillRecorder::Observation() const {
   PrefillObservation p;
   p.prompt_tokens = prompt_tokens_;
   p.rows = rows_;
-  p.block_max = block_max_;
-  p.block_sum = block_sum_;
+  p.block_max = block_max_.span();
+  p.block_sum = block_sum_.span();
   p.block_sum_total = block_sum_total_;
   return p;
 }

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "worker/quantized_kernels.h"
@@ -69,6 +70,16 @@ void CompactKeyCopy::AppendToken(const float* keys) {
 
 void CompactKeyCopy::Append(const KvCache& kv, int32_t layer, int64_t upto) {
   token_keys_.resize(static_cast<size_t>(kv_heads_) * head_dim_);
+  if (upto - tokens_ > 1) {
+    // A whole prompt at once (after a prefix import, 7K tokens): one allocation per array instead
+    // of a doubling series of copies, as large as the doubling would have made it, so that the
+    // decode steps after it do not copy either. (Not per token: a reserve per decode step would
+    // copy the whole array every step.)
+    for (int32_t h = 0; h < kv_heads_; ++h) {
+      values_[h].reserve(std::bit_ceil(static_cast<size_t>(upto) * PaddedDim()));
+      for (std::vector<float>& s : scales_[h]) s.reserve(std::bit_ceil(static_cast<size_t>(upto)));
+    }
+  }
   for (int64_t p = tokens_; p < upto; ++p) {
     for (int32_t h = 0; h < kv_heads_; ++h) HalfToFloatRow(kv.key(layer, h, p), head_dim_, &token_keys_[h * head_dim_]);
     AppendToken(token_keys_.data());

@@ -15,13 +15,20 @@ KvCache::KvCache(int32_t n_layers, int32_t kv_heads, int32_t head_dim, int32_t b
   }
 }
 
-void KvCache::Resize(int64_t tokens) {
+void KvCache::Resize(int64_t tokens) { Grow(tokens, /*zeroed=*/true); }
+
+void KvCache::ResizeForOverwrite(int64_t tokens) { Grow(tokens, /*zeroed=*/false); }
+
+void KvCache::Grow(int64_t tokens, bool zeroed) {
   tokens_ = tokens;
   const int64_t n_blocks = blocks();
   for (auto& layer : layers_) {
     if (static_cast<int64_t>(layer.size()) > n_blocks) layer.resize(n_blocks);
+    layer.reserve(n_blocks);
     for (int64_t b = static_cast<int64_t>(layer.size()); b < n_blocks; ++b) {
-      layer.push_back(std::make_unique<uint16_t[]>(block_elems_));  // value-initialised: zeros
+      // make_unique value-initialises (zeros); the other leaves the bytes to the caller.
+      layer.push_back(zeroed ? std::make_unique<uint16_t[]>(block_elems_)
+                             : std::make_unique_for_overwrite<uint16_t[]>(block_elems_));
     }
   }
 }

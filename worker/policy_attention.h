@@ -97,7 +97,8 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   void TEST_SetObservationTap(ObservationTap tap) { observation_tap_ = std::move(tap); }
   // Reads every key of `kv` not yet seen into the key digests (Quest) and the compact key copy
   // (kCompactKeys): call it after the prefill while the whole KV is still on the worker. Later keys
-  // are read as decode produces them (the most recent block is always on the worker).
+  // are read as decode produces them (the most recent block is always on the worker). Layers are
+  // read on the OpenMP threads.
   void PrepareKeys(const KvCache& kv);
 
   // Would this layer's policy select without the step's query? Then PeekSelection works.
@@ -140,9 +141,9 @@ class PolicyDecodeAttention : public DecodeAttentionHook, public PrefillAttentio
   std::vector<std::unique_ptr<predictor::SelectionPolicy>> policies_;
   std::vector<std::unique_ptr<predictor::PrefillRecorder>> recorders_;
   std::vector<predictor::KeyDigests> digests_;
-  std::vector<float> key_row_;
-  std::vector<bool> dense_step_;  // per layer: this step attends densely
-  std::vector<bool> calib_step_;  // per layer: this step's observation is a compact dense row
+  std::vector<std::vector<float>> key_rows_;  // per layer: AppendKeys' scratch (layers run concurrently)
+  std::vector<bool> dense_step_;              // per layer: this step attends densely
+  std::vector<bool> calib_step_;              // per layer: this step's observation is a compact dense row
   PolicyAttentionOptions options_;
   std::vector<CompactKeyCopy> compact_;  // per layer (kCompactKeys with a calibrating policy)
   std::vector<float> calib_max_, calib_sum_;

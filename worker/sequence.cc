@@ -62,7 +62,8 @@ Status Sequence::ImportKv(int64_t n_blocks, const std::function<Status(int32_t, 
     return OutOfRange("importing " + std::to_string(n_blocks) + " blocks exceeds the model's context of " +
                       std::to_string(c_.max_context));
   }
-  kv_.Resize(tokens);
+  // `fill` writes whole blocks (or fails, and they are dropped below): nothing to zero first.
+  kv_.ResizeForOverwrite(tokens);
   std::vector<uint8_t*> dests(n_blocks);
   for (int32_t l = 0; l < c_.n_layers; ++l) {
     for (int64_t b = 0; b < n_blocks; ++b) dests[b] = kv_.mutable_block_data(l, b);

@@ -145,10 +145,10 @@ class Sequence {
 
   // Shared prefixes: makes an empty sequence `n_blocks` full blocks long with KV it did not compute.
   // `fill(layer, dests)` is called once per layer with the n_blocks destinations of that layer's
-  // blocks (layout().block_bytes() each) and writes them (e.g. fetched from the cache service,
-  // checksum-verified). The sequence then continues at n_blocks * block_tokens exactly as if it had
-  // prefilled those tokens (the KV is the same bytes a prefill would write). On error the sequence
-  // is left empty.
+  // blocks (layout().block_bytes() each, not zeroed first) and writes every byte of them (e.g.
+  // fetched from the cache service, checksum-verified), or fails. The sequence then continues at
+  // n_blocks * block_tokens exactly as if it had prefilled those tokens (the KV is the same bytes a
+  // prefill would write). On error the sequence is left empty.
   Status ImportKv(int64_t n_blocks,
                   const std::function<Status(int32_t layer, const std::vector<uint8_t*>& dests)>& fill);
 

@@ -207,11 +207,11 @@ std::vector<std::shared_ptr<const SeedRows>> OffloadedSequence::FindSeedRows(int
   return rows;
 }
 
-void OffloadedSequence::StartCapture(int64_t from) {
+void OffloadedSequence::StartCapture(int64_t from, int64_t prompt_tokens) {
   constexpr int64_t kCapturedPositions = 128;
   const int64_t bt = SeedRows::kBlockTokens;
-  const int64_t first = std::max(from, (std::max<int64_t>(0, prompt_tokens_ - kCapturedPositions) + bt - 1) / bt);
-  const int64_t full = prompt_tokens_ / bt;
+  const int64_t first = std::max(from, (std::max<int64_t>(0, prompt_tokens - kCapturedPositions) + bt - 1) / bt);
+  const int64_t full = prompt_tokens / bt;
   std::vector<std::shared_ptr<SeedRows>> blocks;
   bool any = false;
   for (int64_t b = first; b < full; ++b) {
@@ -223,6 +223,28 @@ void OffloadedSequence::StartCapture(int64_t from) {
     any = true;
   }
   if (any) capture_ = std::make_unique<SeedRowCapture>(policy_.get(), first, std::move(blocks));
+}
+
+Status OffloadedSequence::MakePolicy(int64_t prompt_tokens, int64_t imported,
+                                     const std::vector<std::shared_ptr<const SeedRows>>& seeds) {
+  if (!spec_.has_value()) return Status::OK();
+  FS_ASSIGN_OR_RETURN(policy_,
+                      PolicyDecodeAttention::Create(model_.config(), *spec_, prompt_tokens, options_.attention));
+  // The seeded rows first, in query order per head, as the prefill would have handed them over.
+  const ModelConfig& c = model_.config();
+  const int64_t bt = SeedRows::kBlockTokens;
+  for (const std::shared_ptr<const SeedRows>& rows : seeds) {
+    for (int32_t l = 0; l < c.n_layers; ++l) {
+      for (int32_t h = 0; h < c.n_heads; ++h) {
+        for (int32_t r = 0; r < SeedRows::kBlockTokens; ++r) {
+          policy_->OnPooledRow(l, h, rows->block() * bt + r, rows->block_max(l, h, r), rows->block_sum(l, h, r),
+                               rows->width());
+        }
+      }
+    }
+  }
+  if (options_.seed_cache != nullptr) StartCapture(imported, prompt_tokens);
+  return Status::OK();
 }
 
 Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
@@ -237,6 +259,7 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
   if (seeding || importing) chains_ = PromptChains(options_.name_space, options_.fingerprint, prompt);
   int64_t imported = 0;
   std::vector<std::shared_ptr<const SeedRows>> seeds;
+  bool policy_made = false;
   if (importing) {
     FS_ASSIGN_OR_RETURN(int64_t published, LongestPublishedPrefix(client_, options_.name_space, chains_));
     // Keep the last 64 prompt tokens (at least one) to prefill: the policy learns from their rows.
@@ -247,9 +270,17 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
     if (seeding) seeds = FindSeedRows(imported, std::min(published, (p - 1) / bt));
     imported += static_cast<int64_t>(seeds.size());
     if (imported > 0) {
+      // The policy (its prefill recorders: 62 MB at 7K tokens for SmolLM2), its seeded rows and
+      // the seed capture do not depend on the imported KV: they are made on a thread of their own
+      // while the import waits on the cache service.
+      std::future<Status> made =
+          std::async(std::launch::async, [this, p, imported, &seeds] { return MakePolicy(p, imported, seeds); });
       ImportStats st;
-      FS_RETURN_IF_ERROR(
-          ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, seq_.get(), &st));
+      Status s = ImportPrefix(client_, options_.name_space, options_.fingerprint, prompt, imported, seq_.get(), &st);
+      Status m = made.get();
+      FS_RETURN_IF_ERROR(s);
+      FS_RETURN_IF_ERROR(m);
+      policy_made = true;
       stats_.import_seconds += st.seconds;
       stats_.prefix_blocks_imported = imported;
       stats_.seed_blocks = static_cast<int64_t>(seeds.size());
@@ -257,25 +288,10 @@ Status OffloadedSequence::BeginPrefill(const std::vector<TokenId>& prompt) {
       if (publisher_ != nullptr) FS_RETURN_IF_ERROR(publisher_->Adopt(prompt, kv(), imported));
     }
   }
-  if (spec_.has_value()) {
-    FS_ASSIGN_OR_RETURN(policy_, PolicyDecodeAttention::Create(model_.config(), *spec_, p, options_.attention));
-  }
-  // The seeded rows first, in query order per head, as the prefill would have handed them over.
-  const ModelConfig& c = model_.config();
-  for (const std::shared_ptr<const SeedRows>& rows : seeds) {
-    for (int32_t l = 0; l < c.n_layers; ++l) {
-      for (int32_t h = 0; h < c.n_heads; ++h) {
-        for (int32_t r = 0; r < SeedRows::kBlockTokens; ++r) {
-          policy_->OnPooledRow(l, h, rows->block() * bt + r, rows->block_max(l, h, r), rows->block_sum(l, h, r),
-                               rows->width());
-        }
-      }
-    }
-  }
+  if (!policy_made) FS_RETURN_IF_ERROR(MakePolicy(p, imported, seeds));
   tokens_ = prompt;
   prompt_tokens_ = p;
   prefill_at_ = imported * bt;
-  if (seeding) StartCapture(imported);
   return Status::OK();
 }
 

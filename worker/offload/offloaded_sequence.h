@@ -207,7 +207,11 @@ class OffloadedSequence : public KvBlockSource {
   std::vector<std::shared_ptr<const SeedRows>> FindSeedRows(int64_t from, int64_t upto) const;
   // With a seed cache: captures the rows of the last 128 positions' full blocks from `from` on
   // that the cache does not hold yet.
-  void StartCapture(int64_t from);
+  void StartCapture(int64_t from, int64_t prompt_tokens);
+  // With a policy: makes it for a prompt of `prompt_tokens` of which `imported` blocks are
+  // imported, hands it the rows of `seeds` and starts the seed capture. Reads nothing of the KV,
+  // so it may run on another thread while the import fills the KV.
+  Status MakePolicy(int64_t prompt_tokens, int64_t imported, const std::vector<std::shared_ptr<const SeedRows>>& seeds);
   Status Publish();
   Status DropAcknowledged();
   // Queues fetches of `blocks` (per KV head) of `layer` that are neither resident nor pooled.

@@ -9,8 +9,8 @@ namespace foresight::worker {
 SeedRows::SeedRows(int32_t layers, int32_t q_heads, int64_t block)
     : q_heads_(q_heads),
       block_(block),
-      max_(static_cast<size_t>(layers) * q_heads * kBlockTokens * (block + 1), 0.0f),
-      sum_(max_.size(), 0.0f) {}
+      max_(static_cast<size_t>(layers) * q_heads * kBlockTokens * (block + 1)),
+      sum_(max_.size()) {}
 
 void SeedRows::Pool(int32_t layer, int32_t q_head, int64_t query, const float* probs) {
   const size_t at = Offset(layer, q_head, static_cast<int32_t>(query - block_ * kBlockTokens));
